@@ -1,0 +1,129 @@
+"""Blocks stage: `SourceBatch` -> `Block` (float32 CSR, or dense when no column is sparse)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from .layout import FeatureLayout
+from .source import SourceBatch
+
+
+@dataclass(frozen=True)
+class Block:
+    """A matrix of rows in layout column order, with labels and weights."""
+
+    X: sp.csr_matrix | np.ndarray
+    label: np.ndarray | None
+    weight: np.ndarray | None
+
+    @property
+    def rows(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def stored_values(self) -> int:
+        """Entries XGBoost receives: CSR non-zeros, or non-NaN dense cells."""
+        if sp.issparse(self.X):
+            return int(self.X.nnz)
+        return int(np.count_nonzero(~np.isnan(self.X)))
+
+
+def _column_values(column: pa.Array) -> np.ndarray:
+    """Numeric values, nulls as NaN; zero-copy when the column has no nulls."""
+    if column.null_count == 0:
+        return column.to_numpy(zero_copy_only=False)
+    return column.cast(pa.float32(), safe=False).fill_null(np.float32("nan")).to_numpy(zero_copy_only=False)
+
+
+def to_csr(features: pa.RecordBatch, layout: FeatureLayout) -> sp.csr_matrix:
+    """Convert float32 feature columns to CSR.
+
+    Count columns (``layout.zero_is_missing``) store only non-zero, non-null entries;
+    other columns store every non-null value, zeros included, so XGBoost keeps them.
+    Built column by column as CSC (no dense temporary), then converted once to CSR.
+    """
+    rows, n_columns = features.num_rows, features.num_columns
+    row_indices: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    counts = np.zeros(n_columns, dtype=np.int64)
+    for j, (column, sparse) in enumerate(zip(features.columns, layout.zero_is_missing)):
+        if column.null_count == rows:
+            continue
+        data = _column_values(column)
+        if sparse:
+            kept = np.flatnonzero(data)
+            if column.null_count:
+                kept = kept[~np.isnan(data[kept])]
+        elif column.null_count:
+            kept = np.flatnonzero(~np.isnan(data))
+        else:
+            kept = None
+        if kept is None:
+            row_indices.append(np.arange(rows, dtype=np.int32))
+            values.append(data)
+            counts[j] = rows
+        else:
+            row_indices.append(kept.astype(np.int32, copy=False))
+            values.append(data[kept])
+            counts[j] = kept.size
+    indptr = np.zeros(n_columns + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    if row_indices:
+        indices = np.concatenate(row_indices)
+        data = np.concatenate(values).astype(np.float32, copy=False)
+    else:
+        indices = np.zeros(0, dtype=np.int32)
+        data = np.zeros(0, dtype=np.float32)
+    csc = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns))
+    return csc.tocsr()
+
+
+def to_dense(features: pa.RecordBatch) -> np.ndarray:
+    """Convert float32 feature columns to a C-ordered float32 matrix, nulls as NaN."""
+    out = np.empty((features.num_rows, features.num_columns), dtype=np.float32)
+    for j, column in enumerate(features.columns):
+        out[:, j] = _column_values(column)
+    return out
+
+
+def to_block(batch: SourceBatch, layout: FeatureLayout) -> Block:
+    """One source batch as a block: CSR if any column is a count column, dense otherwise."""
+    X = to_csr(batch.features, layout) if any(layout.zero_is_missing) else to_dense(batch.features)
+    return Block(X, batch.label, batch.weight)
+
+
+def concat_blocks(blocks: list[Block]) -> Block:
+    """Stack blocks vertically (labels and weights too)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    if sp.issparse(blocks[0].X):
+        X: sp.csr_matrix | np.ndarray = sp.vstack([b.X for b in blocks], format="csr")
+    else:
+        X = np.vstack([b.X for b in blocks])
+    label = None if blocks[0].label is None else np.concatenate([b.label for b in blocks])
+    weight = None if blocks[0].weight is None else np.concatenate([b.weight for b in blocks])
+    return Block(X, label, weight)
+
+
+def pages(batches: Iterable[SourceBatch], layout: FeatureLayout, page_rows: int) -> Iterator[Block]:
+    """Group converted batches into pages of at least ``page_rows`` rows (the last may be smaller).
+
+    XGBoost keeps state per external-memory page, so pages of tens of thousands of rows
+    keep its memory flat while batches stay small enough to decode cheaply.
+    """
+    pending: list[Block] = []
+    pending_rows = 0
+    for batch in batches:
+        block = to_block(batch, layout)
+        pending.append(block)
+        pending_rows += block.rows
+        if pending_rows >= page_rows:
+            yield concat_blocks(pending)
+            pending, pending_rows = [], 0
+    if pending:
+        yield concat_blocks(pending)

@@ -1,0 +1,95 @@
+"""Private cache directories for XGBoost's external-memory pages, removed on every exit path.
+
+Each directory carries an owner marker (pid and process start time). A run killed with
+SIGKILL cannot clean up, so every new cache sweeps directories whose owner is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from .errors import OptionError
+
+PREFIX = "extmem-cache-"
+MARKER = "owner.json"
+
+
+def _process_started(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _owner_alive(directory: Path) -> bool:
+    try:
+        owner = json.loads((directory / MARKER).read_text())
+        return _process_started(int(owner["pid"])) == owner["started"]
+    except FileNotFoundError:
+        # A directory this young may be a cache still writing its marker.
+        return True
+    except (ValueError, KeyError, TypeError, OSError):
+        return False
+
+
+def sweep_stale(root: str | os.PathLike[str]) -> list[Path]:
+    """Remove cache directories under ``root`` whose owning process has exited."""
+    removed: list[Path] = []
+    try:
+        entries = list(Path(root).glob(PREFIX + "*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.is_dir() and not _owner_alive(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+class CacheDir:
+    """A private directory for one DMatrix's cache files; a context manager.
+
+    ``root`` defaults to the system temporary directory (never the working directory).
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        root_path = Path(root) if root is not None else Path(tempfile.gettempdir())
+        if not root_path.is_dir():
+            msg = f"The --cache-dir {str(root_path)!r} is not an existing folder."
+            raise OptionError(msg)
+        sweep_stale(root_path)
+        self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root_path))
+        marker = {"pid": os.getpid(), "started": _process_started(os.getpid())}
+        (self.path / MARKER).write_text(json.dumps(marker))
+
+    @property
+    def prefix(self) -> str:
+        """The ``cache_prefix`` to give XGBoost."""
+        return str(self.path / "xgb")
+
+    def size_bytes(self) -> int:
+        """Bytes currently stored in the cache files."""
+        total = 0
+        for entry in self.path.rglob("*"):
+            try:
+                total += entry.stat().st_size if entry.is_file() else 0
+            except FileNotFoundError:
+                continue
+        return total
+
+    def cleanup(self) -> None:
+        """Delete the directory and everything in it (idempotent)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> CacheDir:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.cleanup()

@@ -1,0 +1,124 @@
+"""`Dataset`: the validated description of a parquet dataset that every stage reads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError
+
+SPLICE_LABELS: Mapping[str, int] = {"neither": 0, "donor": 1, "acceptor": 2}
+"""Default label map for string labels: the splice-site classes."""
+
+KMER_PATTERN = r"^\d+mer_"
+"""Columns matching this pattern hold counts: a zero there means 'absent'."""
+
+DEFAULT_BATCH_ROWS = 2048
+DEFAULT_PAGE_ROWS = 16384
+
+
+def _names(value: str | Sequence[str] | None, option: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if any(not isinstance(item, str) for item in items):
+        msg = f"The '{option}' option must be column names (a list or comma-separated text). Got {value!r} instead."
+        raise OptionError(msg)
+    return tuple(item.strip() for item in items if item.strip())
+
+
+def _positive_int(value: Any, option: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        msg = f"The '{option}' option must be a positive integer. Got {value!r} instead."
+        raise OptionError(msg)
+    return value
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A parquet dataset: where it is, which columns are features, how labels map.
+
+    ``path`` is a folder of shards, a glob pattern, a single file, or a list of these.
+    ``keep`` selects feature columns (names or glob patterns; default: every numeric
+    column); ``drop`` removes columns from the features. String columns are never
+    features. ``label_map`` maps string labels to class ids (default: the splice
+    classes). ``filter`` is a pyarrow-style row filter such as
+    ``"(chrom == 'chr1') & (position > 1000)"``, pushed down to row groups.
+    ``zero_is_missing`` is a regular expression: matching (count) columns are
+    stored sparsely, a zero meaning 'absent'; other columns keep zeros as values.
+    """
+
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+    label: str | None = "splice_type"
+    weight: str | None = None
+    keep: tuple[str, ...] = ()
+    drop: tuple[str, ...] = ()
+    label_map: Mapping[str, int] | None = None
+    filter: str | None = None
+    max_rows: int | None = None
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    zero_is_missing: str = KMER_PATTERN
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.extra:
+            msg = f"Unknown dataset option(s): {', '.join(sorted(self.extra))}. Known: {', '.join(Dataset.option_names())}."
+            raise OptionError(msg)
+        if self.label is not None and (not isinstance(self.label, str) or not self.label):
+            msg = f"The 'label' option must be a column name. Got {self.label!r} instead."
+            raise OptionError(msg)
+        set_(self, "keep", _names(self.keep, "keep"))
+        set_(self, "drop", _names(self.drop, "drop"))
+        _positive_int(self.max_rows, "max_rows", allow_none=True)
+        _positive_int(self.batch_rows, "batch_rows")
+        if self.label_map is not None:
+            label_map = dict(self.label_map)
+            bad = [k for k, v in label_map.items() if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) or v < 0]
+            if not label_map or bad:
+                msg = f"The 'label_map' option must map label strings to non-negative class ids. Got {self.label_map!r} instead."
+                raise OptionError(msg)
+            if sorted(set(label_map.values())) != list(range(len(set(label_map.values())))):
+                msg = f"The 'label_map' class ids must be 0..K-1 without gaps. Got {sorted(set(label_map.values()))} instead."
+                raise OptionError(msg)
+            set_(self, "label_map", label_map)
+
+    @staticmethod
+    def option_names() -> list[str]:
+        """Names accepted as keyword options (everything but ``path`` and ``extra``)."""
+        return [f.name for f in fields(Dataset) if f.name not in ("path", "extra")]
+
+    @classmethod
+    def from_options(cls, path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Dataset, **options: Any) -> Dataset:
+        """Build a Dataset from a path and keyword options, rejecting unknown keys."""
+        if isinstance(path, Dataset):
+            if not options:
+                return path
+            known = {name: getattr(path, name) for name in cls.option_names()}
+            known.update(options)
+            return cls.from_options(path.path, **known)
+        known = {k: v for k, v in options.items() if k in cls.option_names()}
+        unknown = {k: v for k, v in options.items() if k not in known}
+        return cls(path=path, extra=unknown, **known)
+
+    @property
+    def paths(self) -> list[str]:
+        """The path argument as a list of strings."""
+        if isinstance(self.path, (str, os.PathLike)):
+            return [os.fspath(self.path)]
+        return [os.fspath(Path(p)) for p in self.path]
+
+
+DatasetLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Dataset
+
+
+def as_dataset(data: DatasetLike, label: str | None, options: Mapping[str, Any]) -> Dataset:
+    """A Dataset from a path and options, or from a Dataset (keeping its label) with options applied."""
+    if isinstance(data, Dataset):
+        return Dataset.from_options(data, **options)
+    return Dataset.from_options(data, label=label, **options)

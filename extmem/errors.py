@@ -1,0 +1,31 @@
+"""Exceptions raised by extmem. Every message names the file, column or option at fault."""
+
+from __future__ import annotations
+
+
+class ExtmemError(ValueError):
+    """Base class for errors caused by user input (data, paths, options)."""
+
+
+class OptionError(ExtmemError):
+    """An option or flag has an invalid value."""
+
+
+class InputPathError(ExtmemError):
+    """A dataset path does not exist or holds no parquet files."""
+
+
+class ShardReadError(ExtmemError):
+    """A parquet shard cannot be read (corrupt, truncated, not parquet)."""
+
+
+class SchemaError(ExtmemError):
+    """Columns are missing, of an unusable type, or conflict between shards."""
+
+
+class LabelError(ExtmemError):
+    """The label column is missing, null, or holds values outside the label map."""
+
+
+class FilterError(ExtmemError):
+    """A row-filter expression cannot be parsed or names an unknown column."""

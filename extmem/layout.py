@@ -1,0 +1,65 @@
+"""`FeatureLayout`: the fixed feature order and encoding, recorded with every model."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LAYOUT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Feature columns in matrix order; ``zero_is_missing`` marks count columns stored sparsely.
+
+    In a count column a zero (or null) is left out of the CSR block, so XGBoost sees it as
+    missing. In every other column zeros are stored as values and only nulls are missing.
+    """
+
+    names: tuple[str, ...]
+    zero_is_missing: tuple[bool, ...]
+    label: str | None = None
+    label_map: Mapping[str, int] | None = None
+
+    @classmethod
+    def from_names(cls, names: Sequence[str], zero_is_missing_pattern: str, label: str | None = None, label_map: Mapping[str, int] | None = None) -> FeatureLayout:
+        """Mark the columns that match ``zero_is_missing_pattern`` as sparse counts."""
+        pattern = re.compile(zero_is_missing_pattern)
+        return cls(tuple(names), tuple(bool(pattern.search(name)) for name in names), label, label_map)
+
+    @property
+    def sparse_mask(self) -> np.ndarray:
+        """Boolean array, True where zeros mean 'absent'."""
+        return np.array(self.zero_is_missing, dtype=bool)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names in class-id order, when labels are strings."""
+        if self.label_map is None:
+            return None
+        return [name for name, _ in sorted(self.label_map.items(), key=lambda item: item[1])]
+
+    def to_json(self) -> str:
+        """Serialise for storage in a model attribute."""
+        return json.dumps(
+            {
+                "version": LAYOUT_VERSION,
+                "features": list(self.names),
+                "zero_is_missing": [name for name, sparse in zip(self.names, self.zero_is_missing) if sparse],
+                "label": self.label,
+                "label_map": dict(self.label_map) if self.label_map is not None else None,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureLayout:
+        """Inverse of :meth:`to_json`."""
+        data: dict[str, Any] = json.loads(text)
+        sparse = set(data["zero_is_missing"])
+        names = tuple(data["features"])
+        return cls(names, tuple(name in sparse for name in names), data.get("label"), data.get("label_map"))

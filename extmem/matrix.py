@@ -1,0 +1,107 @@
+"""`dmatrix()`: an external-memory XGBoost DMatrix for a parquet dataset, usable in `xgb.train`."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import xgboost as xgb
+
+from .cache import CacheDir
+from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, as_dataset
+from .errors import OptionError
+from .iterator import IterStats, build_dmatrix
+from .layout import FeatureLayout
+from .source import Source
+
+
+@dataclass(frozen=True)
+class MatrixInfo:
+    """How a DMatrix was built: its source (layout, dropped columns), counters and cache."""
+
+    source: Source
+    stats: IterStats
+    cache: CacheDir
+
+    @property
+    def layout(self) -> FeatureLayout:
+        return self.source.layout
+
+
+_INFO: weakref.WeakKeyDictionary[xgb.DMatrix, MatrixInfo] = weakref.WeakKeyDictionary()
+
+
+def matrix_info(matrix: xgb.DMatrix) -> MatrixInfo:
+    """The :class:`MatrixInfo` of a DMatrix made by extmem."""
+    try:
+        return _INFO[matrix]
+    except KeyError:
+        msg = "This DMatrix was not built by extmem.dmatrix()."
+        raise OptionError(msg) from None
+
+
+def free_matrix(matrix: xgb.DMatrix) -> None:
+    """Release a DMatrix's native memory now, so XGBoost closes and removes its cache pages."""
+    matrix.__del__()
+
+
+def open_matrix(
+    dataset: Dataset,
+    cache: CacheDir,
+    *,
+    layout: FeatureLayout | None = None,
+    ref: xgb.DMatrix | None = None,
+    page_rows: int = DEFAULT_PAGE_ROWS,
+    max_bin: int | None = None,
+    sparse_pages: bool = False,
+    on_rows: Callable[[int], None] | None = None,
+) -> tuple[xgb.DMatrix, MatrixInfo]:
+    """Read ``dataset`` (with ``layout``, or the layout of ``ref``) into a DMatrix cached in ``cache``.
+
+    On any error the cache folder is deleted before the error propagates.
+    """
+    if isinstance(page_rows, bool) or not isinstance(page_rows, int) or page_rows <= 0:
+        msg = f"The 'page_rows' option must be a positive integer. Got {page_rows!r} instead."
+        raise OptionError(msg)
+    if layout is None and ref is not None:
+        layout = matrix_info(ref).layout
+    try:
+        source = Source(dataset, layout)
+        matrix, stats = build_dmatrix(source, cache, page_rows=page_rows, ref=ref, max_bin=max_bin, sparse_pages=sparse_pages, on_rows=on_rows)
+    except BaseException:
+        cache.cleanup()
+        raise
+    info = MatrixInfo(source, stats, cache)
+    _INFO[matrix] = info
+    return matrix, info
+
+
+def dmatrix(
+    data: DatasetLike,
+    label: str | None = "splice_type",
+    *,
+    ref: xgb.DMatrix | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    page_rows: int = DEFAULT_PAGE_ROWS,
+    max_bin: int | None = None,
+    sparse_pages: bool = False,
+    **options: Any,
+) -> xgb.DMatrix:
+    """An external-memory DMatrix for a parquet dataset, for use in existing XGBoost code.
+
+    Returns an ``ExtMemQuantileDMatrix`` (train with ``tree_method="hist"``), or with
+    ``sparse_pages=True`` a paged ``DMatrix`` (for ``approx``). Pass ``ref=dtrain`` for
+    validation data: it then uses the training matrix's columns and quantile cuts.
+    ``data`` is a path (folder, glob, file, list) or a :class:`Dataset`, whose own label is
+    then used. ``options`` are :class:`Dataset` fields (``keep``, ``drop``, ``filter``, ``max_rows``,
+    ``batch_rows``, ``label_map``...). The cache files live in a private folder under
+    ``cache_dir`` (default: the system temp folder), removed when the DMatrix is freed.
+    """
+    dataset = as_dataset(data, label, options)
+    cache = CacheDir(cache_dir)
+    matrix, _ = open_matrix(dataset, cache, ref=ref, page_rows=page_rows, max_bin=max_bin, sparse_pages=sparse_pages)
+    weakref.finalize(matrix, cache.cleanup)
+    return matrix

@@ -1,0 +1,82 @@
+"""Peak memory of this process: sampled RSS and anonymous RSS, plus the kernel's ru_maxrss.
+
+Anonymous memory (heap, private mappings) is what a RAM budget must hold; file-backed pages
+(XGBoost maps its cache files) are reclaimable, so both are reported apart.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import psutil
+
+
+def anonymous_rss_bytes() -> int:
+    """``RssAnon`` of this process from /proc (0 where /proc is not available)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def max_rss_bytes() -> int:
+    """The kernel's high-water mark of this process's RSS (``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+@dataclass
+class MemorySample:
+    seconds: float
+    rss_bytes: int
+    anon_bytes: int
+
+
+@dataclass
+class MemoryMonitor:
+    """Samples RSS in a background thread while used as a context manager."""
+
+    interval: float = 0.05
+    keep_samples: bool = False
+    peak_rss_bytes: int = 0
+    peak_anon_bytes: int = 0
+    samples: list[MemorySample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _started: float = 0.0
+
+    def sample(self) -> None:
+        """Take one sample now."""
+        rss = psutil.Process().memory_info().rss
+        anon = anonymous_rss_bytes()
+        self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
+        self.peak_anon_bytes = max(self.peak_anon_bytes, anon)
+        if self.keep_samples:
+            self.samples.append(MemorySample(time.perf_counter() - self._started, rss, anon))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> MemoryMonitor:
+        self._started = time.perf_counter()
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="extmem-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+        self.peak_rss_bytes = max(self.peak_rss_bytes, max_rss_bytes())

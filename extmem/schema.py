@@ -1,0 +1,132 @@
+"""Find parquet shards and union their schemas (footers only, no data read)."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputPathError, SchemaError, ShardReadError
+
+NUMERIC = "numeric"
+STRING = "string"
+OTHER = "other"
+
+
+def discover_shards(paths: Iterable[str]) -> list[str]:
+    """Expand folders (their ``*.parquet`` files, sorted), globs and files into shard paths."""
+    shards: list[str] = []
+    for path in paths:
+        if glob.has_magic(path):
+            matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p))
+            if not matches:
+                msg = f"No file matches the pattern {path!r}."
+                raise InputPathError(msg)
+            shards.extend(matches)
+        elif os.path.isdir(path):
+            matches = sorted(entry.path for entry in os.scandir(path) if entry.is_file() and entry.name.endswith(".parquet"))
+            if not matches:
+                msg = f"The folder {path!r} holds no .parquet files."
+                raise InputPathError(msg)
+            shards.extend(matches)
+        elif os.path.isfile(path):
+            shards.append(path)
+        else:
+            msg = f"The dataset path {path!r} does not exist."
+            raise InputPathError(msg)
+    duplicates = sorted({p for p in shards if shards.count(p) > 1})
+    if duplicates:
+        msg = f"The shard {duplicates[0]!r} is listed more than once."
+        raise InputPathError(msg)
+    return shards
+
+
+def type_kind(arrow_type: pa.DataType) -> str:
+    """Classify an arrow type as numeric, string, or other."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type) or pa.types.is_decimal(arrow_type):
+        return NUMERIC
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        return STRING
+    return OTHER
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the union schema."""
+
+    name: str
+    kind: str
+    arrow_type: pa.DataType
+    first_shard: str
+    shard_count: int
+
+
+@dataclass(frozen=True)
+class UnionSchema:
+    """Columns of all shards in first-seen order, with a type that fits every shard."""
+
+    shards: tuple[str, ...]
+    columns: dict[str, Column]
+    rows: int
+    shard_rows: tuple[int, ...]
+    shard_columns: dict[str, frozenset[str]]
+
+    def missing_from(self, name: str) -> list[str]:
+        """Shards that do not hold column ``name``."""
+        return [shard for shard in self.shards if name not in self.shard_columns[shard]]
+
+
+def _read_schema(shard: str) -> tuple[pa.Schema, int]:
+    try:
+        metadata = pq.read_metadata(shard)
+        return metadata.schema.to_arrow_schema(), metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        msg = f"Cannot read the parquet shard {shard!r}: {exc}"
+        raise ShardReadError(msg) from None
+
+
+def _unify(column: Column, arrow_type: pa.DataType, shard: str) -> Column:
+    kind = type_kind(arrow_type)
+    if kind != column.kind or (kind == OTHER and arrow_type != column.arrow_type):
+        msg = (
+            f"Column {column.name!r} is {column.arrow_type} in {column.first_shard!r} "
+            f"but {arrow_type} in {shard!r}; drop it or fix the shards."
+        )
+        raise SchemaError(msg)
+    unified = column.arrow_type
+    if kind == NUMERIC and arrow_type != unified:
+        unified = pa.float64()
+    elif kind == STRING:
+        unified = pa.large_string()
+    return Column(column.name, kind, unified, column.first_shard, column.shard_count + 1)
+
+
+def union_schema(shards: list[str]) -> UnionSchema:
+    """Read every shard's footer and merge the schemas; numeric types promote to float64."""
+    columns: dict[str, Column] = {}
+    shard_columns: dict[str, frozenset[str]] = {}
+    shard_rows: list[int] = []
+    for shard in shards:
+        schema, rows = _read_schema(shard)
+        names = schema.names
+        if len(set(names)) != len(names):
+            duplicate = next(n for n in names if names.count(n) > 1)
+            msg = f"The shard {shard!r} has the column {duplicate!r} more than once."
+            raise SchemaError(msg)
+        shard_columns[shard] = frozenset(names)
+        shard_rows.append(rows)
+        for arrow_field in schema:
+            existing = columns.get(arrow_field.name)
+            if existing is None:
+                kind = type_kind(arrow_field.type)
+                arrow_type = pa.large_string() if kind == STRING else arrow_field.type
+                columns[arrow_field.name] = Column(arrow_field.name, kind, arrow_type, shard, 1)
+            else:
+                columns[arrow_field.name] = _unify(existing, arrow_field.type, shard)
+    return UnionSchema(tuple(shards), columns, sum(shard_rows), tuple(shard_rows), shard_columns)

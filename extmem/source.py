@@ -1,0 +1,272 @@
+"""Source stage: parquet shards -> projected, filtered `SourceBatch`es, row group by row group."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .dataset import SPLICE_LABELS, Dataset
+from .errors import LabelError, SchemaError, ShardReadError
+from .filters import RowFilter, parse_filter
+from .layout import FeatureLayout
+from .schema import NUMERIC, STRING, UnionSchema, discover_shards, union_schema
+
+logger = logging.getLogger("extmem")
+
+_PARQUET = ds.ParquetFileFormat()
+_LOCAL = pafs.LocalFileSystem()
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """Feature columns in layout order, labels as class ids / floats, and where they came from."""
+
+    features: pa.RecordBatch
+    label: np.ndarray | None
+    weight: np.ndarray | None
+    shard: str
+    row_group: int
+
+
+@dataclass
+class SourceCounters:
+    """What one pass over the source read."""
+
+    rows: int = 0
+    batches: int = 0
+    row_groups_read: int = 0
+    row_groups_skipped: int = 0
+
+
+class Source:
+    """Reads a :class:`Dataset` as a stream of :class:`SourceBatch`.
+
+    Pass ``layout`` to read another dataset (validation, prediction) with exactly the
+    feature columns of a trained model; columns it lacks become missing values.
+    """
+
+    def __init__(self, dataset: Dataset, layout: FeatureLayout | None = None) -> None:
+        self.dataset = dataset
+        self.schema: UnionSchema = union_schema(discover_shards(dataset.paths))
+        self.row_filter: RowFilter | None = parse_filter(dataset.filter) if dataset.filter else None
+        self._check_special_columns()
+        self.dropped: dict[str, str] = {}
+        self.layout = self._check_layout(layout) if layout is not None else self._select_features()
+        self.counters = SourceCounters()
+        self._scan_schema, self._extras = self._scan_plan()
+
+    # -- planning -------------------------------------------------------------------------
+
+    def _column_or_fail(self, name: str, role: str) -> None:
+        if name not in self.schema.columns:
+            msg = f"The {role} column {name!r} is in none of the {len(self.schema.shards)} shards (first: {self.schema.shards[0]!r})."
+            raise SchemaError(msg)
+        missing = self.schema.missing_from(name)
+        if missing:
+            error = LabelError if role == "label" else SchemaError
+            msg = f"The {role} column {name!r} is missing from the shard {missing[0]!r}" + (f" and {len(missing) - 1} more." if len(missing) > 1 else ".")
+            raise error(msg)
+
+    def _check_special_columns(self) -> None:
+        label = self.dataset.label
+        if label is not None:
+            self._column_or_fail(label, "label")
+            column = self.schema.columns[label]
+            if column.kind not in (NUMERIC, STRING):
+                msg = f"The label column {label!r} has type {column.arrow_type} (in {column.first_shard!r}); expected strings or numbers."
+                raise LabelError(msg)
+        if self.dataset.weight is not None:
+            self._column_or_fail(self.dataset.weight, "weight")
+            if self.schema.columns[self.dataset.weight].kind != NUMERIC:
+                msg = f"The weight column {self.dataset.weight!r} must be numeric."
+                raise SchemaError(msg)
+        if self.row_filter is not None:
+            unknown = sorted(self.row_filter.columns - set(self.schema.columns))
+            if unknown:
+                msg = f"The --filter {self.row_filter.text!r} names the column {unknown[0]!r}, which is in no shard."
+                raise SchemaError(msg)
+
+    @property
+    def label_map(self) -> dict[str, int] | None:
+        """The string -> class id map, or None for numeric labels."""
+        label = self.dataset.label
+        if label is None or self.schema.columns[label].kind != STRING:
+            return None
+        return dict(self.dataset.label_map or SPLICE_LABELS)
+
+    def _matching(self, patterns: tuple[str, ...], option: str) -> list[str]:
+        selected: list[str] = []
+        for pattern in patterns:
+            matches = [name for name in self.schema.columns if fnmatch.fnmatchcase(name, pattern)]
+            if not matches:
+                msg = f"The --{option} entry {pattern!r} matches no column of the dataset."
+                raise SchemaError(msg)
+            selected.extend(m for m in matches if m not in selected)
+        return selected
+
+    def _reject_non_numeric(self, names: list[str]) -> None:
+        for name in names:
+            column = self.schema.columns.get(name)
+            if column is not None and column.kind != NUMERIC:
+                msg = (
+                    f"The column {name!r} is {column.arrow_type} (in {column.first_shard!r}) and cannot be a feature; "
+                    f"drop it (--drop {name})."
+                )
+                raise SchemaError(msg)
+
+    def _select_features(self) -> FeatureLayout:
+        special = {self.dataset.label, self.dataset.weight}
+        candidates = [name for name in self.schema.columns if name not in special]
+        if self.dataset.keep:
+            features = [name for name in self._matching(self.dataset.keep, "keep") if name not in special]
+            self._reject_non_numeric(features)
+        else:
+            features = [name for name in candidates if self.schema.columns[name].kind == NUMERIC]
+        dropped = set(self._matching(self.dataset.drop, "drop"))
+        for name in candidates:
+            if name in dropped:
+                self.dropped[name] = "dropped by --drop"
+            elif name not in features:
+                kind = self.schema.columns[name].kind
+                self.dropped[name] = "not numeric" if kind != NUMERIC else "not in --keep"
+        features = [name for name in features if name not in dropped]
+        non_numeric = [name for name, reason in self.dropped.items() if reason == "not numeric"]
+        if non_numeric:
+            logger.info("extmem: not using %d non-numeric column(s) as features: %s", len(non_numeric), ", ".join(non_numeric))
+        if not features:
+            msg = f"No feature columns are left in {self.schema.shards[0]!r} and the other shards: every column is the label, non-numeric, or dropped."
+            raise SchemaError(msg)
+        return FeatureLayout.from_names(features, self.dataset.zero_is_missing, self.dataset.label, self.label_map)
+
+    def _check_layout(self, layout: FeatureLayout) -> FeatureLayout:
+        self._reject_non_numeric(list(layout.names))
+        label_map = (layout.label_map or self.label_map) if self.label_map is not None else None
+        return FeatureLayout(layout.names, layout.zero_is_missing, self.dataset.label, label_map)
+
+    def _scan_plan(self) -> tuple[pa.Schema, list[str]]:
+        """Schema of every column read (for statistics pruning) and the non-feature columns read."""
+        extras: list[str] = []
+        for name in (self.dataset.label, self.dataset.weight, *(sorted(self.row_filter.columns) if self.row_filter else [])):
+            if name is not None and name not in extras and name not in self.layout.names:
+                extras.append(name)
+        columns = self.schema.columns
+        scan_schema = pa.schema([(name, columns[name].arrow_type if name in columns else pa.float32()) for name in [*self.layout.names, *extras]])
+        return scan_schema, extras
+
+    # -- reading --------------------------------------------------------------------------
+
+    def batches(self) -> Iterator[SourceBatch]:
+        """One pass over the dataset, row group by row group, in shard order."""
+        self.counters = SourceCounters()
+        remaining = self.dataset.max_rows
+        for shard in self.schema.shards:
+            for batch, row_group in self._shard_batches(shard):
+                if remaining is not None:
+                    if remaining <= 0:
+                        return
+                    batch = batch.slice(0, remaining)
+                    remaining -= batch.num_rows
+                if batch.num_rows == 0:
+                    continue
+                self.counters.rows += batch.num_rows
+                self.counters.batches += 1
+                yield self._split(batch, shard, row_group)
+
+    def _row_groups(self, shard: str, file: pq.ParquetFile) -> list[int]:
+        """Row groups of ``shard`` that the filter may match, judged by their statistics."""
+        all_groups = list(range(file.num_row_groups))
+        if self.row_filter is None:
+            return all_groups
+        fragment = _PARQUET.make_fragment(os.path.abspath(shard), filesystem=_LOCAL)
+        pieces = fragment.split_by_row_group(self.row_filter.expression, schema=self._scan_schema)
+        return [piece.row_groups[0].id for piece in pieces]
+
+    def _shard_batches(self, shard: str) -> Iterator[tuple[pa.RecordBatch, int]]:
+        """Batches of ``batch_rows`` rows, filtered, holding the present columns this pass needs."""
+        row_group = -1
+        try:
+            file = pq.ParquetFile(shard)
+            present = set(file.schema_arrow.names)
+            wanted = [name for name in (*self.layout.names, *self._extras) if name in present]
+            row_groups = self._row_groups(shard, file)
+            self.counters.row_groups_skipped += file.num_row_groups - len(row_groups)
+            for row_group in row_groups:
+                self.counters.row_groups_read += 1
+                for batch in file.iter_batches(batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=wanted, use_threads=True):
+                    if self.row_filter is not None:
+                        batch = self._with_columns(batch, self.row_filter.columns).filter(self.row_filter.expression)
+                    yield batch, row_group
+        except (pa.ArrowException, OSError) as exc:
+            where = f"row group {row_group} of " if row_group >= 0 else ""
+            msg = f"Cannot read {where}the parquet shard {shard!r}: {exc}"
+            raise ShardReadError(msg) from None
+
+    def _with_columns(self, batch: pa.RecordBatch, names: Iterable[str]) -> pa.RecordBatch:
+        """Add the columns in ``names`` that ``batch`` lacks, as nulls of their union type."""
+        for name in names:
+            if batch.schema.get_field_index(name) < 0:
+                batch = batch.append_column(name, pa.nulls(batch.num_rows, self._scan_schema.field(name).type))
+        return batch
+
+    def _feature_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Feature columns in layout order; absent ones as nulls, non int/float types as float32."""
+        arrays = []
+        for name in self.layout.names:
+            index = batch.schema.get_field_index(name)
+            if index < 0:
+                arrays.append(pa.nulls(batch.num_rows, pa.float32()))
+                continue
+            column = batch.column(index)
+            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
+                column = column.cast(pa.float32(), safe=False)
+            arrays.append(column)
+        return pa.RecordBatch.from_arrays(arrays, names=list(self.layout.names))
+
+    def _split(self, batch: pa.RecordBatch, shard: str, row_group: int) -> SourceBatch:
+        features = self._feature_batch(batch)
+        label = weight = None
+        if self.dataset.label is not None:
+            label = self._labels(batch.column(self.dataset.label), shard, row_group)
+        if self.dataset.weight is not None:
+            weight = _finite(batch.column(self.dataset.weight), f"weight column {self.dataset.weight!r}", shard, row_group)
+        return SourceBatch(features, label, weight, shard, row_group)
+
+    def _labels(self, values: pa.Array, shard: str, row_group: int) -> np.ndarray:
+        label_map = self.layout.label_map
+        if label_map is None:
+            return _finite(values, f"label column {self.dataset.label!r}", shard, row_group)
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        keys = list(label_map)
+        codes = pc.index_in(values, value_set=pa.array(keys, type=values.type))
+        if codes.null_count:
+            if values.null_count:
+                msg = f"The label column {self.dataset.label!r} has {values.null_count} null value(s) in row group {row_group} of {shard!r}."
+                raise LabelError(msg)
+            unknown = pc.unique(pc.filter(values, pc.is_null(codes))).to_pylist()
+            msg = (
+                f"The label column {self.dataset.label!r} has value(s) {unknown[:5]} in row group {row_group} of {shard!r} "
+                f"that the label map {label_map} does not cover; pass --label-map."
+            )
+            raise LabelError(msg)
+        ids = np.array([label_map[key] for key in keys], dtype=np.float32)
+        return ids[codes.to_numpy()]
+
+
+def _finite(values: pa.Array, what: str, shard: str, row_group: int) -> np.ndarray:
+    array = values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        msg = f"The {what} has {int(bad.sum())} null or non-finite value(s) in row group {row_group} of {shard!r}."
+        raise LabelError(msg)
+    return array.astype(np.float32)
