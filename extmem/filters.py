@@ -7,6 +7,8 @@ Grammar (Python syntax, pyarrow semantics)::
     chrom in ['chr1', 'chr2']                    # also: not in
     field('odd name') >= 0.5                     # columns whose names are not identifiers
     is_null(gene_type) | is_valid(gene_type)
+
+A null never satisfies a comparison, ``in`` or ``not in``; select nulls with ``is_null``.
 """
 
 from __future__ import annotations
@@ -49,10 +51,7 @@ def parse_filter(text: str) -> RowFilter:
         msg = f"Invalid --filter {text!r}: {exc.msg} at column {exc.offset}."
         raise FilterError(msg) from None
     columns: set[str] = set()
-    expression = _convert(tree.body, text, columns)
-    if not isinstance(expression, pc.Expression):
-        msg = f"Invalid --filter {text!r}: it must compare columns, e.g. \"position > 100\"."
-        raise FilterError(msg)
+    expression = _condition(tree.body, text, columns)
     return RowFilter(text=text, expression=expression, columns=frozenset(columns))
 
 
@@ -83,15 +82,15 @@ def _convert(node: ast.AST, text: str, columns: set[str]) -> Any:
         return _compare(node, text, columns)
     if isinstance(node, ast.BoolOp):
         combine = operator.and_ if isinstance(node.op, ast.And) else operator.or_
-        result = _expression(node.values[0], text, columns)
+        result = _condition(node.values[0], text, columns)
         for value in node.values[1:]:
-            result = combine(result, _expression(value, text, columns))
+            result = combine(result, _condition(value, text, columns))
         return result
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr)):
         combine = operator.and_ if isinstance(node.op, ast.BitAnd) else operator.or_
-        return combine(_expression(node.left, text, columns), _expression(node.right, text, columns))
+        return combine(_condition(node.left, text, columns), _condition(node.right, text, columns))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.Invert)):
-        return ~_expression(node.operand, text, columns)
+        return ~_condition(node.operand, text, columns)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         value = _literal(node.operand, text)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -113,6 +112,16 @@ def _expression(node: ast.AST, text: str, columns: set[str]) -> pc.Expression:
     return value
 
 
+def _condition(node: ast.AST, text: str, columns: set[str]) -> pc.Expression:
+    """A node that yields true/false per row: a comparison, a predicate, or a combination."""
+    is_predicate = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _PREDICATES
+    boolean_op = isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr))
+    negation = isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.Invert))
+    if not (isinstance(node, (ast.Compare, ast.BoolOp)) or is_predicate or boolean_op or negation):
+        raise _fail(text, node, 'expected a condition such as "position > 100"')
+    return _expression(node, text, columns)
+
+
 def _compare(node: ast.Compare, text: str, columns: set[str]) -> pc.Expression:
     result: pc.Expression | None = None
     left = _convert(node.left, text, columns)
@@ -122,7 +131,7 @@ def _compare(node: ast.Compare, text: str, columns: set[str]) -> pc.Expression:
             if not isinstance(left, pc.Expression) or not isinstance(right, list):
                 raise _fail(text, node, "use 'column in [value, ...]'")
             term = left.isin(right)
-            term = ~term if isinstance(op, ast.NotIn) else term
+            term = (~term & left.is_valid()) if isinstance(op, ast.NotIn) else term
         elif type(op) in _COMPARE:
             if not isinstance(left, pc.Expression) and not isinstance(right, pc.Expression):
                 raise _fail(text, node, "a comparison needs a column")

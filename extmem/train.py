@@ -84,7 +84,7 @@ def _classification_scores(booster: xgb.Booster, matrix: xgb.DMatrix, objective:
 
 
 def _write_atomically(path: Path, write: Any) -> None:
-    partial = path.with_name(f".{path.name}.partial")
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         write(str(partial))
         os.replace(partial, path)
@@ -146,17 +146,19 @@ def train(
     started = time.perf_counter()
     with MemoryMonitor() as monitor, ExitStack() as stack:
         build = {"page_rows": page_rows, "max_bin": merged.get("max_bin"), "sparse_pages": sparse_pages}
-        reading = stack.enter_context(ProgressBar(None, "reading", "rows", progress))
-        dtrain, train_info = open_matrix(dataset, stack.enter_context(CacheDir(cache_dir)), on_rows=reading.update, **build)
-        stack.callback(free_matrix, dtrain)
-        evals = [(dtrain, "train")]
+        evals: list[tuple[xgb.DMatrix, str]] = []
         valid_info = None
-        if valid is not None:
-            valid_dataset = as_dataset(valid, dataset.label, _shared_options(dataset))
-            ref = None if sparse_pages else dtrain
-            dvalid, valid_info = open_matrix(valid_dataset, stack.enter_context(CacheDir(cache_dir)), layout=train_info.layout, ref=ref, on_rows=reading.update, **build)
-            stack.callback(free_matrix, dvalid)
-            evals.append((dvalid, "valid"))
+        with ProgressBar(None, "reading", "rows", progress) as reading:
+            dtrain, train_info = open_matrix(dataset, stack.enter_context(CacheDir(cache_dir)), on_rows=reading.update, **build)
+            stack.callback(free_matrix, dtrain)
+            evals.append((dtrain, "train"))
+            if valid is not None:
+                valid_dataset = as_dataset(valid, dataset.label, _shared_options(dataset))
+                ref = None if sparse_pages else dtrain
+                cache = stack.enter_context(CacheDir(cache_dir))
+                dvalid, valid_info = open_matrix(valid_dataset, cache, layout=train_info.layout, ref=ref, on_rows=reading.update, **build)
+                stack.callback(free_matrix, dvalid)
+                evals.append((dvalid, "valid"))
         cache_bytes = train_info.cache.size_bytes() + (valid_info.cache.size_bytes() if valid_info else 0)
         merged.update(infer_objective(dtrain.get_label(), train_info.layout, merged))
         history: dict[str, dict[str, list[float]]] = {}

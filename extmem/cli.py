@@ -1,0 +1,196 @@
+"""`extmem` command line: parses flags, calls the library, prints a summary. No behaviour of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._version import __version__
+from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS
+from .errors import ExtmemError
+from .synth import SynthOptions, synth
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        msg = f"--param expects key=value, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    for convert in (int, float):
+        try:
+            return key, convert(raw)
+        except ValueError:
+            pass
+    return key, {"true": True, "false": False}.get(raw.lower(), raw)
+
+
+def _label_map(text: str) -> dict[str, int]:
+    mapping: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            msg = f"--label-map expects name=id pairs like neither=0,donor=1,acceptor=2; got {item!r}"
+            raise argparse.ArgumentTypeError(msg)
+        mapping[name.strip()] = int(value)
+    return mapping
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        msg = f"expected a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("dataset")
+    group.add_argument("--label", default="splice_type", help="label column (default: splice_type)")
+    group.add_argument("--label-map", type=_label_map, help="string labels to class ids, e.g. neither=0,donor=1,acceptor=2 (the default)")
+    group.add_argument("--weight", help="optional row-weight column")
+    group.add_argument("--keep", help="feature columns to use (comma-separated names or globs; default: every numeric column)")
+    group.add_argument("--drop", help="columns to leave out of the features (comma-separated names or globs)")
+    group.add_argument("--filter", help="row filter, e.g. \"(chrom == 'chr1') & (position > 1000)\"")
+    group.add_argument("--max-rows", type=_positive, help="read at most this many rows")
+    group.add_argument("--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per parquet batch (default {DEFAULT_BATCH_ROWS})")
+    group.add_argument("--page-rows", type=_positive, default=DEFAULT_PAGE_ROWS, help=f"rows per XGBoost external-memory page (default {DEFAULT_PAGE_ROWS})")
+    group.add_argument("--cache-dir", help="folder for the private cache folder (default: the system temp folder)")
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rounds", type=_positive, default=100, help="boosting rounds (default 100)")
+    parser.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE", help="XGBoost parameter; repeatable")
+    parser.add_argument("--valid", help="validation dataset (folder, glob or file)")
+    parser.add_argument("--early-stopping", type=_positive, help="stop after this many rounds without improvement on --valid")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="extmem", description="Train XGBoost on parquet datasets larger than RAM.")
+    parser.add_argument("--version", action="version", version=f"extmem {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth_parser = commands.add_parser("synth", help="write a synthetic splice-site dataset")
+    synth_parser.add_argument("out_dir")
+    synth_parser.add_argument("--rows", type=_positive, required=True)
+    synth_parser.add_argument("--shards", type=_positive, default=4)
+    synth_parser.add_argument("--k", type=int, default=6, help="k-mer length (default 6)")
+    synth_parser.add_argument("--seed", type=int, default=0)
+    synth_parser.add_argument("--seq-len", type=int, default=101, help="bases per window (default 101)")
+    synth_parser.add_argument("--row-group-rows", type=_positive, default=4096)
+
+    train_parser = commands.add_parser("train", help="train a model through external memory")
+    train_parser.add_argument("data", help="dataset: folder of shards, glob, or file")
+    train_parser.add_argument("--out", required=True, help="model folder (model.ubj, report.json)")
+    _add_train_flags(train_parser)
+    _add_dataset_flags(train_parser)
+
+    demo_parser = commands.add_parser("demo", help="generate a demo dataset and train on it")
+    demo_parser.add_argument("--dir", help="where to put data/ and model/ (default: a new temp folder)")
+    demo_parser.add_argument("--rows", type=_positive, default=50_000)
+    demo_parser.add_argument("--shards", type=_positive, default=4)
+    demo_parser.add_argument("--rounds", type=_positive, default=40)
+    demo_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "label": args.label,
+        "label_map": args.label_map,
+        "weight": args.weight,
+        "keep": args.keep,
+        "drop": args.drop,
+        "filter": args.filter,
+        "max_rows": args.max_rows,
+        "batch_rows": args.batch_rows,
+    }
+
+
+def _summary(report: dict[str, Any], out: str) -> str:
+    mib = 2**20
+    lines = [
+        f"trained {report['rounds']} rounds on {report['rows']:,} rows x {report['features']:,} features in {report['seconds']:.1f} s",
+        f"peak RSS {report['peak_rss_bytes'] / mib:,.0f} MiB (anonymous {report['peak_anon_bytes'] / mib:,.0f} MiB); cache {report['cache_bytes'] / mib:,.0f} MiB, removed",
+    ]
+    for data_name, metrics in report["metrics"].items():
+        scores = report["scores"].get(data_name, {})
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in {**metrics, **scores}.items())
+        lines.append(f"{data_name}: {shown}")
+    lines.append(f"model: {Path(out) / 'model.ubj'}; report: {Path(out) / 'report.json'}")
+    return "\n".join(lines)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    result = train(
+        args.data,
+        out=args.out,
+        rounds=args.rounds,
+        params=dict(args.param),
+        valid=args.valid,
+        early_stopping_rounds=args.early_stopping,
+        cache_dir=args.cache_dir,
+        page_rows=args.page_rows,
+        progress=not args.no_progress,
+        **_dataset_options(args),
+    )
+    print(_summary(result.report, args.out))
+
+
+def _run_synth(args: argparse.Namespace) -> None:
+    options = SynthOptions(rows=args.rows, shards=args.shards, k=args.k, seed=args.seed, seq_len=args.seq_len, row_group_rows=args.row_group_rows)
+    paths = synth(args.out_dir, options)
+    print(f"wrote {len(paths)} shard(s), {args.rows:,} rows, to {args.out_dir}")
+
+
+def _run_demo(args: argparse.Namespace) -> None:
+    from .train import train
+
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="extmem-demo-"))
+    data, valid, model = root / "data", root / "valid", root / "model"
+    print(f"generating {args.rows:,} training rows in {data} and {args.rows // 5:,} validation rows in {valid}")
+    synth(data, SynthOptions(rows=args.rows, shards=args.shards, seed=0))
+    synth(valid, SynthOptions(rows=max(args.rows // 5, 1), shards=1, seed=1))
+    result = train(data, out=model, valid=valid, rounds=args.rounds, early_stopping_rounds=10, progress=not args.no_progress)
+    print(_summary(result.report, str(model)))
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``extmem`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _terminate)
+    commands = {"train": _run_train, "synth": _run_synth, "demo": _run_demo}
+    try:
+        commands[args.command](args)
+    except ExtmemError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"extmem: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("extmem: interrupted; nothing was left behind", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

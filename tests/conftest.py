@@ -1,0 +1,67 @@
+"""Shared fixtures: synthetic datasets, hand-written shards, and cache-folder checks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import extmem
+from extmem.cache import PREFIX
+
+
+@pytest.fixture(scope="session")
+def small_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3,000 rows in 3 shards of 4-mer data (256 k-mer columns, differing per shard)."""
+    out = tmp_path_factory.mktemp("small_synth")
+    extmem.synth(out, extmem.SynthOptions(rows=3000, shards=3, k=4, seq_len=40, row_group_rows=500, seed=7))
+    return out
+
+
+@pytest.fixture(scope="session")
+def wide_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4,000 rows in 2 shards of 6-mer data: the real width (~4,100 columns)."""
+    out = tmp_path_factory.mktemp("wide_synth")
+    extmem.synth(out, extmem.SynthOptions(rows=4000, shards=2, k=6, row_group_rows=1000, seed=3))
+    return out
+
+
+@pytest.fixture
+def cache_root(tmp_path: Path) -> Path:
+    """An empty folder to hold extmem's private cache folders."""
+    root = tmp_path / "cache-root"
+    root.mkdir()
+    return root
+
+
+def cache_dirs(root: Path | str | None = None) -> list[Path]:
+    """extmem cache folders currently under ``root`` (default: the system temp folder)."""
+    return sorted(Path(root or tempfile.gettempdir()).glob(PREFIX + "*"))
+
+
+@pytest.fixture(autouse=True)
+def no_cache_left_in_tmp() -> Iterator[None]:
+    """Every test must leave no cache folder of this process in the system temp folder."""
+    before = set(cache_dirs())
+    yield
+    leaked = [d for d in set(cache_dirs()) - before if f'"pid": {os.getpid()}' in _marker(d)]
+    assert not leaked, f"cache folders left behind: {leaked}"
+
+
+def _marker(directory: Path) -> str:
+    try:
+        return (directory / "owner.json").read_text()
+    except OSError:
+        return ""
+
+
+def write_shard(path: Path, columns: dict[str, list], row_group_size: int | None = None) -> Path:
+    """Write one parquet shard from column lists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
+    return path

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extmem import Dataset
+from extmem.blocks import concat_blocks, pages, to_csr, to_dense
+from extmem.layout import FeatureLayout
+from extmem.source import Source
+
+
+def expected_dense(columns: dict[str, list], layout: FeatureLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: values (nulls as NaN) and which cells XGBoost must receive."""
+    rows = len(next(iter(columns.values()))) if columns else 0
+    values = np.full((rows, len(layout.names)), np.nan, dtype=np.float32)
+    for j, name in enumerate(layout.names):
+        if name in columns:
+            values[:, j] = [np.nan if v is None else v for v in columns[name]]
+    stored = ~np.isnan(values) & ((values != 0) | ~layout.sparse_mask[None, :])
+    return values, stored
+
+
+def check_csr(X: sp.csr_matrix, values: np.ndarray, stored: np.ndarray) -> None:
+    assert X.dtype == np.float32 and X.has_canonical_format
+    present = np.zeros(X.shape, dtype=bool)
+    coo = X.tocoo()
+    present[coo.row, coo.col] = True
+    np.testing.assert_array_equal(present, stored)
+    np.testing.assert_array_equal(coo.data, values[coo.row, coo.col])
+
+
+def test_counts_drop_zeros_and_nulls_but_dense_columns_keep_zeros() -> None:
+    layout = FeatureLayout.from_names(["6mer_AAAAAA", "score", "6mer_CCCCCC"], r"^\d+mer_")
+    columns = {"6mer_AAAAAA": [0.0, 2.0, None], "score": [0.0, None, 0.5], "6mer_CCCCCC": [None, None, None]}
+    batch = pa.RecordBatch.from_pydict({k: pa.array(v, pa.float32()) for k, v in columns.items()})
+    X = to_csr(batch, layout)
+    check_csr(X, *expected_dense(columns, layout))
+    assert X.nnz == 3  # 2.0, the stored 0.0 score, 0.5
+
+
+def test_integer_columns_with_nulls_convert() -> None:
+    layout = FeatureLayout.from_names(["4mer_ACGT", "position"], r"^\d+mer_")
+    columns = {"4mer_ACGT": [3, None, 0], "position": [10, 0, None]}
+    batch = pa.RecordBatch.from_pydict({k: pa.array(v, pa.int64()) for k, v in columns.items()})
+    check_csr(to_csr(batch, layout), *expected_dense(columns, layout))
+
+
+def test_dense_path_keeps_nan_for_nulls() -> None:
+    batch = pa.RecordBatch.from_pydict({"a": pa.array([1.0, None]), "b": pa.array([0, 5])})
+    np.testing.assert_array_equal(to_dense(batch), np.array([[1.0, 0.0], [np.nan, 5.0]], dtype=np.float32))
+
+
+def test_pages_hold_at_least_page_rows(small_synth: Path) -> None:
+    source = Source(Dataset(small_synth, batch_rows=128))
+    sizes = [page.rows for page in pages(source.batches(), source.layout, 1000)]
+    assert sum(sizes) == 3000
+    assert all(size >= 1000 for size in sizes[:-1])
+    assert len(sizes) < source.counters.batches
+
+
+names = st.sampled_from(["3mer_AAA", "3mer_CGT", "3mer_TTT", "score_a", "score_b", "position"])
+cell = st.one_of(st.none(), st.integers(0, 3).map(float), st.floats(-5, 5, allow_nan=False, width=32))
+
+
+@st.composite
+def shard_sets(draw: st.DrawFn) -> list[dict[str, list]]:
+    shards = []
+    for _ in range(draw(st.integers(1, 4))):
+        rows = draw(st.integers(0, 12))
+        chosen = draw(st.lists(names, min_size=1, max_size=5, unique=True))
+        shard = {name: draw(st.lists(cell, min_size=rows, max_size=rows)) for name in chosen}
+        shard["splice_type"] = draw(st.lists(st.sampled_from(["neither", "donor", "acceptor"]), min_size=rows, max_size=rows))
+        shards.append(shard)
+    return shards
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shards=shard_sets(), batch_rows=st.integers(1, 7), page_rows=st.integers(1, 20))
+def test_streamed_pages_equal_the_concatenated_shards(tmp_path_factory, shards: list[dict[str, list]], batch_rows: int, page_rows: int) -> None:
+    folder = tmp_path_factory.mktemp("prop")
+    for i, shard in enumerate(shards):
+        table = pa.table({k: pa.array(v, pa.string() if k == "splice_type" else pa.float64()) for k, v in shard.items()})
+        pq.write_table(table, folder / f"batch_{i:05d}.parquet", row_group_size=3)
+    source = Source(Dataset(folder, batch_rows=batch_rows))
+    streamed = list(pages(source.batches(), source.layout, page_rows))
+    total_rows = sum(len(s["splice_type"]) for s in shards)
+    if total_rows == 0:
+        assert streamed == []
+        return
+    block = concat_blocks(streamed)
+    reference = {name: [] for name in source.layout.names}
+    labels: list[int] = []
+    for shard in shards:
+        rows = len(shard["splice_type"])
+        for name in reference:
+            reference[name].extend(shard.get(name, [None] * rows))
+        labels.extend({"neither": 0, "donor": 1, "acceptor": 2}[v] for v in shard["splice_type"])
+    values, stored = expected_dense(reference, source.layout)
+    if any(source.layout.zero_is_missing):
+        check_csr(block.X, values, stored)
+    else:
+        np.testing.assert_array_equal(block.X, values)
+    assert block.label.tolist() == labels
+    assert all(math.isfinite(v) for v in block.label)

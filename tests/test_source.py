@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_shard
+
+import extmem
+from extmem import Dataset, InputPathError, LabelError, SchemaError, ShardReadError
+from extmem.errors import FilterError
+from extmem.layout import FeatureLayout
+from extmem.schema import discover_shards, union_schema
+from extmem.source import Source
+
+
+def read_all(source: Source) -> tuple[dict[str, list], list[float]]:
+    columns: dict[str, list] = {name: [] for name in source.layout.names}
+    labels: list[float] = []
+    for batch in source.batches():
+        for name in source.layout.names:
+            columns[name].extend(batch.features.column(name).to_pylist())
+        labels.extend(batch.label.tolist())
+    return columns, labels
+
+
+def test_discovery_sorts_folder_shards_and_expands_globs(tmp_path: Path) -> None:
+    for name in ("batch_00002.parquet", "batch_00001.parquet"):
+        write_shard(tmp_path / name, {"x": [1]})
+    (tmp_path / "notes.txt").write_text("not a shard")
+    folder = discover_shards([str(tmp_path)])
+    assert [Path(p).name for p in folder] == ["batch_00001.parquet", "batch_00002.parquet"]
+    assert discover_shards([str(tmp_path / "batch_*2.parquet")]) == [str(tmp_path / "batch_00002.parquet")]
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: p / "absent", "does not exist"),
+        (lambda p: p, "holds no .parquet files"),
+        (lambda p: p / "*.parquet", "No file matches"),
+    ],
+)
+def test_discovery_errors_name_the_path(tmp_path: Path, make, match: str) -> None:
+    with pytest.raises(InputPathError, match=match):
+        discover_shards([str(make(tmp_path))])
+
+
+def test_union_promotes_int_and_float_and_keeps_first_seen_order(tmp_path: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"x": [1, 2], "y": [0.5, 1.5]})
+    write_shard(tmp_path / "b.parquet", {"z": [3.0], "x": [1.5]})
+    union = union_schema(discover_shards([str(tmp_path)]))
+    assert list(union.columns) == ["x", "y", "z"]
+    assert str(union.columns["x"].arrow_type) == "double"
+    assert union.missing_from("y") == [str(tmp_path / "b.parquet")]
+    assert union.rows == 3
+
+
+def test_string_vs_number_conflict_names_both_files(tmp_path: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"x": [1]})
+    write_shard(tmp_path / "b.parquet", {"x": ["one"]})
+    with pytest.raises(SchemaError, match=r"'x'.*a\.parquet.*b\.parquet"):
+        union_schema(discover_shards([str(tmp_path)]))
+
+
+@pytest.mark.parametrize("content", [b"", b"not parquet at all", b"PAR1" + b"\0" * 64])
+def test_unreadable_shard_is_named(tmp_path: Path, content: bytes) -> None:
+    write_shard(tmp_path / "good.parquet", {"x": [1]})
+    (tmp_path / "bad.parquet").write_bytes(content)
+    with pytest.raises(ShardReadError, match="bad.parquet"):
+        union_schema(discover_shards([str(tmp_path)]))
+
+
+def test_truncated_data_pages_fail_while_reading_with_row_group_named(tmp_path: Path) -> None:
+    path = write_shard(tmp_path / "s.parquet", {"x": list(range(5000)), "splice_type": ["donor"] * 5000})
+    data = bytearray(path.read_bytes())
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    data[4:footer_start] = b"\xff" * (footer_start - 4)  # data pages garbage, footer intact
+    path.write_bytes(bytes(data))
+    source = Source(Dataset(tmp_path))
+    with pytest.raises(ShardReadError, match=r"row group 0 of .*s\.parquet"):
+        list(source.batches())
+
+
+def test_missing_columns_are_nulls_and_strings_are_dropped_with_notice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    extmem.synth(tmp_path, extmem.SynthOptions(rows=90, shards=3, k=4, seq_len=40))
+    with caplog.at_level(logging.INFO, logger="extmem"):
+        source = Source(Dataset(tmp_path))
+    assert "gene_type" in caplog.text and "sequence" in caplog.text
+    assert not {"gene_id", "sequence", "gene_type", "splice_type"} & set(source.layout.names)
+    shard_columns = [set(pq.read_schema(s).names) for s in source.schema.shards]
+    partial = [n for n in source.layout.names if any(n not in cols for cols in shard_columns)]
+    assert partial, "the synthetic shards should differ in their k-mer columns"
+    columns, labels = read_all(source)
+    assert len(labels) == 90
+    first_shard_rows = source.schema.shard_rows[0]
+    absent = next(n for n in partial if n not in shard_columns[0])
+    assert columns[absent][:first_shard_rows] == [None] * first_shard_rows
+
+
+def test_keep_and_drop_select_features(small_synth: Path) -> None:
+    source = Source(Dataset(small_synth, keep=["donor_score", "4mer_*"], drop="4mer_AAAA"))
+    assert source.layout.names[0] == "donor_score"
+    assert all(n.startswith("4mer_") for n in source.layout.names[1:])
+    assert "4mer_AAAA" not in source.layout.names
+    assert source.dropped["4mer_AAAA"] == "dropped by --drop"
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"keep": ["gene_type"]}, SchemaError, "'gene_type' is .*string.*cannot be a feature"),
+        ({"keep": ["nope*"]}, SchemaError, "--keep entry 'nope\\*' matches no column"),
+        ({"drop": ["typo"]}, SchemaError, "--drop entry 'typo'"),
+        ({"label": "absent"}, SchemaError, "label column 'absent' is in none"),
+        ({"filter": "nope > 1"}, SchemaError, "'nope', which is in no shard"),
+        ({"filter": "position >"}, FilterError, "Invalid --filter"),
+    ],
+)
+def test_bad_selection_errors(small_synth: Path, options: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        Source(Dataset(small_synth, **options))
+
+
+def test_labels_map_to_class_ids(tmp_path: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0, 3.0], "splice_type": ["neither", "donor", "acceptor"]})
+    _, labels = read_all(Source(Dataset(tmp_path)))
+    assert labels == [0.0, 1.0, 2.0]
+    _, labels = read_all(Source(Dataset(tmp_path, label_map={"donor": 0, "acceptor": 1, "neither": 2})))
+    assert labels == [2.0, 0.0, 1.0]
+
+
+def test_unknown_and_null_labels_are_errors_naming_the_shard(tmp_path: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["neither", "intron"]})
+    with pytest.raises(LabelError, match=r"\['intron'\].*a\.parquet.*--label-map"):
+        read_all(Source(Dataset(tmp_path)))
+    write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["neither", None]})
+    with pytest.raises(LabelError, match=r"1 null.*a\.parquet"):
+        read_all(Source(Dataset(tmp_path)))
+    write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "y": [0.0, float("nan")]})
+    with pytest.raises(LabelError, match=r"label column 'y' has 1 null or non-finite"):
+        read_all(Source(Dataset(tmp_path, label="y")))
+
+
+def test_label_missing_from_one_shard_is_named(tmp_path: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"x": [1.0], "splice_type": ["donor"]})
+    write_shard(tmp_path / "b.parquet", {"x": [1.0]})
+    with pytest.raises(LabelError, match=r"missing from the shard .*b\.parquet"):
+        Source(Dataset(tmp_path))
+
+
+def test_filter_prunes_row_groups_and_rows(tmp_path: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"position": list(range(1000)), "splice_type": ["neither"] * 1000}, row_group_size=100)
+    source = Source(Dataset(tmp_path, filter="(position >= 250) & (position < 420)"))
+    columns, labels = read_all(source)
+    assert columns["position"] == list(range(250, 420))
+    assert source.counters.row_groups_read == 3  # row groups 2, 3 and 4 overlap [250, 420)
+    assert source.counters.row_groups_skipped == 7
+
+
+def test_filter_on_string_column_and_isin(small_synth: Path) -> None:
+    source = Source(Dataset(small_synth, filter="chrom in ['chr1', 'chr2'] and strand == '+'"))
+    rows = sum(b.features.num_rows for b in source.batches())
+    table = pq.ParquetDataset(small_synth).read(columns=["chrom", "strand"]).to_pydict()
+    expected = sum(c in ("chr1", "chr2") and s == "+" for c, s in zip(table["chrom"], table["strand"]))
+    assert rows == expected > 0
+
+
+def test_max_rows_and_batch_rows(small_synth: Path) -> None:
+    source = Source(Dataset(small_synth, max_rows=1234, batch_rows=100))
+    sizes = [b.features.num_rows for b in source.batches()]
+    assert sum(sizes) == 1234 and max(sizes) == 100
+
+
+def test_layout_forces_training_columns_on_other_data(tmp_path: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"b": [2.0], "extra": [9.0], "splice_type": ["donor"]})
+    layout = FeatureLayout.from_names(["a", "b"], r"^\d+mer_")
+    source = Source(Dataset(tmp_path), layout)
+    columns, _ = read_all(source)
+    assert columns == {"a": [None], "b": [2.0]}
+
+
+def test_weight_column(tmp_path: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "w": [0.5, 2], "splice_type": ["donor", "neither"]})
+    source = Source(Dataset(tmp_path, weight="w"))
+    assert source.layout.names == ("x",)
+    weights = np.concatenate([b.weight for b in source.batches()])
+    assert weights.tolist() == [0.5, 2.0]
