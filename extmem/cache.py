@@ -6,6 +6,7 @@ SIGKILL cannot clean up, so every new cache sweeps directories whose owner is go
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -19,6 +20,14 @@ from .errors import OptionError
 
 PREFIX = "extmem-cache-"
 MARKER = "owner.json"
+_LIVE: set[Path] = set()
+
+
+@atexit.register
+def _remove_live_caches() -> None:
+    """At interpreter exit, remove caches whose owners were never collected."""
+    for path in list(_LIVE):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _process_started(pid: int) -> float | None:
@@ -66,6 +75,7 @@ class CacheDir:
             raise OptionError(msg)
         sweep_stale(root_path)
         self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root_path))
+        _LIVE.add(self.path)
         marker = {"pid": os.getpid(), "started": _process_started(os.getpid())}
         (self.path / MARKER).write_text(json.dumps(marker))
 
@@ -87,6 +97,7 @@ class CacheDir:
     def cleanup(self) -> None:
         """Delete the directory and everything in it (idempotent)."""
         shutil.rmtree(self.path, ignore_errors=True)
+        _LIVE.discard(self.path)
 
     def __enter__(self) -> CacheDir:
         return self

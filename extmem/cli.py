@@ -15,6 +15,7 @@ from typing import Any
 from ._version import __version__
 from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS
 from .errors import ExtmemError
+from .iterator import DEFAULT_SKETCH_ROWS
 from .synth import SynthOptions, synth
 
 
@@ -64,6 +65,7 @@ def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-rows", type=_positive, help="read at most this many rows")
     group.add_argument("--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per parquet batch (default {DEFAULT_BATCH_ROWS})")
     group.add_argument("--page-rows", type=_positive, default=DEFAULT_PAGE_ROWS, help=f"rows per XGBoost external-memory page (default {DEFAULT_PAGE_ROWS})")
+    group.add_argument("--sketch-rows", type=_positive, default=DEFAULT_SKETCH_ROWS, help=f"above this many rows, quantile cuts come from a uniform sample of row groups of this size (default {DEFAULT_SKETCH_ROWS})")
     group.add_argument("--cache-dir", help="folder for the private cache folder (default: the system temp folder)")
 
 
@@ -144,6 +146,7 @@ def _run_train(args: argparse.Namespace) -> None:
         early_stopping_rounds=args.early_stopping,
         cache_dir=args.cache_dir,
         page_rows=args.page_rows,
+        sketch_rows=args.sketch_rows,
         progress=not args.no_progress,
         **_dataset_options(args),
     )

@@ -4,6 +4,11 @@ XGBoost calls ``next()`` from C++ and swallows what it raises until the build en
 KeyboardInterrupt raised inside that callback would be lost. So while a DMatrix is built,
 SIGINT/SIGTERM are only recorded; the iterator stops at its next callback, the cache is
 deleted, and the signal is delivered again to the handler that was in place before.
+
+Quantile cuts: XGBoost's CPU sketch keeps per-column state that grows with the number of
+rows. For datasets larger than ``sketch_rows`` the cuts come from row groups sampled
+uniformly across the dataset (as LightGBM's ``bin_construct_sample_cnt`` does), built as an
+in-memory ``QuantileDMatrix`` and passed as ``ref``; this also saves one pass over the data.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import xgboost as xgb
 from .blocks import Block, pages
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
-from .source import Source
+from .source import RowGroupRef, Source
 
+DEFAULT_SKETCH_ROWS = 131072
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -30,9 +36,38 @@ class _Interrupted(Exception):
     """Raised inside ``next()`` so XGBoost aborts the build; never escapes this module."""
 
 
+class _SignalLatch:
+    """Records SIGINT/SIGTERM while XGBoost runs callbacks; redelivers them afterwards."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def record(signum: int, frame: object) -> None:
+            self.pending = signum
+
+        previous = {signum: signal.signal(signum, record) for signum in _SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def redeliver(self) -> None:
+        """Deliver a recorded signal to the handler now in place; raise if it returns."""
+        if self.pending is not None:
+            signal.raise_signal(self.pending)
+            raise KeyboardInterrupt
+
+
 @dataclass
 class IterStats:
-    """Counters of one iterator: passes XGBoost made and what the first pass held."""
+    """Counters of one build: passes XGBoost made, what one pass held, and where cuts came from."""
 
     passes: int = 0
     rows: int = 0
@@ -41,16 +76,27 @@ class IterStats:
     batches: int = 0
     row_groups_read: int = 0
     row_groups_skipped: int = 0
+    cuts_from_rows: int | None = None
 
 
 class ParquetIter(xgb.DataIter):
     """Feeds pages of CSR (or dense) blocks from a :class:`Source` to XGBoost."""
 
-    def __init__(self, source: Source, cache_prefix: str, page_rows: int = DEFAULT_PAGE_ROWS, on_rows: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        latch: _SignalLatch,
+        *,
+        cache_prefix: str | None = None,
+        page_rows: int = DEFAULT_PAGE_ROWS,
+        row_groups: list[RowGroupRef] | None = None,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> None:
         self.source = source
         self.page_rows = page_rows
         self.stats = IterStats()
-        self.pending_signal: int | None = None
+        self._latch = latch
+        self._row_groups = row_groups
         self._on_rows = on_rows
         self._pages: Iterator[Block] | None = None
         super().__init__(cache_prefix=cache_prefix, release_data=True)
@@ -59,11 +105,11 @@ class ParquetIter(xgb.DataIter):
         self._pages = None
 
     def next(self, input_data: Callable[..., Any]) -> bool:
-        if self.pending_signal is not None:
+        if self._latch.pending is not None:
             raise _Interrupted
         if self._pages is None:
             self.stats.passes += 1
-            self._pages = pages(self.source.batches(), self.source.layout, self.page_rows)
+            self._pages = pages(self.source.batches(self._row_groups), self.source.layout, self.page_rows)
         page = next(self._pages, None)
         first_pass = self.stats.passes == 1
         if page is None:
@@ -83,21 +129,40 @@ class ParquetIter(xgb.DataIter):
         return True
 
 
-@contextmanager
-def _deferred_signals(iterator: ParquetIter) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _CacheOwner:
+    """Deletes the cache folder right after XGBoost frees the matrix and removes its pages.
 
-    def record(signum: int, frame: object) -> None:
-        iterator.pending_signal = signum
+    A ``weakref.finalize`` cannot guarantee this order: for objects collected in a
+    reference cycle Python runs weakref callbacks before ``__del__``.
+    """
 
-    previous = {signum: signal.signal(signum, record) for signum in _SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    extmem_cache: CacheDir | None = None
+
+    def __del__(self) -> None:
+        super().__del__()  # type: ignore[misc]
+        if self.extmem_cache is not None:
+            self.extmem_cache.cleanup()
+
+
+class CachedQuantileDMatrix(_CacheOwner, xgb.ExtMemQuantileDMatrix):
+    """``ExtMemQuantileDMatrix`` that owns its cache folder."""
+
+
+class CachedPagedDMatrix(_CacheOwner, xgb.DMatrix):
+    """Paged external-memory ``DMatrix`` (for ``approx``) that owns its cache folder."""
+
+
+def _sampled_cuts(source: Source, latch: _SignalLatch, sketch_rows: int, seed: int, max_bin: int | None, page_rows: int) -> tuple[xgb.QuantileDMatrix | None, int]:
+    """An in-memory QuantileDMatrix over sampled row groups, or None when the data is small enough."""
+    expected_rows = sum(ref.rows for ref in source.row_groups())
+    if source.dataset.max_rows is not None:
+        expected_rows = min(expected_rows, source.dataset.max_rows)
+    if expected_rows <= sketch_rows:
+        return None, 0
+    sample = source.sample_row_groups(sketch_rows, seed)
+    iterator = ParquetIter(source, latch, page_rows=page_rows, row_groups=sample)
+    reference = xgb.QuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin)
+    return reference, iterator.stats.rows
 
 
 def build_dmatrix(
@@ -108,28 +173,38 @@ def build_dmatrix(
     ref: xgb.DMatrix | None = None,
     max_bin: int | None = None,
     sparse_pages: bool = False,
+    sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    seed: int = 0,
     on_rows: Callable[[int], None] | None = None,
 ) -> tuple[xgb.DMatrix, IterStats]:
     """Build an external-memory DMatrix from ``source`` with its pages under ``cache``.
 
-    ``ExtMemQuantileDMatrix`` (for ``hist``) by default; with ``sparse_pages`` a paged
-    ``DMatrix`` (for ``approx``). On error or interruption the cache is deleted.
+    ``ExtMemQuantileDMatrix`` (for ``hist``) by default, with cuts from ``ref`` if given,
+    else from at most ``sketch_rows`` sampled rows; with ``sparse_pages`` a paged ``DMatrix``
+    (for ``approx``). The matrix owns ``cache``: freeing it deletes the folder. On error or
+    interruption the cache is deleted at once.
     """
-    iterator = ParquetIter(source, cache.prefix, page_rows, on_rows)
+    latch = _SignalLatch()
+    iterator = ParquetIter(source, latch, cache_prefix=cache.prefix, page_rows=page_rows, on_rows=on_rows)
+    matrix: xgb.DMatrix | None = None
     try:
-        with _deferred_signals(iterator):
+        with latch.deferring():
             try:
                 if sparse_pages:
-                    matrix: xgb.DMatrix = xgb.DMatrix(iterator, missing=np.nan)
+                    matrix = CachedPagedDMatrix(iterator, missing=np.nan)
                 else:
-                    matrix = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin, ref=ref)
+                    own_cuts = ref is None
+                    if own_cuts:
+                        ref, sample_rows = _sampled_cuts(source, latch, sketch_rows, seed, max_bin, page_rows)
+                    matrix = CachedQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin, ref=ref)
+                    if own_cuts:
+                        iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
+                matrix.extmem_cache = cache
             except _Interrupted:
                 pass
-        if iterator.pending_signal is not None:
-            cache.cleanup()
-            signal.raise_signal(iterator.pending_signal)
-            raise KeyboardInterrupt
+        latch.redeliver()
     except BaseException:
         cache.cleanup()
         raise
+    assert matrix is not None
     return matrix, iterator.stats

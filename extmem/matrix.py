@@ -13,7 +13,7 @@ import xgboost as xgb
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, as_dataset
 from .errors import OptionError
-from .iterator import IterStats, build_dmatrix
+from .iterator import DEFAULT_SKETCH_ROWS, IterStats, build_dmatrix
 from .layout import FeatureLayout
 from .source import Source
 
@@ -44,7 +44,7 @@ def matrix_info(matrix: xgb.DMatrix) -> MatrixInfo:
 
 
 def free_matrix(matrix: xgb.DMatrix) -> None:
-    """Release a DMatrix's native memory now, so XGBoost closes and removes its cache pages."""
+    """Release a matrix's native memory and its cache folder now, not at garbage collection."""
     matrix.__del__()
 
 
@@ -57,20 +57,25 @@ def open_matrix(
     page_rows: int = DEFAULT_PAGE_ROWS,
     max_bin: int | None = None,
     sparse_pages: bool = False,
+    sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    seed: int = 0,
     on_rows: Callable[[int], None] | None = None,
 ) -> tuple[xgb.DMatrix, MatrixInfo]:
     """Read ``dataset`` (with ``layout``, or the layout of ``ref``) into a DMatrix cached in ``cache``.
 
     On any error the cache folder is deleted before the error propagates.
     """
-    if isinstance(page_rows, bool) or not isinstance(page_rows, int) or page_rows <= 0:
-        msg = f"The 'page_rows' option must be a positive integer. Got {page_rows!r} instead."
-        raise OptionError(msg)
+    for name, value in (("page_rows", page_rows), ("sketch_rows", sketch_rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
+            raise OptionError(msg)
     if layout is None and ref is not None:
         layout = matrix_info(ref).layout
     try:
         source = Source(dataset, layout)
-        matrix, stats = build_dmatrix(source, cache, page_rows=page_rows, ref=ref, max_bin=max_bin, sparse_pages=sparse_pages, on_rows=on_rows)
+        matrix, stats = build_dmatrix(
+            source, cache, page_rows=page_rows, ref=ref, max_bin=max_bin, sparse_pages=sparse_pages, sketch_rows=sketch_rows, seed=seed, on_rows=on_rows
+        )
     except BaseException:
         cache.cleanup()
         raise
@@ -88,13 +93,17 @@ def dmatrix(
     page_rows: int = DEFAULT_PAGE_ROWS,
     max_bin: int | None = None,
     sparse_pages: bool = False,
+    sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    seed: int = 0,
     **options: Any,
 ) -> xgb.DMatrix:
     """An external-memory DMatrix for a parquet dataset, for use in existing XGBoost code.
 
     Returns an ``ExtMemQuantileDMatrix`` (train with ``tree_method="hist"``), or with
     ``sparse_pages=True`` a paged ``DMatrix`` (for ``approx``). Pass ``ref=dtrain`` for
-    validation data: it then uses the training matrix's columns and quantile cuts.
+    validation data: it then uses the training matrix's columns and quantile cuts. Without
+    ``ref``, datasets of more than ``sketch_rows`` rows get their quantile cuts from row
+    groups sampled uniformly at random (``seed``), which bounds the sketch's memory.
     ``data`` is a path (folder, glob, file, list) or a :class:`Dataset`, whose own label is
     then used. ``options`` are :class:`Dataset` fields (``keep``, ``drop``, ``filter``, ``max_rows``,
     ``batch_rows``, ``label_map``...). The cache files live in a private folder under
@@ -102,6 +111,5 @@ def dmatrix(
     """
     dataset = as_dataset(data, label, options)
     cache = CacheDir(cache_dir)
-    matrix, _ = open_matrix(dataset, cache, ref=ref, page_rows=page_rows, max_bin=max_bin, sparse_pages=sparse_pages)
-    weakref.finalize(matrix, cache.cleanup)
+    matrix, _ = open_matrix(dataset, cache, ref=ref, page_rows=page_rows, max_bin=max_bin, sparse_pages=sparse_pages, sketch_rows=sketch_rows, seed=seed)
     return matrix

@@ -76,16 +76,17 @@ class UnionSchema:
     rows: int
     shard_rows: tuple[int, ...]
     shard_columns: dict[str, frozenset[str]]
+    shard_row_groups: dict[str, tuple[int, ...]]
 
     def missing_from(self, name: str) -> list[str]:
         """Shards that do not hold column ``name``."""
         return [shard for shard in self.shards if name not in self.shard_columns[shard]]
 
 
-def _read_schema(shard: str) -> tuple[pa.Schema, int]:
+def _read_schema(shard: str) -> tuple[pa.Schema, tuple[int, ...]]:
     try:
         metadata = pq.read_metadata(shard)
-        return metadata.schema.to_arrow_schema(), metadata.num_rows
+        return metadata.schema.to_arrow_schema(), tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
     except (pa.ArrowException, OSError) as exc:
         msg = f"Cannot read the parquet shard {shard!r}: {exc}"
         raise ShardReadError(msg) from None
@@ -111,16 +112,16 @@ def union_schema(shards: list[str]) -> UnionSchema:
     """Read every shard's footer and merge the schemas; numeric types promote to float64."""
     columns: dict[str, Column] = {}
     shard_columns: dict[str, frozenset[str]] = {}
-    shard_rows: list[int] = []
+    shard_row_groups: dict[str, tuple[int, ...]] = {}
     for shard in shards:
-        schema, rows = _read_schema(shard)
+        schema, row_groups = _read_schema(shard)
         names = schema.names
         if len(set(names)) != len(names):
             duplicate = next(n for n in names if names.count(n) > 1)
             msg = f"The shard {shard!r} has the column {duplicate!r} more than once."
             raise SchemaError(msg)
         shard_columns[shard] = frozenset(names)
-        shard_rows.append(rows)
+        shard_row_groups[shard] = row_groups
         for arrow_field in schema:
             existing = columns.get(arrow_field.name)
             if existing is None:
@@ -129,4 +130,5 @@ def union_schema(shards: list[str]) -> UnionSchema:
                 columns[arrow_field.name] = Column(arrow_field.name, kind, arrow_type, shard, 1)
             else:
                 columns[arrow_field.name] = _unify(existing, arrow_field.type, shard)
-    return UnionSchema(tuple(shards), columns, sum(shard_rows), tuple(shard_rows), shard_columns)
+    shard_rows = tuple(sum(shard_row_groups[shard]) for shard in shards)
+    return UnionSchema(tuple(shards), columns, sum(shard_rows), shard_rows, shard_columns, shard_row_groups)

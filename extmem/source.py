@@ -38,6 +38,15 @@ class SourceBatch:
     row_group: int
 
 
+@dataclass(frozen=True)
+class RowGroupRef:
+    """One row group of one shard, with its row count from the footer."""
+
+    shard: str
+    index: int
+    rows: int
+
+
 @dataclass
 class SourceCounters:
     """What one pass over the source read."""
@@ -165,12 +174,44 @@ class Source:
 
     # -- reading --------------------------------------------------------------------------
 
-    def batches(self) -> Iterator[SourceBatch]:
-        """One pass over the dataset, row group by row group, in shard order."""
-        self.counters = SourceCounters()
-        remaining = self.dataset.max_rows
+    def row_groups(self) -> list[RowGroupRef]:
+        """Row groups in read order; with ``max_rows`` and no filter, only those holding the first rows."""
+        refs: list[RowGroupRef] = []
+        limit = self.dataset.max_rows if self.row_filter is None else None
+        total = 0
         for shard in self.schema.shards:
-            for batch, row_group in self._shard_batches(shard):
+            for index, rows in enumerate(self.schema.shard_row_groups[shard]):
+                if limit is not None and total >= limit:
+                    return refs
+                refs.append(RowGroupRef(shard, index, rows))
+                total += rows
+        return refs
+
+    def sample_row_groups(self, target_rows: int, seed: int) -> list[RowGroupRef]:
+        """Row groups drawn uniformly at random (without replacement) until they hold ``target_rows``."""
+        candidates = self.row_groups()
+        chosen: list[int] = []
+        rows = 0
+        for position in np.random.default_rng(seed).permutation(len(candidates)):
+            if rows >= target_rows:
+                break
+            chosen.append(int(position))
+            rows += candidates[position].rows
+        return [candidates[i] for i in sorted(chosen)]
+
+    def batches(self, row_groups: list[RowGroupRef] | None = None) -> Iterator[SourceBatch]:
+        """One pass over the dataset (or only ``row_groups``), row group by row group, in shard order."""
+        self.counters = SourceCounters()
+        remaining = self.dataset.max_rows if row_groups is None else None
+        selected: dict[str, set[int]] | None = None
+        if row_groups is not None:
+            selected = {}
+            for ref in row_groups:
+                selected.setdefault(ref.shard, set()).add(ref.index)
+        for shard in self.schema.shards:
+            if selected is not None and shard not in selected:
+                continue
+            for batch, row_group in self._shard_batches(shard, None if selected is None else selected[shard]):
                 if remaining is not None:
                     if remaining <= 0:
                         return
@@ -182,30 +223,31 @@ class Source:
                 self.counters.batches += 1
                 yield self._split(batch, shard, row_group)
 
-    def _row_groups(self, shard: str, file: pq.ParquetFile) -> list[int]:
-        """Row groups of ``shard`` that the filter may match, judged by their statistics."""
-        all_groups = list(range(file.num_row_groups))
+    def _row_groups_to_read(self, shard: str, file: pq.ParquetFile, selected: set[int] | None) -> list[int]:
+        """Row groups of ``shard`` (or of ``selected``) that the filter may match, judged by their statistics."""
+        groups = [i for i in range(file.num_row_groups) if selected is None or i in selected]
         if self.row_filter is None:
-            return all_groups
+            return groups
         fragment = _PARQUET.make_fragment(os.path.abspath(shard), filesystem=_LOCAL)
         pieces = fragment.split_by_row_group(self.row_filter.expression, schema=self._scan_schema)
-        return [piece.row_groups[0].id for piece in pieces]
+        matching = {piece.row_groups[0].id for piece in pieces}
+        return [i for i in groups if i in matching]
 
-    def _shard_batches(self, shard: str) -> Iterator[tuple[pa.RecordBatch, int]]:
+    def _shard_batches(self, shard: str, selected: set[int] | None) -> Iterator[tuple[pa.RecordBatch, int]]:
         """Batches of ``batch_rows`` rows, filtered, holding the present columns this pass needs."""
         row_group = -1
         try:
-            file = pq.ParquetFile(shard)
-            present = set(file.schema_arrow.names)
-            wanted = [name for name in (*self.layout.names, *self._extras) if name in present]
-            row_groups = self._row_groups(shard, file)
-            self.counters.row_groups_skipped += file.num_row_groups - len(row_groups)
-            for row_group in row_groups:
-                self.counters.row_groups_read += 1
-                for batch in file.iter_batches(batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=wanted, use_threads=True):
-                    if self.row_filter is not None:
-                        batch = self._with_columns(batch, self.row_filter.columns).filter(self.row_filter.expression)
-                    yield batch, row_group
+            with pq.ParquetFile(shard) as file:
+                present = set(file.schema_arrow.names)
+                wanted = [name for name in (*self.layout.names, *self._extras) if name in present]
+                row_groups = self._row_groups_to_read(shard, file, selected)
+                self.counters.row_groups_skipped += (file.num_row_groups if selected is None else len(selected)) - len(row_groups)
+                for row_group in row_groups:
+                    self.counters.row_groups_read += 1
+                    for batch in file.iter_batches(batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=wanted, use_threads=True):
+                        if self.row_filter is not None:
+                            batch = self._with_columns(batch, self.row_filter.columns).filter(self.row_filter.expression)
+                        yield batch, row_group
         except (pa.ArrowException, OSError) as exc:
             where = f"row group {row_group} of " if row_group >= 0 else ""
             msg = f"Cannot read {where}the parquet shard {shard!r}: {exc}"

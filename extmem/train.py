@@ -19,6 +19,7 @@ from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, as_dataset
 from .errors import OptionError
 from .layout import FeatureLayout
+from .iterator import DEFAULT_SKETCH_ROWS
 from .matrix import MatrixInfo, free_matrix, open_matrix
 from .memory import MemoryMonitor
 from .progress import ProgressBar, RoundProgress
@@ -103,6 +104,7 @@ def _data_report(info: MatrixInfo) -> dict[str, Any]:
         "passes": stats.passes,
         "row_groups_read": stats.row_groups_read,
         "row_groups_skipped": stats.row_groups_skipped,
+        "cuts_from_rows": stats.cuts_from_rows,
     }
 
 
@@ -117,13 +119,15 @@ def train(
     early_stopping_rounds: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     page_rows: int = DEFAULT_PAGE_ROWS,
+    sketch_rows: int = DEFAULT_SKETCH_ROWS,
     progress: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Train XGBoost on a parquet dataset through external memory; mirrors ``extmem train``.
 
     ``params`` are XGBoost parameters over extmem's defaults (``hist``, eta 0.1, depth 6,
-    seed 0); the objective is inferred from the labels unless given. ``valid`` is read with
+    seed 0); the objective is inferred from the labels unless given. Above ``sketch_rows``
+    rows, quantile cuts come from a uniform sample of row groups (see :func:`extmem.dmatrix`). ``valid`` is read with
     the training columns and the same options. With ``out``, writes ``model.ubj`` and
     ``report.json`` there, each atomically. Cache files never outlive the call.
     """
@@ -146,10 +150,11 @@ def train(
     started = time.perf_counter()
     with MemoryMonitor() as monitor, ExitStack() as stack:
         build = {"page_rows": page_rows, "max_bin": merged.get("max_bin"), "sparse_pages": sparse_pages}
+        cuts = {"sketch_rows": sketch_rows, "seed": int(merged.get("seed", 0))}
         evals: list[tuple[xgb.DMatrix, str]] = []
         valid_info = None
         with ProgressBar(None, "reading", "rows", progress) as reading:
-            dtrain, train_info = open_matrix(dataset, stack.enter_context(CacheDir(cache_dir)), on_rows=reading.update, **build)
+            dtrain, train_info = open_matrix(dataset, stack.enter_context(CacheDir(cache_dir)), on_rows=reading.update, **build, **cuts)
             stack.callback(free_matrix, dtrain)
             evals.append((dtrain, "train"))
             if valid is not None:
@@ -192,7 +197,7 @@ def train(
         "scores": {evals[-1][1]: scores} if scores else {},
         "history": history,
         "data": {"train": _data_report(train_info), **({"valid": _data_report(valid_info)} if valid_info else {})},
-        "options": {"batch_rows": dataset.batch_rows, "page_rows": page_rows, "filter": dataset.filter, "max_rows": dataset.max_rows},
+        "options": {"batch_rows": dataset.batch_rows, "page_rows": page_rows, "sketch_rows": sketch_rows, "filter": dataset.filter, "max_rows": dataset.max_rows},
         "dropped_columns": train_info.source.dropped,
     }
     if out is not None:

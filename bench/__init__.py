@@ -1,0 +1,1 @@
+"""Benchmarks: each method runs in its own subprocess; results are ratios measured side by side."""

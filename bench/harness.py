@@ -1,0 +1,41 @@
+"""Shared pieces of the bench scripts: datasets, subprocess runs, medians, tables."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import extmem
+
+
+def ensure_dataset(folder: Path, rows: int, shards: int, k: int, seed: int = 0) -> Path:
+    """Generate a synth dataset once; reuse it when the folder already holds it."""
+    if not list(folder.glob("*.parquet")):
+        extmem.synth(folder, extmem.SynthOptions(rows=rows, shards=shards, k=k, seed=seed))
+    return folder
+
+
+def run_method(method: str, data: Path, rounds: int, options: dict[str, Any] | None = None, timeout: float = 3600) -> dict[str, Any]:
+    """Run one method in a fresh subprocess and return its measurements."""
+    command = [sys.executable, "-m", "bench.worker", method, str(data), str(rounds), json.dumps(options or {})]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+    if completed.returncode != 0:
+        return {"method": method, "failed": True, "returncode": completed.returncode, "stderr": completed.stderr[-2000:]}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def mib(value: float) -> str:
+    return f"{value / 2**20:,.0f} MiB"
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))

@@ -1,0 +1,45 @@
+"""Ways to train on a parquet dataset, each measured in its own process by `bench.worker`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+PARAMS = {"tree_method": "hist", "objective": "multi:softprob", "num_class": 3, "eta": 0.1, "max_depth": 6, "seed": 0, "eval_metric": "mlogloss"}
+
+
+def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """extmem's external-memory path with default settings."""
+    import extmem
+
+    report = extmem.train(data, rounds=rounds, params={"eval_metric": "mlogloss"}, **options).report
+    return {"rows": report["rows"], "features": report["features"], "mlogloss": report["metrics"]["train"]["mlogloss"], "cache_bytes": report["cache_bytes"]}
+
+
+def run_inmemory(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """What most users do: read every shard, make one dense numpy matrix, QuantileDMatrix, train."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+
+    import extmem
+    from extmem.schema import NUMERIC, discover_shards, union_schema
+
+    union = union_schema(discover_shards([data]))
+    features = [c.name for c in union.columns.values() if c.kind == NUMERIC and c.name != "splice_type"]
+    tables = [pq.read_table(shard) for shard in union.shards]
+    table = pa.concat_tables(tables, promote_options="permissive")
+    del tables
+    X = np.column_stack([table.column(name).to_numpy().astype(np.float32) for name in features])
+    labels = pc.index_in(table.column("splice_type"), value_set=pa.array(list(extmem.SPLICE_LABELS))).to_numpy()
+    del table
+    matrix = xgb.QuantileDMatrix(X, labels, feature_names=features)
+    history: dict[str, Any] = {}
+    xgb.train(PARAMS, matrix, rounds, evals=[(matrix, "train")], evals_result=history, verbose_eval=False)
+    return {"rows": int(X.shape[0]), "features": len(features), "mlogloss": history["train"]["mlogloss"][-1]}
+
+
+METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {"extmem": run_extmem, "inmemory": run_inmemory}

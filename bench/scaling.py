@@ -1,0 +1,56 @@
+"""Peak RSS of `extmem train` at 1x and 8x the rows (same shard size): must stay within 15 %.
+
+    python -m bench.scaling [--rows-per-shard 10000] [--shards 4] [--k 6] [--rounds 10] [--repeats 3]
+
+Each run is its own subprocess; runs alternate 1x/8x so machine noise hits both alike.
+Writes bench/results/scaling.json and prints a table of medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .harness import ensure_dataset, median_of, mib, run_method, write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows-per-shard", type=int, default=10_000)
+    parser.add_argument("--shards", type=int, default=4, help="shards at 1x; 8x uses 8 times as many")
+    parser.add_argument("--k", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-dir", type=Path, default=RESULTS / "data")
+    parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
+    args = parser.parse_args(argv)
+
+    datasets = {}
+    for factor in (1, 8):
+        shards = args.shards * factor
+        folder = args.data_dir / f"scaling-k{args.k}-{args.rows_per_shard}x{shards}"
+        datasets[factor] = ensure_dataset(folder, args.rows_per_shard * shards, shards, args.k)
+    runs: dict[int, list[dict]] = {1: [], 8: []}
+    for _ in range(args.repeats):
+        for factor, folder in datasets.items():
+            runs[factor].append(run_method("extmem", folder, args.rounds))
+    failed = [run for factor_runs in runs.values() for run in factor_runs if run.get("failed")]
+    if failed:
+        raise SystemExit(f"a run failed: {failed[0]}")
+    summary = {factor: {key: median_of(factor_runs, key) for key in ("rows", "features", "peak_rss_bytes", "peak_anon_bytes", "seconds")} for factor, factor_runs in runs.items()}
+    ratio_rss = summary[8]["peak_rss_bytes"] / summary[1]["peak_rss_bytes"]
+    ratio_anon = summary[8]["peak_anon_bytes"] / summary[1]["peak_anon_bytes"]
+    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs, "median": summary, "ratio_peak_rss_8x_over_1x": ratio_rss, "ratio_peak_anon_8x_over_1x": ratio_anon}
+    write_json(args.out, payload)
+    print(f"{'rows':>10} {'features':>8} {'peak RSS':>10} {'peak anon':>10} {'seconds':>8}   (medians of {args.repeats})")
+    for factor in (1, 8):
+        s = summary[factor]
+        print(f"{s['rows']:>10,.0f} {s['features']:>8,.0f} {mib(s['peak_rss_bytes']):>10} {mib(s['peak_anon_bytes']):>10} {s['seconds']:>8.1f}")
+    print(f"8x/1x peak RSS ratio {ratio_rss:.3f}, peak anon ratio {ratio_anon:.3f} (target <= 1.15)")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

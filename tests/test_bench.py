@@ -1,0 +1,24 @@
+"""The bench scripts run end to end on tiny data (their figures come from full-size runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import compare_inmemory, scaling
+
+
+def test_scaling_bench_runs(tmp_path: Path) -> None:
+    args = ["--rows-per-shard", "300", "--shards", "1", "--k", "3", "--rounds", "2", "--repeats", "1"]
+    payload = scaling.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "scaling.json")])
+    assert payload["median"][8]["rows"] == 8 * payload["median"][1]["rows"] == 2400
+    assert payload["ratio_peak_rss_8x_over_1x"] > 0
+    assert (tmp_path / "scaling.json").exists()
+
+
+def test_compare_inmemory_bench_runs(tmp_path: Path) -> None:
+    args = ["--rows", "600", "--shards", "2", "--k", "3", "--rounds", "2", "--repeats", "1"]
+    payload = compare_inmemory.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "compare.json")])
+    extmem_run, inmemory_run = payload["median"]["extmem"], payload["median"]["inmemory"]
+    assert extmem_run["rows"] == inmemory_run["rows"] == 600
+    assert extmem_run["features"] == inmemory_run["features"]
+    assert abs(extmem_run["mlogloss"] - inmemory_run["mlogloss"]) < 0.2

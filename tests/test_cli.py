@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cache_dirs, write_shard
+
+
+def extmem_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "extmem", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_synth_then_train(tmp_path: Path) -> None:
+    data, model = tmp_path / "data", tmp_path / "model"
+    made = extmem_cli("synth", str(data), "--rows", "1500", "--shards", "2", "--k", "4", "--seq-len", "40")
+    assert made.returncode == 0, made.stderr
+    assert "wrote 2 shard(s)" in made.stdout
+    run = extmem_cli("train", str(data), "--out", str(model), "--rounds", "5", "--param", "max_depth=3", "--no-progress", "--cache-dir", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert "trained 5 rounds on 1,500 rows" in run.stdout
+    assert "not using 6 non-numeric column(s)" in run.stderr
+    report = json.loads((model / "report.json").read_text())
+    assert report["params"]["max_depth"] == 3 and report["rows"] == 1500
+    assert cache_dirs(tmp_path) == []
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    good = {"x": [1.0, 2.0], "gene_type": ["a", "b"], "splice_type": ["donor", "neither"]}
+    write_shard(tmp / "ok" / "a.parquet", good)
+    write_shard(tmp / "corrupt" / "a.parquet", good)
+    (tmp / "corrupt" / "b.parquet").write_bytes(b"PAR1 truncated")
+    write_shard(tmp / "nolabel" / "a.parquet", {"x": [1.0]})
+    write_shard(tmp / "nulllabel" / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["donor", None]})
+    write_shard(tmp / "conflict" / "a.parquet", {"x": [1.0], "splice_type": ["donor"]})
+    write_shard(tmp / "conflict" / "b.parquet", {"x": ["1"], "splice_type": ["donor"]})
+    (tmp / "empty").mkdir()
+    return {
+        "missing path": ([str(tmp / "absent")], "does not exist"),
+        "no parquet": ([str(tmp / "empty")], "holds no .parquet files"),
+        "corrupt shard": ([str(tmp / "corrupt")], "b.parquet"),
+        "label missing": ([str(tmp / "nolabel")], "label column 'splice_type' is in none"),
+        "null label": ([str(tmp / "nulllabel")], "1 null value"),
+        "string feature": ([str(tmp / "ok"), "--keep", "x,gene_type"], "'gene_type' is large_string"),
+        "type conflict": ([str(tmp / "conflict")], "'x' is double in .*a.parquet.* but string in .*b.parquet"),
+        "bad filter": ([str(tmp / "ok"), "--filter", "x >"], "Invalid --filter"),
+    }
+
+
+def test_bad_input_gives_one_line_errors_and_leaves_nothing(tmp_path: Path) -> None:
+    for name, (args, match) in _bad_inputs(tmp_path).items():
+        out = tmp_path / f"model-{name.replace(' ', '-')}"
+        run = extmem_cli("train", *args, "--out", str(out), "--no-progress", "--cache-dir", str(tmp_path))
+        assert run.returncode == 2, (name, run.stderr)
+        error_lines = [line for line in run.stderr.splitlines() if line.startswith("extmem: error:")]
+        assert len(error_lines) == 1, (name, run.stderr)
+        assert "Traceback" not in run.stderr, name
+        assert re.search(match, error_lines[0]), (name, error_lines[0])
+        assert not out.exists(), name
+    assert cache_dirs(tmp_path) == []
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    run = extmem_cli("--debug", "train", str(tmp_path / "absent"), "--out", str(tmp_path / "m"))
+    assert run.returncode == 2 and "Traceback" in run.stderr
+
+
+def test_bad_flag_values_are_usage_errors(tmp_path: Path) -> None:
+    run = extmem_cli("train", str(tmp_path), "--out", str(tmp_path / "m"), "--batch-rows", "-5")
+    assert run.returncode == 2 and "--batch-rows: expected a positive integer, got '-5'" in run.stderr
+    run = extmem_cli("train", str(tmp_path), "--out", str(tmp_path / "m"), "--param", "max_depth")
+    assert run.returncode == 2 and "--param expects key=value" in run.stderr
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_training_exits_cleanly(wide_synth: Path, tmp_path: Path, signum: int, status: int) -> None:
+    out = tmp_path / "model"
+    command = [sys.executable, "-m", "extmem", "train", str(wide_synth), "--out", str(out), "--rounds", "2000", "--page-rows", "1000", "--batch-rows", "500"]
+    process = subprocess.Popen([*command, "--no-progress", "--cache-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.endswith(".page") for d in cache_dirs(tmp_path) for p in d.iterdir()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr
+    assert cache_dirs(tmp_path) == []
+    assert not out.exists()

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from conftest import cache_dirs, write_shard
+
+import extmem
+from extmem import Dataset, ShardReadError
+from extmem.blocks import concat_blocks, pages
+from extmem.cache import MARKER, CacheDir, sweep_stale
+from extmem.matrix import matrix_info, open_matrix
+from extmem.source import Source
+
+PARAMS = {"tree_method": "hist", "objective": "multi:softprob", "num_class": 3, "seed": 0, "max_depth": 4, "eta": 0.3}
+
+
+def in_memory(path: Path, **options) -> tuple[xgb.DMatrix, list[str]]:
+    """The whole dataset as one CSR matrix, built from the same blocks extmem streams."""
+    source = Source(Dataset(path, **options))
+    block = concat_blocks(list(pages(source.batches(), source.layout, 10**9)))
+    names = list(source.layout.names)
+    return xgb.QuantileDMatrix(block.X, block.label, missing=np.nan, feature_names=names), names
+
+
+def test_external_memory_model_equals_in_memory_model(small_synth: Path, cache_root: Path) -> None:
+    external = extmem.dmatrix(small_synth, batch_rows=300, page_rows=700, cache_dir=cache_root)
+    assert matrix_info(external).stats.pages > 1
+    in_mem, names = in_memory(small_synth)
+    booster_external = xgb.train(PARAMS, external, 15)
+    booster_memory = xgb.train(PARAMS, in_mem, 15)
+    probe = xgb.DMatrix(in_mem.get_data(), feature_names=names, missing=np.nan)
+    np.testing.assert_allclose(booster_external.predict(probe), booster_memory.predict(probe), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(external.get_label(), in_mem.get_label())
+
+
+def test_sparse_pages_for_approx_train_as_well_as_in_memory(small_synth: Path, cache_root: Path) -> None:
+    """approx re-sketches every page with hessian weights, so trees differ slightly from in-memory."""
+    external = extmem.dmatrix(small_synth, sparse_pages=True, page_rows=1000, cache_dir=cache_root)
+    assert not isinstance(external, xgb.QuantileDMatrix)
+    params = {**PARAMS, "tree_method": "approx", "eval_metric": "mlogloss"}
+    source = Source(Dataset(small_synth))
+    block = concat_blocks(list(pages(source.batches(), source.layout, 10**9)))
+    in_mem = xgb.DMatrix(block.X, block.label, missing=np.nan, feature_names=list(source.layout.names))
+    losses = []
+    for matrix in (external, in_mem):
+        history: dict = {}
+        xgb.train(params, matrix, 10, evals=[(in_mem, "all")], evals_result=history, verbose_eval=False)
+        losses.append(history["all"]["mlogloss"][-1])
+    assert losses[0] == pytest.approx(losses[1], rel=0.05)
+
+
+def test_drop_in_for_xgb_train_with_validation_ref(small_synth: Path, tmp_path: Path, cache_root: Path) -> None:
+    valid_dir = tmp_path / "valid"
+    extmem.synth(valid_dir, extmem.SynthOptions(rows=400, shards=1, k=4, seq_len=40, seed=99))
+    dtrain = extmem.dmatrix(small_synth, cache_dir=cache_root)
+    dvalid = extmem.dmatrix(valid_dir, ref=dtrain, cache_dir=cache_root)
+    assert matrix_info(dvalid).layout.names == matrix_info(dtrain).layout.names
+    history: dict = {}
+    booster = xgb.train(PARAMS, dtrain, 50, evals=[(dvalid, "valid")], early_stopping_rounds=5, evals_result=history, verbose_eval=False)
+    assert booster.best_iteration < 49 or len(history["valid"]["mlogloss"]) == 50
+    assert history["valid"]["mlogloss"][-1] < history["valid"]["mlogloss"][0]
+
+
+def test_cache_lives_with_the_dmatrix(small_synth: Path, cache_root: Path) -> None:
+    matrix = extmem.dmatrix(small_synth, cache_dir=cache_root)
+    (folder,) = cache_dirs(cache_root)
+    assert json.loads((folder / MARKER).read_text())["pid"] == os.getpid()
+    assert any(p.name.endswith(".page") for p in folder.iterdir())
+    del matrix
+    gc.collect()
+    assert cache_dirs(cache_root) == []
+
+
+def test_read_error_mid_stream_leaves_no_cache(small_synth: Path, tmp_path: Path, cache_root: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in sorted(small_synth.glob("*.parquet"))[:2]:
+        (data / shard.name).write_bytes(shard.read_bytes())
+    broken = data / "batch_00009.parquet"
+    raw = bytearray((small_synth / "batch_00003.parquet").read_bytes())
+    footer_start = len(raw) - 8 - int.from_bytes(raw[-8:-4], "little")
+    raw[4:footer_start] = os.urandom(footer_start - 4)
+    broken.write_bytes(bytes(raw))
+    with pytest.raises(ShardReadError, match="batch_00009.parquet"):
+        extmem.dmatrix(data, cache_dir=cache_root)
+    assert cache_dirs(cache_root) == []
+
+
+def test_bad_input_before_reading_leaves_no_cache(tmp_path: Path, cache_root: Path) -> None:
+    write_shard(tmp_path / "a.parquet", {"x": [1.0], "splice_type": ["exon"]})
+    with pytest.raises(extmem.LabelError, match="'exon'"):
+        extmem.dmatrix(tmp_path, cache_dir=cache_root)
+    with pytest.raises(extmem.SchemaError, match="gene_type"):
+        extmem.dmatrix(tmp_path, keep=["gene_type"], cache_dir=cache_root)
+    assert cache_dirs(cache_root) == []
+
+
+def test_ctrl_c_during_build_interrupts_and_cleans(small_synth: Path, cache_root: Path) -> None:
+    seen: list[int] = []
+
+    def interrupt(rows: int) -> None:
+        seen.append(rows)
+        if len(seen) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cache = CacheDir(cache_root)
+    with pytest.raises(KeyboardInterrupt):
+        open_matrix(Dataset(small_synth), cache, page_rows=500, on_rows=interrupt)
+    assert len(seen) == 2, "the build must stop at the next callback after the signal"
+    assert cache_dirs(cache_root) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_stale_caches_of_dead_processes_are_swept(cache_root: Path) -> None:
+    dead = cache_root / "extmem-cache-dead"
+    dead.mkdir()
+    (dead / MARKER).write_text(json.dumps({"pid": 2**22 + 12345, "started": 1.0}))
+    (dead / "xgb.gradient_index.page").write_bytes(b"x" * 100)
+    garbled = cache_root / "extmem-cache-garbled"
+    garbled.mkdir()
+    (garbled / MARKER).write_text("{not json")
+    unmarked = cache_root / "extmem-cache-starting"
+    unmarked.mkdir()
+    with CacheDir(cache_root) as live:
+        assert not dead.exists() and not garbled.exists()
+        assert unmarked.exists(), "a folder without a marker may be a cache being created"
+        assert sweep_stale(cache_root) == []
+        assert live.path.exists()
+    assert not live.path.exists()
+
+
+def test_cache_dir_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(extmem.OptionError, match="--cache-dir .*not an existing folder"):
+        CacheDir(tmp_path / "absent")
+
+
+def test_large_datasets_take_cuts_from_sampled_row_groups(small_synth: Path, cache_root: Path) -> None:
+    sampled = extmem.dmatrix(small_synth, sketch_rows=900, seed=4, cache_dir=cache_root)
+    stats = matrix_info(sampled).stats
+    assert 900 <= stats.cuts_from_rows < 3000
+    assert stats.cuts_from_rows % 500 == 0, "whole row groups of 500 rows are sampled"
+    assert stats.passes == 2, "with cuts given, XGBoost skips its own sketching pass"
+    full = extmem.dmatrix(small_synth, cache_dir=cache_root)
+    assert matrix_info(full).stats.cuts_from_rows == 3000 and matrix_info(full).stats.passes == 3
+    losses = []
+    for matrix in (sampled, full):
+        history: dict = {}
+        xgb.train({**PARAMS, "eval_metric": "mlogloss"}, matrix, 10, evals=[(full, "all")], evals_result=history, verbose_eval=False)
+        losses.append(history["all"]["mlogloss"][-1])
+    assert losses[0] == pytest.approx(losses[1], rel=0.05)
+
+
+def test_row_group_sample_is_seeded_and_spread(small_synth: Path) -> None:
+    source = Source(Dataset(small_synth))
+    first = source.sample_row_groups(1500, seed=1)
+    assert first == source.sample_row_groups(1500, seed=1)
+    assert sum(ref.rows for ref in first) == 1500
+    draws = {tuple((r.shard, r.index) for r in source.sample_row_groups(1500, seed=s)) for s in range(20)}
+    assert len(draws) > 10
+    shards_hit = {r.shard for draw in draws for r, _ in [(ref, None) for ref in source.sample_row_groups(1500, seed=0)]}
+    assert shards_hit
+    rows = sum(b.features.num_rows for b in source.batches(first))
+    assert rows == 1500

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from conftest import cache_dirs, write_shard
+
+import extmem
+from extmem.layout import FeatureLayout
+from extmem.train import LAYOUT_ATTRIBUTE, infer_objective
+
+REPORT_KEYS = {"rows", "features", "peak_rss_bytes", "peak_anon_bytes", "cache_bytes", "seconds", "metrics"}
+
+
+@pytest.fixture(scope="module")
+def trained(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, extmem.TrainResult]:
+    valid = tmp_path_factory.mktemp("valid")
+    extmem.synth(valid, extmem.SynthOptions(rows=1000, shards=1, k=4, seq_len=40, seed=11))
+    out = tmp_path_factory.mktemp("model")
+    result = extmem.train(small_synth, out=out, valid=valid, rounds=30, early_stopping_rounds=5, params={"max_depth": 4})
+    return out, result
+
+
+def test_train_writes_model_and_report(trained: tuple[Path, extmem.TrainResult]) -> None:
+    out, result = trained
+    assert sorted(p.name for p in out.iterdir()) == ["model.ubj", "report.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["rows"] == 3000 and report["data"]["valid"]["rows"] == 1000
+    assert report["features"] == len(FeatureLayout.from_json(result.booster.attr(LAYOUT_ATTRIBUTE)).names)
+    assert report["params"]["objective"] == "multi:softprob" and report["params"]["num_class"] == 3
+    assert report["classes"] == ["neither", "donor", "acceptor"]
+    assert report["peak_rss_bytes"] >= report["peak_anon_bytes"] > 0
+    assert report["cache_bytes"] > 0
+    assert set(report["metrics"]) == {"train", "valid"}
+    assert "gene_type" in report["dropped_columns"]
+
+
+def test_saved_model_reloads_with_its_layout(trained: tuple[Path, extmem.TrainResult]) -> None:
+    out, result = trained
+    booster = xgb.Booster(model_file=str(out / "model.ubj"))
+    layout = FeatureLayout.from_json(booster.attr(LAYOUT_ATTRIBUTE))
+    assert layout.label_map == {"neither": 0, "donor": 1, "acceptor": 2}
+    assert layout.names == tuple(booster.feature_names)
+    assert sum(layout.zero_is_missing) == sum(n.startswith("4mer_") for n in layout.names) > 0
+    assert booster.num_boosted_rounds() == result.booster.num_boosted_rounds()
+
+
+def test_model_beats_the_majority_baseline(trained: tuple[Path, extmem.TrainResult]) -> None:
+    _, result = trained
+    scores = result.report["scores"]["valid"]
+    # Always predicting 'neither' gives macro-F1 = 0.96 / 3 = 0.32.
+    assert scores["macro_f1"] > 0.6
+    assert result.report["metrics"]["valid"]["mlogloss"] < result.report["history"]["valid"]["mlogloss"][0]
+
+
+def test_early_stopping_records_best_iteration(trained: tuple[Path, extmem.TrainResult]) -> None:
+    _, result = trained
+    assert result.report["best_iteration"] is not None
+    assert result.report["rounds"] <= 30
+
+
+@pytest.mark.parametrize(
+    ("labels", "objective", "extra"),
+    [
+        ([0, 1, 1, 0], "binary:logistic", {"eval_metric": ["logloss", "auc"]}),
+        ([0, 2, 1, 4], "multi:softprob", {"num_class": 5}),
+        ([0.5, 1.25, 3.0, 2.0], "reg:squarederror", {"eval_metric": ["rmse"]}),
+        ([1, 1, 1, 1], "reg:squarederror", {}),
+    ],
+)
+def test_objective_is_inferred_from_numeric_labels(labels: list[float], objective: str, extra: dict) -> None:
+    chosen = infer_objective(np.array(labels, dtype=np.float32), FeatureLayout(("x",), (False,)), {})
+    assert chosen["objective"] == objective
+    assert extra.items() <= chosen.items()
+
+
+def test_user_objective_is_kept() -> None:
+    chosen = infer_objective(np.array([0, 1], dtype=np.float32), FeatureLayout(("x",), (False,)), {"objective": "reg:logistic"})
+    assert "objective" not in chosen and chosen["eval_metric"] == ["rmse"]
+
+
+def test_binary_training_on_numeric_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    write_shard(tmp_path / "data" / "a.parquet", {"x": x.tolist(), "noise": rng.normal(size=400).tolist(), "y": (x > 0).astype(int).tolist()})
+    result = extmem.train(tmp_path / "data", label="y", rounds=10)
+    assert result.report["params"]["objective"] == "binary:logistic"
+    assert result.report["scores"]["train"]["accuracy"] > 0.95
+
+
+def test_approx_uses_paged_matrix(small_synth: Path) -> None:
+    result = extmem.train(small_synth, rounds=3, params={"tree_method": "approx"})
+    assert result.report["params"]["tree_method"] == "approx"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rounds": 0}, "'rounds' option must be a positive integer. Got 0"),
+        ({"early_stopping_rounds": 3}, "needs validation data"),
+        ({"params": {"tree_method": "exact"}}, "tree_method 'exact' cannot train from external memory"),
+        ({"batch_rows": -5}, "'batch_rows' option must be a positive integer. Got -5"),
+        ({"page_rows": 0}, "'page_rows' option must be a positive integer"),
+        ({"bogus": 1}, "Unknown dataset option.*bogus"),
+    ],
+)
+def test_bad_options_are_rejected(small_synth: Path, tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(extmem.OptionError, match=match):
+        extmem.train(small_synth, out=tmp_path / "out", cache_dir=tmp_path, **kwargs)
+    assert not (tmp_path / "out").exists()
+    assert cache_dirs(tmp_path) == []
+
+
+def test_failed_training_writes_nothing(tmp_path: Path) -> None:
+    write_shard(tmp_path / "data" / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["donor", "exon"]})
+    with pytest.raises(extmem.LabelError, match="'exon'"):
+        extmem.train(tmp_path / "data", out=tmp_path / "out", cache_dir=tmp_path)
+    assert not (tmp_path / "out").exists()
+    assert cache_dirs(tmp_path) == []
