@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     for method in METHODS:
         s = summary[method]
         print(f"{method:>10} {mib(s['peak_rss_bytes']):>10} {mib(s['peak_anon_bytes']):>10} {s['seconds']:>8.1f} {s['mlogloss']:>9.4f}")
-    print(f"extmem/inmemory: peak RSS {ratios['peak_rss_bytes']:.2f}, peak anon {ratios['peak_anon_bytes']:.2f}, wall time {ratios['seconds']:.2f}")
+    print(
+        f"extmem/inmemory: peak RSS {ratios['peak_rss_bytes']:.2f}, peak anon {ratios['peak_anon_bytes']:.2f}, wall time {ratios['seconds']:.2f}"
+    )
     return payload
 
 

@@ -22,7 +22,9 @@ def ensure_dataset(folder: Path, rows: int, shards: int, k: int, seed: int = 0) 
 def run_method(method: str, data: Path, rounds: int, options: dict[str, Any] | None = None, timeout: float = 3600) -> dict[str, Any]:
     """Run one method in a fresh subprocess and return its measurements."""
     command = [sys.executable, "-m", "bench.worker", method, str(data), str(rounds), json.dumps(options or {})]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+    completed = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=timeout, cwd=Path(__file__).resolve().parent.parent
+    )
     if completed.returncode != 0:
         return {"method": method, "failed": True, "returncode": completed.returncode, "stderr": completed.stderr[-2000:]}
     return json.loads(completed.stdout.strip().splitlines()[-1])

@@ -7,7 +7,15 @@ from typing import Any
 
 import numpy as np
 
-PARAMS = {"tree_method": "hist", "objective": "multi:softprob", "num_class": 3, "eta": 0.1, "max_depth": 6, "seed": 0, "eval_metric": "mlogloss"}
+PARAMS = {
+    "tree_method": "hist",
+    "objective": "multi:softprob",
+    "num_class": 3,
+    "eta": 0.1,
+    "max_depth": 6,
+    "seed": 0,
+    "eval_metric": "mlogloss",
+}
 
 
 def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
@@ -15,7 +23,12 @@ def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any
     import extmem
 
     report = extmem.train(data, rounds=rounds, params={"eval_metric": "mlogloss"}, **options).report
-    return {"rows": report["rows"], "features": report["features"], "mlogloss": report["metrics"]["train"]["mlogloss"], "cache_bytes": report["cache_bytes"]}
+    return {
+        "rows": report["rows"],
+        "features": report["features"],
+        "mlogloss": report["metrics"]["train"]["mlogloss"],
+        "cache_bytes": report["cache_bytes"],
+    }
 
 
 def run_inmemory(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:

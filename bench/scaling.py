@@ -39,15 +39,26 @@ def main(argv: list[str] | None = None) -> dict:
     failed = [run for factor_runs in runs.values() for run in factor_runs if run.get("failed")]
     if failed:
         raise SystemExit(f"a run failed: {failed[0]}")
-    summary = {factor: {key: median_of(factor_runs, key) for key in ("rows", "features", "peak_rss_bytes", "peak_anon_bytes", "seconds")} for factor, factor_runs in runs.items()}
+    summary = {
+        factor: {key: median_of(factor_runs, key) for key in ("rows", "features", "peak_rss_bytes", "peak_anon_bytes", "seconds")}
+        for factor, factor_runs in runs.items()
+    }
     ratio_rss = summary[8]["peak_rss_bytes"] / summary[1]["peak_rss_bytes"]
     ratio_anon = summary[8]["peak_anon_bytes"] / summary[1]["peak_anon_bytes"]
-    payload = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs, "median": summary, "ratio_peak_rss_8x_over_1x": ratio_rss, "ratio_peak_anon_8x_over_1x": ratio_anon}
+    payload = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "runs": runs,
+        "median": summary,
+        "ratio_peak_rss_8x_over_1x": ratio_rss,
+        "ratio_peak_anon_8x_over_1x": ratio_anon,
+    }
     write_json(args.out, payload)
     print(f"{'rows':>10} {'features':>8} {'peak RSS':>10} {'peak anon':>10} {'seconds':>8}   (medians of {args.repeats})")
     for factor in (1, 8):
         s = summary[factor]
-        print(f"{s['rows']:>10,.0f} {s['features']:>8,.0f} {mib(s['peak_rss_bytes']):>10} {mib(s['peak_anon_bytes']):>10} {s['seconds']:>8.1f}")
+        print(
+            f"{s['rows']:>10,.0f} {s['features']:>8,.0f} {mib(s['peak_rss_bytes']):>10} {mib(s['peak_anon_bytes']):>10} {s['seconds']:>8.1f}"
+        )
     print(f"8x/1x peak RSS ratio {ratio_rss:.3f}, peak anon ratio {ratio_anon:.3f} (target <= 1.15)")
     return payload
 

@@ -1,6 +1,6 @@
 """Run one benchmark method in this process and print its measurements as JSON on the last line.
 
-    python -m bench.worker METHOD DATA ROUNDS [OPTIONS_JSON]
+python -m bench.worker METHOD DATA ROUNDS [OPTIONS_JSON]
 """
 
 from __future__ import annotations

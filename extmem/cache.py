@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import psutil
 
@@ -99,7 +100,7 @@ class CacheDir:
         shutil.rmtree(self.path, ignore_errors=True)
         _LIVE.discard(self.path)
 
-    def __enter__(self) -> CacheDir:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -63,9 +63,21 @@ def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--drop", help="columns to leave out of the features (comma-separated names or globs)")
     group.add_argument("--filter", help="row filter, e.g. \"(chrom == 'chr1') & (position > 1000)\"")
     group.add_argument("--max-rows", type=_positive, help="read at most this many rows")
-    group.add_argument("--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per parquet batch (default {DEFAULT_BATCH_ROWS})")
-    group.add_argument("--page-rows", type=_positive, default=DEFAULT_PAGE_ROWS, help=f"rows per XGBoost external-memory page (default {DEFAULT_PAGE_ROWS})")
-    group.add_argument("--sketch-rows", type=_positive, default=DEFAULT_SKETCH_ROWS, help=f"above this many rows, quantile cuts come from a uniform sample of row groups of this size (default {DEFAULT_SKETCH_ROWS})")
+    group.add_argument(
+        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per parquet batch (default {DEFAULT_BATCH_ROWS})"
+    )
+    group.add_argument(
+        "--page-rows",
+        type=_positive,
+        default=DEFAULT_PAGE_ROWS,
+        help=f"rows per XGBoost external-memory page (default {DEFAULT_PAGE_ROWS})",
+    )
+    group.add_argument(
+        "--sketch-rows",
+        type=_positive,
+        default=DEFAULT_SKETCH_ROWS,
+        help=f"above this many rows, quantile cuts come from a uniform sample of row groups of this size (default {DEFAULT_SKETCH_ROWS})",
+    )
     group.add_argument("--cache-dir", help="folder for the private cache folder (default: the system temp folder)")
 
 
@@ -154,7 +166,9 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _run_synth(args: argparse.Namespace) -> None:
-    options = SynthOptions(rows=args.rows, shards=args.shards, k=args.k, seed=args.seed, seq_len=args.seq_len, row_group_rows=args.row_group_rows)
+    options = SynthOptions(
+        rows=args.rows, shards=args.shards, k=args.k, seed=args.seed, seq_len=args.seq_len, row_group_rows=args.row_group_rows
+    )
     paths = synth(args.out_dir, options)
     print(f"wrote {len(paths)} shard(s), {args.rows:,} rows, to {args.out_dir}")
 

@@ -152,7 +152,9 @@ class CachedPagedDMatrix(_CacheOwner, xgb.DMatrix):
     """Paged external-memory ``DMatrix`` (for ``approx``) that owns its cache folder."""
 
 
-def _sampled_cuts(source: Source, latch: _SignalLatch, sketch_rows: int, seed: int, max_bin: int | None, page_rows: int) -> tuple[xgb.QuantileDMatrix | None, int]:
+def _sampled_cuts(
+    source: Source, latch: _SignalLatch, sketch_rows: int, seed: int, max_bin: int | None, page_rows: int
+) -> tuple[xgb.QuantileDMatrix | None, int]:
     """An in-memory QuantileDMatrix over sampled row groups, or None when the data is small enough."""
     expected_rows = sum(ref.rows for ref in source.row_groups())
     if source.dataset.max_rows is not None:

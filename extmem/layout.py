@@ -27,7 +27,9 @@ class FeatureLayout:
     label_map: Mapping[str, int] | None = None
 
     @classmethod
-    def from_names(cls, names: Sequence[str], zero_is_missing_pattern: str, label: str | None = None, label_map: Mapping[str, int] | None = None) -> FeatureLayout:
+    def from_names(
+        cls, names: Sequence[str], zero_is_missing_pattern: str, label: str | None = None, label_map: Mapping[str, int] | None = None
+    ) -> FeatureLayout:
         """Mark the columns that match ``zero_is_missing_pattern`` as sparse counts."""
         pattern = re.compile(zero_is_missing_pattern)
         return cls(tuple(names), tuple(bool(pattern.search(name)) for name in names), label, label_map)

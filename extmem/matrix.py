@@ -74,7 +74,15 @@ def open_matrix(
     try:
         source = Source(dataset, layout)
         matrix, stats = build_dmatrix(
-            source, cache, page_rows=page_rows, ref=ref, max_bin=max_bin, sparse_pages=sparse_pages, sketch_rows=sketch_rows, seed=seed, on_rows=on_rows
+            source,
+            cache,
+            page_rows=page_rows,
+            ref=ref,
+            max_bin=max_bin,
+            sparse_pages=sparse_pages,
+            sketch_rows=sketch_rows,
+            seed=seed,
+            on_rows=on_rows,
         )
     except BaseException:
         cache.cleanup()
@@ -111,5 +119,7 @@ def dmatrix(
     """
     dataset = as_dataset(data, label, options)
     cache = CacheDir(cache_dir)
-    matrix, _ = open_matrix(dataset, cache, ref=ref, page_rows=page_rows, max_bin=max_bin, sparse_pages=sparse_pages, sketch_rows=sketch_rows, seed=seed)
+    matrix, _ = open_matrix(
+        dataset, cache, ref=ref, page_rows=page_rows, max_bin=max_bin, sparse_pages=sparse_pages, sketch_rows=sketch_rows, seed=seed
+    )
     return matrix

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Self
 
 import psutil
 
@@ -67,7 +68,7 @@ class MemoryMonitor:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> MemoryMonitor:
+    def __enter__(self) -> Self:
         self._started = time.perf_counter()
         self.sample()
         self._thread = threading.Thread(target=self._run, name="extmem-memory", daemon=True)

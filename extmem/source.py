@@ -83,7 +83,9 @@ class Source:
         missing = self.schema.missing_from(name)
         if missing:
             error = LabelError if role == "label" else SchemaError
-            msg = f"The {role} column {name!r} is missing from the shard {missing[0]!r}" + (f" and {len(missing) - 1} more." if len(missing) > 1 else ".")
+            msg = f"The {role} column {name!r} is missing from the shard {missing[0]!r}" + (
+                f" and {len(missing) - 1} more." if len(missing) > 1 else "."
+            )
             raise error(msg)
 
     def _check_special_columns(self) -> None:
@@ -169,7 +171,9 @@ class Source:
             if name is not None and name not in extras and name not in self.layout.names:
                 extras.append(name)
         columns = self.schema.columns
-        scan_schema = pa.schema([(name, columns[name].arrow_type if name in columns else pa.float32()) for name in [*self.layout.names, *extras]])
+        scan_schema = pa.schema(
+            [(name, columns[name].arrow_type if name in columns else pa.float32()) for name in [*self.layout.names, *extras]]
+        )
         return scan_schema, extras
 
     # -- reading --------------------------------------------------------------------------
@@ -244,7 +248,9 @@ class Source:
                 self.counters.row_groups_skipped += (file.num_row_groups if selected is None else len(selected)) - len(row_groups)
                 for row_group in row_groups:
                     self.counters.row_groups_read += 1
-                    for batch in file.iter_batches(batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=wanted, use_threads=True):
+                    for batch in file.iter_batches(
+                        batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=wanted, use_threads=True
+                    ):
                         if self.row_filter is not None:
                             batch = self._with_columns(batch, self.row_filter.columns).filter(self.row_filter.expression)
                         yield batch, row_group
@@ -293,7 +299,9 @@ class Source:
         codes = pc.index_in(values, value_set=pa.array(keys, type=values.type))
         if codes.null_count:
             if values.null_count:
-                msg = f"The label column {self.dataset.label!r} has {values.null_count} null value(s) in row group {row_group} of {shard!r}."
+                msg = (
+                    f"The label column {self.dataset.label!r} has {values.null_count} null value(s) in row group {row_group} of {shard!r}."
+                )
                 raise LabelError(msg)
             unknown = pc.unique(pc.filter(values, pc.is_null(codes))).to_pylist()
             msg = (

@@ -138,7 +138,7 @@ def _row_group(rng: np.random.Generator, rows: int, options: SynthOptions) -> tu
 
 def _scores(rng: np.random.Generator, labels: np.ndarray, sequences: np.ndarray) -> dict[str, np.ndarray]:
     rows = labels.size
-    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))
     donor_logit = rng.normal(-3.0, 1.2, rows) + 3.2 * (labels == 1)
     acceptor_logit = rng.normal(-3.0, 1.2, rows) + 3.2 * (labels == 2)
     donor, acceptor = sigmoid(donor_logit), sigmoid(acceptor_logit)

@@ -18,8 +18,8 @@ from ._version import __version__
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, as_dataset
 from .errors import OptionError
-from .layout import FeatureLayout
 from .iterator import DEFAULT_SKETCH_ROWS
+from .layout import FeatureLayout
 from .matrix import MatrixInfo, free_matrix, open_matrix
 from .memory import MemoryMonitor
 from .progress import ProgressBar, RoundProgress
@@ -197,7 +197,13 @@ def train(
         "scores": {evals[-1][1]: scores} if scores else {},
         "history": history,
         "data": {"train": _data_report(train_info), **({"valid": _data_report(valid_info)} if valid_info else {})},
-        "options": {"batch_rows": dataset.batch_rows, "page_rows": page_rows, "sketch_rows": sketch_rows, "filter": dataset.filter, "max_rows": dataset.max_rows},
+        "options": {
+            "batch_rows": dataset.batch_rows,
+            "page_rows": page_rows,
+            "sketch_rows": sketch_rows,
+            "filter": dataset.filter,
+            "max_rows": dataset.max_rows,
+        },
         "dropped_columns": train_info.source.dropped,
     }
     if out is not None:
@@ -210,7 +216,13 @@ def train(
 
 def _shared_options(dataset: Dataset) -> dict[str, Any]:
     """Options a validation dataset inherits from the training dataset (not its path or row cap)."""
-    return {"weight": dataset.weight, "label_map": dataset.label_map, "filter": dataset.filter, "batch_rows": dataset.batch_rows, "zero_is_missing": dataset.zero_is_missing}
+    return {
+        "weight": dataset.weight,
+        "label_map": dataset.label_map,
+        "filter": dataset.filter,
+        "batch_rows": dataset.batch_rows,
+        "zero_is_missing": dataset.zero_is_missing,
+    }
 
 
 def _json_default(value: Any) -> Any:

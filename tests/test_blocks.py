@@ -83,7 +83,9 @@ def shard_sets(draw: st.DrawFn) -> list[dict[str, list]]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(shards=shard_sets(), batch_rows=st.integers(1, 7), page_rows=st.integers(1, 20))
-def test_streamed_pages_equal_the_concatenated_shards(tmp_path_factory, shards: list[dict[str, list]], batch_rows: int, page_rows: int) -> None:
+def test_streamed_pages_equal_the_concatenated_shards(
+    tmp_path_factory, shards: list[dict[str, list]], batch_rows: int, page_rows: int
+) -> None:
     folder = tmp_path_factory.mktemp("prop")
     for i, shard in enumerate(shards):
         table = pa.table({k: pa.array(v, pa.string() if k == "splice_type" else pa.float64()) for k, v in shard.items()})
@@ -99,8 +101,8 @@ def test_streamed_pages_equal_the_concatenated_shards(tmp_path_factory, shards: 
     labels: list[int] = []
     for shard in shards:
         rows = len(shard["splice_type"])
-        for name in reference:
-            reference[name].extend(shard.get(name, [None] * rows))
+        for name, values in reference.items():
+            values.extend(shard.get(name, [None] * rows))
         labels.extend({"neither": 0, "donor": 1, "acceptor": 2}[v] for v in shard["splice_type"])
     values, stored = expected_dense(reference, source.layout)
     if any(source.layout.zero_is_missing):

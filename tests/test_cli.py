@@ -13,7 +13,7 @@ from conftest import cache_dirs, write_shard
 
 
 def extmem_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "extmem", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "extmem", *args], capture_output=True, text=True, check=False, timeout=timeout)
 
 
 def test_synth_then_train(tmp_path: Path) -> None:
@@ -21,7 +21,9 @@ def test_synth_then_train(tmp_path: Path) -> None:
     made = extmem_cli("synth", str(data), "--rows", "1500", "--shards", "2", "--k", "4", "--seq-len", "40")
     assert made.returncode == 0, made.stderr
     assert "wrote 2 shard(s)" in made.stdout
-    run = extmem_cli("train", str(data), "--out", str(model), "--rounds", "5", "--param", "max_depth=3", "--no-progress", "--cache-dir", str(tmp_path))
+    run = extmem_cli(
+        "train", str(data), "--out", str(model), "--rounds", "5", "--param", "max_depth=3", "--no-progress", "--cache-dir", str(tmp_path)
+    )
     assert run.returncode == 0, run.stderr
     assert "trained 5 rounds on 1,500 rows" in run.stdout
     assert "not using 6 non-numeric column(s)" in run.stderr
@@ -80,8 +82,24 @@ def test_bad_flag_values_are_usage_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_training_exits_cleanly(wide_synth: Path, tmp_path: Path, signum: int, status: int) -> None:
     out = tmp_path / "model"
-    command = [sys.executable, "-m", "extmem", "train", str(wide_synth), "--out", str(out), "--rounds", "2000", "--page-rows", "1000", "--batch-rows", "500"]
-    process = subprocess.Popen([*command, "--no-progress", "--cache-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "extmem",
+        "train",
+        str(wide_synth),
+        "--out",
+        str(out),
+        "--rounds",
+        "2000",
+        "--page-rows",
+        "1000",
+        "--batch-rows",
+        "500",
+    ]
+    process = subprocess.Popen(
+        [*command, "--no-progress", "--cache-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while not any(p.name.endswith(".page") for d in cache_dirs(tmp_path) for p in d.iterdir()):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()

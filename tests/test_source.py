@@ -154,7 +154,7 @@ def test_label_missing_from_one_shard_is_named(tmp_path: Path) -> None:
 def test_filter_prunes_row_groups_and_rows(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"position": list(range(1000)), "splice_type": ["neither"] * 1000}, row_group_size=100)
     source = Source(Dataset(tmp_path, filter="(position >= 250) & (position < 420)"))
-    columns, labels = read_all(source)
+    columns, _ = read_all(source)
     assert columns["position"] == list(range(250, 420))
     assert source.counters.row_groups_read == 3  # row groups 2, 3 and 4 overlap [250, 420)
     assert source.counters.row_groups_skipped == 7

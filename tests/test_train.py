@@ -86,7 +86,9 @@ def test_user_objective_is_kept() -> None:
 def test_binary_training_on_numeric_labels(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=400)
-    write_shard(tmp_path / "data" / "a.parquet", {"x": x.tolist(), "noise": rng.normal(size=400).tolist(), "y": (x > 0).astype(int).tolist()})
+    write_shard(
+        tmp_path / "data" / "a.parquet", {"x": x.tolist(), "noise": rng.normal(size=400).tolist(), "y": (x > 0).astype(int).tolist()}
+    )
     result = extmem.train(tmp_path / "data", label="y", rounds=10)
     assert result.report["params"]["objective"] == "binary:logistic"
     assert result.report["scores"]["train"]["accuracy"] > 0.95
