@@ -19,7 +19,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows-per-shard", type=int, default=10_000)
-    parser.add_argument("--shards", type=int, default=4, help="shards at 1x; 8x uses 8 times as many")
+    parser.add_argument("--shards", type=int, default=8, help="shards at 1x; 8x uses 8 times as many")
     parser.add_argument("--k", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)

@@ -28,7 +28,7 @@ from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
 from .source import RowGroupRef, Source
 
-DEFAULT_SKETCH_ROWS = 131072
+DEFAULT_SKETCH_ROWS = 65536
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -153,17 +153,21 @@ class CachedPagedDMatrix(_CacheOwner, xgb.DMatrix):
 
 
 def _sampled_cuts(
-    source: Source, latch: _SignalLatch, sketch_rows: int, seed: int, max_bin: int | None, page_rows: int
-) -> tuple[xgb.QuantileDMatrix | None, int]:
-    """An in-memory QuantileDMatrix over sampled row groups, or None when the data is small enough."""
+    source: Source, cache: CacheDir, latch: _SignalLatch, sketch_rows: int, seed: int, max_bin: int | None, page_rows: int
+) -> tuple[xgb.DMatrix | None, int]:
+    """A matrix over sampled row groups whose cuts the full build reuses, or None for small data.
+
+    It is external-memory too: an in-memory QuantileDMatrix of the sample would hold its
+    quantized rows in RAM while the full build runs.
+    """
     expected_rows = sum(ref.rows for ref in source.row_groups())
     if source.dataset.max_rows is not None:
         expected_rows = min(expected_rows, source.dataset.max_rows)
     if expected_rows <= sketch_rows:
         return None, 0
     sample = source.sample_row_groups(sketch_rows, seed)
-    iterator = ParquetIter(source, latch, page_rows=page_rows, row_groups=sample)
-    reference = xgb.QuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin)
+    iterator = ParquetIter(source, latch, cache_prefix=str(cache.path / "cuts"), page_rows=page_rows, row_groups=sample)
+    reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin)
     return reference, iterator.stats.rows
 
 
@@ -197,7 +201,7 @@ def build_dmatrix(
                 else:
                     own_cuts = ref is None
                     if own_cuts:
-                        ref, sample_rows = _sampled_cuts(source, latch, sketch_rows, seed, max_bin, page_rows)
+                        ref, sample_rows = _sampled_cuts(source, cache, latch, sketch_rows, seed, max_bin, page_rows)
                     matrix = CachedQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin, ref=ref)
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
