@@ -10,11 +10,9 @@ subprocess. Writes bench/results/compare_inmemory.json; prints medians and extme
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .harness import ensure_dataset, median_of, mib, run_method, write_json
+from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 
-RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("extmem", "inmemory")
 
 
@@ -22,11 +20,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=40_000)
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--k", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data-dir", type=Path, default=RESULTS / "data")
-    parser.add_argument("--out", type=Path, default=RESULTS / "compare_inmemory.json")
+    add_common_flags(parser, "compare_inmemory.json")
     args = parser.parse_args(argv)
 
     folder = ensure_dataset(args.data_dir / f"compare-k{args.k}-{args.rows}x{args.shards}", args.rows, args.shards, args.k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -10,6 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import extmem
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_common_flags(parser: argparse.ArgumentParser, out_name: str) -> None:
+    """Flags every bench script takes: data shape, training length, repeats, where files go."""
+    parser.add_argument("--k", type=int, default=6, help="k-mer length of the synthetic data (default 6: 4,096 k-mer columns)")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per case; medians are reported")
+    parser.add_argument("--data-dir", type=Path, default=RESULTS / "data")
+    parser.add_argument("--out", type=Path, default=RESULTS / out_name)
 
 
 def ensure_dataset(folder: Path, rows: int, shards: int, k: int, seed: int = 0) -> Path:

@@ -9,22 +9,15 @@ Writes bench/results/scaling.json and prints a table of medians.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .harness import ensure_dataset, median_of, mib, run_method, write_json
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows-per-shard", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=8, help="shards at 1x; 8x uses 8 times as many")
-    parser.add_argument("--k", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data-dir", type=Path, default=RESULTS / "data")
-    parser.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
+    add_common_flags(parser, "scaling.json")
     args = parser.parse_args(argv)
 
     datasets = {}

@@ -17,7 +17,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ import xgboost as xgb
 from .blocks import Block, pages
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
-from .source import RowGroupRef, Source
+from .source import RowGroupRef, Source, SourceCounters
 
 DEFAULT_SKETCH_ROWS = 65536
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -73,9 +73,7 @@ class IterStats:
     rows: int = 0
     stored_values: int = 0
     pages: int = 0
-    batches: int = 0
-    row_groups_read: int = 0
-    row_groups_skipped: int = 0
+    read: SourceCounters = field(default_factory=SourceCounters)
     cuts_from_rows: int | None = None
 
 
@@ -114,10 +112,7 @@ class ParquetIter(xgb.DataIter):
         first_pass = self.stats.passes == 1
         if page is None:
             if first_pass:
-                counters = self.source.counters
-                self.stats.batches = counters.batches
-                self.stats.row_groups_read = counters.row_groups_read
-                self.stats.row_groups_skipped = counters.row_groups_skipped
+                self.stats.read = replace(self.source.counters)
             return False
         if first_pass:
             self.stats.rows += page.rows

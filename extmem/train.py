@@ -100,10 +100,10 @@ def _data_report(info: MatrixInfo) -> dict[str, Any]:
         "rows": stats.rows,
         "stored_values": stats.stored_values,
         "pages": stats.pages,
-        "batches": stats.batches,
+        "batches": stats.read.batches,
         "passes": stats.passes,
-        "row_groups_read": stats.row_groups_read,
-        "row_groups_skipped": stats.row_groups_skipped,
+        "row_groups_read": stats.read.row_groups_read,
+        "row_groups_skipped": stats.read.row_groups_skipped,
         "cuts_from_rows": stats.cuts_from_rows,
     }
 
