@@ -17,7 +17,7 @@ KMER_PATTERN = r"^\d+mer_"
 """Columns matching this pattern hold counts: a zero there means 'absent'."""
 
 DEFAULT_BATCH_ROWS = 2048
-DEFAULT_PAGE_ROWS = 16384
+DEFAULT_PAGE_ROWS = 8192
 
 
 def _names(value: str | Sequence[str] | None, option: str) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
 from .source import RowGroupRef, Source, SourceCounters
 
-DEFAULT_SKETCH_ROWS = 65536
+DEFAULT_SKETCH_ROWS = 32768
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
