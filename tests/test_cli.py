@@ -22,13 +22,14 @@ def test_synth_then_train(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert "wrote 2 shard(s)" in made.stdout
     run = extmem_cli(
-        "train", str(data), "--out", str(model), "--rounds", "5", "--param", "max_depth=3", "--no-progress", "--cache-dir", str(tmp_path)
+        "train", str(data), "--out", str(model), "--rounds", "5", "--param", "max_depth=3", "eta=0.2", "--param", "seed=7", "--no-progress", "--cache-dir", str(tmp_path)
     )
     assert run.returncode == 0, run.stderr
     assert "trained 5 rounds on 1,500 rows" in run.stdout
     assert "not using 6 non-numeric column(s)" in run.stderr
     report = json.loads((model / "report.json").read_text())
-    assert report["params"]["max_depth"] == 3 and report["rows"] == 1500
+    assert (report["params"]["max_depth"], report["params"]["eta"], report["params"]["seed"]) == (3, 0.2, 7)
+    assert report["rows"] == 1500
     assert cache_dirs(tmp_path) == []
 
 
