@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -76,6 +77,11 @@ class Dataset:
         set_(self, "keep", _names(self.keep, "keep"))
         set_(self, "drop", _names(self.drop, "drop"))
         _positive_int(self.max_rows, "max_rows", allow_none=True)
+        try:
+            re.compile(self.zero_is_missing)
+        except (re.error, TypeError) as exc:
+            msg = f"The 'zero_is_missing' option must be a regular expression. Got {self.zero_is_missing!r} instead ({exc})."
+            raise OptionError(msg) from None
         _positive_int(self.batch_rows, "batch_rows")
         if self.label_map is not None:
             label_map = dict(self.label_map)

@@ -28,6 +28,7 @@ def test_from_options_overrides_a_dataset_but_keeps_its_label() -> None:
         ({"label_map": {"a": 0, "b": 2}}, "class ids must be 0..K-1"),
         ({"label_map": {"a": -1}}, "non-negative class ids"),
         ({"extra": {"bach_rows": 5}}, "Unknown dataset option\\(s\\): bach_rows"),
+        ({"zero_is_missing": "^(kmer"}, "'zero_is_missing' option must be a regular expression"),
     ],
 )
 def test_invalid_options_say_what_was_given(options: dict, match: str) -> None:
