@@ -2,7 +2,7 @@
 
 from ._version import __version__
 from .dataset import SPLICE_LABELS, Dataset
-from .errors import ExtmemError, FilterError, InputPathError, LabelError, OptionError, SchemaError, ShardReadError
+from .errors import ExtmemError, FilterError, InputPathError, LabelError, NoRowsError, OptionError, SchemaError, ShardReadError
 from .layout import FeatureLayout
 from .matrix import dmatrix, matrix_info
 from .synth import SynthOptions, synth
@@ -16,6 +16,7 @@ __all__ = [
     "FilterError",
     "InputPathError",
     "LabelError",
+    "NoRowsError",
     "OptionError",
     "SchemaError",
     "ShardReadError",

@@ -83,7 +83,15 @@ def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=_positive, default=100, help="boosting rounds (default 100)")
-    parser.add_argument("--param", type=_param, action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="XGBoost parameters, e.g. --param max_depth=8 eta=0.05")
+    parser.add_argument(
+        "--param",
+        type=_param,
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="XGBoost parameters, e.g. --param max_depth=8 eta=0.05",
+    )
     parser.add_argument("--valid", help="validation dataset (folder, glob or file)")
     parser.add_argument("--early-stopping", type=_positive, help="stop after this many rounds without improvement on --valid")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

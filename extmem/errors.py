@@ -29,3 +29,7 @@ class LabelError(ExtmemError):
 
 class FilterError(ExtmemError):
     """A row-filter expression cannot be parsed or names an unknown column."""
+
+
+class NoRowsError(ExtmemError):
+    """The dataset, after filtering, holds no rows."""

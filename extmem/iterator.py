@@ -26,6 +26,7 @@ import xgboost as xgb
 from .blocks import Block, pages
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
+from .errors import NoRowsError
 from .source import RowGroupRef, Source, SourceCounters
 
 DEFAULT_SKETCH_ROWS = 32768
@@ -113,6 +114,8 @@ class ParquetIter(xgb.DataIter):
         if page is None:
             if first_pass:
                 self.stats.read = replace(self.source.counters)
+                if self.stats.rows == 0:
+                    raise NoRowsError(self._no_rows_message())
             return False
         if first_pass:
             self.stats.rows += page.rows
@@ -122,6 +125,12 @@ class ParquetIter(xgb.DataIter):
             self._on_rows(page.rows)
         input_data(data=page.X, label=page.label, weight=page.weight, feature_names=list(self.source.layout.names))
         return True
+
+    def _no_rows_message(self) -> str:
+        dataset = self.source.dataset
+        where = f"the {len(self._row_groups)} sampled row group(s) of " if self._row_groups is not None else ""
+        why = f" match --filter {dataset.filter!r}" if dataset.filter else ""
+        return f"No rows of {where}{', '.join(dataset.paths)}{why}; there is nothing to train on."
 
 
 class _CacheOwner:
@@ -162,7 +171,10 @@ def _sampled_cuts(
         return None, 0
     sample = source.sample_row_groups(sketch_rows, seed)
     iterator = ParquetIter(source, latch, cache_prefix=str(cache.path / "cuts"), page_rows=page_rows, row_groups=sample)
-    reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin)
+    try:
+        reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin)
+    except NoRowsError:  # the filter left nothing in the sample: sketch every row instead
+        return None, 0
     return reference, iterator.stats.rows
 
 

@@ -22,7 +22,20 @@ def test_synth_then_train(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     assert "wrote 2 shard(s)" in made.stdout
     run = extmem_cli(
-        "train", str(data), "--out", str(model), "--rounds", "5", "--param", "max_depth=3", "eta=0.2", "--param", "seed=7", "--no-progress", "--cache-dir", str(tmp_path)
+        "train",
+        str(data),
+        "--out",
+        str(model),
+        "--rounds",
+        "5",
+        "--param",
+        "max_depth=3",
+        "eta=0.2",
+        "--param",
+        "seed=7",
+        "--no-progress",
+        "--cache-dir",
+        str(tmp_path),
     )
     assert run.returncode == 0, run.stderr
     assert "trained 5 rounds on 1,500 rows" in run.stdout

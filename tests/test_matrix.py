@@ -169,3 +169,23 @@ def test_row_group_sample_is_seeded_and_spread(small_synth: Path) -> None:
     assert {r.shard for draw in draws for r in draw} == set(source.schema.shards)
     rows = sum(b.features.num_rows for b in source.batches(first))
     assert rows == 1500
+
+
+def test_no_rows_after_filter_is_a_clear_error(small_synth: Path, cache_root: Path) -> None:
+    with pytest.raises(extmem.NoRowsError, match=r"No rows of .*small_synth.* match --filter 'position < 0'"):
+        extmem.dmatrix(small_synth, filter="position < 0", cache_dir=cache_root)
+    assert cache_dirs(cache_root) == []
+
+
+def test_sample_emptied_by_the_filter_falls_back_to_all_rows(tmp_path: Path, cache_root: Path) -> None:
+    rows = 4000
+    write_shard(
+        tmp_path / "a.parquet",
+        {"x": [float(i) for i in range(rows)], "splice_type": ["donor", "neither"] * (rows // 2)},
+        row_group_size=100,
+    )
+    sample = Source(Dataset(tmp_path, filter="x >= 3800")).sample_row_groups(200, seed=1)
+    assert {ref.index for ref in sample}.isdisjoint({38, 39}), "the seeded sample must miss the only matching row groups"
+    matrix = extmem.dmatrix(tmp_path, filter="x >= 3800", sketch_rows=200, seed=1, cache_dir=cache_root)
+    assert matrix.num_row() == 200
+    assert matrix_info(matrix).stats.cuts_from_rows == 200, "cuts come from every filtered row, not the empty sample"
