@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import InputPathError, SchemaError, ShardReadError
+from .memory import release_freed_memory
 
 NUMERIC = "numeric"
 STRING = "string"
@@ -63,13 +64,13 @@ def type_kind(arrow_type: pa.DataType) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    """One column of the union schema."""
+    """One column of the union schema; ``shards_mask`` has bit i set when shard i holds it."""
 
     name: str
     kind: str
     arrow_type: pa.DataType
     first_shard: str
-    shard_count: int
+    shards_mask: int
 
 
 @dataclass(frozen=True)
@@ -80,12 +81,12 @@ class UnionSchema:
     columns: dict[str, Column]
     rows: int
     shard_rows: tuple[int, ...]
-    shard_columns: dict[str, frozenset[str]]
     shard_row_groups: dict[str, tuple[int, ...]]
 
     def missing_from(self, name: str) -> list[str]:
         """Shards that do not hold column ``name``."""
-        return [shard for shard in self.shards if name not in self.shard_columns[shard]]
+        mask = self.columns[name].shards_mask
+        return [shard for index, shard in enumerate(self.shards) if not mask >> index & 1]
 
 
 def _read_schema(shard: str) -> tuple[pa.Schema, tuple[int, ...]]:
@@ -97,7 +98,7 @@ def _read_schema(shard: str) -> tuple[pa.Schema, tuple[int, ...]]:
         raise ShardReadError(msg) from None
 
 
-def _unify(column: Column, arrow_type: pa.DataType, shard: str) -> Column:
+def _unify(column: Column, arrow_type: pa.DataType, shard: str, shard_bit: int) -> Column:
     kind = type_kind(arrow_type)
     if kind != column.kind or (kind == OTHER and arrow_type != column.arrow_type):
         msg = (
@@ -110,30 +111,30 @@ def _unify(column: Column, arrow_type: pa.DataType, shard: str) -> Column:
         unified = pa.float64()
     elif kind == STRING:
         unified = pa.large_string()
-    return Column(column.name, kind, unified, column.first_shard, column.shard_count + 1)
+    return Column(column.name, kind, unified, column.first_shard, column.shards_mask | shard_bit)
 
 
 def union_schema(shards: list[str]) -> UnionSchema:
     """Read every shard's footer and merge the schemas; numeric types promote to float64."""
     columns: dict[str, Column] = {}
-    shard_columns: dict[str, frozenset[str]] = {}
     shard_row_groups: dict[str, tuple[int, ...]] = {}
-    for shard in shards:
+    for index, shard in enumerate(shards):
+        shard_bit = 1 << index
         schema, row_groups = _read_schema(shard)
         names = schema.names
         if len(set(names)) != len(names):
             duplicate = next(n for n in names if names.count(n) > 1)
             msg = f"The shard {shard!r} has the column {duplicate!r} more than once."
             raise SchemaError(msg)
-        shard_columns[shard] = frozenset(names)
         shard_row_groups[shard] = row_groups
         for arrow_field in schema:
             existing = columns.get(arrow_field.name)
             if existing is None:
                 kind = type_kind(arrow_field.type)
                 arrow_type = pa.large_string() if kind == STRING else arrow_field.type
-                columns[arrow_field.name] = Column(arrow_field.name, kind, arrow_type, shard, 1)
+                columns[arrow_field.name] = Column(arrow_field.name, kind, arrow_type, shard, shard_bit)
             else:
-                columns[arrow_field.name] = _unify(existing, arrow_field.type, shard)
+                columns[arrow_field.name] = _unify(existing, arrow_field.type, shard, shard_bit)
+        release_freed_memory()
     shard_rows = tuple(sum(shard_row_groups[shard]) for shard in shards)
-    return UnionSchema(tuple(shards), columns, sum(shard_rows), shard_rows, shard_columns, shard_row_groups)
+    return UnionSchema(tuple(shards), columns, sum(shard_rows), shard_rows, shard_row_groups)

@@ -19,6 +19,7 @@ from .dataset import SPLICE_LABELS, Dataset
 from .errors import LabelError, SchemaError, ShardReadError
 from .filters import RowFilter, parse_filter
 from .layout import FeatureLayout
+from .memory import release_freed_memory
 from .schema import NUMERIC, STRING, UnionSchema, discover_shards, union_schema
 
 logger = logging.getLogger("extmem")
@@ -73,6 +74,7 @@ class Source:
         self.layout = self._check_layout(layout) if layout is not None else self._select_features()
         self.counters = SourceCounters()
         self._scan_schema, self._extras = self._scan_plan()
+        release_freed_memory()
 
     # -- planning -------------------------------------------------------------------------
 
@@ -254,6 +256,7 @@ class Source:
                         if self.row_filter is not None:
                             batch = self._with_columns(batch, self.row_filter.columns).filter(self.row_filter.expression)
                         yield batch, row_group
+            release_freed_memory()
         except (pa.ArrowException, OSError) as exc:
             where = f"row group {row_group} of " if row_group >= 0 else ""
             msg = f"Cannot read {where}the parquet shard {shard!r}: {exc}"
