@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +84,8 @@ def _classification_scores(booster: xgb.Booster, matrix: xgb.DMatrix, objective:
     return {"macro_f1": float(f1_score(labels, predicted, average="macro")), "accuracy": float(accuracy_score(labels, predicted))}
 
 
-def _write_atomically(path: Path, write: Any) -> None:
+def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
+    """Write through ``write(partial_path)``, then rename into place: never a half-written file."""
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         write(str(partial))
@@ -127,9 +128,9 @@ def train(
 
     ``params`` are XGBoost parameters over extmem's defaults (``hist``, eta 0.1, depth 6,
     seed 0); the objective is inferred from the labels unless given. Above ``sketch_rows``
-    rows, quantile cuts come from a uniform sample of row groups (see :func:`extmem.dmatrix`). ``valid`` is read with
-    the training columns and the same options. With ``out``, writes ``model.ubj`` and
-    ``report.json`` there, each atomically. Cache files never outlive the call.
+    rows, quantile cuts come from a uniform sample of row groups (see :func:`extmem.dmatrix`).
+    ``valid`` is read with the training columns and the same options. With ``out``, writes
+    ``model.ubj`` and ``report.json`` there, each atomically. Cache files never outlive the call.
     """
     for name, value in (("rounds", rounds), ("early_stopping_rounds", early_stopping_rounds)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
