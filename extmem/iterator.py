@@ -8,7 +8,7 @@ deleted, and the signal is delivered again to the handler that was in place befo
 Quantile cuts: XGBoost's CPU sketch keeps per-column state that grows with the number of
 rows. For datasets larger than ``sketch_rows`` the cuts come from row groups sampled
 uniformly across the dataset (as LightGBM's ``bin_construct_sample_cnt`` does), built as an
-in-memory ``QuantileDMatrix`` and passed as ``ref``; this also saves one pass over the data.
+external-memory matrix of their own and passed as ``ref``; this also saves one pass over the data.
 """
 
 from __future__ import annotations
@@ -59,9 +59,13 @@ class _SignalLatch:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def redeliver(self) -> None:
-        """Deliver a recorded signal to the handler now in place; raise if it returns."""
+    def redeliver(self, cleanup: Callable[[], None]) -> None:
+        """Run ``cleanup``, then deliver a recorded signal to the handler now in place.
+
+        Cleanup comes first: the default SIGTERM handler ends the process at once.
+        """
         if self.pending is not None:
+            cleanup()
             signal.raise_signal(self.pending)
             raise KeyboardInterrupt
 
@@ -215,7 +219,7 @@ def build_dmatrix(
                 matrix.extmem_cache = cache
             except _Interrupted:
                 pass
-        latch.redeliver()
+        latch.redeliver(cache.cleanup)
     except BaseException:
         cache.cleanup()
         raise

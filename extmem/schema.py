@@ -79,9 +79,17 @@ class UnionSchema:
 
     shards: tuple[str, ...]
     columns: dict[str, Column]
-    rows: int
-    shard_rows: tuple[int, ...]
     shard_row_groups: dict[str, tuple[int, ...]]
+
+    @property
+    def shard_rows(self) -> tuple[int, ...]:
+        """Rows of each shard, from the footers."""
+        return tuple(sum(self.shard_row_groups[shard]) for shard in self.shards)
+
+    @property
+    def rows(self) -> int:
+        """Rows of all shards, from the footers."""
+        return sum(self.shard_rows)
 
     def missing_from(self, name: str) -> list[str]:
         """Shards that do not hold column ``name``."""
@@ -136,5 +144,4 @@ def union_schema(shards: list[str]) -> UnionSchema:
             else:
                 columns[arrow_field.name] = _unify(existing, arrow_field.type, shard, shard_bit)
         release_freed_memory()
-    shard_rows = tuple(sum(shard_row_groups[shard]) for shard in shards)
-    return UnionSchema(tuple(shards), columns, sum(shard_rows), shard_rows, shard_row_groups)
+    return UnionSchema(tuple(shards), columns, shard_row_groups)

@@ -4,6 +4,8 @@ import gc
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +119,22 @@ def test_ctrl_c_during_build_interrupts_and_cleans(small_synth: Path, cache_root
     assert len(seen) == 2, "the build must stop at the next callback after the signal"
     assert cache_dirs(cache_root) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_default_sigterm_during_build_still_removes_the_cache(small_synth: Path, cache_root: Path) -> None:
+    """A library caller keeps Python's default SIGTERM handler, which ends the process at once."""
+    script = """
+import os, signal, sys
+from extmem import Dataset
+from extmem.cache import CacheDir
+from extmem.matrix import open_matrix
+open_matrix(Dataset(sys.argv[1]), CacheDir(sys.argv[2]), page_rows=500, on_rows=lambda rows: os.kill(os.getpid(), signal.SIGTERM))
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(small_synth), str(cache_root)], capture_output=True, check=False, timeout=120
+    )
+    assert completed.returncode == -signal.SIGTERM, completed.stderr
+    assert cache_dirs(cache_root) == []
 
 
 def test_stale_caches_of_dead_processes_are_swept(cache_root: Path) -> None:
