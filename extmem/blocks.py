@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from .errors import SchemaError
 from .layout import FeatureLayout
-from .source import SourceBatch
+from .source import SourceBatch, project_features
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,75 @@ def to_dense(features: pa.RecordBatch) -> np.ndarray:
     return out
 
 
+def to_matrix(features: pa.RecordBatch, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
+    """Feature columns in layout order as CSR if any column is a count column, dense otherwise."""
+    return to_csr(features, layout) if any(layout.zero_is_missing) else to_dense(features)
+
+
 def to_block(batch: SourceBatch, layout: FeatureLayout) -> Block:
-    """One source batch as a block: CSR if any column is a count column, dense otherwise."""
-    X = to_csr(batch.features, layout) if any(layout.zero_is_missing) else to_dense(batch.features)
-    return Block(X, batch.label, batch.weight)
+    """One source batch as a block (see :func:`to_matrix`)."""
+    return Block(to_matrix(batch.features, layout), batch.label, batch.weight)
+
+
+def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
+    """In-memory features (numpy, scipy sparse, pyarrow Table/RecordBatch, pandas DataFrame) as the model was trained on them.
+
+    Tables and DataFrames are matched to the model's features by column name (absent ones
+    are missing, extra ones ignored). Arrays must hold the model's features in its order.
+    Dense input: zeros in count columns become missing (NaN), as when training from parquet.
+    Sparse input is taken as XGBoost reads it (absent entries are missing); explicit zeros
+    in count columns are removed.
+    """
+    if type(X).__module__.partition(".")[0] == "pandas":
+        X = pa.RecordBatch.from_pandas(X, preserve_index=False)
+    if isinstance(X, pa.Table):
+        batches = X.combine_chunks().to_batches()
+        X = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=X.schema)
+    if isinstance(X, pa.RecordBatch):
+        return to_matrix(_named_features(X, layout), layout)
+    n_features = len(layout.names)
+    if sp.issparse(X):
+        matrix = sp.csr_matrix(X, dtype=np.float32)
+        _check_width(matrix.shape, n_features)
+        dropped = (matrix.data == 0) & layout.sparse_mask[matrix.indices]
+        if dropped.any():
+            matrix = sp.csr_matrix(
+                (matrix.data[~dropped], matrix.indices[~dropped], _kept_indptr(matrix.indptr, dropped)), shape=matrix.shape
+            )
+        return matrix
+    dense = np.array(X, dtype=np.float32)
+    _check_width(dense.shape, n_features)
+    counts = dense[:, layout.sparse_mask]
+    counts[counts == 0] = np.nan
+    dense[:, layout.sparse_mask] = counts
+    return dense
+
+
+def _kept_indptr(indptr: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    kept_before = np.concatenate([[0], np.cumsum(~dropped)])
+    return kept_before[indptr]
+
+
+def _check_width(shape: tuple[int, ...], n_features: int) -> None:
+    if len(shape) != 2 or shape[1] != n_features:
+        msg = (
+            f"The input has shape {shape}; the model expects (rows, {n_features}) columns in its feature order. "
+            "Pass a pyarrow table or pandas DataFrame to match columns by name."
+        )
+        raise SchemaError(msg)
+
+
+def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> pa.RecordBatch:
+    present = [name for name in layout.names if batch.schema.get_field_index(name) >= 0]
+    if not present:
+        msg = f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in the input's columns."
+        raise SchemaError(msg)
+    for name in present:
+        kind = batch.schema.field(name).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
+            msg = f"The input column {name!r} has type {kind}; the model uses it as a numeric feature."
+            raise SchemaError(msg)
+    return project_features(batch, layout.names)
 
 
 def concat_blocks(blocks: list[Block]) -> Block:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._version import __version__
 from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS
-from .errors import ExtmemError
+from .errors import ExtmemError, OptionError
 from .iterator import DEFAULT_SKETCH_ROWS
 from .synth import SynthOptions, synth
 
@@ -43,6 +43,17 @@ def _label_map(text: str) -> dict[str, int]:
     return mapping
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1:
+        msg = f"expected a fraction between 0 and 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -54,6 +65,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _add_row_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--filter", help="row filter, e.g. \"(chrom == 'chr1') & (position > 1000)\"")
+    group.add_argument("--max-rows", type=_positive, help="read at most this many rows")
+    group.add_argument(
+        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per parquet batch (default {DEFAULT_BATCH_ROWS})"
+    )
+
+
 def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dataset")
     group.add_argument("--label", default="splice_type", help="label column (default: splice_type)")
@@ -61,11 +80,7 @@ def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weight", help="optional row-weight column")
     group.add_argument("--keep", help="feature columns to use (comma-separated names or globs; default: every numeric column)")
     group.add_argument("--drop", help="columns to leave out of the features (comma-separated names or globs)")
-    group.add_argument("--filter", help="row filter, e.g. \"(chrom == 'chr1') & (position > 1000)\"")
-    group.add_argument("--max-rows", type=_positive, help="read at most this many rows")
-    group.add_argument(
-        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per parquet batch (default {DEFAULT_BATCH_ROWS})"
-    )
+    _add_row_flags(group)
     group.add_argument(
         "--page-rows",
         type=_positive,
@@ -93,7 +108,19 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         help="XGBoost parameters, e.g. --param max_depth=8 eta=0.05",
     )
     parser.add_argument("--valid", help="validation dataset (folder, glob or file)")
-    parser.add_argument("--early-stopping", type=_positive, help="stop after this many rounds without improvement on --valid")
+    parser.add_argument(
+        "--valid-fraction", type=_fraction, help="split off this fraction of the rows (or of the --group-by groups) for validation"
+    )
+    parser.add_argument("--group-by", help="with --valid-fraction: keep each value of this column (e.g. gene_id) on one side")
+    parser.add_argument(
+        "--early-stopping",
+        type=_positive,
+        help="stop after this many rounds without improvement of the first eval metric on the validation data",
+    )
+    parser.add_argument("--checkpoint-every", type=_positive, help="save a resumable checkpoint in --out every this many rounds")
+    parser.add_argument(
+        "--resume", metavar="MODEL_DIR", help="continue the run checkpointed in MODEL_DIR (data and options come from the checkpoint)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -113,10 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
     synth_parser.add_argument("--row-group-rows", type=_positive, default=4096)
 
     train_parser = commands.add_parser("train", help="train a model through external memory")
-    train_parser.add_argument("data", help="dataset: folder of shards, glob, or file")
-    train_parser.add_argument("--out", required=True, help="model folder (model.ubj, report.json)")
+    train_parser.add_argument("data", nargs="?", help="dataset: folder of shards, glob, or file")
+    train_parser.add_argument("--out", help="model folder (model.ubj, report.json, checkpoint.ubj)")
     _add_train_flags(train_parser)
     _add_dataset_flags(train_parser)
+
+    predict_parser = commands.add_parser("predict", help="score a dataset with a trained model, streaming, into a parquet file")
+    predict_parser.add_argument("model", help="model folder written by 'extmem train' (or a model file)")
+    predict_parser.add_argument("data", help="dataset: folder of shards, glob, or file")
+    predict_parser.add_argument("--out", required=True, help="output parquet file (prob_<class> columns, predicted)")
+    predict_parser.add_argument("--keep", help="input columns to copy into the output, e.g. gene_id,position")
+    _add_row_flags(predict_parser.add_argument_group("dataset"))
+    predict_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    evaluate_parser = commands.add_parser("evaluate", help="streaming metrics and confusion matrix of a model on a labelled dataset")
+    evaluate_parser.add_argument("model", help="model folder written by 'extmem train' (or a model file)")
+    evaluate_parser.add_argument("data", help="dataset: folder of shards, glob, or file")
+    evaluate_parser.add_argument("--label", help="label column (default: the model's)")
+    evaluate_parser.add_argument("--weight", help="optional row-weight column")
+    evaluate_parser.add_argument("--out", help="also write the metrics as JSON here")
+    evaluate_parser.add_argument("--plot", help="write precision-recall curves as a PNG here (needs matplotlib)")
+    _add_row_flags(evaluate_parser.add_argument_group("dataset"))
+    evaluate_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     demo_parser = commands.add_parser("demo", help="generate a demo dataset and train on it")
     demo_parser.add_argument("--dir", help="where to put data/ and model/ (default: a new temp folder)")
@@ -134,36 +179,72 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
         "weight": args.weight,
         "keep": args.keep,
         "drop": args.drop,
-        "filter": args.filter,
-        "max_rows": args.max_rows,
-        "batch_rows": args.batch_rows,
+        **_row_options(args),
     }
 
 
-def _summary(report: dict[str, Any], out: str) -> str:
+def _memory(report: dict[str, Any]) -> str:
     mib = 2**20
+    return f"peak RSS {report['peak_rss_bytes'] / mib:,.0f} MiB (anonymous {report['peak_anon_bytes'] / mib:,.0f} MiB)"
+
+
+def _summary(report: dict[str, Any], out: str) -> str:
+    resumed = f", resumed from round {report['resumed_from_round']}" if report.get("resumed_from_round") is not None else ""
     lines = [
-        f"trained {report['rounds']} rounds on {report['rows']:,} rows x {report['features']:,} features in {report['seconds']:.1f} s",
-        f"peak RSS {report['peak_rss_bytes'] / mib:,.0f} MiB (anonymous {report['peak_anon_bytes'] / mib:,.0f} MiB); cache {report['cache_bytes'] / mib:,.0f} MiB, removed",
+        f"trained {report['rounds']} rounds on {report['rows']:,} rows x {report['features']:,} features in {report['seconds']:.1f} s{resumed}",
+        f"{_memory(report)}; cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed",
     ]
     for data_name, metrics in report["metrics"].items():
-        scores = report["scores"].get(data_name, {})
-        shown = ", ".join(f"{name} {value:.4f}" for name, value in {**metrics, **scores}.items())
-        lines.append(f"{data_name}: {shown}")
+        lines.append(f"{data_name}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
     lines.append(f"model: {Path(out) / 'model.ubj'}; report: {Path(out) / 'report.json'}")
     return "\n".join(lines)
 
 
-def _run_train(args: argparse.Namespace) -> None:
-    from .train import train
+def _evaluation_text(result: dict[str, Any]) -> str:
+    shown = {k: v for k, v in result.items() if isinstance(v, float) and k != "seconds"}
+    lines = [f"{result['rows']:,} rows: " + ", ".join(f"{name} {value:.4f}" for name, value in shown.items())]
+    per_class = result.get("per_class", {})
+    if per_class:
+        columns = [c for c in ("precision", "recall", "f1", "roc_auc", "pr_auc", "support") if c in next(iter(per_class.values()))]
+        width = max(len(name) for name in per_class) + 2
+        lines.append("class".ljust(width) + "".join(c.rjust(11) for c in columns))
+        for name, scores in per_class.items():
+            cells = "".join(
+                ("-" if scores[c] is None else f"{scores[c]:.0f}" if c == "support" else f"{scores[c]:.4f}").rjust(11) for c in columns
+            )
+            lines.append(name.ljust(width) + cells)
+        confusion = result["confusion_matrix"]
+        lines.append("confusion matrix (rows: true class, columns: predicted)")
+        lines.append("".ljust(width) + "".join(name.rjust(11) for name in confusion["classes"]))
+        for name, row in zip(confusion["classes"], confusion["counts"]):
+            lines.append(name.ljust(width) + "".join(f"{count:.0f}".rjust(11) for count in row))
+    lines.append(f"{_memory(result)}; {result['seconds']:.1f} s")
+    return "\n".join(lines)
 
+
+def _run_train(args: argparse.Namespace) -> None:
+    from .train import resume, train
+
+    if args.resume is not None:
+        if args.data is not None:
+            msg = "--resume takes the dataset and options from the checkpoint; do not pass DATA."
+            raise OptionError(msg)
+        result = resume(args.resume, cache_dir=args.cache_dir, progress=not args.no_progress)
+        print(_summary(result.report, args.resume))
+        return
+    if args.data is None or args.out is None:
+        msg = "train needs DATA and --out (or --resume MODEL_DIR)."
+        raise OptionError(msg)
     result = train(
         args.data,
         out=args.out,
         rounds=args.rounds,
         params=dict(args.param),
         valid=args.valid,
+        valid_fraction=args.valid_fraction,
+        group_by=args.group_by,
         early_stopping_rounds=args.early_stopping,
+        checkpoint_every=args.checkpoint_every,
         cache_dir=args.cache_dir,
         page_rows=args.page_rows,
         sketch_rows=args.sketch_rows,
@@ -171,6 +252,31 @@ def _run_train(args: argparse.Namespace) -> None:
         **_dataset_options(args),
     )
     print(_summary(result.report, args.out))
+
+
+def _row_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"filter": args.filter, "max_rows": args.max_rows, "batch_rows": args.batch_rows}
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    from .predict import predict
+
+    report = predict(args.model, args.data, args.out, keep=args.keep, progress=not args.no_progress, **_row_options(args))
+    print(
+        f"wrote {report['rows']:,} rows ({', '.join(report['columns'])}) to {report['out']} in {report['seconds']:.1f} s; {_memory(report)}"
+    )
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from .predict import evaluate
+    from .sink import write_json
+
+    result = evaluate(
+        args.model, args.data, label=args.label, weight=args.weight, plot=args.plot, progress=not args.no_progress, **_row_options(args)
+    )
+    print(_evaluation_text(result))
+    if args.out is not None:
+        write_json(args.out, result)
 
 
 def _run_synth(args: argparse.Namespace) -> None:
@@ -203,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
-    commands = {"train": _run_train, "synth": _run_synth, "demo": _run_demo}
+    commands = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "synth": _run_synth, "demo": _run_demo}
     try:
         commands[args.command](args)
     except ExtmemError as exc:

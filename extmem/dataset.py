@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ DEFAULT_BATCH_ROWS = 2048
 DEFAULT_PAGE_ROWS = 8192
 
 
-def _names(value: str | Sequence[str] | None, option: str) -> tuple[str, ...]:
+def column_names(value: str | Sequence[str] | None, option: str) -> tuple[str, ...]:
+    """Column names from a list or comma-separated text; ``option`` names the flag in errors."""
     if value is None:
         return ()
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -40,6 +41,35 @@ def _positive_int(value: Any, option: str, *, allow_none: bool = False) -> int |
     return value
 
 
+HOLDOUT_SIDES = ("train", "valid")
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A deterministic split: ``fraction`` of the rows (of the ``group_by`` groups, if given) are validation rows.
+
+    Which side a row falls on depends only on its group value (or its shard file name and
+    position) and ``seed``, never on batch sizes, filters or machine, so every pass and every
+    run agree. ``side`` says which side a dataset reads.
+    """
+
+    fraction: float
+    group_by: str | None = None
+    seed: int = 0
+    side: str = "train"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 < self.fraction < 1:
+            msg = f"The 'valid_fraction' option must be a number between 0 and 1 (exclusive). Got {self.fraction!r} instead."
+            raise OptionError(msg)
+        if self.side not in HOLDOUT_SIDES:
+            msg = f"The holdout side must be one of {HOLDOUT_SIDES}. Got {self.side!r} instead."
+            raise OptionError(msg)
+        if self.group_by is not None and (not isinstance(self.group_by, str) or not self.group_by):
+            msg = f"The 'group_by' option must be a column name. Got {self.group_by!r} instead."
+            raise OptionError(msg)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A parquet dataset: where it is, which columns are features, how labels map.
@@ -52,6 +82,7 @@ class Dataset:
     ``"(chrom == 'chr1') & (position > 1000)"``, pushed down to row groups.
     ``zero_is_missing`` is a regular expression: matching (count) columns are
     stored sparsely, a zero meaning 'absent'; other columns keep zeros as values.
+    ``holdout`` keeps one side of a deterministic train/validation split.
     """
 
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -64,6 +95,7 @@ class Dataset:
     max_rows: int | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
     zero_is_missing: str = KMER_PATTERN
+    holdout: Holdout | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,8 +106,8 @@ class Dataset:
         if self.label is not None and (not isinstance(self.label, str) or not self.label):
             msg = f"The 'label' option must be a column name. Got {self.label!r} instead."
             raise OptionError(msg)
-        set_(self, "keep", _names(self.keep, "keep"))
-        set_(self, "drop", _names(self.drop, "drop"))
+        set_(self, "keep", column_names(self.keep, "keep"))
+        set_(self, "drop", column_names(self.drop, "drop"))
         _positive_int(self.max_rows, "max_rows", allow_none=True)
         try:
             re.compile(self.zero_is_missing)
@@ -83,6 +115,9 @@ class Dataset:
             msg = f"The 'zero_is_missing' option must be a regular expression. Got {self.zero_is_missing!r} instead ({exc})."
             raise OptionError(msg) from None
         _positive_int(self.batch_rows, "batch_rows")
+        if self.holdout is not None and not isinstance(self.holdout, Holdout):
+            msg = f"The 'holdout' option must be an extmem.Holdout. Got {self.holdout!r} instead."
+            raise OptionError(msg)
         if self.label_map is not None:
             label_map = dict(self.label_map)
             bad = [k for k, v in label_map.items() if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) or v < 0]
@@ -111,6 +146,20 @@ class Dataset:
         known = {k: v for k, v in options.items() if k in cls.option_names()}
         unknown = {k: v for k, v in options.items() if k not in known}
         return cls(path=path, extra=unknown, **known)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready options with absolute paths (for checkpoints); inverse of :meth:`from_dict`."""
+        options = {name: getattr(self, name) for name in self.option_names()}
+        options["keep"], options["drop"] = list(self.keep), list(self.drop)
+        options["holdout"] = asdict(self.holdout) if self.holdout is not None else None
+        return {"path": [os.path.abspath(p) for p in self.paths], **options}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Dataset:
+        """Inverse of :meth:`to_dict`."""
+        options = dict(data)
+        holdout = options.pop("holdout", None)
+        return cls.from_options(options.pop("path"), holdout=Holdout(**holdout) if holdout else None, **options)
 
     @property
     def paths(self) -> list[str]:

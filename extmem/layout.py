@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 LAYOUT_VERSION = 1
+LAYOUT_ATTRIBUTE = "extmem_layout"
+"""Booster attribute holding the layout as JSON."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ from .filters import RowFilter, parse_filter
 from .layout import FeatureLayout
 from .memory import release_freed_memory
 from .schema import NUMERIC, STRING, UnionSchema, discover_shards, union_schema
+from .split import holdout_mask
 
 logger = logging.getLogger("extmem")
 
@@ -37,6 +38,7 @@ class SourceBatch:
     weight: np.ndarray | None
     shard: str
     row_group: int
+    carried: pa.RecordBatch | None = None
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,15 @@ class Source:
     """Reads a :class:`Dataset` as a stream of :class:`SourceBatch`.
 
     Pass ``layout`` to read another dataset (validation, prediction) with exactly the
-    feature columns of a trained model; columns it lacks become missing values.
+    feature columns of a trained model; columns it lacks become missing values. ``carry``
+    names columns (ids, any type) passed through unchanged in :attr:`SourceBatch.carried`.
     """
 
-    def __init__(self, dataset: Dataset, layout: FeatureLayout | None = None) -> None:
+    def __init__(self, dataset: Dataset, layout: FeatureLayout | None = None, carry: Sequence[str] = ()) -> None:
         self.dataset = dataset
         self.schema: UnionSchema = union_schema(discover_shards(dataset.paths))
         self.row_filter: RowFilter | None = parse_filter(dataset.filter) if dataset.filter else None
+        self.carry = tuple(carry)
         self._check_special_columns()
         self.dropped: dict[str, str] = {}
         self.layout = self._check_layout(layout) if layout is not None else self._select_features()
@@ -107,6 +111,13 @@ class Source:
             unknown = sorted(self.row_filter.columns - set(self.schema.columns))
             if unknown:
                 msg = f"The --filter {self.row_filter.text!r} names the column {unknown[0]!r}, which is in no shard."
+                raise SchemaError(msg)
+        holdout = self.dataset.holdout
+        if holdout is not None and holdout.group_by is not None:
+            self._column_or_fail(holdout.group_by, "--group-by")
+        for name in self.carry:
+            if name not in self.schema.columns:
+                msg = f"The --keep column {name!r} is in none of the {len(self.schema.shards)} shards (first: {self.schema.shards[0]!r})."
                 raise SchemaError(msg)
 
     @property
@@ -162,6 +173,12 @@ class Source:
         return FeatureLayout.from_names(features, self.dataset.zero_is_missing, self.dataset.label, self.label_map)
 
     def _check_layout(self, layout: FeatureLayout) -> FeatureLayout:
+        if not any(name in self.schema.columns for name in layout.names):
+            msg = (
+                f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in "
+                f"{self.schema.shards[0]!r} or the other shards; is this the right dataset?"
+            )
+            raise SchemaError(msg)
         self._reject_non_numeric(list(layout.names))
         label_map = (layout.label_map or self.label_map) if self.label_map is not None else None
         return FeatureLayout(layout.names, layout.zero_is_missing, self.dataset.label, label_map)
@@ -169,7 +186,9 @@ class Source:
     def _scan_plan(self) -> tuple[pa.Schema, list[str]]:
         """Schema of every column read (for statistics pruning) and the non-feature columns read."""
         extras: list[str] = []
-        for name in (self.dataset.label, self.dataset.weight, *(sorted(self.row_filter.columns) if self.row_filter else [])):
+        filter_columns = sorted(self.row_filter.columns) if self.row_filter else []
+        group_by = self.dataset.holdout.group_by if self.dataset.holdout is not None else None
+        for name in (self.dataset.label, self.dataset.weight, group_by, *filter_columns, *self.carry):
             if name is not None and name not in extras and name not in self.layout.names:
                 extras.append(name)
         columns = self.schema.columns
@@ -250,9 +269,14 @@ class Source:
                 self.counters.row_groups_skipped += (file.num_row_groups if selected is None else len(selected)) - len(row_groups)
                 for row_group in row_groups:
                     self.counters.row_groups_read += 1
+                    first_row = 0
                     for batch in file.iter_batches(
                         batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=wanted, use_threads=True
                     ):
+                        if self.dataset.holdout is not None:
+                            rows = batch.num_rows
+                            batch = batch.filter(pa.array(holdout_mask(self.dataset.holdout, batch, shard, row_group, first_row)))
+                            first_row += rows
                         if self.row_filter is not None:
                             batch = self._with_columns(batch, self.row_filter.columns).filter(self.row_filter.expression)
                         yield batch, row_group
@@ -269,28 +293,24 @@ class Source:
                 batch = batch.append_column(name, pa.nulls(batch.num_rows, self._scan_schema.field(name).type))
         return batch
 
-    def _feature_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Feature columns in layout order; absent ones as nulls, non int/float types as float32."""
-        arrays = []
-        for name in self.layout.names:
-            index = batch.schema.get_field_index(name)
-            if index < 0:
-                arrays.append(pa.nulls(batch.num_rows, pa.float32()))
-                continue
-            column = batch.column(index)
-            if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
-                column = column.cast(pa.float32(), safe=False)
-            arrays.append(column)
-        return pa.RecordBatch.from_arrays(arrays, names=list(self.layout.names))
-
     def _split(self, batch: pa.RecordBatch, shard: str, row_group: int) -> SourceBatch:
-        features = self._feature_batch(batch)
+        features = project_features(batch, self.layout.names)
         label = weight = None
         if self.dataset.label is not None:
             label = self._labels(batch.column(self.dataset.label), shard, row_group)
         if self.dataset.weight is not None:
             weight = _finite(batch.column(self.dataset.weight), f"weight column {self.dataset.weight!r}", shard, row_group)
-        return SourceBatch(features, label, weight, shard, row_group)
+        carried = None
+        if self.carry:
+            batch = self._with_columns(batch, self.carry)
+            arrays = [batch.column(name).cast(self._scan_schema.field(name).type) for name in self.carry]
+            carried = pa.RecordBatch.from_arrays(arrays, schema=self.carried_schema)
+        return SourceBatch(features, label, weight, shard, row_group, carried)
+
+    @property
+    def carried_schema(self) -> pa.Schema:
+        """Schema of :attr:`SourceBatch.carried`: the ``carry`` columns with their union types."""
+        return pa.schema([self._scan_schema.field(name) for name in self.carry])
 
     def _labels(self, values: pa.Array, shard: str, row_group: int) -> np.ndarray:
         label_map = self.layout.label_map
@@ -314,6 +334,21 @@ class Source:
             raise LabelError(msg)
         ids = np.array([label_map[key] for key in keys], dtype=np.float32)
         return ids[codes.to_numpy()]
+
+
+def project_features(batch: pa.RecordBatch, names: Sequence[str]) -> pa.RecordBatch:
+    """Columns ``names`` of ``batch`` in that order; absent ones as nulls, non int/float types as float32."""
+    arrays = []
+    for name in names:
+        index = batch.schema.get_field_index(name)
+        if index < 0:
+            arrays.append(pa.nulls(batch.num_rows, pa.float32()))
+            continue
+        column = batch.column(index)
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
+            column = column.cast(pa.float32(), safe=False)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=list(names))
 
 
 def _finite(values: pa.Array, what: str, shard: str, row_group: int) -> np.ndarray:

@@ -1,13 +1,14 @@
-"""Train stage: dataset description + parameters -> Booster, `model.ubj` and `report.json`."""
+"""Train stage: dataset description + parameters -> Booster, `model.ubj` and `report.json`; checkpoints and resume."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,25 @@ import xgboost as xgb
 
 from ._version import __version__
 from .cache import CacheDir
-from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, as_dataset
+from .callbacks import RUN_ATTRIBUTE, Checkpoint, EarlyStop, History, class_metrics
+from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, Holdout, as_dataset
 from .errors import OptionError
 from .iterator import DEFAULT_SKETCH_ROWS
-from .layout import FeatureLayout
+from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import MatrixInfo, free_matrix, open_matrix
 from .memory import MemoryMonitor
+from .metrics import StreamingMetrics
+from .predict import MODEL_FILE, Model
 from .progress import ProgressBar, RoundProgress
+from .sink import partial_path, write_atomically, write_json
 
-LAYOUT_ATTRIBUTE = "extmem_layout"
+logger = logging.getLogger("extmem")
+
+REPORT_FILE = "report.json"
+CHECKPOINT_FILE = "checkpoint.ubj"
 DEFAULT_PARAMS: Mapping[str, Any] = {"tree_method": "hist", "eta": 0.1, "max_depth": 6, "seed": 0}
 _CLASSIFICATION_METRICS = {"binary": ["logloss", "auc"], "multi": ["mlogloss", "merror"]}
+_SAMPLING_PARAMS = ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,42 @@ class TrainResult:
 
     booster: xgb.Booster
     report: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved in checkpoints so that a run can resume."""
+
+    data: Dataset
+    valid: Dataset | None
+    rounds: int
+    params: dict[str, Any]
+    early_stopping_rounds: int | None
+    checkpoint_every: int | None
+    page_rows: int
+    sketch_rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["data"] = self.data.to_dict()
+        out["valid"] = self.valid.to_dict() if self.valid is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        fields = dict(data)
+        fields["data"] = Dataset.from_dict(fields["data"])
+        fields["valid"] = Dataset.from_dict(fields["valid"]) if fields["valid"] is not None else None
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where a resumed run picks up: the checkpointed booster, its metric history and time spent."""
+
+    booster: xgb.Booster
+    history: dict[str, dict[str, list[float]]]
+    seconds: float
 
 
 def infer_objective(labels: np.ndarray, layout: FeatureLayout, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,31 +114,6 @@ def infer_objective(labels: np.ndarray, layout: FeatureLayout, params: Mapping[s
     return chosen
 
 
-def _classification_scores(booster: xgb.Booster, matrix: xgb.DMatrix, objective: str) -> dict[str, float]:
-    """Macro-F1 and accuracy of hard predictions (class-id outputs only)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    predictions = booster.predict(matrix)
-    if objective == "multi:softprob":
-        predicted = predictions.argmax(axis=1)
-    elif objective == "binary:logistic":
-        predicted = (predictions > 0.5).astype(int)
-    else:
-        return {}
-    labels = matrix.get_label().astype(int)
-    return {"macro_f1": float(f1_score(labels, predicted, average="macro")), "accuracy": float(accuracy_score(labels, predicted))}
-
-
-def _write_atomically(path: Path, write: Callable[[str], object]) -> None:
-    """Write through ``write(partial_path)``, then rename into place: never a half-written file."""
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        write(str(partial))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def _data_report(info: MatrixInfo) -> dict[str, Any]:
     stats = info.stats
     return {
@@ -109,6 +129,12 @@ def _data_report(info: MatrixInfo) -> dict[str, Any]:
     }
 
 
+def _check_count(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
+        raise OptionError(msg)
+
+
 def train(
     data: DatasetLike,
     label: str | None = "splice_type",
@@ -117,7 +143,10 @@ def train(
     rounds: int = 100,
     params: Mapping[str, Any] | None = None,
     valid: DatasetLike | None = None,
+    valid_fraction: float | None = None,
+    group_by: str | None = None,
     early_stopping_rounds: int | None = None,
+    checkpoint_every: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     page_rows: int = DEFAULT_PAGE_ROWS,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
@@ -129,58 +158,139 @@ def train(
     ``params`` are XGBoost parameters over extmem's defaults (``hist``, eta 0.1, depth 6,
     seed 0); the objective is inferred from the labels unless given. Above ``sketch_rows``
     rows, quantile cuts come from a uniform sample of row groups (see :func:`extmem.dmatrix`).
-    ``valid`` is read with the training columns and the same options. With ``out``, writes
-    ``model.ubj`` and ``report.json`` there, each atomically. Cache files never outlive the call.
+    Validation data is either ``valid`` (read with the training columns and options) or the
+    ``valid_fraction`` of rows split off deterministically, by ``group_by`` groups if given.
+    ``early_stopping_rounds`` watches the first eval metric on the validation data and keeps
+    the best round's trees. With ``out``, writes ``model.ubj`` and ``report.json`` there, each
+    atomically, and with ``checkpoint_every`` a resumable ``checkpoint.ubj`` every that many
+    rounds (see :func:`resume`). Cache files never outlive the call.
     """
-    for name, value in (("rounds", rounds), ("early_stopping_rounds", early_stopping_rounds)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
-            raise OptionError(msg)
-    if early_stopping_rounds is not None and valid is None:
-        msg = "The 'early_stopping_rounds' option needs validation data ('valid')."
-        raise OptionError(msg)
+    for name, value in (("rounds", rounds), ("early_stopping_rounds", early_stopping_rounds), ("checkpoint_every", checkpoint_every)):
+        _check_count(name, value)
     dataset = as_dataset(data, label, options)
     if dataset.label is None:
         msg = "Training needs a label column; the 'label' option is None."
         raise OptionError(msg)
+    valid_dataset = None
+    if valid_fraction is not None:
+        if valid is not None:
+            msg = "Give either 'valid' or 'valid_fraction', not both."
+            raise OptionError(msg)
+        holdout = Holdout(valid_fraction, group_by, int((params or {}).get("seed", 0)))
+        dataset = replace(dataset, holdout=holdout)
+        valid_dataset = replace(dataset, holdout=replace(holdout, side="valid"), max_rows=None)
+    elif group_by is not None:
+        msg = "The 'group_by' option needs 'valid_fraction'."
+        raise OptionError(msg)
+    elif valid is not None:
+        valid_dataset = as_dataset(valid, dataset.label, _shared_options(dataset))
+    if early_stopping_rounds is not None and valid_dataset is None:
+        msg = "The 'early_stopping_rounds' option needs validation data ('valid' or 'valid_fraction')."
+        raise OptionError(msg)
+    if checkpoint_every is not None and out is None:
+        msg = "The 'checkpoint_every' option needs an output folder ('out')."
+        raise OptionError(msg)
     merged: dict[str, Any] = {**DEFAULT_PARAMS, **(params or {})}
-    sparse_pages = merged["tree_method"] == "approx"
     if merged["tree_method"] not in ("hist", "approx"):
         msg = f"The tree_method {merged['tree_method']!r} cannot train from external memory; use 'hist' or 'approx'."
         raise OptionError(msg)
+    _check_count("page_rows", page_rows)
+    _check_count("sketch_rows", sketch_rows)
+    if out is not None and (Path(out) / CHECKPOINT_FILE).exists():
+        msg = f"{os.fspath(out)!r} holds a checkpoint of an unfinished run: continue it with --resume {os.fspath(out)}, or delete it to start over."
+        raise OptionError(msg)
+    config = TrainConfig(dataset, valid_dataset, rounds, merged, early_stopping_rounds, checkpoint_every, page_rows, sketch_rows)
+    return _run(config, out, cache_dir, progress, None)
+
+
+def resume(out: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | None = None, progress: bool = False) -> TrainResult:
+    """Continue the run whose ``checkpoint.ubj`` is in ``out``, with its saved data, parameters and history.
+
+    The result equals an uninterrupted run when training is deterministic: XGBoost does not
+    save its random state, so with row or column subsampling the resumed trees differ.
+    """
+    checkpoint = Path(out) / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        done = " (the run finished: see model.ubj)" if (Path(out) / MODEL_FILE).is_file() else ""
+        msg = f"No checkpoint to resume in {os.fspath(out)!r}{done}; train with checkpoint_every (--checkpoint-every) to write one."
+        raise OptionError(msg)
+    booster = xgb.Booster(model_file=str(checkpoint))
+    state = json.loads(booster.attr(RUN_ATTRIBUTE) or "{}")
+    booster.set_attr(**{RUN_ATTRIBUTE: None})
+    config = TrainConfig.from_dict(state["config"])
+    sampled = [name for name in _SAMPLING_PARAMS if float(config.params.get(name, 1)) < 1]
+    if sampled:
+        logger.warning(
+            "extmem: %s < 1: XGBoost does not checkpoint its random state, so the resumed model will differ from an uninterrupted run.",
+            "/".join(sampled),
+        )
+    return _run(config, out, cache_dir, progress, _Start(booster, state["history"], state["seconds"]))
+
+
+def _run(
+    config: TrainConfig,
+    out: str | os.PathLike[str] | None,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: bool,
+    start: _Start | None,
+) -> TrainResult:
+    merged = dict(config.params)
+    sparse_pages = merged["tree_method"] == "approx"
+    out_dir = Path(out) if out is not None else None
     started = time.perf_counter()
     with MemoryMonitor() as monitor, ExitStack() as stack:
-        build = {"page_rows": page_rows, "max_bin": merged.get("max_bin"), "sparse_pages": sparse_pages}
-        cuts = {"sketch_rows": sketch_rows, "seed": int(merged.get("seed", 0))}
+        build = {"page_rows": config.page_rows, "max_bin": merged.get("max_bin"), "sparse_pages": sparse_pages}
+        cuts = {"sketch_rows": config.sketch_rows, "seed": int(merged.get("seed", 0))}
         evals: list[tuple[xgb.DMatrix, str]] = []
         valid_info = None
         with ProgressBar(None, "reading", "rows", progress) as reading:
-            dtrain, train_info = open_matrix(dataset, stack.enter_context(CacheDir(cache_dir)), on_rows=reading.update, **build, **cuts)
+            dtrain, train_info = open_matrix(config.data, stack.enter_context(CacheDir(cache_dir)), on_rows=reading.update, **build, **cuts)
             stack.callback(free_matrix, dtrain)
             evals.append((dtrain, "train"))
-            if valid is not None:
-                valid_dataset = as_dataset(valid, dataset.label, _shared_options(dataset))
+            if config.valid is not None:
                 ref = None if sparse_pages else dtrain
                 cache = stack.enter_context(CacheDir(cache_dir))
-                dvalid, valid_info = open_matrix(valid_dataset, cache, layout=train_info.layout, ref=ref, on_rows=reading.update, **build)
+                dvalid, valid_info = open_matrix(config.valid, cache, layout=train_info.layout, ref=ref, on_rows=reading.update, **build)
                 stack.callback(free_matrix, dvalid)
                 evals.append((dvalid, "valid"))
         cache_bytes = train_info.cache.size_bytes() + (valid_info.cache.size_bytes() if valid_info else 0)
         merged.update(infer_objective(dtrain.get_label(), train_info.layout, merged))
-        history: dict[str, dict[str, list[float]]] = {}
-        with ProgressBar(rounds, "training", "rounds", progress) as bar:
+        history = History(start.history if start else None)
+        callbacks: list[xgb.callback.TrainingCallback] = [history]
+        early_stop = None
+        if config.early_stopping_rounds is not None:
+            metric = np.atleast_1d(merged["eval_metric"])[0]
+            early_stop = EarlyStop(history, config.early_stopping_rounds, "valid", str(metric))
+            callbacks.append(early_stop)
+        if config.checkpoint_every is not None:
+            assert out_dir is not None
+            out_dir.mkdir(parents=True, exist_ok=True)
+            saved_config = replace(config, params=merged).to_dict()
+            elapsed = start.seconds if start else 0.0
+
+            def state(_: xgb.Booster) -> dict[str, Any]:
+                return {"config": saved_config, "history": history.log, "seconds": elapsed + time.perf_counter() - started}
+
+            callbacks.append(Checkpoint(out_dir / CHECKPOINT_FILE, config.checkpoint_every, state))
+        done = start.booster.num_boosted_rounds() if start else 0
+        remaining = 0 if early_stop is not None and early_stop.should_stop() else max(config.rounds - done, 0)
+        with ProgressBar(config.rounds, "training", "rounds", progress) as bar:
+            bar.update(done)
             booster = xgb.train(
                 merged,
                 dtrain,
-                num_boost_round=rounds,
+                num_boost_round=remaining,
                 evals=evals,
-                evals_result=history,
-                early_stopping_rounds=early_stopping_rounds,
+                custom_metric=class_metrics(str(merged["objective"]), int(merged.get("num_class", 2))),
                 verbose_eval=False,
-                callbacks=[RoundProgress(bar)],
+                callbacks=[*callbacks, RoundProgress(bar)],
+                xgb_model=start.booster if start else None,
             )
-        scores = _classification_scores(booster, evals[-1][0], str(merged["objective"]))
-    booster.set_attr(**{LAYOUT_ATTRIBUTE: train_info.layout.to_json()})
+        booster.set_attr(**{LAYOUT_ATTRIBUTE: train_info.layout.to_json()})
+        model = Model(booster, train_info.layout)
+        evaluation_name, evaluation_matrix = evals[-1][1], evals[-1][0]
+        evaluation = StreamingMetrics(model.task, model.classes)
+        evaluation.update(evaluation_matrix.get_label(), booster.predict(evaluation_matrix), _weights(evaluation_matrix))
     report = {
         "extmem_version": __version__,
         "xgboost_version": xgb.__version__,
@@ -189,30 +299,39 @@ def train(
         "peak_rss_bytes": monitor.peak_rss_bytes,
         "peak_anon_bytes": monitor.peak_anon_bytes,
         "cache_bytes": cache_bytes,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(time.perf_counter() - started + (start.seconds if start else 0.0), 3),
+        "resumed_from_round": done if start else None,
         "rounds": booster.num_boosted_rounds(),
-        "best_iteration": getattr(booster, "best_iteration", None) if early_stopping_rounds else None,
+        "best_iteration": early_stop.best_iteration if early_stop else None,
         "params": merged,
         "classes": train_info.layout.classes,
-        "metrics": {name: {metric: values[-1] for metric, values in metrics.items()} for name, metrics in history.items()},
-        "scores": {evals[-1][1]: scores} if scores else {},
-        "history": history,
+        "metrics": {name: {metric: values[-1] for metric, values in metrics.items()} for name, metrics in history.log.items()},
+        "evaluation": {evaluation_name: evaluation.result()},
+        "history": history.log,
         "data": {"train": _data_report(train_info), **({"valid": _data_report(valid_info)} if valid_info else {})},
         "options": {
-            "batch_rows": dataset.batch_rows,
-            "page_rows": page_rows,
-            "sketch_rows": sketch_rows,
-            "filter": dataset.filter,
-            "max_rows": dataset.max_rows,
+            "batch_rows": config.data.batch_rows,
+            "page_rows": config.page_rows,
+            "sketch_rows": config.sketch_rows,
+            "filter": config.data.filter,
+            "max_rows": config.data.max_rows,
+            "holdout": asdict(config.data.holdout) if config.data.holdout else None,
+            "checkpoint_every": config.checkpoint_every,
         },
         "dropped_columns": train_info.source.dropped,
     }
-    if out is not None:
-        out_dir = Path(out)
+    if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(out_dir / "model.ubj", booster.save_model)
-        _write_atomically(out_dir / "report.json", lambda path: Path(path).write_text(json.dumps(report, indent=2, default=_json_default)))
+        write_atomically(out_dir / MODEL_FILE, booster.save_model)
+        write_json(out_dir / REPORT_FILE, report)
+        (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        partial_path(out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return TrainResult(booster, report)
+
+
+def _weights(matrix: xgb.DMatrix) -> np.ndarray | None:
+    weights = matrix.get_weight()
+    return weights if weights.size else None
 
 
 def _shared_options(dataset: Dataset) -> dict[str, Any]:
@@ -224,9 +343,3 @@ def _shared_options(dataset: Dataset) -> dict[str, Any]:
         "batch_rows": dataset.batch_rows,
         "zero_is_missing": dataset.zero_is_missing,
     }
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)

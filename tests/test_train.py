@@ -51,7 +51,7 @@ def test_saved_model_reloads_with_its_layout(trained: tuple[Path, extmem.TrainRe
 
 def test_model_beats_the_majority_baseline(trained: tuple[Path, extmem.TrainResult]) -> None:
     _, result = trained
-    scores = result.report["scores"]["valid"]
+    scores = result.report["evaluation"]["valid"]
     # Always predicting 'neither' gives macro-F1 = 0.96 / 3 = 0.32.
     assert scores["macro_f1"] > 0.6
     assert result.report["metrics"]["valid"]["mlogloss"] < result.report["history"]["valid"]["mlogloss"][0]
@@ -91,7 +91,7 @@ def test_binary_training_on_numeric_labels(tmp_path: Path) -> None:
     )
     result = extmem.train(tmp_path / "data", label="y", rounds=10)
     assert result.report["params"]["objective"] == "binary:logistic"
-    assert result.report["scores"]["train"]["accuracy"] > 0.95
+    assert result.report["evaluation"]["train"]["accuracy"] > 0.95
 
 
 def test_approx_uses_paged_matrix(small_synth: Path) -> None:

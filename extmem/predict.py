@@ -1,0 +1,276 @@
+"""Predict stage: a trained model + data -> probabilities (parquet file or array) and streaming metrics.
+
+A model trained by extmem records its feature layout (columns, zero-as-missing) in the
+booster attribute ``extmem_layout``; every prediction here rebuilds exactly that representation,
+batch by batch, so memory is bounded by the batch whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import xgboost as xgb
+
+from .blocks import encode, to_matrix
+from .dataset import Dataset, DatasetLike, as_dataset, column_names
+from .errors import OptionError, SchemaError
+from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
+from .memory import MemoryMonitor
+from .metrics import StreamingMetrics, task_of
+from .progress import ProgressBar
+from .sink import ParquetSink, write_atomically
+from .source import Source, SourceBatch
+
+MODEL_FILE = "model.ubj"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A booster with the feature layout it was trained on; scores parquet datasets or in-memory arrays."""
+
+    booster: xgb.Booster
+    layout: FeatureLayout
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Model:
+        """Load ``model.ubj`` from a model folder written by ``extmem train`` (or a model file)."""
+        file = Path(path)
+        if file.is_dir():
+            file = file / MODEL_FILE
+        if not file.is_file():
+            msg = f"No model at {os.fspath(path)!r}: expected a folder holding {MODEL_FILE} (written by 'extmem train') or a model file."
+            raise OptionError(msg)
+        try:
+            booster = xgb.Booster(model_file=str(file))
+        except xgb.core.XGBoostError as exc:
+            msg = f"Cannot load the model {str(file)!r}: {str(exc).splitlines()[0]}"
+            raise OptionError(msg) from None
+        return cls.from_booster(booster, str(file))
+
+    @classmethod
+    def from_booster(cls, booster: xgb.Booster, where: str = "the booster") -> Model:
+        """Wrap a booster trained by extmem (it carries the ``extmem_layout`` attribute)."""
+        text = booster.attr(LAYOUT_ATTRIBUTE)
+        if text is None:
+            msg = f"{where} has no {LAYOUT_ATTRIBUTE!r} attribute: it was not trained by extmem, so its feature encoding is unknown."
+            raise OptionError(msg)
+        return cls(booster, FeatureLayout.from_json(text))
+
+    @cached_property
+    def objective(self) -> str:
+        return str(json.loads(self.booster.save_config())["learner"]["objective"]["name"])
+
+    @property
+    def task(self) -> str:
+        """``multiclass``, ``binary``, ``hard`` or ``regression`` (see :func:`extmem.metrics.task_of`)."""
+        return task_of(self.objective)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names in class-id order (ids as text for numeric labels); None for regression."""
+        if self.task == "regression":
+            return None
+        if self.layout.classes is not None:
+            return self.layout.classes
+        config = json.loads(self.booster.save_config())["learner"]["learner_model_param"]
+        return [str(k) for k in range(max(int(config["num_class"]), 2))]
+
+    def raw_predict(self, X: Any) -> np.ndarray:
+        """``booster.inplace_predict`` on features already in the model's representation."""
+        return self.booster.inplace_predict(X, missing=np.nan)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (rows, classes); ``X`` is a dataset path/:class:`Dataset` (streamed) or in-memory features."""
+        if self.task not in ("multiclass", "binary"):
+            msg = f"predict_proba needs a probabilistic classifier; this model's objective is {self.objective!r}. Use predict()."
+            raise OptionError(msg)
+        return _as_class_columns(self._predict_any(X), self.task)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class ids (classifiers) or values (regression) for a dataset or in-memory features."""
+        raw = self._predict_any(X)
+        if self.task == "multiclass":
+            return raw.argmax(axis=1)
+        if self.task == "binary":
+            return (raw > 0.5).astype(np.int64)
+        return raw
+
+    def _predict_any(self, X: Any) -> np.ndarray:
+        if isinstance(X, (str, os.PathLike, Dataset)):
+            parts = [raw for _, raw in self.iter_predictions(as_dataset(X, None, {}))]
+            return np.concatenate(parts) if parts else np.zeros((0, *self._output_shape()), dtype=np.float32)
+        return self.raw_predict(encode(X, self.layout))
+
+    def _output_shape(self) -> tuple[int, ...]:
+        return (len(self.classes or []),) if self.task == "multiclass" else ()
+
+    def source(self, dataset: Dataset, carry: Sequence[str] = ()) -> Source:
+        """A source reading ``dataset`` with this model's feature columns."""
+        return Source(dataset, self.layout, carry)
+
+    def iter_predictions(self, dataset: Dataset, carry: Sequence[str] = ()) -> Iterator[tuple[SourceBatch, np.ndarray]]:
+        """Each batch of ``dataset`` with the model's raw predictions for it, in dataset order."""
+        source = self.source(dataset, carry)
+        for batch in source.batches():
+            yield batch, self.raw_predict(to_matrix(batch.features, self.layout))
+
+
+def _as_class_columns(raw: np.ndarray, task: str) -> np.ndarray:
+    """Booster output as (rows, classes) probabilities: binary output gains the negative class."""
+    if task == "binary":
+        return np.column_stack([1 - raw, raw])
+    return raw
+
+
+ModelLike = str | os.PathLike[str] | Model | xgb.Booster
+
+
+def as_model(model: ModelLike) -> Model:
+    """A :class:`Model` from a model folder/file, a :class:`Model` or an extmem-trained booster."""
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, xgb.Booster):
+        return Model.from_booster(model)
+    return Model.load(model)
+
+
+def _output_schema(model: Model, carried: pa.Schema) -> pa.Schema:
+    classes = model.classes
+    if classes is None:
+        fields = [pa.field("prediction", pa.float32())]
+    else:
+        fields = [pa.field(f"prob_{name}", pa.float32()) for name in classes] if model.task != "hard" else []
+        names_are_ids = model.layout.classes is None
+        fields.append(pa.field("predicted", pa.int64() if names_are_ids else pa.string()))
+    clash = sorted(set(carried.names) & {f.name for f in fields})
+    if clash:
+        msg = f"The --keep column {clash[0]!r} has the name of an output column; rename it or leave it out."
+        raise SchemaError(msg)
+    return pa.schema([*carried, *fields])
+
+
+def _output_batch(model: Model, batch: SourceBatch, raw: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
+    arrays: list[pa.Array] = list(batch.carried.columns) if batch.carried is not None else []
+    classes = model.classes
+    if classes is None:
+        arrays.append(pa.array(raw.astype(np.float32)))
+    else:
+        if model.task == "hard":
+            predicted = raw.astype(np.int64)
+        else:
+            probabilities = _as_class_columns(raw, model.task)
+            arrays.extend(pa.array(probabilities[:, k].astype(np.float32)) for k in range(probabilities.shape[1]))
+            predicted = probabilities.argmax(axis=1)
+        arrays.append(pa.array(predicted) if model.layout.classes is None else pa.array(np.asarray(classes, dtype=object)[predicted]))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def predict(
+    model: ModelLike,
+    data: DatasetLike,
+    out: str | os.PathLike[str],
+    *,
+    keep: str | Sequence[str] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Stream ``data`` through ``model`` into the parquet file ``out``; mirrors ``extmem predict``.
+
+    ``out`` gets one ``prob_<class>`` column per class and ``predicted`` (or ``prediction`` for
+    regression), after the ``keep`` columns copied from the input (ids such as ``gene_id``), in
+    input row order. ``options`` are :class:`Dataset` fields (``filter``, ``max_rows``,
+    ``batch_rows``). The file appears only when complete. Returns rows, seconds and peak memory.
+    """
+    trained = as_model(model)
+    dataset = as_dataset(data, None, options)
+    carry = column_names(keep, "keep")
+    started = time.perf_counter()
+    with MemoryMonitor() as monitor:
+        source = trained.source(dataset, carry)
+        schema = _output_schema(trained, source.carried_schema)
+        with ParquetSink(out, schema) as sink, ProgressBar(source.schema.rows, "predicting", "rows", progress) as bar:
+            for batch in source.batches():
+                raw = trained.raw_predict(to_matrix(batch.features, trained.layout))
+                sink.write(_output_batch(trained, batch, raw, schema))
+                bar.update(batch.features.num_rows)
+    return {
+        "rows": sink.rows,
+        "out": os.fspath(out),
+        "columns": schema.names,
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_rss_bytes": monitor.peak_rss_bytes,
+        "peak_anon_bytes": monitor.peak_anon_bytes,
+    }
+
+
+def evaluate(
+    model: ModelLike,
+    data: DatasetLike,
+    *,
+    label: str | None = None,
+    plot: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Streaming metrics of ``model`` on ``data`` (label: the model's, unless ``label`` is given); mirrors ``extmem evaluate``.
+
+    Classifiers get accuracy, macro-F1, log-loss, per-class precision/recall/F1/ROC-AUC/PR-AUC
+    and a confusion matrix; regressors get RMSE, MAE and R². ``plot`` writes a PNG of the
+    precision-recall curves (needs matplotlib: ``pip install 'extmem[plot]'``).
+    """
+    trained = as_model(model)
+    dataset = as_dataset(data, label or trained.layout.label, options)
+    if dataset.label is None:
+        msg = "Evaluation needs a label column; the model records none, so pass 'label'."
+        raise OptionError(msg)
+    started = time.perf_counter()
+    metrics = StreamingMetrics(trained.task, trained.classes)
+    with MemoryMonitor() as monitor:
+        source = trained.source(dataset)
+        with ProgressBar(source.schema.rows, "evaluating", "rows", progress) as bar:
+            for batch in source.batches():
+                assert batch.label is not None
+                metrics.update(batch.label, trained.raw_predict(to_matrix(batch.features, trained.layout)), batch.weight)
+                bar.update(batch.features.num_rows)
+    if metrics.rows == 0:
+        msg = f"No rows of {', '.join(dataset.paths)} to evaluate" + (f" match --filter {dataset.filter!r}." if dataset.filter else ".")
+        raise SchemaError(msg)
+    result = metrics.result()
+    if plot is not None:
+        plot_pr_curves(metrics, plot)
+    result.update(
+        seconds=round(time.perf_counter() - started, 3), peak_rss_bytes=monitor.peak_rss_bytes, peak_anon_bytes=monitor.peak_anon_bytes
+    )
+    return result
+
+
+def plot_pr_curves(metrics: StreamingMetrics, path: str | os.PathLike[str]) -> None:
+    """Write a PNG of each class's precision-recall curve (atomically)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        msg = "Plotting needs matplotlib: pip install 'extmem[plot]'."
+        raise OptionError(msg) from None
+    figure, axes = plt.subplots(figsize=(6, 5))
+    summary = metrics.result()
+    for name, (precision, recall) in metrics.pr_curves().items():
+        area = summary["per_class"][name].get("pr_auc", summary.get("pr_auc"))
+        axes.step(
+            np.concatenate([[0.0], recall]), np.concatenate([[precision[0]], precision]), where="post", label=f"{name} (AP {area:.3f})"
+        )
+    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall by class")
+    axes.legend(loc="lower left")
+    write_atomically(path, lambda partial: figure.savefig(partial, format="png", dpi=120))
+    plt.close(figure)
