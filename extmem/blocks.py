@@ -108,9 +108,8 @@ def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
 
     Tables and DataFrames are matched to the model's features by column name (absent ones
     are missing, extra ones ignored). Arrays must hold the model's features in its order.
-    Dense input: zeros in count columns become missing (NaN), as when training from parquet.
-    Sparse input is taken as XGBoost reads it (absent entries are missing); explicit zeros
-    in count columns are removed.
+    Arrays are read as values with NaN for missing; sparse matrices the scipy way (absent
+    entries are zeros). Zeros in count columns then become missing, as when training from parquet.
     """
     if type(X).__module__.partition(".")[0] == "pandas":
         X = pa.RecordBatch.from_pandas(X, preserve_index=False)
@@ -121,14 +120,7 @@ def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
         return to_matrix(_named_features(X, layout), layout)
     n_features = len(layout.names)
     if sp.issparse(X):
-        matrix = sp.csr_matrix(X, dtype=np.float32)
-        _check_width(matrix.shape, n_features)
-        dropped = (matrix.data == 0) & layout.sparse_mask[matrix.indices]
-        if dropped.any():
-            matrix = sp.csr_matrix(
-                (matrix.data[~dropped], matrix.indices[~dropped], _kept_indptr(matrix.indptr, dropped)), shape=matrix.shape
-            )
-        return matrix
+        return _sparse_features(sp.csr_matrix(X, dtype=np.float32), layout)
     dense = np.array(X, dtype=np.float32)
     _check_width(dense.shape, n_features)
     counts = dense[:, layout.sparse_mask]
@@ -137,9 +129,26 @@ def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
     return dense
 
 
-def _kept_indptr(indptr: np.ndarray, dropped: np.ndarray) -> np.ndarray:
-    kept_before = np.concatenate([[0], np.cumsum(~dropped)])
-    return kept_before[indptr]
+def _sparse_features(X: sp.csr_matrix, layout: FeatureLayout) -> sp.csr_matrix:
+    """Sparse input read the scipy way (absent entries are zeros) in the model's representation.
+
+    Count columns keep their non-zero entries only; the other columns become explicit, zeros
+    included (they are few), so XGBoost sees zeros there as values, as in training.
+    """
+    _check_width(X.shape, len(layout.names))
+    coo = X.tocoo()
+    counts = layout.sparse_mask[coo.col] & (coo.data != 0)
+    other_columns = np.flatnonzero(~layout.sparse_mask)
+    dense_other = X[:, other_columns].toarray()
+    rows, local_columns = np.nonzero(~np.isnan(dense_other))
+    return sp.csr_matrix(
+        (
+            np.concatenate([coo.data[counts], dense_other[rows, local_columns]]),
+            (np.concatenate([coo.row[counts], rows]), np.concatenate([coo.col[counts], other_columns[local_columns]])),
+        ),
+        shape=X.shape,
+        dtype=np.float32,
+    )
 
 
 def _check_width(shape: tuple[int, ...], n_features: int) -> None:

@@ -92,7 +92,7 @@ class ScoreCounts:
         true_pos, false_pos = curve
         tpr = np.concatenate([[0.0], true_pos / true_pos[-1]])
         fpr = np.concatenate([[0.0], false_pos / false_pos[-1]])
-        return float(np.trapezoid(tpr, fpr))
+        return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2)
 
     def precision_recall(self) -> tuple[np.ndarray, np.ndarray] | None:
         """Precision and recall at each threshold, highest score first."""

@@ -124,3 +124,41 @@ def test_signal_during_training_exits_cleanly(wide_synth: Path, tmp_path: Path, 
     assert "Traceback" not in stderr
     assert cache_dirs(tmp_path) == []
     assert not out.exists()
+
+
+def test_train_predict_evaluate(small_synth: Path, tmp_path: Path) -> None:
+    model, preds, metrics, plot = tmp_path / "model", tmp_path / "preds.parquet", tmp_path / "metrics.json", tmp_path / "pr.png"
+    trained = extmem_cli(
+        "train", str(small_synth), "--out", str(model), "--rounds", "8", "--valid-fraction", "0.2", "--group-by", "gene_id", "--no-progress"
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert re.search(r"valid: mlogloss [\d.]+, merror [\d.]+, macro_f1 [\d.]+, accuracy [\d.]+", trained.stdout)
+    predicted = extmem_cli("predict", str(model), str(small_synth), "--out", str(preds), "--keep", "gene_id", "--no-progress")
+    assert predicted.returncode == 0, predicted.stderr
+    assert "wrote 3,000 rows (gene_id, prob_neither, prob_donor, prob_acceptor, predicted)" in predicted.stdout
+    evaluated = extmem_cli(
+        "evaluate", str(model), str(small_synth), "--out", str(metrics), "--plot", str(plot), "--filter", "chrom == 'chr1'", "--no-progress"
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "confusion matrix (rows: true class, columns: predicted)" in evaluated.stdout
+    assert re.search(r"^donor +[\d.]+ +[\d.]+", evaluated.stdout, re.MULTILINE)
+    result = json.loads(metrics.read_text())
+    assert result["rows"] < 3000 and set(result["per_class"]) == {"neither", "donor", "acceptor"}
+    assert plot.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["predict", "{tmp}/nowhere", "{data}", "--out", "{tmp}/p.parquet"], "No model at"),
+        (["evaluate", "{tmp}/nowhere", "{data}"], "No model at"),
+        (["train", "--resume", "{tmp}"], "No checkpoint to resume"),
+        (["train", "{data}"], "train needs DATA and --out"),
+        (["train", "{data}", "--out", "{tmp}/m", "--group-by", "gene_id"], "'group_by' option needs 'valid_fraction'"),
+    ],
+)
+def test_command_errors_are_one_line(small_synth: Path, tmp_path: Path, args: list[str], match: str) -> None:
+    run = extmem_cli(*(a.format(tmp=tmp_path, data=small_synth) for a in args), "--no-progress")
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert re.search(match, run.stderr.strip().splitlines()[-1]), run.stderr

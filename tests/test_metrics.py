@@ -37,7 +37,9 @@ def test_multiclass_metrics_equal_sklearn_on_concatenated_predictions(weighted: 
     np.testing.assert_allclose(result["confusion_matrix"]["counts"], skm.confusion_matrix(labels, predicted, sample_weight=w), rtol=1e-12)
     for k, name in enumerate(["neither", "donor", "acceptor"]):
         positive = labels == k
-        assert result["per_class"][name]["roc_auc"] == pytest.approx(skm.roc_auc_score(positive, probabilities[:, k], sample_weight=w), rel=1e-9)
+        assert result["per_class"][name]["roc_auc"] == pytest.approx(
+            skm.roc_auc_score(positive, probabilities[:, k], sample_weight=w), rel=1e-9
+        )
         expected_ap = skm.average_precision_score(positive, probabilities[:, k], sample_weight=w)
         assert result["per_class"][name]["pr_auc"] == pytest.approx(expected_ap, rel=1e-9)
         assert result["per_class"][name]["recall"] == pytest.approx(skm.recall_score(positive, predicted == k, sample_weight=w))

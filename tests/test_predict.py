@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import scipy.sparse as sp
+import xgboost as xgb
+from conftest import write_shard
+from sklearn import metrics as skm
+
+import extmem
+from extmem.source import discover_shards
+
+
+@pytest.fixture(scope="module")
+def model_dir(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model")
+    extmem.train(small_synth, out=out, rounds=15, params={"max_depth": 4})
+    return out
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("held_out")
+    extmem.synth(out, extmem.SynthOptions(rows=1200, shards=2, k=4, seq_len=40, row_group_rows=300, seed=21))
+    return out
+
+
+def _read_all(path: Path) -> pa.Table:
+    return pa.concat_tables([pq.read_table(shard) for shard in discover_shards([str(path)])], promote_options="default")
+
+
+def test_predict_writes_probabilities_in_input_order(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds.parquet"
+    report = extmem.predict(model_dir, held_out, out, keep="gene_id,position", batch_rows=256)
+    predictions = pq.read_table(out)
+    truth = _read_all(held_out)
+    assert report["rows"] == predictions.num_rows == truth.num_rows == 1200
+    assert predictions.column_names == ["gene_id", "position", "prob_neither", "prob_donor", "prob_acceptor", "predicted"]
+    assert predictions.column("gene_id").to_pylist() == truth.column("gene_id").to_pylist()
+    assert predictions.column("position").to_pylist() == truth.column("position").to_pylist()
+    probabilities = np.column_stack([predictions.column(f"prob_{c}").to_numpy() for c in ("neither", "donor", "acceptor")])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    classes = np.array(["neither", "donor", "acceptor"])
+    assert predictions.column("predicted").to_pylist() == classes[probabilities.argmax(axis=1)].tolist()
+    # The same rows through XGBoost's own predict on a paged DMatrix (raw values, not quantized to other cuts).
+    booster = xgb.Booster(model_file=str(model_dir / "model.ubj"))
+    reference = booster.predict(extmem.dmatrix(held_out, sparse_pages=True, keep=list(extmem.Model.load(model_dir).layout.names)))
+    np.testing.assert_allclose(probabilities, reference, atol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == ["preds.parquet"]
+
+
+def test_dense_and_sparse_arrays_score_like_parquet(model_dir: Path, held_out: Path) -> None:
+    model = extmem.Model.load(model_dir)
+    streamed = model.predict_proba(held_out)
+    table = _read_all(held_out)
+    # What a user holds in memory: every feature column, absent k-mers as zeros.
+    dense = np.column_stack(
+        [
+            table.column(name).to_numpy(zero_copy_only=False) if name in table.column_names else np.zeros(table.num_rows)
+            for name in model.layout.names
+        ]
+    )
+    dense = np.nan_to_num(dense.astype(np.float64), nan=0.0)
+    np.testing.assert_allclose(model.predict_proba(dense), streamed, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(sp.csr_matrix(dense)), streamed, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba(table), streamed, atol=1e-6)
+    # Scoring the zeros as values (what plain XGBoost does with this array) gives other predictions.
+    naive = model.booster.inplace_predict(dense.astype(np.float32))
+    assert np.abs(naive - streamed).max() > 1e-3
+    assert model.predict(table).tolist() == streamed.argmax(axis=1).tolist()
+
+
+def test_evaluate_equals_sklearn_on_concatenated_predictions(model_dir: Path, held_out: Path) -> None:
+    model = extmem.Model.load(model_dir)
+    result = extmem.evaluate(model_dir, held_out, batch_rows=200)
+    probabilities = model.predict_proba(held_out)
+    labels = np.array([extmem.SPLICE_LABELS[v] for v in _read_all(held_out).column("splice_type").to_pylist()])
+    predicted = probabilities.argmax(axis=1)
+    assert result["rows"] == labels.size
+    assert result["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted))
+    assert result["macro_f1"] == pytest.approx(skm.f1_score(labels, predicted, average="macro"))
+    assert result["mlogloss"] == pytest.approx(skm.log_loss(labels, y_proba=probabilities), rel=1e-5)
+    np.testing.assert_array_equal(result["confusion_matrix"]["counts"], skm.confusion_matrix(labels, predicted))
+    for k, name in enumerate(["neither", "donor", "acceptor"]):
+        assert result["per_class"][name]["roc_auc"] == pytest.approx(skm.roc_auc_score(labels == k, probabilities[:, k]), rel=1e-9)
+        assert result["per_class"][name]["pr_auc"] == pytest.approx(skm.average_precision_score(labels == k, probabilities[:, k]), rel=1e-9)
+
+
+def test_evaluate_writes_pr_curve_plot(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "pr.png"
+    extmem.evaluate(model_dir, held_out, plot=plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_with_filter_keeps_only_matching_rows(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "chr1.parquet"
+    extmem.predict(model_dir, held_out, out, keep=["chrom"], filter="chrom == 'chr1'")
+    chroms = pq.read_table(out).column("chrom").to_pylist()
+    assert chroms and set(chroms) == {"chr1"}
+    assert len(chroms) == _read_all(held_out).column("chrom").to_pylist().count("chr1")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"keep": "no_such_column"}, extmem.SchemaError, "--keep column 'no_such_column'"),
+        ({"keep": "prob_donor"}, extmem.SchemaError, "--keep column 'prob_donor'"),
+        ({"filter": "chrom = 1"}, extmem.FilterError, "filter"),
+    ],
+)
+def test_predict_errors_leave_no_output(
+    model_dir: Path, held_out: Path, tmp_path: Path, kwargs: dict, error: type[Exception], match: str
+) -> None:
+    if kwargs.get("keep") == "prob_donor":
+        write_shard(tmp_path / "data" / "a.parquet", {"4mer_AAAA": [1.0, 0.0], "prob_donor": [0.1, 0.2]})
+        data = tmp_path / "data"
+    else:
+        data = held_out
+    with pytest.raises(error, match=match):
+        extmem.predict(model_dir, data, tmp_path / "out" / "preds.parquet", **kwargs)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_predict_on_unrelated_data_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    write_shard(tmp_path / "other" / "a.parquet", {"height": [1.0, 2.0], "weight": [3.0, 4.0]})
+    with pytest.raises(extmem.SchemaError, match="None of the model's .* feature columns"):
+        extmem.predict(model_dir, tmp_path / "other", tmp_path / "preds.parquet")
+    assert not (tmp_path / "preds.parquet").exists()
+
+
+def test_a_read_error_midway_removes_the_partial_output(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in discover_shards([str(held_out)]):
+        (data / Path(shard).name).write_bytes(Path(shard).read_bytes())
+    (data / "zz_broken.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    with pytest.raises(extmem.ShardReadError, match="zz_broken.parquet"):
+        extmem.predict(model_dir, data, tmp_path / "out" / "preds.parquet")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_models_not_trained_by_extmem_are_refused(tmp_path: Path) -> None:
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(np.eye(4), label=[0, 1, 0, 1]), 2)
+    booster.save_model(tmp_path / "model.ubj")
+    with pytest.raises(extmem.OptionError, match="not trained by extmem"):
+        extmem.Model.load(tmp_path)
+    with pytest.raises(extmem.OptionError, match="No model at"):
+        extmem.Model.load(tmp_path / "missing")
+
+
+def test_array_of_the_wrong_width_is_refused(model_dir: Path) -> None:
+    model = extmem.Model.load(model_dir)
+    with pytest.raises(extmem.SchemaError, match=rf"expects \(rows, {len(model.layout.names)}\)"):
+        model.predict_proba(np.zeros((3, 5)))

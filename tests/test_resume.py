@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from conftest import cache_dirs
+
+import extmem
+
+PARAMS = {"max_depth": 5, "eta": 0.05}
+
+
+@pytest.fixture(scope="module")
+def valid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("valid")
+    extmem.synth(out, extmem.SynthOptions(rows=1000, shards=1, k=4, seq_len=40, seed=11))
+    return out
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "extmem", *args]
+
+
+def test_kill_9_then_resume_reaches_the_uninterrupted_model(small_synth: Path, valid: Path, tmp_path: Path) -> None:
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    cache.mkdir()
+    args = ["train", str(small_synth), "--out", str(out), "--rounds", "400", "--checkpoint-every", "3", "--valid", str(valid)]
+    args += ["--early-stopping", "25", "--param", *(f"{k}={v}" for k, v in PARAMS.items()), "--no-progress", "--cache-dir", str(cache)]
+    process = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.ubj").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (out / "model.ubj").exists(), "the run finished before it could be killed"
+    killed_at = xgb.Booster(model_file=str(out / "checkpoint.ubj")).num_boosted_rounds()
+    assert killed_at % 3 == 0 and killed_at > 0
+    assert cache_dirs(cache), "the killed run leaves its cache; the next start sweeps it"
+
+    resumed = subprocess.run(
+        _cli("train", "--resume", str(out), "--no-progress", "--cache-dir", str(cache)), check=False, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from round {killed_at}" in resumed.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["model.ubj", "report.json"]
+    assert cache_dirs(cache) == []
+
+    full = extmem.train(small_synth, valid=valid, rounds=400, early_stopping_rounds=25, params=PARAMS)
+    report = json.loads((out / "report.json").read_text())
+    assert report["rounds"] == full.report["rounds"] < 400
+    assert report["best_iteration"] == full.report["best_iteration"]
+    assert report["history"] == full.report["history"]
+    model = extmem.Model.load(out)
+    np.testing.assert_array_equal(model.predict_proba(valid), extmem.Model.from_booster(full.booster).predict_proba(valid))
+
+
+def test_a_finished_run_leaves_no_checkpoint(small_synth: Path, tmp_path: Path) -> None:
+    extmem.train(small_synth, out=tmp_path, rounds=6, checkpoint_every=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ubj", "report.json"]
+    with pytest.raises(extmem.OptionError, match="the run finished"):
+        extmem.resume(tmp_path)
+
+
+def test_a_new_run_does_not_overwrite_a_checkpoint(small_synth: Path, tmp_path: Path) -> None:
+    booster = extmem.train(small_synth, rounds=2).booster
+    booster.save_model(tmp_path / "checkpoint.ubj")
+    with pytest.raises(extmem.OptionError, match="unfinished run: continue it with --resume"):
+        extmem.train(small_synth, out=tmp_path, rounds=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.ubj"]
+
+
+def test_checkpoints_need_an_output_folder(small_synth: Path) -> None:
+    with pytest.raises(extmem.OptionError, match="'checkpoint_every' option needs an output folder"):
+        extmem.train(small_synth, rounds=2, checkpoint_every=1)
