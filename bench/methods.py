@@ -31,6 +31,14 @@ def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any
     }
 
 
+def run_extmem_predict(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """extmem's streaming prediction into a parquet file (``options``: ``model`` folder, ``out`` file); ``rounds`` is unused."""
+    import extmem
+
+    report = extmem.predict(options["model"], data, options["out"], keep=["gene_id"])
+    return {"rows": report["rows"], "features": len(extmem.Model.load(options["model"]).layout.names)}
+
+
 def run_inmemory(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
     """What most users do: read every shard, make one dense numpy matrix, QuantileDMatrix, train."""
     import pyarrow as pa
@@ -55,4 +63,8 @@ def run_inmemory(data: str, rounds: int, options: dict[str, Any]) -> dict[str, A
     return {"rows": int(X.shape[0]), "features": len(features), "mlogloss": history["train"]["mlogloss"][-1]}
 
 
-METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {"extmem": run_extmem, "inmemory": run_inmemory}
+METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {
+    "extmem": run_extmem,
+    "extmem-predict": run_extmem_predict,
+    "inmemory": run_inmemory,
+}

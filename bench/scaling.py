@@ -1,14 +1,18 @@
-"""Peak RSS of `extmem train` at 1x and 8x the rows (same shard size): must stay within 15 %.
+"""Peak RSS of `extmem train` (or `extmem predict`) at 1x and 8x the rows (same shard size): must stay within 15 %.
 
-    python -m bench.scaling [--rows-per-shard 10000] [--shards 4] [--k 6] [--rounds 10] [--repeats 3]
+    python -m bench.scaling [--stage train|predict] [--rows-per-shard 10000] [--shards 8] [--k 6] [--rounds 10] [--repeats 3]
 
-Each run is its own subprocess; runs alternate 1x/8x so machine noise hits both alike.
-Writes bench/results/scaling.json and prints a table of medians.
+Each run is its own subprocess; runs alternate 1x/8x so machine noise hits both alike. For
+``--stage predict`` a model is trained once on the 1x data, then each run scores a whole dataset
+into a parquet file. Writes bench/results/scaling[-predict].json and prints a table of medians.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import extmem
 
 from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 
@@ -17,18 +21,29 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows-per-shard", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=8, help="shards at 1x; 8x uses 8 times as many")
+    parser.add_argument("--stage", choices=("train", "predict"), default="train")
     add_common_flags(parser, "scaling.json")
     args = parser.parse_args(argv)
+    if args.stage == "predict" and args.out.name == "scaling.json":
+        args.out = args.out.with_name("scaling-predict.json")
 
     datasets = {}
     for factor in (1, 8):
         shards = args.shards * factor
         folder = args.data_dir / f"scaling-k{args.k}-{args.rows_per_shard}x{shards}"
         datasets[factor] = ensure_dataset(folder, args.rows_per_shard * shards, shards, args.k)
+    method, options = "extmem", {}
+    if args.stage == "predict":
+        model = args.data_dir / f"scaling-model-k{args.k}-{args.rows_per_shard}x{args.shards}-r{args.rounds}"
+        if not (model / "model.ubj").exists():
+            extmem.train(datasets[1], out=model, rounds=args.rounds)
+        method, options = "extmem-predict", {"model": str(model), "out": str(args.out.with_suffix(".parquet"))}
     runs: dict[int, list[dict]] = {1: [], 8: []}
     for _ in range(args.repeats):
         for factor, folder in datasets.items():
-            runs[factor].append(run_method("extmem", folder, args.rounds))
+            runs[factor].append(run_method(method, folder, args.rounds, options))
+    if "out" in options:
+        Path(options["out"]).unlink(missing_ok=True)
     failed = [run for factor_runs in runs.values() for run in factor_runs if run.get("failed")]
     if failed:
         raise SystemExit(f"a run failed: {failed[0]}")
@@ -52,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{s['rows']:>10,.0f} {s['features']:>8,.0f} {mib(s['peak_rss_bytes']):>10} {mib(s['peak_anon_bytes']):>10} {s['seconds']:>8.1f}"
         )
-    print(f"8x/1x peak RSS ratio {ratio_rss:.3f}, peak anon ratio {ratio_anon:.3f} (target <= 1.15)")
+    print(f"extmem {args.stage}: 8x/1x peak RSS ratio {ratio_rss:.3f}, peak anon ratio {ratio_anon:.3f} (target <= 1.15)")
     return payload
 
 

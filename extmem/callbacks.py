@@ -8,14 +8,15 @@ saves and a resumed run reloads; :class:`EarlyStop` decides from that history al
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
 
-from .metrics import confusion_matrix, confusion_scores, task_of
+from .metrics import ScoreCounts, confusion_matrix, confusion_scores, task_of
 from .sink import write_atomically
 
 RUN_ATTRIBUTE = "extmem_run"
@@ -26,26 +27,42 @@ _MAXIMIZED = ("auc", "aucpr", "pre", "map", "ndcg", "macro_f1", "accuracy")
 EvalLog = dict[str, dict[str, list[float]]]
 
 
-def class_metrics(objective: str, n_classes: int) -> Callable[[np.ndarray, xgb.DMatrix], list[tuple[str, float]]] | None:
+def class_metrics(
+    objective: str, classes: Sequence[str], ranked: xgb.DMatrix | None = None
+) -> Callable[[np.ndarray, xgb.DMatrix], list[tuple[str, float]]] | None:
     """An XGBoost ``custom_metric`` adding ``macro_f1`` and ``accuracy`` each round (classifiers only).
 
-    It reads XGBoost's prediction cache, so it costs one pass over the labels, not a prediction.
+    It reads XGBoost's prediction cache, so it costs a pass over the labels, not a prediction.
+    On the ``ranked`` matrix (the validation data) it adds each class's ``roc_auc_<class>`` and
+    ``pr_auc_<class>`` for multi-class models, which costs a sort of its predictions.
     """
     task = task_of(objective)
     if task not in ("multiclass", "binary"):
         return None
+    names = [re.sub(r"\W", "_", name) for name in classes]
 
     def metric(predictions: np.ndarray, matrix: xgb.DMatrix) -> list[tuple[str, float]]:
+        labels, weights = matrix.get_label(), matrix.get_weight()
+        weights = weights if weights.size else np.ones(labels.size)
         if task == "multiclass":
-            predicted = predictions.reshape(-1, n_classes).argmax(axis=1)
+            predictions = predictions.reshape(labels.size, -1)
+            predicted = predictions.argmax(axis=1)
         else:
             predicted = (predictions.reshape(-1) > 0.5).astype(np.int64)
-        weights = matrix.get_weight()
-        confusion = confusion_matrix(matrix.get_label(), predicted, n_classes, weights if weights.size else None)
-        scores = confusion_scores(confusion)
-        return [("macro_f1", scores.macro_f1 or 0.0), ("accuracy", scores.accuracy or 0.0)]
+        scores = confusion_scores(confusion_matrix(labels, predicted, len(names), weights))
+        out = [("macro_f1", scores.macro_f1 or 0.0), ("accuracy", scores.accuracy or 0.0)]
+        if task == "multiclass" and matrix is ranked:
+            for k, name in enumerate(names):
+                counts = ScoreCounts()
+                counts.add(predictions[:, k], labels == k, weights)
+                out += [(f"roc_auc_{name}", _or_nan(counts.roc_auc())), (f"pr_auc_{name}", _or_nan(counts.average_precision()))]
+        return out
 
     return metric
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 class History(xgb.callback.TrainingCallback):

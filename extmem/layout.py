@@ -48,6 +48,10 @@ class FeatureLayout:
             return None
         return [name for name, _ in sorted(self.label_map.items(), key=lambda item: item[1])]
 
+    def class_names(self, num_class: int) -> list[str]:
+        """Class names in class-id order: the label map's, or the ids as text for numeric labels."""
+        return self.classes if self.classes is not None else [str(k) for k in range(max(num_class, 2))]
+
     def to_json(self) -> str:
         """Serialise for storage in a model attribute."""
         return json.dumps(

@@ -79,10 +79,8 @@ class Model:
         """Class names in class-id order (ids as text for numeric labels); None for regression."""
         if self.task == "regression":
             return None
-        if self.layout.classes is not None:
-            return self.layout.classes
         config = json.loads(self.booster.save_config())["learner"]["learner_model_param"]
-        return [str(k) for k in range(max(int(config["num_class"]), 2))]
+        return self.layout.class_names(int(config["num_class"]))
 
     def raw_predict(self, X: Any) -> np.ndarray:
         """``booster.inplace_predict`` on features already in the model's representation."""
@@ -106,7 +104,7 @@ class Model:
 
     def _predict_any(self, X: Any) -> np.ndarray:
         if isinstance(X, (str, os.PathLike, Dataset)):
-            parts = [raw for _, raw in self.iter_predictions(as_dataset(X, None, {}))]
+            parts = [raw for _, raw in self.score(self.source(as_dataset(X, None, {})))]
             return np.concatenate(parts) if parts else np.zeros((0, *self._output_shape()), dtype=np.float32)
         return self.raw_predict(encode(X, self.layout))
 
@@ -117,9 +115,8 @@ class Model:
         """A source reading ``dataset`` with this model's feature columns."""
         return Source(dataset, self.layout, carry)
 
-    def iter_predictions(self, dataset: Dataset, carry: Sequence[str] = ()) -> Iterator[tuple[SourceBatch, np.ndarray]]:
-        """Each batch of ``dataset`` with the model's raw predictions for it, in dataset order."""
-        source = self.source(dataset, carry)
+    def score(self, source: Source) -> Iterator[tuple[SourceBatch, np.ndarray]]:
+        """Each batch of ``source`` with the model's raw predictions for it, in dataset order."""
         for batch in source.batches():
             yield batch, self.raw_predict(to_matrix(batch.features, self.layout))
 
@@ -198,8 +195,7 @@ def predict(
         source = trained.source(dataset, carry)
         schema = _output_schema(trained, source.carried_schema)
         with ParquetSink(out, schema) as sink, ProgressBar(source.schema.rows, "predicting", "rows", progress) as bar:
-            for batch in source.batches():
-                raw = trained.raw_predict(to_matrix(batch.features, trained.layout))
+            for batch, raw in trained.score(source):
                 sink.write(_output_batch(trained, batch, raw, schema))
                 bar.update(batch.features.num_rows)
     return {
@@ -237,9 +233,9 @@ def evaluate(
     with MemoryMonitor() as monitor:
         source = trained.source(dataset)
         with ProgressBar(source.schema.rows, "evaluating", "rows", progress) as bar:
-            for batch in source.batches():
+            for batch, raw in trained.score(source):
                 assert batch.label is not None
-                metrics.update(batch.label, trained.raw_predict(to_matrix(batch.features, trained.layout)), batch.weight)
+                metrics.update(batch.label, raw, batch.weight)
                 bar.update(batch.features.num_rows)
     if metrics.rows == 0:
         msg = f"No rows of {', '.join(dataset.paths)} to evaluate" + (f" match --filter {dataset.filter!r}." if dataset.filter else ".")

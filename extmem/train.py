@@ -272,6 +272,7 @@ def _run(
                 return {"config": saved_config, "history": history.log, "seconds": elapsed + time.perf_counter() - started}
 
             callbacks.append(Checkpoint(out_dir / CHECKPOINT_FILE, config.checkpoint_every, state))
+        classes = train_info.layout.class_names(int(merged.get("num_class", 2)))
         done = start.booster.num_boosted_rounds() if start else 0
         remaining = 0 if early_stop is not None and early_stop.should_stop() else max(config.rounds - done, 0)
         with ProgressBar(config.rounds, "training", "rounds", progress) as bar:
@@ -281,7 +282,7 @@ def _run(
                 dtrain,
                 num_boost_round=remaining,
                 evals=evals,
-                custom_metric=class_metrics(str(merged["objective"]), int(merged.get("num_class", 2))),
+                custom_metric=class_metrics(str(merged["objective"]), classes, evals[-1][0] if len(evals) > 1 else None),
                 verbose_eval=False,
                 callbacks=[*callbacks, RoundProgress(bar)],
                 xgb_model=start.booster if start else None,

@@ -15,6 +15,13 @@ def test_scaling_bench_runs(tmp_path: Path) -> None:
     assert (tmp_path / "scaling.json").exists()
 
 
+def test_prediction_scaling_bench_runs(tmp_path: Path) -> None:
+    args = ["--stage", "predict", "--rows-per-shard", "300", "--shards", "1", "--k", "3", "--rounds", "2", "--repeats", "1"]
+    payload = scaling.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "scaling.json")])
+    assert payload["median"][8]["rows"] == 8 * payload["median"][1]["rows"] == 2400
+    assert not (tmp_path / "scaling.parquet").exists()
+
+
 def test_compare_inmemory_bench_runs(tmp_path: Path) -> None:
     args = ["--rows", "600", "--shards", "2", "--k", "3", "--rounds", "2", "--repeats", "1"]
     payload = compare_inmemory.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "compare.json")])
