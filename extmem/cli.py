@@ -195,7 +195,15 @@ def _summary(report: dict[str, Any], out: str) -> str:
         f"{_memory(report)}; cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed",
     ]
     for data_name, metrics in report["metrics"].items():
-        lines.append(f"{data_name}: " + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+        overall = {name: value for name, value in metrics.items() if not name.startswith(("roc_auc_", "pr_auc_"))}
+        lines.append(f"{data_name}: " + ", ".join(f"{name} {value:.4f}" for name, value in overall.items()))
+        per_class = [
+            f"{name} {metrics[f'roc_auc_{name}']:.4f}/{metrics[f'pr_auc_{name}']:.4f}"
+            for name in report["classes"] or []
+            if f"roc_auc_{name}" in metrics
+        ]
+        if per_class:
+            lines.append(f"{data_name} ROC-AUC/PR-AUC: " + ", ".join(per_class))
     lines.append(f"model: {Path(out) / 'model.ubj'}; report: {Path(out) / 'report.json'}")
     return "\n".join(lines)
 

@@ -68,6 +68,9 @@ def test_dense_and_sparse_arrays_score_like_parquet(model_dir: Path, held_out: P
     np.testing.assert_allclose(model.predict_proba(dense), streamed, atol=1e-6)
     np.testing.assert_allclose(model.predict_proba(sp.csr_matrix(dense)), streamed, atol=1e-6)
     np.testing.assert_allclose(model.predict_proba(table), streamed, atol=1e-6)
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame(dense[:, ::-1], columns=list(model.layout.names)[::-1]).assign(gene_id="g1")
+    np.testing.assert_allclose(model.predict_proba(frame), streamed, atol=1e-6)
     # Scoring the zeros as values (what plain XGBoost does with this array) gives other predictions.
     naive = model.booster.inplace_predict(dense.astype(np.float32))
     assert np.abs(naive - streamed).max() > 1e-3
