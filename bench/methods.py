@@ -31,6 +31,17 @@ def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any
     }
 
 
+def run_extmem_sklearn(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """``extmem.XGBClassifier(...).fit(extmem.Dataset(data))``: the scikit-learn-style drop-in."""
+    import extmem
+    from extmem.schema import discover_shards, union_schema
+
+    clf = extmem.XGBClassifier(n_estimators=rounds, max_depth=6, learning_rate=0.1, eval_metric="mlogloss", random_state=0, **options)
+    clf.fit(extmem.Dataset(data), eval_set=[extmem.Dataset(data)], verbose=False)
+    rows = union_schema(discover_shards([data])).rows
+    return {"rows": rows, "features": clf.n_features_in_, "mlogloss": clf.evals_result()["validation_0"]["mlogloss"][-1]}
+
+
 def run_extmem_predict(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
     """extmem's streaming prediction into a parquet file (``options``: ``model`` folder, ``out`` file); ``rounds`` is unused."""
     import extmem
@@ -66,5 +77,6 @@ def run_inmemory(data: str, rounds: int, options: dict[str, Any]) -> dict[str, A
 METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {
     "extmem": run_extmem,
     "extmem-predict": run_extmem_predict,
+    "extmem-sklearn": run_extmem_sklearn,
     "inmemory": run_inmemory,
 }

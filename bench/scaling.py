@@ -1,6 +1,6 @@
-"""Peak RSS of `extmem train` (or `extmem predict`) at 1x and 8x the rows (same shard size): must stay within 15 %.
+"""Peak RSS of `extmem train` (or `predict`, or `XGBClassifier.fit`) at 1x and 8x the rows (same shard size): within 15 %.
 
-    python -m bench.scaling [--stage train|predict] [--rows-per-shard 10000] [--shards 8] [--k 6] [--rounds 10] [--repeats 3]
+    python -m bench.scaling [--stage train|predict|sklearn] [--rows-per-shard 10000] [--shards 8] [--k 6] [--rounds 10] [--repeats 3]
 
 Each run is its own subprocess; runs alternate 1x/8x so machine noise hits both alike. For
 ``--stage predict`` a model is trained once on the 1x data, then each run scores a whole dataset
@@ -16,28 +16,30 @@ import extmem
 
 from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 
+METHOD_OF_STAGE = {"train": "extmem", "predict": "extmem-predict", "sklearn": "extmem-sklearn"}
+
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows-per-shard", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=8, help="shards at 1x; 8x uses 8 times as many")
-    parser.add_argument("--stage", choices=("train", "predict"), default="train")
+    parser.add_argument("--stage", choices=("train", "predict", "sklearn"), default="train")
     add_common_flags(parser, "scaling.json")
     args = parser.parse_args(argv)
-    if args.stage == "predict" and args.out.name == "scaling.json":
-        args.out = args.out.with_name("scaling-predict.json")
+    if args.stage != "train" and args.out.name == "scaling.json":
+        args.out = args.out.with_name(f"scaling-{args.stage}.json")
 
     datasets = {}
     for factor in (1, 8):
         shards = args.shards * factor
         folder = args.data_dir / f"scaling-k{args.k}-{args.rows_per_shard}x{shards}"
         datasets[factor] = ensure_dataset(folder, args.rows_per_shard * shards, shards, args.k)
-    method, options = "extmem", {}
+    method, options = METHOD_OF_STAGE[args.stage], {}
     if args.stage == "predict":
         model = args.data_dir / f"scaling-model-k{args.k}-{args.rows_per_shard}x{args.shards}-r{args.rounds}"
         if not (model / "model.ubj").exists():
             extmem.train(datasets[1], out=model, rounds=args.rounds)
-        method, options = "extmem-predict", {"model": str(model), "out": str(args.out.with_suffix(".parquet"))}
+        options = {"model": str(model), "out": str(args.out.with_suffix(".parquet"))}
     runs: dict[int, list[dict]] = {1: [], 8: []}
     for _ in range(args.repeats):
         for factor, folder in datasets.items():

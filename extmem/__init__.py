@@ -3,6 +3,7 @@
 from ._version import __version__
 from .dataset import SPLICE_LABELS, Dataset, Holdout
 from .errors import ExtmemError, FilterError, InputPathError, LabelError, NoRowsError, OptionError, SchemaError, ShardReadError
+from .estimators import XGBClassifier, XGBRegressor
 from .layout import FeatureLayout
 from .matrix import dmatrix, matrix_info
 from .metrics import StreamingMetrics
@@ -27,6 +28,8 @@ __all__ = [
     "StreamingMetrics",
     "SynthOptions",
     "TrainResult",
+    "XGBClassifier",
+    "XGBRegressor",
     "__version__",
     "dmatrix",
     "evaluate",

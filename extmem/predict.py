@@ -35,10 +35,14 @@ MODEL_FILE = "model.ubj"
 
 @dataclass(frozen=True)
 class Model:
-    """A booster with the feature layout it was trained on; scores parquet datasets or in-memory arrays."""
+    """A booster with the feature layout it was trained on; scores parquet datasets or in-memory arrays.
+
+    ``iteration_range`` selects trees as in ``Booster.predict`` (default: all).
+    """
 
     booster: xgb.Booster
     layout: FeatureLayout
+    iteration_range: tuple[int, int] = (0, 0)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Model:
@@ -84,7 +88,7 @@ class Model:
 
     def raw_predict(self, X: Any) -> np.ndarray:
         """``booster.inplace_predict`` on features already in the model's representation."""
-        return self.booster.inplace_predict(X, missing=np.nan)
+        return self.booster.inplace_predict(X, missing=np.nan, iteration_range=self.iteration_range)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (rows, classes); ``X`` is a dataset path/:class:`Dataset` (streamed) or in-memory features."""

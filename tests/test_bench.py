@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import compare_inmemory, scaling
 
 
@@ -15,8 +17,9 @@ def test_scaling_bench_runs(tmp_path: Path) -> None:
     assert (tmp_path / "scaling.json").exists()
 
 
-def test_prediction_scaling_bench_runs(tmp_path: Path) -> None:
-    args = ["--stage", "predict", "--rows-per-shard", "300", "--shards", "1", "--k", "3", "--rounds", "2", "--repeats", "1"]
+@pytest.mark.parametrize("stage", ["predict", "sklearn"])
+def test_other_stages_scaling_bench_runs(tmp_path: Path, stage: str) -> None:
+    args = ["--stage", stage, "--rows-per-shard", "300", "--shards", "1", "--k", "3", "--rounds", "2", "--repeats", "1"]
     payload = scaling.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "scaling.json")])
     assert payload["median"][8]["rows"] == 8 * payload["median"][1]["rows"] == 2400
     assert not (tmp_path / "scaling.parquet").exists()

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import xgboost as xgb
+from conftest import cache_dirs, write_shard
+from sklearn.base import clone
+from sklearn.model_selection import ParameterGrid
+
+import extmem
+from extmem.blocks import concat_blocks, to_block
+from extmem.layout import FeatureLayout
+from extmem.source import Source
+
+
+@pytest.fixture(scope="module")
+def valid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("valid")
+    extmem.synth(out, extmem.SynthOptions(rows=1000, shards=2, k=4, seq_len=40, row_group_rows=250, seed=11))
+    return out
+
+
+def _in_memory(path: Path, layout: FeatureLayout | None = None) -> tuple[sp.csr_matrix, np.ndarray, FeatureLayout]:
+    """The whole dataset as one CSR matrix built by extmem's blocks stage (what extmem streams)."""
+    source = Source(extmem.Dataset(path), layout)
+    block = concat_blocks([to_block(batch, source.layout) for batch in source.batches()])
+    assert block.label is not None
+    return block.X, block.label, source.layout
+
+
+def typical_training_script(estimator: type, X_train: Any, y_train: Any, X_valid: Any, y_valid: Any) -> Any:
+    """A training script as found in the wild; only the data arguments differ between the two runs."""
+    clf = estimator(
+        n_estimators=60,
+        max_depth=4,
+        learning_rate=0.2,
+        subsample=1.0,
+        early_stopping_rounds=5,
+        eval_metric="mlogloss",
+        random_state=0,
+    )
+    clf.fit(X_train, y_train, eval_set=[(X_valid, y_valid)], verbose=False)
+    return clf
+
+
+def test_classifier_fitted_on_datasets_equals_the_in_memory_fit(small_synth: Path, valid: Path) -> None:
+    X_train, y_train, layout = _in_memory(small_synth)
+    X_valid, y_valid, _ = _in_memory(valid, layout)
+    in_memory = typical_training_script(xgb.XGBClassifier, X_train, y_train, X_valid, y_valid)
+    streamed = typical_training_script(extmem.XGBClassifier, extmem.Dataset(small_synth), None, extmem.Dataset(valid), None)
+    assert streamed.best_iteration == in_memory.best_iteration < 59
+    np.testing.assert_allclose(
+        streamed.evals_result()["validation_0"]["mlogloss"], in_memory.evals_result()["validation_0"]["mlogloss"], rtol=1e-6
+    )
+    expected = in_memory.predict_proba(X_valid)
+    np.testing.assert_allclose(streamed.predict_proba(extmem.Dataset(valid)), expected, atol=1e-5)
+    np.testing.assert_allclose(streamed.predict_proba(X_valid), expected, atol=1e-5)
+    assert streamed.predict(extmem.Dataset(valid)).tolist() == in_memory.predict(X_valid).tolist()
+    np.testing.assert_allclose(streamed.feature_importances_, in_memory.feature_importances_, rtol=1e-5)
+    assert streamed.score(valid) == pytest.approx(in_memory.score(X_valid, y_valid))
+    assert list(streamed.feature_names_in_) == list(layout.names)
+
+
+def test_dense_arrays_are_scored_with_the_training_representation(small_synth: Path, valid: Path) -> None:
+    clf = extmem.XGBClassifier(n_estimators=10, max_depth=3).fit(small_synth)
+    X_valid, _, _ = _in_memory(valid, clf.layout)
+    dense = X_valid.toarray()  # absent k-mers become literal zeros, as in a user's dense frame
+    np.testing.assert_allclose(clf.predict_proba(dense), clf.predict_proba(valid), atol=1e-6)
+
+
+def test_estimator_works_with_sklearn_tooling(small_synth: Path, valid: Path, tmp_path: Path) -> None:
+    base = extmem.XGBClassifier(n_estimators=8, cache_dir=tmp_path, page_rows=1000)
+    assert clone(base).get_params() == base.get_params()
+    assert "page_rows" not in base.get_xgb_params()
+    scores = {}
+    for params in ParameterGrid({"max_depth": [2, 4], "learning_rate": [0.3]}):
+        candidate = clone(base).set_params(**params).fit(extmem.Dataset(small_synth))
+        scores[params["max_depth"]] = candidate.score(valid)
+    assert all(0.9 < score <= 1.0 for score in scores.values())
+    assert cache_dirs(tmp_path) == []
+
+
+def test_saved_model_keeps_its_layout(small_synth: Path, valid: Path, tmp_path: Path) -> None:
+    clf = extmem.XGBClassifier(n_estimators=5).fit(small_synth)
+    clf.save_model(tmp_path / "clf.ubj")
+    loaded = extmem.XGBClassifier()
+    loaded.load_model(tmp_path / "clf.ubj")
+    np.testing.assert_array_equal(loaded.predict_proba(valid), clf.predict_proba(valid))
+    np.testing.assert_array_equal(extmem.Model.load(tmp_path / "clf.ubj").predict_proba(valid), clf.predict_proba(valid))
+
+
+def test_regressor_on_a_numeric_label(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=2000)
+    write_shard(tmp_path / "data" / "a.parquet", {"x": x, "noise": rng.normal(size=2000), "y": 3 * x + rng.normal(scale=0.1, size=2000)})
+    reg = extmem.XGBRegressor(n_estimators=30).fit(extmem.Dataset(tmp_path / "data", label="y"))
+    assert reg.score(extmem.Dataset(tmp_path / "data", label="y")) > 0.95
+    assert reg.predict(extmem.Dataset(tmp_path / "data", label=None)).shape == (2000,)
+    assert not hasattr(reg, "predict_proba")
+
+
+def test_array_fit_behaves_like_xgboost(small_synth: Path) -> None:
+    X, y, _ = _in_memory(small_synth)
+    clf = extmem.XGBClassifier(n_estimators=3).fit(X, y)
+    assert clf.layout is None
+    np.testing.assert_array_equal(clf.predict_proba(X), xgb.XGBClassifier(n_estimators=3).fit(X, y).predict_proba(X))
+    with pytest.raises(extmem.OptionError, match="fitted on arrays"):
+        clf.predict(small_synth)
+
+
+def test_labels_with_a_dataset_are_refused(small_synth: Path) -> None:
+    with pytest.raises(extmem.OptionError, match="pass y=None"):
+        extmem.XGBClassifier().fit(small_synth, np.zeros(3000))
