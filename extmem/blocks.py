@@ -12,7 +12,8 @@ import scipy.sparse as sp
 
 from .errors import SchemaError
 from .layout import FeatureLayout
-from .source import SourceBatch, project_features
+from .packed import PackedRows
+from .source import FeatureColumns, SourceBatch, wide_features
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,24 @@ def _column_values(column: pa.Array) -> np.ndarray:
     return column.cast(pa.float32(), safe=False).fill_null(np.float32("nan")).to_numpy(zero_copy_only=False)
 
 
-def to_csr(features: pa.RecordBatch, layout: FeatureLayout) -> sp.csr_matrix:
-    """Convert float32 feature columns to CSR.
+def to_csr(features: FeatureColumns, layout: FeatureLayout) -> sp.csr_matrix:
+    """Convert a batch's feature values to float32 CSR in layout column order.
 
     Count columns (``layout.zero_is_missing``) store only non-zero, non-null entries;
     other columns store every non-null value, zeros included, so XGBoost keeps them.
-    Built column by column as CSC (no dense temporary), then converted once to CSR.
+    Wide columns are built column by column as CSC (no dense temporary) and converted once
+    to CSR; packed entries, already CSR, are merged in row by row.
     """
-    rows, n_columns = features.num_rows, features.num_columns
+    rows, n_columns = features.rows, len(layout.names)
+    sparse_mask = layout.sparse_mask
     row_indices: list[np.ndarray] = []
     values: list[np.ndarray] = []
     counts = np.zeros(n_columns, dtype=np.int64)
-    for j, (column, sparse) in enumerate(zip(features.columns, layout.zero_is_missing)):
+    for column, position in zip(features.wide.columns, features.positions):
         if column.null_count == rows:
             continue
         data = _column_values(column)
-        if sparse:
+        if sparse_mask[position]:
             kept = np.flatnonzero(data)
             if column.null_count:
                 kept = kept[~np.isnan(data[kept])]
@@ -68,11 +71,11 @@ def to_csr(features: pa.RecordBatch, layout: FeatureLayout) -> sp.csr_matrix:
         if kept is None:
             row_indices.append(np.arange(rows, dtype=np.int32))
             values.append(data)
-            counts[j] = rows
+            counts[position] = rows
         else:
             row_indices.append(kept.astype(np.int32, copy=False))
             values.append(data[kept])
-            counts[j] = kept.size
+            counts[position] = kept.size
     indptr = np.zeros(n_columns + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     if row_indices:
@@ -81,21 +84,46 @@ def to_csr(features: pa.RecordBatch, layout: FeatureLayout) -> sp.csr_matrix:
     else:
         indices = np.zeros(0, dtype=np.int32)
         data = np.zeros(0, dtype=np.float32)
-    csc = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns))
-    return csc.tocsr()
+    wide = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns)).tocsr()
+    if features.packed is None or features.packed.values.size == 0:
+        return wide
+    return _merge_rows(wide, features.packed)
 
 
-def to_dense(features: pa.RecordBatch) -> np.ndarray:
-    """Convert float32 feature columns to a C-ordered float32 matrix, nulls as NaN."""
-    out = np.empty((features.num_rows, features.num_columns), dtype=np.float32)
-    for j, column in enumerate(features.columns):
-        out[:, j] = _column_values(column)
+def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:
+    """Row-wise union of a CSR matrix and packed entries of other columns, with sorted indices."""
+    wide_counts = np.diff(wide.indptr)
+    packed_counts = np.diff(packed.offsets)
+    indptr = np.zeros(wide.shape[0] + 1, dtype=np.int64)
+    np.cumsum(wide_counts + packed_counts, out=indptr[1:])
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    data = np.empty(indptr[-1], dtype=np.float32)
+    wide_rows = np.repeat(np.arange(wide.shape[0]), wide_counts)
+    wide_slots = indptr[wide_rows] + np.arange(wide.nnz) - wide.indptr[wide_rows]
+    packed_rows = np.repeat(np.arange(wide.shape[0]), packed_counts)
+    packed_slots = indptr[packed_rows] + wide_counts[packed_rows] + np.arange(packed.values.size) - packed.offsets[packed_rows]
+    indices[wide_slots], data[wide_slots] = wide.indices, wide.data
+    indices[packed_slots], data[packed_slots] = packed.positions, packed.values
+    merged = sp.csr_matrix((data, indices, indptr), shape=wide.shape)
+    merged.has_sorted_indices = False
+    merged.sort_indices()
+    return merged
+
+
+def to_dense(features: FeatureColumns, n_features: int) -> np.ndarray:
+    """Convert a batch's feature values to a C-ordered float32 matrix, missing values as NaN."""
+    out = np.full((features.rows, n_features), np.nan, dtype=np.float32)
+    for column, position in zip(features.wide.columns, features.positions):
+        out[:, position] = _column_values(column)
+    if features.packed is not None:
+        rows = np.repeat(np.arange(features.rows), np.diff(features.packed.offsets))
+        out[rows, features.packed.positions] = features.packed.values
     return out
 
 
-def to_matrix(features: pa.RecordBatch, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
-    """Feature columns in layout order as CSR if any column is a count column, dense otherwise."""
-    return to_csr(features, layout) if any(layout.zero_is_missing) else to_dense(features)
+def to_matrix(features: FeatureColumns, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
+    """Feature values in layout order as CSR if any column is a count column, dense otherwise."""
+    return to_csr(features, layout) if any(layout.zero_is_missing) else to_dense(features, len(layout.names))
 
 
 def to_block(batch: SourceBatch, layout: FeatureLayout) -> Block:
@@ -160,7 +188,7 @@ def _check_width(shape: tuple[int, ...], n_features: int) -> None:
         raise SchemaError(msg)
 
 
-def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> pa.RecordBatch:
+def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> FeatureColumns:
     present = [name for name in layout.names if batch.schema.get_field_index(name) >= 0]
     if not present:
         msg = f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in the input's columns."
@@ -170,7 +198,8 @@ def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> pa.RecordBa
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
             msg = f"The input column {name!r} has type {kind}; the model uses it as a numeric feature."
             raise SchemaError(msg)
-    return project_features(batch, layout.names)
+    positions = {name: i for i, name in enumerate(layout.names)}
+    return wide_features(batch, present, np.array([positions[name] for name in present], dtype=np.int64))
 
 
 def concat_blocks(blocks: list[Block]) -> Block:

@@ -49,11 +49,11 @@ def _owner_alive(directory: Path) -> bool:
         return False
 
 
-def sweep_stale(root: str | os.PathLike[str]) -> list[Path]:
-    """Remove cache directories under ``root`` whose owning process has exited."""
+def sweep_stale(root: str | os.PathLike[str], prefix: str = PREFIX) -> list[Path]:
+    """Remove directories named ``prefix*`` under ``root`` whose owning process has exited."""
     removed: list[Path] = []
     try:
-        entries = list(Path(root).glob(PREFIX + "*"))
+        entries = list(Path(root).glob(prefix + "*"))
     except OSError:
         return removed
     for entry in entries:
@@ -64,18 +64,18 @@ def sweep_stale(root: str | os.PathLike[str]) -> list[Path]:
 
 
 class CacheDir:
-    """A private directory for one DMatrix's cache files; a context manager.
+    """A private directory for one DMatrix's cache files (or one output being written); a context manager.
 
     ``root`` defaults to the system temporary directory (never the working directory).
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, prefix: str = PREFIX) -> None:
         root_path = Path(root) if root is not None else Path(tempfile.gettempdir())
         if not root_path.is_dir():
             msg = f"The --cache-dir {str(root_path)!r} is not an existing folder."
             raise OptionError(msg)
-        sweep_stale(root_path)
-        self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root_path))
+        sweep_stale(root_path, prefix)
+        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=root_path))
         _LIVE.add(self.path)
         marker = {"pid": os.getpid(), "started": _process_started(os.getpid())}
         (self.path / MARKER).write_text(json.dumps(marker))
@@ -94,6 +94,12 @@ class CacheDir:
             except FileNotFoundError:
                 continue
         return total
+
+    def publish(self, target: Path) -> None:
+        """Rename the directory, without its owner marker, to ``target`` (absent or an empty folder)."""
+        (self.path / MARKER).unlink()
+        os.replace(self.path, target)
+        _LIVE.discard(self.path)
 
     def cleanup(self) -> None:
         """Delete the directory and everything in it (idempotent)."""

@@ -28,6 +28,7 @@ from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
 from .errors import NoRowsError
 from .source import RowGroupRef, Source, SourceCounters
+from .spool import PageSpool
 
 DEFAULT_SKETCH_ROWS = 32768
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -80,6 +81,7 @@ class IterStats:
     pages: int = 0
     read: SourceCounters = field(default_factory=SourceCounters)
     cuts_from_rows: int | None = None
+    spooled_bytes: int = 0
 
 
 class ParquetIter(xgb.DataIter):
@@ -94,6 +96,7 @@ class ParquetIter(xgb.DataIter):
         page_rows: int = DEFAULT_PAGE_ROWS,
         row_groups: list[RowGroupRef] | None = None,
         on_rows: Callable[[int], None] | None = None,
+        spool: PageSpool | None = None,
     ) -> None:
         self.source = source
         self.page_rows = page_rows
@@ -101,8 +104,16 @@ class ParquetIter(xgb.DataIter):
         self._latch = latch
         self._row_groups = row_groups
         self._on_rows = on_rows
+        self._spool = spool
         self._pages: Iterator[Block] | None = None
         super().__init__(cache_prefix=cache_prefix, release_data=True)
+
+    def _pass(self) -> Iterator[Block]:
+        """The pages of one pass: replayed from the spool once it is complete, else read (and spooled)."""
+        if self._spool is not None and self._spool.complete:
+            return self._spool.replay(len(self.source.layout.names))
+        read = pages(self.source.batches(self._row_groups), self.source.layout, self.page_rows)
+        return self._spool.record(read) if self._spool is not None else read
 
     def reset(self) -> None:
         self._pages = None
@@ -112,7 +123,7 @@ class ParquetIter(xgb.DataIter):
             raise _Interrupted
         if self._pages is None:
             self.stats.passes += 1
-            self._pages = pages(self.source.batches(self._row_groups), self.source.layout, self.page_rows)
+            self._pages = self._pass()
         page = next(self._pages, None)
         first_pass = self.stats.passes == 1
         if page is None:
@@ -161,7 +172,7 @@ class CachedPagedDMatrix(_CacheOwner, xgb.DMatrix):
 
 
 def _sampled_cuts(
-    source: Source, cache: CacheDir, latch: _SignalLatch, sketch_rows: int, seed: int, max_bin: int | None, page_rows: int
+    source: Source, cache: CacheDir, latch: _SignalLatch, sketch_rows: int, seed: int, max_bin: int | None, page_rows: int, use_spool: bool
 ) -> tuple[xgb.DMatrix | None, int]:
     """A matrix over sampled row groups whose cuts the full build reuses, or None for small data.
 
@@ -174,11 +185,15 @@ def _sampled_cuts(
     if expected_rows <= sketch_rows:
         return None, 0
     sample = source.sample_row_groups(sketch_rows, seed)
-    iterator = ParquetIter(source, latch, cache_prefix=str(cache.path / "cuts"), page_rows=page_rows, row_groups=sample)
+    spool = PageSpool(cache.path / "cuts-spool") if use_spool else None
+    iterator = ParquetIter(source, latch, cache_prefix=str(cache.path / "cuts"), page_rows=page_rows, row_groups=sample, spool=spool)
     try:
         reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin)
     except NoRowsError:  # the filter left nothing in the sample: sketch every row instead
         return None, 0
+    finally:
+        if spool is not None:
+            spool.clear()
     return reference, iterator.stats.rows
 
 
@@ -193,16 +208,21 @@ def build_dmatrix(
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
     seed: int = 0,
     on_rows: Callable[[int], None] | None = None,
+    spool: bool | None = None,
 ) -> tuple[xgb.DMatrix, IterStats]:
     """Build an external-memory DMatrix from ``source`` with its pages under ``cache``.
 
     ``ExtMemQuantileDMatrix`` (for ``hist``) by default, with cuts from ``ref`` if given,
     else from at most ``sketch_rows`` sampled rows; with ``sparse_pages`` a paged ``DMatrix``
-    (for ``approx``). The matrix owns ``cache``: freeing it deletes the folder. On error or
+    (for ``approx``). ``spool`` saves the first pass's pages for the later passes (default:
+    when some shard is wide, whose decoding is slow); the spool is deleted once the matrix
+    is built. The matrix owns ``cache``: freeing it deletes the folder. On error or
     interruption the cache is deleted at once.
     """
     latch = _SignalLatch()
-    iterator = ParquetIter(source, latch, cache_prefix=cache.prefix, page_rows=page_rows, on_rows=on_rows)
+    use_spool = source.has_wide_shards if spool is None else spool
+    page_spool = PageSpool(cache.path / "spool") if use_spool else None
+    iterator = ParquetIter(source, latch, cache_prefix=cache.prefix, page_rows=page_rows, on_rows=on_rows, spool=page_spool)
     matrix: xgb.DMatrix | None = None
     try:
         with latch.deferring():
@@ -212,7 +232,7 @@ def build_dmatrix(
                 else:
                     own_cuts = ref is None
                     if own_cuts:
-                        ref, sample_rows = _sampled_cuts(source, cache, latch, sketch_rows, seed, max_bin, page_rows)
+                        ref, sample_rows = _sampled_cuts(source, cache, latch, sketch_rows, seed, max_bin, page_rows, use_spool)
                     matrix = CachedQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin, ref=ref)
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
@@ -223,5 +243,9 @@ def build_dmatrix(
     except BaseException:
         cache.cleanup()
         raise
+    finally:
+        if page_spool is not None:
+            iterator.stats.spooled_bytes = page_spool.bytes
+            page_spool.clear()
     assert matrix is not None
     return matrix, iterator.stats

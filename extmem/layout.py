@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,11 +30,17 @@ class FeatureLayout:
 
     @classmethod
     def from_names(
-        cls, names: Sequence[str], zero_is_missing_pattern: str, label: str | None = None, label_map: Mapping[str, int] | None = None
+        cls,
+        names: Sequence[str],
+        zero_is_missing_pattern: str,
+        label: str | None = None,
+        label_map: Mapping[str, int] | None = None,
+        always_sparse: Collection[str] = (),
     ) -> FeatureLayout:
-        """Mark the columns that match ``zero_is_missing_pattern`` as sparse counts."""
+        """Mark the columns that match ``zero_is_missing_pattern`` (or are in ``always_sparse``) as sparse counts."""
         pattern = re.compile(zero_is_missing_pattern)
-        return cls(tuple(names), tuple(bool(pattern.search(name)) for name in names), label, label_map)
+        sparse = tuple(name in always_sparse or bool(pattern.search(name)) for name in names)
+        return cls(tuple(names), sparse, label, label_map)
 
     @property
     def sparse_mask(self) -> np.ndarray:

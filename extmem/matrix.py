@@ -60,6 +60,7 @@ def open_matrix(
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
     seed: int = 0,
     on_rows: Callable[[int], None] | None = None,
+    spool: bool | None = None,
 ) -> tuple[xgb.DMatrix, MatrixInfo]:
     """Read ``dataset`` (with ``layout``, or the layout of ``ref``) into a DMatrix cached in ``cache``.
 
@@ -83,6 +84,7 @@ def open_matrix(
             sketch_rows=sketch_rows,
             seed=seed,
             on_rows=on_rows,
+            spool=spool,
         )
     except BaseException:
         cache.cleanup()
@@ -103,6 +105,7 @@ def dmatrix(
     sparse_pages: bool = False,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
     seed: int = 0,
+    spool: bool | None = None,
     **options: Any,
 ) -> xgb.DMatrix:
     """An external-memory DMatrix for a parquet dataset, for use in existing XGBoost code.
@@ -116,10 +119,20 @@ def dmatrix(
     then used. ``options`` are :class:`Dataset` fields (``keep``, ``drop``, ``filter``, ``max_rows``,
     ``batch_rows``, ``label_map``...). The cache files live in a private folder under
     ``cache_dir`` (default: the system temp folder), removed when the DMatrix is freed.
+    ``spool`` keeps the first pass's pages for XGBoost's later passes instead of decoding
+    the parquet again (default: on when some shard is wide, off for packed datasets).
     """
     dataset = as_dataset(data, label, options)
     cache = CacheDir(cache_dir)
     matrix, _ = open_matrix(
-        dataset, cache, ref=ref, page_rows=page_rows, max_bin=max_bin, sparse_pages=sparse_pages, sketch_rows=sketch_rows, seed=seed
+        dataset,
+        cache,
+        ref=ref,
+        page_rows=page_rows,
+        max_bin=max_bin,
+        sparse_pages=sparse_pages,
+        sketch_rows=sketch_rows,
+        seed=seed,
+        spool=spool,
     )
     return matrix

@@ -201,7 +201,7 @@ def predict(
         with ParquetSink(out, schema) as sink, ProgressBar(source.schema.rows, "predicting", "rows", progress) as bar:
             for batch, raw in trained.score(source):
                 sink.write(_output_batch(trained, batch, raw, schema))
-                bar.update(batch.features.num_rows)
+                bar.update(batch.features.rows)
     return {
         "rows": sink.rows,
         "out": os.fspath(out),
@@ -240,7 +240,7 @@ def evaluate(
             for batch, raw in trained.score(source):
                 assert batch.label is not None
                 metrics.update(batch.label, raw, batch.weight)
-                bar.update(batch.features.num_rows)
+                bar.update(batch.features.rows)
     if metrics.rows == 0:
         msg = f"No rows of {', '.join(dataset.paths)} to evaluate" + (f" match --filter {dataset.filter!r}." if dataset.filter else ".")
         raise SchemaError(msg)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputPathError, SchemaError, ShardReadError
 from .memory import release_freed_memory
+from .packed import PackedBlock
 
 NUMERIC = "numeric"
 STRING = "string"
@@ -71,6 +72,8 @@ class Column:
     arrow_type: pa.DataType
     first_shard: str
     shards_mask: int
+    packed: bool = False
+    """True when some shard stores the column in its packed block (then zeros are missing everywhere)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class UnionSchema:
     shards: tuple[str, ...]
     columns: dict[str, Column]
     shard_row_groups: dict[str, tuple[int, ...]]
+    packed_blocks: dict[str, PackedBlock]
+    """The packed block of each packed shard (absent for wide shards)."""
 
     @property
     def shard_rows(self) -> tuple[int, ...]:
@@ -97,16 +102,27 @@ class UnionSchema:
         return [shard for index, shard in enumerate(self.shards) if not mask >> index & 1]
 
 
-def _read_schema(shard: str) -> tuple[pa.Schema, tuple[int, ...]]:
+def _read_schema(shard: str) -> tuple[list[pa.Field], tuple[int, ...], PackedBlock | None]:
+    """The shard's columns as extmem sees them (a packed block as float32 columns), row group sizes, packed block."""
     try:
         metadata = pq.read_metadata(shard)
-        return metadata.schema.to_arrow_schema(), tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+        schema = metadata.schema.to_arrow_schema()
+        row_groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
     except (pa.ArrowException, OSError) as exc:
         msg = f"Cannot read the parquet shard {shard!r}: {exc}"
         raise ShardReadError(msg) from None
+    block = PackedBlock.from_metadata(metadata.metadata, shard)
+    if block is None:
+        return list(schema), row_groups, None
+    for name in (block.indices, block.values):
+        if schema.get_field_index(name) < 0 or not pa.types.is_list(schema.field(name).type):
+            msg = f"The packed shard {shard!r} lacks its list column {name!r}."
+            raise SchemaError(msg)
+    fields = [f for f in schema if f.name not in (block.indices, block.values)]
+    return fields + [pa.field(name, pa.float32()) for name in block.columns], row_groups, block
 
 
-def _unify(column: Column, arrow_type: pa.DataType, shard: str, shard_bit: int) -> Column:
+def _unify(column: Column, arrow_type: pa.DataType, shard: str, shard_bit: int, packed: bool) -> Column:
     kind = type_kind(arrow_type)
     if kind != column.kind or (kind == OTHER and arrow_type != column.arrow_type):
         msg = (
@@ -119,29 +135,34 @@ def _unify(column: Column, arrow_type: pa.DataType, shard: str, shard_bit: int) 
         unified = pa.float64()
     elif kind == STRING:
         unified = pa.large_string()
-    return Column(column.name, kind, unified, column.first_shard, column.shards_mask | shard_bit)
+    return Column(column.name, kind, unified, column.first_shard, column.shards_mask | shard_bit, column.packed or packed)
 
 
 def union_schema(shards: list[str]) -> UnionSchema:
     """Read every shard's footer and merge the schemas; numeric types promote to float64."""
     columns: dict[str, Column] = {}
     shard_row_groups: dict[str, tuple[int, ...]] = {}
+    packed_blocks: dict[str, PackedBlock] = {}
     for index, shard in enumerate(shards):
         shard_bit = 1 << index
-        schema, row_groups = _read_schema(shard)
-        names = schema.names
+        fields, row_groups, block = _read_schema(shard)
+        names = [f.name for f in fields]
         if len(set(names)) != len(names):
             duplicate = next(n for n in names if names.count(n) > 1)
             msg = f"The shard {shard!r} has the column {duplicate!r} more than once."
             raise SchemaError(msg)
         shard_row_groups[shard] = row_groups
-        for arrow_field in schema:
+        if block is not None:
+            packed_blocks[shard] = block
+        packed_names = set(block.columns) if block is not None else set()
+        for arrow_field in fields:
+            packed = arrow_field.name in packed_names
             existing = columns.get(arrow_field.name)
             if existing is None:
                 kind = type_kind(arrow_field.type)
                 arrow_type = pa.large_string() if kind == STRING else arrow_field.type
-                columns[arrow_field.name] = Column(arrow_field.name, kind, arrow_type, shard, shard_bit)
+                columns[arrow_field.name] = Column(arrow_field.name, kind, arrow_type, shard, shard_bit, packed)
             else:
-                columns[arrow_field.name] = _unify(existing, arrow_field.type, shard, shard_bit)
+                columns[arrow_field.name] = _unify(existing, arrow_field.type, shard, shard_bit, packed)
         release_freed_memory()
-    return UnionSchema(tuple(shards), columns, shard_row_groups)
+    return UnionSchema(tuple(shards), columns, shard_row_groups, packed_blocks)

@@ -6,7 +6,7 @@ import fnmatch
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ from .errors import LabelError, SchemaError, ShardReadError
 from .filters import RowFilter, parse_filter
 from .layout import FeatureLayout
 from .memory import release_freed_memory
+from .packed import PackedBlock, PackedRows, unpack
 from .schema import NUMERIC, STRING, UnionSchema, discover_shards, union_schema
 from .split import holdout_mask
 
@@ -30,10 +31,47 @@ _LOCAL = pafs.LocalFileSystem()
 
 
 @dataclass(frozen=True)
-class SourceBatch:
-    """Feature columns in layout order, labels as class ids / floats, and where they came from."""
+class FeatureColumns:
+    """One batch's feature values: the wide feature columns it holds, and its packed entries.
 
-    features: pa.RecordBatch
+    ``positions[j]`` is the layout position of ``wide.column(j)``, in increasing order;
+    layout columns in neither part are missing for every row of the batch.
+    """
+
+    rows: int
+    wide: pa.RecordBatch
+    positions: np.ndarray
+    packed: PackedRows | None = None
+
+
+def wide_features(batch: pa.RecordBatch, names: Sequence[str], positions: np.ndarray) -> FeatureColumns:
+    """Columns ``names`` of ``batch`` (non int/float types cast to float32) at layout ``positions``."""
+    index = {name: i for i, name in enumerate(batch.schema.names)}
+    arrays = []
+    for name in names:
+        column = batch.column(index[name])
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
+            column = column.cast(pa.float32(), safe=False)
+        arrays.append(column)
+    return FeatureColumns(batch.num_rows, pa.RecordBatch.from_arrays(arrays, names=list(names)), positions)
+
+
+@dataclass(frozen=True)
+class _ShardPlan:
+    """What to read from one shard: its wide feature columns, its packed block's mapping, other columns."""
+
+    wide_names: list[str]
+    wide_positions: np.ndarray
+    block: PackedBlock | None
+    block_positions: np.ndarray | None
+    columns: list[str]
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """Feature values, labels as class ids / floats, and where they came from."""
+
+    features: FeatureColumns
     label: np.ndarray | None
     weight: np.ndarray | None
     shard: str
@@ -77,6 +115,7 @@ class Source:
         self.dropped: dict[str, str] = {}
         self.layout = self._check_layout(layout) if layout is not None else self._select_features()
         self.counters = SourceCounters()
+        self._positions = {name: i for i, name in enumerate(self.layout.names)}
         self._scan_schema, self._extras = self._scan_plan()
         release_freed_memory()
 
@@ -119,6 +158,21 @@ class Source:
             if name not in self.schema.columns:
                 msg = f"The --keep column {name!r} is in none of the {len(self.schema.shards)} shards (first: {self.schema.shards[0]!r})."
                 raise SchemaError(msg)
+        for name in self._read_columns():
+            column = self.schema.columns.get(name)
+            if column is not None and column.packed:
+                msg = f"The column {name!r} is stored in a packed block (first: {column.first_shard!r}); it can only be a feature."
+                raise SchemaError(msg)
+
+    def _read_columns(self) -> list[str]:
+        """Non-feature columns each pass reads: label, weight, group, filter and carried columns."""
+        filter_columns = sorted(self.row_filter.columns) if self.row_filter else []
+        group_by = self.dataset.holdout.group_by if self.dataset.holdout is not None else None
+        names: list[str] = []
+        for name in (self.dataset.label, self.dataset.weight, group_by, *filter_columns, *self.carry):
+            if name is not None and name not in names:
+                names.append(name)
+        return names
 
     @property
     def label_map(self) -> dict[str, int] | None:
@@ -170,7 +224,8 @@ class Source:
         if not features:
             msg = f"No feature columns are left in {self.schema.shards[0]!r} and the other shards: every column is the label, non-numeric, or dropped."
             raise SchemaError(msg)
-        return FeatureLayout.from_names(features, self.dataset.zero_is_missing, self.dataset.label, self.label_map)
+        packed = {name for name in features if self.schema.columns[name].packed}
+        return FeatureLayout.from_names(features, self.dataset.zero_is_missing, self.dataset.label, self.label_map, always_sparse=packed)
 
     def _check_layout(self, layout: FeatureLayout) -> FeatureLayout:
         if not any(name in self.schema.columns for name in layout.names):
@@ -185,17 +240,17 @@ class Source:
 
     def _scan_plan(self) -> tuple[pa.Schema, list[str]]:
         """Schema of every column read (for statistics pruning) and the non-feature columns read."""
-        extras: list[str] = []
-        filter_columns = sorted(self.row_filter.columns) if self.row_filter else []
-        group_by = self.dataset.holdout.group_by if self.dataset.holdout is not None else None
-        for name in (self.dataset.label, self.dataset.weight, group_by, *filter_columns, *self.carry):
-            if name is not None and name not in extras and name not in self.layout.names:
-                extras.append(name)
+        extras = [name for name in self._read_columns() if name not in self._positions]
         columns = self.schema.columns
         scan_schema = pa.schema(
             [(name, columns[name].arrow_type if name in columns else pa.float32()) for name in [*self.layout.names, *extras]]
         )
         return scan_schema, extras
+
+    @property
+    def has_wide_shards(self) -> bool:
+        """Whether some shard stores its features as ordinary (wide) columns, which decode slowly."""
+        return len(self.schema.packed_blocks) < len(self.schema.shards)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -236,7 +291,7 @@ class Source:
         for shard in self.schema.shards:
             if selected is not None and shard not in selected:
                 continue
-            for batch, row_group in self._shard_batches(shard, None if selected is None else selected[shard]):
+            for batch, row_group, plan in self._shard_batches(shard, None if selected is None else selected[shard]):
                 if remaining is not None:
                     if remaining <= 0:
                         return
@@ -246,7 +301,7 @@ class Source:
                     continue
                 self.counters.rows += batch.num_rows
                 self.counters.batches += 1
-                yield self._split(batch, shard, row_group)
+                yield self._split(batch, shard, row_group, plan)
 
     def _row_groups_to_read(self, shard: str, file: pq.ParquetFile, selected: set[int] | None) -> list[int]:
         """Row groups of ``shard`` (or of ``selected``) that the filter may match, judged by their statistics."""
@@ -258,20 +313,34 @@ class Source:
         matching = {piece.row_groups[0].id for piece in pieces}
         return [i for i in groups if i in matching]
 
-    def _shard_batches(self, shard: str, selected: set[int] | None) -> Iterator[tuple[pa.RecordBatch, int]]:
+    def _shard_plan(self, shard: str, file: pq.ParquetFile) -> _ShardPlan:
+        present = set(file.schema_arrow.names)
+        wide_names = [name for name in self.layout.names if name in present]
+        block = self.schema.packed_blocks.get(shard)
+        block_positions = None
+        columns = [*wide_names, *(name for name in self._extras if name in present)]
+        if block is not None:
+            block_positions = np.array([self._positions.get(name, -1) for name in block.columns], dtype=np.int64)
+            if (block_positions >= 0).any():
+                columns += [block.indices, block.values]
+            else:
+                block, block_positions = None, None
+        wide_positions = np.array([self._positions[name] for name in wide_names], dtype=np.int64)
+        return _ShardPlan(wide_names, wide_positions, block, block_positions, columns)
+
+    def _shard_batches(self, shard: str, selected: set[int] | None) -> Iterator[tuple[pa.RecordBatch, int, _ShardPlan]]:
         """Batches of ``batch_rows`` rows, filtered, holding the present columns this pass needs."""
         row_group = -1
         try:
             with pq.ParquetFile(shard) as file:
-                present = set(file.schema_arrow.names)
-                wanted = [name for name in (*self.layout.names, *self._extras) if name in present]
+                plan = self._shard_plan(shard, file)
                 row_groups = self._row_groups_to_read(shard, file, selected)
                 self.counters.row_groups_skipped += (file.num_row_groups if selected is None else len(selected)) - len(row_groups)
                 for row_group in row_groups:
                     self.counters.row_groups_read += 1
                     first_row = 0
                     for batch in file.iter_batches(
-                        batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=wanted, use_threads=True
+                        batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=plan.columns, use_threads=True
                     ):
                         if self.dataset.holdout is not None:
                             rows = batch.num_rows
@@ -279,7 +348,7 @@ class Source:
                             first_row += rows
                         if self.row_filter is not None:
                             batch = self._with_columns(batch, self.row_filter.columns).filter(self.row_filter.expression)
-                        yield batch, row_group
+                        yield batch, row_group, plan
             release_freed_memory()
         except (pa.ArrowException, OSError) as exc:
             where = f"row group {row_group} of " if row_group >= 0 else ""
@@ -293,8 +362,13 @@ class Source:
                 batch = batch.append_column(name, pa.nulls(batch.num_rows, self._scan_schema.field(name).type))
         return batch
 
-    def _split(self, batch: pa.RecordBatch, shard: str, row_group: int) -> SourceBatch:
-        features = project_features(batch, self.layout.names)
+    def _split(self, batch: pa.RecordBatch, shard: str, row_group: int, plan: _ShardPlan) -> SourceBatch:
+        features = wide_features(batch, plan.wide_names, plan.wide_positions)
+        if plan.block is not None:
+            assert plan.block_positions is not None
+            where = f"row group {row_group} of {shard!r}"
+            packed = unpack(batch.column(plan.block.indices), batch.column(plan.block.values), plan.block_positions, where)
+            features = replace(features, packed=packed)
         label = weight = None
         if self.dataset.label is not None:
             label = self._labels(batch.column(self.dataset.label), shard, row_group)
@@ -334,21 +408,6 @@ class Source:
             raise LabelError(msg)
         ids = np.array([label_map[key] for key in keys], dtype=np.float32)
         return ids[codes.to_numpy()]
-
-
-def project_features(batch: pa.RecordBatch, names: Sequence[str]) -> pa.RecordBatch:
-    """Columns ``names`` of ``batch`` in that order; absent ones as nulls, non int/float types as float32."""
-    arrays = []
-    for name in names:
-        index = batch.schema.get_field_index(name)
-        if index < 0:
-            arrays.append(pa.nulls(batch.num_rows, pa.float32()))
-            continue
-        column = batch.column(index)
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
-            column = column.cast(pa.float32(), safe=False)
-        arrays.append(column)
-    return pa.RecordBatch.from_arrays(arrays, names=list(names))
 
 
 def _finite(values: pa.Array, what: str, shard: str, row_group: int) -> np.ndarray:

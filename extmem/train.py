@@ -126,6 +126,7 @@ def _data_report(info: MatrixInfo) -> dict[str, Any]:
         "row_groups_read": stats.read.row_groups_read,
         "row_groups_skipped": stats.read.row_groups_skipped,
         "cuts_from_rows": stats.cuts_from_rows,
+        "spooled_bytes": stats.spooled_bytes,
     }
 
 

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from extmem import Dataset
 from extmem.blocks import concat_blocks, pages, to_csr, to_dense
 from extmem.layout import FeatureLayout
-from extmem.source import Source
+from extmem.pack import pack_shard
+from extmem.source import FeatureColumns, Source, wide_features
+
+
+def features_of(batch: pa.RecordBatch) -> FeatureColumns:
+    """All columns of ``batch`` as wide feature columns at positions 0, 1, ..."""
+    return wide_features(batch, batch.schema.names, np.arange(batch.num_columns))
 
 
 def expected_dense(columns: dict[str, list], layout: FeatureLayout) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +46,7 @@ def test_counts_drop_zeros_and_nulls_but_dense_columns_keep_zeros() -> None:
     layout = FeatureLayout.from_names(["6mer_AAAAAA", "score", "6mer_CCCCCC"], r"^\d+mer_")
     columns = {"6mer_AAAAAA": [0.0, 2.0, None], "score": [0.0, None, 0.5], "6mer_CCCCCC": [None, None, None]}
     batch = pa.RecordBatch.from_pydict({k: pa.array(v, pa.float32()) for k, v in columns.items()})
-    X = to_csr(batch, layout)
+    X = to_csr(features_of(batch), layout)
     check_csr(X, *expected_dense(columns, layout))
     assert X.nnz == 3  # 2.0, the stored 0.0 score, 0.5
 
@@ -49,12 +55,12 @@ def test_integer_columns_with_nulls_convert() -> None:
     layout = FeatureLayout.from_names(["4mer_ACGT", "position"], r"^\d+mer_")
     columns = {"4mer_ACGT": [3, None, 0], "position": [10, 0, None]}
     batch = pa.RecordBatch.from_pydict({k: pa.array(v, pa.int64()) for k, v in columns.items()})
-    check_csr(to_csr(batch, layout), *expected_dense(columns, layout))
+    check_csr(to_csr(features_of(batch), layout), *expected_dense(columns, layout))
 
 
 def test_dense_path_keeps_nan_for_nulls() -> None:
     batch = pa.RecordBatch.from_pydict({"a": pa.array([1.0, None]), "b": pa.array([0, 5])})
-    np.testing.assert_array_equal(to_dense(batch), np.array([[1.0, 0.0], [np.nan, 5.0]], dtype=np.float32))
+    np.testing.assert_array_equal(to_dense(features_of(batch), 2), np.array([[1.0, 0.0], [np.nan, 5.0]], dtype=np.float32))
 
 
 def test_pages_hold_at_least_page_rows(small_synth: Path) -> None:
@@ -82,14 +88,20 @@ def shard_sets(draw: st.DrawFn) -> list[dict[str, list]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(shards=shard_sets(), batch_rows=st.integers(1, 7), page_rows=st.integers(1, 20))
+@given(shards=shard_sets(), batch_rows=st.integers(1, 7), page_rows=st.integers(1, 20), packed=st.lists(st.booleans(), min_size=4, max_size=4))
 def test_streamed_pages_equal_the_concatenated_shards(
-    tmp_path_factory, shards: list[dict[str, list]], batch_rows: int, page_rows: int
+    tmp_path_factory, shards: list[dict[str, list]], batch_rows: int, page_rows: int, packed: list[bool]
 ) -> None:
+    """Wide and packed shards, mixed, with differing k-mer sets, stream exactly the wide reference."""
     folder = tmp_path_factory.mktemp("prop")
     for i, shard in enumerate(shards):
         table = pa.table({k: pa.array(v, pa.string() if k == "splice_type" else pa.float64()) for k, v in shard.items()})
-        pq.write_table(table, folder / f"batch_{i:05d}.parquet", row_group_size=3)
+        path = folder / f"batch_{i:05d}.parquet"
+        pq.write_table(table, path, row_group_size=3)
+        if packed[i]:
+            wide = path.rename(path.with_suffix(".wide"))
+            pack_shard(str(wide), path, batch_rows=2, row_group_rows=4)
+            wide.unlink()
     source = Source(Dataset(folder, batch_rows=batch_rows))
     streamed = list(pages(source.batches(), source.layout, page_rows))
     total_rows = sum(len(s["splice_type"]) for s in shards)

@@ -185,7 +185,7 @@ def test_row_group_sample_is_seeded_and_spread(small_synth: Path) -> None:
     draws = [source.sample_row_groups(1500, seed=s) for s in range(20)]
     assert len({tuple((r.shard, r.index) for r in draw) for draw in draws}) > 10
     assert {r.shard for draw in draws for r in draw} == set(source.schema.shards)
-    rows = sum(b.features.num_rows for b in source.batches(first))
+    rows = sum(b.features.rows for b in source.batches(first))
     assert rows == 1500
 
 

@@ -20,8 +20,10 @@ def read_all(source: Source) -> tuple[dict[str, list], list[float]]:
     columns: dict[str, list] = {name: [] for name in source.layout.names}
     labels: list[float] = []
     for batch in source.batches():
+        wide = batch.features.wide
         for name in source.layout.names:
-            columns[name].extend(batch.features.column(name).to_pylist())
+            present = wide.schema.get_field_index(name) >= 0
+            columns[name].extend(wide.column(name).to_pylist() if present else [None] * batch.features.rows)
         labels.extend(batch.label.tolist())
     return columns, labels
 
@@ -162,7 +164,7 @@ def test_filter_prunes_row_groups_and_rows(tmp_path: Path) -> None:
 
 def test_filter_on_string_column_and_isin(small_synth: Path) -> None:
     source = Source(Dataset(small_synth, filter="chrom in ['chr1', 'chr2'] and strand == '+'"))
-    rows = sum(b.features.num_rows for b in source.batches())
+    rows = sum(b.features.rows for b in source.batches())
     table = pq.ParquetDataset(small_synth).read(columns=["chrom", "strand"]).to_pydict()
     expected = sum(c in ("chr1", "chr2") and s == "+" for c, s in zip(table["chrom"], table["strand"]))
     assert rows == expected > 0
@@ -170,7 +172,7 @@ def test_filter_on_string_column_and_isin(small_synth: Path) -> None:
 
 def test_max_rows_and_batch_rows(small_synth: Path) -> None:
     source = Source(Dataset(small_synth, max_rows=1234, batch_rows=100))
-    sizes = [b.features.num_rows for b in source.batches()]
+    sizes = [b.features.rows for b in source.batches()]
     assert sum(sizes) == 1234 and max(sizes) == 100
 
 

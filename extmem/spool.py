@@ -1,0 +1,77 @@
+"""Page spool: the blocks of the first pass saved in the cache folder and replayed on later passes.
+
+XGBoost reads the iterator several times (shape, sketch, index). Decoding wide parquet is the
+slow part, so the first pass writes each page's arrays as ``.npy`` files and later passes map
+them back (file-backed pages, which the kernel can reclaim) instead of decoding again. The spool
+lives in the DMatrix's private cache folder and goes with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .blocks import Block
+
+_PARTS = ("data", "indices", "indptr", "dense", "label", "weight")
+
+
+class PageSpool:
+    """Pages written during one pass, in order; :meth:`replay` reads them back memory-mapped."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pages = 0
+        self.complete = False
+        self.bytes = 0
+
+    def record(self, blocks: Iterable[Block]) -> Iterator[Block]:
+        """Pass ``blocks`` through, saving each; the spool is complete once they are exhausted."""
+        self.clear()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for block in blocks:
+            self._save(block)
+            yield block
+        self.complete = True
+
+    def _save(self, block: Block) -> None:
+        parts: dict[str, np.ndarray | None] = {"label": block.label, "weight": block.weight}
+        if sp.issparse(block.X):
+            X = block.X
+            parts.update(data=X.data, indices=X.indices, indptr=X.indptr)
+        else:
+            parts["dense"] = block.X
+        for name, array in parts.items():
+            if array is not None:
+                path = self._path(self.pages, name)
+                np.save(path, array, allow_pickle=False)
+                self.bytes += path.stat().st_size
+        self.pages += 1
+
+    def _path(self, page: int, part: str) -> Path:
+        return self.folder / f"page-{page:06d}.{part}.npy"
+
+    def _load(self, page: int, part: str) -> np.ndarray | None:
+        path = self._path(page, part)
+        return np.load(path, mmap_mode="r", allow_pickle=False) if path.exists() else None
+
+    def replay(self, n_features: int) -> Iterator[Block]:
+        """The recorded pages, in order."""
+        for page in range(self.pages):
+            dense = self._load(page, "dense")
+            if dense is not None:
+                X: sp.csr_matrix | np.ndarray = dense
+            else:
+                indptr = self._load(page, "indptr")
+                assert indptr is not None
+                X = sp.csr_matrix((self._load(page, "data"), self._load(page, "indices"), indptr), shape=(indptr.size - 1, n_features))
+            yield Block(X, self._load(page, "label"), self._load(page, "weight"))
+
+    def clear(self) -> None:
+        for page in range(self.pages):
+            for part in _PARTS:
+                self._path(page, part).unlink(missing_ok=True)
+        self.pages, self.bytes, self.complete = 0, 0, False
