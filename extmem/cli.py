@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS
+from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS, KMER_PATTERN
 from .errors import ExtmemError, OptionError
 from .iterator import DEFAULT_SKETCH_ROWS
+from .sink import DEFAULT_ROW_GROUP_ROWS
 from .synth import SynthOptions, synth
 
 
@@ -163,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_row_flags(evaluate_parser.add_argument_group("dataset"))
     evaluate_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    pack_parser = commands.add_parser("pack", help="rewrite a dataset with its count columns in the packed sparse layout")
+    pack_parser.add_argument("src", help="dataset: folder of shards, glob, or file")
+    pack_parser.add_argument("dst", help="new folder for the packed shards (must not exist or be empty)")
+    pack_parser.add_argument(
+        "--block", default=KMER_PATTERN, help=f"regular expression of the count columns to pack (default {KMER_PATTERN!r})"
+    )
+    pack_parser.add_argument(
+        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per batch (default {DEFAULT_BATCH_ROWS})"
+    )
+    pack_parser.add_argument(
+        "--row-group-rows",
+        type=_positive,
+        default=DEFAULT_ROW_GROUP_ROWS,
+        help=f"rows per output row group (default {DEFAULT_ROW_GROUP_ROWS})",
+    )
+    pack_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     demo_parser = commands.add_parser("demo", help="generate a demo dataset and train on it")
     demo_parser.add_argument("--dir", help="where to put data/ and model/ (default: a new temp folder)")
     demo_parser.add_argument("--rows", type=_positive, default=50_000)
@@ -287,6 +305,23 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         write_json(args.out, result)
 
 
+def _run_pack(args: argparse.Namespace) -> None:
+    from .pack import pack
+
+    report = pack(
+        args.src,
+        args.dst,
+        block_pattern=args.block,
+        batch_rows=args.batch_rows,
+        row_group_rows=args.row_group_rows,
+        progress=not args.no_progress,
+    )
+    print(
+        f"packed {report['shards']} shard(s), {report['rows']:,} rows, into {args.dst} in {report['seconds']:.1f} s: "
+        f"{report['input_bytes'] / 2**20:,.1f} MiB -> {report['output_bytes'] / 2**20:,.1f} MiB; {_memory(report)}"
+    )
+
+
 def _run_synth(args: argparse.Namespace) -> None:
     options = SynthOptions(
         rows=args.rows, shards=args.shards, k=args.k, seed=args.seed, seq_len=args.seq_len, row_group_rows=args.row_group_rows
@@ -317,7 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
-    commands = {"train": _run_train, "predict": _run_predict, "evaluate": _run_evaluate, "synth": _run_synth, "demo": _run_demo}
+    commands = {
+        "train": _run_train,
+        "predict": _run_predict,
+        "evaluate": _run_evaluate,
+        "pack": _run_pack,
+        "synth": _run_synth,
+        "demo": _run_demo,
+    }
     try:
         commands[args.command](args)
     except ExtmemError as exc:

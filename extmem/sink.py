@@ -76,16 +76,23 @@ class ParquetSink:
         return self
 
     def write(self, batch: pa.RecordBatch) -> None:
-        """Queue ``batch`` (whose schema must equal the sink's); a full row group is written at once."""
+        """Queue ``batch`` (whose schema must equal the sink's); each full row group is written at once."""
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         self.rows += batch.num_rows
-        if self._pending_rows >= self.row_group_rows:
-            self._flush()
+        while self._pending_rows >= self.row_group_rows:
+            table = pa.Table.from_batches(self._pending, self.schema)
+            self._write(table.slice(0, self.row_group_rows))
+            rest = table.slice(self.row_group_rows)
+            self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+
+    def _write(self, table: pa.Table) -> None:
+        if table.num_rows and self._writer is not None:
+            self._writer.write_table(table, row_group_size=table.num_rows)
 
     def _flush(self) -> None:
-        if self._pending and self._writer is not None:
-            self._writer.write_table(pa.Table.from_batches(self._pending, self.schema), row_group_size=max(self._pending_rows, 1))
+        if self._pending:
+            self._write(pa.Table.from_batches(self._pending, self.schema))
         self._pending, self._pending_rows = [], 0
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -31,6 +31,7 @@ class PageSpool:
     def record(self, blocks: Iterable[Block]) -> Iterator[Block]:
         """Pass ``blocks`` through, saving each; the spool is complete once they are exhausted."""
         self.clear()
+        self.bytes = 0
         self.folder.mkdir(parents=True, exist_ok=True)
         for block in blocks:
             self._save(block)
@@ -71,7 +72,10 @@ class PageSpool:
             yield Block(X, self._load(page, "label"), self._load(page, "weight"))
 
     def clear(self) -> None:
+        """Delete the recorded pages and the spool folder."""
         for page in range(self.pages):
             for part in _PARTS:
                 self._path(page, part).unlink(missing_ok=True)
-        self.pages, self.bytes, self.complete = 0, 0, False
+        if self.folder.is_dir():
+            self.folder.rmdir()
+        self.pages, self.complete = 0, False

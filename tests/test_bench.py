@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare_inmemory, scaling
+from bench import compare_inmemory, data_path, scaling
 
 
 def test_scaling_bench_runs(tmp_path: Path) -> None:
@@ -32,3 +32,11 @@ def test_compare_inmemory_bench_runs(tmp_path: Path) -> None:
     assert extmem_run["rows"] == inmemory_run["rows"] == 600
     assert extmem_run["features"] == inmemory_run["features"]
     assert abs(extmem_run["mlogloss"] - inmemory_run["mlogloss"]) < 0.2
+
+
+def test_data_path_bench_runs(tmp_path: Path) -> None:
+    args = ["--rows-per-shard", "300", "--shards", "1", "--k", "3", "--rounds", "2"]
+    payload = data_path.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "data_path.json")])
+    assert {case["rows"] for case in payload["data_path"].values()} == {300}
+    assert payload["train"]["packed 8x"]["rows"] == 2400
+    assert payload["train"]["packed 1x"]["mlogloss"] == payload["train"]["wide 1x"]["mlogloss"]

@@ -88,7 +88,9 @@ def shard_sets(draw: st.DrawFn) -> list[dict[str, list]]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(shards=shard_sets(), batch_rows=st.integers(1, 7), page_rows=st.integers(1, 20), packed=st.lists(st.booleans(), min_size=4, max_size=4))
+@given(
+    shards=shard_sets(), batch_rows=st.integers(1, 7), page_rows=st.integers(1, 20), packed=st.lists(st.booleans(), min_size=4, max_size=4)
+)
 def test_streamed_pages_equal_the_concatenated_shards(
     tmp_path_factory, shards: list[dict[str, list]], batch_rows: int, page_rows: int, packed: list[bool]
 ) -> None:

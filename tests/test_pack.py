@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_shard
+
+import extmem
+from extmem.blocks import concat_blocks, to_block
+from extmem.pack import pack
+from extmem.packed import METADATA_KEY
+from extmem.source import Source
+
+
+@pytest.fixture(scope="module")
+def packed_synth(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("packed") / "data"
+    pack(small_synth, out, row_group_rows=700)
+    return out
+
+
+def _matrix(path: Path | list[str], layout: extmem.FeatureLayout | None = None) -> tuple[extmem.FeatureLayout, object, np.ndarray]:
+    source = Source(extmem.Dataset(path), layout)
+    block = concat_blocks([to_block(batch, source.layout) for batch in source.batches()])
+    return source.layout, block.X, block.label
+
+
+def test_packed_shards_read_back_as_the_wide_csr(small_synth: Path, packed_synth: Path) -> None:
+    wide_layout, wide_X, wide_labels = _matrix(small_synth)
+    packed_layout, packed_X, packed_labels = _matrix(packed_synth)
+    assert packed_layout == wide_layout
+    assert (packed_X != wide_X).nnz == 0 and packed_X.nnz == wide_X.nnz
+    np.testing.assert_array_equal(packed_labels, wide_labels)
+
+
+def test_packed_file_layout_is_documented_metadata_and_two_list_columns(small_synth: Path, packed_synth: Path) -> None:
+    shard = min(packed_synth.iterdir())
+    file = pq.ParquetFile(shard)
+    block = json.loads(file.metadata.metadata[METADATA_KEY])
+    assert block["version"] == 1 and block["indices"] == "kmer_indices" and block["values"] == "kmer_values"
+    wide_columns = pq.ParquetFile(min(small_synth.iterdir())).schema_arrow.names
+    assert block["columns"] == [name for name in wide_columns if name.startswith("4mer_")]
+    schema = file.schema_arrow
+    assert str(schema.field("kmer_indices").type) == "list<element: uint16>"
+    assert str(schema.field("kmer_values").type) == "list<element: float>"
+    assert "gene_id" in schema.names and "splice_type" in schema.names
+    assert not any(name.startswith("4mer_") for name in schema.names)
+    assert file.metadata.row_group(0).num_rows == 700
+
+
+def test_mixed_wide_and_packed_shards_read_as_all_wide(small_synth: Path, packed_synth: Path) -> None:
+    wide_shards = sorted(str(p) for p in small_synth.iterdir())
+    packed_shards = sorted(str(p) for p in packed_synth.iterdir())
+    layout, wide_X, _ = _matrix(wide_shards)
+    _, mixed_X, _ = _matrix([wide_shards[0], packed_shards[1], wide_shards[2]], layout)
+    assert (mixed_X != wide_X).nnz == 0
+
+
+def test_training_on_packed_data_gives_the_wide_model(small_synth: Path, packed_synth: Path) -> None:
+    wide = extmem.train(small_synth, rounds=5, params={"max_depth": 3})
+    packed = extmem.train(packed_synth, rounds=5, params={"max_depth": 3})
+    assert packed.report["data"]["train"]["spooled_bytes"] == 0 < wide.report["data"]["train"]["spooled_bytes"]
+    model = extmem.Model.from_booster(wide.booster)
+    np.testing.assert_array_equal(extmem.Model.from_booster(packed.booster).predict_proba(small_synth), model.predict_proba(small_synth))
+    np.testing.assert_array_equal(model.predict_proba(packed_synth), model.predict_proba(small_synth))
+
+
+def test_spool_replays_the_first_pass(small_synth: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = {"count": 0}
+    original = Source.batches
+
+    def counting(self: Source, row_groups: object = None) -> object:
+        reads["count"] += 1
+        return original(self, row_groups)
+
+    monkeypatch.setattr(Source, "batches", counting)
+    spooled = extmem.dmatrix(small_synth, spool=True)
+    assert reads["count"] == 1
+    reads["count"] = 0
+    plain = extmem.dmatrix(small_synth, spool=False)
+    assert reads["count"] == extmem.matrix_info(plain).stats.passes > 1
+    params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3}
+    import xgboost as xgb
+
+    np.testing.assert_array_equal(xgb.train(params, spooled, 5).predict(spooled), xgb.train(params, plain, 5).predict(plain))
+    assert not any(p.name.startswith("spool") for p in extmem.matrix_info(spooled).cache.path.iterdir())
+
+
+def test_filter_on_a_packed_column_is_refused(packed_synth: Path) -> None:
+    with pytest.raises(extmem.SchemaError, match="'4mer_AAAA' is stored in a packed block"):
+        Source(extmem.Dataset(packed_synth, filter="field('4mer_AAAA') > 0"))
+
+
+def test_pack_refuses_a_non_empty_destination(small_synth: Path, tmp_path: Path) -> None:
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "keep.txt").write_text("mine")
+    with pytest.raises(extmem.OptionError, match="exists and is not empty"):
+        pack(small_synth, tmp_path / "dst")
+    assert [p.name for p in (tmp_path / "dst").iterdir()] == ["keep.txt"]
+
+
+def test_a_bad_shard_leaves_no_output(small_synth: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_shard(src / "a.parquet", {"4mer_AAAA": [1.0, 0.0], "splice_type": ["donor", "neither"]})
+    (src / "b.parquet").write_bytes(b"PAR1" + b"\0" * 64 + b"PAR1")
+    with pytest.raises(extmem.ShardReadError, match="b.parquet"):
+        pack(src, tmp_path / "dst")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_sigkill_leaves_nothing_and_the_next_run_sweeps_the_staging_folder(wide_synth: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "dst"
+    command = [sys.executable, "-m", "extmem", "pack", str(wide_synth), str(dst), "--batch-rows", "100", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".dst.partial-") and any(p.glob("*.parquet")) for p in tmp_path.iterdir()):
+        assert process.poll() is None and time.monotonic() < deadline, "pack ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not dst.exists()
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst"]
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in dst.iterdir()) == 4000
