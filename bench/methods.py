@@ -42,6 +42,17 @@ def run_extmem_sklearn(data: str, rounds: int, options: dict[str, Any]) -> dict[
     return {"rows": rows, "features": clf.n_features_in_, "mlogloss": clf.evals_result()["validation_0"]["mlogloss"][-1]}
 
 
+def run_extmem_prune(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """``extmem prune`` of the dataset into ``options["out"]`` (removed afterwards); ``rounds`` is unused."""
+    import shutil
+
+    from extmem.prune import prune
+
+    manifest = prune(data, options["out"])
+    shutil.rmtree(options["out"])
+    return {"rows": manifest["rows_out"], "features": len(manifest["kept"]), "dropped": len(manifest["dropped"])}
+
+
 def run_extmem_predict(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
     """extmem's streaming prediction into a parquet file (``options``: ``model`` folder, ``out`` file); ``rounds`` is unused."""
     import extmem
@@ -128,6 +139,7 @@ METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {
     "extmem": run_extmem,
     "extmem-predict": run_extmem_predict,
     "extmem-sklearn": run_extmem_sklearn,
+    "extmem-prune": run_extmem_prune,
     "inmemory": run_inmemory,
     "data-path": run_data_path,
 }

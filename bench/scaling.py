@@ -1,6 +1,6 @@
-"""Peak RSS of `extmem train` (or `predict`, or `XGBClassifier.fit`) at 1x and 8x the rows (same shard size): within 15 %.
+"""Peak RSS of `extmem train` (or `predict`, `XGBClassifier.fit`, `prune`) at 1x and 8x the rows (same shard size): within 15 %.
 
-    python -m bench.scaling [--stage train|predict|sklearn] [--rows-per-shard 10000] [--shards 8] [--k 6] [--rounds 10] [--repeats 3]
+    python -m bench.scaling [--stage train|predict|sklearn|prune] [--rows-per-shard 10000] [--shards 8] [--k 6] [--rounds 10] [--repeats 3]
 
 Each run is its own subprocess; runs alternate 1x/8x so machine noise hits both alike. For
 ``--stage predict`` a model is trained once on the 1x data, then each run scores a whole dataset
@@ -10,20 +10,21 @@ into a parquet file. Writes bench/results/scaling[-predict].json and prints a ta
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import extmem
 
 from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 
-METHOD_OF_STAGE = {"train": "extmem", "predict": "extmem-predict", "sklearn": "extmem-sklearn"}
+METHOD_OF_STAGE = {"train": "extmem", "predict": "extmem-predict", "sklearn": "extmem-sklearn", "prune": "extmem-prune"}
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows-per-shard", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=8, help="shards at 1x; 8x uses 8 times as many")
-    parser.add_argument("--stage", choices=("train", "predict", "sklearn"), default="train")
+    parser.add_argument("--stage", choices=tuple(METHOD_OF_STAGE), default="train")
     add_common_flags(parser, "scaling.json")
     args = parser.parse_args(argv)
     if args.stage != "train" and args.out.name == "scaling.json":
@@ -40,12 +41,15 @@ def main(argv: list[str] | None = None) -> dict:
         if not (model / "model.ubj").exists():
             extmem.train(datasets[1], out=model, rounds=args.rounds)
         options = {"model": str(model), "out": str(args.out.with_suffix(".parquet"))}
+    elif args.stage == "prune":
+        options = {"out": str(args.out.with_suffix(".pruned"))}
     runs: dict[int, list[dict]] = {1: [], 8: []}
     for _ in range(args.repeats):
         for factor, folder in datasets.items():
             runs[factor].append(run_method(method, folder, args.rounds, options))
     if "out" in options:
-        Path(options["out"]).unlink(missing_ok=True)
+        output = Path(options["out"])
+        shutil.rmtree(output, ignore_errors=True) if output.is_dir() else output.unlink(missing_ok=True)
     failed = [run for factor_runs in runs.values() for run in factor_runs if run.get("failed")]
     if failed:
         raise SystemExit(f"a run failed: {failed[0]}")

@@ -181,6 +181,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pack_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    prune_parser = commands.add_parser("prune", help="drop constant, duplicate and correlated feature columns, streaming")
+    prune_parser.add_argument("src", help="dataset: folder of shards, glob, or file")
+    prune_parser.add_argument("dst", help="output folder (new, empty, or a previous prune result)")
+    prune_parser.add_argument("--label", default="splice_type", help="label column, kept as is ('' for none)")
+    prune_parser.add_argument(
+        "--corr-threshold", type=float, default=0.99, help="drop a column when |r| >= this with a kept column (default 0.99)"
+    )
+    prune_parser.add_argument(
+        "--sample-rows-per-shard", type=_positive, default=25_000, help="rows sampled uniformly from each shard for correlations"
+    )
+    prune_parser.add_argument("--max-sample-rows", type=_positive, default=200_000, help="cap on all sampled rows (default 200,000)")
+    prune_parser.add_argument(
+        "--max-corr-cols", type=_positive, help="test only the N highest-variance columns for correlation (default: all)"
+    )
+    prune_parser.add_argument(
+        "--min-variance", type=float, default=0.0, help="also drop columns whose variance is at most this (default 0: constants only)"
+    )
+    prune_parser.add_argument("--seed", type=int, default=0, help="seed of the row sample")
+    prune_parser.add_argument("--layout", choices=("packed", "wide"), default="packed", help="output layout (default packed)")
+    prune_parser.add_argument(
+        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per batch (default {DEFAULT_BATCH_ROWS})"
+    )
+    prune_parser.add_argument(
+        "--row-group-size",
+        type=_positive,
+        default=DEFAULT_ROW_GROUP_ROWS,
+        help=f"rows per output row group (default {DEFAULT_ROW_GROUP_ROWS})",
+    )
+    prune_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     demo_parser = commands.add_parser("demo", help="generate a demo dataset and train on it")
     demo_parser.add_argument("--dir", help="where to put data/ and model/ (default: a new temp folder)")
     demo_parser.add_argument("--rows", type=_positive, default=50_000)
@@ -322,6 +352,35 @@ def _run_pack(args: argparse.Namespace) -> None:
     )
 
 
+def _run_prune(args: argparse.Namespace) -> None:
+    from .prune import PruneOptions, prune
+
+    options = PruneOptions(
+        corr_threshold=args.corr_threshold,
+        sample_rows_per_shard=args.sample_rows_per_shard,
+        max_sample_rows=args.max_sample_rows,
+        max_corr_cols=args.max_corr_cols,
+        min_variance=args.min_variance,
+        seed=args.seed,
+    )
+    manifest = prune(
+        args.src,
+        args.dst,
+        label=args.label or None,
+        options=options,
+        layout=args.layout,
+        batch_rows=args.batch_rows,
+        row_group_rows=args.row_group_size,
+        progress=not args.no_progress,
+    )
+    counts = ", ".join(f"{count} {reason}" for reason, count in manifest["dropped_counts"].items() if count)
+    print(
+        f"kept {len(manifest['kept']):,} of {len(manifest['kept']) + len(manifest['dropped']):,} feature columns"
+        f" (dropped {counts or 'none'}); {manifest['rows_out']:,} rows written {manifest['layout']} to {args.dst} in {manifest['seconds']:.1f} s;"
+        f" {_memory(manifest)}"
+    )
+
+
 def _run_synth(args: argparse.Namespace) -> None:
     options = SynthOptions(
         rows=args.rows, shards=args.shards, k=args.k, seed=args.seed, seq_len=args.seq_len, row_group_rows=args.row_group_rows
@@ -357,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": _run_predict,
         "evaluate": _run_evaluate,
         "pack": _run_pack,
+        "prune": _run_prune,
         "synth": _run_synth,
         "demo": _run_demo,
     }

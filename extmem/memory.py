@@ -67,7 +67,12 @@ class MemorySample:
 
 @dataclass
 class MemoryMonitor:
-    """Samples RSS in a background thread while used as a context manager."""
+    """Samples RSS in a background thread while used as a context manager.
+
+    The kernel's ``ru_maxrss`` catches peaks between samples, but Linux carries a parent's
+    high-water mark into a child across fork and exec, so it only counts when it rose while
+    the monitor ran; otherwise the sampled peak stands.
+    """
 
     interval: float = 0.05
     keep_samples: bool = False
@@ -77,6 +82,7 @@ class MemoryMonitor:
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
     _started: float = 0.0
+    _max_rss_at_start: int = 0
 
     def sample(self) -> None:
         """Take one sample now."""
@@ -93,6 +99,7 @@ class MemoryMonitor:
 
     def __enter__(self) -> Self:
         self._started = time.perf_counter()
+        self._max_rss_at_start = max_rss_bytes()
         self.sample()
         self._thread = threading.Thread(target=self._run, name="extmem-memory", daemon=True)
         self._thread.start()
@@ -103,4 +110,6 @@ class MemoryMonitor:
         if self._thread is not None:
             self._thread.join()
         self.sample()
-        self.peak_rss_bytes = max(self.peak_rss_bytes, max_rss_bytes())
+        kernel_peak = max_rss_bytes()
+        if kernel_peak > self._max_rss_at_start:
+            self.peak_rss_bytes = max(self.peak_rss_bytes, kernel_peak)

@@ -1,4 +1,4 @@
-"""`extmem pack`: rewrite a dataset's count columns into the packed sparse layout, shard by shard.
+"""Shard rewriting: count columns to the packed layout (`extmem pack`), optionally without dropped columns.
 
 Memory is one batch of input plus one row group of output. Output shards are written into a
 hidden staging folder beside DST that becomes DST only when every shard is complete; a run
@@ -11,12 +11,14 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 
 from .blocks import to_csr
 from .cache import CacheDir
@@ -24,61 +26,147 @@ from .dataset import DEFAULT_BATCH_ROWS, KMER_PATTERN
 from .errors import OptionError, ShardReadError
 from .layout import FeatureLayout
 from .memory import MemoryMonitor, release_freed_memory
-from .packed import DEFAULT_PREFIX, PackedBlock, pack_rows
+from .packed import DEFAULT_PREFIX, PackedBlock, pack_rows, unpack
 from .progress import ProgressBar
 from .schema import NUMERIC, discover_shards, type_kind, union_schema
 from .sink import DEFAULT_ROW_GROUP_ROWS, ParquetSink
 from .source import wide_features
 
 
-def _block_of(schema: pa.Schema, pattern: re.Pattern[str], prefix: str) -> PackedBlock:
-    names = [f.name for f in schema if pattern.search(f.name) and type_kind(f.type) == NUMERIC]
-    return PackedBlock(f"{prefix}indices", f"{prefix}values", tuple(names))
+class ShardRewriter:
+    """Rewrites one shard: its count block packed (or wide), ``drop`` columns left out, other columns as they are."""
+
+    def __init__(
+        self,
+        shard: str,
+        file: pq.ParquetFile,
+        *,
+        block_pattern: str,
+        drop: Collection[str],
+        packed_output: bool,
+    ) -> None:
+        self.shard = shard
+        schema = file.schema_arrow
+        self.input_block = PackedBlock.from_metadata(file.metadata.metadata, shard)
+        if self.input_block is not None:
+            block_names = list(self.input_block.columns)
+            physical = {self.input_block.indices, self.input_block.values}
+        else:
+            pattern = re.compile(block_pattern)
+            block_names = [f.name for f in schema if pattern.search(f.name) and type_kind(f.type) == NUMERIC]
+            physical = set(block_names)
+        self.kept_block = [name for name in block_names if name not in drop]
+        self.others = [f for f in schema if f.name not in physical and f.name not in drop and f.name not in block_names]
+        self.packed_output = packed_output
+        new_index = {name: i for i, name in enumerate(self.kept_block)}
+        self.block_positions = np.array([new_index.get(name, -1) for name in block_names], dtype=np.int64)
+        self.layout = FeatureLayout(tuple(self.kept_block), (True,) * len(self.kept_block))
+        if packed_output:
+            self.output_block: PackedBlock | None = PackedBlock(
+                f"{DEFAULT_PREFIX}indices", f"{DEFAULT_PREFIX}values", tuple(self.kept_block)
+            )
+            clash = {self.output_block.indices, self.output_block.values} & {f.name for f in self.others}
+            if clash:
+                msg = f"The shard {shard!r} already has a column named {min(clash)!r}; the packed block needs that name."
+                raise OptionError(msg)
+            block_fields = [
+                pa.field(self.output_block.indices, pa.list_(self.output_block.index_type())),
+                pa.field(self.output_block.values, pa.list_(pa.float32())),
+            ]
+            metadata = {**(schema.metadata or {}), **self.output_block.to_metadata()}
+        else:
+            self.output_block = None
+            kinds = {f.name: f.type for f in schema}
+            block_fields = [pa.field(name, kinds.get(name, pa.float32())) for name in self.kept_block]
+            metadata = {k: v for k, v in (schema.metadata or {}).items() if k != b"extmem.packed"}
+        self.schema = pa.schema([*self.others, *block_fields], metadata=metadata)
+        self.read_columns = [f.name for f in self.others] + (
+            [self.input_block.indices, self.input_block.values] if self.input_block is not None else self.kept_block
+        )
+
+    def _block_csr(self, batch: pa.RecordBatch) -> sp.csr_matrix:
+        if self.input_block is not None:
+            entries = unpack(
+                batch.column(self.input_block.indices), batch.column(self.input_block.values), self.block_positions, self.shard
+            )
+            matrix = sp.csr_matrix((entries.values, entries.positions, entries.offsets), shape=(batch.num_rows, len(self.kept_block)))
+            matrix.sort_indices()
+            return matrix
+        return to_csr(wide_features(batch, self.kept_block, np.arange(len(self.kept_block))), self.layout)
+
+    def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """One input batch as an output batch."""
+        arrays = [batch.column(f.name) for f in self.others]
+        if self.output_block is not None:
+            arrays.extend(pack_rows(self._block_csr(batch), self.output_block))
+        elif self.input_block is None:
+            arrays.extend(batch.column(name) for name in self.kept_block)
+        else:
+            dense = self._block_csr(batch).toarray()
+            arrays.extend(pa.array(dense[:, j]) for j in range(dense.shape[1]))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
-def pack_shard(
+def rewrite_shard(
     shard: str,
     out: Path,
     *,
     block_pattern: str = KMER_PATTERN,
+    drop: Collection[str] = (),
+    packed_output: bool = True,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
 ) -> int:
-    """Write ``shard`` to ``out`` with its count columns packed; returns the rows written.
-
-    A shard that is already packed is copied as it is.
-    """
+    """Write ``shard`` to ``out`` through a :class:`ShardRewriter`; returns the rows written."""
     try:
         with pq.ParquetFile(shard) as file:
-            if PackedBlock.from_metadata(file.metadata.metadata, shard) is not None:
-                shutil.copyfile(shard, out)
-                return file.metadata.num_rows
-            schema = file.schema_arrow
-            block = _block_of(schema, re.compile(block_pattern), DEFAULT_PREFIX)
-            clash = {block.indices, block.values} & set(schema.names)
-            if clash:
-                msg = f"The shard {shard!r} already has a column named {min(clash)!r}; the packed block needs that name."
-                raise OptionError(msg)
-            block_set = set(block.columns)
-            others = [f for f in schema if f.name not in block_set]
-            index_type, layout = block.index_type(), FeatureLayout(block.columns, (True,) * len(block.columns))
-            out_schema = pa.schema(
-                [*others, pa.field(block.indices, pa.list_(index_type)), pa.field(block.values, pa.list_(pa.float32()))],
-                metadata={**(schema.metadata or {}), **block.to_metadata()},
-            )
-            positions = np.arange(len(block.columns))
-            with ParquetSink(out, out_schema, row_group_rows=row_group_rows) as sink:
-                for batch in file.iter_batches(batch_size=batch_rows, use_threads=True):
-                    counts = to_csr(wide_features(batch, block.columns, positions), layout)
-                    indices, values = pack_rows(counts, block)
-                    arrays = [batch.column(f.name) for f in others]
-                    sink.write(pa.RecordBatch.from_arrays([*arrays, indices, values], schema=out_schema))
+            rewriter = ShardRewriter(shard, file, block_pattern=block_pattern, drop=drop, packed_output=packed_output)
+            with ParquetSink(out, rewriter.schema, row_group_rows=row_group_rows) as sink:
+                for batch in file.iter_batches(batch_size=batch_rows, columns=rewriter.read_columns, use_threads=True):
+                    sink.write(rewriter.convert(batch))
             return sink.rows
     except (pa.ArrowException, OSError) as exc:
         msg = f"Cannot read the parquet shard {shard!r}: {exc}"
         raise ShardReadError(msg) from None
     finally:
         release_freed_memory()
+
+
+def check_output_folder(dst: Path, replaceable: Callable[[Path], bool] = lambda _: False) -> None:
+    """Refuse an output folder that exists, is not empty, and is not ``replaceable`` (a previous result)."""
+    if dst.exists() and (not dst.is_dir() or (any(dst.iterdir()) and not replaceable(dst))):
+        msg = f"The output folder {str(dst)!r} exists and is not empty; write a new dataset elsewhere."
+        raise OptionError(msg)
+
+
+def publish_dataset(staging: CacheDir, dst: Path) -> None:
+    """Make the complete ``staging`` folder ``dst``, replacing a previous ``dst`` with two renames."""
+    if dst.exists() and any(dst.iterdir()):
+        previous = dst.with_name(f".{dst.name}.previous-{os.getpid()}")
+        os.replace(dst, previous)
+        staging.publish(dst)
+        shutil.rmtree(previous, ignore_errors=True)
+        return
+    if dst.exists():
+        dst.rmdir()
+    staging.publish(dst)
+
+
+def shard_list(src: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The shards of ``src`` (footers checked), refusing two with the same file name."""
+    shards = union_schema(discover_shards([os.fspath(src)])).shards
+    names = [Path(shard).name for shard in shards]
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        msg = f"Two input shards are named {duplicate!r}; the output folder holds every shard under its own name."
+        raise OptionError(msg)
+    return shards
+
+
+def staging_folder(dst: Path) -> CacheDir:
+    """A hidden folder beside ``dst`` to write into; swept by later runs if this one is killed."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    return CacheDir(dst.parent, prefix=f".{dst.name}.partial-")
 
 
 def pack(
@@ -96,37 +184,22 @@ def pack(
     exist or be empty; it appears, complete, only at the end. Returns rows, bytes and memory.
     """
     target = Path(dst)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        msg = f"The output folder {str(target)!r} exists and is not empty; pack writes a new dataset."
-        raise OptionError(msg)
+    check_output_folder(target)
     try:
         re.compile(block_pattern)
     except re.error as exc:
         msg = f"The --block pattern {block_pattern!r} is not a regular expression: {exc}"
         raise OptionError(msg) from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shards = union_schema(discover_shards([os.fspath(src)])).shards
-    names = [Path(shard).name for shard in shards]
-    if len(set(names)) != len(names):
-        duplicate = next(name for name in names if names.count(name) > 1)
-        msg = f"Two input shards are named {duplicate!r}; pack writes every shard into one folder."
-        raise OptionError(msg)
+    shards = shard_list(src)
     started = time.perf_counter()
     rows = 0
-    with MemoryMonitor() as monitor, CacheDir(target.parent, prefix=f".{target.name}.partial-") as staging:
+    with MemoryMonitor() as monitor, staging_folder(target) as staging:
         with ProgressBar(len(shards), "packing", "shards", progress) as bar:
             for shard in shards:
-                rows += pack_shard(
-                    shard,
-                    staging.path / Path(shard).name,
-                    block_pattern=block_pattern,
-                    batch_rows=batch_rows,
-                    row_group_rows=row_group_rows,
-                )
+                out = staging.path / Path(shard).name
+                rows += rewrite_shard(shard, out, block_pattern=block_pattern, batch_rows=batch_rows, row_group_rows=row_group_rows)
                 bar.update(1)
-        if target.exists():
-            target.rmdir()
-        staging.publish(target)
+        publish_dataset(staging, target)
     return {
         "shards": len(shards),
         "rows": rows,

@@ -104,13 +104,15 @@ class Source:
     Pass ``layout`` to read another dataset (validation, prediction) with exactly the
     feature columns of a trained model; columns it lacks become missing values. ``carry``
     names columns (ids, any type) passed through unchanged in :attr:`SourceBatch.carried`.
+    ``announce`` logs the non-numeric columns left out of the features.
     """
 
-    def __init__(self, dataset: Dataset, layout: FeatureLayout | None = None, carry: Sequence[str] = ()) -> None:
+    def __init__(self, dataset: Dataset, layout: FeatureLayout | None = None, carry: Sequence[str] = (), *, announce: bool = True) -> None:
         self.dataset = dataset
         self.schema: UnionSchema = union_schema(discover_shards(dataset.paths))
         self.row_filter: RowFilter | None = parse_filter(dataset.filter) if dataset.filter else None
         self.carry = tuple(carry)
+        self._announce = announce
         self._check_special_columns()
         self.dropped: dict[str, str] = {}
         self.layout = self._check_layout(layout) if layout is not None else self._select_features()
@@ -219,7 +221,7 @@ class Source:
                 self.dropped[name] = "not numeric" if kind != NUMERIC else "not in --keep"
         features = [name for name in features if name not in dropped]
         non_numeric = [name for name, reason in self.dropped.items() if reason == "not numeric"]
-        if non_numeric:
+        if non_numeric and self._announce:
             logger.info("extmem: not using %d non-numeric column(s) as features: %s", len(non_numeric), ", ".join(non_numeric))
         if not features:
             msg = f"No feature columns are left in {self.schema.shards[0]!r} and the other shards: every column is the label, non-numeric, or dropped."

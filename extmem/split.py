@@ -20,7 +20,8 @@ from .dataset import Holdout
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _splitmix64(values: np.ndarray) -> np.ndarray:
+def splitmix64(values: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser of each value: a fast, well-mixed 64-bit hash (wrapping arithmetic)."""
     with np.errstate(over="ignore"):
         z = values.astype(np.uint64) + _GOLDEN
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
@@ -28,7 +29,8 @@ def _splitmix64(values: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def _text_hash(text: str, seed: int) -> int:
+def text_hash(text: str, seed: int) -> int:
+    """A stable 64-bit hash of ``text`` keyed by ``seed`` (BLAKE2b)."""
     digest = hashlib.blake2b(text.encode(), digest_size=8, key=seed.to_bytes(8, "little", signed=True)).digest()
     return int.from_bytes(digest, "little")
 
@@ -38,16 +40,16 @@ def _group_hashes(values: pa.Array, seed: int) -> np.ndarray:
     if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
         values = values.cast(pa.float64()).cast(pa.string()) if pa.types.is_integer(values.type) else values.cast(pa.string())
     encoded = pc.dictionary_encode(values).combine_chunks() if isinstance(values, pa.ChunkedArray) else pc.dictionary_encode(values)
-    keys = np.array([_text_hash(value, seed) for value in encoded.dictionary.to_pylist()] + [_text_hash("\0null", seed)], dtype=np.uint64)
+    keys = np.array([text_hash(value, seed) for value in encoded.dictionary.to_pylist()] + [text_hash("\0null", seed)], dtype=np.uint64)
     codes = encoded.indices.fill_null(len(keys) - 1).to_numpy(zero_copy_only=False)
     return keys[codes]
 
 
 def _row_hashes(shard: str, row_group: int, first_row: int, rows: int, seed: int) -> np.ndarray:
-    base = _text_hash(f"{os.path.basename(shard)}\0{row_group}", seed)
+    base = text_hash(f"{os.path.basename(shard)}\0{row_group}", seed)
     positions = np.arange(first_row, first_row + rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        return _splitmix64(positions ^ np.uint64(base))
+        return splitmix64(positions ^ np.uint64(base))
 
 
 def holdout_mask(holdout: Holdout, batch: pa.RecordBatch, shard: str, row_group: int, first_row: int) -> np.ndarray:

@@ -17,7 +17,7 @@ def test_scaling_bench_runs(tmp_path: Path) -> None:
     assert (tmp_path / "scaling.json").exists()
 
 
-@pytest.mark.parametrize("stage", ["predict", "sklearn"])
+@pytest.mark.parametrize("stage", ["predict", "sklearn", "prune"])
 def test_other_stages_scaling_bench_runs(tmp_path: Path, stage: str) -> None:
     args = ["--stage", stage, "--rows-per-shard", "300", "--shards", "1", "--k", "3", "--rounds", "2", "--repeats", "1"]
     payload = scaling.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "scaling.json")])

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from extmem import Dataset
 from extmem.blocks import concat_blocks, pages, to_csr, to_dense
 from extmem.layout import FeatureLayout
-from extmem.pack import pack_shard
+from extmem.pack import rewrite_shard
 from extmem.source import FeatureColumns, Source, wide_features
 
 
@@ -102,7 +102,7 @@ def test_streamed_pages_equal_the_concatenated_shards(
         pq.write_table(table, path, row_group_size=3)
         if packed[i]:
             wide = path.rename(path.with_suffix(".wide"))
-            pack_shard(str(wide), path, batch_rows=2, row_group_rows=4)
+            rewrite_shard(str(wide), path, batch_rows=2, row_group_rows=4)
             wide.unlink()
     source = Source(Dataset(folder, batch_rows=batch_rows))
     streamed = list(pages(source.batches(), source.layout, page_rows))

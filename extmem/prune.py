@@ -1,0 +1,284 @@
+"""`extmem prune`: drop constant, duplicate and highly correlated feature columns, with bounded memory.
+
+Pass 1 streams every shard once and keeps, per column, exact statistics over all rows (merged
+batch by batch with Chan's formulas), an order-sensitive 64-bit fingerprint of its values (equal
+fingerprints = duplicate columns), and a uniform row sample from each shard as sparse rows.
+Correlations are computed from the sample's sparse Gram matrix, so the whole k-mer block takes
+part. Pass 2 rewrites each shard without the dropped columns (packed by default), into a staging
+folder that replaces DST only when complete, with ``manifest.json``.
+
+Statistics are taken on the values XGBoost trains on: float32, with absent or null counts as 0
+and nulls of other columns as missing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._version import __version__
+from .blocks import to_dense
+from .dataset import DEFAULT_BATCH_ROWS, Dataset
+from .errors import OptionError
+from .memory import MemoryMonitor
+from .pack import check_output_folder, publish_dataset, rewrite_shard, shard_list, staging_folder
+from .progress import ProgressBar
+from .sink import DEFAULT_ROW_GROUP_ROWS, write_json
+from .source import Source
+from .split import splitmix64, text_hash
+
+MANIFEST_FILE = "manifest.json"
+_GRAM_BLOCK = 512
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Thresholds of ``extmem prune``; validated on creation."""
+
+    corr_threshold: float = 0.99
+    sample_rows_per_shard: int = 25_000
+    max_sample_rows: int = 200_000
+    max_corr_cols: int | None = None
+    min_variance: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.corr_threshold <= 1:
+            msg = f"The 'corr_threshold' option must be in (0, 1]. Got {self.corr_threshold!r} instead."
+            raise OptionError(msg)
+        for name in ("sample_rows_per_shard", "max_sample_rows", "max_corr_cols"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
+                raise OptionError(msg)
+        if self.min_variance < 0:
+            msg = f"The 'min_variance' option must be >= 0. Got {self.min_variance!r} instead."
+            raise OptionError(msg)
+
+
+@dataclass
+class ColumnStats:
+    """Per-column statistics over every row seen, mergeable batch by batch."""
+
+    n_columns: int
+    rows: int = 0
+    present: np.ndarray = field(init=False)
+    mean: np.ndarray = field(init=False)
+    m2: np.ndarray = field(init=False)
+    minimum: np.ndarray = field(init=False)
+    maximum: np.ndarray = field(init=False)
+    nonzero: np.ndarray = field(init=False)
+    fingerprint: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.n_columns
+        self.present, self.nonzero = np.zeros(p, dtype=np.int64), np.zeros(p, dtype=np.int64)
+        self.mean, self.m2 = np.zeros(p), np.zeros(p)
+        self.minimum, self.maximum = np.full(p, np.inf), np.full(p, -np.inf)
+        self.fingerprint = np.zeros(p, dtype=np.uint64)
+
+    def update(self, values: np.ndarray) -> None:
+        """Add a batch: ``values`` is (rows, columns) float32 with NaN for missing."""
+        missing = np.isnan(values)
+        count = (~missing).sum(axis=0)
+        wide = values.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            batch_mean = np.where(count > 0, np.nansum(wide, axis=0) / np.maximum(count, 1), 0.0)
+            batch_m2 = np.nansum((wide - batch_mean) ** 2, axis=0)
+        total = self.present + count
+        delta = batch_mean - self.mean
+        safe_total = np.maximum(total, 1)
+        self.mean = self.mean + delta * count / safe_total
+        self.m2 = self.m2 + batch_m2 + delta**2 * self.present * count / safe_total
+        self.present = total
+        self.minimum = np.fmin(self.minimum, np.nanmin(np.where(missing, np.inf, wide), axis=0))
+        self.maximum = np.fmax(self.maximum, np.nanmax(np.where(missing, -np.inf, wide), axis=0))
+        self.nonzero += ((values != 0) & ~missing).sum(axis=0)
+        row_keys = splitmix64(np.arange(self.rows, self.rows + values.shape[0], dtype=np.uint64))
+        bits = np.where(missing, np.float32(np.nan), values).view(np.uint32).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            self.fingerprint += splitmix64(bits ^ row_keys[:, None]).sum(axis=0, dtype=np.uint64)
+        self.rows += values.shape[0]
+
+    @property
+    def variance(self) -> np.ndarray:
+        """Population variance over present values (0 where none)."""
+        return np.where(self.present > 0, self.m2 / np.maximum(self.present, 1), 0.0)
+
+
+def _constant_reasons(stats: ColumnStats, names: tuple[str, ...], options: PruneOptions) -> dict[str, dict[str, Any]]:
+    """Columns in which XGBoost would see a single value (or nothing) in every row, or too little variance."""
+    dropped: dict[str, dict[str, Any]] = {}
+    variance = stats.variance
+    for j, name in enumerate(names):
+        if stats.present[j] == 0:
+            dropped[name] = {"reason": "constant", "statistic": {"present": 0}}
+        elif stats.present[j] == stats.rows and stats.minimum[j] == stats.maximum[j]:
+            dropped[name] = {"reason": "constant", "statistic": {"value": float(stats.minimum[j])}}
+        elif options.min_variance > 0 and variance[j] <= options.min_variance and stats.present[j] == stats.rows:
+            dropped[name] = {"reason": "low variance", "statistic": {"variance": float(variance[j])}}
+    return dropped
+
+
+def _duplicate_reasons(stats: ColumnStats, names: tuple[str, ...], skip: set[str]) -> dict[str, dict[str, Any]]:
+    """Columns whose values equal an earlier column's in every row (same fingerprint, count and mean)."""
+    first: dict[tuple[int, int, float], str] = {}
+    dropped: dict[str, dict[str, Any]] = {}
+    for j, name in enumerate(names):
+        if name in skip:
+            continue
+        key = (int(stats.fingerprint[j]), int(stats.present[j]), float(stats.mean[j]))
+        if key in first:
+            dropped[name] = {"reason": "duplicate", "statistic": {"of": first[key]}}
+        else:
+            first[key] = name
+    return dropped
+
+
+def _correlation_reasons(
+    sample: sp.csr_matrix, names: tuple[str, ...], candidates: list[int], stats: ColumnStats, options: PruneOptions
+) -> dict[str, dict[str, Any]]:
+    """Greedy pruning in column order: a column goes when |r| >= threshold with a column already kept."""
+    if options.max_corr_cols is not None and len(candidates) > options.max_corr_cols:
+        by_variance = sorted(candidates, key=lambda j: -stats.variance[j])[: options.max_corr_cols]
+        candidates = sorted(by_variance)
+    matrix = sp.csc_matrix(sample[:, candidates], dtype=np.float64)
+    rows = matrix.shape[0]
+    if rows < 2 or not candidates:
+        return {}
+    missing = np.isnan(matrix.data)
+    if missing.any():  # nulls of non-count columns: the column's mean, so they add nothing to its covariances
+        columns_of_entries = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
+        matrix.data[missing] = stats.mean[np.asarray(candidates)][columns_of_entries[missing]]
+    means = np.asarray(matrix.mean(axis=0)).ravel()
+    gram = np.empty((len(candidates), len(candidates)))
+    transposed = matrix.T.tocsr()
+    for start in range(0, len(candidates), _GRAM_BLOCK):
+        gram[:, start : start + _GRAM_BLOCK] = (transposed @ matrix[:, start : start + _GRAM_BLOCK]).toarray()
+    covariance = gram / rows - np.outer(means, means)
+    std = np.sqrt(np.clip(np.diag(covariance), 0, None))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = covariance / np.outer(std, std)
+    varying = std > 1e-12 * np.maximum(1.0, np.abs(means))
+    kept = np.zeros(len(candidates), dtype=bool)
+    dropped: dict[str, dict[str, Any]] = {}
+    for j in range(len(candidates)):
+        if not varying[j]:
+            continue
+        against = np.abs(np.where(kept, correlation[j], 0.0))
+        best = int(np.argmax(against)) if kept.any() else -1
+        if best >= 0 and against[best] >= options.corr_threshold:
+            r = float(correlation[j, best])
+            dropped[names[candidates[j]]] = {"reason": "correlated", "statistic": {"with": names[candidates[best]], "r": round(r, 6)}}
+        else:
+            kept[j] = True
+    return dropped
+
+
+def _sample_positions(rows: int, wanted: int, seed: int, shard: str) -> np.ndarray:
+    """Sorted row positions drawn uniformly without replacement from a shard of ``rows`` rows."""
+    rng = np.random.default_rng([seed, text_hash(os.path.basename(shard), seed)])
+    return np.sort(rng.choice(rows, size=min(rows, wanted), replace=False))
+
+
+def prune(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    label: str | None = "splice_type",
+    options: PruneOptions | None = None,
+    layout: str = "packed",
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Prune the numeric feature columns of ``src`` into the folder ``dst``; mirrors ``extmem prune``.
+
+    Drops columns that are constant over the whole dataset, duplicates of an earlier column,
+    and columns correlated at ``|r| >= corr_threshold`` (on a uniform sample of rows) with an
+    earlier kept column. String, label and weight columns are kept as they are. The output is
+    written packed (``layout="wide"`` keeps ordinary columns) and replaces ``dst`` only when
+    complete; ``dst/manifest.json`` lists kept and dropped columns with reasons. Returns the manifest.
+    """
+    options = options or PruneOptions()
+    if layout not in ("packed", "wide"):
+        msg = f"The --layout option must be 'packed' or 'wide'. Got {layout!r} instead."
+        raise OptionError(msg)
+    target = Path(dst)
+    check_output_folder(target, replaceable=lambda folder: (folder / MANIFEST_FILE).is_file())
+    shards = shard_list(src)
+    started = time.perf_counter()
+    with MemoryMonitor() as monitor:
+        source = Source(Dataset(list(shards), label=label, batch_rows=batch_rows), announce=False)
+        names = source.layout.names
+        stats = ColumnStats(len(names))
+        per_shard = max(1, min(options.sample_rows_per_shard, options.max_sample_rows // len(shards)))
+        sampled: list[sp.csr_matrix] = []
+        shard_rows = dict(zip(source.schema.shards, source.schema.shard_rows))
+        current, offset, positions = "", 0, np.zeros(0, dtype=np.int64)
+        sparse_mask = source.layout.sparse_mask
+        with ProgressBar(source.schema.rows, "statistics", "rows", progress) as bar:
+            for batch in source.batches():
+                if batch.shard != current:
+                    current, offset = batch.shard, 0
+                    positions = _sample_positions(shard_rows[current], per_shard, options.seed, current)
+                values = to_dense(batch.features, len(names))
+                counts = values[:, sparse_mask]
+                counts[np.isnan(counts)] = 0
+                values[:, sparse_mask] = counts
+                stats.update(values)
+                rows = values.shape[0]
+                chosen = positions[(positions >= offset) & (positions < offset + rows)] - offset
+                if chosen.size:
+                    sampled.append(sp.csr_matrix(values[chosen]))
+                offset += rows
+                bar.update(rows)
+        dropped = _constant_reasons(stats, names, options)
+        dropped.update(_duplicate_reasons(stats, names, set(dropped)))
+        candidates = [j for j, name in enumerate(names) if name not in dropped]
+        sample = sp.vstack(sampled, format="csr") if sampled else sp.csr_matrix((0, len(names)), dtype=np.float32)
+        del sampled
+        dropped.update(_correlation_reasons(sample, names, candidates, stats, options))
+        del sample
+        rows_out = 0
+        with staging_folder(target) as staging, ProgressBar(len(shards), "writing", "shards", progress) as bar:
+            for shard in shards:
+                rows_out += rewrite_shard(
+                    shard,
+                    staging.path / Path(shard).name,
+                    block_pattern=source.dataset.zero_is_missing,
+                    drop=set(dropped),
+                    packed_output=layout == "packed",
+                    batch_rows=batch_rows,
+                    row_group_rows=row_group_rows,
+                )
+                bar.update(1)
+            manifest = {
+                "extmem_version": __version__,
+                "source": [os.path.abspath(shard) for shard in shards],
+                "layout": layout,
+                "parameters": {**options.__dict__, "label": label, "batch_rows": batch_rows, "row_group_rows": row_group_rows},
+                "rows_in": stats.rows,
+                "rows_out": rows_out,
+                "sample_rows": int(sum(min(rows, per_shard) for rows in shard_rows.values())),
+                "kept": [name for name in names if name not in dropped],
+                "dropped": dropped,
+                "dropped_counts": {
+                    reason: sum(1 for d in dropped.values() if d["reason"] == reason)
+                    for reason in ("constant", "low variance", "duplicate", "correlated")
+                },
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            if rows_out != stats.rows:
+                msg = f"Wrote {rows_out} rows but read {stats.rows}; nothing was published."
+                raise RuntimeError(msg)
+            write_json(staging.path / MANIFEST_FILE, manifest)
+            publish_dataset(staging, target)
+    manifest.update(peak_rss_bytes=monitor.peak_rss_bytes, peak_anon_bytes=monitor.peak_anon_bytes)
+    return manifest

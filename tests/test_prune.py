@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import extmem
+from extmem.blocks import concat_blocks, to_block
+from extmem.prune import MANIFEST_FILE, ColumnStats, PruneOptions, prune
+from extmem.schema import discover_shards
+from extmem.source import Source
+
+
+@pytest.fixture(scope="module")
+def planted(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """small_synth plus columns that must go (constant, duplicate, correlated) and look-alikes that must stay."""
+    out = tmp_path_factory.mktemp("planted")
+    rng = np.random.default_rng(5)
+    for index, shard in enumerate(discover_shards([str(small_synth)])):
+        table = pq.read_table(shard)
+        rows = table.num_rows
+        score = table.column("donor_score").to_numpy()
+        planted_columns = {
+            "const_seven": np.full(rows, 7.0),
+            "4mer_never": np.zeros(rows),  # a count column that is never non-zero
+            "copy_of_donor_score": score.copy(),
+            "scaled_donor_score": 2 * score + 1 + rng.normal(scale=1e-4, size=rows),
+            "same_within_shard": np.full(rows, float(index)),  # constant per shard, not over the dataset
+            "seven_or_null": pa.array(np.where(rng.random(rows) < 0.5, 7.0, np.nan), from_pandas=True),
+        }
+        if index == 0:
+            planted_columns["only_in_first_shard"] = np.ones(rows)  # absent elsewhere: not constant
+        for name, values in planted_columns.items():
+            table = table.append_column(name, pa.array(values) if not isinstance(values, pa.Array) else values)
+        pq.write_table(table, out / Path(shard).name, row_group_size=400)
+    return out
+
+
+def _full_table(path: Path) -> pa.Table:
+    return pa.concat_tables([pq.read_table(s) for s in discover_shards([str(path)])], promote_options="default")
+
+
+def _as_trained(table: pa.Table, name: str) -> np.ndarray:
+    """A column as prune's statistics see it: float32, counts with nulls as 0."""
+    values = table.column(name).cast(pa.float32(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64)
+    return np.nan_to_num(values, nan=0.0) if name.startswith("4mer_") else values
+
+
+@pytest.fixture(scope="module")
+def pruned(planted: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("pruned") / "data"
+    manifest = prune(planted, out, options=PruneOptions(corr_threshold=0.99, sample_rows_per_shard=1000))
+    return out, manifest
+
+
+def test_planted_columns_are_dropped_for_their_reason(pruned: tuple[Path, dict]) -> None:
+    _, manifest = pruned
+    dropped = manifest["dropped"]
+    assert dropped["const_seven"] == {"reason": "constant", "statistic": {"value": 7.0}}
+    assert dropped["4mer_never"]["reason"] == "constant"
+    assert dropped["copy_of_donor_score"] == {"reason": "duplicate", "statistic": {"of": "donor_score"}}
+    assert dropped["scaled_donor_score"]["reason"] == "correlated"
+    assert dropped["scaled_donor_score"]["statistic"]["with"] == "donor_score"
+    for name in ("same_within_shard", "seven_or_null", "only_in_first_shard", "donor_score"):
+        assert name in manifest["kept"], name
+
+
+def test_dropped_and_kept_columns_are_exactly_what_the_data_says(planted: Path, pruned: tuple[Path, dict]) -> None:
+    _, manifest = pruned
+    table = _full_table(planted)
+    for name, info in manifest["dropped"].items():
+        values = _as_trained(table, name)
+        if info["reason"] == "constant":
+            assert np.unique(values).size == 1, name
+        elif info["reason"] == "duplicate":
+            np.testing.assert_array_equal(values, _as_trained(table, info["statistic"]["of"]))
+        else:
+            other = _as_trained(table, info["statistic"]["with"])
+            both = ~np.isnan(values) & ~np.isnan(other)
+            assert abs(np.corrcoef(values[both], other[both])[0, 1]) > 0.98, name
+    kept = np.column_stack([_as_trained(table, name) for name in manifest["kept"]])
+    filled = np.where(np.isnan(kept), np.nanmean(kept, axis=0), kept)
+    assert all(np.unique(kept[:, j][~np.isnan(kept[:, j])]).size > 1 or np.isnan(kept[:, j]).any() for j in range(kept.shape[1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlation = np.corrcoef(filled, rowvar=False)
+    np.fill_diagonal(correlation, 0)
+    assert np.nanmax(np.abs(correlation)) < 0.995  # the sample's estimate of r decided; the full data agrees
+    assert len({filled[:, j].tobytes() for j in range(filled.shape[1])}) == filled.shape[1]
+
+
+def test_output_keeps_rows_values_and_metadata(planted: Path, pruned: tuple[Path, dict]) -> None:
+    out, manifest = pruned
+    assert manifest["rows_in"] == manifest["rows_out"] == 3000
+    original, result = _full_table(planted), _full_table(out)
+    assert result.num_rows == 3000
+    for name in ("gene_id", "sequence", "gene_type", "splice_type", "donor_score", "seven_or_null"):
+        assert result.column(name).equals(original.column(name)), name
+    assert not set(manifest["dropped"]) & set(result.column_names)
+    trained = extmem.train(out, rounds=3)
+    assert trained.report["features"] == len(manifest["kept"])
+    kmers = [name for name in manifest["kept"] if name.startswith("4mer_")]
+
+    def block_of(path: Path) -> object:
+        source = Source(extmem.Dataset(path, keep=kmers))
+        return concat_blocks([to_block(batch, source.layout) for batch in source.batches()]).X
+
+    assert (block_of(out) != block_of(planted)).nnz == 0
+
+
+def test_wide_layout_output_keeps_original_types(planted: Path, tmp_path: Path) -> None:
+    manifest = prune(planted, tmp_path / "wide", layout="wide", options=PruneOptions(sample_rows_per_shard=500))
+    original, result = _full_table(planted), _full_table(tmp_path / "wide")
+    for name in manifest["kept"][:50]:
+        assert result.column(name).equals(original.column(name)), name
+    assert "kmer_indices" not in result.column_names
+
+
+def test_killed_prune_leaves_the_previous_result(planted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prune(planted, out, options=PruneOptions(sample_rows_per_shard=500))
+    before = json.loads((out / MANIFEST_FILE).read_text())
+    command = [
+        sys.executable,
+        "-m",
+        "extmem",
+        "prune",
+        str(planted),
+        str(out),
+        "--corr-threshold",
+        "0.5",
+        "--batch-rows",
+        "50",
+        "--no-progress",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
+        assert process.poll() is None and time.monotonic() < deadline, "prune ended before it could be killed"
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert json.loads((out / MANIFEST_FILE).read_text()) == before
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in out.glob("*.parquet")) == 3000
+    rerun = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "correlated" in rerun.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert json.loads((out / MANIFEST_FILE).read_text())["parameters"]["corr_threshold"] == 0.5
+
+
+def test_prune_refuses_a_folder_it_did_not_write(planted: Path, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(extmem.OptionError, match="exists and is not empty"):
+        prune(planted, tmp_path / "mine")
+    with pytest.raises(extmem.OptionError, match="'corr_threshold' option must be in"):
+        PruneOptions(corr_threshold=1.5)
+
+
+def test_statistics_merge_exactly_across_batches() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(loc=1e6, scale=3.0, size=(1000, 3)).astype(np.float32)
+    values[rng.random((1000, 3)) < 0.1] = np.nan
+    stats = ColumnStats(3)
+    for start in range(0, 1000, 77):
+        stats.update(values[start : start + 77])
+    wide = values.astype(np.float64)
+    np.testing.assert_allclose(stats.mean, np.nanmean(wide, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.variance, np.nanvar(wide, axis=0), rtol=1e-9)
+    np.testing.assert_array_equal(stats.present, (~np.isnan(values)).sum(axis=0))
+    np.testing.assert_array_equal(stats.minimum, np.nanmin(wide, axis=0))
