@@ -53,6 +53,16 @@ def run_extmem_prune(data: str, rounds: int, options: dict[str, Any]) -> dict[st
     return {"rows": manifest["rows_out"], "features": len(manifest["kept"]), "dropped": len(manifest["dropped"])}
 
 
+def run_extmem_kmers(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """``extmem train`` with a k-mer encoding (``options["kmers"]``, None for the k-mer columns as they are) and ``options["valid"]``."""
+    import extmem
+
+    encoding = extmem.KmerEncoding(**options["kmers"]) if options.get("kmers") else None
+    report = extmem.train(data, rounds=rounds, valid=options["valid"], kmers=encoding).report
+    valid = report["evaluation"]["valid"]
+    return {"rows": report["rows"], "features": report["features"], "mlogloss": valid["mlogloss"], "macro_f1": valid["macro_f1"]}
+
+
 def run_extmem_predict(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
     """extmem's streaming prediction into a parquet file (``options``: ``model`` folder, ``out`` file); ``rounds`` is unused."""
     import extmem
@@ -140,6 +150,7 @@ METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {
     "extmem-predict": run_extmem_predict,
     "extmem-sklearn": run_extmem_sklearn,
     "extmem-prune": run_extmem_prune,
+    "extmem-kmers": run_extmem_kmers,
     "inmemory": run_inmemory,
     "data-path": run_data_path,
 }

@@ -4,10 +4,13 @@ from ._version import __version__
 from .dataset import SPLICE_LABELS, Dataset, Holdout
 from .errors import ExtmemError, FilterError, InputPathError, LabelError, NoRowsError, OptionError, SchemaError, ShardReadError
 from .estimators import XGBClassifier, XGBRegressor
+from .kmers import KmerEncoding
 from .layout import FeatureLayout
 from .matrix import dmatrix, matrix_info
 from .metrics import StreamingMetrics
+from .pack import pack
 from .predict import Model, evaluate, predict
+from .prune import PruneOptions, prune
 from .synth import SynthOptions, synth
 from .train import TrainResult, resume, train
 
@@ -19,10 +22,12 @@ __all__ = [
     "FilterError",
     "Holdout",
     "InputPathError",
+    "KmerEncoding",
     "LabelError",
     "Model",
     "NoRowsError",
     "OptionError",
+    "PruneOptions",
     "SchemaError",
     "ShardReadError",
     "StreamingMetrics",
@@ -34,7 +39,9 @@ __all__ = [
     "dmatrix",
     "evaluate",
     "matrix_info",
+    "pack",
     "predict",
+    "prune",
     "resume",
     "synth",
     "train",

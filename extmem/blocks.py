@@ -11,9 +11,10 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from .errors import SchemaError
+from .features import FeatureColumns, FeaturePlan
 from .layout import FeatureLayout
 from .packed import PackedRows
-from .source import FeatureColumns, SourceBatch, wide_features
+from .source import SourceBatch
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
     entries are zeros). Zeros in count columns then become missing, as when training from parquet.
     """
     if type(X).__module__.partition(".")[0] == "pandas":
-        X = pa.RecordBatch.from_pandas(X, preserve_index=False)
+        X = pa.Table.from_pandas(X, preserve_index=False)
     if isinstance(X, pa.Table):
         batches = X.combine_chunks().to_batches()
         X = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=X.schema)
@@ -189,17 +190,16 @@ def _check_width(shape: tuple[int, ...], n_features: int) -> None:
 
 
 def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> FeatureColumns:
-    present = [name for name in layout.names if batch.schema.get_field_index(name) >= 0]
-    if not present:
+    plan = FeaturePlan.build(layout, set(batch.schema.names), None)
+    if not plan.columns:
         msg = f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in the input's columns."
         raise SchemaError(msg)
-    for name in present:
+    for name in plan.wide_names:
         kind = batch.schema.field(name).type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
             msg = f"The input column {name!r} has type {kind}; the model uses it as a numeric feature."
             raise SchemaError(msg)
-    positions = {name: i for i, name in enumerate(layout.names)}
-    return wide_features(batch, present, np.array([positions[name] for name in present], dtype=np.int64))
+    return plan.features(batch, "the input", layout.kmer_offset)
 
 
 def concat_blocks(blocks: list[Block]) -> Block:

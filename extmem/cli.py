@@ -16,6 +16,7 @@ from ._version import __version__
 from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS, KMER_PATTERN
 from .errors import ExtmemError, OptionError
 from .iterator import DEFAULT_SKETCH_ROWS
+from .kmers import KmerEncoding
 from .sink import DEFAULT_ROW_GROUP_ROWS
 from .synth import SynthOptions, synth
 
@@ -95,6 +96,15 @@ def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
         help=f"above this many rows, quantile cuts come from a uniform sample of row groups of this size (default {DEFAULT_SKETCH_ROWS})",
     )
     group.add_argument("--cache-dir", help="folder for the private cache folder (default: the system temp folder)")
+    kmers = parser.add_argument_group("k-mer features")
+    kmers.add_argument(
+        "--hash-kmers", type=_positive, metavar="N", help="fold the {k}mer_* columns (or --kmers-from counts) into N hashed features"
+    )
+    kmers.add_argument("--kmers-from", metavar="COLUMN", help="count k-mers from this sequence column instead of reading k-mer columns")
+    kmers.add_argument("--k", type=int, help="k-mer length for --kmers-from (1-12)")
+    kmers.add_argument(
+        "--signed-hash", action="store_true", help="multiply hashed counts by the hash's sign (collisions cancel on average)"
+    )
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
@@ -220,8 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _kmer_encoding(args: argparse.Namespace) -> KmerEncoding | None:
+    if args.kmers_from is None and args.hash_kmers is None:
+        if args.k is not None or args.signed_hash:
+            msg = "--k and --signed-hash need --kmers-from or --hash-kmers."
+            raise OptionError(msg)
+        return None
+    if args.kmers_from is None and args.k is not None:
+        msg = "--k needs --kmers-from (folded k-mer columns keep their own k)."
+        raise OptionError(msg)
+    return KmerEncoding(width=args.hash_kmers, k=args.k, sequence_column=args.kmers_from, signed=args.signed_hash)
+
+
 def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        "kmers": _kmer_encoding(args),
         "label": args.label,
         "label_map": args.label_map,
         "weight": args.weight,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionError
+from .kmers import KmerEncoding
 
 SPLICE_LABELS: Mapping[str, int] = {"neither": 0, "donor": 1, "acceptor": 2}
 """Default label map for string labels: the splice-site classes."""
@@ -82,7 +83,8 @@ class Dataset:
     ``"(chrom == 'chr1') & (position > 1000)"``, pushed down to row groups.
     ``zero_is_missing`` is a regular expression: matching (count) columns are
     stored sparsely, a zero meaning 'absent'; other columns keep zeros as values.
-    ``holdout`` keeps one side of a deterministic train/validation split.
+    ``holdout`` keeps one side of a deterministic train/validation split. ``kmers`` replaces
+    the ``{k}mer_*`` columns by hashed features, or builds k-mer features from a sequence column.
     """
 
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -96,6 +98,7 @@ class Dataset:
     batch_rows: int = DEFAULT_BATCH_ROWS
     zero_is_missing: str = KMER_PATTERN
     holdout: Holdout | None = None
+    kmers: KmerEncoding | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +118,9 @@ class Dataset:
             msg = f"The 'zero_is_missing' option must be a regular expression. Got {self.zero_is_missing!r} instead ({exc})."
             raise OptionError(msg) from None
         _positive_int(self.batch_rows, "batch_rows")
+        if self.kmers is not None and not isinstance(self.kmers, KmerEncoding):
+            msg = f"The 'kmers' option must be an extmem.KmerEncoding. Got {self.kmers!r} instead."
+            raise OptionError(msg)
         if self.holdout is not None and not isinstance(self.holdout, Holdout):
             msg = f"The 'holdout' option must be an extmem.Holdout. Got {self.holdout!r} instead."
             raise OptionError(msg)
@@ -152,14 +158,17 @@ class Dataset:
         options = {name: getattr(self, name) for name in self.option_names()}
         options["keep"], options["drop"] = list(self.keep), list(self.drop)
         options["holdout"] = asdict(self.holdout) if self.holdout is not None else None
+        options["kmers"] = self.kmers.to_dict() if self.kmers is not None else None
         return {"path": [os.path.abspath(p) for p in self.paths], **options}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Dataset:
         """Inverse of :meth:`to_dict`."""
         options = dict(data)
-        holdout = options.pop("holdout", None)
-        return cls.from_options(options.pop("path"), holdout=Holdout(**holdout) if holdout else None, **options)
+        holdout, kmers = options.pop("holdout", None), options.pop("kmers", None)
+        return cls.from_options(
+            options.pop("path"), holdout=Holdout(**holdout) if holdout else None, kmers=KmerEncoding(**kmers) if kmers else None, **options
+        )
 
     @property
     def paths(self) -> list[str]:

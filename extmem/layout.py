@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .kmers import KmerEncoding
+
 LAYOUT_VERSION = 1
 LAYOUT_ATTRIBUTE = "extmem_layout"
 """Booster attribute holding the layout as JSON."""
@@ -21,12 +23,35 @@ class FeatureLayout:
 
     In a count column a zero (or null) is left out of the CSR block, so XGBoost sees it as
     missing. In every other column zeros are stored as values and only nulls are missing.
+    With ``kmers``, the last features are k-mer features built by that encoding (hashed or
+    counted from sequences), not read from columns of those names.
     """
 
     names: tuple[str, ...]
     zero_is_missing: tuple[bool, ...]
     label: str | None = None
     label_map: Mapping[str, int] | None = None
+    kmers: KmerEncoding | None = None
+
+    @property
+    def kmer_offset(self) -> int:
+        """Position of the first k-mer feature (the number of features without ``kmers``)."""
+        if self.kmers is None:
+            return len(self.names)
+        return len(self.names) - self.kmers.feature_count
+
+    @classmethod
+    def with_kmers(
+        cls,
+        names: Sequence[str],
+        zero_is_missing: Sequence[bool],
+        encoding: KmerEncoding,
+        label: str | None,
+        label_map: Mapping[str, int] | None,
+    ) -> FeatureLayout:
+        """``names`` followed by the k-mer features of ``encoding`` (all sparse counts)."""
+        kmer_names = encoding.feature_names()
+        return cls((*names, *kmer_names), (*zero_is_missing, *([True] * len(kmer_names))), label, label_map, encoding)
 
     @classmethod
     def from_names(
@@ -67,6 +92,7 @@ class FeatureLayout:
                 "zero_is_missing": [name for name, sparse in zip(self.names, self.zero_is_missing) if sparse],
                 "label": self.label,
                 "label_map": dict(self.label_map) if self.label_map is not None else None,
+                "kmers": self.kmers.to_dict() if self.kmers is not None else None,
             }
         )
 
@@ -76,4 +102,5 @@ class FeatureLayout:
         data: dict[str, Any] = json.loads(text)
         sparse = set(data["zero_is_missing"])
         names = tuple(data["features"])
-        return cls(names, tuple(name in sparse for name in names), data.get("label"), data.get("label_map"))
+        kmers = KmerEncoding(**data["kmers"]) if data.get("kmers") else None
+        return cls(names, tuple(name in sparse for name in names), data.get("label"), data.get("label_map"), kmers)

@@ -24,13 +24,13 @@ from .blocks import to_csr
 from .cache import CacheDir
 from .dataset import DEFAULT_BATCH_ROWS, KMER_PATTERN
 from .errors import OptionError, ShardReadError
+from .features import wide_features
 from .layout import FeatureLayout
 from .memory import MemoryMonitor, release_freed_memory
 from .packed import DEFAULT_PREFIX, PackedBlock, pack_rows, unpack
 from .progress import ProgressBar
 from .schema import NUMERIC, discover_shards, type_kind, union_schema
 from .sink import DEFAULT_ROW_GROUP_ROWS, ParquetSink
-from .source import wide_features
 
 
 class ShardRewriter:

@@ -80,10 +80,13 @@ class PackedRows:
     values: np.ndarray
 
 
-def unpack(indices: pa.Array, values: pa.Array, column_positions: np.ndarray, where: str) -> PackedRows:
+def unpack(
+    indices: pa.Array, values: pa.Array, column_positions: np.ndarray, where: str, column_signs: np.ndarray | None = None
+) -> PackedRows:
     """Decode the list columns of one batch; ``column_positions`` maps block indices to layout positions (-1: unused).
 
-    Entries of unused columns, zeros and NaN are left out (absent means missing).
+    Entries of unused columns, zeros and NaN are left out (absent means missing); values are
+    multiplied by ``column_signs`` (of hashed k-mer features) if given.
     """
     index_lengths = pc.list_value_length(indices).fill_null(0).to_numpy(zero_copy_only=False)
     value_lengths = pc.list_value_length(values).fill_null(0).to_numpy(zero_copy_only=False)
@@ -97,6 +100,8 @@ def unpack(indices: pa.Array, values: pa.Array, column_positions: np.ndarray, wh
         msg = f"A packed index in {where} is {int(local.max())}, beyond the {column_positions.size} block columns."
         raise SchemaError(msg)
     positions = column_positions[local]
+    if column_signs is not None:
+        data = data * column_signs[local]
     kept = (positions >= 0) & (data != 0) & ~np.isnan(data)
     rows = np.repeat(np.arange(index_lengths.size), index_lengths)
     offsets = np.zeros(index_lengths.size + 1, dtype=np.int64)

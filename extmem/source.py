@@ -6,7 +6,7 @@ import fnmatch
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 
 from .dataset import SPLICE_LABELS, Dataset
 from .errors import LabelError, SchemaError, ShardReadError
+from .features import FeatureColumns, FeaturePlan
 from .filters import RowFilter, parse_filter
+from .kmers import KMER_COLUMN, KmerEncoding
 from .layout import FeatureLayout
 from .memory import release_freed_memory
-from .packed import PackedBlock, PackedRows, unpack
 from .schema import NUMERIC, STRING, UnionSchema, discover_shards, union_schema
 from .split import holdout_mask
 
@@ -28,43 +29,6 @@ logger = logging.getLogger("extmem")
 
 _PARQUET = ds.ParquetFileFormat()
 _LOCAL = pafs.LocalFileSystem()
-
-
-@dataclass(frozen=True)
-class FeatureColumns:
-    """One batch's feature values: the wide feature columns it holds, and its packed entries.
-
-    ``positions[j]`` is the layout position of ``wide.column(j)``, in increasing order;
-    layout columns in neither part are missing for every row of the batch.
-    """
-
-    rows: int
-    wide: pa.RecordBatch
-    positions: np.ndarray
-    packed: PackedRows | None = None
-
-
-def wide_features(batch: pa.RecordBatch, names: Sequence[str], positions: np.ndarray) -> FeatureColumns:
-    """Columns ``names`` of ``batch`` (non int/float types cast to float32) at layout ``positions``."""
-    index = {name: i for i, name in enumerate(batch.schema.names)}
-    arrays = []
-    for name in names:
-        column = batch.column(index[name])
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
-            column = column.cast(pa.float32(), safe=False)
-        arrays.append(column)
-    return FeatureColumns(batch.num_rows, pa.RecordBatch.from_arrays(arrays, names=list(names)), positions)
-
-
-@dataclass(frozen=True)
-class _ShardPlan:
-    """What to read from one shard: its wide feature columns, its packed block's mapping, other columns."""
-
-    wide_names: list[str]
-    wide_positions: np.ndarray
-    block: PackedBlock | None
-    block_positions: np.ndarray | None
-    columns: list[str]
 
 
 @dataclass(frozen=True)
@@ -115,6 +79,8 @@ class Source:
         self._announce = announce
         self._check_special_columns()
         self.dropped: dict[str, str] = {}
+        if layout is None:
+            self._check_sequence_column(dataset.kmers)
         self.layout = self._check_layout(layout) if layout is not None else self._select_features()
         self.counters = SourceCounters()
         self._positions = {name: i for i, name in enumerate(self.layout.names)}
@@ -223,22 +189,48 @@ class Source:
         non_numeric = [name for name, reason in self.dropped.items() if reason == "not numeric"]
         if non_numeric and self._announce:
             logger.info("extmem: not using %d non-numeric column(s) as features: %s", len(non_numeric), ", ".join(non_numeric))
-        if not features:
+        encoding = self.dataset.kmers
+        if encoding is not None:
+            folded = [name for name in features if KMER_COLUMN.match(name)]
+            if encoding.sequence_column is None and not folded:
+                msg = f"--hash-kmers found no k-mer count columns ('6mer_ACGTAC', ...) in {self.schema.shards[0]!r} or the other shards."
+                raise SchemaError(msg)
+            for name in folded:
+                self.dropped[name] = (
+                    "k-mer column, hashed"
+                    if encoding.sequence_column is None
+                    else f"k-mer column, counted from {encoding.sequence_column!r}"
+                )
+            features = [name for name in features if not KMER_COLUMN.match(name)]
+        if not features and encoding is None:
             msg = f"No feature columns are left in {self.schema.shards[0]!r} and the other shards: every column is the label, non-numeric, or dropped."
             raise SchemaError(msg)
         packed = {name for name in features if self.schema.columns[name].packed}
-        return FeatureLayout.from_names(features, self.dataset.zero_is_missing, self.dataset.label, self.label_map, always_sparse=packed)
+        layout = FeatureLayout.from_names(features, self.dataset.zero_is_missing, self.dataset.label, self.label_map, always_sparse=packed)
+        if encoding is None:
+            return layout
+        return FeatureLayout.with_kmers(layout.names, layout.zero_is_missing, encoding, layout.label, layout.label_map)
+
+    def _check_sequence_column(self, encoding: KmerEncoding | None) -> None:
+        if encoding is None or encoding.sequence_column is None:
+            return
+        self._column_or_fail(encoding.sequence_column, "--kmers-from")
+        column = self.schema.columns[encoding.sequence_column]
+        if column.kind != STRING:
+            msg = f"The --kmers-from column {encoding.sequence_column!r} is {column.arrow_type} (in {column.first_shard!r}); it must hold sequences as strings."
+            raise SchemaError(msg)
 
     def _check_layout(self, layout: FeatureLayout) -> FeatureLayout:
-        if not any(name in self.schema.columns for name in layout.names):
+        self._check_sequence_column(layout.kmers)
+        if layout.kmers is None and not any(name in self.schema.columns for name in layout.names):
             msg = (
                 f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in "
                 f"{self.schema.shards[0]!r} or the other shards; is this the right dataset?"
             )
             raise SchemaError(msg)
-        self._reject_non_numeric(list(layout.names))
+        self._reject_non_numeric(list(layout.names[: layout.kmer_offset]))
         label_map = (layout.label_map or self.label_map) if self.label_map is not None else None
-        return FeatureLayout(layout.names, layout.zero_is_missing, self.dataset.label, label_map)
+        return FeatureLayout(layout.names, layout.zero_is_missing, self.dataset.label, label_map, layout.kmers)
 
     def _scan_plan(self) -> tuple[pa.Schema, list[str]]:
         """Schema of every column read (for statistics pruning) and the non-feature columns read."""
@@ -315,34 +307,26 @@ class Source:
         matching = {piece.row_groups[0].id for piece in pieces}
         return [i for i in groups if i in matching]
 
-    def _shard_plan(self, shard: str, file: pq.ParquetFile) -> _ShardPlan:
+    def _shard_plan(self, shard: str, file: pq.ParquetFile) -> tuple[FeaturePlan, list[str]]:
+        """How this shard's columns become features, and every physical column a pass reads from it."""
         present = set(file.schema_arrow.names)
-        wide_names = [name for name in self.layout.names if name in present]
-        block = self.schema.packed_blocks.get(shard)
-        block_positions = None
-        columns = [*wide_names, *(name for name in self._extras if name in present)]
-        if block is not None:
-            block_positions = np.array([self._positions.get(name, -1) for name in block.columns], dtype=np.int64)
-            if (block_positions >= 0).any():
-                columns += [block.indices, block.values]
-            else:
-                block, block_positions = None, None
-        wide_positions = np.array([self._positions[name] for name in wide_names], dtype=np.int64)
-        return _ShardPlan(wide_names, wide_positions, block, block_positions, columns)
+        plan = FeaturePlan.build(self.layout, present, self.schema.packed_blocks.get(shard))
+        columns = plan.columns
+        return plan, columns + [name for name in self._extras if name in present and name not in columns]
 
-    def _shard_batches(self, shard: str, selected: set[int] | None) -> Iterator[tuple[pa.RecordBatch, int, _ShardPlan]]:
+    def _shard_batches(self, shard: str, selected: set[int] | None) -> Iterator[tuple[pa.RecordBatch, int, FeaturePlan]]:
         """Batches of ``batch_rows`` rows, filtered, holding the present columns this pass needs."""
         row_group = -1
         try:
             with pq.ParquetFile(shard) as file:
-                plan = self._shard_plan(shard, file)
+                plan, columns = self._shard_plan(shard, file)
                 row_groups = self._row_groups_to_read(shard, file, selected)
                 self.counters.row_groups_skipped += (file.num_row_groups if selected is None else len(selected)) - len(row_groups)
                 for row_group in row_groups:
                     self.counters.row_groups_read += 1
                     first_row = 0
                     for batch in file.iter_batches(
-                        batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=plan.columns, use_threads=True
+                        batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=columns, use_threads=True
                     ):
                         if self.dataset.holdout is not None:
                             rows = batch.num_rows
@@ -364,13 +348,8 @@ class Source:
                 batch = batch.append_column(name, pa.nulls(batch.num_rows, self._scan_schema.field(name).type))
         return batch
 
-    def _split(self, batch: pa.RecordBatch, shard: str, row_group: int, plan: _ShardPlan) -> SourceBatch:
-        features = wide_features(batch, plan.wide_names, plan.wide_positions)
-        if plan.block is not None:
-            assert plan.block_positions is not None
-            where = f"row group {row_group} of {shard!r}"
-            packed = unpack(batch.column(plan.block.indices), batch.column(plan.block.values), plan.block_positions, where)
-            features = replace(features, packed=packed)
+    def _split(self, batch: pa.RecordBatch, shard: str, row_group: int, plan: FeaturePlan) -> SourceBatch:
+        features = plan.features(batch, f"row group {row_group} of {shard!r}", self.layout.kmer_offset)
         label = weight = None
         if self.dataset.label is not None:
             label = self._labels(batch.column(self.dataset.label), shard, row_group)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare_inmemory, data_path, scaling
+from bench import compare_inmemory, data_path, hashing, scaling
 
 
 def test_scaling_bench_runs(tmp_path: Path) -> None:
@@ -40,3 +40,11 @@ def test_data_path_bench_runs(tmp_path: Path) -> None:
     assert {case["rows"] for case in payload["data_path"].values()} == {300}
     assert payload["train"]["packed 8x"]["rows"] == 2400
     assert payload["train"]["packed 1x"]["mlogloss"] == payload["train"]["wide 1x"]["mlogloss"]
+
+
+def test_hashing_bench_runs(tmp_path: Path) -> None:
+    args = ["--rows", "600", "--shards", "2", "--valid-rows", "200", "--k", "3", "--rounds", "2"]
+    payload = hashing.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "hashing.json")])
+    features = {case: summary["features"] for case, summary in payload["median"].items()}
+    assert features["hashed columns, 256"] - features["exact columns (4,096)"] == 256 - 4**3
+    assert payload["hashing_speed"]["max_difference"] == 0.0

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from extmem import Dataset
 from extmem.blocks import concat_blocks, pages, to_csr, to_dense
+from extmem.features import FeatureColumns, wide_features
 from extmem.layout import FeatureLayout
 from extmem.pack import rewrite_shard
-from extmem.source import FeatureColumns, Source, wide_features
+from extmem.source import Source
 
 
 def features_of(batch: pa.RecordBatch) -> FeatureColumns:

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pytest
+import scipy.sparse as sp
+from conftest import write_shard
+from sklearn.feature_extraction import FeatureHasher
+
+import extmem
+from extmem.blocks import concat_blocks, to_block
+from extmem.kmers import count_kmers, sequence_entries
+from extmem.source import Source
+
+
+def _matrix(dataset: extmem.Dataset) -> tuple[extmem.FeatureLayout, sp.csr_matrix]:
+    source = Source(dataset)
+    return source.layout, concat_blocks([to_block(batch, source.layout) for batch in source.batches()]).X
+
+
+def _kmer_part(layout: extmem.FeatureLayout, X: sp.csr_matrix) -> sp.csr_matrix:
+    return X[:, layout.kmer_offset :]
+
+
+def test_counts_from_sequences_equal_the_synth_kmer_columns(small_synth: Path) -> None:
+    layout, counted = _matrix(extmem.Dataset(small_synth, kmers=extmem.KmerEncoding(k=4, sequence_column="sequence")))
+    columns_layout, columns = _matrix(extmem.Dataset(small_synth, keep="4mer_*"))
+    assert len(layout.names) - layout.kmer_offset == 256
+    index = {name: j for j, name in enumerate(layout.names)}
+    order = [index[name] for name in columns_layout.names]
+    assert (counted[:, order] != columns).nnz == 0
+    assert counted[:, order].nnz == columns.nnz > 0
+    # the other numeric columns come first, unchanged
+    assert "donor_score" in layout.names[: layout.kmer_offset]
+    assert not any(name.startswith("4mer_") for name in layout.names[: layout.kmer_offset])
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_hashing_sequences_equals_folding_columns_and_sklearn(small_synth: Path, signed: bool) -> None:
+    from_sequence = extmem.KmerEncoding(width=64, k=4, sequence_column="sequence", signed=signed)
+    folded = extmem.KmerEncoding(width=64, signed=signed)
+    layout_a, a = _matrix(extmem.Dataset(small_synth, kmers=from_sequence))
+    layout_b, b = _matrix(extmem.Dataset(small_synth, kmers=folded))
+    assert layout_a.names == layout_b.names and layout_a.names[-1] == "kmer_hash_63"
+    assert (_kmer_part(layout_a, a) != _kmer_part(layout_b, b)).nnz == 0
+    hashed = _kmer_part(layout_a, a)
+    assert hashed.has_canonical_format and not (hashed.data == 0).any()  # collisions summed, cancelled sums removed
+    sequences = pa.concat_arrays(
+        [batch.column("sequence") for batch in ds.dataset(str(small_synth)).to_batches(columns=["sequence"])]
+    ).to_pylist()
+    hasher = FeatureHasher(n_features=64, input_type="string", alternate_sign=signed)
+    reference = hasher.transform([[s[i : i + 4] for i in range(len(s) - 3)] for s in sequences])
+    reference.eliminate_zeros()
+    np.testing.assert_array_equal(hashed.toarray(), reference.toarray())
+
+
+def test_packed_columns_fold_like_wide_columns(small_synth: Path, tmp_path: Path) -> None:
+    extmem.pack(small_synth, tmp_path / "packed")
+    encoding = extmem.KmerEncoding(width=32, signed=True)
+    layout_wide, wide = _matrix(extmem.Dataset(small_synth, kmers=encoding))
+    layout_packed, packed = _matrix(extmem.Dataset(tmp_path / "packed", kmers=encoding))
+    assert layout_wide == layout_packed
+    assert (wide != packed).nnz == 0
+
+
+def test_sequence_edge_cases_are_documented_behaviour() -> None:
+    sequences = pa.array(["ACGT", "acgt", "ACNGT", None, "AC", "ACGTACGT"])
+    rows, ids = count_kmers(sequences, 3)
+    assert rows.tolist() == [0, 0, 1, 1, 5, 5, 5, 5, 5, 5]  # lower case counts; N breaks windows; null and short rows have none
+    assert ids[:2].tolist() == [0 * 16 + 1 * 4 + 2, 1 * 16 + 2 * 4 + 3]  # ACG, CGT
+    offsets, positions, values = sequence_entries(sequences.slice(2), extmem.KmerEncoding(k=3, sequence_column="s"), 10)
+    assert offsets.tolist() == [0, 0, 0, 0, 4] and positions.min() >= 10 and sorted(values.tolist()) == [1, 1, 2, 2]  # ACG and CGT twice
+
+
+def test_hashed_model_scores_dataframes_and_parquet_alike(small_synth: Path, tmp_path: Path) -> None:
+    pandas = pytest.importorskip("pandas")
+    encoding = extmem.KmerEncoding(width=128, k=4, sequence_column="sequence")
+    result = extmem.train(small_synth, out=tmp_path / "model", rounds=5, kmers=encoding)
+    assert result.report["features"] == 128 + len(Source(extmem.Dataset(small_synth)).layout.names) - 256
+    model = extmem.Model.load(tmp_path / "model")
+    assert model.layout.kmers == encoding
+    frame = ds.dataset(str(small_synth)).to_table().to_pandas()
+    np.testing.assert_allclose(model.predict_proba(frame), model.predict_proba(small_synth), atol=1e-6)
+    assert isinstance(frame, pandas.DataFrame)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k": 0, "sequence_column": "sequence"}, "--k option must be an integer from 1 to 12"),
+        ({"k": 13, "sequence_column": "sequence", "width": 8}, "--k option must be an integer from 1 to 12"),
+        ({"k": 9, "sequence_column": "sequence"}, "would be 262,144 features"),
+        ({"width": 0}, "--hash-kmers width must be a positive integer"),
+        ({}, "Folding k-mer columns needs a hash width"),
+    ],
+)
+def test_bad_encodings_are_refused(kwargs: dict, match: str) -> None:
+    with pytest.raises(extmem.OptionError, match=match):
+        extmem.KmerEncoding(**kwargs)
+
+
+def test_bad_kmer_sources_are_refused(small_synth: Path, tmp_path: Path) -> None:
+    with pytest.raises(extmem.SchemaError, match="--kmers-from column 'donor_score' is double"):
+        Source(extmem.Dataset(small_synth, kmers=extmem.KmerEncoding(k=3, sequence_column="donor_score")))
+    write_shard(tmp_path / "plain" / "a.parquet", {"x": [1.0], "splice_type": ["donor"]})
+    with pytest.raises(extmem.SchemaError, match="--hash-kmers found no k-mer count columns"):
+        Source(extmem.Dataset(tmp_path / "plain", kmers=extmem.KmerEncoding(width=8)))
