@@ -135,6 +135,17 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_rewrite_flags(parser: argparse.ArgumentParser, row_group_flag: str) -> None:
+    """Flags of the commands that rewrite shards (pack, prune)."""
+    parser.add_argument(
+        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per batch (default {DEFAULT_BATCH_ROWS})"
+    )
+    parser.add_argument(
+        row_group_flag, type=_positive, default=DEFAULT_ROW_GROUP_ROWS, help=f"rows per output row group (default {DEFAULT_ROW_GROUP_ROWS})"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="extmem", description="Train XGBoost on parquet datasets larger than RAM.")
     parser.add_argument("--version", action="version", version=f"extmem {__version__}")
@@ -180,16 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack_parser.add_argument(
         "--block", default=KMER_PATTERN, help=f"regular expression of the count columns to pack (default {KMER_PATTERN!r})"
     )
-    pack_parser.add_argument(
-        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per batch (default {DEFAULT_BATCH_ROWS})"
-    )
-    pack_parser.add_argument(
-        "--row-group-rows",
-        type=_positive,
-        default=DEFAULT_ROW_GROUP_ROWS,
-        help=f"rows per output row group (default {DEFAULT_ROW_GROUP_ROWS})",
-    )
-    pack_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_rewrite_flags(pack_parser, "--row-group-rows")
 
     prune_parser = commands.add_parser("prune", help="drop constant, duplicate and correlated feature columns, streaming")
     prune_parser.add_argument("src", help="dataset: folder of shards, glob, or file")
@@ -210,16 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune_parser.add_argument("--seed", type=int, default=0, help="seed of the row sample")
     prune_parser.add_argument("--layout", choices=("packed", "wide"), default="packed", help="output layout (default packed)")
-    prune_parser.add_argument(
-        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per batch (default {DEFAULT_BATCH_ROWS})"
-    )
-    prune_parser.add_argument(
-        "--row-group-size",
-        type=_positive,
-        default=DEFAULT_ROW_GROUP_ROWS,
-        help=f"rows per output row group (default {DEFAULT_ROW_GROUP_ROWS})",
-    )
-    prune_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_rewrite_flags(prune_parser, "--row-group-size")
 
     demo_parser = commands.add_parser("demo", help="generate a demo dataset and train on it")
     demo_parser.add_argument("--dir", help="where to put data/ and model/ (default: a new temp folder)")

@@ -1,0 +1,210 @@
+"""Bad input for every command, and injected faults: a clear one-line error, or a correct result, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import cache_dirs, write_shard
+
+import extmem
+from extmem.cli import main
+
+GOOD = {"x": [1.0, 2.0, 3.0, 4.0], "n": [1, 0, 2, 0], "gene_type": ["a", "b", "a", "b"], "splice_type": ["donor", "neither", "acceptor", "neither"]}
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def _datasets(tmp: Path) -> dict[str, Path]:
+    """Small datasets, good and broken, each a folder."""
+    def shard(folder: str, name: str, columns: dict) -> None:
+        write_shard(tmp / folder / name, columns)
+
+    shard("ok", "a.parquet", GOOD)
+    shard("ok", "b.parquet", GOOD)
+    (tmp / "empty").mkdir()
+    shard("zero_rows", "a.parquet", {k: pa.array([], pa.table({k: v}).schema.field(k).type) for k, v in GOOD.items()})
+    shard("no_features", "a.parquet", {"gene_id": ["g1", "g2"], "splice_type": ["donor", "neither"]})
+    shard("truncated", "a.parquet", GOOD)
+    data = (tmp / "truncated" / "a.parquet").read_bytes()
+    (tmp / "truncated" / "b.parquet").write_bytes(data[: len(data) // 2])
+    shard("not_parquet", "a.parquet", GOOD)
+    (tmp / "not_parquet" / "b.parquet").write_text("gene_id,x\ng1,1\n")
+    shard("type_conflict", "a.parquet", GOOD)
+    shard("type_conflict", "b.parquet", {**GOOD, "x": ["1", "2", "3", "4"]})
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array(["donor", "neither"])], names=["x", "x", "splice_type"]), tmp / "dup.parquet")
+    (tmp / "duplicate").mkdir()
+    (tmp / "dup.parquet").rename(tmp / "duplicate" / "a.parquet")
+    shard("infinite", "a.parquet", {**GOOD, "x": [1.0, np.inf, 2.0, 3.0]})
+    shard("unknown_label", "a.parquet", {**GOOD, "splice_type": ["donor", "exon", "neither", "neither"]})
+    shard("null_label", "a.parquet", {**GOOD, "splice_type": ["donor", None, "neither", "neither"]})
+    shard("label_missing_once", "a.parquet", GOOD)
+    shard("label_missing_once", "b.parquet", {k: v for k, v in GOOD.items() if k != "splice_type"})
+    shard("no_label", "a.parquet", {k: v for k, v in GOOD.items() if k != "splice_type"})
+    return {path.name: path for path in tmp.iterdir() if path.is_dir()}
+
+
+BAD_INPUTS: list[tuple[str, str, str]] = [
+    # (command line with {placeholders}, pattern of the one error line, what is checked to be absent afterwards)
+    ("train {tmp}/absent --out {out}", r"dataset path '.*absent' does not exist", "out"),
+    ("train {empty} --out {out}", r"folder '.*empty' holds no \.parquet files", "out"),
+    ("train {zero_rows} --out {out}", r"No rows of .*zero_rows.*nothing to train on", "out"),
+    ("train {no_features} --out {out}", r"No feature columns are left in '.*no_features/a\.parquet'", "out"),
+    ("train {truncated} --out {out}", r"Cannot read the parquet shard '.*truncated/b\.parquet'", "out"),
+    ("train {not_parquet} --out {out}", r"Cannot read the parquet shard '.*not_parquet/b\.parquet'", "out"),
+    ("train {type_conflict} --out {out}", r"Column 'x' is double in '.*a\.parquet' but string in '.*b\.parquet'", "out"),
+    ("train {duplicate} --out {out}", r"has the column 'x' more than once", "out"),
+    ("train {infinite} --out {out}", r"feature column 'x' holds an infinite value in row group 0 of '.*infinite/a\.parquet'", "out"),
+    ("train {unknown_label} --out {out}", r"label column 'splice_type' has value\(s\) \['exon'\]", "out"),
+    ("train {null_label} --out {out}", r"1 null value\(s\) in row group 0 of '.*null_label/a\.parquet'", "out"),
+    ("train {label_missing_once} --out {out}", r"label column 'splice_type' is missing from the shard '.*b\.parquet'", "out"),
+    ("train {ok} --out {out} --filter x >", r"Invalid --filter 'x >'", "out"),
+    ("train {ok} --out {out} --filter nope==1", r"--filter 'nope==1' names the column 'nope'", "out"),
+    ("train {ok} --out {out} --filter x>100", r"No rows of .* match --filter 'x>100'", "out"),
+    ("train {ok} --out {out} --param max_dept=3", r"--param max_dept is not an XGBoost parameter", "out"),
+    ("train {ok} --out {out} --param tree_method=exact", r"tree_method 'exact' cannot train from external memory", "out"),
+    ("train {ok} --out {out} --keep x,gene_type", r"'gene_type' is .*string.* cannot be a feature", "out"),
+    ("train {ok} --out {out} --keep zzz*", r"--keep entry 'zzz\*' matches no column", "out"),
+    ("train {ok} --out {out} --label-map donor=0", r"label map .* does not cover", "out"),
+    ("train {ok} --out {out} --cache-dir {tmp}/nowhere", r"--cache-dir '.*nowhere' is not an existing folder", "out"),
+    ("train {ok} --out {out} --valid {tmp}/absent", r"dataset path '.*absent' does not exist", "out"),
+    ("train {ok} --out {out} --hash-kmers 8", r"--hash-kmers found no k-mer count columns", "out"),
+    ("train {ok} --out {out} --kmers-from gene_type --k 0", r"--k option must be an integer from 1 to 12", "out"),
+    ("train {ok} --out {out} --k 3", r"--k and --signed-hash need --kmers-from", "out"),
+    ("train --resume {ok}", r"No checkpoint to resume in '.*ok'", ""),
+    ("predict {tmp}/nomodel {ok} --out {out}/p.parquet", r"No model at '.*nomodel'", "out"),
+    ("predict {model} {ok} --out {out}/p.parquet --keep nope", r"--keep column 'nope' is in none of the 2 shards", "out"),
+    ("predict {model} {no_features} --out {out}/p.parquet", r"None of the model's 2 feature columns", "out"),
+    ("predict {model} {truncated} --out {out}/p.parquet", r"Cannot read .*truncated/b\.parquet", "out"),
+    ("evaluate {model} {no_label}", r"label column 'splice_type' is in none of the 1 shards", ""),
+    ("evaluate {model} {ok} --filter x>100", r"No rows of .* to evaluate match --filter 'x>100'", ""),
+    ("pack {tmp}/absent {out}", r"dataset path '.*absent' does not exist", "out"),
+    ("pack {ok} {ok}", r"output folder '.*ok' exists and is not empty", ""),
+    ("pack {truncated} {out}", r"Cannot read the parquet shard '.*truncated/b\.parquet'", "out"),
+    ("pack {ok} {out} --block (", r"--block pattern '\(' is not a regular expression", "out"),
+    ("prune {ok} {ok}", r"output folder '.*ok' exists and is not empty", ""),
+    ("prune {no_label} {out}", r"label column 'splice_type' is in none", "out"),
+    ("prune {ok} {out} --corr-threshold 2", r"'corr_threshold' option must be in \(0, 1\]", "out"),
+    ("prune {not_parquet} {out}", r"Cannot read the parquet shard '.*not_parquet/b\.parquet'", "out"),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("inputs")
+    folders = _datasets(tmp)
+    extmem.train(folders["ok"], out=tmp / "model", rounds=2)
+    return {**folders, "model": tmp / "model", "tmp": tmp}
+
+
+@pytest.mark.parametrize(("command", "pattern", "absent"), BAD_INPUTS, ids=[c for c, _, _ in BAD_INPUTS])
+def test_bad_input_is_one_clear_line_and_leaves_nothing(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_signals: None, command: str, pattern: str, absent: str
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    places = {name: str(path) for name, path in inputs.items()} | {"out": str(tmp_path / "out")}
+    argv = [part.format(**places) for part in command.split()]
+    if argv[0] == "train" and "--cache-dir" not in argv:
+        argv += ["--cache-dir", str(cache)]
+    status = main([*argv, "--no-progress"] if argv[0] != "evaluate" or True else argv)
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("extmem: error:")]
+    assert status == 2, captured.err
+    assert len(errors) == 1 and "Traceback" not in captured.err, captured.err
+    assert re.search(pattern, errors[0]), errors[0]
+    if absent:
+        assert not (tmp_path / absent).exists()
+    assert cache_dirs(cache) == [] and not list(inputs["tmp"].glob(".*partial*"))
+
+
+def test_dirty_but_valid_input_trains(tmp_path: Path) -> None:
+    """Zero-row shards, int vs float, NaN features and shards missing columns give a correct result."""
+    write_shard(tmp_path / "d" / "a.parquet", GOOD)
+    write_shard(tmp_path / "d" / "b.parquet", {**GOOD, "x": [1, 2, 3, 4]})  # int where a.parquet has float: promoted
+    write_shard(tmp_path / "d" / "c.parquet", {k: pa.array([], pa.table({k: v}).schema.field(k).type) for k, v in GOOD.items()})
+    write_shard(tmp_path / "d" / "d.parquet", {**GOOD, "x": [np.nan, 1.0, None, 2.0], "extra": [1.0, 2.0, 3.0, 4.0]})
+    result = extmem.train(tmp_path / "d", rounds=2)
+    assert result.report["rows"] == 12 and result.report["features"] == 3
+
+
+def test_unknown_param_keys_are_refused_by_the_api(tmp_path: Path) -> None:
+    write_shard(tmp_path / "d" / "a.parquet", GOOD)
+    with pytest.raises(extmem.OptionError, match="'colsample_by_tree' is not an XGBoost parameter"):
+        extmem.train(tmp_path / "d", rounds=2, params={"colsample_by_tree": 0.5})
+    assert extmem.train(tmp_path / "d", rounds=2, params={"learning_rate": 0.3, "reg_lambda": 2, "nthread": 1}).booster
+
+
+def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "extmem", *args], capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+
+
+def test_a_full_disk_while_caching_is_a_clear_error_and_leaves_nothing(wide_synth: Path, tmp_path: Path) -> None:
+    """RLIMIT_FSIZE stands in for a full disk: the first cache page that outgrows it fails to write."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    command = ["prlimit", f"--fsize={2 * 2**20}", sys.executable, "-m", "extmem", "train", str(wide_synth), "--out", str(tmp_path / "m")]
+    run = subprocess.run([*command, "--rounds", "2", "--cache-dir", str(cache), "--no-progress"], capture_output=True, text=True, check=False)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert re.search(r"extmem: error: Cannot write .*(File too large|No space)", run.stderr), run.stderr
+    assert cache_dirs(cache) == [] and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "prune", "pack"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signals_in_every_stage_exit_cleanly(wide_synth: Path, tmp_path: Path, command: str, signum: int) -> None:
+    out = tmp_path / "out"
+    if command == "predict":
+        extmem.train(wide_synth, out=tmp_path / "model", rounds=2, max_rows=500)
+        args = ["predict", str(tmp_path / "model"), str(wide_synth), "--out", str(out / "p.parquet"), "--batch-rows", "100"]
+    elif command == "train":
+        args = ["train", str(wide_synth), "--out", str(out), "--rounds", "500", "--batch-rows", "200", "--cache-dir", str(tmp_path)]
+    else:
+        args = [command, str(wide_synth), str(out), "--batch-rows", "100"]
+    process = subprocess.Popen([sys.executable, "-m", "extmem", *args, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)  # past the imports and into the work
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists() or not any(out.iterdir())
+    assert cache_dirs(tmp_path) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_concurrent_runs_share_data_and_cache_root(small_synth: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "extmem", "train", str(small_synth), "--out", str(tmp_path / f"m{i}"), "--rounds", "20", "--cache-dir", str(cache), "--no-progress"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    results = [process.communicate(timeout=300) for process in runs]
+    assert [process.returncode for process in runs] == [0, 0], results
+    assert cache_dirs(cache) == []
+    first, second = (extmem.Model.load(tmp_path / f"m{i}") for i in range(2))
+    np.testing.assert_array_equal(first.predict_proba(small_synth), second.predict_proba(small_synth))
+    assert os.listdir(tmp_path / "m0") == os.listdir(tmp_path / "m1")
