@@ -2,7 +2,18 @@
 
 from ._version import __version__
 from .dataset import SPLICE_LABELS, Dataset, Holdout
-from .errors import ExtmemError, FilterError, InputPathError, LabelError, NoRowsError, OptionError, SchemaError, ShardReadError
+from .errors import (
+    CacheError,
+    ExtmemError,
+    FeatureValueError,
+    FilterError,
+    InputPathError,
+    LabelError,
+    NoRowsError,
+    OptionError,
+    SchemaError,
+    ShardReadError,
+)
 from .estimators import XGBClassifier, XGBRegressor
 from .kmers import KmerEncoding
 from .layout import FeatureLayout
@@ -16,9 +27,11 @@ from .train import TrainResult, resume, train
 
 __all__ = [
     "SPLICE_LABELS",
+    "CacheError",
     "Dataset",
     "ExtmemError",
     "FeatureLayout",
+    "FeatureValueError",
     "FilterError",
     "Holdout",
     "InputPathError",

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from .errors import SchemaError
+from .errors import FeatureValueError, SchemaError
 from .features import FeatureColumns, FeaturePlan
 from .layout import FeatureLayout
 from .packed import PackedRows
@@ -122,14 +122,28 @@ def to_dense(features: FeatureColumns, n_features: int) -> np.ndarray:
     return out
 
 
-def to_matrix(features: FeatureColumns, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
-    """Feature values in layout order as CSR if any column is a count column, dense otherwise."""
-    return to_csr(features, layout) if any(layout.zero_is_missing) else to_dense(features, len(layout.names))
+def to_matrix(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> sp.csr_matrix | np.ndarray:
+    """Feature values in layout order as CSR if any column is a count column, dense otherwise.
+
+    NaN and nulls are missing values; an infinite value is an error naming its column and ``where``.
+    """
+    X = to_csr(features, layout) if any(layout.zero_is_missing) else to_dense(features, len(layout.names))
+    values = X.data if sp.issparse(X) else X
+    infinite = np.isinf(values)
+    if infinite.any():
+        first = int(np.flatnonzero(infinite.ravel())[0])
+        column = int(X.indices[first]) if sp.issparse(X) else first % X.shape[1]
+        msg = (
+            f"The feature column {layout.names[column]!r} holds an infinite value in {where}; "
+            "XGBoost cannot train on it (nulls and NaN are fine: they are missing values)."
+        )
+        raise FeatureValueError(msg)
+    return X
 
 
 def to_block(batch: SourceBatch, layout: FeatureLayout) -> Block:
     """One source batch as a block (see :func:`to_matrix`)."""
-    return Block(to_matrix(batch.features, layout), batch.label, batch.weight)
+    return Block(to_matrix(batch.features, layout, f"row group {batch.row_group} of {batch.shard!r}"), batch.label, batch.weight)
 
 
 def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:

@@ -427,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an error (EFBIG) instead of a kill
     commands = {
         "train": _run_train,
         "predict": _run_predict,
@@ -442,6 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"extmem: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment, not extmem: a full disk, a file-size limit, permissions
+        if args.debug:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"extmem: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("extmem: interrupted; nothing was left behind", file=sys.stderr)

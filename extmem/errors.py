@@ -33,3 +33,11 @@ class FilterError(ExtmemError):
 
 class NoRowsError(ExtmemError):
     """The dataset, after filtering, holds no rows."""
+
+
+class FeatureValueError(ExtmemError):
+    """A feature holds a value XGBoost cannot train on (infinity)."""
+
+
+class CacheError(ExtmemError):
+    """The external-memory cache cannot be written (no room, file-size limit, I/O error)."""

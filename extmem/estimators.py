@@ -21,7 +21,7 @@ from .blocks import encode
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, as_dataset
 from .errors import OptionError
-from .iterator import DEFAULT_SKETCH_ROWS
+from .iterator import DEFAULT_SKETCH_ROWS, MatrixOptions
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import free_matrix, matrix_info, open_matrix
 from .predict import Model, evaluate
@@ -43,8 +43,8 @@ class _DatasetFitting:
     def _open(self, dataset: Dataset, ref: xgb.DMatrix | None) -> xgb.DMatrix:
         est = self.estimator
         seed = est.random_state if isinstance(est.random_state, int) else 0
-        options = {"page_rows": est.page_rows, "max_bin": est.max_bin, "sketch_rows": est.sketch_rows, "seed": seed}
-        matrix, _ = open_matrix(dataset, CacheDir(est.cache_dir), ref=ref, **options)
+        options = MatrixOptions(page_rows=est.page_rows, max_bin=est.max_bin, sketch_rows=est.sketch_rows, seed=seed)
+        matrix, _ = open_matrix(dataset, CacheDir(est.cache_dir), options, ref=ref)
         self.matrices.append(matrix)
         return matrix
 

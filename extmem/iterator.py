@@ -13,11 +13,14 @@ external-memory matrix of their own and passed as ``ref``; this also saves one p
 
 from __future__ import annotations
 
+import resource
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +29,7 @@ import xgboost as xgb
 from .blocks import Block, pages
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
-from .errors import NoRowsError
+from .errors import CacheError, NoRowsError, OptionError
 from .source import RowGroupRef, Source, SourceCounters
 from .spool import PageSpool
 
@@ -105,6 +108,7 @@ class ParquetIter(xgb.DataIter):
         self._row_groups = row_groups
         self._on_rows = on_rows
         self._spool = spool
+        self._cache_folder = Path(cache_prefix).parent if cache_prefix is not None else None
         self._pages: Iterator[Block] | None = None
         super().__init__(cache_prefix=cache_prefix, release_data=True)
 
@@ -131,6 +135,8 @@ class ParquetIter(xgb.DataIter):
                 self.stats.read = replace(self.source.counters)
                 if self.stats.rows == 0:
                     raise NoRowsError(self._no_rows_message())
+                if self._cache_folder is not None:
+                    check_cache_room(self._cache_folder, self.stats)
             return False
         if first_pass:
             self.stats.rows += page.rows
@@ -146,6 +152,27 @@ class ParquetIter(xgb.DataIter):
         where = f"the {len(self._row_groups)} sampled row group(s) of " if self._row_groups is not None else ""
         why = f" match --filter {dataset.filter!r}" if dataset.filter else ""
         return f"No rows of {where}{', '.join(dataset.paths)}{why}; there is nothing to train on."
+
+
+CACHE_BYTES_PER_VALUE = 16
+"""A generous bound on XGBoost's cache bytes per stored value (measured: about 13 with row pointers)."""
+
+
+def check_cache_room(folder: Path, stats: IterStats) -> None:
+    """Refuse, before XGBoost writes its cache, when the disk or the file-size limit cannot hold it.
+
+    XGBoost writes its cache from a background thread and aborts the whole process when a
+    write fails, so the only clean error is one given before the writing starts.
+    """
+    needed = stats.stored_values * CACHE_BYTES_PER_VALUE + stats.rows * 16
+    free = shutil.disk_usage(folder).free
+    file_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if needed > free:
+        msg = f"Cannot write the external-memory cache in {str(folder.parent)!r}: it needs about {needed / 2**20:,.0f} MiB and {free / 2**20:,.0f} MiB are free; use --cache-dir elsewhere."
+        raise CacheError(msg)
+    if file_limit != resource.RLIM_INFINITY and needed > file_limit:
+        msg = f"Cannot write the external-memory cache in {str(folder.parent)!r}: it needs about {needed / 2**20:,.0f} MiB in one file, above the file-size limit (ulimit -f) of {file_limit / 2**20:,.1f} MiB."
+        raise CacheError(msg)
 
 
 class _CacheOwner:
@@ -172,7 +199,7 @@ class CachedPagedDMatrix(_CacheOwner, xgb.DMatrix):
 
 
 def _sampled_cuts(
-    source: Source, cache: CacheDir, latch: _SignalLatch, sketch_rows: int, seed: int, max_bin: int | None, page_rows: int, use_spool: bool
+    source: Source, cache: CacheDir, latch: _SignalLatch, options: MatrixOptions, use_spool: bool
 ) -> tuple[xgb.DMatrix | None, int]:
     """A matrix over sampled row groups whose cuts the full build reuses, or None for small data.
 
@@ -182,13 +209,14 @@ def _sampled_cuts(
     expected_rows = sum(ref.rows for ref in source.row_groups())
     if source.dataset.max_rows is not None:
         expected_rows = min(expected_rows, source.dataset.max_rows)
-    if expected_rows <= sketch_rows:
+    if expected_rows <= options.sketch_rows:
         return None, 0
-    sample = source.sample_row_groups(sketch_rows, seed)
+    sample = source.sample_row_groups(options.sketch_rows, options.seed)
     spool = PageSpool(cache.path / "cuts-spool") if use_spool else None
-    iterator = ParquetIter(source, latch, cache_prefix=str(cache.path / "cuts"), page_rows=page_rows, row_groups=sample, spool=spool)
+    prefix = str(cache.path / "cuts")
+    iterator = ParquetIter(source, latch, cache_prefix=prefix, page_rows=options.page_rows, row_groups=sample, spool=spool)
     try:
-        reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin)
+        reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=options.max_bin)
     except NoRowsError:  # the filter left nothing in the sample: sketch every row instead
         return None, 0
     finally:
@@ -197,42 +225,61 @@ def _sampled_cuts(
     return reference, iterator.stats.rows
 
 
+@dataclass(frozen=True)
+class MatrixOptions:
+    """How an external-memory matrix is built.
+
+    ``page_rows``: rows per XGBoost page. ``max_bin``: XGBoost's histogram bins. ``sparse_pages``:
+    a paged ``DMatrix`` (for ``approx``) instead of an ``ExtMemQuantileDMatrix`` (for ``hist``).
+    ``sketch_rows``/``seed``: above that many rows, quantile cuts come from that many rows of
+    row groups sampled with ``seed``. ``spool``: keep the first pass's pages for the later
+    passes (default: when some shard is wide, whose decoding is slow).
+    """
+
+    page_rows: int = DEFAULT_PAGE_ROWS
+    max_bin: int | None = None
+    sparse_pages: bool = False
+    sketch_rows: int = DEFAULT_SKETCH_ROWS
+    seed: int = 0
+    spool: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("page_rows", "sketch_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
+                raise OptionError(msg)
+
+
 def build_dmatrix(
     source: Source,
     cache: CacheDir,
+    options: MatrixOptions,
     *,
-    page_rows: int = DEFAULT_PAGE_ROWS,
     ref: xgb.DMatrix | None = None,
-    max_bin: int | None = None,
-    sparse_pages: bool = False,
-    sketch_rows: int = DEFAULT_SKETCH_ROWS,
-    seed: int = 0,
     on_rows: Callable[[int], None] | None = None,
-    spool: bool | None = None,
 ) -> tuple[xgb.DMatrix, IterStats]:
     """Build an external-memory DMatrix from ``source`` with its pages under ``cache``.
 
-    ``ExtMemQuantileDMatrix`` (for ``hist``) by default, with cuts from ``ref`` if given,
-    else from at most ``sketch_rows`` sampled rows; with ``sparse_pages`` a paged ``DMatrix``
-    (for ``approx``). ``spool`` saves the first pass's pages for the later passes (default:
-    when some shard is wide, whose decoding is slow); the spool is deleted once the matrix
-    is built. The matrix owns ``cache``: freeing it deletes the folder. On error or
-    interruption the cache is deleted at once.
+    Quantile cuts come from ``ref`` if given (not for sparse pages). The spool, if any, is
+    deleted once the matrix is built. The matrix owns ``cache``: freeing it deletes the
+    folder. On error or interruption the cache is deleted at once.
     """
     latch = _SignalLatch()
-    use_spool = source.has_wide_shards if spool is None else spool
+    use_spool = source.has_wide_shards if options.spool is None else options.spool
     page_spool = PageSpool(cache.path / "spool") if use_spool else None
+    page_rows, max_bin = options.page_rows, options.max_bin
     iterator = ParquetIter(source, latch, cache_prefix=cache.prefix, page_rows=page_rows, on_rows=on_rows, spool=page_spool)
     matrix: xgb.DMatrix | None = None
     try:
         with latch.deferring():
             try:
-                if sparse_pages:
+                if options.sparse_pages:
                     matrix = CachedPagedDMatrix(iterator, missing=np.nan)
                 else:
                     own_cuts = ref is None
                     if own_cuts:
-                        ref, sample_rows = _sampled_cuts(source, cache, latch, sketch_rows, seed, max_bin, page_rows, use_spool)
+                        ref, sample_rows = _sampled_cuts(source, cache, latch, options, use_spool)
                     matrix = CachedQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin, ref=ref)
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
@@ -240,6 +287,10 @@ def build_dmatrix(
             except _Interrupted:
                 pass
         latch.redeliver(cache.cleanup)
+    except OSError as exc:
+        cache.cleanup()
+        msg = f"Cannot write the external-memory cache in {str(cache.path.parent)!r}: {exc.strerror or exc}."
+        raise CacheError(msg) from None
     except BaseException:
         cache.cleanup()
         raise

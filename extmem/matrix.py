@@ -13,7 +13,7 @@ import xgboost as xgb
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, as_dataset
 from .errors import OptionError
-from .iterator import DEFAULT_SKETCH_ROWS, IterStats, build_dmatrix
+from .iterator import DEFAULT_SKETCH_ROWS, IterStats, MatrixOptions, build_dmatrix
 from .layout import FeatureLayout
 from .source import Source
 
@@ -51,41 +51,21 @@ def free_matrix(matrix: xgb.DMatrix) -> None:
 def open_matrix(
     dataset: Dataset,
     cache: CacheDir,
+    options: MatrixOptions,
     *,
     layout: FeatureLayout | None = None,
     ref: xgb.DMatrix | None = None,
-    page_rows: int = DEFAULT_PAGE_ROWS,
-    max_bin: int | None = None,
-    sparse_pages: bool = False,
-    sketch_rows: int = DEFAULT_SKETCH_ROWS,
-    seed: int = 0,
     on_rows: Callable[[int], None] | None = None,
-    spool: bool | None = None,
 ) -> tuple[xgb.DMatrix, MatrixInfo]:
     """Read ``dataset`` (with ``layout``, or the layout of ``ref``) into a DMatrix cached in ``cache``.
 
     On any error the cache folder is deleted before the error propagates.
     """
-    for name, value in (("page_rows", page_rows), ("sketch_rows", sketch_rows)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
-            raise OptionError(msg)
     if layout is None and ref is not None:
         layout = matrix_info(ref).layout
     try:
         source = Source(dataset, layout)
-        matrix, stats = build_dmatrix(
-            source,
-            cache,
-            page_rows=page_rows,
-            ref=ref,
-            max_bin=max_bin,
-            sparse_pages=sparse_pages,
-            sketch_rows=sketch_rows,
-            seed=seed,
-            on_rows=on_rows,
-            spool=spool,
-        )
+        matrix, stats = build_dmatrix(source, cache, options, ref=ref, on_rows=on_rows)
     except BaseException:
         cache.cleanup()
         raise
@@ -123,16 +103,6 @@ def dmatrix(
     the parquet again (default: on when some shard is wide, off for packed datasets).
     """
     dataset = as_dataset(data, label, options)
-    cache = CacheDir(cache_dir)
-    matrix, _ = open_matrix(
-        dataset,
-        cache,
-        ref=ref,
-        page_rows=page_rows,
-        max_bin=max_bin,
-        sparse_pages=sparse_pages,
-        sketch_rows=sketch_rows,
-        seed=seed,
-        spool=spool,
-    )
+    build = MatrixOptions(page_rows, max_bin, sparse_pages, sketch_rows, seed, spool)
+    matrix, _ = open_matrix(dataset, CacheDir(cache_dir), build, ref=ref)
     return matrix

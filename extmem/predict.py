@@ -122,7 +122,7 @@ class Model:
     def score(self, source: Source) -> Iterator[tuple[SourceBatch, np.ndarray]]:
         """Each batch of ``source`` with the model's raw predictions for it, in dataset order."""
         for batch in source.batches():
-            yield batch, self.raw_predict(to_matrix(batch.features, self.layout))
+            yield batch, self.raw_predict(to_matrix(batch.features, self.layout, f"row group {batch.row_group} of {batch.shard!r}"))
 
 
 def _as_class_columns(raw: np.ndarray, task: str) -> np.ndarray:

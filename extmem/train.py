@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
+import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
@@ -20,7 +22,7 @@ from .cache import CacheDir
 from .callbacks import RUN_ATTRIBUTE, Checkpoint, EarlyStop, History, class_metrics
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, Holdout, as_dataset
 from .errors import OptionError
-from .iterator import DEFAULT_SKETCH_ROWS
+from .iterator import DEFAULT_SKETCH_ROWS, MatrixOptions
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import MatrixInfo, free_matrix, open_matrix
 from .memory import MemoryMonitor
@@ -114,6 +116,34 @@ def infer_objective(labels: np.ndarray, layout: FeatureLayout, params: Mapping[s
     return chosen
 
 
+_UNUSED_PARAMS = re.compile(r"Parameters: \{(.*?)\} are not used")
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Refuse parameters XGBoost does not know (it would only warn and ignore them) or rejects.
+
+    XGBoost's own check runs on a one-round probe over a two-row matrix.
+    """
+    probe = {key: value for key, value in params.items() if key not in ("eval_metric",)}
+    if str(probe.get("objective", "")).startswith("multi:"):
+        probe.setdefault("num_class", 2)
+    matrix = xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array([0.0, 1.0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            xgb.train(probe, matrix, 1)
+        except xgb.core.XGBoostError as exc:
+            reason = next((line for line in str(exc).splitlines() if line.strip()), str(exc))
+            msg = f"XGBoost rejects a parameter: {reason.split(': ', 1)[-1]}"
+            raise OptionError(msg) from None
+    for warning in caught:
+        unused = _UNUSED_PARAMS.search(str(warning.message).replace("\n", " "))
+        if unused:
+            names = [name.strip().strip('"') for name in unused.group(1).split(",") if name.strip()]
+            msg = f"XGBoost parameter {names[0]!r} is unknown (--param {names[0]}=...); XGBoost would silently ignore it."
+            raise OptionError(msg)
+
+
 def _data_report(info: MatrixInfo) -> dict[str, Any]:
     stats = info.stats
     return {
@@ -197,6 +227,7 @@ def train(
         raise OptionError(msg)
     _check_count("page_rows", page_rows)
     _check_count("sketch_rows", sketch_rows)
+    check_params(merged)
     if out is not None and (Path(out) / CHECKPOINT_FILE).exists():
         msg = f"{os.fspath(out)!r} holds a checkpoint of an unfinished run: continue it with --resume {os.fspath(out)}, or delete it to start over."
         raise OptionError(msg)
@@ -240,18 +271,17 @@ def _run(
     out_dir = Path(out) if out is not None else None
     started = time.perf_counter()
     with MemoryMonitor() as monitor, ExitStack() as stack:
-        build = {"page_rows": config.page_rows, "max_bin": merged.get("max_bin"), "sparse_pages": sparse_pages}
-        cuts = {"sketch_rows": config.sketch_rows, "seed": int(merged.get("seed", 0))}
+        build = MatrixOptions(config.page_rows, merged.get("max_bin"), sparse_pages, config.sketch_rows, int(merged.get("seed", 0)))
         evals: list[tuple[xgb.DMatrix, str]] = []
         valid_info = None
         with ProgressBar(None, "reading", "rows", progress) as reading:
-            dtrain, train_info = open_matrix(config.data, stack.enter_context(CacheDir(cache_dir)), on_rows=reading.update, **build, **cuts)
+            dtrain, train_info = open_matrix(config.data, stack.enter_context(CacheDir(cache_dir)), build, on_rows=reading.update)
             stack.callback(free_matrix, dtrain)
             evals.append((dtrain, "train"))
             if config.valid is not None:
                 ref = None if sparse_pages else dtrain
                 cache = stack.enter_context(CacheDir(cache_dir))
-                dvalid, valid_info = open_matrix(config.valid, cache, layout=train_info.layout, ref=ref, on_rows=reading.update, **build)
+                dvalid, valid_info = open_matrix(config.valid, cache, build, layout=train_info.layout, ref=ref, on_rows=reading.update)
                 stack.callback(free_matrix, dvalid)
                 evals.append((dvalid, "valid"))
         cache_bytes = train_info.cache.size_bytes() + (valid_info.cache.size_bytes() if valid_info else 0)

@@ -18,6 +18,7 @@ import extmem
 from extmem import Dataset, ShardReadError
 from extmem.blocks import concat_blocks, pages
 from extmem.cache import MARKER, CacheDir, sweep_stale
+from extmem.iterator import MatrixOptions
 from extmem.matrix import matrix_info, open_matrix
 from extmem.source import Source
 
@@ -115,7 +116,7 @@ def test_ctrl_c_during_build_interrupts_and_cleans(small_synth: Path, cache_root
 
     cache = CacheDir(cache_root)
     with pytest.raises(KeyboardInterrupt):
-        open_matrix(Dataset(small_synth), cache, page_rows=500, on_rows=interrupt)
+        open_matrix(Dataset(small_synth), cache, MatrixOptions(page_rows=500), on_rows=interrupt)
     assert len(seen) == 2, "the build must stop at the next callback after the signal"
     assert cache_dirs(cache_root) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -127,8 +128,9 @@ def test_default_sigterm_during_build_still_removes_the_cache(small_synth: Path,
 import os, signal, sys
 from extmem import Dataset
 from extmem.cache import CacheDir
+from extmem.iterator import MatrixOptions
 from extmem.matrix import open_matrix
-open_matrix(Dataset(sys.argv[1]), CacheDir(sys.argv[2]), page_rows=500, on_rows=lambda rows: os.kill(os.getpid(), signal.SIGTERM))
+open_matrix(Dataset(sys.argv[1]), CacheDir(sys.argv[2]), MatrixOptions(page_rows=500), on_rows=lambda rows: os.kill(os.getpid(), signal.SIGTERM))
 """
     completed = subprocess.run(
         [sys.executable, "-c", script, str(small_synth), str(cache_root)], capture_output=True, check=False, timeout=120

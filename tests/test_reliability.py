@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,7 +21,12 @@ from conftest import cache_dirs, write_shard
 import extmem
 from extmem.cli import main
 
-GOOD = {"x": [1.0, 2.0, 3.0, 4.0], "n": [1, 0, 2, 0], "gene_type": ["a", "b", "a", "b"], "splice_type": ["donor", "neither", "acceptor", "neither"]}
+GOOD = {
+    "x": [1.0, 2.0, 3.0, 4.0],
+    "n": [1, 0, 2, 0],
+    "gene_type": ["a", "b", "a", "b"],
+    "splice_type": ["donor", "neither", "acceptor", "neither"],
+}
 
 
 @pytest.fixture
@@ -33,6 +39,7 @@ def restore_signals() -> Iterator[None]:
 
 def _datasets(tmp: Path) -> dict[str, Path]:
     """Small datasets, good and broken, each a folder."""
+
     def shard(folder: str, name: str, columns: dict) -> None:
         write_shard(tmp / folder / name, columns)
 
@@ -48,7 +55,10 @@ def _datasets(tmp: Path) -> dict[str, Path]:
     (tmp / "not_parquet" / "b.parquet").write_text("gene_id,x\ng1,1\n")
     shard("type_conflict", "a.parquet", GOOD)
     shard("type_conflict", "b.parquet", {**GOOD, "x": ["1", "2", "3", "4"]})
-    pq.write_table(pa.Table.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array(["donor", "neither"])], names=["x", "x", "splice_type"]), tmp / "dup.parquet")
+    pq.write_table(
+        pa.Table.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array(["donor", "neither"])], names=["x", "x", "splice_type"]),
+        tmp / "dup.parquet",
+    )
     (tmp / "duplicate").mkdir()
     (tmp / "dup.parquet").rename(tmp / "duplicate" / "a.parquet")
     shard("infinite", "a.parquet", {**GOOD, "x": [1.0, np.inf, 2.0, 3.0]})
@@ -74,10 +84,10 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
     ("train {unknown_label} --out {out}", r"label column 'splice_type' has value\(s\) \['exon'\]", "out"),
     ("train {null_label} --out {out}", r"1 null value\(s\) in row group 0 of '.*null_label/a\.parquet'", "out"),
     ("train {label_missing_once} --out {out}", r"label column 'splice_type' is missing from the shard '.*b\.parquet'", "out"),
-    ("train {ok} --out {out} --filter x >", r"Invalid --filter 'x >'", "out"),
+    ("train {ok} --out {out} --filter 'x >'", r"Invalid --filter 'x >'", "out"),
     ("train {ok} --out {out} --filter nope==1", r"--filter 'nope==1' names the column 'nope'", "out"),
     ("train {ok} --out {out} --filter x>100", r"No rows of .* match --filter 'x>100'", "out"),
-    ("train {ok} --out {out} --param max_dept=3", r"--param max_dept is not an XGBoost parameter", "out"),
+    ("train {ok} --out {out} --param max_dept=3", r"XGBoost parameter 'max_dept' is unknown", "out"),
     ("train {ok} --out {out} --param tree_method=exact", r"tree_method 'exact' cannot train from external memory", "out"),
     ("train {ok} --out {out} --keep x,gene_type", r"'gene_type' is .*string.* cannot be a feature", "out"),
     ("train {ok} --out {out} --keep zzz*", r"--keep entry 'zzz\*' matches no column", "out"),
@@ -115,15 +125,21 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize(("command", "pattern", "absent"), BAD_INPUTS, ids=[c for c, _, _ in BAD_INPUTS])
 def test_bad_input_is_one_clear_line_and_leaves_nothing(
-    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_signals: None, command: str, pattern: str, absent: str
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    restore_signals: None,
+    command: str,
+    pattern: str,
+    absent: str,
 ) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     places = {name: str(path) for name, path in inputs.items()} | {"out": str(tmp_path / "out")}
-    argv = [part.format(**places) for part in command.split()]
+    argv = [part.format(**places) for part in shlex.split(command)]
     if argv[0] == "train" and "--cache-dir" not in argv:
         argv += ["--cache-dir", str(cache)]
-    status = main([*argv, "--no-progress"] if argv[0] != "evaluate" or True else argv)
+    status = main([*argv, "--no-progress"])
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("extmem: error:")]
     assert status == 2, captured.err
@@ -146,7 +162,7 @@ def test_dirty_but_valid_input_trains(tmp_path: Path) -> None:
 
 def test_unknown_param_keys_are_refused_by_the_api(tmp_path: Path) -> None:
     write_shard(tmp_path / "d" / "a.parquet", GOOD)
-    with pytest.raises(extmem.OptionError, match="'colsample_by_tree' is not an XGBoost parameter"):
+    with pytest.raises(extmem.OptionError, match="XGBoost parameter 'colsample_by_tree' is unknown"):
         extmem.train(tmp_path / "d", rounds=2, params={"colsample_by_tree": 0.5})
     assert extmem.train(tmp_path / "d", rounds=2, params={"learning_rate": 0.3, "reg_lambda": 2, "nthread": 1}).booster
 
@@ -160,10 +176,12 @@ def test_a_full_disk_while_caching_is_a_clear_error_and_leaves_nothing(wide_synt
     cache = tmp_path / "cache"
     cache.mkdir()
     command = ["prlimit", f"--fsize={2 * 2**20}", sys.executable, "-m", "extmem", "train", str(wide_synth), "--out", str(tmp_path / "m")]
-    run = subprocess.run([*command, "--rounds", "2", "--cache-dir", str(cache), "--no-progress"], capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [*command, "--rounds", "2", "--cache-dir", str(cache), "--no-progress"], capture_output=True, text=True, check=False
+    )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
-    assert re.search(r"extmem: error: Cannot write .*(File too large|No space)", run.stderr), run.stderr
+    assert re.search(r"extmem: error: Cannot write the external-memory cache in '.*cache'", run.stderr), run.stderr
     assert cache_dirs(cache) == [] and not (tmp_path / "m").exists()
 
 
@@ -178,7 +196,9 @@ def test_signals_in_every_stage_exit_cleanly(wide_synth: Path, tmp_path: Path, c
         args = ["train", str(wide_synth), "--out", str(out), "--rounds", "500", "--batch-rows", "200", "--cache-dir", str(tmp_path)]
     else:
         args = [command, str(wide_synth), str(out), "--batch-rows", "100"]
-    process = subprocess.Popen([sys.executable, "-m", "extmem", *args, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "extmem", *args, "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     time.sleep(2.5)  # past the imports and into the work
     assert process.poll() is None, process.communicate()
     process.send_signal(signum)
@@ -195,7 +215,20 @@ def test_concurrent_runs_share_data_and_cache_root(small_synth: Path, tmp_path: 
     cache.mkdir()
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "extmem", "train", str(small_synth), "--out", str(tmp_path / f"m{i}"), "--rounds", "20", "--cache-dir", str(cache), "--no-progress"],
+            [
+                sys.executable,
+                "-m",
+                "extmem",
+                "train",
+                str(small_synth),
+                "--out",
+                str(tmp_path / f"m{i}"),
+                "--rounds",
+                "20",
+                "--cache-dir",
+                str(cache),
+                "--no-progress",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -208,3 +241,18 @@ def test_concurrent_runs_share_data_and_cache_root(small_synth: Path, tmp_path: 
     first, second = (extmem.Model.load(tmp_path / f"m{i}") for i in range(2))
     np.testing.assert_array_equal(first.predict_proba(small_synth), second.predict_proba(small_synth))
     assert os.listdir(tmp_path / "m0") == os.listdir(tmp_path / "m1")
+
+
+def test_without_spool_the_cache_size_is_checked_before_xgboost_writes(wide_synth: Path, tmp_path: Path) -> None:
+    """XGBoost aborts the process when its own cache write fails; extmem refuses first, with an error."""
+    script = (
+        "import signal, extmem; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "try:\n"
+        f"    extmem.dmatrix({str(wide_synth)!r}, spool=False, cache_dir={str(tmp_path)!r})\n"
+        "except extmem.CacheError as exc:\n"
+        "    print(exc)\n"
+    )
+    run = subprocess.run(["prlimit", f"--fsize={2**20}", sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "above the file-size limit (ulimit -f) of 1.0 MiB" in run.stdout
+    assert cache_dirs(tmp_path) == []
