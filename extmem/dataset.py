@@ -19,6 +19,7 @@ KMER_PATTERN = r"^\d+mer_"
 """Columns matching this pattern hold counts: a zero there means 'absent'."""
 
 DEFAULT_BATCH_ROWS = 2048
+MAX_BATCH_ROWS = 1 << 20
 DEFAULT_PAGE_ROWS = 8192
 
 
@@ -118,6 +119,12 @@ class Dataset:
             msg = f"The 'zero_is_missing' option must be a regular expression. Got {self.zero_is_missing!r} instead ({exc})."
             raise OptionError(msg) from None
         _positive_int(self.batch_rows, "batch_rows")
+        if self.batch_rows > MAX_BATCH_ROWS:
+            msg = (
+                f"The 'batch_rows' option must be at most {MAX_BATCH_ROWS:,}. Got {self.batch_rows:,} instead: "
+                "decoding memory grows with it (about 300 MB per 2,048 rows of 4,100 columns)."
+            )
+            raise OptionError(msg)
         if self.kmers is not None and not isinstance(self.kmers, KmerEncoding):
             msg = f"The 'kmers' option must be an extmem.KmerEncoding. Got {self.kmers!r} instead."
             raise OptionError(msg)

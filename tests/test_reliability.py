@@ -150,6 +150,38 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(
     assert cache_dirs(cache) == [] and not list(inputs["tmp"].glob(".*partial*"))
 
 
+USAGE_ERRORS = [
+    ("train {ok} --out {out} --batch-rows 0", "--batch-rows: expected a positive integer, got '0'"),
+    ("train {ok} --out {out} --batch-rows -5", "--batch-rows: expected a positive integer, got '-5'"),
+    ("train {ok} --out {out} --page-rows x", "--page-rows: expected a positive integer, got 'x'"),
+    ("train {ok} --out {out} --sketch-rows 0", "--sketch-rows: expected a positive integer, got '0'"),
+    ("train {ok} --out {out} --rounds 0", "--rounds: expected a positive integer, got '0'"),
+    ("train {ok} --out {out} --valid-fraction 1", "--valid-fraction: expected a fraction between 0 and 1, got '1'"),
+    ("predict {model} {ok} --out {out}/p.parquet --batch-rows 0", "--batch-rows: expected a positive integer"),
+    ("prune {ok} {out} --max-sample-rows 0", "--max-sample-rows: expected a positive integer"),
+    ("synth {out} --rows 0", "--rows: expected a positive integer"),
+]
+
+
+@pytest.mark.parametrize(("command", "message"), USAGE_ERRORS, ids=[c for c, _ in USAGE_ERRORS])
+def test_out_of_range_sizes_are_usage_errors(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_signals: None, command: str, message: str
+) -> None:
+    places = {name: str(path) for name, path in inputs.items()} | {"out": str(tmp_path / "out")}
+    with pytest.raises(SystemExit) as exit_info:
+        main([part.format(**places) for part in shlex.split(command)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_huge_batches_are_refused(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_signals: None
+) -> None:
+    assert main(["train", str(inputs["ok"]), "--out", str(tmp_path / "out"), "--batch-rows", str(2**21), "--no-progress"]) == 2
+    assert "'batch_rows' option must be at most 1,048,576" in capsys.readouterr().err
+
+
 def test_dirty_but_valid_input_trains(tmp_path: Path) -> None:
     """Zero-row shards, int vs float, NaN features and shards missing columns give a correct result."""
     write_shard(tmp_path / "d" / "a.parquet", GOOD)
