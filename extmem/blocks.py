@@ -209,6 +209,8 @@ def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> FeatureColu
         msg = f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in the input's columns."
         raise SchemaError(msg)
     for name in plan.wide_names:
+        if name in layout.categories:
+            continue
         kind = batch.schema.field(name).type
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
             msg = f"The input column {name!r} has type {kind}; the model uses it as a numeric feature."

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
+from .categories import DEFAULT_MAX_CATEGORIES
 from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS, KMER_PATTERN
 from .errors import ExtmemError, OptionError
 from .iterator import DEFAULT_SKETCH_ROWS
@@ -68,6 +69,7 @@ def _positive(text: str) -> int:
 
 
 def _add_row_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--strict-categories", action="store_true", help="a category unseen in training is an error (default: missing)")
     group.add_argument("--filter", help="row filter, e.g. \"(chrom == 'chr1') & (position > 1000)\"")
     group.add_argument("--max-rows", type=_positive, help="read at most this many rows")
     group.add_argument(
@@ -82,6 +84,13 @@ def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weight", help="optional row-weight column")
     group.add_argument("--keep", help="feature columns to use (comma-separated names or globs; default: every numeric column)")
     group.add_argument("--drop", help="columns to leave out of the features (comma-separated names or globs)")
+    group.add_argument("--categorical", help="string columns to use as categorical features, e.g. gene_type,chrom,strand")
+    group.add_argument(
+        "--max-categories",
+        type=_positive,
+        default=DEFAULT_MAX_CATEGORIES,
+        help=f"most values a --categorical column may hold (default {DEFAULT_MAX_CATEGORIES})",
+    )
     _add_row_flags(group)
     group.add_argument(
         "--page-rows",
@@ -243,6 +252,8 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
         "weight": args.weight,
         "keep": args.keep,
         "drop": args.drop,
+        "categorical": args.categorical,
+        "max_categories": args.max_categories,
         **_row_options(args),
     }
 
@@ -327,7 +338,7 @@ def _run_train(args: argparse.Namespace) -> None:
 
 
 def _row_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"filter": args.filter, "max_rows": args.max_rows, "batch_rows": args.batch_rows}
+    return {"filter": args.filter, "max_rows": args.max_rows, "batch_rows": args.batch_rows, "strict_categories": args.strict_categories}
 
 
 def _run_predict(args: argparse.Namespace) -> None:

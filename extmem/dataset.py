@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .categories import DEFAULT_MAX_CATEGORIES
 from .errors import OptionError
 from .kmers import KmerEncoding
 
@@ -86,6 +87,8 @@ class Dataset:
     stored sparsely, a zero meaning 'absent'; other columns keep zeros as values.
     ``holdout`` keeps one side of a deterministic train/validation split. ``kmers`` replaces
     the ``{k}mer_*`` columns by hashed features, or builds k-mer features from a sequence column.
+    ``categorical`` string columns become categorical features (at most ``max_categories``
+    values each); when scoring, unseen values are missing, or an error with ``strict_categories``.
     """
 
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -100,6 +103,9 @@ class Dataset:
     zero_is_missing: str = KMER_PATTERN
     holdout: Holdout | None = None
     kmers: KmerEncoding | None = None
+    categorical: tuple[str, ...] = ()
+    max_categories: int = DEFAULT_MAX_CATEGORIES
+    strict_categories: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +118,8 @@ class Dataset:
             raise OptionError(msg)
         set_(self, "keep", column_names(self.keep, "keep"))
         set_(self, "drop", column_names(self.drop, "drop"))
+        set_(self, "categorical", column_names(self.categorical, "categorical"))
+        _positive_int(self.max_categories, "max_categories")
         _positive_int(self.max_rows, "max_rows", allow_none=True)
         try:
             re.compile(self.zero_is_missing)
@@ -163,7 +171,7 @@ class Dataset:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready options with absolute paths (for checkpoints); inverse of :meth:`from_dict`."""
         options = {name: getattr(self, name) for name in self.option_names()}
-        options["keep"], options["drop"] = list(self.keep), list(self.drop)
+        options["keep"], options["drop"], options["categorical"] = list(self.keep), list(self.drop), list(self.categorical)
         options["holdout"] = asdict(self.holdout) if self.holdout is not None else None
         options["kmers"] = self.kmers.to_dict() if self.kmers is not None else None
         return {"path": [os.path.abspath(p) for p in self.paths], **options}

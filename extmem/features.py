@@ -7,12 +7,14 @@ k-mer encoding, which ``{k}mer_*`` columns to fold or which sequence column to c
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 
+from .categories import encode_categories
 from .kmers import KMER_COLUMN, KmerEncoding, canonical_rows, sequence_entries
 from .layout import FeatureLayout
 from .packed import PackedBlock, PackedRows, unpack
@@ -33,13 +35,17 @@ class FeatureColumns:
     packed: PackedRows | None = None
 
 
-def wide_features(batch: pa.RecordBatch, names: Sequence[str], positions: np.ndarray) -> FeatureColumns:
-    """Columns ``names`` of ``batch`` (non int/float types cast to float32) at layout ``positions``."""
+def wide_features(
+    batch: pa.RecordBatch, names: Sequence[str], positions: np.ndarray, encoders: Mapping[str, Callable[[pa.Array], pa.Array]] | None = None
+) -> FeatureColumns:
+    """Columns ``names`` of ``batch`` at layout ``positions``: through ``encoders[name]`` if given, else non int/float types cast to float32."""
     index = {name: i for i, name in enumerate(batch.schema.names)}
     arrays = []
     for name in names:
         column = batch.column(index[name])
-        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
+        if encoders and name in encoders:
+            column = encoders[name](column)
+        elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
             column = column.cast(pa.float32(), safe=False)
         arrays.append(column)
     return FeatureColumns(batch.num_rows, pa.RecordBatch.from_arrays(arrays, names=list(names)), positions)
@@ -62,9 +68,13 @@ class FeaturePlan:
     fold_positions: np.ndarray | None = None
     fold_signs: np.ndarray | None = None
     encoding: KmerEncoding | None = None
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    strict_categories: bool = False
 
     @classmethod
-    def build(cls, layout: FeatureLayout, present: Collection[str], block: PackedBlock | None) -> FeaturePlan:
+    def build(
+        cls, layout: FeatureLayout, present: Collection[str], block: PackedBlock | None, strict_categories: bool = False
+    ) -> FeaturePlan:
         """The plan for a shard holding the physical columns ``present`` and packed ``block``."""
         encoding = layout.kmers
         base = layout.names[: layout.kmer_offset]
@@ -91,7 +101,19 @@ class FeaturePlan:
                 block_signs[folded] = signs
             if not (block_positions >= 0).any():
                 block = block_positions = block_signs = None
-        return cls(wide_names, wide_positions, block, block_positions, block_signs, fold_names, fold_positions, fold_signs, encoding)
+        return cls(
+            wide_names,
+            wide_positions,
+            block,
+            block_positions,
+            block_signs,
+            fold_names,
+            fold_positions,
+            fold_signs,
+            encoding,
+            dict(layout.categories),
+            strict_categories,
+        )
 
     @property
     def columns(self) -> list[str]:
@@ -105,7 +127,11 @@ class FeaturePlan:
 
     def features(self, batch: pa.RecordBatch, where: str, kmer_offset: int) -> FeatureColumns:
         """The feature values of ``batch`` (which holds :attr:`columns`)."""
-        features = wide_features(batch, self.wide_names, self.wide_positions)
+        encoders = {
+            name: partial(encode_categories, dictionary=dictionary, strict=self.strict_categories, column=name, where=where)
+            for name, dictionary in self.categories.items()
+        }
+        features = wide_features(batch, self.wide_names, self.wide_positions, encoders)
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         if self.block is not None:
             assert self.block_positions is not None

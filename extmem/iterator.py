@@ -144,7 +144,8 @@ class ParquetIter(xgb.DataIter):
             self.stats.pages += 1
         if self._on_rows is not None:
             self._on_rows(page.rows)
-        input_data(data=page.X, label=page.label, weight=page.weight, feature_names=list(self.source.layout.names))
+        layout = self.source.layout
+        input_data(data=page.X, label=page.label, weight=page.weight, feature_names=list(layout.names), feature_types=layout.feature_types)
         return True
 
     def _no_rows_message(self) -> str:
@@ -206,6 +207,7 @@ def _sampled_cuts(
     It is external-memory too: an in-memory QuantileDMatrix of the sample would hold its
     quantized rows in RAM while the full build runs.
     """
+    categorical = bool(source.layout.categories)
     expected_rows = sum(ref.rows for ref in source.row_groups())
     if source.dataset.max_rows is not None:
         expected_rows = min(expected_rows, source.dataset.max_rows)
@@ -216,7 +218,7 @@ def _sampled_cuts(
     prefix = str(cache.path / "cuts")
     iterator = ParquetIter(source, latch, cache_prefix=prefix, page_rows=options.page_rows, row_groups=sample, spool=spool)
     try:
-        reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=options.max_bin)
+        reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=options.max_bin, enable_categorical=categorical)
     except NoRowsError:  # the filter left nothing in the sample: sketch every row instead
         return None, 0
     finally:
@@ -269,18 +271,19 @@ def build_dmatrix(
     use_spool = source.has_wide_shards if options.spool is None else options.spool
     page_spool = PageSpool(cache.path / "spool") if use_spool else None
     page_rows, max_bin = options.page_rows, options.max_bin
+    categorical = bool(source.layout.categories)
     iterator = ParquetIter(source, latch, cache_prefix=cache.prefix, page_rows=page_rows, on_rows=on_rows, spool=page_spool)
     matrix: xgb.DMatrix | None = None
     try:
         with latch.deferring():
             try:
                 if options.sparse_pages:
-                    matrix = CachedPagedDMatrix(iterator, missing=np.nan)
+                    matrix = CachedPagedDMatrix(iterator, missing=np.nan, enable_categorical=categorical)
                 else:
                     own_cuts = ref is None
                     if own_cuts:
                         ref, sample_rows = _sampled_cuts(source, cache, latch, options, use_spool)
-                    matrix = CachedQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin, ref=ref)
+                    matrix = CachedQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin, ref=ref, enable_categorical=categorical)
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
                 matrix.extmem_cache = cache

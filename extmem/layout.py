@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .categories import feature_types
 from .kmers import KmerEncoding
 
 LAYOUT_VERSION = 1
@@ -32,6 +33,12 @@ class FeatureLayout:
     label: str | None = None
     label_map: Mapping[str, int] | None = None
     kmers: KmerEncoding | None = None
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    @property
+    def feature_types(self) -> list[str] | None:
+        """XGBoost's ``feature_types``: ``c`` for categorical features, ``q`` otherwise (None without categories)."""
+        return feature_types(self.names, self.categories)
 
     @property
     def kmer_offset(self) -> int:
@@ -48,10 +55,11 @@ class FeatureLayout:
         encoding: KmerEncoding,
         label: str | None,
         label_map: Mapping[str, int] | None,
+        categories: Mapping[str, tuple[str, ...]],
     ) -> FeatureLayout:
         """``names`` followed by the k-mer features of ``encoding`` (all sparse counts)."""
         kmer_names = encoding.feature_names()
-        return cls((*names, *kmer_names), (*zero_is_missing, *([True] * len(kmer_names))), label, label_map, encoding)
+        return cls((*names, *kmer_names), (*zero_is_missing, *([True] * len(kmer_names))), label, label_map, encoding, categories)
 
     @classmethod
     def from_names(
@@ -61,11 +69,16 @@ class FeatureLayout:
         label: str | None = None,
         label_map: Mapping[str, int] | None = None,
         always_sparse: Collection[str] = (),
+        categories: Mapping[str, tuple[str, ...]] | None = None,
     ) -> FeatureLayout:
-        """Mark the columns that match ``zero_is_missing_pattern`` (or are in ``always_sparse``) as sparse counts."""
+        """Mark the columns that match ``zero_is_missing_pattern`` (or are in ``always_sparse``) as sparse counts.
+
+        Categorical columns (keys of ``categories``) are never sparse: code 0 is a category.
+        """
         pattern = re.compile(zero_is_missing_pattern)
-        sparse = tuple(name in always_sparse or bool(pattern.search(name)) for name in names)
-        return cls(tuple(names), sparse, label, label_map)
+        categories = categories or {}
+        sparse = tuple(name not in categories and (name in always_sparse or bool(pattern.search(name))) for name in names)
+        return cls(tuple(names), sparse, label, label_map, None, dict(categories))
 
     @property
     def sparse_mask(self) -> np.ndarray:
@@ -93,6 +106,7 @@ class FeatureLayout:
                 "label": self.label,
                 "label_map": dict(self.label_map) if self.label_map is not None else None,
                 "kmers": self.kmers.to_dict() if self.kmers is not None else None,
+                "categories": {name: list(values) for name, values in self.categories.items()},
             }
         )
 
@@ -103,4 +117,5 @@ class FeatureLayout:
         sparse = set(data["zero_is_missing"])
         names = tuple(data["features"])
         kmers = KmerEncoding(**data["kmers"]) if data.get("kmers") else None
-        return cls(names, tuple(name in sparse for name in names), data.get("label"), data.get("label_map"), kmers)
+        categories = {name: tuple(values) for name, values in data.get("categories", {}).items()}
+        return cls(names, tuple(name in sparse for name in names), data.get("label"), data.get("label_map"), kmers, categories)

@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .categories import collect_categories, small_string_columns
 from .dataset import SPLICE_LABELS, Dataset
 from .errors import LabelError, SchemaError, ShardReadError
 from .features import FeatureColumns, FeaturePlan
@@ -186,9 +187,15 @@ class Source:
                 kind = self.schema.columns[name].kind
                 self.dropped[name] = "not numeric" if kind != NUMERIC else "not in --keep"
         features = [name for name in features if name not in dropped]
+        categories = self._categories()
+        for name in categories:
+            self.dropped.pop(name, None)
+        features = [name for name in features if name not in categories] + list(categories)
         non_numeric = [name for name, reason in self.dropped.items() if reason == "not numeric"]
         if non_numeric and self._announce:
-            logger.info("extmem: not using %d non-numeric column(s) as features: %s", len(non_numeric), ", ".join(non_numeric))
+            small = self._small_string_columns(non_numeric)
+            hint = f"; few distinct values in the first row group, so usable with --categorical: {', '.join(small)}" if small else ""
+            logger.info("extmem: not using %d non-numeric column(s) as features: %s%s", len(non_numeric), ", ".join(non_numeric), hint)
         encoding = self.dataset.kmers
         if encoding is not None:
             folded = [name for name in features if KMER_COLUMN.match(name)]
@@ -206,10 +213,38 @@ class Source:
             msg = f"No feature columns are left in {self.schema.shards[0]!r} and the other shards: every column is the label, non-numeric, or dropped."
             raise SchemaError(msg)
         packed = {name for name in features if self.schema.columns[name].packed}
-        layout = FeatureLayout.from_names(features, self.dataset.zero_is_missing, self.dataset.label, self.label_map, always_sparse=packed)
+        layout = FeatureLayout.from_names(
+            features, self.dataset.zero_is_missing, self.dataset.label, self.label_map, always_sparse=packed, categories=categories
+        )
         if encoding is None:
             return layout
-        return FeatureLayout.with_kmers(layout.names, layout.zero_is_missing, encoding, layout.label, layout.label_map)
+        return FeatureLayout.with_kmers(layout.names, layout.zero_is_missing, encoding, layout.label, layout.label_map, categories)
+
+    def _categories(self) -> dict[str, tuple[str, ...]]:
+        """The dictionary of each --categorical column, collected from every shard."""
+        for name in self.dataset.categorical:
+            column = self.schema.columns.get(name)
+            if column is None:
+                msg = f"The --categorical column {name!r} is in none of the {len(self.schema.shards)} shards (first: {self.schema.shards[0]!r})."
+                raise SchemaError(msg)
+            if column.kind != STRING:
+                msg = f"The --categorical column {name!r} is {column.arrow_type} (in {column.first_shard!r}); categorical columns hold strings."
+                raise SchemaError(msg)
+        if not self.dataset.categorical:
+            return {}
+        return collect_categories(self.schema.shards, self.dataset.categorical, self.dataset.max_categories)
+
+    def _small_string_columns(self, names: list[str]) -> list[str]:
+        """String columns among ``names`` with few distinct values in the first row group of the first shard."""
+        first = self.schema.shards[0]
+        try:
+            with pq.ParquetFile(first) as file:
+                present = [name for name in names if name in file.schema_arrow.names and self.schema.columns[name].kind == STRING]
+                if not present or file.num_row_groups == 0:
+                    return []
+                return small_string_columns(file.read_row_group(0, columns=present), present)
+        except (pa.ArrowException, OSError):
+            return []
 
     def _check_sequence_column(self, encoding: KmerEncoding | None) -> None:
         if encoding is None or encoding.sequence_column is None:
@@ -228,9 +263,9 @@ class Source:
                 f"{self.schema.shards[0]!r} or the other shards; is this the right dataset?"
             )
             raise SchemaError(msg)
-        self._reject_non_numeric(list(layout.names[: layout.kmer_offset]))
+        self._reject_non_numeric([name for name in layout.names[: layout.kmer_offset] if name not in layout.categories])
         label_map = (layout.label_map or self.label_map) if self.label_map is not None else None
-        return FeatureLayout(layout.names, layout.zero_is_missing, self.dataset.label, label_map, layout.kmers)
+        return FeatureLayout(layout.names, layout.zero_is_missing, self.dataset.label, label_map, layout.kmers, layout.categories)
 
     def _scan_plan(self) -> tuple[pa.Schema, list[str]]:
         """Schema of every column read (for statistics pruning) and the non-feature columns read."""
@@ -310,7 +345,7 @@ class Source:
     def _shard_plan(self, shard: str, file: pq.ParquetFile) -> tuple[FeaturePlan, list[str]]:
         """How this shard's columns become features, and every physical column a pass reads from it."""
         present = set(file.schema_arrow.names)
-        plan = FeaturePlan.build(self.layout, present, self.schema.packed_blocks.get(shard))
+        plan = FeaturePlan.build(self.layout, present, self.schema.packed_blocks.get(shard), self.dataset.strict_categories)
         columns = plan.columns
         return plan, columns + [name for name in self._extras if name in present and name not in columns]
 

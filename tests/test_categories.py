@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import extmem
+from extmem.source import Source
+
+REGIONS = ["intron", "exon", "utr", "intergenic"]
+
+
+def _write(path: Path, rows: int, seed: int, dictionary_order: list[str] | None = None) -> None:
+    """Rows whose label depends on the region (a string) far more than on the numeric columns."""
+    rng = np.random.default_rng(seed)
+    region = rng.choice(REGIONS, size=rows)
+    noise = rng.normal(size=rows)
+    donor = (region == "exon") & (rng.random(rows) < 0.8)
+    acceptor = (region == "utr") & (rng.random(rows) < 0.8)
+    labels = np.where(donor, "donor", np.where(acceptor, "acceptor", "neither"))
+    if dictionary_order is None:
+        region_column = pa.array(region)
+    else:
+        codes = np.array([dictionary_order.index(value) for value in region], dtype=np.int32)
+        region_column = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(dictionary_order))
+    table = pa.table({"region": region_column, "noise": noise, "score": noise + rng.normal(size=rows), "splice_type": labels})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=500)
+
+
+@pytest.fixture(scope="module")
+def regions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("regions")
+    _write(root / "train" / "a.parquet", 3000, seed=1)
+    _write(root / "train" / "b.parquet", 3000, seed=2, dictionary_order=["utr", "intergenic", "exon", "intron"])
+    _write(root / "valid" / "a.parquet", 2000, seed=3)
+    _write(root / "shuffled" / "a.parquet", 2000, seed=3, dictionary_order=["intergenic", "utr", "intron", "exon"])
+    return {name: root / name for name in ("train", "valid", "shuffled")}
+
+
+def test_codes_are_the_same_in_every_shard_whatever_the_value_order(regions: dict[str, Path]) -> None:
+    source = Source(extmem.Dataset(regions["train"], categorical="region"))
+    assert source.layout.categories == {"region": ("exon", "intergenic", "intron", "utr")}
+    assert source.layout.feature_types == ["q", "q", "c"]
+    assert source.layout.zero_is_missing[-1] is False
+    values = [v for p in sorted(regions["train"].iterdir()) for v in pq.read_table(p).column("region").to_pylist()]
+    expected = [source.layout.categories["region"].index(v) for v in values]
+    codes = [c for batch in source.batches() for c in batch.features.wide.column("region").to_pylist()]
+    assert codes == expected
+
+
+def test_a_category_with_signal_beats_dropping_it(regions: dict[str, Path]) -> None:
+    with_category = extmem.train(regions["train"], valid=regions["valid"], rounds=20, categorical=["region"]).report
+    without = extmem.train(regions["train"], valid=regions["valid"], rounds=20).report
+    scored, dropped = with_category["evaluation"]["valid"], without["evaluation"]["valid"]
+    assert scored["macro_f1"] > dropped["macro_f1"] + 0.3
+    assert scored["mlogloss"] < dropped["mlogloss"] - 0.1
+
+
+def test_scoring_data_with_another_dictionary_order_gives_the_same_predictions(regions: dict[str, Path], tmp_path: Path) -> None:
+    extmem.train(regions["train"], out=tmp_path / "model", rounds=10, categorical="region")
+    model = extmem.Model.load(tmp_path / "model")
+    assert model.layout.categories["region"] == ("exon", "intergenic", "intron", "utr")
+    plain, shuffled = model.predict_proba(regions["valid"]), model.predict_proba(regions["shuffled"])
+    np.testing.assert_array_equal(plain, shuffled)
+    frame = pq.read_table(regions["valid"] / "a.parquet").to_pandas()
+    np.testing.assert_allclose(model.predict_proba(frame), plain, atol=1e-6)
+
+
+def test_unseen_categories_are_missing_or_an_error(regions: dict[str, Path], tmp_path: Path) -> None:
+    extmem.train(regions["train"], out=tmp_path / "model", rounds=5, categorical="region")
+    table = pq.read_table(regions["valid"] / "a.parquet")
+    unseen = table.set_column(0, "region", pa.array(["novel"] * table.num_rows))
+    missing = table.set_column(0, "region", pa.nulls(table.num_rows, pa.string()))
+    (tmp_path / "unseen").mkdir()
+    (tmp_path / "missing").mkdir()
+    pq.write_table(unseen, tmp_path / "unseen" / "a.parquet")
+    pq.write_table(missing, tmp_path / "missing" / "a.parquet")
+    model = extmem.Model.load(tmp_path / "model")
+    np.testing.assert_array_equal(model.predict_proba(tmp_path / "unseen"), model.predict_proba(tmp_path / "missing"))
+    with pytest.raises(extmem.SchemaError, match=r"'region' has value\(s\) \['novel'\] in row group 0 of .* \(--strict-categories\)"):
+        extmem.predict(tmp_path / "model", tmp_path / "unseen", tmp_path / "p.parquet", strict_categories=True)
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_bad_categorical_columns_are_refused(regions: dict[str, Path]) -> None:
+    with pytest.raises(extmem.SchemaError, match="--categorical column 'region' has more than 3 distinct values"):
+        Source(extmem.Dataset(regions["train"], categorical="region", max_categories=3))
+    with pytest.raises(extmem.SchemaError, match="--categorical column 'noise' is double"):
+        Source(extmem.Dataset(regions["train"], categorical="noise"))
+    with pytest.raises(extmem.SchemaError, match="--categorical column 'nope' is in none"):
+        Source(extmem.Dataset(regions["train"], categorical="nope"))
+
+
+def test_the_notice_suggests_categorical_for_small_string_columns(regions: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="extmem"):
+        Source(extmem.Dataset(regions["train"]))
+    assert "not using 1 non-numeric column(s) as features: region" in caplog.text
+    assert "usable with --categorical: region" in caplog.text
