@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import SchemaError, ShardReadError
+from .errors import SchemaError, read_failure
 
 DEFAULT_MAX_CATEGORIES = 1024
 SUGGEST_CATEGORIES_BELOW = 64
@@ -46,8 +46,7 @@ def collect_categories(shards: Sequence[str], columns: Sequence[str], max_catego
                             )
                             raise SchemaError(msg)
         except (pa.ArrowException, OSError) as exc:
-            msg = f"Cannot read the parquet shard {shard!r}: {exc}"
-            raise ShardReadError(msg) from None
+            raise read_failure(shard, exc) from None
     return {name: tuple(sorted(values)) for name, values in seen.items()}
 
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import xgboost as xgb
+
 from ._version import __version__
 from .categories import DEFAULT_MAX_CATEGORIES
 from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS, KMER_PATTERN
@@ -428,6 +430,12 @@ def _run_demo(args: argparse.Namespace) -> None:
     print(_summary(result.report, str(model)))
 
 
+_OUT_OF_MEMORY = (
+    "out of memory. Lower --batch-rows (parquet decoding) or --page-rows (pages handed to XGBoost), "
+    "or pack the data first (extmem pack), which decodes in a fraction of the memory."
+)
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -454,6 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"extmem: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"extmem: error: {_OUT_OF_MEMORY}", file=sys.stderr)
+        return 2
+    except xgb.core.XGBoostError as exc:
+        if args.debug:
+            traceback.print_exc()
+        reason = next((line for line in str(exc).splitlines() if line.strip()), "unknown error")
+        print(f"extmem: error: {_OUT_OF_MEMORY if 'bad_alloc' in reason else 'XGBoost failed: ' + reason}", file=sys.stderr)
         return 2
     except OSError as exc:  # the environment, not extmem: a full disk, a file-size limit, permissions
         if args.debug:

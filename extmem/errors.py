@@ -19,6 +19,16 @@ class ShardReadError(ExtmemError):
     """A parquet shard cannot be read (corrupt, truncated, not parquet)."""
 
 
+_OUT_OF_MEMORY = ("bad_alloc", "malloc of size", "out of memory", "Cannot allocate memory")
+
+
+def read_failure(shard: str, exc: BaseException, where: str = "") -> Exception:
+    """The error to raise when reading ``shard`` failed: MemoryError when memory ran out, else ShardReadError."""
+    if isinstance(exc, MemoryError) or any(marker in str(exc) for marker in _OUT_OF_MEMORY):
+        return MemoryError(f"reading {where}{shard!r}: {exc}")
+    return ShardReadError(f"Cannot read {where}the parquet shard {shard!r}: {exc}")
+
+
 class SchemaError(ExtmemError):
     """Columns are missing, of an unusable type, or conflict between shards."""
 

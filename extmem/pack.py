@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from .blocks import to_csr
 from .cache import CacheDir
 from .dataset import DEFAULT_BATCH_ROWS, KMER_PATTERN
-from .errors import OptionError, ShardReadError
+from .errors import OptionError, read_failure
 from .features import wide_features
 from .layout import FeatureLayout
 from .memory import MemoryMonitor, release_freed_memory
@@ -126,8 +126,7 @@ def rewrite_shard(
                     sink.write(rewriter.convert(batch))
             return sink.rows
     except (pa.ArrowException, OSError) as exc:
-        msg = f"Cannot read the parquet shard {shard!r}: {exc}"
-        raise ShardReadError(msg) from None
+        raise read_failure(shard, exc) from None
     finally:
         release_freed_memory()
 

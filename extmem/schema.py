@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputPathError, SchemaError, ShardReadError
+from .errors import InputPathError, SchemaError, read_failure
 from .memory import release_freed_memory
 from .packed import PackedBlock
 
@@ -109,8 +109,7 @@ def _read_schema(shard: str) -> tuple[list[pa.Field], tuple[int, ...], PackedBlo
         schema = metadata.schema.to_arrow_schema()
         row_groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
     except (pa.ArrowException, OSError) as exc:
-        msg = f"Cannot read the parquet shard {shard!r}: {exc}"
-        raise ShardReadError(msg) from None
+        raise read_failure(shard, exc) from None
     block = PackedBlock.from_metadata(metadata.metadata, shard)
     if block is None:
         return list(schema), row_groups, None

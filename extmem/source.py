@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from .categories import collect_categories, small_string_columns
 from .dataset import SPLICE_LABELS, Dataset
-from .errors import LabelError, SchemaError, ShardReadError
+from .errors import LabelError, SchemaError, read_failure
 from .features import FeatureColumns, FeaturePlan
 from .filters import RowFilter, parse_filter
 from .kmers import KMER_COLUMN, KmerEncoding
@@ -372,9 +372,7 @@ class Source:
                         yield batch, row_group, plan
             release_freed_memory()
         except (pa.ArrowException, OSError) as exc:
-            where = f"row group {row_group} of " if row_group >= 0 else ""
-            msg = f"Cannot read {where}the parquet shard {shard!r}: {exc}"
-            raise ShardReadError(msg) from None
+            raise read_failure(shard, exc, f"row group {row_group} of " if row_group >= 0 else "") from None
 
     def _with_columns(self, batch: pa.RecordBatch, names: Iterable[str]) -> pa.RecordBatch:
         """Add the columns in ``names`` that ``batch`` lacks, as nulls of their union type."""
