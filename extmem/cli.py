@@ -214,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune_parser.add_argument(
         "--sample-rows-per-shard", type=_positive, default=25_000, help="rows sampled uniformly from each shard for correlations"
     )
-    prune_parser.add_argument("--max-sample-rows", type=_positive, default=200_000, help="cap on all sampled rows (default 200,000)")
+    prune_parser.add_argument(
+        "--max-sample-rows",
+        type=_positive,
+        default=50_000,
+        help="cap on all sampled rows, so memory does not grow with the shard count (default 50,000)",
+    )
     prune_parser.add_argument(
         "--max-corr-cols", type=_positive, help="test only the N highest-variance columns for correlation (default: all)"
     )

@@ -35,6 +35,7 @@ from .split import splitmix64, text_hash
 
 MANIFEST_FILE = "manifest.json"
 _GRAM_BLOCK = 512
+_COLUMN_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class PruneOptions:
 
     corr_threshold: float = 0.99
     sample_rows_per_shard: int = 25_000
-    max_sample_rows: int = 200_000
+    max_sample_rows: int = 50_000
     max_corr_cols: int | None = None
     min_variance: float = 0.0
     seed: int = 0
@@ -84,27 +85,36 @@ class ColumnStats:
         self.fingerprint = np.zeros(p, dtype=np.uint64)
 
     def update(self, values: np.ndarray) -> None:
-        """Add a batch: ``values`` is (rows, columns) float32 with NaN for missing."""
+        """Add a batch: ``values`` is (rows, columns) float32 with NaN for missing.
+
+        Works on blocks of columns so that float64 temporaries stay a few MB whatever the width.
+        """
+        row_keys = splitmix64(np.arange(self.rows, self.rows + values.shape[0], dtype=np.uint64))
+        for start in range(0, self.n_columns, _COLUMN_BLOCK):
+            block = slice(start, start + _COLUMN_BLOCK)
+            self._update_block(values[:, block], block, row_keys)
+        self.rows += values.shape[0]
+
+    def _update_block(self, values: np.ndarray, block: slice, row_keys: np.ndarray) -> None:
         missing = np.isnan(values)
         count = (~missing).sum(axis=0)
         wide = values.astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             batch_mean = np.where(count > 0, np.nansum(wide, axis=0) / np.maximum(count, 1), 0.0)
             batch_m2 = np.nansum((wide - batch_mean) ** 2, axis=0)
-        total = self.present + count
-        delta = batch_mean - self.mean
+        present = self.present[block]
+        total = present + count
+        delta = batch_mean - self.mean[block]
         safe_total = np.maximum(total, 1)
-        self.mean = self.mean + delta * count / safe_total
-        self.m2 = self.m2 + batch_m2 + delta**2 * self.present * count / safe_total
-        self.present = total
-        self.minimum = np.fmin(self.minimum, np.nanmin(np.where(missing, np.inf, wide), axis=0))
-        self.maximum = np.fmax(self.maximum, np.nanmax(np.where(missing, -np.inf, wide), axis=0))
-        self.nonzero += ((values != 0) & ~missing).sum(axis=0)
-        row_keys = splitmix64(np.arange(self.rows, self.rows + values.shape[0], dtype=np.uint64))
+        self.mean[block] += delta * count / safe_total
+        self.m2[block] += batch_m2 + delta**2 * present * count / safe_total
+        self.present[block] = total
+        self.minimum[block] = np.fmin(self.minimum[block], np.where(missing, np.inf, wide).min(axis=0))
+        self.maximum[block] = np.fmax(self.maximum[block], np.where(missing, -np.inf, wide).max(axis=0))
+        self.nonzero[block] += ((values != 0) & ~missing).sum(axis=0)
         bits = np.where(missing, np.float32(np.nan), values).view(np.uint32).astype(np.uint64)
         with np.errstate(over="ignore"):
-            self.fingerprint += splitmix64(bits ^ row_keys[:, None]).sum(axis=0, dtype=np.uint64)
-        self.rows += values.shape[0]
+            self.fingerprint[block] += splitmix64(bits ^ row_keys[:, None]).sum(axis=0, dtype=np.uint64)
 
     @property
     def variance(self) -> np.ndarray:
@@ -148,23 +158,29 @@ def _correlation_reasons(
     if options.max_corr_cols is not None and len(candidates) > options.max_corr_cols:
         by_variance = sorted(candidates, key=lambda j: -stats.variance[j])[: options.max_corr_cols]
         candidates = sorted(by_variance)
-    matrix = sp.csc_matrix(sample[:, candidates], dtype=np.float64)
+    selected = sample if len(candidates) == sample.shape[1] else sample[:, candidates]
+    matrix = sp.csc_matrix(selected, dtype=np.float64)
+    del selected
     rows = matrix.shape[0]
     if rows < 2 or not candidates:
         return {}
+    columns_of_entries = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
     missing = np.isnan(matrix.data)
     if missing.any():  # nulls of non-count columns: the column's mean, so they add nothing to its covariances
-        columns_of_entries = np.repeat(np.arange(matrix.shape[1]), np.diff(matrix.indptr))
         matrix.data[missing] = stats.mean[np.asarray(candidates)][columns_of_entries[missing]]
-    means = np.asarray(matrix.mean(axis=0)).ravel()
-    gram = np.empty((len(candidates), len(candidates)))
-    transposed = matrix.T.tocsr()
+    means = np.bincount(columns_of_entries, weights=matrix.data, minlength=matrix.shape[1]) / rows
+    squares = np.bincount(columns_of_entries, weights=matrix.data**2, minlength=matrix.shape[1]) / rows
+    del columns_of_entries
+    std = np.sqrt(np.clip(squares - means**2, 0, None))
+    safe_std = np.where(std > 0, std, 1.0)
+    # The one dense p x p array, float32, filled block by block from float64 covariances.
+    correlation = np.empty((len(candidates), len(candidates)), dtype=np.float32)
+    transposed = matrix.T  # a CSR view of the CSC matrix: no copy
     for start in range(0, len(candidates), _GRAM_BLOCK):
-        gram[:, start : start + _GRAM_BLOCK] = (transposed @ matrix[:, start : start + _GRAM_BLOCK]).toarray()
-    covariance = gram / rows - np.outer(means, means)
-    std = np.sqrt(np.clip(np.diag(covariance), 0, None))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        correlation = covariance / np.outer(std, std)
+        block = slice(start, start + _GRAM_BLOCK)
+        covariance = (transposed @ matrix[:, block]).toarray() / rows - np.outer(means, means[block])
+        correlation[:, block] = covariance / np.outer(safe_std, safe_std[block])
+    del transposed, matrix
     varying = std > 1e-12 * np.maximum(1.0, np.abs(means))
     kept = np.zeros(len(candidates), dtype=bool)
     dropped: dict[str, dict[str, Any]] = {}

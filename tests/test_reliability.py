@@ -293,7 +293,9 @@ def test_without_spool_the_cache_size_is_checked_before_xgboost_writes(wide_synt
 def test_running_out_of_memory_is_a_clear_error_and_leaves_nothing(wide_synth: Path, tmp_path: Path) -> None:
     """RLIMIT_DATA below what decoding 4,100 columns needs: allocation fails inside pyarrow or XGBoost."""
     command = ["prlimit", f"--data={400 * 2**20}", sys.executable, "-m", "extmem", "train", str(wide_synth), "--out", str(tmp_path / "m")]
-    run = subprocess.run([*command, "--rounds", "2", "--cache-dir", str(tmp_path), "--no-progress"], capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [*command, "--rounds", "2", "--cache-dir", str(tmp_path), "--no-progress"], capture_output=True, text=True, check=False
+    )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert "extmem: error: out of memory. Lower --batch-rows" in run.stderr
