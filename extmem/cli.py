@@ -146,6 +146,13 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_model_and_data(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the commands that score a dataset with a model (predict, evaluate)."""
+    parser.add_argument("model", help="model folder written by 'extmem train' (or a model file)")
+    parser.add_argument("data", help="dataset: folder of shards, glob, or file")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def _add_rewrite_flags(parser: argparse.ArgumentParser, row_group_flag: str) -> None:
     """Flags of the commands that rewrite shards (pack, prune)."""
     parser.add_argument(
@@ -179,22 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_flags(train_parser)
 
     predict_parser = commands.add_parser("predict", help="score a dataset with a trained model, streaming, into a parquet file")
-    predict_parser.add_argument("model", help="model folder written by 'extmem train' (or a model file)")
-    predict_parser.add_argument("data", help="dataset: folder of shards, glob, or file")
+    _add_model_and_data(predict_parser)
     predict_parser.add_argument("--out", required=True, help="output parquet file (prob_<class> columns, predicted)")
     predict_parser.add_argument("--keep", help="input columns to copy into the output, e.g. gene_id,position")
     _add_row_flags(predict_parser.add_argument_group("dataset"))
-    predict_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     evaluate_parser = commands.add_parser("evaluate", help="streaming metrics and confusion matrix of a model on a labelled dataset")
-    evaluate_parser.add_argument("model", help="model folder written by 'extmem train' (or a model file)")
-    evaluate_parser.add_argument("data", help="dataset: folder of shards, glob, or file")
+    _add_model_and_data(evaluate_parser)
     evaluate_parser.add_argument("--label", help="label column (default: the model's)")
     evaluate_parser.add_argument("--weight", help="optional row-weight column")
     evaluate_parser.add_argument("--out", help="also write the metrics as JSON here")
     evaluate_parser.add_argument("--plot", help="write precision-recall curves as a PNG here (needs matplotlib)")
     _add_row_flags(evaluate_parser.add_argument_group("dataset"))
-    evaluate_parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     pack_parser = commands.add_parser("pack", help="rewrite a dataset with its count columns in the packed sparse layout")
     pack_parser.add_argument("src", help="dataset: folder of shards, glob, or file")
