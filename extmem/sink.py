@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DEFAULT_ROW_GROUP_ROWS = 65536
+DATA_PAGE_BYTES = 1 << 20
+"""Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
 
 
 def partial_path(path: Path) -> Path:
@@ -72,7 +74,7 @@ class ParquetSink:
 
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self._partial, self.schema, compression=self.compression)
+        self._writer = pq.ParquetWriter(self._partial, self.schema, compression=self.compression, data_page_size=DATA_PAGE_BYTES)
         return self
 
     def write(self, batch: pa.RecordBatch) -> None:
