@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,15 @@ import pytest
 
 import extmem
 from extmem.cache import PREFIX
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sigint_not_ignored() -> None:
+    """Tests send SIGINT to this process and to child processes. A run started as a background
+    job ignores SIGINT, and children would inherit that; a handled signal resets to the default
+    in a child, so Python installs its own handler there again."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
