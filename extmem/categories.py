@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import SchemaError, read_failure
+from .schema import STRING, UnionSchema
 
 DEFAULT_MAX_CATEGORIES = 1024
 SUGGEST_CATEGORIES_BELOW = 64
@@ -27,6 +28,19 @@ def _as_strings(values: pa.Array) -> pa.Array:
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         values = values.cast(pa.string())
     return values
+
+
+def categorical_dictionaries(schema: UnionSchema, columns: Sequence[str], max_categories: int) -> dict[str, tuple[str, ...]]:
+    """The dictionary of each ``--categorical`` column (which must be a string column of some shard)."""
+    for name in columns:
+        column = schema.columns.get(name)
+        if column is None:
+            msg = f"The --categorical column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r})."
+            raise SchemaError(msg)
+        if column.kind != STRING:
+            msg = f"The --categorical column {name!r} is {column.arrow_type} (in {column.first_shard!r}); categorical columns hold strings."
+            raise SchemaError(msg)
+    return collect_categories(schema.shards, columns, max_categories) if columns else {}
 
 
 def collect_categories(shards: Sequence[str], columns: Sequence[str], max_categories: int) -> dict[str, tuple[str, ...]]:
@@ -61,9 +75,17 @@ def encode_categories(values: pa.Array, dictionary: Sequence[str], *, strict: bo
     return codes.cast(pa.float32())
 
 
-def small_string_columns(table: pa.Table, names: Sequence[str]) -> list[str]:
-    """Those of ``names`` with fewer than ``SUGGEST_CATEGORIES_BELOW`` distinct values in ``table``."""
-    return [name for name in names if len(pc.unique(table.column(name))) < SUGGEST_CATEGORIES_BELOW]
+def small_string_columns(schema: UnionSchema, names: Sequence[str]) -> list[str]:
+    """String columns among ``names`` with fewer than ``SUGGEST_CATEGORIES_BELOW`` values in the first row group of the first shard."""
+    try:
+        with pq.ParquetFile(schema.shards[0]) as file:
+            present = [name for name in names if name in file.schema_arrow.names and schema.columns[name].kind == STRING]
+            if not present or file.num_row_groups == 0:
+                return []
+            table = file.read_row_group(0, columns=present)
+    except (pa.ArrowException, OSError):
+        return []
+    return [name for name in present if len(pc.unique(table.column(name))) < SUGGEST_CATEGORIES_BELOW]
 
 
 def feature_types(names: Sequence[str], categories: Mapping[str, Sequence[str]]) -> list[str] | None:

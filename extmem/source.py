@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .categories import collect_categories, small_string_columns
+from .categories import categorical_dictionaries, small_string_columns
 from .dataset import SPLICE_LABELS, Dataset
 from .errors import LabelError, SchemaError, read_failure
 from .features import FeatureColumns, FeaturePlan
@@ -187,13 +187,13 @@ class Source:
                 kind = self.schema.columns[name].kind
                 self.dropped[name] = "not numeric" if kind != NUMERIC else "not in --keep"
         features = [name for name in features if name not in dropped]
-        categories = self._categories()
+        categories = categorical_dictionaries(self.schema, self.dataset.categorical, self.dataset.max_categories)
         for name in categories:
             self.dropped.pop(name, None)
         features = [name for name in features if name not in categories] + list(categories)
         non_numeric = [name for name, reason in self.dropped.items() if reason == "not numeric"]
         if non_numeric and self._announce:
-            small = self._small_string_columns(non_numeric)
+            small = small_string_columns(self.schema, non_numeric)
             hint = f"; few distinct values in the first row group, so usable with --categorical: {', '.join(small)}" if small else ""
             logger.info("extmem: not using %d non-numeric column(s) as features: %s%s", len(non_numeric), ", ".join(non_numeric), hint)
         encoding = self.dataset.kmers
@@ -219,32 +219,6 @@ class Source:
         if encoding is None:
             return layout
         return FeatureLayout.with_kmers(layout.names, layout.zero_is_missing, encoding, layout.label, layout.label_map, categories)
-
-    def _categories(self) -> dict[str, tuple[str, ...]]:
-        """The dictionary of each --categorical column, collected from every shard."""
-        for name in self.dataset.categorical:
-            column = self.schema.columns.get(name)
-            if column is None:
-                msg = f"The --categorical column {name!r} is in none of the {len(self.schema.shards)} shards (first: {self.schema.shards[0]!r})."
-                raise SchemaError(msg)
-            if column.kind != STRING:
-                msg = f"The --categorical column {name!r} is {column.arrow_type} (in {column.first_shard!r}); categorical columns hold strings."
-                raise SchemaError(msg)
-        if not self.dataset.categorical:
-            return {}
-        return collect_categories(self.schema.shards, self.dataset.categorical, self.dataset.max_categories)
-
-    def _small_string_columns(self, names: list[str]) -> list[str]:
-        """String columns among ``names`` with few distinct values in the first row group of the first shard."""
-        first = self.schema.shards[0]
-        try:
-            with pq.ParquetFile(first) as file:
-                present = [name for name in names if name in file.schema_arrow.names and self.schema.columns[name].kind == STRING]
-                if not present or file.num_row_groups == 0:
-                    return []
-                return small_string_columns(file.read_row_group(0, columns=present), present)
-        except (pa.ArrowException, OSError):
-            return []
 
     def _check_sequence_column(self, encoding: KmerEncoding | None) -> None:
         if encoding is None or encoding.sequence_column is None:
