@@ -78,7 +78,7 @@ class Model:
         """``multiclass``, ``binary``, ``hard`` or ``regression`` (see :func:`extmem.metrics.task_of`)."""
         return task_of(self.objective)
 
-    @property
+    @cached_property
     def classes(self) -> list[str] | None:
         """Class names in class-id order (ids as text for numeric labels); None for regression."""
         if self.task == "regression":
