@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from ._version import __version__
@@ -36,26 +37,24 @@ def _label_map(text: str) -> dict[str, int]:
     return mapping
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < 1:
-        msg = f"expected a fraction between 0 and 1, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _checked(convert: Callable[[str], Any], valid: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse ``type`` converting a flag value and refusing it unless ``valid``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not valid(value):
+            msg = f"expected {expected}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        msg = f"expected a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_fraction = _checked(float, lambda value: 0 < value < 1, "a fraction between 0 and 1")
+_positive = _checked(int, lambda value: value > 0, "a positive integer")
 
 
 def _add_row_flags(group: argparse._ArgumentGroup) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .categories import DEFAULT_MAX_CATEGORIES
-from .errors import OptionError
+from .errors import OptionError, check_positive_int
 from .kmers import KmerEncoding
 
 SPLICE_LABELS: Mapping[str, int] = {"neither": 0, "donor": 1, "acceptor": 2}
@@ -33,15 +33,6 @@ def column_names(value: str | Sequence[str] | None, option: str) -> tuple[str, .
         msg = f"The '{option}' option must be column names (a list or comma-separated text). Got {value!r} instead."
         raise OptionError(msg)
     return tuple(item.strip() for item in items if item.strip())
-
-
-def _positive_int(value: Any, option: str, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        msg = f"The '{option}' option must be a positive integer. Got {value!r} instead."
-        raise OptionError(msg)
-    return value
 
 
 HOLDOUT_SIDES = ("train", "valid")
@@ -119,14 +110,14 @@ class Dataset:
         set_(self, "keep", column_names(self.keep, "keep"))
         set_(self, "drop", column_names(self.drop, "drop"))
         set_(self, "categorical", column_names(self.categorical, "categorical"))
-        _positive_int(self.max_categories, "max_categories")
-        _positive_int(self.max_rows, "max_rows", allow_none=True)
+        check_positive_int(self.max_categories, "max_categories")
+        check_positive_int(self.max_rows, "max_rows", allow_none=True)
         try:
             re.compile(self.zero_is_missing)
         except (re.error, TypeError) as exc:
             msg = f"The 'zero_is_missing' option must be a regular expression. Got {self.zero_is_missing!r} instead ({exc})."
             raise OptionError(msg) from None
-        _positive_int(self.batch_rows, "batch_rows")
+        check_positive_int(self.batch_rows, "batch_rows")
         if self.batch_rows > MAX_BATCH_ROWS:
             msg = (
                 f"The 'batch_rows' option must be at most {MAX_BATCH_ROWS:,}. Got {self.batch_rows:,} instead: "

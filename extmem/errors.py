@@ -11,6 +11,15 @@ class OptionError(ExtmemError):
     """An option or flag has an invalid value."""
 
 
+def check_positive_int(value: object, option: str, *, allow_none: bool = False) -> None:
+    """Raise OptionError naming ``option`` unless ``value`` is a positive integer (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        msg = f"The '{option}' option must be a positive integer. Got {value!r} instead."
+        raise OptionError(msg)
+
+
 class InputPathError(ExtmemError):
     """A dataset path does not exist or holds no parquet files."""
 

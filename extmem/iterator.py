@@ -29,7 +29,7 @@ import xgboost as xgb
 from .blocks import Block, pages
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
-from .errors import CacheError, NoRowsError, OptionError
+from .errors import CacheError, NoRowsError, check_positive_int
 from .source import RowGroupRef, Source, SourceCounters
 from .spool import PageSpool
 
@@ -247,10 +247,7 @@ class MatrixOptions:
 
     def __post_init__(self) -> None:
         for name in ("page_rows", "sketch_rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
-                raise OptionError(msg)
+            check_positive_int(getattr(self, name), name)
 
 
 def build_dmatrix(

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from ._version import __version__
 from .blocks import to_dense
 from .dataset import DEFAULT_BATCH_ROWS, Dataset
-from .errors import OptionError
+from .errors import OptionError, check_positive_int
 from .memory import MemoryMonitor
 from .pack import check_output_folder, publish_dataset, rewrite_shard, shard_list, staging_folder
 from .progress import ProgressBar
@@ -53,11 +53,9 @@ class PruneOptions:
         if not 0 < self.corr_threshold <= 1:
             msg = f"The 'corr_threshold' option must be in (0, 1]. Got {self.corr_threshold!r} instead."
             raise OptionError(msg)
-        for name in ("sample_rows_per_shard", "max_sample_rows", "max_corr_cols"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
-                raise OptionError(msg)
+        for name in ("sample_rows_per_shard", "max_sample_rows"):
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.max_corr_cols, "max_corr_cols", allow_none=True)
         if self.min_variance < 0:
             msg = f"The 'min_variance' option must be >= 0. Got {self.min_variance!r} instead."
             raise OptionError(msg)

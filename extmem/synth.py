@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InputPathError, OptionError
+from .errors import InputPathError, OptionError, check_positive_int
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 CLASSES = ("neither", "donor", "acceptor")
@@ -66,10 +66,7 @@ class SynthOptions:
 
     def __post_init__(self) -> None:
         for name in ("rows", "shards", "row_group_rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
-                raise OptionError(msg)
+            check_positive_int(getattr(self, name), name)
         if not isinstance(self.k, int) or not 1 <= self.k <= 8:
             msg = f"The 'k' option must be an integer from 1 to 8. Got {self.k!r} instead."
             raise OptionError(msg)

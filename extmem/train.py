@@ -21,7 +21,7 @@ from ._version import __version__
 from .cache import CacheDir
 from .callbacks import RUN_ATTRIBUTE, Checkpoint, EarlyStop, History, class_metrics
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, Holdout, as_dataset
-from .errors import OptionError
+from .errors import OptionError, check_positive_int
 from .iterator import DEFAULT_SKETCH_ROWS, MatrixOptions
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import MatrixInfo, free_matrix, open_matrix
@@ -160,12 +160,6 @@ def _data_report(info: MatrixInfo) -> dict[str, Any]:
     }
 
 
-def _check_count(name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        msg = f"The '{name}' option must be a positive integer. Got {value!r} instead."
-        raise OptionError(msg)
-
-
 def train(
     data: DatasetLike,
     label: str | None = "splice_type",
@@ -197,7 +191,7 @@ def train(
     rounds (see :func:`resume`). Cache files never outlive the call.
     """
     for name, value in (("rounds", rounds), ("early_stopping_rounds", early_stopping_rounds), ("checkpoint_every", checkpoint_every)):
-        _check_count(name, value)
+        check_positive_int(value, name, allow_none=True)
     dataset = as_dataset(data, label, options)
     if dataset.label is None:
         msg = "Training needs a label column; the 'label' option is None."
@@ -225,8 +219,8 @@ def train(
     if merged["tree_method"] not in ("hist", "approx"):
         msg = f"The tree_method {merged['tree_method']!r} cannot train from external memory; use 'hist' or 'approx'."
         raise OptionError(msg)
-    _check_count("page_rows", page_rows)
-    _check_count("sketch_rows", sketch_rows)
+    check_positive_int(page_rows, "page_rows")
+    check_positive_int(sketch_rows, "sketch_rows")
     check_params(merged)
     if out is not None and (Path(out) / CHECKPOINT_FILE).exists():
         msg = f"{os.fspath(out)!r} holds a checkpoint of an unfinished run: continue it with --resume {os.fspath(out)}, or delete it to start over."
