@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,3 +77,17 @@ def write_shard(path: Path, columns: dict[str, list], row_group_size: int | None
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
     return path
+
+
+def kill_while_staging(command: list[str], staging_parent: Path, staging_prefix: str) -> None:
+    """Run ``command`` and SIGKILL it as soon as its staging folder holds a parquet file.
+
+    Fails if the command ends on its own first, so a test cannot pass without the kill it claims to test.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(staging_prefix) and any(p.glob("*.parquet")) for p in staging_parent.iterdir()):
+        assert process.poll() is None and time.monotonic() < deadline, f"{command[3]} ended before it could be killed"
+        time.sleep(0.002)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, f"{command[3]} finished before the kill landed"

@@ -1,17 +1,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_shard
+from conftest import kill_while_staging, write_shard
 
 import extmem
 from extmem.blocks import concat_blocks, to_block
@@ -119,13 +116,7 @@ def test_a_bad_shard_leaves_no_output(small_synth: Path, tmp_path: Path) -> None
 def test_sigkill_leaves_nothing_and_the_next_run_sweeps_the_staging_folder(wide_synth: Path, tmp_path: Path) -> None:
     dst = tmp_path / "dst"
     command = [sys.executable, "-m", "extmem", "pack", str(wide_synth), str(dst), "--batch-rows", "100", "--no-progress"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not any(p.name.startswith(".dst.partial-") and any(p.glob("*.parquet")) for p in tmp_path.iterdir()):
-        assert process.poll() is None and time.monotonic() < deadline, "pack ended before it could be killed"
-        time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_while_staging(command, tmp_path, ".dst.partial-")
     assert not dst.exists()
     run = subprocess.run(command, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr

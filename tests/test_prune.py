@@ -1,17 +1,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import kill_while_staging
 
 import extmem
 from extmem.blocks import concat_blocks, to_block
@@ -141,14 +139,7 @@ def test_killed_prune_leaves_the_previous_result(planted: Path, tmp_path: Path) 
         "50",
         "--no-progress",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not any(p.name.startswith(".out.partial-") for p in tmp_path.iterdir()):
-        assert process.poll() is None and time.monotonic() < deadline, "prune ended before it could be killed"
-        time.sleep(0.01)
-    time.sleep(0.3)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_while_staging(command, tmp_path, ".out.partial-")
     assert json.loads((out / MANIFEST_FILE).read_text()) == before
     assert sum(pq.ParquetFile(p).metadata.num_rows for p in out.glob("*.parquet")) == 3000
     rerun = subprocess.run(command, capture_output=True, text=True, check=False)
