@@ -31,14 +31,33 @@ def ensure_dataset(folder: Path, rows: int, shards: int, k: int, seed: int = 0) 
     return folder
 
 
-def run_method(method: str, data: Path, rounds: int, options: dict[str, Any] | None = None, timeout: float = 3600) -> dict[str, Any]:
-    """Run one method in a fresh subprocess and return its measurements."""
+def run_method(
+    method: str,
+    data: Path,
+    rounds: int,
+    options: dict[str, Any] | None = None,
+    timeout: float = 3600,
+    data_limit: int | None = None,
+) -> dict[str, Any]:
+    """Run one method in a fresh subprocess and return its measurements.
+
+    With ``data_limit`` (bytes) the kernel caps the process's data size (``prlimit --data``);
+    a run that dies of it comes back with ``failed`` and the end of its stderr.
+    """
     command = [sys.executable, "-m", "bench.worker", method, str(data), str(rounds), json.dumps(options or {})]
+    if data_limit is not None:
+        command = ["prlimit", f"--data={data_limit}", *command]
     completed = subprocess.run(
         command, capture_output=True, text=True, check=False, timeout=timeout, cwd=Path(__file__).resolve().parent.parent
     )
     if completed.returncode != 0:
-        return {"method": method, "failed": True, "returncode": completed.returncode, "stderr": completed.stderr[-2000:]}
+        return {
+            "method": method,
+            "failed": True,
+            "returncode": completed.returncode,
+            "stderr": completed.stderr[-2000:],
+            "data_limit": data_limit,
+        }
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 

@@ -28,6 +28,7 @@ def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any
         "features": report["features"],
         "mlogloss": report["metrics"]["train"]["mlogloss"],
         "cache_bytes": report["cache_bytes"],
+        "plan": report["memory_plan"]["train"],
     }
 
 
@@ -75,7 +76,9 @@ def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, 
     """One pass from parquet to the CSR pages XGBoost receives (``options["mode"]``), timed on its own.
 
     ``raw``: pyarrow's decode of the same columns, nothing else; ``blocks``: extmem's source and
-    blocks stages; ``spool``: a replay of pages spooled on a first (untimed) pass.
+    blocks stages; ``spool``: a replay of pages spooled on a first (untimed) pass; ``dmatrix``:
+    the whole build of the external-memory DMatrix (every pass XGBoost makes, cache written),
+    with ``options["prefetch"]`` pages read ahead.
     """
     import tempfile
     import time
@@ -99,6 +102,13 @@ def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, 
                 block = source.schema.packed_blocks.get(shard)
                 columns = [name for name in source.layout.names if name in present] + ([block.indices, block.values] if block else [])
                 rows += sum(batch.num_rows for batch in file.iter_batches(batch_size=2048, columns=columns))
+    elif mode == "dmatrix":
+        from extmem.matrix import free_matrix, matrix_info
+
+        matrix = extmem.dmatrix(data, cache="disk", prefetch=options["prefetch"])
+        stats = matrix_info(matrix).stats
+        rows, stored = stats.rows, stats.stored_values
+        free_matrix(matrix)
     elif mode == "blocks":
         for page in pages(source.batches(), source.layout, 8192):
             rows, stored = rows + page.rows, stored + page.stored_values

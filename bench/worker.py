@@ -25,6 +25,7 @@ def main() -> None:
         seconds=round(time.perf_counter() - started, 3),
         peak_rss_bytes=monitor.peak_rss_bytes,
         peak_anon_bytes=monitor.peak_anon_bytes,
+        peak_data_bytes=monitor.peak_data_bytes,
     )
     print(json.dumps(result))
 

@@ -40,8 +40,17 @@ class Block:
 def _column_values(column: pa.Array) -> np.ndarray:
     """Numeric values, nulls as NaN; zero-copy when the column has no nulls."""
     if column.null_count == 0:
+        kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):  # a view of the values buffer, without to_numpy's overhead
+            return np.frombuffer(
+                column.buffers()[1], dtype=kind.to_pandas_dtype(), count=len(column), offset=column.offset * kind.byte_width
+            )
         return column.to_numpy(zero_copy_only=False)
     return column.cast(pa.float32(), safe=False).fill_null(np.float32("nan")).to_numpy(zero_copy_only=False)
+
+
+SCRATCH_VALUES = 1 << 22
+"""Cells of the float64 scratch matrix that wide columns are copied into, a chunk of columns at a time (32 MiB)."""
 
 
 def to_csr(features: FeatureColumns, layout: FeatureLayout) -> sp.csr_matrix:
@@ -49,42 +58,34 @@ def to_csr(features: FeatureColumns, layout: FeatureLayout) -> sp.csr_matrix:
 
     Count columns (``layout.zero_is_missing``) store only non-zero, non-null entries;
     other columns store every non-null value, zeros included, so XGBoost keeps them.
-    Wide columns are built column by column as CSC (no dense temporary) and converted once
-    to CSR; packed entries, already CSR, are merged in row by row.
+    Wide columns are copied, a chunk at a time, into a column-major scratch matrix whose
+    kept cells, found in one vectorized pass, are already in CSC order; the result is
+    converted once to CSR. Packed entries, already CSR, are merged in row by row.
     """
     rows, n_columns = features.rows, len(layout.names)
     sparse_mask = layout.sparse_mask
+    present = [(column, position) for column, position in zip(features.wide.columns, features.positions) if column.null_count < rows]
+    chunk_columns = max(1, SCRATCH_VALUES // max(rows, 1))
+    scratch = np.empty((min(chunk_columns, len(present)), rows), dtype=np.float64)
+    counts = np.zeros(n_columns, dtype=np.int64)
     row_indices: list[np.ndarray] = []
     values: list[np.ndarray] = []
-    counts = np.zeros(n_columns, dtype=np.int64)
-    for column, position in zip(features.wide.columns, features.positions):
-        if column.null_count == rows:
-            continue
-        data = _column_values(column)
-        if sparse_mask[position]:
-            kept = np.flatnonzero(data)
-            if column.null_count:
-                kept = kept[~np.isnan(data[kept])]
-        elif column.null_count:
-            kept = np.flatnonzero(~np.isnan(data))
-        else:
-            kept = None
-        if kept is None:
-            row_indices.append(np.arange(rows, dtype=np.int32))
-            values.append(data)
-            counts[position] = rows
-        else:
-            row_indices.append(kept.astype(np.int32, copy=False))
-            values.append(data[kept])
-            counts[position] = kept.size
+    for start in range(0, len(present), chunk_columns):
+        chunk = present[start : start + chunk_columns]
+        cells = scratch[: len(chunk)]
+        for slot, (column, _) in enumerate(chunk):
+            cells[slot] = _column_values(column)
+        positions = np.fromiter((position for _, position in chunk), dtype=np.int64, count=len(chunk))
+        kept = ~np.isnan(cells)
+        kept &= (cells != 0) | ~sparse_mask[positions][:, None]
+        slots, chunk_rows = np.divmod(np.flatnonzero(kept), rows)
+        counts[positions] = np.bincount(slots, minlength=len(chunk))
+        row_indices.append(chunk_rows.astype(np.int32))
+        values.append(cells[slots, chunk_rows].astype(np.float32))
     indptr = np.zeros(n_columns + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    if row_indices:
-        indices = np.concatenate(row_indices)
-        data = np.concatenate(values).astype(np.float32, copy=False)
-    else:
-        indices = np.zeros(0, dtype=np.int32)
-        data = np.zeros(0, dtype=np.float32)
+    indices = np.concatenate(row_indices) if row_indices else np.zeros(0, dtype=np.int32)
+    data = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
     wide = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns)).tocsr()
     if features.packed is None or features.packed.values.size == 0:
         return wide

@@ -55,7 +55,12 @@ def _summary(report: dict[str, Any], out: str) -> str:
     resumed = f", resumed from round {report['resumed_from_round']}" if report.get("resumed_from_round") is not None else ""
     lines = [
         f"trained {report['rounds']} rounds on {report['rows']:,} rows x {report['features']:,} features in {report['seconds']:.1f} s{resumed}",
-        f"{_memory(report)}; cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed",
+        f"{_memory(report)}; "
+        + (
+            f"disk cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
+            if report["memory_plan"]["train"]["cache"] == "disk"
+            else "matrix held in memory"
+        ),
     ]
     for data_name, metrics in report["metrics"].items():
         overall = {name: value for name, value in metrics.items() if not name.startswith(("roc_auc_", "pr_auc_"))}
@@ -119,6 +124,9 @@ def _run_train(args: argparse.Namespace) -> None:
         cache_dir=args.cache_dir,
         page_rows=args.page_rows,
         sketch_rows=args.sketch_rows,
+        cache=args.cache,
+        memory_budget=args.memory_budget,
+        prefetch=args.prefetch,
         progress=not args.no_progress,
         **_dataset_options(args),
     )

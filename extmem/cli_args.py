@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._version import __version__
+from .budget import CACHE_KINDS, parse_size
 from .categories import DEFAULT_MAX_CATEGORIES
 from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS, KMER_PATTERN
 from .iterator import DEFAULT_SKETCH_ROWS
@@ -55,6 +56,11 @@ def _checked(convert: Callable[[str], Any], valid: Callable[[Any], bool], expect
 
 _fraction = _checked(float, lambda value: 0 < value < 1, "a fraction between 0 and 1")
 _positive = _checked(int, lambda value: value > 0, "a positive integer")
+_size = _checked(parse_size, lambda value: value > 0, "a size such as 2GB, 1.5GiB or 800MB")
+_MEMORY_BUDGET_HELP = (
+    "keep the run's memory under this size, e.g. 2GB: batch and page sizes (and --cache auto) are chosen to fit, "
+    "and the plan is printed first (default: the process's data limit, prlimit --data, if any)"
+)
 
 
 def _add_row_flags(group: argparse._ArgumentGroup) -> None:
@@ -62,8 +68,12 @@ def _add_row_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--filter", help="row filter, e.g. \"(chrom == 'chr1') & (position > 1000)\"")
     group.add_argument("--max-rows", type=_positive, help="read at most this many rows")
     group.add_argument(
-        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, help=f"rows decoded per parquet batch (default {DEFAULT_BATCH_ROWS})"
+        "--batch-rows",
+        type=_positive,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"rows decoded per parquet batch (default {DEFAULT_BATCH_ROWS}; under a memory budget, the most)",
     )
+    group.add_argument("--memory-budget", type=_size, metavar="SIZE", help=_MEMORY_BUDGET_HELP)
 
 
 def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +95,20 @@ def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
         "--page-rows",
         type=_positive,
         default=DEFAULT_PAGE_ROWS,
-        help=f"rows per XGBoost external-memory page (default {DEFAULT_PAGE_ROWS})",
+        help=f"rows per XGBoost page (default {DEFAULT_PAGE_ROWS}; under a memory budget, the most)",
+    )
+    group.add_argument(
+        "--cache",
+        choices=CACHE_KINDS,
+        default="auto",
+        help="where the quantized matrix lives: memory (fastest training), disk (external memory), or auto: memory when it fits "
+        "the budget (or the available RAM) with room to spare (default auto)",
+    )
+    group.add_argument(
+        "--prefetch",
+        type=_checked(int, lambda value: value >= 0, "a non-negative integer"),
+        default=1,
+        help="pages read ahead in a background thread while XGBoost consumes the current one (default 1; 0: off)",
     )
     group.add_argument(
         "--sketch-rows",

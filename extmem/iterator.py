@@ -13,6 +13,7 @@ external-memory matrix of their own and passed as ``ref``; this also saves one p
 
 from __future__ import annotations
 
+import queue
 import resource
 import shutil
 import signal
@@ -27,9 +28,10 @@ import numpy as np
 import xgboost as xgb
 
 from .blocks import Block, pages
+from .budget import CACHE_KINDS, CacheKind
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS
-from .errors import CacheError, NoRowsError, check_positive_int
+from .errors import CacheError, NoRowsError, OptionError, check_positive_int
 from .source import RowGroupRef, Source, SourceCounters
 from .spool import PageSpool
 
@@ -87,6 +89,69 @@ class IterStats:
     spooled_bytes: int = 0
 
 
+class _Prefetcher:
+    """Produces pages in a background thread, at most ``depth`` ahead of the consumer.
+
+    Decoding parquet and building CSR releases the GIL, so the next page is read while
+    XGBoost quantizes the current one. Errors reach the consumer at the page where they
+    happened; :meth:`close` stops the thread (after the page it is building) and joins it.
+    """
+
+    _END = object()
+
+    def __init__(self, produce: Iterator[Block], depth: int) -> None:
+        self._produce = produce
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="extmem-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            for page in self._produce:
+                if not self._put(page):
+                    return
+            self._put(self._END)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer thread, which raises it
+            self._put(exc)
+        finally:
+            close = getattr(self._produce, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator[Block]:
+        return self
+
+    def __next__(self) -> Block:
+        item = self._queue.get()
+        if item is self._END:
+            self._queue.put(item)  # later calls keep seeing the end
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._queue.put(self._END)
+            raise item
+        assert isinstance(item, Block)
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        self._thread.join()
+
+
 class ParquetIter(xgb.DataIter):
     """Feeds pages of CSR (or dense) blocks from a :class:`Source` to XGBoost."""
 
@@ -100,9 +165,11 @@ class ParquetIter(xgb.DataIter):
         row_groups: list[RowGroupRef] | None = None,
         on_rows: Callable[[int], None] | None = None,
         spool: PageSpool | None = None,
+        prefetch: int = 0,
     ) -> None:
         self.source = source
         self.page_rows = page_rows
+        self.prefetch = prefetch
         self.stats = IterStats()
         self._latch = latch
         self._row_groups = row_groups
@@ -113,14 +180,22 @@ class ParquetIter(xgb.DataIter):
         super().__init__(cache_prefix=cache_prefix, release_data=True)
 
     def _pass(self) -> Iterator[Block]:
-        """The pages of one pass: replayed from the spool once it is complete, else read (and spooled)."""
+        """The pages of one pass: replayed from the spool once it is complete, else read (and spooled); prefetched if asked."""
         if self._spool is not None and self._spool.complete:
-            return self._spool.replay(len(self.source.layout.names))
-        read = pages(self.source.batches(self._row_groups), self.source.layout, self.page_rows)
-        return self._spool.record(read) if self._spool is not None else read
+            produce = self._spool.replay(len(self.source.layout.names))
+        else:
+            read = pages(self.source.batches(self._row_groups), self.source.layout, self.page_rows)
+            produce = self._spool.record(read) if self._spool is not None else read
+        return _Prefetcher(produce, self.prefetch) if self.prefetch > 0 else produce
+
+    def close(self) -> None:
+        """End the current pass, stopping its prefetch thread."""
+        if isinstance(self._pages, _Prefetcher):
+            self._pages.close()
+        self._pages = None
 
     def reset(self) -> None:
-        self._pages = None
+        self.close()
 
     def next(self, input_data: Callable[..., Any]) -> bool:
         if self._latch.pending is not None:
@@ -199,6 +274,14 @@ class CachedPagedDMatrix(_CacheOwner, xgb.DMatrix):
     """Paged external-memory ``DMatrix`` (for ``approx``) that owns its cache folder."""
 
 
+class InMemoryQuantileDMatrix(_CacheOwner, xgb.QuantileDMatrix):
+    """``QuantileDMatrix`` built from the same stream, held in memory (``cache="memory"``)."""
+
+
+class InMemoryDMatrix(_CacheOwner, xgb.DMatrix):
+    """``DMatrix`` built from the same stream, held in memory (``cache="memory"`` with ``approx``)."""
+
+
 def _sampled_cuts(
     source: Source, cache: CacheDir, latch: _SignalLatch, options: MatrixOptions, use_spool: bool
 ) -> tuple[xgb.DMatrix | None, int]:
@@ -216,12 +299,15 @@ def _sampled_cuts(
     sample = source.sample_row_groups(options.sketch_rows, options.seed)
     spool = PageSpool(cache.path / "cuts-spool") if use_spool else None
     prefix = str(cache.path / "cuts")
-    iterator = ParquetIter(source, latch, cache_prefix=prefix, page_rows=options.page_rows, row_groups=sample, spool=spool)
+    iterator = ParquetIter(
+        source, latch, cache_prefix=prefix, page_rows=options.page_rows, row_groups=sample, spool=spool, prefetch=options.prefetch
+    )
     try:
         reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=options.max_bin, enable_categorical=categorical)
     except NoRowsError:  # the filter left nothing in the sample: sketch every row instead
         return None, 0
     finally:
+        iterator.close()
         if spool is not None:
             spool.clear()
     return reference, iterator.stats.rows
@@ -235,7 +321,12 @@ class MatrixOptions:
     a paged ``DMatrix`` (for ``approx``) instead of an ``ExtMemQuantileDMatrix`` (for ``hist``).
     ``sketch_rows``/``seed``: above that many rows, quantile cuts come from that many rows of
     row groups sampled with ``seed``. ``spool``: keep the first pass's pages for the later
-    passes (default: when some shard is wide, whose decoding is slow).
+    passes (default: when some shard is wide, whose decoding is slow). ``prefetch``: pages
+    read ahead in a background thread (0: none). ``cache``: where the quantized matrix lives,
+    ``memory`` (``QuantileDMatrix``), ``disk`` (external memory) or ``auto`` (memory when it fits
+    ``memory_budget`` with room to spare, see :mod:`extmem.budget`). ``memory_budget`` (bytes or
+    a size like ``"2GB"``; default: the process's data limit, if any) also bounds the batch and
+    page sizes, which are then the largest allowed.
     """
 
     page_rows: int = DEFAULT_PAGE_ROWS
@@ -244,10 +335,19 @@ class MatrixOptions:
     sketch_rows: int = DEFAULT_SKETCH_ROWS
     seed: int = 0
     spool: bool | None = None
+    prefetch: int = 1
+    cache: CacheKind = "auto"
+    memory_budget: int | str | None = None
 
     def __post_init__(self) -> None:
         for name in ("page_rows", "sketch_rows"):
             check_positive_int(getattr(self, name), name)
+        if not isinstance(self.prefetch, int) or self.prefetch < 0:
+            msg = f"The 'prefetch' option must be a non-negative integer (pages read ahead), got {self.prefetch!r}."
+            raise OptionError(msg)
+        if self.cache not in CACHE_KINDS:
+            msg = f"The 'cache' option must be one of {', '.join(CACHE_KINDS)}; got {self.cache!r}."
+            raise OptionError(msg)
 
 
 def build_dmatrix(
@@ -258,29 +358,43 @@ def build_dmatrix(
     ref: xgb.DMatrix | None = None,
     on_rows: Callable[[int], None] | None = None,
 ) -> tuple[xgb.DMatrix, IterStats]:
-    """Build an external-memory DMatrix from ``source`` with its pages under ``cache``.
+    """Build a DMatrix from ``source``: external memory with its pages under ``cache``, or in memory.
 
-    Quantile cuts come from ``ref`` if given (not for sparse pages). The spool, if any, is
+    ``options.cache`` must be ``memory`` or ``disk`` here (a memory plan resolves ``auto``).
+    Quantile cuts come from ``ref`` if given (not for sparse pages). Spool files, if any, are
     deleted once the matrix is built. The matrix owns ``cache``: freeing it deletes the
     folder. On error or interruption the cache is deleted at once.
     """
+    assert options.cache in ("memory", "disk"), options.cache
     latch = _SignalLatch()
     use_spool = source.has_wide_shards if options.spool is None else options.spool
     page_spool = PageSpool(cache.path / "spool") if use_spool else None
     page_rows, max_bin = options.page_rows, options.max_bin
     categorical = bool(source.layout.categories)
-    iterator = ParquetIter(source, latch, cache_prefix=cache.prefix, page_rows=page_rows, on_rows=on_rows, spool=page_spool)
+    on_disk = options.cache == "disk"
+    iterator = ParquetIter(
+        source,
+        latch,
+        cache_prefix=cache.prefix if on_disk else None,
+        page_rows=page_rows,
+        on_rows=on_rows,
+        spool=page_spool,
+        prefetch=options.prefetch,
+    )
     matrix: xgb.DMatrix | None = None
     try:
         with latch.deferring():
             try:
                 if options.sparse_pages:
-                    matrix = CachedPagedDMatrix(iterator, missing=np.nan, enable_categorical=categorical)
+                    paged = CachedPagedDMatrix if on_disk else InMemoryDMatrix
+                    matrix = paged(iterator, missing=np.nan, enable_categorical=categorical)
                 else:
                     own_cuts = ref is None
                     if own_cuts:
                         ref, sample_rows = _sampled_cuts(source, cache, latch, options, use_spool)
-                    matrix = CachedQuantileDMatrix(iterator, missing=np.nan, max_bin=max_bin, ref=ref, enable_categorical=categorical)
+                    quantile = CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix
+                    matrix = quantile(iterator, missing=np.nan, max_bin=max_bin, ref=ref, enable_categorical=categorical)
+                    ref = None
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
                 matrix.extmem_cache = cache
@@ -295,6 +409,7 @@ def build_dmatrix(
         cache.cleanup()
         raise
     finally:
+        iterator.close()
         if page_spool is not None:
             iterator.stats.spooled_bytes = page_spool.bytes
             page_spool.clear()

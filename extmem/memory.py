@@ -1,7 +1,9 @@
-"""Peak memory of this process: sampled RSS and anonymous RSS, plus the kernel's ru_maxrss.
+"""Peak memory of this process: sampled RSS, anonymous RSS and data size, plus the kernel's ru_maxrss.
 
 Anonymous memory (heap, private mappings) is what a RAM budget must hold; file-backed pages
-(XGBoost maps its cache files) are reclaimable, so both are reported apart.
+(XGBoost maps its cache files) are reclaimable, so both are reported apart. The data size
+(``VmData``: heap and private writable mappings, touched or not) is what ``RLIMIT_DATA``
+(``prlimit --data``) caps.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ def anonymous_rss_bytes() -> int:
     return 0
 
 
+def data_bytes(info: psutil._common.pmem | None = None) -> int:  # type: ignore[name-defined]
+    """This process's data size (``VmData`` plus stack; Linux), what ``RLIMIT_DATA`` caps; 0 elsewhere."""
+    info = info if info is not None else psutil.Process().memory_info()
+    return int(getattr(info, "data", 0))
+
+
 def max_rss_bytes() -> int:
     """The kernel's high-water mark of this process's RSS (``ru_maxrss``)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -63,6 +71,7 @@ class MemorySample:
     seconds: float
     rss_bytes: int
     anon_bytes: int
+    data_bytes: int
 
 
 @dataclass
@@ -78,6 +87,7 @@ class MemoryMonitor:
     keep_samples: bool = False
     peak_rss_bytes: int = 0
     peak_anon_bytes: int = 0
+    peak_data_bytes: int = 0
     samples: list[MemorySample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -86,12 +96,14 @@ class MemoryMonitor:
 
     def sample(self) -> None:
         """Take one sample now."""
-        rss = psutil.Process().memory_info().rss
+        info = psutil.Process().memory_info()
         anon = anonymous_rss_bytes()
-        self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
+        data = data_bytes(info)
+        self.peak_rss_bytes = max(self.peak_rss_bytes, info.rss)
         self.peak_anon_bytes = max(self.peak_anon_bytes, anon)
+        self.peak_data_bytes = max(self.peak_data_bytes, data)
         if self.keep_samples:
-            self.samples.append(MemorySample(time.perf_counter() - self._started, rss, anon))
+            self.samples.append(MemorySample(time.perf_counter() - self._started, info.rss, anon, data))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -69,11 +69,13 @@ class Source:
     Pass ``layout`` to read another dataset (validation, prediction) with exactly the
     feature columns of a trained model; columns it lacks become missing values. ``carry``
     names columns (ids, any type) passed through unchanged in :attr:`SourceBatch.carried`.
-    ``announce`` logs the non-numeric columns left out of the features.
+    ``announce`` logs the non-numeric columns left out of the features. ``batch_rows`` (from
+    the dataset) is how many rows one read decodes; a memory plan may lower it.
     """
 
     def __init__(self, dataset: Dataset, layout: FeatureLayout | None = None, carry: Sequence[str] = (), *, announce: bool = True) -> None:
         self.dataset = dataset
+        self.batch_rows = dataset.batch_rows
         self.schema: UnionSchema = union_schema(discover_shards(dataset.paths))
         self.row_filter: RowFilter | None = parse_filter(dataset.filter) if dataset.filter else None
         self.carry = tuple(carry)
@@ -306,6 +308,22 @@ class Source:
                 self.counters.batches += 1
                 yield self._split(batch, shard, row_group, plan)
 
+    def probe(self, rows: int) -> tuple[int, SourceBatch] | None:
+        """The first non-empty batch of at most ``rows`` rows, and the bytes pyarrow decoded for it; None if no row matches."""
+        saved, self.batch_rows = self.batch_rows, rows
+        try:
+            for shard in self.schema.shards:
+                shard_batches = self._shard_batches(shard, None)
+                try:
+                    for batch, row_group, plan in shard_batches:
+                        if batch.num_rows:
+                            return batch.nbytes, self._split(batch, shard, row_group, plan)
+                finally:
+                    shard_batches.close()
+        finally:
+            self.batch_rows = saved
+        return None
+
     def _row_groups_to_read(self, shard: str, file: pq.ParquetFile, selected: set[int] | None) -> list[int]:
         """Row groups of ``shard`` (or of ``selected``) that the filter may match, judged by their statistics."""
         groups = [i for i in range(file.num_row_groups) if selected is None or i in selected]
@@ -334,9 +352,7 @@ class Source:
                 for row_group in row_groups:
                     self.counters.row_groups_read += 1
                     first_row = 0
-                    for batch in file.iter_batches(
-                        batch_size=self.dataset.batch_rows, row_groups=[row_group], columns=columns, use_threads=True
-                    ):
+                    for batch in file.iter_batches(batch_size=self.batch_rows, row_groups=[row_group], columns=columns, use_threads=True):
                         if self.dataset.holdout is not None:
                             rows = batch.num_rows
                             batch = batch.filter(pa.array(holdout_mask(self.dataset.holdout, batch, shard, row_group, first_row)))

@@ -18,6 +18,7 @@ import numpy as np
 import xgboost as xgb
 
 from ._version import __version__
+from .budget import Budget, CacheKind
 from .cache import CacheDir
 from .callbacks import RUN_ATTRIBUTE, Checkpoint, EarlyStop, History, class_metrics
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, Holdout, as_dataset
@@ -60,6 +61,9 @@ class TrainConfig:
     checkpoint_every: int | None
     page_rows: int
     sketch_rows: int
+    cache: CacheKind = "auto"
+    memory_budget: int | str | None = None
+    prefetch: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -175,6 +179,9 @@ def train(
     cache_dir: str | os.PathLike[str] | None = None,
     page_rows: int = DEFAULT_PAGE_ROWS,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    cache: CacheKind = "auto",
+    memory_budget: int | str | None = None,
+    prefetch: int = 1,
     progress: bool = False,
     **options: Any,
 ) -> TrainResult:
@@ -188,7 +195,8 @@ def train(
     ``early_stopping_rounds`` watches the first eval metric on the validation data and keeps
     the best round's trees. With ``out``, writes ``model.ubj`` and ``report.json`` there, each
     atomically, and with ``checkpoint_every`` a resumable ``checkpoint.ubj`` every that many
-    rounds (see :func:`resume`). Cache files never outlive the call.
+    rounds (see :func:`resume`). ``cache``, ``memory_budget`` and ``prefetch`` are as in
+    :func:`extmem.dmatrix`; the plan is logged and reported. Cache files never outlive the call.
     """
     for name, value in (("rounds", rounds), ("early_stopping_rounds", early_stopping_rounds), ("checkpoint_every", checkpoint_every)):
         check_positive_int(value, name, allow_none=True)
@@ -219,13 +227,25 @@ def train(
     if merged["tree_method"] not in ("hist", "approx"):
         msg = f"The tree_method {merged['tree_method']!r} cannot train from external memory; use 'hist' or 'approx'."
         raise OptionError(msg)
-    check_positive_int(page_rows, "page_rows")
-    check_positive_int(sketch_rows, "sketch_rows")
     check_params(merged)
     if out is not None and (Path(out) / CHECKPOINT_FILE).exists():
         msg = f"{os.fspath(out)!r} holds a checkpoint of an unfinished run: continue it with --resume {os.fspath(out)}, or delete it to start over."
         raise OptionError(msg)
-    config = TrainConfig(dataset, valid_dataset, rounds, merged, early_stopping_rounds, checkpoint_every, page_rows, sketch_rows)
+    MatrixOptions(page_rows, sketch_rows=sketch_rows, prefetch=prefetch, cache=cache)  # refuse bad values before any reading
+    Budget.resolve(memory_budget)
+    config = TrainConfig(
+        dataset,
+        valid_dataset,
+        rounds,
+        merged,
+        early_stopping_rounds,
+        checkpoint_every,
+        page_rows,
+        sketch_rows,
+        cache,
+        memory_budget,
+        prefetch,
+    )
     return _run(config, out, cache_dir, progress, None)
 
 
@@ -265,7 +285,16 @@ def _run(
     out_dir = Path(out) if out is not None else None
     started = time.perf_counter()
     with MemoryMonitor() as monitor, ExitStack() as stack:
-        build = MatrixOptions(config.page_rows, merged.get("max_bin"), sparse_pages, config.sketch_rows, int(merged.get("seed", 0)))
+        build = MatrixOptions(
+            config.page_rows,
+            merged.get("max_bin"),
+            sparse_pages,
+            config.sketch_rows,
+            int(merged.get("seed", 0)),
+            prefetch=config.prefetch,
+            cache=config.cache,
+            memory_budget=config.memory_budget,
+        )
         evals: list[tuple[xgb.DMatrix, str]] = []
         valid_info = None
         with ProgressBar(None, "reading", "rows", progress) as reading:
@@ -335,9 +364,13 @@ def _run(
         "evaluation": {evaluation_name: evaluation.result()},
         "history": history.log,
         "data": {"train": _data_report(train_info), **({"valid": _data_report(valid_info)} if valid_info else {})},
+        "memory_plan": {"train": train_info.plan.to_dict(), **({"valid": valid_info.plan.to_dict()} if valid_info else {})},
         "options": {
             "batch_rows": config.data.batch_rows,
             "page_rows": config.page_rows,
+            "cache": config.cache,
+            "memory_budget": config.memory_budget,
+            "prefetch": config.prefetch,
             "sketch_rows": config.sketch_rows,
             "filter": config.data.filter,
             "max_rows": config.data.max_rows,

@@ -110,6 +110,8 @@ def test_signal_during_training_exits_cleanly(wide_synth: Path, tmp_path: Path, 
         "1000",
         "--batch-rows",
         "500",
+        "--cache",
+        "disk",
     ]
     process = subprocess.Popen(
         [*command, "--no-progress", "--cache-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

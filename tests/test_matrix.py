@@ -73,7 +73,7 @@ def test_drop_in_for_xgb_train_with_validation_ref(small_synth: Path, tmp_path: 
 
 
 def test_cache_lives_with_the_dmatrix(small_synth: Path, cache_root: Path) -> None:
-    matrix = extmem.dmatrix(small_synth, cache_dir=cache_root)
+    matrix = extmem.dmatrix(small_synth, cache_dir=cache_root, cache="disk")
     (folder,) = cache_dirs(cache_root)
     assert json.loads((folder / MARKER).read_text())["pid"] == os.getpid()
     assert any(p.name.endswith(".page") for p in folder.iterdir())
@@ -163,12 +163,12 @@ def test_cache_dir_must_exist(tmp_path: Path) -> None:
 
 
 def test_large_datasets_take_cuts_from_sampled_row_groups(small_synth: Path, tmp_path: Path, cache_root: Path) -> None:
-    sampled = extmem.dmatrix(small_synth, sketch_rows=900, seed=4, cache_dir=cache_root)
+    sampled = extmem.dmatrix(small_synth, sketch_rows=900, seed=4, cache_dir=cache_root, cache="disk")
     stats = matrix_info(sampled).stats
     assert 900 <= stats.cuts_from_rows < 3000
     assert stats.cuts_from_rows % 500 == 0, "whole row groups of 500 rows are sampled"
     assert stats.passes == 2, "with cuts given, XGBoost skips its own sketching pass"
-    full = extmem.dmatrix(small_synth, cache_dir=cache_root)
+    full = extmem.dmatrix(small_synth, cache_dir=cache_root, cache="disk")
     assert matrix_info(full).stats.cuts_from_rows == 3000 and matrix_info(full).stats.passes == 3
     extmem.synth(tmp_path / "held_out", extmem.SynthOptions(rows=3000, shards=1, k=4, seq_len=40, seed=123))
     held_out = concat_blocks(

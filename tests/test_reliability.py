@@ -209,7 +209,7 @@ def test_a_full_disk_while_caching_is_a_clear_error_and_leaves_nothing(wide_synt
     cache.mkdir()
     command = ["prlimit", f"--fsize={2 * 2**20}", sys.executable, "-m", "extmem", "train", str(wide_synth), "--out", str(tmp_path / "m")]
     run = subprocess.run(
-        [*command, "--rounds", "2", "--cache-dir", str(cache), "--no-progress"], capture_output=True, text=True, check=False
+        [*command, "--rounds", "2", "--cache", "disk", "--cache-dir", str(cache), "--no-progress"], capture_output=True, text=True, check=False
     )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
@@ -280,7 +280,7 @@ def test_without_spool_the_cache_size_is_checked_before_xgboost_writes(wide_synt
     script = (
         "import signal, extmem; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "try:\n"
-        f"    extmem.dmatrix({str(wide_synth)!r}, spool=False, cache_dir={str(tmp_path)!r})\n"
+        f"    extmem.dmatrix({str(wide_synth)!r}, spool=False, cache='disk', cache_dir={str(tmp_path)!r})\n"
         "except extmem.CacheError as exc:\n"
         "    print(exc)\n"
     )

@@ -1,0 +1,96 @@
+"""Memory budget and data-path throughput (issue 13).
+
+    python -m bench.budget [--rows-per-shard 10000] [--shards 64] [--budgets 1,2,4] [--rounds 10] [--repeats 3]
+
+1. ``extmem train`` under ``prlimit --data`` at each budget (GiB), on a dataset whose dense
+   float32 size is at least 8 times the smallest budget, with no other option: extmem reads the
+   limit, plans batch and page sizes and the cache kind, and must complete. A budget below
+   what one minimal batch needs must be refused with a clear message.
+2. Rows/s from parquet into the DMatrix cache (every pass of the build) with and without the
+   prefetch thread, beside pyarrow's raw decode of the same columns in the same run; the
+   ratios to raw decode, medians of ``--repeats``.
+
+Every case runs in its own subprocess. Writes bench/results/budget.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
+
+GiB = 2**30
+TOO_SMALL = 320 * 2**20
+THROUGHPUT_CASES = {
+    "raw decode": {"mode": "raw"},
+    "prefetch 0": {"mode": "dmatrix", "prefetch": 0},
+    "prefetch 1": {"mode": "dmatrix", "prefetch": 1},
+}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows-per-shard", type=int, default=10_000)
+    parser.add_argument("--shards", type=int, default=64, help="shards of the budget dataset (default 64: 640k rows)")
+    parser.add_argument("--throughput-shards", type=int, default=4, help="shards of the throughput dataset (default 4)")
+    parser.add_argument("--budgets", default="1,2,4", help="GiB, comma-separated")
+    add_common_flags(parser, "budget.json")
+    args = parser.parse_args(argv)
+
+    big = ensure_dataset(
+        args.data_dir / f"scaling-k{args.k}-{args.rows_per_shard}x{args.shards}", args.rows_per_shard * args.shards, args.shards, args.k
+    )
+    small = ensure_dataset(
+        args.data_dir / f"scaling-k{args.k}-{args.rows_per_shard}x{args.throughput_shards}",
+        args.rows_per_shard * args.throughput_shards,
+        args.throughput_shards,
+        args.k,
+    )
+    budgets = [float(text) for text in args.budgets.split(",")]
+    runs = {f"{budget:g} GiB": run_method("extmem", big, args.rounds, data_limit=int(budget * GiB)) for budget in budgets}
+    refused = run_method("extmem", big, args.rounds, data_limit=TOO_SMALL)
+    throughput: dict[str, list[dict]] = {case: [] for case in THROUGHPUT_CASES}
+    for _ in range(args.repeats):
+        for case, options in THROUGHPUT_CASES.items():
+            throughput[case].append(run_method("data-path", small, 0, options))
+    failed = [run for runs_ in throughput.values() for run in runs_ if run.get("failed")]
+    if failed:
+        raise SystemExit(f"a throughput run failed: {failed[0]}")
+    rates = {case: median_of(case_runs, "rows_per_second") for case, case_runs in throughput.items()}
+    features = runs[next(iter(runs))].get("features", 0)
+    rows = args.rows_per_shard * args.shards
+    payload = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "dense_float32_bytes": rows * features * 4,
+        "budgets": runs,
+        "too_small": {
+            "data_limit": TOO_SMALL,
+            "failed": refused.get("failed", False),
+            "message": refused.get("stderr", "").strip().splitlines()[-1:],
+        },
+        "throughput_rows_per_second": rates,
+        "ratio_to_raw_decode": {case: rate / rates["raw decode"] for case, rate in rates.items() if case != "raw decode"},
+        "throughput_runs": throughput,
+    }
+    write_json(args.out, payload)
+    print(f"budget dataset: {rows:,} rows x {features:,} features, dense float32 {mib(payload['dense_float32_bytes'])}")
+    for case, run in runs.items():
+        if run.get("failed"):
+            print(f"  {case:>8}: FAILED (exit {run['returncode']}): {run['stderr'].strip().splitlines()[-1:]}")
+            continue
+        plan = run["plan"]
+        print(
+            f"  {case:>8}: completed in {run['seconds']:.0f} s, {plan['cache']} cache, batches {plan['batch_rows']:,}, pages {plan['page_rows']:,};"
+            f" planned {mib(plan['expected_peak_bytes'])}, peak RSS {mib(run['peak_rss_bytes'])}, anon {mib(run['peak_anon_bytes'])},"
+            f" data {mib(run['peak_data_bytes'])}; mlogloss {run['mlogloss']:.4f}"
+        )
+    print(f"  {mib(TOO_SMALL)}: {'refused' if refused.get('failed') else 'NOT refused'}: {payload['too_small']['message']}")
+    print(f"throughput, {args.rows_per_shard * args.throughput_shards:,} rows (medians of {args.repeats}):")
+    for case, rate in rates.items():
+        ratio = f"  ({rate / rates['raw decode']:.2f} of raw decode)" if case != "raw decode" else ""
+        print(f"  {case:<11} {rate:>9,.0f} rows/s{ratio}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Memory planning: batch rows, page rows, prefetch depth and cache kind that keep a run under a budget.
+
+The plan is a model of the process's data size, which is what ``prlimit --data`` (RLIMIT_DATA)
+caps: heap and private writable mappings, resident or not. It adds
+
+* a fixed part: what the process holds now, plus the stacks of the threads XGBoost and pyarrow
+  start and the runtime's reservations (BLAS buffers, allocator arenas);
+* decoding one batch: a multiple of the Arrow bytes per row measured on the first row group;
+* building one page: the CSR bytes of a page, held by extmem, by the prefetch queue and by
+  XGBoost while it quantizes the page;
+* training state: gradients, predictions and row partitions, per row and class;
+* the quantized matrix itself when it is kept in memory, or the pages XGBoost keeps in flight
+  when it reads them from the disk cache.
+
+The constants were measured on a 2-core Linux machine (XGBoost 3.2, pyarrow 26) on wide
+6-mer shards, and err high: the planned peak came out 20-40 % above the measured one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import psutil
+
+from .blocks import to_block
+from .errors import OptionError
+from .memory import anonymous_rss_bytes
+from .source import Source
+
+CacheKind = Literal["auto", "memory", "disk"]
+CACHE_KINDS: tuple[str, ...] = ("auto", "memory", "disk")
+
+MiB = 1 << 20
+DECODE_BYTES_PER_ARROW_BYTE = 4
+"""Peak bytes while pyarrow decodes a batch, per byte of the decoded Arrow columns (measured ~3.6)."""
+PAGE_BYTES_PER_VALUE = 28
+"""Bytes per stored value while a page is built: blocks and their concatenation (2 x 8) and XGBoost's copy (12)."""
+QUEUED_PAGE_BYTES_PER_VALUE = 8
+"""Bytes per stored value of a page waiting in the prefetch queue (float32 value + int32 column)."""
+MATRIX_BYTES_PER_VALUE = 4
+"""Bytes per stored value of XGBoost's in-memory quantized matrix (sparse bin indices are 32-bit)."""
+MATRIX_BYTES_PER_ROW = 16
+PAGES_IN_FLIGHT = 3
+"""Quantized pages XGBoost holds while it trains from the disk cache."""
+TRAINING_BYTES_PER_ROW = 8
+TRAINING_BYTES_PER_ROW_AND_OUTPUT = 16
+"""Gradient pair (8), prediction cache (4) and margin (4) per row and model output."""
+RUNTIME_RESERVE = 192 * MiB
+"""Writable mappings beyond the heap: BLAS thread buffers, allocator arenas (measured 181 MiB)."""
+ARROW_IO_THREADS = 8
+
+MIN_BATCH_ROWS = 128
+MIN_PAGE_ROWS = 1024
+MAX_PAGE_ROWS = 65536
+MEMORY_CACHE_SHARE = 0.75
+"""``auto`` keeps the quantized matrix in memory only when the whole plan then fits in this share of the budget."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``2GB``, ``1.5GiB``, ``800M`` or ``1073741824`` (K/M/G/T are powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, flags=re.IGNORECASE)
+    if match is None:
+        msg = f"Cannot read the size {text!r}; write it like 2GB, 1.5GiB, 800MB or 1073741824."
+        raise OptionError(msg)
+    number, unit = float(match[1]), match[2].upper()
+    return int(number * 1024 ** "_KMGT".index(unit)) if unit else int(number)
+
+
+def format_size(size: float) -> str:
+    """``1.5 GiB``, ``640 MiB``."""
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / MiB:,.0f} MiB"
+
+
+def data_limit() -> int | None:
+    """The process's RLIMIT_DATA soft limit (``prlimit --data``), or None when unlimited."""
+    soft = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Bytes a run may use, and where that figure came from."""
+
+    bytes: int
+    origin: str
+
+    @classmethod
+    def resolve(cls, requested: int | str | None) -> Budget | None:
+        """The budget to plan for: ``requested`` (bytes or a size), else the data limit the process runs under.
+
+        A request above the data limit is lowered to it, since the kernel would refuse the rest.
+        """
+        limit = data_limit()
+        if requested is None:
+            return cls(limit, "the process's data limit (prlimit --data)") if limit is not None else None
+        size = parse_size(requested) if isinstance(requested, str) else int(requested)
+        if size <= 0:
+            msg = f"The memory budget must be positive, got {requested!r}."
+            raise OptionError(msg)
+        if limit is not None and limit < size:
+            return cls(limit, f"the process's data limit (prlimit --data), below the requested {format_size(size)}")
+        return cls(size, "--memory-budget")
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    """What the plan needs to know of a dataset, from parquet metadata and a probe of its first rows."""
+
+    rows: int
+    arrow_bytes_per_row: float
+    stored_values_per_row: float
+    outputs: int = 1
+
+
+PROBE_ROWS = 256
+
+
+def profile_source(source: Source, outputs: int = 1, probe_rows: int = PROBE_ROWS) -> DataProfile:
+    """Rows from the parquet footers; Arrow bytes and stored values per row from the first ``probe_rows`` rows."""
+    rows = sum(ref.rows for ref in source.row_groups())
+    if source.dataset.max_rows is not None:
+        rows = min(rows, source.dataset.max_rows)
+    probed = source.probe(probe_rows)
+    if probed is None:
+        return DataProfile(rows, 0.0, 0.0, outputs)
+    decoded_bytes, batch = probed
+    block = to_block(batch, source.layout)
+    return DataProfile(rows, decoded_bytes / block.rows, block.stored_values / block.rows, outputs)
+
+
+def fixed_bytes() -> int:
+    """The process's anonymous memory now plus what its worker threads and runtime will reserve.
+
+    Not its current data size: pyarrow's allocator reserves a 1 GiB arena up front, but makes
+    do with far less when the data limit refuses that reservation.
+    """
+    now = anonymous_rss_bytes() or psutil.Process().memory_info().rss
+    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    stack = 8 * MiB if stack == resource.RLIM_INFINITY else int(stack)
+    threads = 2 * (os.cpu_count() or 1) + ARROW_IO_THREADS
+    return now + threads * stack + RUNTIME_RESERVE
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Sizes for one run and the peak they are expected to reach, part by part."""
+
+    batch_rows: int
+    page_rows: int
+    prefetch: int
+    cache: Literal["memory", "disk"]
+    reason: str
+    fixed_bytes: int
+    decode_bytes: int
+    page_bytes: int
+    training_bytes: int
+    matrix_bytes: int
+    budget: Budget | None = None
+
+    @property
+    def expected_peak_bytes(self) -> int:
+        return self.fixed_bytes + self.decode_bytes + self.page_bytes + self.training_bytes + self.matrix_bytes
+
+    def describe(self) -> str:
+        budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
+        return (
+            f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows, pages of {self.page_rows:,} rows, "
+            f"prefetch {self.prefetch}; {self.cache} cache ({self.reason}); expected peak {format_size(self.expected_peak_bytes)}"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "budget_bytes": self.budget.bytes if self.budget else None,
+            "budget_origin": self.budget.origin if self.budget else None,
+            "batch_rows": self.batch_rows,
+            "page_rows": self.page_rows,
+            "prefetch": self.prefetch,
+            "cache": self.cache,
+            "reason": self.reason,
+            "expected_peak_bytes": self.expected_peak_bytes,
+            "parts": {
+                "fixed": self.fixed_bytes,
+                "decode": self.decode_bytes,
+                "page": self.page_bytes,
+                "training": self.training_bytes,
+                "matrix": self.matrix_bytes,
+            },
+        }
+
+
+def _decode_bytes(profile: DataProfile, batch_rows: int) -> int:
+    return int(DECODE_BYTES_PER_ARROW_BYTE * profile.arrow_bytes_per_row * batch_rows)
+
+
+def _page_bytes(profile: DataProfile, page_rows: int, prefetch: int) -> int:
+    per_value = PAGE_BYTES_PER_VALUE + prefetch * QUEUED_PAGE_BYTES_PER_VALUE
+    return int(per_value * profile.stored_values_per_row * page_rows)
+
+
+def _matrix_bytes(profile: DataProfile, cache: str, page_rows: int) -> int:
+    if cache == "memory":
+        return int(profile.rows * (MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
+    return int(PAGES_IN_FLIGHT * page_rows * (MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
+
+
+def _halvings(largest: int, smallest: int) -> list[int]:
+    """``largest``, then its halvings down to ``smallest``."""
+    sizes = [largest]
+    while sizes[-1] // 2 >= smallest:
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
+def plan_memory(
+    profile: DataProfile,
+    budget: Budget | None,
+    *,
+    batch_rows: int,
+    page_rows: int,
+    prefetch: int = 1,
+    cache: CacheKind = "auto",
+    fixed: int | None = None,
+) -> MemoryPlan:
+    """Choose sizes and a cache kind for ``profile`` under ``budget``.
+
+    ``batch_rows`` and ``page_rows`` are the largest sizes allowed; under a budget they are
+    halved (batches first, down to ``MIN_BATCH_ROWS``; then pages, to ``MIN_PAGE_ROWS``)
+    until the plan fits. ``cache="auto"`` sizes the plan for the disk cache, then keeps the
+    quantized matrix in memory instead if the plan with it still fits in ``MEMORY_CACHE_SHARE``
+    of the budget (of the available RAM without one). Raises :class:`OptionError` when nothing fits.
+    """
+    if cache not in CACHE_KINDS:
+        msg = f"The cache must be one of {', '.join(CACHE_KINDS)}; got {cache!r}."
+        raise OptionError(msg)
+    fixed = fixed_bytes() if fixed is None else fixed
+    training = int(profile.rows * (TRAINING_BYTES_PER_ROW + TRAINING_BYTES_PER_ROW_AND_OUTPUT * profile.outputs))
+    page_rows = min(page_rows, MAX_PAGE_ROWS)
+    limit = budget.bytes if budget is not None else None
+
+    def build(kind: Literal["memory", "disk"], batch: int, page: int, reason: str) -> MemoryPlan:
+        return MemoryPlan(
+            batch,
+            page,
+            prefetch,
+            kind,
+            reason,
+            fixed,
+            _decode_bytes(profile, batch),
+            _page_bytes(profile, page, prefetch),
+            training,
+            _matrix_bytes(profile, kind, page),
+            budget,
+        )
+
+    def fitting(kind: Literal["memory", "disk"], room: float | None, reason: str) -> MemoryPlan | None:
+        """The plan with the largest sizes whose peak is within ``room`` (the given sizes when None)."""
+        if room is None:
+            return build(kind, batch_rows, page_rows, reason)
+        for page in _halvings(page_rows, MIN_PAGE_ROWS):
+            for batch in _halvings(min(batch_rows, page), MIN_BATCH_ROWS):
+                plan = build(kind, batch, page, reason)
+                if plan.expected_peak_bytes <= room:
+                    return plan
+        return None
+
+    if cache != "auto":
+        plan = fitting(cache, limit, f"--cache {cache}")
+    else:
+        plan = fitting("disk", limit, "")
+        if plan is not None:
+            in_memory = build("memory", plan.batch_rows, plan.page_rows, "")
+            room = (limit if limit is not None else psutil.virtual_memory().available) * MEMORY_CACHE_SHARE
+            where = "the budget" if limit is not None else "the available RAM"
+            size = format_size(in_memory.matrix_bytes)
+            if in_memory.expected_peak_bytes <= room:
+                plan = replace(in_memory, reason=f"the quantized matrix, about {size}, fits {where} with room to spare")
+            else:
+                plan = replace(plan, reason=f"the quantized matrix, about {size}, would crowd {where}")
+    if plan is None:
+        assert budget is not None
+        smallest = build("disk" if cache != "memory" else "memory", min(batch_rows, MIN_BATCH_ROWS), min(page_rows, MIN_PAGE_ROWS), "")
+        msg = (
+            f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) cannot hold even one minimal batch: "
+            f"{MIN_BATCH_ROWS} rows per batch and {MIN_PAGE_ROWS} per page need about {format_size(smallest.expected_peak_bytes)}, "
+            f"of which {format_size(fixed)} is the process itself"
+            + (f" and {format_size(smallest.matrix_bytes)} the in-memory matrix (try --cache disk)" if cache == "memory" else "")
+            + "."
+        )
+        raise OptionError(msg)
+    return plan
