@@ -18,9 +18,11 @@ The constants were measured on a 2-core Linux machine (XGBoost 3.2, pyarrow 26) 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -30,6 +32,8 @@ from .blocks import to_block
 from .errors import OptionError
 from .memory import anonymous_rss_bytes
 from .source import Source
+
+logger = logging.getLogger("extmem")
 
 CacheKind = Literal["auto", "memory", "disk"]
 CACHE_KINDS: tuple[str, ...] = ("auto", "memory", "disk")
@@ -152,7 +156,7 @@ class MemoryPlan:
     batch_rows: int
     page_rows: int
     prefetch: int
-    cache: Literal["memory", "disk"]
+    cache: Literal["memory", "disk", "none"]
     reason: str
     fixed_bytes: int
     decode_bytes: int
@@ -167,6 +171,10 @@ class MemoryPlan:
 
     def describe(self) -> str:
         budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
+        if self.cache == "none":
+            return (
+                f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows; expected peak {format_size(self.expected_peak_bytes)}"
+            )
         return (
             f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows, pages of {self.page_rows:,} rows, "
             f"prefetch {self.prefetch}; {self.cache} cache ({self.reason}); expected peak {format_size(self.expected_peak_bytes)}"
@@ -213,6 +221,56 @@ def _halvings(largest: int, smallest: int) -> list[int]:
     while sizes[-1] // 2 >= smallest:
         sizes.append(sizes[-1] // 2)
     return sizes
+
+
+def _refusal(budget: Budget, smallest: MemoryPlan, detail: str = "") -> OptionError:
+    return OptionError(
+        f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) cannot hold even one minimal batch: "
+        f"{smallest.batch_rows:,} rows per batch"
+        + (f" and {smallest.page_rows:,} per page" if smallest.cache != "none" else "")
+        + f" need about {format_size(smallest.expected_peak_bytes)}, of which {format_size(smallest.fixed_bytes)} is the process itself{detail}."
+    )
+
+
+def plan_batches(
+    profile: DataProfile, budget: Budget | None, *, batch_rows: int, extra_bytes: int = 0, fixed: int | None = None
+) -> MemoryPlan:
+    """Batch rows for a pass that handles rows batch by batch without an XGBoost matrix (predict, evaluate, prune).
+
+    ``batch_rows`` is the largest allowed; under a budget it is halved until the plan fits.
+    ``extra_bytes`` is what the pass holds besides its batches (prune's row sample and correlations).
+    """
+    fixed = fixed_bytes() if fixed is None else fixed
+
+    def build(batch: int) -> MemoryPlan:
+        block = int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * batch)
+        return MemoryPlan(batch, batch, 0, "none", "", fixed, _decode_bytes(profile, batch), block, 0, extra_bytes, budget)
+
+    if budget is None:
+        return build(batch_rows)
+    for batch in _halvings(batch_rows, MIN_BATCH_ROWS):
+        plan = build(batch)
+        if plan.expected_peak_bytes <= budget.bytes:
+            return plan
+    raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)))
+
+
+def plan_source_batches(
+    source: Source, memory_budget: int | str | None, *, dense: bool = False, extra_bytes: Callable[[DataProfile], int] | None = None
+) -> MemoryPlan:
+    """Plan a batch-by-batch pass over ``source`` (see :func:`plan_batches`), log it, and set the source's batch rows.
+
+    ``dense``: the pass turns batches into dense rows of every feature (prune's statistics).
+    ``extra_bytes``: what the pass holds besides its batches, given the data's profile.
+    """
+    profile = profile_source(source)
+    extra = extra_bytes(profile) if extra_bytes is not None else 0
+    if dense:
+        profile = replace(profile, stored_values_per_row=len(source.layout.names))
+    plan = plan_batches(profile, Budget.resolve(memory_budget), batch_rows=source.batch_rows, extra_bytes=extra)
+    logger.info(plan.describe())
+    source.batch_rows = plan.batch_rows
+    return plan
 
 
 def plan_memory(
@@ -283,12 +341,6 @@ def plan_memory(
     if plan is None:
         assert budget is not None
         smallest = build("disk" if cache != "memory" else "memory", min(batch_rows, MIN_BATCH_ROWS), min(page_rows, MIN_PAGE_ROWS), "")
-        msg = (
-            f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) cannot hold even one minimal batch: "
-            f"{MIN_BATCH_ROWS} rows per batch and {MIN_PAGE_ROWS} per page need about {format_size(smallest.expected_peak_bytes)}, "
-            f"of which {format_size(fixed)} is the process itself"
-            + (f" and {format_size(smallest.matrix_bytes)} the in-memory matrix (try --cache disk)" if cache == "memory" else "")
-            + "."
-        )
-        raise OptionError(msg)
+        detail = f" and {format_size(smallest.matrix_bytes)} the in-memory matrix (try --cache disk)" if cache == "memory" else ""
+        raise _refusal(budget, smallest, detail)
     return plan

@@ -140,7 +140,15 @@ def _row_options(args: argparse.Namespace) -> dict[str, Any]:
 def _run_predict(args: argparse.Namespace) -> None:
     from .predict import predict
 
-    report = predict(args.model, args.data, args.out, keep=args.keep, progress=not args.no_progress, **_row_options(args))
+    report = predict(
+        args.model,
+        args.data,
+        args.out,
+        keep=args.keep,
+        memory_budget=args.memory_budget,
+        progress=not args.no_progress,
+        **_row_options(args),
+    )
     print(
         f"wrote {report['rows']:,} rows ({', '.join(report['columns'])}) to {report['out']} in {report['seconds']:.1f} s; {_memory(report)}"
     )
@@ -151,7 +159,14 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from .sink import write_json
 
     result = evaluate(
-        args.model, args.data, label=args.label, weight=args.weight, plot=args.plot, progress=not args.no_progress, **_row_options(args)
+        args.model,
+        args.data,
+        label=args.label,
+        weight=args.weight,
+        plot=args.plot,
+        memory_budget=args.memory_budget,
+        progress=not args.no_progress,
+        **_row_options(args),
     )
     print(_evaluation_text(result))
     if args.out is not None:
@@ -193,6 +208,7 @@ def _run_prune(args: argparse.Namespace) -> None:
         options=options,
         layout=args.layout,
         batch_rows=args.batch_rows,
+        memory_budget=args.memory_budget,
         row_group_rows=args.row_group_size,
         progress=not args.no_progress,
     )

@@ -241,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune_parser.add_argument("--seed", type=int, default=0, help="seed of the row sample")
     prune_parser.add_argument("--layout", choices=("packed", "wide"), default="packed", help="output layout (default packed)")
+    prune_parser.add_argument("--memory-budget", type=_size, metavar="SIZE", help=_MEMORY_BUDGET_HELP)
     _add_rewrite_flags(prune_parser, "--row-group-size")
 
     demo_parser = commands.add_parser("demo", help="generate a demo dataset and train on it")

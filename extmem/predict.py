@@ -21,6 +21,7 @@ import pyarrow as pa
 import xgboost as xgb
 
 from .blocks import encode, to_matrix
+from .budget import plan_source_batches
 from .dataset import Dataset, DatasetLike, as_dataset, column_names
 from .errors import OptionError, SchemaError
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
@@ -181,6 +182,7 @@ def predict(
     out: str | os.PathLike[str],
     *,
     keep: str | Sequence[str] | None = None,
+    memory_budget: int | str | None = None,
     progress: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
@@ -189,7 +191,8 @@ def predict(
     ``out`` gets one ``prob_<class>`` column per class and ``predicted`` (or ``prediction`` for
     regression), after the ``keep`` columns copied from the input (ids such as ``gene_id``), in
     input row order. ``options`` are :class:`Dataset` fields (``filter``, ``max_rows``,
-    ``batch_rows``). The file appears only when complete. Returns rows, seconds and peak memory.
+    ``batch_rows``); under ``memory_budget`` (default: the process's data limit) ``batch_rows``
+    is the largest allowed. The file appears only when complete. Returns rows, seconds and peak memory.
     """
     trained = as_model(model)
     dataset = as_dataset(data, None, options)
@@ -197,6 +200,7 @@ def predict(
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
         source = trained.source(dataset, carry)
+        plan = plan_source_batches(source, memory_budget)
         schema = _output_schema(trained, source.carried_schema)
         with ParquetSink(out, schema) as sink, ProgressBar(source.schema.rows, "predicting", "rows", progress) as bar:
             for batch, raw in trained.score(source):
@@ -209,6 +213,7 @@ def predict(
         "seconds": round(time.perf_counter() - started, 3),
         "peak_rss_bytes": monitor.peak_rss_bytes,
         "peak_anon_bytes": monitor.peak_anon_bytes,
+        "memory_plan": plan.to_dict(),
     }
 
 
@@ -218,6 +223,7 @@ def evaluate(
     *,
     label: str | None = None,
     plot: str | os.PathLike[str] | None = None,
+    memory_budget: int | str | None = None,
     progress: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
@@ -225,7 +231,8 @@ def evaluate(
 
     Classifiers get accuracy, macro-F1, log-loss, per-class precision/recall/F1/ROC-AUC/PR-AUC
     and a confusion matrix; regressors get RMSE, MAE and R². ``plot`` writes a PNG of the
-    precision-recall curves (needs matplotlib: ``pip install 'extmem[plot]'``).
+    precision-recall curves (needs matplotlib: ``pip install 'extmem[plot]'``). ``memory_budget``
+    bounds the batch rows as in :func:`predict`.
     """
     trained = as_model(model)
     dataset = as_dataset(data, label or trained.layout.label, options)
@@ -236,6 +243,7 @@ def evaluate(
     metrics = StreamingMetrics(trained.task, trained.classes)
     with MemoryMonitor() as monitor:
         source = trained.source(dataset)
+        plan_source_batches(source, memory_budget)
         with ProgressBar(source.schema.rows, "evaluating", "rows", progress) as bar:
             for batch, raw in trained.score(source):
                 assert batch.label is not None

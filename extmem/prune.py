@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from ._version import __version__
 from .blocks import to_dense
+from .budget import DataProfile, plan_source_batches
 from .dataset import DEFAULT_BATCH_ROWS, Dataset
 from .errors import OptionError, check_positive_int
 from .memory import MemoryMonitor
@@ -35,6 +36,10 @@ from .split import splitmix64, text_hash
 
 MANIFEST_FILE = "manifest.json"
 _GRAM_BLOCK = 512
+_SAMPLE_BYTES_PER_VALUE = 24
+"""Sampled rows are kept as float64 CSR (12 bytes a value), then stacked into one matrix (twice that at the peak)."""
+_CORRELATION_BYTES_PER_CELL = 12
+"""The float32 p x p correlation matrix and the float64 covariance blocks that fill it."""
 _COLUMN_BLOCK = 256
 
 
@@ -210,6 +215,7 @@ def prune(
     layout: str = "packed",
     batch_rows: int = DEFAULT_BATCH_ROWS,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    memory_budget: int | str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Prune the numeric feature columns of ``src`` into the folder ``dst``; mirrors ``extmem prune``.
@@ -218,7 +224,9 @@ def prune(
     and columns correlated at ``|r| >= corr_threshold`` (on a uniform sample of rows) with an
     earlier kept column. String, label and weight columns are kept as they are. The output is
     written packed (``layout="wide"`` keeps ordinary columns) and replaces ``dst`` only when
-    complete; ``dst/manifest.json`` lists kept and dropped columns with reasons. Returns the manifest.
+    complete; ``dst/manifest.json`` lists kept and dropped columns with reasons. Under
+    ``memory_budget`` (default: the process's data limit) ``batch_rows`` is the largest allowed.
+    Returns the manifest.
     """
     options = options or PruneOptions()
     if layout not in ("packed", "wide"):
@@ -233,6 +241,14 @@ def prune(
         names = source.layout.names
         stats = ColumnStats(len(names))
         per_shard = max(1, min(options.sample_rows_per_shard, options.max_sample_rows // len(shards)))
+        sample_rows = min(source.schema.rows, per_shard * len(shards))
+        tested = min(len(names), options.max_corr_cols or len(names))
+
+        def sample_and_correlations(profile: DataProfile) -> int:
+            return int(sample_rows * profile.stored_values_per_row * _SAMPLE_BYTES_PER_VALUE + _CORRELATION_BYTES_PER_CELL * tested**2)
+
+        plan = plan_source_batches(source, memory_budget, dense=True, extra_bytes=sample_and_correlations)
+        batch_rows = source.batch_rows
         sampled: list[sp.csr_matrix] = []
         shard_rows = dict(zip(source.schema.shards, source.schema.shard_rows))
         current, offset, positions = "", 0, np.zeros(0, dtype=np.int64)
@@ -288,6 +304,7 @@ def prune(
                     for reason in ("constant", "low variance", "duplicate", "correlated")
                 },
                 "seconds": round(time.perf_counter() - started, 3),
+                "memory_plan": plan.to_dict(),
             }
             if rows_out != stats.rows:
                 msg = f"Wrote {rows_out} rows but read {stats.rows}; nothing was published."

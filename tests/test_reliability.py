@@ -209,7 +209,10 @@ def test_a_full_disk_while_caching_is_a_clear_error_and_leaves_nothing(wide_synt
     cache.mkdir()
     command = ["prlimit", f"--fsize={2 * 2**20}", sys.executable, "-m", "extmem", "train", str(wide_synth), "--out", str(tmp_path / "m")]
     run = subprocess.run(
-        [*command, "--rounds", "2", "--cache", "disk", "--cache-dir", str(cache), "--no-progress"], capture_output=True, text=True, check=False
+        [*command, "--rounds", "2", "--cache", "disk", "--cache-dir", str(cache), "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr

@@ -1,0 +1,171 @@
+"""Memory plans: sizes, cache kind and refusals under a budget; the data limit as a budget; prefetch and cache kinds agree."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from conftest import cache_dirs
+
+import extmem
+from extmem.blocks import to_block
+from extmem.budget import MIN_BATCH_ROWS, Budget, DataProfile, parse_size, plan_memory, profile_source
+from extmem.dataset import Dataset
+from extmem.matrix import matrix_info
+from extmem.source import Source
+
+MiB = 2**20
+WIDE = DataProfile(rows=640_000, arrow_bytes_per_row=33_500, stored_values_per_row=120, outputs=3)
+FIXED = 400 * MiB
+
+
+def _budget(size: str) -> Budget:
+    return Budget(parse_size(size), "--memory-budget")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("2GB", 2 * 2**30), ("1.5GiB", 3 * 2**29), ("800M", 800 * MiB), ("800 mb", 800 * MiB), ("1073741824", 2**30), ("64k", 65536)],
+)
+def test_sizes_read_like_people_write_them(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_an_unreadable_size_names_itself() -> None:
+    with pytest.raises(extmem.OptionError, match="'2 parsecs'"):
+        parse_size("2 parsecs")
+
+
+def test_plans_stay_under_their_budget_and_grow_with_it() -> None:
+    plans = [plan_memory(WIDE, _budget(size), batch_rows=2048, page_rows=32768, fixed=FIXED) for size in ("800MB", "1GB", "2GB", "8GB")]
+    for plan in plans:
+        assert plan.budget is not None and plan.expected_peak_bytes <= plan.budget.bytes
+    assert [p.batch_rows for p in plans] == sorted(p.batch_rows for p in plans)
+    assert plans[0].batch_rows < 2048 and plans[-1].batch_rows == 2048, "tight budgets get smaller batches, ample ones the given size"
+    assert plans[0].cache == "disk" and plans[-1].cache == "memory"
+    assert "would crowd the budget" in plans[0].reason and "fits the budget with room to spare" in plans[-1].reason
+
+
+def test_a_budget_that_cannot_hold_one_batch_is_refused() -> None:
+    with pytest.raises(extmem.OptionError, match=r"A memory budget of 300 MiB \(--memory-budget\) cannot hold even one minimal batch"):
+        plan_memory(WIDE, _budget("300MB"), batch_rows=2048, page_rows=8192, fixed=FIXED)
+    smallest = plan_memory(WIDE, _budget("600MB"), batch_rows=2048, page_rows=8192, fixed=FIXED)
+    assert smallest.batch_rows >= MIN_BATCH_ROWS
+
+
+def test_memory_cache_on_request_is_refused_when_the_matrix_cannot_fit() -> None:
+    huge = DataProfile(rows=50_000_000, arrow_bytes_per_row=500, stored_values_per_row=100)
+    with pytest.raises(extmem.OptionError, match="try --cache disk"):
+        plan_memory(huge, _budget("4GB"), batch_rows=2048, page_rows=8192, cache="memory", fixed=FIXED)
+    assert plan_memory(huge, _budget("4GB"), batch_rows=2048, page_rows=8192, fixed=FIXED).cache == "disk"
+
+
+def test_without_a_budget_the_given_sizes_stand() -> None:
+    plan = plan_memory(WIDE, None, batch_rows=4096, page_rows=16384, cache="disk", fixed=FIXED)
+    assert (plan.batch_rows, plan.page_rows, plan.cache, plan.reason) == (4096, 16384, "disk", "--cache disk")
+
+
+def test_the_profile_measures_the_first_rows(wide_synth: Path) -> None:
+    source = Source(Dataset(wide_synth))
+    profile = profile_source(source, outputs=3)
+    assert profile.rows == 4000
+    first = next(source.batches())
+    stored = to_block(first, source.layout).stored_values / first.features.rows
+    assert profile.stored_values_per_row == pytest.approx(stored, rel=0.5)
+    assert profile.arrow_bytes_per_row >= 8 * len(source.layout.names) * 0.9, "wide float64 columns: about 8 bytes per column and row"
+
+
+def _python_under_limit(limit: int, script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["prlimit", f"--data={limit}", sys.executable, "-c", script], capture_output=True, text=True, check=False)
+
+
+def test_the_data_limit_is_the_default_budget_and_caps_a_larger_one() -> None:
+    script = "from extmem.budget import Budget; print(Budget.resolve(None)); print(Budget.resolve('64GB'))"
+    run = _python_under_limit(8 * 2**30, script)
+    assert run.returncode == 0, run.stderr
+    default, capped = run.stdout.splitlines()
+    assert "bytes=8589934592" in default and "prlimit --data" in default
+    assert "bytes=8589934592" in capped and "below the requested 64.00 GiB" in capped
+
+
+def test_training_under_a_data_limit_plans_for_it_and_completes(small_synth: Path, tmp_path: Path) -> None:
+    """The kernel enforces the limit: any allocation beyond it fails, so completing is the proof."""
+    command = ["prlimit", f"--data={1024 * MiB}", sys.executable, "-m", "extmem", "train", str(small_synth), "--out", str(tmp_path / "m")]
+    run = subprocess.run(
+        [*command, "--rounds", "3", "--no-progress", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert "memory plan: budget 1.00 GiB (the process's data limit (prlimit --data))" in run.stderr
+    plan = json.loads((tmp_path / "m" / "report.json").read_text())["memory_plan"]["train"]
+    assert plan["budget_bytes"] == 1024 * MiB and plan["expected_peak_bytes"] <= 1024 * MiB
+    assert cache_dirs(tmp_path) == []
+
+
+def test_a_budget_too_small_is_a_clear_error_that_leaves_nothing(small_synth: Path, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "extmem", "train", str(small_synth), "--out", str(tmp_path / "m"), "--memory-budget", "200MB"]
+    run = subprocess.run([*command, "--no-progress", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert run.returncode == 2, run.stderr
+    assert "extmem: error: A memory budget of 200 MiB (--memory-budget) cannot hold even one minimal batch" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_bad_budget_flag_is_refused_by_name(small_synth: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "extmem", "train", str(small_synth), "--out", "x", "--memory-budget", "lots"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 2 and "--memory-budget: expected a size such as 2GB" in run.stderr
+
+
+def _predictions(matrix: xgb.DMatrix) -> np.ndarray:
+    params = {"tree_method": "hist", "objective": "multi:softprob", "num_class": 3, "max_depth": 4, "seed": 0}
+    return xgb.train(params, matrix, 5).predict(matrix)
+
+
+def test_prefetch_and_cache_kind_do_not_change_the_model(small_synth: Path, cache_root: Path) -> None:
+    reference = extmem.dmatrix(small_synth, cache="disk", prefetch=0, cache_dir=cache_root)
+    expected = _predictions(reference)
+    assert matrix_info(reference).plan.cache == "disk"
+    for cache, prefetch in (("disk", 2), ("memory", 0), ("memory", 1)):
+        matrix = extmem.dmatrix(small_synth, cache=cache, prefetch=prefetch, cache_dir=cache_root)
+        assert isinstance(matrix, xgb.QuantileDMatrix) != (cache == "disk")
+        np.testing.assert_allclose(_predictions(matrix), expected, rtol=1e-5, atol=1e-6)
+        assert matrix.num_row() == reference.num_row() and matrix.num_nonmissing() == reference.num_nonmissing()
+
+
+def test_a_read_error_in_the_prefetch_thread_reaches_the_caller(small_synth: Path, tmp_path: Path, cache_root: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in sorted(small_synth.glob("*.parquet")):
+        (data / shard.name).write_bytes(shard.read_bytes())
+    last = max(data.glob("*.parquet"))
+    content = last.read_bytes()
+    last.write_bytes(content[:4] + b"\0" * (len(content) // 2) + content[4 + len(content) // 2 :])  # data pages garbled, footer intact
+    threads = threading.active_count()
+    with pytest.raises(extmem.ShardReadError, match=last.name):
+        extmem.dmatrix(data, cache="disk", prefetch=2, sketch_rows=10**6, cache_dir=cache_root)
+    assert threading.active_count() == threads, "the prefetch thread was stopped"
+    assert cache_dirs(cache_root) == []
+
+
+def test_predict_and_prune_plan_their_batches_and_refuse_a_budget_too_small(small_synth: Path, tmp_path: Path) -> None:
+    model = extmem.train(small_synth, out=tmp_path / "model", rounds=2).booster
+    report = extmem.predict(model, small_synth, tmp_path / "p.parquet", memory_budget="64GB", batch_rows=1000)
+    assert report["rows"] == 3000
+    assert report["memory_plan"]["batch_rows"] == 1000 and report["memory_plan"]["budget_bytes"] == 64 * 2**30
+    manifest = extmem.prune(small_synth, tmp_path / "pruned", memory_budget="64GB")
+    assert manifest["memory_plan"]["cache"] == "none" and manifest["memory_plan"]["parts"]["matrix"] > 0, "sample and correlations"
+    with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
+        extmem.predict(model, small_synth, tmp_path / "q.parquet", memory_budget="100MB")
+    with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
+        extmem.prune(small_synth, tmp_path / "pruned2", memory_budget="100MB")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "p.parquet", "pruned"]
