@@ -8,7 +8,8 @@
    what one minimal batch needs must be refused with a clear message.
 2. Rows/s from parquet into the DMatrix cache (every pass of the build) with and without the
    prefetch thread, beside pyarrow's raw decode of the same columns in the same run; the
-   ratios to raw decode, medians of ``--repeats``.
+   ratios to raw decode, medians of ``--repeats``. ``--before REV`` adds the same build by the
+   code at git revision REV (checked out in a temporary worktree), e.g. the commit before this work.
 
 Every case runs in its own subprocess. Writes bench/results/budget.json.
 """
@@ -16,16 +17,51 @@ Every case runs in its own subprocess. Writes bench/results/budget.json.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
 
 from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 
 GiB = 2**30
-TOO_SMALL = 320 * 2**20
+TOO_SMALL = 480 * 2**20
+"""Enough to import and read the schema, not enough for one minimal batch: the plan must refuse it."""
 THROUGHPUT_CASES = {
     "raw decode": {"mode": "raw"},
     "prefetch 0": {"mode": "dmatrix", "prefetch": 0},
     "prefetch 1": {"mode": "dmatrix", "prefetch": 1},
 }
+
+
+BUILD_SCRIPT = """
+import json, sys, tempfile, time
+sys.path[:0] = [sys.argv[2]]
+sys.path.append(sys.argv[3])
+import extmem
+assert extmem.__file__.startswith(sys.argv[2]), extmem.__file__
+with tempfile.TemporaryDirectory() as cache:
+    started = time.perf_counter()
+    matrix = extmem.dmatrix(sys.argv[1], cache_dir=cache)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"rows": matrix.num_row(), "rows_per_second": matrix.num_row() / seconds}))
+    del matrix
+"""
+
+
+def _build_at_revision(tree: Path, data: Path) -> dict:
+    """The default DMatrix build (disk cache, as extmem then had only) by the code in ``tree``, in its own process.
+
+    ``python -S`` skips the site hooks, among them the editable install's finder that would load this checkout.
+    """
+    site_packages = sysconfig.get_paths()["purelib"]
+    command = [sys.executable, "-S", "-c", BUILD_SCRIPT, str(data), str(tree), site_packages]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        return {"failed": True, "stderr": completed.stderr[-2000:]}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -34,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--shards", type=int, default=64, help="shards of the budget dataset (default 64: 640k rows)")
     parser.add_argument("--throughput-shards", type=int, default=4, help="shards of the throughput dataset (default 4)")
     parser.add_argument("--budgets", default="1,2,4", help="GiB, comma-separated")
+    parser.add_argument("--before", metavar="REV", help="also measure the DMatrix build of the code at this git revision")
     add_common_flags(parser, "budget.json")
     args = parser.parse_args(argv)
 
@@ -50,9 +87,20 @@ def main(argv: list[str] | None = None) -> dict:
     runs = {f"{budget:g} GiB": run_method("extmem", big, args.rounds, data_limit=int(budget * GiB)) for budget in budgets}
     refused = run_method("extmem", big, args.rounds, data_limit=TOO_SMALL)
     throughput: dict[str, list[dict]] = {case: [] for case in THROUGHPUT_CASES}
-    for _ in range(args.repeats):
-        for case, options in THROUGHPUT_CASES.items():
-            throughput[case].append(run_method("data-path", small, 0, options))
+    with tempfile.TemporaryDirectory() as folder:
+        tree = Path(folder) / "before"
+        if args.before:
+            subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.before], check=True, capture_output=True)
+            throughput[f"before ({args.before})"] = []
+        try:
+            for _ in range(args.repeats):
+                for case, options in THROUGHPUT_CASES.items():
+                    throughput[case].append(run_method("data-path", small, 0, options))
+                if args.before:
+                    throughput[f"before ({args.before})"].append(_build_at_revision(tree, small))
+        finally:
+            if args.before:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=True, capture_output=True)
     failed = [run for runs_ in throughput.values() for run in runs_ if run.get("failed")]
     if failed:
         raise SystemExit(f"a throughput run failed: {failed[0]}")

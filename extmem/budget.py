@@ -12,8 +12,9 @@ caps: heap and private writable mappings, resident or not. It adds
 * the quantized matrix itself when it is kept in memory, or the pages XGBoost keeps in flight
   when it reads them from the disk cache.
 
-The constants were measured on a 2-core Linux machine (XGBoost 3.2, pyarrow 26) on wide
-6-mer shards, and err high: the planned peak came out 20-40 % above the measured one.
+The constants were measured on a 2-core Linux machine (XGBoost 3.2, pyarrow 26) on wide 6-mer
+shards (``python -m bench.budget``); they err high for resident memory, which stays well under
+the data size that the kernel's limit counts.
 """
 
 from __future__ import annotations
@@ -45,16 +46,20 @@ PAGE_BYTES_PER_VALUE = 28
 """Bytes per stored value while a page is built: blocks and their concatenation (2 x 8) and XGBoost's copy (12)."""
 QUEUED_PAGE_BYTES_PER_VALUE = 8
 """Bytes per stored value of a page waiting in the prefetch queue (float32 value + int32 column)."""
-MATRIX_BYTES_PER_VALUE = 4
-"""Bytes per stored value of XGBoost's in-memory quantized matrix (sparse bin indices are 32-bit)."""
+MATRIX_BYTES_PER_VALUE = 10
+"""Peak bytes per stored value while XGBoost builds its in-memory quantized matrix: 32-bit bin indices
+for sparse data, grown batch by batch (measured 9.8 on 640k wide rows)."""
+PAGE_MATRIX_BYTES_PER_VALUE = 4
+"""Bytes per stored value of one quantized page read back from the disk cache."""
 MATRIX_BYTES_PER_ROW = 16
 PAGES_IN_FLIGHT = 3
 """Quantized pages XGBoost holds while it trains from the disk cache."""
 TRAINING_BYTES_PER_ROW = 8
 TRAINING_BYTES_PER_ROW_AND_OUTPUT = 16
 """Gradient pair (8), prediction cache (4) and margin (4) per row and model output."""
-RUNTIME_RESERVE = 192 * MiB
-"""Writable mappings beyond the heap: BLAS thread buffers, allocator arenas (measured 181 MiB)."""
+RUNTIME_RESERVE = 256 * MiB
+"""Writable mappings beyond the heap and thread stacks: BLAS thread buffers (181 MiB measured) and allocator
+segments; with it the planned peak of a 1 GiB run was 2 % under its measured data size."""
 ARROW_IO_THREADS = 8
 
 MIN_BATCH_ROWS = 128
@@ -212,7 +217,7 @@ def _page_bytes(profile: DataProfile, page_rows: int, prefetch: int) -> int:
 def _matrix_bytes(profile: DataProfile, cache: str, page_rows: int) -> int:
     if cache == "memory":
         return int(profile.rows * (MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
-    return int(PAGES_IN_FLIGHT * page_rows * (MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
+    return int(PAGES_IN_FLIGHT * page_rows * (PAGE_MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
 
 
 def _halvings(largest: int, smallest: int) -> list[int]:

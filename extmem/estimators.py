@@ -4,7 +4,8 @@ They subclass XGBoost's wrappers, so every hyper-parameter, ``get_params``/``set
 ``clone``, callbacks, early stopping, ``best_iteration``, ``feature_importances_`` and
 ``save_model`` behave as XGBoost documents them. Only the data arguments change: ``fit``,
 ``predict``, ``predict_proba`` and ``score`` also take a dataset (a path or an
-:class:`extmem.Dataset`), which is streamed into external-memory matrices; ``fit`` frees them,
+:class:`extmem.Dataset`), which is streamed into matrices held in memory or on disk as
+``cache`` and ``memory_budget`` decide (see :func:`extmem.dmatrix`); ``fit`` frees them,
 cache files included, before it returns. In-memory arrays work as with XGBoost; for a model
 fitted on a dataset they are first converted to the representation it was trained on.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import xgboost as xgb
 
 from .blocks import encode
+from .budget import CacheKind
 from .cache import CacheDir
 from .dataset import DEFAULT_PAGE_ROWS, Dataset, as_dataset
 from .errors import OptionError
@@ -43,7 +45,14 @@ class _DatasetFitting:
     def _open(self, dataset: Dataset, ref: xgb.DMatrix | None) -> xgb.DMatrix:
         est = self.estimator
         seed = est.random_state if isinstance(est.random_state, int) else 0
-        options = MatrixOptions(page_rows=est.page_rows, max_bin=est.max_bin, sketch_rows=est.sketch_rows, seed=seed)
+        options = MatrixOptions(
+            page_rows=est.page_rows,
+            max_bin=est.max_bin,
+            sketch_rows=est.sketch_rows,
+            seed=seed,
+            cache=est.cache,
+            memory_budget=est.memory_budget,
+        )
         matrix, _ = open_matrix(dataset, CacheDir(est.cache_dir), options, ref=ref)
         self.matrices.append(matrix)
         return matrix
@@ -73,15 +82,19 @@ class _DatasetMixin:
         cache_dir: str | os.PathLike[str] | None = None,
         page_rows: int = DEFAULT_PAGE_ROWS,
         sketch_rows: int = DEFAULT_SKETCH_ROWS,
+        cache: CacheKind = "auto",
+        memory_budget: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[call-arg]
         self.cache_dir = cache_dir
         self.page_rows = page_rows
         self.sketch_rows = sketch_rows
+        self.cache = cache
+        self.memory_budget = memory_budget
 
     def _wrapper_params(self) -> set[str]:
-        return super()._wrapper_params() | {"cache_dir", "page_rows", "sketch_rows"}  # type: ignore[misc]
+        return super()._wrapper_params() | {"cache_dir", "page_rows", "sketch_rows", "cache", "memory_budget"}  # type: ignore[misc]
 
     def fit(self, X: Any, y: Any = None, **kwargs: Any) -> Any:
         """XGBoost's ``fit``; ``X`` (and each ``eval_set`` entry) may be a dataset, whose label column gives ``y``."""

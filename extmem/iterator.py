@@ -6,9 +6,11 @@ SIGINT/SIGTERM are only recorded; the iterator stops at its next callback, the c
 deleted, and the signal is delivered again to the handler that was in place before.
 
 Quantile cuts: XGBoost's CPU sketch keeps per-column state that grows with the number of
-rows. For datasets larger than ``sketch_rows`` the cuts come from row groups sampled
-uniformly across the dataset (as LightGBM's ``bin_construct_sample_cnt`` does), built as an
-external-memory matrix of their own and passed as ``ref``; this also saves one pass over the data.
+rows. For datasets larger than ``sketch_rows`` the cuts come from a uniform sample (as
+LightGBM's ``bin_construct_sample_cnt`` does), built as an external-memory matrix of its own
+and passed as ``ref``; this also saves XGBoost's sketching pass over the data. With a page spool
+(wide shards) the spool is filled first and the sample is pages replayed from it, so the parquet
+is decoded once in all; otherwise (packed shards, cheap to decode) it is row groups read again.
 """
 
 from __future__ import annotations
@@ -165,6 +167,7 @@ class ParquetIter(xgb.DataIter):
         row_groups: list[RowGroupRef] | None = None,
         on_rows: Callable[[int], None] | None = None,
         spool: PageSpool | None = None,
+        spool_pages: list[int] | None = None,
         prefetch: int = 0,
     ) -> None:
         self.source = source
@@ -175,6 +178,7 @@ class ParquetIter(xgb.DataIter):
         self._row_groups = row_groups
         self._on_rows = on_rows
         self._spool = spool
+        self._spool_pages = spool_pages
         self._cache_folder = Path(cache_prefix).parent if cache_prefix is not None else None
         self._pages: Iterator[Block] | None = None
         super().__init__(cache_prefix=cache_prefix, release_data=True)
@@ -182,7 +186,7 @@ class ParquetIter(xgb.DataIter):
     def _pass(self) -> Iterator[Block]:
         """The pages of one pass: replayed from the spool once it is complete, else read (and spooled); prefetched if asked."""
         if self._spool is not None and self._spool.complete:
-            produce = self._spool.replay(len(self.source.layout.names))
+            produce = self._spool.replay(len(self.source.layout.names), self._spool_pages)
         else:
             read = pages(self.source.batches(self._row_groups), self.source.layout, self.page_rows)
             produce = self._spool.record(read) if self._spool is not None else read
@@ -282,34 +286,46 @@ class InMemoryDMatrix(_CacheOwner, xgb.DMatrix):
     """``DMatrix`` built from the same stream, held in memory (``cache="memory"`` with ``approx``)."""
 
 
-def _sampled_cuts(
-    source: Source, cache: CacheDir, latch: _SignalLatch, options: MatrixOptions, use_spool: bool
-) -> tuple[xgb.DMatrix | None, int]:
-    """A matrix over sampled row groups whose cuts the full build reuses, or None for small data.
+def _fill_spool(source: Source, spool: PageSpool, page_rows: int, latch: _SignalLatch, on_rows: Callable[[int], None] | None) -> None:
+    """Decode every page once into ``spool``, ahead of the build, so that the cuts can sample it."""
+    for page in spool.record(pages(source.batches(), source.layout, page_rows)):
+        if latch.pending is not None:
+            raise _Interrupted
+        if on_rows is not None:
+            on_rows(page.rows)
 
-    It is external-memory too: an in-memory QuantileDMatrix of the sample would hold its
-    quantized rows in RAM while the full build runs.
+
+def _sampled_cuts(
+    source: Source, cache: CacheDir, latch: _SignalLatch, options: MatrixOptions, spool: PageSpool | None
+) -> tuple[xgb.DMatrix | None, int]:
+    """A matrix over a uniform sample of rows whose cuts the full build reuses, or None for small data.
+
+    From a complete ``spool``, the sample is pages replayed from it, so nothing is decoded twice;
+    otherwise it is row groups read again. It is external-memory too: an in-memory
+    QuantileDMatrix of the sample would hold its quantized rows in RAM while the full build runs.
     """
     categorical = bool(source.layout.categories)
-    expected_rows = sum(ref.rows for ref in source.row_groups())
-    if source.dataset.max_rows is not None:
-        expected_rows = min(expected_rows, source.dataset.max_rows)
+    if spool is not None:
+        expected_rows = spool.rows
+    else:
+        expected_rows = sum(ref.rows for ref in source.row_groups())
+        if source.dataset.max_rows is not None:
+            expected_rows = min(expected_rows, source.dataset.max_rows)
     if expected_rows <= options.sketch_rows:
         return None, 0
-    sample = source.sample_row_groups(options.sketch_rows, options.seed)
-    spool = PageSpool(cache.path / "cuts-spool") if use_spool else None
-    prefix = str(cache.path / "cuts")
-    iterator = ParquetIter(
-        source, latch, cache_prefix=prefix, page_rows=options.page_rows, row_groups=sample, spool=spool, prefetch=options.prefetch
+    sample = (
+        {"spool": spool, "spool_pages": spool.sample(options.sketch_rows, options.seed)}
+        if spool is not None
+        else {"row_groups": source.sample_row_groups(options.sketch_rows, options.seed)}
     )
+    prefix = str(cache.path / "cuts")
+    iterator = ParquetIter(source, latch, cache_prefix=prefix, page_rows=options.page_rows, prefetch=options.prefetch, **sample)
     try:
         reference = xgb.ExtMemQuantileDMatrix(iterator, missing=np.nan, max_bin=options.max_bin, enable_categorical=categorical)
-    except NoRowsError:  # the filter left nothing in the sample: sketch every row instead
+    except NoRowsError:  # the filter left nothing in the sampled row groups: sketch every row instead
         return None, 0
     finally:
         iterator.close()
-        if spool is not None:
-            spool.clear()
     return reference, iterator.stats.rows
 
 
@@ -391,7 +407,9 @@ def build_dmatrix(
                 else:
                     own_cuts = ref is None
                     if own_cuts:
-                        ref, sample_rows = _sampled_cuts(source, cache, latch, options, use_spool)
+                        if page_spool is not None:
+                            _fill_spool(source, page_spool, page_rows, latch, on_rows)
+                        ref, sample_rows = _sampled_cuts(source, cache, latch, options, page_spool)
                     quantile = CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix
                     matrix = quantile(iterator, missing=np.nan, max_bin=max_bin, ref=ref, enable_categorical=categorical)
                     ref = None

@@ -122,7 +122,7 @@ def dmatrix(
     or with ``sparse_pages=True`` a paged or in-memory ``DMatrix`` (for ``approx``). Pass ``ref=dtrain`` for
     validation data: it then uses the training matrix's columns and quantile cuts. Without
     ``ref``, datasets of more than ``sketch_rows`` rows get their quantile cuts from row
-    groups sampled uniformly at random (``seed``), which bounds the sketch's memory.
+    groups, or spooled pages, sampled uniformly at random (``seed``), which bounds the sketch's memory.
     ``data`` is a path (folder, glob, file, list) or a :class:`Dataset`, whose own label is
     then used. ``options`` are :class:`Dataset` fields (``keep``, ``drop``, ``filter``, ``max_rows``,
     ``batch_rows``, ``label_map``...). The cache files live in a private folder under

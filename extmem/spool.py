@@ -2,13 +2,14 @@
 
 XGBoost reads the iterator several times (shape, sketch, index). Decoding wide parquet is the
 slow part, so the first pass writes each page's arrays as ``.npy`` files and later passes map
-them back (file-backed pages, which the kernel can reclaim) instead of decoding again. The spool
+them back (file-backed pages, which the kernel can reclaim) instead of decoding again; the
+quantile cuts of a large dataset come from a sample of the spooled pages. The spool
 lives in the DMatrix's private cache folder and goes with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ class PageSpool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.pages = 0
+        self.page_rows: list[int] = []
         self.complete = False
         self.bytes = 0
 
@@ -51,6 +53,22 @@ class PageSpool:
                 np.save(path, array, allow_pickle=False)
                 self.bytes += path.stat().st_size
         self.pages += 1
+        self.page_rows.append(block.rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.page_rows)
+
+    def sample(self, target_rows: int, seed: int) -> list[int]:
+        """Pages drawn uniformly at random (without replacement) until they hold ``target_rows``, in order."""
+        chosen: list[int] = []
+        rows = 0
+        for page in np.random.default_rng(seed).permutation(self.pages):
+            if rows >= target_rows:
+                break
+            chosen.append(int(page))
+            rows += self.page_rows[page]
+        return sorted(chosen)
 
     def _path(self, page: int, part: str) -> Path:
         return self.folder / f"page-{page:06d}.{part}.npy"
@@ -59,9 +77,9 @@ class PageSpool:
         path = self._path(page, part)
         return np.load(path, mmap_mode="r", allow_pickle=False) if path.exists() else None
 
-    def replay(self, n_features: int) -> Iterator[Block]:
-        """The recorded pages, in order."""
-        for page in range(self.pages):
+    def replay(self, n_features: int, pages: Sequence[int] | None = None) -> Iterator[Block]:
+        """The recorded pages (or only ``pages``), in order."""
+        for page in range(self.pages) if pages is None else pages:
             dense = self._load(page, "dense")
             if dense is not None:
                 X: sp.csr_matrix | np.ndarray = dense
@@ -78,4 +96,4 @@ class PageSpool:
                 self._path(page, part).unlink(missing_ok=True)
         if self.folder.is_dir():
             self.folder.rmdir()
-        self.pages, self.complete = 0, False
+        self.pages, self.page_rows, self.complete = 0, [], False

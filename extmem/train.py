@@ -189,7 +189,7 @@ def train(
 
     ``params`` are XGBoost parameters over extmem's defaults (``hist``, eta 0.1, depth 6,
     seed 0); the objective is inferred from the labels unless given. Above ``sketch_rows``
-    rows, quantile cuts come from a uniform sample of row groups (see :func:`extmem.dmatrix`).
+    rows, quantile cuts come from a uniform sample of rows (see :func:`extmem.dmatrix`).
     Validation data is either ``valid`` (read with the training columns and options) or the
     ``valid_fraction`` of rows split off deterministically, by ``group_by`` groups if given.
     ``early_stopping_rounds`` watches the first eval metric on the validation data and keeps
