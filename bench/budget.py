@@ -4,8 +4,9 @@
 
 1. ``extmem train`` under ``prlimit --data`` at each budget (GiB), on a dataset whose dense
    float32 size is at least 8 times the smallest budget, with no other option: extmem reads the
-   limit, plans batch and page sizes and the cache kind, and must complete. A budget below
-   what one minimal batch needs must be refused with a clear message.
+   limit, plans batch and page sizes and the cache kind, and must complete. A ``--memory-budget``
+   below what one minimal batch needs must be refused with a clear message. (A data limit that
+   low fails earlier, as a MemoryError naming the shard whose footer could not be read.)
 2. Rows/s from parquet into the DMatrix cache (every pass of the build) with and without the
    prefetch thread, beside pyarrow's raw decode of the same columns in the same run; the
    ratios to raw decode, medians of ``--repeats``. ``--before REV`` adds the same build by the
@@ -28,7 +29,7 @@ from .harness import add_common_flags, ensure_dataset, median_of, mib, run_metho
 
 GiB = 2**30
 TOO_SMALL = 480 * 2**20
-"""Enough to import and read the schema, not enough for one minimal batch: the plan must refuse it."""
+"""A --memory-budget below what the process itself and one minimal batch need: the plan must refuse it."""
 THROUGHPUT_CASES = {
     "raw decode": {"mode": "raw"},
     "prefetch 0": {"mode": "dmatrix", "prefetch": 0},
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     budgets = [float(text) for text in args.budgets.split(",")]
     runs = {f"{budget:g} GiB": run_method("extmem", big, args.rounds, data_limit=int(budget * GiB)) for budget in budgets}
-    refused = run_method("extmem", big, args.rounds, data_limit=TOO_SMALL)
+    refused = run_method("extmem", big, args.rounds, {"memory_budget": TOO_SMALL})
     throughput: dict[str, list[dict]] = {case: [] for case in THROUGHPUT_CASES}
     with tempfile.TemporaryDirectory() as folder:
         tree = Path(folder) / "before"
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dense_float32_bytes": rows * features * 4,
         "budgets": runs,
         "too_small": {
-            "data_limit": TOO_SMALL,
+            "memory_budget": TOO_SMALL,
             "failed": refused.get("failed", False),
             "message": refused.get("stderr", "").strip().splitlines()[-1:],
         },
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
             f" planned {mib(plan['expected_peak_bytes'])}, peak RSS {mib(run['peak_rss_bytes'])}, anon {mib(run['peak_anon_bytes'])},"
             f" data {mib(run['peak_data_bytes'])}; mlogloss {run['mlogloss']:.4f}"
         )
-    print(f"  {mib(TOO_SMALL)}: {'refused' if refused.get('failed') else 'NOT refused'}: {payload['too_small']['message']}")
+    print(f"  --memory-budget {mib(TOO_SMALL)}: {'refused' if refused.get('failed') else 'NOT refused'}: {payload['too_small']['message']}")
     print(f"throughput, {args.rows_per_shard * args.throughput_shards:,} rows (medians of {args.repeats}):")
     for case, rate in rates.items():
         ratio = f"  ({rate / rates['raw decode']:.2f} of raw decode)" if case != "raw decode" else ""

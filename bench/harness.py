@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +40,41 @@ def run_method(
     options: dict[str, Any] | None = None,
     timeout: float = 3600,
     data_limit: int | None = None,
+    samples: bool = False,
 ) -> dict[str, Any]:
     """Run one method in a fresh subprocess and return its measurements.
 
     With ``data_limit`` (bytes) the kernel caps the process's data size (``prlimit --data``);
-    a run that dies of it comes back with ``failed`` and the end of its stderr.
+    a run that dies of it, or runs past ``timeout`` seconds, comes back with ``failed`` and the
+    end of its stderr. ``samples``: also return RSS over time. The run's temporary files (XGBoost
+    caches included) go to a folder of its own, deleted afterwards even if the run was killed.
     """
     command = [sys.executable, "-m", "bench.worker", method, str(data), str(rounds), json.dumps(options or {})]
+    if samples:
+        command.append("--samples")
     if data_limit is not None:
         command = ["prlimit", f"--data={data_limit}", *command]
-    completed = subprocess.run(
-        command, capture_output=True, text=True, check=False, timeout=timeout, cwd=Path(__file__).resolve().parent.parent
-    )
+    with tempfile.TemporaryDirectory(prefix="extmem-bench-") as scratch:
+        environment = {**os.environ, "TMPDIR": scratch}
+        try:
+            completed = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=timeout,
+                cwd=Path(__file__).resolve().parent.parent,
+                env=environment,
+            )
+        except subprocess.TimeoutExpired as exc:
+            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+            return {
+                "method": method,
+                "failed": True,
+                "returncode": None,
+                "stderr": f"timed out after {timeout:.0f} s\n{stderr[-2000:]}",
+                "data_limit": data_limit,
+            }
     if completed.returncode != 0:
         return {
             "method": method,

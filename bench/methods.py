@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,12 @@ PARAMS = {
 
 
 def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
-    """extmem's external-memory path with default settings."""
+    """``extmem.train`` with default settings, or with ``options`` (train keywords; ``hash_kmers``: N hashed k-mer features)."""
     import extmem
 
+    options = dict(options)
+    if "hash_kmers" in options:
+        options["kmers"] = extmem.KmerEncoding(width=options.pop("hash_kmers"))
     report = extmem.train(data, rounds=rounds, params={"eval_metric": "mlogloss"}, **options).report
     return {
         "rows": report["rows"],
@@ -131,28 +135,157 @@ def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, 
     }
 
 
-def run_inmemory(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
-    """What most users do: read every shard, make one dense numpy matrix, QuantileDMatrix, train."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    import xgboost as xgb
-
-    import extmem
+def _shards_and_features(data: str) -> tuple[list[str], list[str]]:
+    """The shards of ``data`` and the union of their numeric columns other than the label, in first-seen order."""
     from extmem.schema import NUMERIC, discover_shards, union_schema
 
     union = union_schema(discover_shards([data]))
-    features = [c.name for c in union.columns.values() if c.kind == NUMERIC and c.name != "splice_type"]
-    tables = [pq.read_table(shard) for shard in union.shards]
+    return union.shards, [c.name for c in union.columns.values() if c.kind == NUMERIC and c.name != "splice_type"]
+
+
+def _class_ids(labels: Any) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    import extmem
+
+    return pc.index_in(labels, value_set=pa.array(list(extmem.SPLICE_LABELS))).to_numpy().astype(np.float32)
+
+
+def _train_xgboost(matrix: Any, rounds: int) -> float:
+    """Train on ``matrix`` with the shared parameters; the last round's training mlogloss."""
+    import xgboost as xgb
+
+    history: dict[str, Any] = {}
+    xgb.train(PARAMS, matrix, rounds, evals=[(matrix, "train")], evals_result=history, verbose_eval=False)
+    return float(history["train"]["mlogloss"][-1])
+
+
+def _shard_csr(table: Any, features: list[str]) -> Any:
+    """One table's feature columns as float32 CSR (absent columns and zeros not stored), column by column."""
+    import scipy.sparse as sp
+
+    rows, columns, values = [], [], []
+    for position, name in enumerate(features):
+        if name not in table.column_names:
+            continue
+        array = table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)
+        kept = np.flatnonzero(np.nan_to_num(array, nan=0.0))
+        rows.append(kept)
+        columns.append(np.full(kept.size, position, dtype=np.int32))
+        values.append(array[kept])
+    return sp.csr_matrix(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))), shape=(table.num_rows, len(features)), dtype=np.float32
+    )
+
+
+def _read_all_csr(data: str) -> tuple[Any, np.ndarray, list[str]]:
+    """Every shard read whole and made CSR, then stacked: the sparse in-memory baseline's data."""
+    import pyarrow.parquet as pq
+    import scipy.sparse as sp
+
+    shards, features = _shards_and_features(data)
+    blocks, labels = [], []
+    for shard in shards:
+        table = pq.read_table(shard, columns=[name for name in pq.read_schema(shard).names if name in set(features) | {"splice_type"}])
+        blocks.append(_shard_csr(table, features))
+        labels.append(_class_ids(table.column("splice_type")))
+        del table
+    return sp.vstack(blocks, format="csr"), np.concatenate(labels), features
+
+
+def run_inmemory(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """What most users do: read every shard, make one dense numpy matrix, QuantileDMatrix, train."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+
+    shards, features = _shards_and_features(data)
+    tables = [pq.read_table(shard) for shard in shards]
     table = pa.concat_tables(tables, promote_options="permissive")
     del tables
     X = np.column_stack([table.column(name).to_numpy().astype(np.float32) for name in features])
-    labels = pc.index_in(table.column("splice_type"), value_set=pa.array(list(extmem.SPLICE_LABELS))).to_numpy()
+    labels = _class_ids(table.column("splice_type"))
     del table
     matrix = xgb.QuantileDMatrix(X, labels, feature_names=features)
+    return {"rows": int(X.shape[0]), "features": len(features), "mlogloss": _train_xgboost(matrix, rounds)}
+
+
+def run_inmemory_csr(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """What a skilled user does with sparse k-mers: every shard into one scipy CSR matrix, QuantileDMatrix, train."""
+    import xgboost as xgb
+
+    X, labels, features = _read_all_csr(data)
+    matrix = xgb.QuantileDMatrix(X, labels, feature_names=features)
+    return {"rows": int(X.shape[0]), "features": len(features), "mlogloss": _train_xgboost(matrix, rounds)}
+
+
+def run_lightgbm(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The tool a user would pick instead: the same CSR matrix into ``lightgbm.Dataset``, 63 leaves (about depth 6)."""
+    import lightgbm as lgb
+
+    X, labels, features = _read_all_csr(data)
+    params = {"objective": "multiclass", "num_class": 3, "learning_rate": 0.1, "num_leaves": 63, "seed": 0, "verbose": -1}
+    train_set = lgb.Dataset(X, labels, free_raw_data=True)
     history: dict[str, Any] = {}
-    xgb.train(PARAMS, matrix, rounds, evals=[(matrix, "train")], evals_result=history, verbose_eval=False)
-    return {"rows": int(X.shape[0]), "features": len(features), "mlogloss": history["train"]["mlogloss"][-1]}
+    lgb.train(params, train_set, rounds, valid_sets=[train_set], valid_names=["train"], callbacks=[lgb.record_evaluation(history)])
+    return {"rows": int(X.shape[0]), "features": len(features), "mlogloss": float(history["train"]["multi_logloss"][-1])}
+
+
+def run_polars(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """The original pipeline's way: ``pl.scan_parquet(..., missing_columns="insert")``, collect, numpy, QuantileDMatrix."""
+    import polars as pl
+    import pyarrow as pa
+    import xgboost as xgb
+
+    shards, features = _shards_and_features(data)
+    frame = pl.scan_parquet(shards, missing_columns="insert", extra_columns="ignore").collect()
+    X = frame.select(features).to_numpy().astype(np.float32)
+    labels = _class_ids(pa.array(frame.get_column("splice_type").to_list()))
+    del frame
+    matrix = xgb.QuantileDMatrix(X, labels, feature_names=features)
+    return {"rows": int(X.shape[0]), "features": len(features), "mlogloss": _train_xgboost(matrix, rounds)}
+
+
+def run_naive_iter(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """XGBoost's documented ``DataIter`` pattern: each shard read whole as dense numpy, into ``ExtMemQuantileDMatrix``."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+    import xgboost as xgb
+
+    shards, features = _shards_and_features(data)
+
+    class ShardIter(xgb.DataIter):
+        def __init__(self, cache: str) -> None:
+            self._position = 0
+            super().__init__(cache_prefix=cache)
+
+        def next(self, input_data: Any) -> bool:
+            if self._position == len(shards):
+                return False
+            table = pq.read_table(shards[self._position])
+            X = np.column_stack(
+                [
+                    table.column(n).to_numpy().astype(np.float32)
+                    if n in table.column_names
+                    else np.full(table.num_rows, np.nan, np.float32)
+                    for n in features
+                ]
+            )
+            input_data(data=X, label=_class_ids(table.column("splice_type")), feature_names=features)
+            self._position += 1
+            return True
+
+        def reset(self) -> None:
+            self._position = 0
+
+    with tempfile.TemporaryDirectory() as cache:
+        matrix = xgb.ExtMemQuantileDMatrix(ShardIter(str(Path(cache) / "naive")))
+        rows = matrix.num_row()
+        mlogloss = _train_xgboost(matrix, rounds)
+        del matrix
+    return {"rows": rows, "features": len(features), "mlogloss": mlogloss}
 
 
 METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {
@@ -162,5 +295,9 @@ METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {
     "extmem-prune": run_extmem_prune,
     "extmem-kmers": run_extmem_kmers,
     "inmemory": run_inmemory,
+    "inmemory-csr": run_inmemory_csr,
+    "lightgbm": run_lightgbm,
+    "polars": run_polars,
+    "naive-iter": run_naive_iter,
     "data-path": run_data_path,
 }
