@@ -142,7 +142,8 @@ def _plots(payload: dict[str, Any], runs: dict[str, dict[int, list[dict[str, Any
             seconds, rss = zip(*[(t, total / 2**20) for t, total, _ in run["samples"]], strict=True)
             axes.plot(seconds, rss, label=method)
     axes.set(xlabel="seconds", ylabel="RSS (MiB)", title=f"RSS over time, {largest:,} rows")
-    axes.legend()
+    if axes.lines:
+        axes.legend()
     figure.savefig(out / "rss_over_time.png", dpi=110)
     plt.close(figure)
     written.append("rss_over_time.png")
@@ -155,7 +156,8 @@ def _plots(payload: dict[str, Any], runs: dict[str, dict[int, list[dict[str, Any
             time_axes.plot(rows, [s["seconds"] for _, s in done], marker="o", label=method)
     peak_axes.set(xlabel="rows", ylabel="peak RSS (MiB)", title="Peak RSS", xscale="log", yscale="log")
     time_axes.set(xlabel="rows", ylabel="wall time (s)", title="Wall time", xscale="log", yscale="log")
-    peak_axes.legend()
+    if peak_axes.lines:
+        peak_axes.legend()
     figure.savefig(out / "peaks.png", dpi=110)
     plt.close(figure)
     written.append("peaks.png")
@@ -182,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, required=True, help="folder for results.json, results.md and the plots")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     parser.add_argument("--sizes", help="rows per dataset, comma-separated (shards and k from the preset's first shape)")
+    parser.add_argument("--shards", type=int, help="with --sizes: shards per dataset")
+    parser.add_argument("--k", type=int, help="with --sizes: k-mer length (6: 4,096 k-mer columns)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from: {', '.join(METHODS)}")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shapes = PRESETS[args.preset]
     if args.sizes:
         first = shapes[0]
-        shapes = [Shape(int(rows), first.shards, first.k) for rows in args.sizes.split(",")]
+        shapes = [Shape(int(rows), args.shards or first.shards, args.k or first.k) for rows in args.sizes.split(",")]
     datasets = {shape.rows: ensure_dataset(args.data_dir / shape.name, shape.rows, shape.shards, shape.k) for shape in shapes}
 
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {rows: [] for rows in datasets} for name in methods}

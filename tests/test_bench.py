@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from bench import compare_inmemory, data_path, hashing, scaling
+from bench import budget, compare_inmemory, data_path, hashing, scaling, suite
 
 
 def test_scaling_bench_runs(tmp_path: Path) -> None:
@@ -48,3 +50,45 @@ def test_hashing_bench_runs(tmp_path: Path) -> None:
     features = {case: summary["features"] for case, summary in payload["median"].items()}
     assert features["hashed columns, 256"] - features["exact columns (4,096)"] == 256 - 4**3
     assert payload["hashing_speed"]["max_difference"] == 0.0
+
+
+def test_budget_bench_runs(tmp_path: Path) -> None:
+    args = ["--rows-per-shard", "300", "--shards", "2", "--throughput-shards", "1", "--k", "3", "--rounds", "2", "--repeats", "1"]
+    payload = budget.main([*args, "--budgets", "2", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "budget.json")])
+    run = payload["budgets"]["2 GiB"]
+    assert not run.get("failed"), run
+    assert run["plan"]["budget_bytes"] == 2 * 2**30 and run["peak_data_bytes"] <= 2 * 2**30
+    assert payload["too_small"]["failed"] and "cannot hold even one minimal batch" in payload["too_small"]["message"][0]
+    assert set(payload["ratio_to_raw_decode"]) == {"prefetch 0", "prefetch 1"}
+
+
+def _bench_scratch_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("extmem-bench-*")}
+
+
+def test_suite_runs_every_method_side_by_side_and_leaves_nothing(tmp_path: Path) -> None:
+    before = _bench_scratch_folders()
+    methods = "inmemory,inmemory-csr,naive-iter,extmem,extmem-disk"
+    args = ["--sizes", "300,600", "--shards", "2", "--k", "3", "--rounds", "2", "--methods", methods]
+    payload = suite.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    results = payload["results"]
+    assert set(results) == set(methods.split(","))
+    for method, sizes in results.items():
+        assert {rows: s["rows"] for rows, s in sizes.items()} == {300: 300, 600: 600}, method
+        assert len({s["features"] for s in sizes.values()}) == 1
+    losses = [sizes[600]["mlogloss"] for sizes in results.values()]
+    assert max(losses) - min(losses) < 0.2, "every method trains the same task"
+    assert set(payload["ratios"]) == {"extmem/inmemory", "extmem/inmemory-csr", "extmem-disk/inmemory", "extmem-disk/inmemory-csr"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["peaks.png", "results.json", "results.md", "rss_over_time.png"]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["runs"]["extmem"]["600"][0]["samples"], "RSS over time is kept"
+    assert "| extmem-disk | 600 |" in (tmp_path / "out" / "results.md").read_text()
+    assert _bench_scratch_folders() == before
+
+
+def test_suite_budget_mode_records_failures_without_crashing(tmp_path: Path) -> None:
+    args = ["--sizes", "300", "--shards", "1", "--k", "3", "--rounds", "2", "--methods", "inmemory,extmem", "--budget", "64MiB"]
+    payload = suite.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
+    assert payload["budget_bytes"] == 64 * 2**20
+    assert all(sizes[300]["failed"] for sizes in payload["results"].values()), "64 MiB cannot even hold the imports"
+    assert "failed:" in (tmp_path / "out" / "results.md").read_text()
