@@ -166,8 +166,9 @@ def _shard_csr(table: Any, features: list[str]) -> Any:
     import scipy.sparse as sp
 
     rows, columns, values = [], [], []
+    present = set(table.column_names)
     for position, name in enumerate(features):
-        if name not in table.column_names:
+        if name not in present:
             continue
         array = table.column(name).to_numpy(zero_copy_only=False).astype(np.float32)
         kept = np.flatnonzero(np.nan_to_num(array, nan=0.0))
@@ -265,11 +266,10 @@ def run_naive_iter(data: str, rounds: int, options: dict[str, Any]) -> dict[str,
             if self._position == len(shards):
                 return False
             table = pq.read_table(shards[self._position])
+            present = set(table.column_names)
             X = np.column_stack(
                 [
-                    table.column(n).to_numpy().astype(np.float32)
-                    if n in table.column_names
-                    else np.full(table.num_rows, np.nan, np.float32)
+                    table.column(n).to_numpy().astype(np.float32) if n in present else np.full(table.num_rows, np.nan, np.float32)
                     for n in features
                 ]
             )

@@ -221,21 +221,15 @@ def _matrix_bytes(profile: DataProfile, cache: str, page_rows: int) -> int:
     return int(PAGES_IN_FLIGHT * page_rows * (PAGE_MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
 
 
-def _halvings(largest: int, smallest: int) -> list[int]:
-    """``largest``, then its halvings down to ``smallest``."""
+def _shrinking(largest: int, smallest: int) -> list[int]:
+    """``largest``, then sizes about 3/4 of the one before, in multiples of ``smallest``, down to ``smallest``.
+
+    Steps of 3/4 rather than halves: for wide shards a batch half the size decodes markedly slower.
+    """
     sizes = [largest]
-    while sizes[-1] // 2 >= smallest:
-        sizes.append(sizes[-1] // 2)
+    while sizes[-1] > smallest:
+        sizes.append(max(smallest, sizes[-1] * 3 // 4 // smallest * smallest))
     return sizes
-
-
-def _refusal(budget: Budget, smallest: MemoryPlan, detail: str = "") -> OptionError:
-    return OptionError(
-        f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) cannot hold even one minimal batch: "
-        f"{smallest.batch_rows:,} rows per batch"
-        + (f" and {smallest.page_rows:,} per page" if smallest.cache != "none" else "")
-        + f" need about {format_size(smallest.expected_peak_bytes)}, of which {format_size(smallest.fixed_bytes)} is the process itself{detail}."
-    )
 
 
 def plan_batches(
@@ -243,7 +237,7 @@ def plan_batches(
 ) -> MemoryPlan:
     """Batch rows for a pass that handles rows batch by batch without an XGBoost matrix (predict, evaluate, prune).
 
-    ``batch_rows`` is the largest allowed; under a budget it is halved until the plan fits.
+    ``batch_rows`` is the largest allowed; under a budget it shrinks until the plan fits.
     ``extra_bytes`` is what the pass holds besides its batches (prune's row sample and correlations).
     """
     fixed = fixed_bytes() if fixed is None else fixed
@@ -254,7 +248,7 @@ def plan_batches(
 
     if budget is None:
         return build(batch_rows)
-    for batch in _halvings(batch_rows, MIN_BATCH_ROWS):
+    for batch in _shrinking(batch_rows, MIN_BATCH_ROWS):
         plan = build(batch)
         if plan.expected_peak_bytes <= budget.bytes:
             return plan
@@ -291,9 +285,9 @@ def plan_memory(
 ) -> MemoryPlan:
     """Choose sizes and a cache kind for ``profile`` under ``budget``.
 
-    ``batch_rows`` and ``page_rows`` are the largest sizes allowed; under a budget they are
-    halved (batches first, down to ``MIN_BATCH_ROWS``; then pages, to ``MIN_PAGE_ROWS``)
-    until the plan fits. ``cache="auto"`` sizes the plan for the disk cache, then keeps the
+    ``batch_rows`` and ``page_rows`` are the largest sizes allowed; under a budget they shrink
+    in steps of about 3/4 (batches first, down to ``MIN_BATCH_ROWS``; then pages, to
+    ``MIN_PAGE_ROWS``) until the plan fits. ``cache="auto"`` sizes the plan for the disk cache, then keeps the
     quantized matrix in memory instead if the plan with it still fits in ``MEMORY_CACHE_SHARE``
     of the budget (of the available RAM without one). Raises :class:`OptionError` when nothing fits.
     """
@@ -324,8 +318,8 @@ def plan_memory(
         """The plan with the largest sizes whose peak is within ``room`` (the given sizes when None)."""
         if room is None:
             return build(kind, batch_rows, page_rows, reason)
-        for page in _halvings(page_rows, MIN_PAGE_ROWS):
-            for batch in _halvings(min(batch_rows, page), MIN_BATCH_ROWS):
+        for page in _shrinking(page_rows, MIN_PAGE_ROWS):
+            for batch in _shrinking(min(batch_rows, page), MIN_BATCH_ROWS):
                 plan = build(kind, batch, page, reason)
                 if plan.expected_peak_bytes <= room:
                     return plan
