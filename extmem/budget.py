@@ -232,6 +232,15 @@ def _shrinking(largest: int, smallest: int) -> list[int]:
     return sizes
 
 
+def _refusal(budget: Budget, smallest: MemoryPlan, detail: str = "") -> OptionError:
+    return OptionError(
+        f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) cannot hold even one minimal batch: "
+        f"{smallest.batch_rows:,} rows per batch"
+        + (f" and {smallest.page_rows:,} per page" if smallest.cache != "none" else "")
+        + f" need about {format_size(smallest.expected_peak_bytes)}, of which {format_size(smallest.fixed_bytes)} is the process itself{detail}."
+    )
+
+
 def plan_batches(
     profile: DataProfile, budget: Budget | None, *, batch_rows: int, extra_bytes: int = 0, fixed: int | None = None
 ) -> MemoryPlan:
