@@ -25,7 +25,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
+from .harness import add_common_flags, ensure_dataset, exit_cleanly_on_sigterm, median_of, mib, run_method, write_json
 
 GiB = 2**30
 TOO_SMALL = 480 * 2**20
@@ -142,4 +142,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    exit_cleanly_on_sigterm()
     main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,15 @@ def add_common_flags(parser: argparse.ArgumentParser, out_name: str) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per case; medians are reported")
     parser.add_argument("--data-dir", type=Path, default=RESULTS / "data")
     parser.add_argument("--out", type=Path, default=RESULTS / out_name)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so that running workers are killed and scratch folders removed."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def ensure_dataset(folder: Path, rows: int, shards: int, k: int, seed: int = 0) -> Path:

@@ -300,9 +300,6 @@ def plan_memory(
     quantized matrix in memory instead if the plan with it still fits in ``MEMORY_CACHE_SHARE``
     of the budget (of the available RAM without one). Raises :class:`OptionError` when nothing fits.
     """
-    if cache not in CACHE_KINDS:
-        msg = f"The cache must be one of {', '.join(CACHE_KINDS)}; got {cache!r}."
-        raise OptionError(msg)
     fixed = fixed_bytes() if fixed is None else fixed
     training = int(profile.rows * (TRAINING_BYTES_PER_ROW + TRAINING_BYTES_PER_ROW_AND_OUTPUT * profile.outputs))
     page_rows = min(page_rows, MAX_PAGE_ROWS)

@@ -94,8 +94,8 @@ class IterStats:
 class _Prefetcher:
     """Produces pages in a background thread, at most ``depth`` ahead of the consumer.
 
-    Decoding parquet and building CSR releases the GIL, so the next page is read while
-    XGBoost quantizes the current one. Errors reach the consumer at the page where they
+    pyarrow's decoding and most of numpy's CSR building run without the GIL, so the next page
+    is read while XGBoost quantizes the current one. Errors reach the consumer at the page where they
     happened; :meth:`close` stops the thread (after the page it is building) and joins it.
     """
 
@@ -335,8 +335,8 @@ class MatrixOptions:
 
     ``page_rows``: rows per XGBoost page. ``max_bin``: XGBoost's histogram bins. ``sparse_pages``:
     a paged ``DMatrix`` (for ``approx``) instead of an ``ExtMemQuantileDMatrix`` (for ``hist``).
-    ``sketch_rows``/``seed``: above that many rows, quantile cuts come from that many rows of
-    row groups sampled with ``seed``. ``spool``: keep the first pass's pages for the later
+    ``sketch_rows``/``seed``: above that many rows, quantile cuts come from about that many rows
+    sampled with ``seed`` (spooled pages, or row groups without a spool). ``spool``: keep the first pass's pages for the later
     passes (default: when some shard is wide, whose decoding is slow). ``prefetch``: pages
     read ahead in a background thread (0: none). ``cache``: where the quantized matrix lives,
     ``memory`` (``QuantileDMatrix``), ``disk`` (external memory) or ``auto`` (memory when it fits

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bench import budget, compare_inmemory, data_path, hashing, scaling, suite
@@ -92,3 +98,21 @@ def test_suite_budget_mode_records_failures_without_crashing(tmp_path: Path) -> 
     assert payload["budget_bytes"] == 64 * 2**20
     assert all(sizes[300]["failed"] for sizes in payload["results"].values()), "64 MiB cannot even hold the imports"
     assert "failed:" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_terminated_suite_leaves_no_process_or_scratch_folder(tmp_path: Path) -> None:
+    args = ["--sizes", "3000", "--shards", "1", "--k", "3", "--rounds", "5000", "--methods", "extmem-disk"]
+    command = [sys.executable, "-m", "bench", "run", *args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    bench = subprocess.Popen(command, env={**os.environ, "TMPDIR": str(scratch)}, cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 120
+    workers: list[psutil.Process] = []
+    while not (workers and any(scratch.glob("extmem-bench-*/extmem-cache-*"))):
+        assert bench.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        workers = psutil.Process(bench.pid).children(recursive=True)
+        time.sleep(0.05)
+    bench.send_signal(signal.SIGTERM)
+    assert bench.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)
+    assert list(scratch.iterdir()) == []
