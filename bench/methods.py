@@ -237,10 +237,14 @@ def run_polars(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any
     """The original pipeline's way: ``pl.scan_parquet(..., missing_columns="insert")``, collect, numpy, QuantileDMatrix."""
     import polars as pl
     import pyarrow as pa
+    import pyarrow.parquet as pq
     import xgboost as xgb
 
     shards, features = _shards_and_features(data)
-    frame = pl.scan_parquet(shards, missing_columns="insert", extra_columns="ignore").collect()
+    # Without a schema, polars takes the first shard's columns and drops k-mers only later shards have.
+    union = pa.unify_schemas([pq.read_schema(shard) for shard in shards], promote_options="permissive")
+    schema = pl.from_arrow(union.empty_table()).schema
+    frame = pl.scan_parquet(shards, schema=schema, missing_columns="insert", extra_columns="ignore").collect()
     X = frame.select(features).to_numpy().astype(np.float32)
     labels = _class_ids(pa.array(frame.get_column("splice_type").to_list()))
     del frame
