@@ -112,17 +112,16 @@ def _markdown(payload: dict[str, Any]) -> str:
                     f"| {method} | {s['rows']:,.0f} | {s['features']:,.0f} | {mib(s['peak_rss_bytes'])} | {mib(s['peak_anon_bytes'])} "
                     f"| {s['seconds']:.1f} s | {s['mlogloss']:.4f} |"
                 )
+    lines += ["", "| ratio | rows | peak RSS | peak anonymous | wall time |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, ratios in payload["ratios"].items():
         for rows, r in sorted(ratios.items()):
-            lines.append(
-                f"\n{name} at {rows:,} rows: peak RSS {r['peak_rss_bytes']:.2f}, peak anonymous {r['peak_anon_bytes']:.2f}, wall time {r['seconds']:.2f}"
-            )
+            lines.append(f"| {name} | {rows:,} | {r['peak_rss_bytes']:.2f} | {r['peak_anon_bytes']:.2f} | {r['seconds']:.2f} |")
+    lines.append("")
     for name, cross in payload["crossover"].items():
         lines.append(
-            f"\n{name}: peaks above up to {cross['last_rows_above']} rows, below from {cross['first_rows_below']} rows (measured sizes)"
+            f"- {name}: peak RSS above it up to {cross['last_rows_above']} rows, below it from {cross['first_rows_below']} rows (of the sizes measured)"
         )
-    for note in payload["skipped"]:
-        lines.append(f"\n{note}")
+    lines += [f"- {note}" for note in payload["skipped"]]
     return "\n".join(lines) + "\n"
 
 
