@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows-per-shard", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=8, help="shards at 1x; 8x uses 8 times as many")
     parser.add_argument("--stage", choices=tuple(METHOD_OF_STAGE), default="train")
+    parser.add_argument(
+        "--cache", choices=("auto", "memory", "disk"), help="train and sklearn stages: extmem's cache kind (default: its own, auto)"
+    )
     add_common_flags(parser, "scaling.json")
     args = parser.parse_args(argv)
     if args.stage != "train" and args.out.name == "scaling.json":
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
         options = {"model": str(model), "out": str(args.out.with_suffix(".parquet"))}
     elif args.stage == "prune":
         options = {"out": str(args.out.with_suffix(".pruned"))}
+    elif args.cache is not None:
+        options = {"cache": args.cache}
     runs: dict[int, list[dict]] = {1: [], 8: []}
     for _ in range(args.repeats):
         for factor, folder in datasets.items():
