@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from extmem.budget import parse_size
 
-from .harness import RESULTS, ensure_dataset, mib, run_method, write_json
+from .harness import RESULTS, ensure_dataset, median_of, mib, run_method, write_json
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not completed:
         failure = runs[0]
         return {"failed": True, "returncode": failure.get("returncode"), "error": (failure.get("stderr") or "").strip().splitlines()[-1:]}
-    return {key: statistics.median(run[key] for run in completed) for key in KEYS}
+    return {key: median_of(completed, key) for key in KEYS}
 
 
 def _ratios(results: dict[str, dict[int, dict[str, Any]]], numerator: str, denominator: str) -> dict[int, dict[str, float]]:

@@ -296,7 +296,7 @@ class Source:
         for shard in self.schema.shards:
             if selected is not None and shard not in selected:
                 continue
-            for batch, row_group, plan in self._shard_batches(shard, None if selected is None else selected[shard]):
+            for batch, row_group, plan in self._shard_batches(shard, None if selected is None else selected[shard], self.batch_rows):
                 if remaining is not None:
                     if remaining <= 0:
                         return
@@ -310,18 +310,14 @@ class Source:
 
     def probe(self, rows: int) -> tuple[int, SourceBatch] | None:
         """The first non-empty batch of at most ``rows`` rows, and the bytes pyarrow decoded for it; None if no row matches."""
-        saved, self.batch_rows = self.batch_rows, rows
-        try:
-            for shard in self.schema.shards:
-                shard_batches = self._shard_batches(shard, None)
-                try:
-                    for batch, row_group, plan in shard_batches:
-                        if batch.num_rows:
-                            return batch.nbytes, self._split(batch, shard, row_group, plan)
-                finally:
-                    shard_batches.close()
-        finally:
-            self.batch_rows = saved
+        for shard in self.schema.shards:
+            shard_batches = self._shard_batches(shard, None, rows)
+            try:
+                for batch, row_group, plan in shard_batches:
+                    if batch.num_rows:
+                        return batch.nbytes, self._split(batch, shard, row_group, plan)
+            finally:
+                shard_batches.close()
         return None
 
     def _row_groups_to_read(self, shard: str, file: pq.ParquetFile, selected: set[int] | None) -> list[int]:
@@ -341,7 +337,7 @@ class Source:
         columns = plan.columns
         return plan, columns + [name for name in self._extras if name in present and name not in columns]
 
-    def _shard_batches(self, shard: str, selected: set[int] | None) -> Iterator[tuple[pa.RecordBatch, int, FeaturePlan]]:
+    def _shard_batches(self, shard: str, selected: set[int] | None, batch_rows: int) -> Iterator[tuple[pa.RecordBatch, int, FeaturePlan]]:
         """Batches of ``batch_rows`` rows, filtered, holding the present columns this pass needs."""
         row_group = -1
         try:
@@ -352,7 +348,7 @@ class Source:
                 for row_group in row_groups:
                     self.counters.row_groups_read += 1
                     first_row = 0
-                    for batch in file.iter_batches(batch_size=self.batch_rows, row_groups=[row_group], columns=columns, use_threads=True):
+                    for batch in file.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns, use_threads=True):
                         if self.dataset.holdout is not None:
                             rows = batch.num_rows
                             batch = batch.filter(pa.array(holdout_mask(self.dataset.holdout, batch, shard, row_group, first_row)))
