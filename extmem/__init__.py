@@ -15,6 +15,7 @@ from .errors import (
     ShardReadError,
 )
 from .estimators import XGBClassifier, XGBRegressor
+from .incremental import IncrementalClassifier, IncrementalModel, train_incremental
 from .kmers import KmerEncoding
 from .layout import FeatureLayout
 from .matrix import dmatrix, matrix_info
@@ -34,6 +35,8 @@ __all__ = [
     "FeatureValueError",
     "FilterError",
     "Holdout",
+    "IncrementalClassifier",
+    "IncrementalModel",
     "InputPathError",
     "KmerEncoding",
     "LabelError",
@@ -58,4 +61,5 @@ __all__ = [
     "resume",
     "synth",
     "train",
+    "train_incremental",
 ]

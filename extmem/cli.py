@@ -16,7 +16,11 @@ import xgboost as xgb
 
 from .cli_args import build_parser
 from .errors import ExtmemError, OptionError
+from .incremental import MODEL_FILE as INCREMENTAL_MODEL_FILE
+from .incremental import train_incremental
 from .kmers import KmerEncoding
+from .predict import MODEL_FILE
+from .sink import REPORT_FILE
 from .synth import SynthOptions, synth
 
 
@@ -53,14 +57,17 @@ def _memory(report: dict[str, Any]) -> str:
 
 def _summary(report: dict[str, Any], out: str) -> str:
     resumed = f", resumed from round {report['resumed_from_round']}" if report.get("resumed_from_round") is not None else ""
+    incremental = "epochs" in report
+    done = f"{report['model']}: {report['epochs']} epochs" if incremental else f"{report['rounds']} rounds"
+    if incremental:
+        storage = f"spool {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
+    elif report["memory_plan"]["train"]["cache"] == "disk":
+        storage = f"disk cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
+    else:
+        storage = "matrix held in memory"
     lines = [
-        f"trained {report['rounds']} rounds on {report['rows']:,} rows x {report['features']:,} features in {report['seconds']:.1f} s{resumed}",
-        f"{_memory(report)}; "
-        + (
-            f"disk cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
-            if report["memory_plan"]["train"]["cache"] == "disk"
-            else "matrix held in memory"
-        ),
+        f"trained {done} on {report['rows']:,} rows x {report['features']:,} features in {report['seconds']:.1f} s{resumed}",
+        f"{_memory(report)}; {storage}",
     ]
     for data_name, metrics in report["metrics"].items():
         overall = {name: value for name, value in metrics.items() if not name.startswith(("roc_auc_", "pr_auc_"))}
@@ -72,7 +79,8 @@ def _summary(report: dict[str, Any], out: str) -> str:
         ]
         if per_class:
             lines.append(f"{data_name} ROC-AUC/PR-AUC: " + ", ".join(per_class))
-    lines.append(f"model: {Path(out) / 'model.ubj'}; report: {Path(out) / 'report.json'}")
+    model_file = INCREMENTAL_MODEL_FILE if incremental else MODEL_FILE
+    lines.append(f"model: {Path(out) / model_file}; report: {Path(out) / REPORT_FILE}")
     return "\n".join(lines)
 
 
@@ -98,9 +106,24 @@ def _evaluation_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_XGBOOST_ONLY_FLAGS = ("rounds", "early_stopping", "checkpoint_every", "resume", "cache", "prefetch", "sketch_rows")
+_INCREMENTAL_ONLY_FLAGS = ("epochs", "class_weight", "seed")
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """The flags among ``names`` set to something other than their default, as typed (``--early-stopping``)."""
+    defaults = build_parser().parse_args(["train"])
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != getattr(defaults, name)]
+
+
 def _run_train(args: argparse.Namespace) -> None:
     from .train import resume, train
 
+    misplaced = _given(args, _XGBOOST_ONLY_FLAGS if args.model != "xgboost" else _INCREMENTAL_ONLY_FLAGS)
+    if misplaced:
+        which = "--model xgboost" if args.model != "xgboost" else "the incremental models (--model sgd_logistic, ...)"
+        msg = f"{misplaced[0]} applies to {which} only; this run trains --model {args.model}."
+        raise OptionError(msg)
     if args.resume is not None:
         if args.data is not None:
             msg = "--resume takes the dataset and options from the checkpoint; do not pass DATA."
@@ -111,26 +134,34 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.data is None or args.out is None:
         msg = "train needs DATA and --out (or --resume MODEL_DIR)."
         raise OptionError(msg)
-    result = train(
-        args.data,
-        out=args.out,
-        rounds=args.rounds,
-        params=dict(args.param),
-        valid=args.valid,
-        valid_fraction=args.valid_fraction,
-        group_by=args.group_by,
-        early_stopping_rounds=args.early_stopping,
-        checkpoint_every=args.checkpoint_every,
-        cache_dir=args.cache_dir,
-        page_rows=args.page_rows,
-        sketch_rows=args.sketch_rows,
-        cache=args.cache,
-        memory_budget=args.memory_budget,
-        prefetch=args.prefetch,
-        progress=not args.no_progress,
+    shared = {
+        "out": args.out,
+        "params": dict(args.param),
+        "valid": args.valid,
+        "valid_fraction": args.valid_fraction,
+        "group_by": args.group_by,
+        "cache_dir": args.cache_dir,
+        "page_rows": args.page_rows,
+        "memory_budget": args.memory_budget,
+        "progress": not args.no_progress,
         **_dataset_options(args),
-    )
-    print(_summary(result.report, args.out))
+    }
+    if args.model != "xgboost":
+        report = train_incremental(
+            args.data, model=args.model, epochs=args.epochs, class_weight=args.class_weight, seed=args.seed, **shared
+        ).report
+    else:
+        report = train(
+            args.data,
+            rounds=args.rounds,
+            early_stopping_rounds=args.early_stopping,
+            checkpoint_every=args.checkpoint_every,
+            sketch_rows=args.sketch_rows,
+            cache=args.cache,
+            prefetch=args.prefetch,
+            **shared,
+        ).report
+    print(_summary(report, args.out))
 
 
 def _row_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from ._version import __version__
 from .budget import CACHE_KINDS, parse_size
 from .categories import DEFAULT_MAX_CATEGORIES
 from .dataset import DEFAULT_BATCH_ROWS, DEFAULT_PAGE_ROWS, KMER_PATTERN
+from .incremental import DEFAULT_EPOCHS, INCREMENTAL_MODELS
 from .iterator import DEFAULT_SKETCH_ROWS
 from .sink import DEFAULT_ROW_GROUP_ROWS
 
@@ -129,7 +130,24 @@ def _add_dataset_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        choices=("xgboost", *INCREMENTAL_MODELS),
+        default="xgboost",
+        help="xgboost (default; external-memory trees), or a scikit-learn partial_fit model trained incrementally over the same "
+        "stream: sgd_logistic, sgd_hinge, passive_aggressive or naive_bayes (writes model.npz)",
+    )
     parser.add_argument("--rounds", type=_positive, default=100, help="boosting rounds (default 100)")
+    parser.add_argument(
+        "--epochs", type=_positive, help=f"incremental models: passes over the data (default {DEFAULT_EPOCHS}; naive_bayes: 1, exact)"
+    )
+    parser.add_argument(
+        "--class-weight",
+        choices=("balanced", "none"),
+        default="balanced",
+        help="incremental models: weight each class by rows / (classes x class rows), or not (default balanced)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="incremental models: seed of the shuffled page and row order (default 0)")
     parser.add_argument(
         "--param",
         type=_param,
@@ -137,7 +155,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="XGBoost parameters, e.g. --param max_depth=8 eta=0.05",
+        help="model parameters: XGBoost's, e.g. --param max_depth=8 eta=0.05, or the scikit-learn estimator's, e.g. alpha=0.01",
     )
     parser.add_argument("--valid", help="validation dataset (folder, glob or file)")
     parser.add_argument(
@@ -191,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_parser = commands.add_parser("train", help="train a model through external memory")
     train_parser.add_argument("data", nargs="?", help="dataset: folder of shards, glob, or file")
-    train_parser.add_argument("--out", help="model folder (model.ubj, report.json, checkpoint.ubj)")
+    train_parser.add_argument("--out", help="model folder (model.ubj or model.npz, report.json, checkpoint.ubj)")
     _add_train_flags(train_parser)
     _add_dataset_flags(train_parser)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +192,44 @@ def as_dataset(data: DatasetLike, label: str | None, options: Mapping[str, Any])
     if isinstance(data, Dataset):
         return Dataset.from_options(data, **options)
     return Dataset.from_options(data, label=label, **options)
+
+
+def training_datasets(
+    data: DatasetLike,
+    label: str | None,
+    options: Mapping[str, Any],
+    valid: DatasetLike | None,
+    valid_fraction: float | None,
+    group_by: str | None,
+    seed: int,
+) -> tuple[Dataset, Dataset | None]:
+    """The training dataset and its validation dataset, if any, as every trainer takes them.
+
+    Validation data is either ``valid`` (read with the training options that define the
+    features and labels) or the ``valid_fraction`` of rows split off deterministically (by
+    ``group_by`` groups if given, with ``seed``).
+    """
+    dataset = as_dataset(data, label, options)
+    if dataset.label is None:
+        msg = "Training needs a label column; the 'label' option is None."
+        raise OptionError(msg)
+    if valid_fraction is not None:
+        if valid is not None:
+            msg = "Give either 'valid' or 'valid_fraction', not both."
+            raise OptionError(msg)
+        holdout = Holdout(valid_fraction, group_by, seed)
+        training = replace(dataset, holdout=holdout)
+        return training, replace(training, holdout=replace(holdout, side="valid"), max_rows=None)
+    if group_by is not None:
+        msg = "The 'group_by' option needs 'valid_fraction'."
+        raise OptionError(msg)
+    if valid is None:
+        return dataset, None
+    shared = {
+        "weight": dataset.weight,
+        "label_map": dataset.label_map,
+        "filter": dataset.filter,
+        "batch_rows": dataset.batch_rows,
+        "zero_is_missing": dataset.zero_is_missing,
+    }
+    return dataset, as_dataset(valid, dataset.label, shared)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,22 +20,24 @@ import numpy as np
 import pyarrow as pa
 import xgboost as xgb
 
-from .blocks import encode, to_matrix
 from .budget import plan_source_batches
-from .dataset import Dataset, DatasetLike, as_dataset, column_names
+from .dataset import DatasetLike, as_dataset, column_names
 from .errors import OptionError, SchemaError
+from .incremental import MODEL_FILE as INCREMENTAL_MODEL_FILE
+from .incremental import IncrementalModel
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .memory import MemoryMonitor
 from .metrics import StreamingMetrics, task_of
 from .progress import ProgressBar
+from .scorer import Scorer, as_class_columns
 from .sink import ParquetSink, write_atomically
-from .source import Source, SourceBatch
+from .source import SourceBatch
 
 MODEL_FILE = "model.ubj"
 
 
 @dataclass(frozen=True)
-class Model:
+class Model(Scorer):
     """A booster with the feature layout it was trained on; scores parquet datasets or in-memory arrays.
 
     ``iteration_range`` selects trees as in ``Booster.predict`` (default: all).
@@ -91,61 +93,26 @@ class Model:
         """``booster.inplace_predict`` on features already in the model's representation."""
         return self.booster.inplace_predict(X, missing=np.nan, iteration_range=self.iteration_range)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, shape (rows, classes); ``X`` is a dataset path/:class:`Dataset` (streamed) or in-memory features."""
-        if self.task not in ("multiclass", "binary"):
-            msg = f"predict_proba needs a probabilistic classifier; this model's objective is {self.objective!r}. Use predict()."
-            raise OptionError(msg)
-        return _as_class_columns(self._predict_any(X), self.task)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Class ids (classifiers) or values (regression) for a dataset or in-memory features."""
-        raw = self._predict_any(X)
-        if self.task == "multiclass":
-            return raw.argmax(axis=1)
-        if self.task == "binary":
-            return (raw > 0.5).astype(np.int64)
-        return raw
-
-    def _predict_any(self, X: Any) -> np.ndarray:
-        if isinstance(X, (str, os.PathLike, Dataset)):
-            parts = [raw for _, raw in self.score(self.source(as_dataset(X, None, {})))]
-            return np.concatenate(parts) if parts else np.zeros((0, *self._output_shape()), dtype=np.float32)
-        return self.raw_predict(encode(X, self.layout))
-
-    def _output_shape(self) -> tuple[int, ...]:
-        return (len(self.classes or []),) if self.task == "multiclass" else ()
-
-    def source(self, dataset: Dataset, carry: Sequence[str] = ()) -> Source:
-        """A source reading ``dataset`` with this model's feature columns."""
-        return Source(dataset, self.layout, carry)
-
-    def score(self, source: Source) -> Iterator[tuple[SourceBatch, np.ndarray]]:
-        """Each batch of ``source`` with the model's raw predictions for it, in dataset order."""
-        for batch in source.batches():
-            yield batch, self.raw_predict(to_matrix(batch.features, self.layout, f"row group {batch.row_group} of {batch.shard!r}"))
+ModelLike = str | os.PathLike[str] | Scorer | xgb.Booster
 
 
-def _as_class_columns(raw: np.ndarray, task: str) -> np.ndarray:
-    """Booster output as (rows, classes) probabilities: binary output gains the negative class."""
-    if task == "binary":
-        return np.column_stack([1 - raw, raw])
-    return raw
+def as_model(model: ModelLike) -> Scorer:
+    """A trained model from a model folder/file, a :class:`Model` or :class:`IncrementalModel`, or an extmem-trained booster.
 
-
-ModelLike = str | os.PathLike[str] | Model | xgb.Booster
-
-
-def as_model(model: ModelLike) -> Model:
-    """A :class:`Model` from a model folder/file, a :class:`Model` or an extmem-trained booster."""
-    if isinstance(model, Model):
+    A folder holding ``model.npz`` (or a ``.npz`` file) is an incremental model; anything else is loaded as XGBoost's.
+    """
+    if isinstance(model, Scorer):
         return model
     if isinstance(model, xgb.Booster):
         return Model.from_booster(model)
+    path = Path(model)
+    if (path / INCREMENTAL_MODEL_FILE).is_file() or path.suffix == ".npz":
+        return IncrementalModel.load(path)
     return Model.load(model)
 
 
-def _output_schema(model: Model, carried: pa.Schema) -> pa.Schema:
+def _output_schema(model: Scorer, carried: pa.Schema) -> pa.Schema:
     classes = model.classes
     if classes is None:
         fields = [pa.field("prediction", pa.float32())]
@@ -160,7 +127,7 @@ def _output_schema(model: Model, carried: pa.Schema) -> pa.Schema:
     return pa.schema([*carried, *fields])
 
 
-def _output_batch(model: Model, batch: SourceBatch, raw: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
+def _output_batch(model: Scorer, batch: SourceBatch, raw: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
     arrays: list[pa.Array] = list(batch.carried.columns) if batch.carried is not None else []
     classes = model.classes
     if classes is None:
@@ -169,7 +136,7 @@ def _output_batch(model: Model, batch: SourceBatch, raw: np.ndarray, schema: pa.
         if model.task == "hard":
             predicted = raw.astype(np.int64)
         else:
-            probabilities = _as_class_columns(raw, model.task)
+            probabilities = as_class_columns(raw, model.task)
             arrays.extend(pa.array(probabilities[:, k].astype(np.float32)) for k in range(probabilities.shape[1]))
             predicted = probabilities.argmax(axis=1)
         arrays.append(pa.array(predicted) if model.layout.classes is None else pa.array(np.asarray(classes, dtype=object)[predicted]))

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DEFAULT_ROW_GROUP_ROWS = 65536
+REPORT_FILE = "report.json"
+"""The run report written beside a trained model."""
 DATA_PAGE_BYTES = 1 << 20
 """Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
 

@@ -21,7 +21,7 @@ from ._version import __version__
 from .budget import Budget, CacheKind
 from .cache import CacheDir
 from .callbacks import RUN_ATTRIBUTE, Checkpoint, EarlyStop, History, class_metrics
-from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, Holdout, as_dataset
+from .dataset import DEFAULT_PAGE_ROWS, Dataset, DatasetLike, training_datasets
 from .errors import OptionError, check_positive_int
 from .iterator import DEFAULT_SKETCH_ROWS, MatrixOptions
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
@@ -30,11 +30,10 @@ from .memory import MemoryMonitor
 from .metrics import StreamingMetrics
 from .predict import MODEL_FILE, Model
 from .progress import ProgressBar, RoundProgress
-from .sink import partial_path, write_atomically, write_json
+from .sink import REPORT_FILE, partial_path, write_atomically, write_json
 
 logger = logging.getLogger("extmem")
 
-REPORT_FILE = "report.json"
 CHECKPOINT_FILE = "checkpoint.ubj"
 DEFAULT_PARAMS: Mapping[str, Any] = {"tree_method": "hist", "eta": 0.1, "max_depth": 6, "seed": 0}
 _CLASSIFICATION_METRICS = {"binary": ["logloss", "auc"], "multi": ["mlogloss", "merror"]}
@@ -200,23 +199,7 @@ def train(
     """
     for name, value in (("rounds", rounds), ("early_stopping_rounds", early_stopping_rounds), ("checkpoint_every", checkpoint_every)):
         check_positive_int(value, name, allow_none=True)
-    dataset = as_dataset(data, label, options)
-    if dataset.label is None:
-        msg = "Training needs a label column; the 'label' option is None."
-        raise OptionError(msg)
-    valid_dataset = None
-    if valid_fraction is not None:
-        if valid is not None:
-            msg = "Give either 'valid' or 'valid_fraction', not both."
-            raise OptionError(msg)
-        holdout = Holdout(valid_fraction, group_by, int((params or {}).get("seed", 0)))
-        dataset = replace(dataset, holdout=holdout)
-        valid_dataset = replace(dataset, holdout=replace(holdout, side="valid"), max_rows=None)
-    elif group_by is not None:
-        msg = "The 'group_by' option needs 'valid_fraction'."
-        raise OptionError(msg)
-    elif valid is not None:
-        valid_dataset = as_dataset(valid, dataset.label, _shared_options(dataset))
+    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, int((params or {}).get("seed", 0)))
     if early_stopping_rounds is not None and valid_dataset is None:
         msg = "The 'early_stopping_rounds' option needs validation data ('valid' or 'valid_fraction')."
         raise OptionError(msg)
@@ -391,14 +374,3 @@ def _run(
 def _weights(matrix: xgb.DMatrix) -> np.ndarray | None:
     weights = matrix.get_weight()
     return weights if weights.size else None
-
-
-def _shared_options(dataset: Dataset) -> dict[str, Any]:
-    """Options a validation dataset inherits from the training dataset (not its path or row cap)."""
-    return {
-        "weight": dataset.weight,
-        "label_map": dataset.label_map,
-        "filter": dataset.filter,
-        "batch_rows": dataset.batch_rows,
-        "zero_is_missing": dataset.zero_is_missing,
-    }
