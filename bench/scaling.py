@@ -1,6 +1,7 @@
-"""Peak RSS of `extmem train` (or `predict`, `XGBClassifier.fit`, `prune`) at 1x and 8x the rows (same shard size): within 15 %.
+"""Peak RSS of `extmem train` (or `predict`, `XGBClassifier.fit`, `prune`, `train --model`) at 1x and 8x the rows (same shard size): within 15 %.
 
-    python -m bench.scaling [--stage train|predict|sklearn|prune] [--rows-per-shard 10000] [--shards 8] [--k 6] [--rounds 10] [--repeats 3]
+    python -m bench.scaling [--stage train|predict|sklearn|prune|incremental] [--model sgd_logistic] [--rows-per-shard 10000]
+                            [--shards 8] [--k 6] [--rounds 10] [--repeats 3]
 
 Each run is its own subprocess; runs alternate 1x/8x so machine noise hits both alike. For
 ``--stage predict`` a model is trained once on the 1x data, then each run scores a whole dataset
@@ -17,7 +18,13 @@ import extmem
 
 from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 
-METHOD_OF_STAGE = {"train": "extmem", "predict": "extmem-predict", "sklearn": "extmem-sklearn", "prune": "extmem-prune"}
+METHOD_OF_STAGE = {
+    "train": "extmem",
+    "predict": "extmem-predict",
+    "sklearn": "extmem-sklearn",
+    "prune": "extmem-prune",
+    "incremental": "extmem-incremental",
+}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -27,6 +34,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--stage", choices=tuple(METHOD_OF_STAGE), default="train")
     parser.add_argument(
         "--cache", choices=("auto", "memory", "disk"), help="train and sklearn stages: extmem's cache kind (default: its own, auto)"
+    )
+    parser.add_argument(
+        "--model", default="sgd_logistic", help="incremental stage: the --model to train (default sgd_logistic, with alpha 0.01)"
     )
     add_common_flags(parser, "scaling.json")
     args = parser.parse_args(argv)
@@ -46,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
         options = {"model": str(model), "out": str(args.out.with_suffix(".parquet"))}
     elif args.stage == "prune":
         options = {"out": str(args.out.with_suffix(".pruned"))}
+    elif args.stage == "incremental":
+        options = {"model": args.model, "valid_fraction": 0.2, **({"params": {"alpha": 0.01}} if args.model.startswith("sgd") else {})}
     elif args.cache is not None:
         options = {"cache": args.cache}
     runs: dict[int, list[dict]] = {1: [], 8: []}
@@ -60,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"a run failed: {failed[0]}")
     summary = {
         factor: {key: median_of(factor_runs, key) for key in ("rows", "features", "peak_rss_bytes", "peak_anon_bytes", "seconds")}
+        | ({"macro_f1": median_of(factor_runs, "macro_f1")} if args.stage == "incremental" else {})
         for factor, factor_runs in runs.items()
     }
     ratio_rss = summary[8]["peak_rss_bytes"] / summary[1]["peak_rss_bytes"]
@@ -78,6 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"{s['rows']:>10,.0f} {s['features']:>8,.0f} {mib(s['peak_rss_bytes']):>10} {mib(s['peak_anon_bytes']):>10} {s['seconds']:>8.1f}"
         )
+    if args.stage == "incremental":
+        print(f"{args.model}: macro-F1 on the 20 % held out {summary[1]['macro_f1']:.4f} (1x), {summary[8]['macro_f1']:.4f} (8x)")
     print(f"extmem {args.stage}: 8x/1x peak RSS ratio {ratio_rss:.3f}, peak anon ratio {ratio_anon:.3f} (target <= 1.15)")
     return payload
 

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -366,8 +366,9 @@ class _Spooled:
     def rows(self) -> int:
         return self.spool.rows
 
-    def blocks(self, order: Iterator[int] | None = None) -> Iterator[Block]:
-        return self.spool.replay(len(self.source.layout.names), None if order is None else list(order))
+    def blocks(self, order: Sequence[int] | None = None) -> Iterator[Block]:
+        """The spooled pages, in ``order`` if given."""
+        return self.spool.replay(len(self.source.layout.names), order)
 
 
 def _read(
@@ -376,9 +377,9 @@ def _read(
     folder: Path,
     page_rows: int,
     memory_budget: int | str | None,
-    on_page: Callable[[Block, FeatureParts, FeatureLayout], None],
+    on_page: Callable[[Block, FeatureLayout], None],
 ) -> _Spooled:
-    """Read ``dataset`` once into a spool in ``folder``, calling ``on_page`` with each page, its feature parts and the layout."""
+    """Read ``dataset`` once into a spool in ``folder``, calling ``on_page`` with each page and the layout."""
     source = Source(dataset, layout)
 
     def page_bytes(profile: DataProfile) -> int:
@@ -388,7 +389,7 @@ def _read(
     spooled = _Spooled(source, PageSpool(folder), plan)
     for page in spooled.spool.record(pages(source.batches(), source.layout, page_rows)):
         spooled.stored_values += page.stored_values
-        on_page(page, FeatureParts.split(page.X, source.layout), source.layout)
+        on_page(page, source.layout)
     if spooled.rows == 0:
         why = f" match --filter {dataset.filter!r}" if dataset.filter else ""
         msg = f"No rows of {', '.join(dataset.paths)}{why}; there is nothing to train on."
@@ -405,12 +406,13 @@ class _FirstPass:
         self.stats: FeatureStats | None = None
         self.class_totals = np.zeros(0)
 
-    def add(self, page: Block, parts: FeatureParts, layout: FeatureLayout) -> None:
+    def add(self, page: Block, layout: FeatureLayout) -> None:
         labels = np.asarray(page.label)
         if np.any(labels != np.round(labels)) or labels.min(initial=0) < 0:
             bad = float(labels[(labels != np.round(labels)) | (labels < 0)][0])
             msg = f"Incremental models are classifiers: the label of {self.label_where} must hold class ids or strings; found {bad:g}."
             raise LabelError(msg)
+        parts = FeatureParts.split(page.X, layout)
         if self.needs_counts:
             _check_counts(parts, layout)
         if self.stats is None:
@@ -446,6 +448,19 @@ def _evaluate(model: IncrementalModel, data: _Spooled) -> dict[str, Any]:
         assert block.label is not None
         metrics.update(block.label, model.raw_predict(block.X), None if block.weight is None else np.asarray(block.weight))
     return metrics.result()
+
+
+def _epoch(learner: _Learner, data: _Spooled, class_weights: np.ndarray, rng: np.random.Generator, bar: ProgressBar) -> None:
+    """One pass of ``partial_fit`` over the spooled pages: pages in a shuffled order, rows shuffled within each page."""
+    layout = data.source.layout
+    classes = np.arange(class_weights.size)
+    for block in data.blocks(rng.permutation(data.spool.pages).tolist()):
+        assert block.label is not None
+        rows = rng.permutation(block.rows)
+        labels = np.asarray(block.label)[rows].astype(np.int64)
+        weights = class_weights[labels] if block.weight is None else class_weights[labels] * np.asarray(block.weight)[rows]
+        learner.partial_fit(FeatureParts.split(block.X[rows], layout), labels, classes, weights)
+        bar.update(block.rows)
 
 
 _HISTORY_METRICS = ("mlogloss", "logloss", "accuracy", "macro_f1")
@@ -500,8 +515,8 @@ def train_incremental(
         first_pass = _FirstPass(model == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")
         with ProgressBar(None, "reading", "rows", progress) as bar:
 
-            def gather(page: Block, parts: FeatureParts, layout: FeatureLayout) -> None:
-                first_pass.add(page, parts, layout)
+            def gather(page: Block, layout: FeatureLayout) -> None:
+                first_pass.add(page, layout)
                 bar.update(page.rows)
 
             train = _read(dataset, None, cache.path / "train", page_rows, memory_budget, gather)
@@ -509,7 +524,7 @@ def train_incremental(
             valid_data = None
             if valid_dataset is not None:
                 valid_data = _read(
-                    valid_dataset, layout, cache.path / "valid", page_rows, memory_budget, lambda page, _, __: bar.update(page.rows)
+                    valid_dataset, layout, cache.path / "valid", page_rows, memory_budget, lambda page, _: bar.update(page.rows)
                 )
         stats = first_pass.stats
         assert stats is not None
@@ -518,23 +533,13 @@ def train_incremental(
         standardizer = Standardizer(stats.mean.copy(), stats.std)
         learner = _learner(model, _estimators(model, params, layout, seed), standardizer)
         trained = IncrementalModel(model, layout, n_classes, learner)
-        classes = np.arange(n_classes)
         rng = np.random.default_rng(seed)
         evaluated = {"train": train, **({"valid": valid_data} if valid_data is not None else {})}
         history: dict[str, dict[str, list[float]]] = {name: {} for name in evaluated}
         results: dict[str, dict[str, Any]] = {}
         with ProgressBar(epochs * train.rows, "training", "rows", progress) as bar:
             for _ in range(epochs):
-                order = rng.permutation(train.spool.pages)
-                for block in train.blocks(iter(order)):
-                    assert block.label is not None
-                    rows = rng.permutation(block.rows)
-                    labels = np.asarray(block.label)[rows].astype(np.int64)
-                    row_weights = weights_by_class[labels]
-                    if block.weight is not None:
-                        row_weights = row_weights * np.asarray(block.weight)[rows]
-                    learner.partial_fit(FeatureParts.split(block.X[rows], layout), labels, classes, row_weights)
-                    bar.update(block.rows)
+                _epoch(learner, train, weights_by_class, rng, bar)
                 for name, spooled in evaluated.items():
                     results[name] = _evaluate(trained, spooled)
                     for metric in _HISTORY_METRICS:

@@ -24,10 +24,15 @@ import json, sys, extmem
 report = extmem.train(sys.argv[1], rounds=2, batch_rows=1024, page_rows=4096, sketch_rows=5000, cache="disk").report
 print(json.dumps({key: report[key] for key in ("rows", "peak_rss_bytes", "peak_anon_bytes")}))
 """
+TRAIN_INCREMENTAL = """
+import json, sys, extmem
+report = extmem.train_incremental(sys.argv[1], model="sgd_logistic", epochs=2, batch_rows=1024, page_rows=4096).report
+print(json.dumps({key: report[key] for key in ("rows", "peak_rss_bytes", "peak_anon_bytes")}))
+"""
 
 
-def peak_of(data: Path) -> dict:
-    completed = subprocess.run([sys.executable, "-c", TRAIN, str(data)], capture_output=True, text=True, check=False, timeout=600)
+def peak_of(data: Path, script: str = TRAIN) -> dict:
+    completed = subprocess.run([sys.executable, "-c", script, str(data)], capture_output=True, text=True, check=False, timeout=600)
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -43,8 +48,9 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return folders
 
 
-def test_peak_memory_does_not_grow_with_rows(datasets: dict[int, Path]) -> None:
-    small, large = peak_of(datasets[1]), peak_of(datasets[8])
+@pytest.mark.parametrize("script", [TRAIN, TRAIN_INCREMENTAL], ids=["xgboost", "incremental"])
+def test_peak_memory_does_not_grow_with_rows(datasets: dict[int, Path], script: str) -> None:
+    small, large = peak_of(datasets[1], script), peak_of(datasets[8], script)
     assert large["rows"] == 8 * small["rows"] == 80_000
     dense_8x_bytes = large["rows"] * 1050 * 4
     assert large["peak_anon_bytes"] < small["peak_anon_bytes"] * 1.25 < small["peak_anon_bytes"] + dense_8x_bytes
