@@ -47,6 +47,37 @@ def run_extmem_sklearn(data: str, rounds: int, options: dict[str, Any]) -> dict[
     return {"rows": rows, "features": clf.n_features_in_, "mlogloss": clf.evals_result()["validation_0"]["mlogloss"][-1]}
 
 
+def run_extmem_incremental(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """``extmem.train_incremental`` (``options``: its keywords, e.g. ``model``, ``epochs``, ``valid_fraction``); ``rounds`` is unused."""
+    import extmem
+
+    report = extmem.train_incremental(data, **options).report
+    evaluated = next(iter(report["evaluation"].values()))
+    return {
+        "rows": report["rows"],
+        "features": report["features"],
+        "macro_f1": evaluated["macro_f1"],
+        "evaluated_on": next(iter(report["evaluation"])),
+        "cache_bytes": report["cache_bytes"],
+    }
+
+
+def run_extmem_cluster(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """``extmem.train_distributed`` on a new local Dask cluster (``options["scheduler"]``, default ``local:2``); per-worker peaks."""
+    import extmem
+
+    report = extmem.train_distributed(options.get("scheduler", "local:2"), data, rounds=rounds).report
+    workers = report["workers"]
+    return {
+        "rows": report["rows"],
+        "features": report["features"],
+        "mlogloss": report["metrics"]["train"]["mlogloss"],
+        "workers": workers,
+        "worker_peak_rss_bytes": max(worker["peak_rss_bytes"] for worker in workers),
+        "worker_peak_anon_bytes": max(worker["peak_anon_bytes"] for worker in workers),
+    }
+
+
 def run_extmem_prune(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
     """``extmem prune`` of the dataset into ``options["out"]`` (removed afterwards); ``rounds`` is unused."""
     import shutil
@@ -297,6 +328,8 @@ METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {
     "extmem-predict": run_extmem_predict,
     "extmem-sklearn": run_extmem_sklearn,
     "extmem-prune": run_extmem_prune,
+    "extmem-incremental": run_extmem_incremental,
+    "extmem-cluster": run_extmem_cluster,
     "extmem-kmers": run_extmem_kmers,
     "inmemory": run_inmemory,
     "inmemory-csr": run_inmemory_csr,

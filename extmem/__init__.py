@@ -1,6 +1,7 @@
 """extmem: train XGBoost on parquet datasets larger than RAM, with bounded, measured memory."""
 
 from ._version import __version__
+from .cluster import ClusterError, train_distributed
 from .dataset import SPLICE_LABELS, Dataset, Holdout
 from .errors import (
     CacheError,
@@ -29,6 +30,7 @@ from .train import TrainResult, resume, train
 __all__ = [
     "SPLICE_LABELS",
     "CacheError",
+    "ClusterError",
     "Dataset",
     "ExtmemError",
     "FeatureLayout",
@@ -61,5 +63,6 @@ __all__ = [
     "resume",
     "synth",
     "train",
+    "train_distributed",
     "train_incremental",
 ]

@@ -59,7 +59,10 @@ def _summary(report: dict[str, Any], out: str) -> str:
     resumed = f", resumed from round {report['resumed_from_round']}" if report.get("resumed_from_round") is not None else ""
     incremental = "epochs" in report
     done = f"{report['model']}: {report['epochs']} epochs" if incremental else f"{report['rounds']} rounds"
-    if incremental:
+    if "workers" in report:
+        done += f" on {len(report['workers'])} workers"
+        storage = f"per worker; disk caches {report['cache_bytes'] / 2**20:,.0f} MiB in all, removed"
+    elif incremental:
         storage = f"spool {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
     elif report["memory_plan"]["train"]["cache"] == "disk":
         storage = f"disk cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
@@ -106,7 +109,8 @@ def _evaluation_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_XGBOOST_ONLY_FLAGS = ("rounds", "early_stopping", "checkpoint_every", "resume", "cache", "prefetch", "sketch_rows")
+_XGBOOST_ONLY_FLAGS = ("rounds", "early_stopping", "checkpoint_every", "resume", "cache", "prefetch", "sketch_rows", "scheduler")
+_SINGLE_MACHINE_FLAGS = ("early_stopping", "checkpoint_every", "resume", "cache", "prefetch")
 _INCREMENTAL_ONLY_FLAGS = ("epochs", "class_weight", "seed")
 
 
@@ -123,6 +127,9 @@ def _run_train(args: argparse.Namespace) -> None:
     if misplaced:
         which = "--model xgboost" if args.model != "xgboost" else "the incremental models (--model sgd_logistic, ...)"
         msg = f"{misplaced[0]} applies to {which} only; this run trains --model {args.model}."
+        raise OptionError(msg)
+    if args.scheduler is not None and _given(args, _SINGLE_MACHINE_FLAGS):
+        msg = f"{_given(args, _SINGLE_MACHINE_FLAGS)[0]} does not apply to distributed training (--scheduler)."
         raise OptionError(msg)
     if args.resume is not None:
         if args.data is not None:
@@ -143,12 +150,16 @@ def _run_train(args: argparse.Namespace) -> None:
         "cache_dir": args.cache_dir,
         "page_rows": args.page_rows,
         "memory_budget": args.memory_budget,
-        "progress": not args.no_progress,
         **_dataset_options(args),
     }
-    if args.model != "xgboost":
+    progress = not args.no_progress
+    if args.scheduler is not None:
+        from .cluster import train_distributed
+
+        report = train_distributed(args.scheduler, args.data, rounds=args.rounds, sketch_rows=args.sketch_rows, **shared).report
+    elif args.model != "xgboost":
         report = train_incremental(
-            args.data, model=args.model, epochs=args.epochs, class_weight=args.class_weight, seed=args.seed, **shared
+            args.data, model=args.model, epochs=args.epochs, class_weight=args.class_weight, seed=args.seed, progress=progress, **shared
         ).report
     else:
         report = train(
@@ -159,6 +170,7 @@ def _run_train(args: argparse.Namespace) -> None:
             sketch_rows=args.sketch_rows,
             cache=args.cache,
             prefetch=args.prefetch,
+            progress=progress,
             **shared,
         ).report
     print(_summary(report, args.out))

@@ -171,6 +171,12 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", metavar="MODEL_DIR", help="continue the run checkpointed in MODEL_DIR (data and options come from the checkpoint)"
     )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS|local:N",
+        help="train on a Dask cluster (pip install 'extmem[dask]'): a scheduler address, or local:N for N local worker processes; "
+        "each worker streams its share of the shards through its own disk cache",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 

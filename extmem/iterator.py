@@ -311,7 +311,7 @@ def _sampled_cuts(
         expected_rows = sum(ref.rows for ref in source.row_groups())
         if source.dataset.max_rows is not None:
             expected_rows = min(expected_rows, source.dataset.max_rows)
-    if expected_rows <= options.sketch_rows:
+    if not (expected_rows > options.sketch_rows if options.sample_cuts is None else options.sample_cuts):
         return None, 0
     sample = (
         {"spool": spool, "spool_pages": spool.sample(options.sketch_rows, options.seed)}
@@ -336,7 +336,8 @@ class MatrixOptions:
     ``page_rows``: rows per XGBoost page. ``max_bin``: XGBoost's histogram bins. ``sparse_pages``:
     a paged ``DMatrix`` (for ``approx``) instead of an ``ExtMemQuantileDMatrix`` (for ``hist``).
     ``sketch_rows``/``seed``: above that many rows, quantile cuts come from about that many rows
-    sampled with ``seed`` (spooled pages, or row groups without a spool). ``spool``: keep the first pass's pages for the later
+    sampled with ``seed`` (spooled pages, or row groups without a spool); ``sample_cuts`` True or
+    False overrides the row count's choice (distributed workers must all choose alike). ``spool``: keep the first pass's pages for the later
     passes (default: when some shard is wide, whose decoding is slow). ``prefetch``: pages
     read ahead in a background thread (0: none). ``cache``: where the quantized matrix lives,
     ``memory`` (``QuantileDMatrix``), ``disk`` (external memory) or ``auto`` (memory when it fits
@@ -354,6 +355,7 @@ class MatrixOptions:
     prefetch: int = 1
     cache: CacheKind = "auto"
     memory_budget: int | str | None = None
+    sample_cuts: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("page_rows", "sketch_rows"):

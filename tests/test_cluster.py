@@ -1,0 +1,166 @@
+"""Distributed training on a local Dask cluster: same model as one machine, caches on the workers, clear failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import extmem
+from extmem.cluster import ClusterError, assign_shards, train_distributed
+
+distributed = pytest.importorskip("distributed")
+dd = pytest.importorskip("dask.dataframe")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[distributed.Client]:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        yield dask_client
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6,000 rows of 4-mer data in 4 shards of unequal size (row groups of 500)."""
+    folder = tmp_path_factory.mktemp("cluster_synth")
+    extmem.synth(folder, extmem.SynthOptions(rows=6000, shards=4, k=4, seq_len=40, row_group_rows=500, seed=11))
+    return folder
+
+
+def single_machine(data: Path, **options: object) -> extmem.TrainResult:
+    """The reference: one process, external memory, cuts from every row (as each worker sketches)."""
+    return extmem.train(data, rounds=8, cache="disk", sketch_rows=1 << 40, **options)
+
+
+def test_assign_shards_balances_rows() -> None:
+    shares = assign_shards(["a", "b", "c", "d", "e"], [500, 100, 400, 300, 200], 2)
+    loads = sorted(sum({"a": 500, "b": 100, "c": 400, "d": 300, "e": 200}[s] for s in share) for share in shares)
+    assert loads == [700, 800]
+    assert shares[0] == sorted(shares[0]) and shares[1] == sorted(shares[1])  # dataset order within a worker
+    assert assign_shards(["a"], [10], 3) == [["a"]]  # workers without shards sit out
+
+
+def test_exact_cuts_give_the_single_machine_model(client: distributed.Client, shards: Path, cache_root: Path) -> None:
+    """With only small-integer k-mer counts, every cut is exact on one machine and on two: then the trees must agree."""
+    distributed_result = train_distributed(client, shards, rounds=8, keep="4mer_*", cache_dir=cache_root)
+    reference = single_machine(shards, keep="4mer_*")
+    assert distributed_result.report["rows"] == reference.report["rows"] == 6000
+    assert [worker["rank"] for worker in distributed_result.report["workers"]] == [0, 1]
+    assert sum(worker["shards"] for worker in distributed_result.report["workers"]) == 4
+    ours, theirs = extmem.Model.from_booster(distributed_result.booster), extmem.Model.from_booster(reference.booster)
+    np.testing.assert_allclose(ours.predict_proba(shards), theirs.predict_proba(shards), atol=1e-5)
+    np.testing.assert_allclose(
+        distributed_result.report["history"]["train"]["mlogloss"], reference.report["history"]["train"]["mlogloss"], rtol=1e-5
+    )
+    assert list(cache_root.iterdir()) == []
+
+
+def test_sampled_cuts_take_the_same_path_on_every_worker(client: distributed.Client, shards: Path, cache_root: Path) -> None:
+    """Above sketch_rows every worker samples its share, even a worker whose own rows are fewer: no collective call is left unmatched."""
+    result = train_distributed(client, shards, rounds=4, keep="4mer_*", sketch_rows=2500, page_rows=500, cache_dir=cache_root)
+    assert all(worker["cuts_from_rows"] < worker["rows"] for worker in result.report["workers"])
+    reference = extmem.train(shards, rounds=4, cache="disk", keep="4mer_*", sketch_rows=2500)
+    np.testing.assert_allclose(
+        extmem.Model.from_booster(result.booster).predict_proba(shards),
+        extmem.Model.from_booster(reference.booster).predict_proba(shards),
+        atol=1e-3,  # small counts: sampled cuts are almost all exact; a rare count left out of one sample moves a bin edge
+    )
+    assert list(cache_root.iterdir()) == []
+
+
+def test_sketched_cuts_stay_close_to_the_single_machine_model(client: distributed.Client, shards: Path, tmp_path: Path) -> None:
+    """With continuous scores, each worker sketches its own rows and the merged sketch gives slightly different bins.
+
+    Tolerance: training log-loss within 2 %, predicted classes agree on 97 % of rows, mean probability difference below 0.02.
+    """
+    result = train_distributed(client, shards, rounds=8, out=tmp_path / "model")
+    reference = single_machine(shards)
+    ours = extmem.Model.load(tmp_path / "model").predict_proba(shards)
+    theirs = extmem.Model.from_booster(reference.booster).predict_proba(shards)
+    assert result.report["metrics"]["train"]["mlogloss"] == pytest.approx(reference.report["metrics"]["train"]["mlogloss"], rel=0.02)
+    assert (ours.argmax(axis=1) == theirs.argmax(axis=1)).mean() >= 0.97
+    assert np.abs(ours - theirs).mean() < 0.02
+    workers = result.report["workers"]
+    assert all(worker["cache_bytes"] > 0 and worker["peak_rss_bytes"] > 0 for worker in workers)
+    # each worker holds its own shards' pages, never the dataset: far below a dense copy of all rows on top of the runtime
+    dense_bytes = result.report["rows"] * result.report["features"] * 4
+    assert max(worker["peak_anon_bytes"] for worker in workers) < 1.5 * 2**30 + dense_bytes
+
+
+def test_dask_dataframe_trains_through_xgboost_dask(client: distributed.Client, shards: Path) -> None:
+    frame = dd.read_parquet(sorted(str(p) for p in shards.glob("*.parquet")))
+    result = train_distributed(client, frame, rounds=4)
+    model = extmem.Model.from_booster(result.booster)
+    assert result.report["rows"] == 6000
+    assert "gene_id" not in model.layout.names and "splice_type" not in model.layout.names
+    assert model.predict_proba(shards).shape == (6000, 3)  # scores parquet like any extmem model
+    reference = extmem.train(shards, rounds=4, cache="disk")
+    assert extmem.evaluate(model, shards)["accuracy"] >= extmem.evaluate(reference.booster, shards)["accuracy"] - 0.02
+    with pytest.raises(extmem.OptionError, match="validation and dataset options do not apply"):
+        train_distributed(client, frame, rounds=2, valid_fraction=0.1)
+
+
+def test_killed_worker_fails_clearly_and_leaves_no_cache(shards: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    extmem.synth(big, extmem.SynthOptions(rows=20000, shards=4, k=5, row_group_rows=1000, seed=5))
+    cache_root = tmp_path / "caches"
+    cache_root.mkdir()
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        pids = list(dask_client.run(os.getpid).values())
+        outcome: dict[str, BaseException] = {}
+
+        def run() -> None:
+            try:
+                train_distributed(dask_client, big, rounds=2000, cache_dir=cache_root)
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while len(list(cache_root.iterdir())) < 2:  # both workers are building their caches
+            assert thread.is_alive() and time.monotonic() < deadline, "training ended before the kill"
+            time.sleep(0.02)
+        os.kill(pids[1], signal.SIGKILL)
+        thread.join(120)
+        assert not thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, ClusterError), error
+    assert "Distributed training failed on worker" in str(error) and "cache folders were removed" in str(error)
+    assert list(cache_root.iterdir()) == []
+
+
+def test_cli_scheduler_local(shards: Path, tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "extmem", "train", str(shards), "--scheduler", "local:2", "--rounds", "3", "--out", str(tmp_path / "m"),
+         "--no-progress"],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "on 2 workers" in completed.stdout
+    assert (tmp_path / "m" / "model.ubj").is_file()
+    refused = subprocess.run(
+        [sys.executable, "-m", "extmem", "train", str(shards), "--scheduler", "local:0", "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--scheduler local:N needs a positive number" in refused.stderr
+
+
+def test_without_dask_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch, shards: Path) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(extmem.OptionError, match=r"pip install 'extmem\[dask\]'"):
+        train_distributed("local:2", shards)
