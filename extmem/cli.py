@@ -16,11 +16,9 @@ import xgboost as xgb
 
 from .cli_args import build_parser
 from .errors import ExtmemError, OptionError
-from .incremental import MODEL_FILE as INCREMENTAL_MODEL_FILE
 from .incremental import train_incremental
 from .kmers import KmerEncoding
-from .predict import MODEL_FILE
-from .sink import REPORT_FILE
+from .sink import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE
 from .synth import SynthOptions, synth
 
 
@@ -82,7 +80,7 @@ def _summary(report: dict[str, Any], out: str) -> str:
         ]
         if per_class:
             lines.append(f"{data_name} ROC-AUC/PR-AUC: " + ", ".join(per_class))
-    model_file = INCREMENTAL_MODEL_FILE if incremental else MODEL_FILE
+    model_file = INCREMENTAL_MODEL_FILE if incremental else BOOSTER_MODEL_FILE
     lines.append(f"model: {Path(out) / model_file}; report: {Path(out) / REPORT_FILE}")
     return "\n".join(lines)
 

@@ -35,8 +35,7 @@ from .iterator import DEFAULT_SKETCH_ROWS, MatrixOptions
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import free_matrix, open_matrix
 from .memory import MemoryMonitor
-from .predict import MODEL_FILE
-from .sink import REPORT_FILE, write_atomically, write_json
+from .sink import BOOSTER_MODEL_FILE, REPORT_FILE, drop_other_models, write_atomically, write_json
 from .source import Source
 from .train import DEFAULT_PARAMS, TrainResult, check_params, infer_objective
 
@@ -376,7 +375,8 @@ def _finish(booster: xgb.Booster, layout: FeatureLayout, report: dict[str, Any],
     if out is not None:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(out_dir / MODEL_FILE, booster.save_model)
+        write_atomically(out_dir / BOOSTER_MODEL_FILE, booster.save_model)
+        drop_other_models(out_dir, BOOSTER_MODEL_FILE)
         write_json(out_dir / REPORT_FILE, report)
     return TrainResult(booster, report)
 

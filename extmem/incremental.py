@@ -43,13 +43,12 @@ from .memory import MemoryMonitor
 from .metrics import StreamingMetrics
 from .progress import ProgressBar
 from .scorer import Scorer
-from .sink import REPORT_FILE, write_atomically, write_json
+from .sink import INCREMENTAL_MODEL_FILE, REPORT_FILE, drop_other_models, write_atomically, write_json
 from .source import Source
 from .spool import PageSpool
 
 logger = logging.getLogger("extmem")
 
-MODEL_FILE = "model.npz"
 FORMAT_VERSION = 1
 DEFAULT_EPOCHS = 5
 ClassWeight = Literal["balanced", "none"]
@@ -289,7 +288,7 @@ class IncrementalModel(Scorer):
         """Write the model to ``path`` (a folder gets ``model.npz``), atomically."""
         target = Path(path)
         if target.is_dir():
-            target = target / MODEL_FILE
+            target = target / INCREMENTAL_MODEL_FILE
         estimators = self.learner.estimators
         meta = {
             "format": FORMAT_VERSION,
@@ -318,7 +317,7 @@ class IncrementalModel(Scorer):
         """
         file = Path(path)
         if file.is_dir():
-            file = file / MODEL_FILE
+            file = file / INCREMENTAL_MODEL_FILE
         try:
             with np.load(file, allow_pickle=False) as stored:
                 arrays = {name: stored[name] for name in stored.files}
@@ -591,7 +590,8 @@ def train_incremental(
     if out is not None:
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        trained.save(out_dir / MODEL_FILE)
+        trained.save(out_dir / INCREMENTAL_MODEL_FILE)
+        drop_other_models(out_dir, INCREMENTAL_MODEL_FILE)
         write_json(out_dir / REPORT_FILE, report)
     return IncrementalResult(trained, report)
 

@@ -23,17 +23,14 @@ import xgboost as xgb
 from .budget import plan_source_batches
 from .dataset import DatasetLike, as_dataset, column_names
 from .errors import OptionError, SchemaError
-from .incremental import MODEL_FILE as INCREMENTAL_MODEL_FILE
 from .incremental import IncrementalModel
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .memory import MemoryMonitor
 from .metrics import StreamingMetrics, task_of
 from .progress import ProgressBar
 from .scorer import Scorer, as_class_columns
-from .sink import ParquetSink, write_atomically
+from .sink import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, ParquetSink, write_atomically
 from .source import SourceBatch
-
-MODEL_FILE = "model.ubj"
 
 
 @dataclass(frozen=True)
@@ -52,9 +49,9 @@ class Model(Scorer):
         """Load ``model.ubj`` from a model folder written by ``extmem train`` (or a model file)."""
         file = Path(path)
         if file.is_dir():
-            file = file / MODEL_FILE
+            file = file / BOOSTER_MODEL_FILE
         if not file.is_file():
-            msg = f"No model at {os.fspath(path)!r}: expected a folder holding {MODEL_FILE} (written by 'extmem train') or a model file."
+            msg = f"No model at {os.fspath(path)!r}: expected a folder holding {BOOSTER_MODEL_FILE} (written by 'extmem train') or a model file."
             raise OptionError(msg)
         try:
             booster = xgb.Booster(model_file=str(file))

@@ -20,6 +20,10 @@ import pyarrow.parquet as pq
 DEFAULT_ROW_GROUP_ROWS = 65536
 REPORT_FILE = "report.json"
 """The run report written beside a trained model."""
+BOOSTER_MODEL_FILE = "model.ubj"
+"""An XGBoost model in a model folder."""
+INCREMENTAL_MODEL_FILE = "model.npz"
+"""An incremental (scikit-learn) model in a model folder."""
 DATA_PAGE_BYTES = 1 << 20
 """Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
 
@@ -109,3 +113,10 @@ class ParquetSink:
                 os.replace(self._partial, self.path)
         finally:
             self._partial.unlink(missing_ok=True)
+
+
+def drop_other_models(folder: Path, kept: str) -> None:
+    """Delete the model file of the other kind in ``folder``, so that it holds only the model just written."""
+    for name in (BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE):
+        if name != kept:
+            (folder / name).unlink(missing_ok=True)

@@ -28,9 +28,9 @@ from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import MatrixInfo, free_matrix, open_matrix
 from .memory import MemoryMonitor
 from .metrics import StreamingMetrics
-from .predict import MODEL_FILE, Model
+from .predict import Model
 from .progress import ProgressBar, RoundProgress
-from .sink import REPORT_FILE, partial_path, write_atomically, write_json
+from .sink import BOOSTER_MODEL_FILE, REPORT_FILE, drop_other_models, partial_path, write_atomically, write_json
 
 logger = logging.getLogger("extmem")
 
@@ -240,7 +240,7 @@ def resume(out: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | N
     """
     checkpoint = Path(out) / CHECKPOINT_FILE
     if not checkpoint.is_file():
-        done = " (the run finished: see model.ubj)" if (Path(out) / MODEL_FILE).is_file() else ""
+        done = " (the run finished: see model.ubj)" if (Path(out) / BOOSTER_MODEL_FILE).is_file() else ""
         msg = f"No checkpoint to resume in {os.fspath(out)!r}{done}; train with checkpoint_every (--checkpoint-every) to write one."
         raise OptionError(msg)
     booster = xgb.Booster(model_file=str(checkpoint))
@@ -364,7 +364,8 @@ def _run(
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(out_dir / MODEL_FILE, booster.save_model)
+        write_atomically(out_dir / BOOSTER_MODEL_FILE, booster.save_model)
+        drop_other_models(out_dir, BOOSTER_MODEL_FILE)
         write_json(out_dir / REPORT_FILE, report)
         (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         partial_path(out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)

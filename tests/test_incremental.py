@@ -180,3 +180,11 @@ def test_bad_input_is_named_and_leaves_no_cache(small_synth: Path, tmp_path: Pat
     with pytest.raises(extmem.LabelError, match="column 'y'.*class ids or strings; found 0.5"):
         train_incremental(tmp_path / "reg", "y", cache_dir=cache_root)
     assert list(cache_root.iterdir()) == []
+
+
+def test_a_model_folder_holds_the_model_trained_last(small_synth: Path, tmp_path: Path) -> None:
+    extmem.train(small_synth, out=tmp_path, rounds=2)
+    train_incremental(small_synth, model="naive_bayes", out=tmp_path)
+    assert not (tmp_path / "model.ubj").exists() and isinstance(as_model(tmp_path), IncrementalModel)
+    extmem.train(small_synth, out=tmp_path, rounds=2)
+    assert not (tmp_path / "model.npz").exists() and isinstance(as_model(tmp_path), extmem.Model)
