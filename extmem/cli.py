@@ -108,7 +108,7 @@ def _evaluation_text(result: dict[str, Any]) -> str:
 
 
 _XGBOOST_ONLY_FLAGS = ("rounds", "early_stopping", "checkpoint_every", "resume", "cache", "prefetch", "sketch_rows", "scheduler")
-_SINGLE_MACHINE_FLAGS = ("early_stopping", "checkpoint_every", "resume", "cache", "prefetch")
+_SINGLE_MACHINE_FLAGS = ("checkpoint_every", "resume", "cache", "prefetch")
 _INCREMENTAL_ONLY_FLAGS = ("epochs", "class_weight", "seed")
 
 
@@ -154,7 +154,9 @@ def _run_train(args: argparse.Namespace) -> None:
     if args.scheduler is not None:
         from .cluster import train_distributed
 
-        report = train_distributed(args.scheduler, args.data, rounds=args.rounds, sketch_rows=args.sketch_rows, **shared).report
+        report = train_distributed(
+            args.scheduler, args.data, rounds=args.rounds, early_stopping_rounds=args.early_stopping, sketch_rows=args.sketch_rows, **shared
+        ).report
     elif args.model != "xgboost":
         report = train_incremental(
             args.data, model=args.model, epochs=args.epochs, class_weight=args.class_weight, seed=args.seed, progress=progress, **shared

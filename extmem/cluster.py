@@ -30,7 +30,7 @@ import xgboost as xgb
 from ._version import __version__
 from .cache import CacheDir, sweep_stale
 from .dataset import DEFAULT_PAGE_ROWS, KMER_PATTERN, SPLICE_LABELS, Dataset, DatasetLike, training_datasets
-from .errors import ExtmemError, LabelError, OptionError
+from .errors import ExtmemError, LabelError, OptionError, check_positive_int
 from .iterator import DEFAULT_SKETCH_ROWS, MatrixOptions
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import free_matrix, open_matrix
@@ -115,6 +115,7 @@ class _WorkerTask:
     layout: FeatureLayout
     params: dict[str, Any]
     rounds: int
+    early_stopping_rounds: int | None
     options: MatrixOptions
     cache_dir: str | None
     comm_args: dict[str, Any] = field(default_factory=dict)
@@ -127,6 +128,7 @@ def _worker_tasks(
     workers: int,
     params: dict[str, Any],
     rounds: int,
+    early_stopping_rounds: int | None,
     options: MatrixOptions,
     cache_dir: str | os.PathLike[str] | None,
 ) -> list[_WorkerTask]:
@@ -163,6 +165,7 @@ def _worker_tasks(
                 source.layout,
                 params,
                 rounds,
+                early_stopping_rounds,
                 worker_options,
                 os.fspath(cache_dir) if cache_dir is not None else None,
             )
@@ -201,7 +204,9 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
         params = {**task.params, "nthread": nthread}
         params.update(_agreed_objective(dtrain.get_label(), task.layout, params))
         history: dict[str, dict[str, list[float]]] = {}
-        booster = xgb.train(params, dtrain, task.rounds, evals=evals, evals_result=history, verbose_eval=False)
+        # metrics are all-reduced, so every worker stops at the same round
+        stop = [xgb.callback.EarlyStopping(rounds=task.early_stopping_rounds, save_best=True)] if task.early_stopping_rounds else []
+        booster = xgb.train(params, dtrain, task.rounds, evals=evals, evals_result=history, verbose_eval=False, callbacks=stop)
         cache_bytes = info.cache.size_bytes()
         rank = xgb.collective.get_rank()
         model = bytes(booster.save_raw()) if rank == 0 else None
@@ -261,6 +266,7 @@ def train_distributed(
     valid: DatasetLike | None = None,
     valid_fraction: float | None = None,
     group_by: str | None = None,
+    early_stopping_rounds: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     page_rows: int = DEFAULT_PAGE_ROWS,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
@@ -272,7 +278,8 @@ def train_distributed(
     ``scheduler`` is a ``distributed.Client``, a scheduler address or ``local:N``. Shards are
     assigned whole to workers, balanced by rows (from the parquet footers); ``valid`` shards
     are assigned the same way and ``valid_fraction`` splits every worker's rows as in
-    :func:`extmem.train`. ``cache_dir`` and ``memory_budget`` apply on each worker (the cache is
+    :func:`extmem.train`; ``early_stopping_rounds`` keeps the best round's trees, as there.
+    ``cache_dir`` and ``memory_budget`` apply on each worker (the cache is
     always on disk there). ``data`` may instead be a ``dask.dataframe.DataFrame`` already on the
     cluster: it then trains through ``xgboost.dask`` (in worker memory, not external memory).
     Returns a :class:`extmem.TrainResult` with rank 0's booster; with ``out``, writes
@@ -293,6 +300,10 @@ def train_distributed(
         msg = f"Distributed training builds ExtMemQuantileDMatrix on every worker, which needs tree_method 'hist'; got {merged['tree_method']!r}."
         raise OptionError(msg)
     check_params(merged)
+    check_positive_int(early_stopping_rounds, "early_stopping_rounds", allow_none=True)
+    if early_stopping_rounds is not None and valid_dataset is None:
+        msg = "The 'early_stopping_rounds' option needs validation data ('valid' or 'valid_fraction')."
+        raise OptionError(msg)
     build = MatrixOptions(
         page_rows,
         merged.get("max_bin"),
@@ -310,7 +321,7 @@ def train_distributed(
         if not workers:
             msg = "The Dask cluster has no workers."
             raise ClusterError(msg)
-        tasks = _worker_tasks(source, valid_dataset, len(workers), merged, rounds, build, cache_dir)
+        tasks = _worker_tasks(source, valid_dataset, len(workers), merged, rounds, early_stopping_rounds, build, cache_dir)
         tracker = xgb.tracker.RabitTracker(n_workers=len(tasks), host_ip=_tracker_host(client), sortby="task")
         tracker.start()
         comm_args = tracker.worker_args()
@@ -350,6 +361,7 @@ def train_distributed(
         "seconds": round(time.perf_counter() - started, 3),
         "params": first["params"],
         "history": first["history"],
+        "best_iteration": booster.num_boosted_rounds() - 1 if early_stopping_rounds is not None else None,
         "workers": [{key: value for key, value in result.items() if key not in ("booster", "history", "params")} for result in results],
         "peak_rss_bytes": max(result["peak_rss_bytes"] for result in results),
         "peak_anon_bytes": max(result["peak_anon_bytes"] for result in results),

@@ -98,6 +98,19 @@ def test_sketched_cuts_stay_close_to_the_single_machine_model(client: distribute
     assert max(worker["peak_anon_bytes"] for worker in workers) < 1.5 * 2**30 + dense_bytes
 
 
+def test_validation_split_and_early_stopping(client: distributed.Client, shards: Path) -> None:
+    """Each worker splits its own rows by the same hash; the all-reduced metric stops every worker at the same round."""
+    result = train_distributed(client, shards, rounds=200, valid_fraction=0.25, early_stopping_rounds=3, params={"eta": 0.5})
+    reference = extmem.train(
+        shards, rounds=200, valid_fraction=0.25, early_stopping_rounds=3, params={"eta": 0.5}, cache="disk", sketch_rows=1 << 40
+    )
+    history = result.report["history"]
+    assert set(history) == {"train", "valid"}
+    assert result.report["best_iteration"] + 1 == result.booster.num_boosted_rounds() < 200
+    assert 3000 < result.report["rows"] < 5500  # the training side only
+    assert result.report["metrics"]["valid"]["mlogloss"] == pytest.approx(reference.report["metrics"]["valid"]["mlogloss"], rel=0.05)
+
+
 def test_dask_dataframe_trains_through_xgboost_dask(client: distributed.Client, shards: Path) -> None:
     frame = dd.read_parquet(sorted(str(p) for p in shards.glob("*.parquet")))
     result = train_distributed(client, frame, rounds=4)
