@@ -15,6 +15,7 @@ from typing import Any
 import xgboost as xgb
 
 from .cli_args import build_parser
+from .cluster import train_distributed
 from .errors import ExtmemError, OptionError
 from .incremental import train_incremental
 from .kmers import KmerEncoding
@@ -126,8 +127,9 @@ def _run_train(args: argparse.Namespace) -> None:
         which = "--model xgboost" if args.model != "xgboost" else "the incremental models (--model sgd_logistic, ...)"
         msg = f"{misplaced[0]} applies to {which} only; this run trains --model {args.model}."
         raise OptionError(msg)
-    if args.scheduler is not None and _given(args, _SINGLE_MACHINE_FLAGS):
-        msg = f"{_given(args, _SINGLE_MACHINE_FLAGS)[0]} does not apply to distributed training (--scheduler)."
+    single_machine = _given(args, _SINGLE_MACHINE_FLAGS) if args.scheduler is not None else []
+    if single_machine:
+        msg = f"{single_machine[0]} does not apply to distributed training (--scheduler)."
         raise OptionError(msg)
     if args.resume is not None:
         if args.data is not None:
@@ -152,8 +154,6 @@ def _run_train(args: argparse.Namespace) -> None:
     }
     progress = not args.no_progress
     if args.scheduler is not None:
-        from .cluster import train_distributed
-
         report = train_distributed(
             args.scheduler, args.data, rounds=args.rounds, early_stopping_rounds=args.early_stopping, sketch_rows=args.sketch_rows, **shared
         ).report

@@ -171,6 +171,12 @@ def test_cli_scheduler_local(shards: Path, tmp_path: Path) -> None:
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert refused.returncode == 2 and "--scheduler local:N needs a positive number" in refused.stderr
+    single_machine = subprocess.run(
+        [sys.executable, "-m", "extmem", "train", str(shards), "--scheduler", "local:2", "--checkpoint-every", "2", "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert single_machine.returncode == 2 and "--checkpoint-every does not apply to distributed training" in single_machine.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_without_dask_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch, shards: Path) -> None:
