@@ -108,7 +108,7 @@ def _evaluation_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_XGBOOST_ONLY_FLAGS = ("rounds", "early_stopping", "checkpoint_every", "resume", "cache", "prefetch", "sketch_rows", "scheduler")
+_XGBOOST_ONLY_FLAGS = ("rounds", "checkpoint_every", "resume", "cache", "prefetch", "sketch_rows", "scheduler")
 _SINGLE_MACHINE_FLAGS = ("checkpoint_every", "resume", "cache", "prefetch")
 _INCREMENTAL_ONLY_FLAGS = ("epochs", "class_weight", "seed")
 
@@ -159,7 +159,14 @@ def _run_train(args: argparse.Namespace) -> None:
         ).report
     elif args.model != "xgboost":
         report = train_incremental(
-            args.data, model=args.model, epochs=args.epochs, class_weight=args.class_weight, seed=args.seed, progress=progress, **shared
+            args.data,
+            model=args.model,
+            epochs=args.epochs,
+            class_weight=args.class_weight,
+            seed=args.seed,
+            early_stopping_rounds=args.early_stopping,
+            progress=progress,
+            **shared,
         ).report
     else:
         report = train(

@@ -165,7 +165,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--early-stopping",
         type=_positive,
-        help="stop after this many rounds without improvement of the first eval metric on the validation data",
+        help="stop after this many rounds (epochs for --model sgd_*, ...) without improvement of the first eval metric on the "
+        "validation data, keeping the best",
     )
     parser.add_argument("--checkpoint-every", type=_positive, help="save a resumable checkpoint in --out every this many rounds")
     parser.add_argument(

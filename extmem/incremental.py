@@ -15,6 +15,7 @@ set by a coordinate column and swamping every other feature.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -462,6 +463,35 @@ def _epoch(learner: _Learner, data: _Spooled, class_weights: np.ndarray, rng: np
         bar.update(block.rows)
 
 
+class _Best:
+    """Early stopping over epochs: the best epoch by the validation data's first metric, and a copy of its estimators."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.epoch = -1
+        self.score = np.inf
+        self.estimators: dict[str, Any] | None = None
+        self.results: dict[str, Any] | None = None
+
+    def should_stop(self, epoch: int, history: dict[str, list[float]], learner: _Learner, results: dict[str, Any]) -> bool:
+        """Record ``epoch`` if it is the best so far; True once ``patience`` epochs have passed without a better one."""
+        if self.patience is None:
+            return False
+        metric, values = next(iter(history.items()))
+        score = -values[-1] if metric in _MAXIMIZED else values[-1]
+        if score < self.score:
+            self.epoch, self.score, self.results = epoch, score, results
+            self.estimators = copy.deepcopy(learner.estimators)
+        return epoch - self.epoch >= self.patience
+
+    def restore(self, learner: _Learner, results: dict[str, dict[str, Any]], name: str) -> None:
+        """Put the best epoch's estimators back, with its evaluation on ``name``."""
+        if self.estimators is not None and self.results is not None:
+            learner.estimators = self.estimators
+            results[name] = self.results
+
+
+_MAXIMIZED = ("accuracy", "macro_f1")
 _HISTORY_METRICS = ("mlogloss", "logloss", "accuracy", "macro_f1")
 
 
@@ -479,6 +509,7 @@ def train_incremental(
     group_by: str | None = None,
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
+    early_stopping_rounds: int | None = None,
     page_rows: int = DEFAULT_PAGE_ROWS,
     memory_budget: int | str | None = None,
     progress: bool = False,
@@ -491,7 +522,9 @@ def train_incremental(
     go to the scikit-learn estimator(s). Classes come from the label map (or the largest class
     id in the data) and are declared up front; ``class_weight="balanced"`` weights each class
     by rows / (classes x class rows), as scikit-learn does. ``epochs`` (default 5) passes run
-    over pages in a shuffled order (``seed``). Validation data, ``cache_dir``, ``page_rows``,
+    over pages in a shuffled order (``seed``); ``early_stopping_rounds`` stops after that many
+    epochs without improvement on the validation data (log-loss, or macro-F1 for models that give
+    class ids) and keeps the best epoch's model. Validation data, ``cache_dir``, ``page_rows``,
     ``memory_budget`` and ``options`` are as in :func:`extmem.train`; the spool lives in a
     private cache folder that never outlives the call. With ``out``, writes ``model.npz`` and
     ``report.json`` there, each atomically.
@@ -508,7 +541,11 @@ def train_incremental(
     if class_weight not in ("balanced", "none"):
         msg = f"The 'class_weight' option must be 'balanced' or 'none'. Got {class_weight!r} instead."
         raise OptionError(msg)
+    check_positive_int(early_stopping_rounds, "early_stopping_rounds", allow_none=True)
     dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed)
+    if early_stopping_rounds is not None and valid_dataset is None:
+        msg = "The 'early_stopping_rounds' option needs validation data ('valid' or 'valid_fraction')."
+        raise OptionError(msg)
     started = time.perf_counter()
     with MemoryMonitor() as monitor, CacheDir(cache_dir) as cache:
         first_pass = _FirstPass(model == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")
@@ -536,8 +573,10 @@ def train_incremental(
         evaluated = {"train": train, **({"valid": valid_data} if valid_data is not None else {})}
         history: dict[str, dict[str, list[float]]] = {name: {} for name in evaluated}
         results: dict[str, dict[str, Any]] = {}
+        best = _Best(early_stopping_rounds)
         with ProgressBar(epochs * train.rows, "training", "rows", progress) as bar:
-            for _ in range(epochs):
+            for epoch in range(epochs):
+                epochs_run = epoch + 1
                 _epoch(learner, train, weights_by_class, rng, bar)
                 for name, spooled in evaluated.items():
                     results[name] = _evaluate(trained, spooled)
@@ -546,6 +585,9 @@ def train_incremental(
                             history[name].setdefault(metric, []).append(float(results[name][metric]))
                 last = list(history)[-1]
                 bar.set_postfix(", ".join(f"{last}-{metric}={values[-1]:.4f}" for metric, values in history[last].items()))
+                if best.should_stop(epoch, history[last], learner, results[last]):
+                    break
+        best.restore(learner, results, last)
         cache_bytes = train.spool.bytes + (valid_data.spool.bytes if valid_data else 0)
     evaluation_name = list(evaluated)[-1]
     report = {
@@ -558,7 +600,8 @@ def train_incremental(
         "peak_anon_bytes": monitor.peak_anon_bytes,
         "cache_bytes": cache_bytes,
         "seconds": round(time.perf_counter() - started, 3),
-        "epochs": epochs,
+        "epochs": epochs_run,
+        "best_epoch": best.epoch if early_stopping_rounds is not None else None,
         "params": {name: estimator.get_params() for name, estimator in learner.estimators.items()},
         "class_weight": class_weight,
         "class_weights": dict(zip(trained.classes, weights_by_class.tolist())),

@@ -164,8 +164,8 @@ def test_cli_trains_predicts_and_evaluates(small_synth: Path, tmp_path: Path, ca
     evaluated = run("evaluate", str(tmp_path / "m"), str(small_synth), "--no-progress")
     assert evaluated.returncode == 0 and "macro_f1" in evaluated.stdout
     assert list(cache_root.iterdir()) == []
-    misplaced = run("train", str(small_synth), "--model", "naive_bayes", "--early-stopping", "3", "--out", str(tmp_path / "x"))
-    assert misplaced.returncode != 0 and "--early-stopping applies to --model xgboost only" in misplaced.stderr
+    misplaced = run("train", str(small_synth), "--model", "naive_bayes", "--rounds", "3", "--out", str(tmp_path / "x"))
+    assert misplaced.returncode != 0 and "--rounds applies to --model xgboost only" in misplaced.stderr
     assert not (tmp_path / "x").exists()
 
 
@@ -188,3 +188,20 @@ def test_a_model_folder_holds_the_model_trained_last(small_synth: Path, tmp_path
     assert not (tmp_path / "model.ubj").exists() and isinstance(as_model(tmp_path), IncrementalModel)
     extmem.train(small_synth, out=tmp_path, rounds=2)
     assert not (tmp_path / "model.npz").exists() and isinstance(as_model(tmp_path), extmem.Model)
+
+
+def test_early_stopping_keeps_the_best_epoch(small_synth: Path) -> None:
+    # a large constant step overshoots, so the validation log-loss stops improving within a few epochs
+    options = {"model": "sgd_logistic", "valid_fraction": 0.3, "params": {"learning_rate": "constant", "eta0": 0.5}, "batch_rows": 256}
+    full = train_incremental(small_synth, epochs=12, **options)
+    losses = full.report["history"]["valid"]["mlogloss"]
+    best = int(np.argmin(losses))
+    stopped = train_incremental(small_synth, epochs=12, early_stopping_rounds=2, **options)
+    report = stopped.report
+    assert report["best_epoch"] == int(np.argmin(report["history"]["valid"]["mlogloss"]))
+    assert report["epochs"] == report["best_epoch"] + 3 < 12  # stopped two epochs after the best
+    assert report["evaluation"]["valid"]["mlogloss"] == pytest.approx(min(report["history"]["valid"]["mlogloss"]), rel=1e-9)
+    if report["best_epoch"] == best:  # the same shuffles up to the stop: the same best model as the full run's
+        assert report["evaluation"]["valid"]["mlogloss"] == pytest.approx(losses[best], rel=1e-9)
+    with pytest.raises(extmem.OptionError, match="needs validation data"):
+        train_incremental(small_synth, early_stopping_rounds=2)
