@@ -30,7 +30,7 @@ import xgboost as xgb
 from ._version import __version__
 from .cache import CacheDir, sweep_stale
 from .dataset import DEFAULT_PAGE_ROWS, KMER_PATTERN, SPLICE_LABELS, Dataset, DatasetLike, training_datasets
-from .errors import ExtmemError, LabelError, OptionError, check_positive_int
+from .errors import ExtmemError, LabelError, OptionError
 from .iterator import DEFAULT_SKETCH_ROWS, MatrixOptions
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import free_matrix, open_matrix
@@ -295,20 +295,17 @@ def train_distributed(
         client, stack = connect(scheduler)
         with stack:
             return _train_frame(client, data, label or "splice_type", rounds, merged, out)
-    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, int((params or {}).get("seed", 0)))
+    seed = int(merged.get("seed", 0))
+    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
     if merged["tree_method"] != "hist":
         msg = f"Distributed training builds ExtMemQuantileDMatrix on every worker, which needs tree_method 'hist'; got {merged['tree_method']!r}."
         raise OptionError(msg)
     check_params(merged)
-    check_positive_int(early_stopping_rounds, "early_stopping_rounds", allow_none=True)
-    if early_stopping_rounds is not None and valid_dataset is None:
-        msg = "The 'early_stopping_rounds' option needs validation data ('valid' or 'valid_fraction')."
-        raise OptionError(msg)
     build = MatrixOptions(
         page_rows,
         merged.get("max_bin"),
         sketch_rows=sketch_rows,
-        seed=int(merged.get("seed", 0)),
+        seed=seed,
         cache="disk",
         memory_budget=memory_budget,
     )

@@ -202,13 +202,18 @@ def training_datasets(
     valid_fraction: float | None,
     group_by: str | None,
     seed: int,
+    early_stopping_rounds: int | None = None,
 ) -> tuple[Dataset, Dataset | None]:
     """The training dataset and its validation dataset, if any, as every trainer takes them.
 
     Validation data is either ``valid`` (read with the training options that define the
     features and labels) or the ``valid_fraction`` of rows split off deterministically (by
-    ``group_by`` groups if given, with ``seed``).
+    ``group_by`` groups if given, with ``seed``). ``early_stopping_rounds`` needs one of them.
     """
+    check_positive_int(early_stopping_rounds, "early_stopping_rounds", allow_none=True)
+    if early_stopping_rounds is not None and valid is None and valid_fraction is None:
+        msg = "The 'early_stopping_rounds' option needs validation data ('valid' or 'valid_fraction')."
+        raise OptionError(msg)
     dataset = as_dataset(data, label, options)
     if dataset.label is None:
         msg = "Training needs a label column; the 'label' option is None."

@@ -541,11 +541,7 @@ def train_incremental(
     if class_weight not in ("balanced", "none"):
         msg = f"The 'class_weight' option must be 'balanced' or 'none'. Got {class_weight!r} instead."
         raise OptionError(msg)
-    check_positive_int(early_stopping_rounds, "early_stopping_rounds", allow_none=True)
-    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed)
-    if early_stopping_rounds is not None and valid_dataset is None:
-        msg = "The 'early_stopping_rounds' option needs validation data ('valid' or 'valid_fraction')."
-        raise OptionError(msg)
+    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
     started = time.perf_counter()
     with MemoryMonitor() as monitor, CacheDir(cache_dir) as cache:
         first_pass = _FirstPass(model == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")

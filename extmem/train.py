@@ -197,12 +197,10 @@ def train(
     rounds (see :func:`resume`). ``cache``, ``memory_budget`` and ``prefetch`` are as in
     :func:`extmem.dmatrix`; the plan is logged and reported. Cache files never outlive the call.
     """
-    for name, value in (("rounds", rounds), ("early_stopping_rounds", early_stopping_rounds), ("checkpoint_every", checkpoint_every)):
+    for name, value in (("rounds", rounds), ("checkpoint_every", checkpoint_every)):
         check_positive_int(value, name, allow_none=True)
-    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, int((params or {}).get("seed", 0)))
-    if early_stopping_rounds is not None and valid_dataset is None:
-        msg = "The 'early_stopping_rounds' option needs validation data ('valid' or 'valid_fraction')."
-        raise OptionError(msg)
+    seed = int((params or {}).get("seed", 0))
+    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
     if checkpoint_every is not None and out is None:
         msg = "The 'checkpoint_every' option needs an output folder ('out')."
         raise OptionError(msg)
