@@ -205,3 +205,18 @@ def test_early_stopping_keeps_the_best_epoch(small_synth: Path) -> None:
         assert report["evaluation"]["valid"]["mlogloss"] == pytest.approx(losses[best], rel=1e-9)
     with pytest.raises(extmem.OptionError, match="needs validation data"):
         train_incremental(small_synth, early_stopping_rounds=2)
+
+
+def test_row_weights_and_class_weights_multiply(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    labels = ["neither"] * 60 + ["donor"] * 30 + ["acceptor"] * 10
+    weights = rng.uniform(0.5, 2.0, 100)
+    write_shard(tmp_path / "a.parquet", {"4mer_AAAA": rng.poisson(1.0, 100).astype(float), "w": weights, "splice_type": labels})
+    label_ids = np.array([extmem.SPLICE_LABELS[name] for name in labels])
+    weighted = np.bincount(label_ids, weights=weights)
+    plain = train_incremental(tmp_path, model="naive_bayes", class_weight="none", weight="w").model
+    np.testing.assert_allclose(plain.learner.estimators["counts"].class_count_, weighted, rtol=1e-6)
+    balanced = train_incremental(tmp_path, model="naive_bayes", weight="w")
+    class_weights = np.array(list(balanced.report["class_weights"].values()))
+    np.testing.assert_allclose(class_weights, weighted.sum() / (3 * weighted), rtol=1e-6)
+    np.testing.assert_allclose(balanced.model.learner.estimators["counts"].class_count_, weighted * class_weights, rtol=1e-6)
