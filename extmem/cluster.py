@@ -35,7 +35,7 @@ from .iterator import DEFAULT_SKETCH_ROWS, MatrixOptions
 from .layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from .matrix import free_matrix, open_matrix
 from .memory import MemoryMonitor
-from .sink import BOOSTER_MODEL_FILE, REPORT_FILE, drop_other_models, write_atomically, write_json
+from .sink import BOOSTER_MODEL_FILE, publish_model
 from .source import Source
 from .train import DEFAULT_PARAMS, TrainResult, check_params, infer_objective
 
@@ -177,8 +177,11 @@ def _agreed_objective(labels: np.ndarray, layout: FeatureLayout, params: Mapping
     """The objective inferred from every worker's labels: their minimum, maximum and integrality are all-reduced."""
     local = np.array([-labels.min(initial=np.inf), labels.max(initial=-np.inf), float(np.any(labels != np.round(labels)))])
     reduced = xgb.collective.allreduce(local, xgb.collective.Op.MAX)
-    low, high, fractional = -reduced[0], reduced[1], bool(reduced[2])
-    # infer_objective needs only whether labels are integral, their range and whether they differ
+    return _objective_of_range(-reduced[0], reduced[1], bool(reduced[2]), layout, params)
+
+
+def _objective_of_range(low: float, high: float, fractional: bool, layout: FeatureLayout, params: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`infer_objective` from the labels' range and integrality, which is all it needs of them."""
     return infer_objective(np.array([low, high, *([low + 0.5] if fractional else [])]), layout, params)
 
 
@@ -192,7 +195,7 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
     from distributed import get_worker
 
     started = time.perf_counter()
-    nthread = get_worker().state.nthreads
+    worker = get_worker()
     with MemoryMonitor() as monitor, xgb.collective.CommunicatorContext(**task.comm_args), ExitStack() as stack:
         dtrain, info = open_matrix(task.train, stack.enter_context(CacheDir(task.cache_dir)), task.options, layout=task.layout)
         stack.callback(free_matrix, dtrain)
@@ -201,7 +204,7 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
             dvalid, _ = open_matrix(task.valid, stack.enter_context(CacheDir(task.cache_dir)), task.options, layout=task.layout, ref=dtrain)
             stack.callback(free_matrix, dvalid)
             evals.append((dvalid, "valid"))
-        params = {**task.params, "nthread": nthread}
+        params = {**task.params, "nthread": worker.state.nthreads}
         params.update(_agreed_objective(dtrain.get_label(), task.layout, params))
         history: dict[str, dict[str, list[float]]] = {}
         # metrics are all-reduced, so every worker stops at the same round
@@ -212,7 +215,7 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
         model = bytes(booster.save_raw()) if rank == 0 else None
     return {
         "rank": rank,
-        "worker": get_worker().address,
+        "worker": worker.address,
         "shards": len(info.source.schema.shards),
         "rows": info.stats.rows,
         "cuts_from_rows": info.stats.cuts_from_rows,
@@ -287,11 +290,11 @@ def train_distributed(
     """
     distributed = _import_distributed()
     merged: dict[str, Any] = {**DEFAULT_PARAMS, **(params or {})}
+    check_params(merged)
     if _is_dask_frame(data):
         if valid is not None or valid_fraction is not None or options:
             msg = "A dask DataFrame trains through xgboost.dask with its own columns: validation and dataset options do not apply."
             raise OptionError(msg)
-        check_params(merged)
         client, stack = connect(scheduler)
         with stack:
             return _train_frame(client, data, label or "splice_type", rounds, merged, out)
@@ -300,7 +303,6 @@ def train_distributed(
     if merged["tree_method"] != "hist":
         msg = f"Distributed training builds ExtMemQuantileDMatrix on every worker, which needs tree_method 'hist'; got {merged['tree_method']!r}."
         raise OptionError(msg)
-    check_params(merged)
     build = MatrixOptions(
         page_rows,
         merged.get("max_bin"),
@@ -382,11 +384,7 @@ def _finish(booster: xgb.Booster, layout: FeatureLayout, report: dict[str, Any],
         **report,
     }
     if out is not None:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(out_dir / BOOSTER_MODEL_FILE, booster.save_model)
-        drop_other_models(out_dir, BOOSTER_MODEL_FILE)
-        write_json(out_dir / REPORT_FILE, report)
+        publish_model(Path(out), BOOSTER_MODEL_FILE, booster.save_model, report)
     return TrainResult(booster, report)
 
 
@@ -436,7 +434,7 @@ def _train_frame(
     X, y = prepared[names], prepared[LABEL_COLUMN]
     started = time.perf_counter()
     low, high, fractional = dask.compute(y.min(), y.max(), (y != y.round()).any())
-    params = {**params, **infer_objective(np.array([low, high, *([low + 0.5] if fractional else [])]), layout, params)}
+    params = {**params, **_objective_of_range(low, high, bool(fractional), layout, params)}
     dtrain = dxgb.DaskQuantileDMatrix(client, X, y, missing=np.nan)
     output = dxgb.train(client, params, dtrain, rounds, evals=[(dtrain, "train")])
     report = {

@@ -44,7 +44,7 @@ from .memory import MemoryMonitor
 from .metrics import StreamingMetrics
 from .progress import ProgressBar
 from .scorer import Scorer
-from .sink import INCREMENTAL_MODEL_FILE, REPORT_FILE, drop_other_models, write_atomically, write_json
+from .sink import INCREMENTAL_MODEL_FILE, publish_model, write_atomically
 from .source import Source
 from .spool import PageSpool
 
@@ -290,6 +290,10 @@ class IncrementalModel(Scorer):
         target = Path(path)
         if target.is_dir():
             target = target / INCREMENTAL_MODEL_FILE
+        write_atomically(target, self._write)
+
+    def _write(self, path: str) -> None:
+        """The model as one ``.npz`` of numeric arrays and JSON text, written to ``path``."""
         estimators = self.learner.estimators
         meta = {
             "format": FORMAT_VERSION,
@@ -303,11 +307,8 @@ class IncrementalModel(Scorer):
             for attribute in _FITTED_ATTRIBUTES[type(estimator).__name__][1]:
                 arrays[f"{name}.{attribute}"] = np.asarray(getattr(estimator, attribute))
 
-        def write(partial: str) -> None:
-            with open(partial, "wb") as file:
-                np.savez(file, allow_pickle=False, **arrays)
-
-        write_atomically(target, write)
+        with open(path, "wb") as file:
+            np.savez(file, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> IncrementalModel:
@@ -627,11 +628,7 @@ def train_incremental(
         "dropped_columns": train.source.dropped,
     }
     if out is not None:
-        out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        trained.save(out_dir / INCREMENTAL_MODEL_FILE)
-        drop_other_models(out_dir, INCREMENTAL_MODEL_FILE)
-        write_json(out_dir / REPORT_FILE, report)
+        publish_model(Path(out), INCREMENTAL_MODEL_FILE, trained._write, report)
     return IncrementalResult(trained, report)
 
 

@@ -115,8 +115,14 @@ class ParquetSink:
             self._partial.unlink(missing_ok=True)
 
 
-def drop_other_models(folder: Path, kept: str) -> None:
-    """Delete the model file of the other kind in ``folder``, so that it holds only the model just written."""
+def publish_model(folder: Path, model_file: str, write_model: Callable[[str], object], report: dict[str, Any]) -> None:
+    """Write a model folder: ``model_file`` through ``write_model`` and ``report.json``, each atomically.
+
+    The model file of the other kind goes, so that the folder holds only the model just written.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / model_file, write_model)
     for name in (BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE):
-        if name != kept:
+        if name != model_file:
             (folder / name).unlink(missing_ok=True)
+    write_json(folder / REPORT_FILE, report)

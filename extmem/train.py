@@ -30,7 +30,7 @@ from .memory import MemoryMonitor
 from .metrics import StreamingMetrics
 from .predict import Model
 from .progress import ProgressBar, RoundProgress
-from .sink import BOOSTER_MODEL_FILE, REPORT_FILE, drop_other_models, partial_path, write_atomically, write_json
+from .sink import BOOSTER_MODEL_FILE, partial_path, publish_model
 
 logger = logging.getLogger("extmem")
 
@@ -361,10 +361,7 @@ def _run(
         "dropped_columns": train_info.source.dropped,
     }
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(out_dir / BOOSTER_MODEL_FILE, booster.save_model)
-        drop_other_models(out_dir, BOOSTER_MODEL_FILE)
-        write_json(out_dir / REPORT_FILE, report)
+        publish_model(out_dir, BOOSTER_MODEL_FILE, booster.save_model, report)
         (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
         partial_path(out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return TrainResult(booster, report)
