@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from sklearn.feature_extraction import FeatureHasher
 
-from extmem.kmers import KmerEncoding, sequence_entries
+from extmem.encode._kmers import KmerEncoding, sequence_entries
 
 from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 

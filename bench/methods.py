@@ -39,7 +39,7 @@ def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any
 def run_extmem_sklearn(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
     """``extmem.XGBClassifier(...).fit(extmem.Dataset(data))``: the scikit-learn-style drop-in."""
     import extmem
-    from extmem.schema import discover_shards, union_schema
+    from extmem.read._scan import discover_shards, union_schema
 
     clf = extmem.XGBClassifier(n_estimators=rounds, max_depth=6, learning_rate=0.1, eval_metric="mlogloss", random_state=0, **options)
     clf.fit(extmem.Dataset(data), eval_set=[extmem.Dataset(data)], verbose=False)
@@ -82,7 +82,7 @@ def run_extmem_prune(data: str, rounds: int, options: dict[str, Any]) -> dict[st
     """``extmem prune`` of the dataset into ``options["out"]`` (removed afterwards); ``rounds`` is unused."""
     import shutil
 
-    from extmem.prune import prune
+    from extmem.tools._prune import prune
 
     manifest = prune(data, options["out"])
     shutil.rmtree(options["out"])
@@ -103,7 +103,7 @@ def run_extmem_predict(data: str, rounds: int, options: dict[str, Any]) -> dict[
     """extmem's streaming prediction into a parquet file (``options``: ``model`` folder, ``out`` file); ``rounds`` is unused."""
     import extmem
 
-    report = extmem.predict(options["model"], data, options["out"], keep=["gene_id"])
+    report = extmem.predict(options["model"], data, options["out"], keep=["gene_id"], overwrite=True)
     return {"rows": report["rows"], "features": len(extmem.Model.load(options["model"]).layout.names)}
 
 
@@ -122,9 +122,9 @@ def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, 
     import pyarrow.parquet as pq
 
     import extmem
-    from extmem.blocks import pages
-    from extmem.source import Source
-    from extmem.spool import PageSpool
+    from extmem.encode._blocks import pages
+    from extmem.read._source import Source
+    from extmem.xgb._spool import PageSpool
 
     source = Source(extmem.Dataset(data))
     mode = options["mode"]
@@ -138,7 +138,7 @@ def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, 
                 columns = [name for name in source.layout.names if name in present] + ([block.indices, block.values] if block else [])
                 rows += sum(batch.num_rows for batch in file.iter_batches(batch_size=2048, columns=columns))
     elif mode == "dmatrix":
-        from extmem.matrix import free_matrix, matrix_info
+        from extmem.xgb._matrix import free_matrix, matrix_info
 
         matrix = extmem.dmatrix(data, cache="disk", prefetch=options["prefetch"])
         stats = matrix_info(matrix).stats
@@ -168,7 +168,7 @@ def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, 
 
 def _shards_and_features(data: str) -> tuple[list[str], list[str]]:
     """The shards of ``data`` and the union of their numeric columns other than the label, in first-seen order."""
-    from extmem.schema import NUMERIC, discover_shards, union_schema
+    from extmem.read._scan import NUMERIC, discover_shards, union_schema
 
     union = union_schema(discover_shards([data]))
     return union.shards, [c.name for c in union.columns.values() if c.kind == NUMERIC and c.name != "splice_type"]

@@ -1,68 +1,95 @@
-"""extmem: train XGBoost on parquet datasets larger than RAM, with bounded, measured memory."""
+"""extmem: train XGBoost on parquet datasets larger than RAM, with bounded, measured memory.
 
-from ._version import __version__
-from .cluster import ClusterError, train_distributed
-from .dataset import SPLICE_LABELS, Dataset, Holdout
-from .errors import (
-    CacheError,
-    ExtmemError,
-    FeatureValueError,
-    FilterError,
-    InputPathError,
-    LabelError,
-    NoRowsError,
-    OptionError,
-    SchemaError,
-    ShardReadError,
-)
-from .estimators import XGBClassifier, XGBRegressor
-from .incremental import IncrementalClassifier, IncrementalModel, train_incremental
-from .kmers import KmerEncoding
-from .layout import FeatureLayout
-from .matrix import dmatrix, matrix_info
-from .metrics import StreamingMetrics
-from .pack import pack
-from .predict import Model, evaluate, predict
-from .prune import PruneOptions, prune
-from .synth import SynthOptions, synth
-from .train import TrainResult, resume, train
+The public API is the names below; every module under ``extmem`` whose name starts with an
+underscore is private. Names are imported on first use, so ``import extmem`` stays light.
+"""
 
-__all__ = [
-    "SPLICE_LABELS",
-    "CacheError",
-    "ClusterError",
-    "Dataset",
-    "ExtmemError",
-    "FeatureLayout",
-    "FeatureValueError",
-    "FilterError",
-    "Holdout",
-    "IncrementalClassifier",
-    "IncrementalModel",
-    "InputPathError",
-    "KmerEncoding",
-    "LabelError",
-    "Model",
-    "NoRowsError",
-    "OptionError",
-    "PruneOptions",
-    "SchemaError",
-    "ShardReadError",
-    "StreamingMetrics",
-    "SynthOptions",
-    "TrainResult",
-    "XGBClassifier",
-    "XGBRegressor",
-    "__version__",
-    "dmatrix",
-    "evaluate",
-    "matrix_info",
-    "pack",
-    "predict",
-    "prune",
-    "resume",
-    "synth",
-    "train",
-    "train_distributed",
-    "train_incremental",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from extmem._version import __version__
+
+_EXPORTS: dict[str, str] = {
+    "CacheError": "extmem.errors",
+    "ExtmemError": "extmem.errors",
+    "FeatureValueError": "extmem.errors",
+    "FilterError": "extmem.errors",
+    "InputPathError": "extmem.errors",
+    "LabelError": "extmem.errors",
+    "NoRowsError": "extmem.errors",
+    "OptionError": "extmem.errors",
+    "SchemaError": "extmem.errors",
+    "ShardReadError": "extmem.errors",
+    "SPLICE_LABELS": "extmem.read._dataset",
+    "Dataset": "extmem.read._dataset",
+    "Holdout": "extmem.read._dataset",
+    "KmerEncoding": "extmem.encode._kmers",
+    "FeatureLayout": "extmem.encode._layout",
+    "dmatrix": "extmem.xgb._matrix",
+    "matrix_info": "extmem.xgb._matrix",
+    "TrainResult": "extmem.run._xgboost",
+    "train": "extmem.run._xgboost",
+    "resume": "extmem.run._xgboost",
+    "IncrementalClassifier": "extmem.run._incremental",
+    "IncrementalModel": "extmem.run._incremental",
+    "train_incremental": "extmem.run._incremental",
+    "ClusterError": "extmem.run._distributed",
+    "train_distributed": "extmem.run._distributed",
+    "XGBClassifier": "extmem.run._estimators",
+    "XGBRegressor": "extmem.run._estimators",
+    "Model": "extmem.score._predict",
+    "predict": "extmem.score._predict",
+    "evaluate": "extmem.score._predict",
+    "StreamingMetrics": "extmem.score._metrics",
+    "pack": "extmem.tools._pack",
+    "PruneOptions": "extmem.tools._prune",
+    "prune": "extmem.tools._prune",
+    "SynthOptions": "extmem.tools._synth",
+    "synth": "extmem.tools._synth",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module 'extmem' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:
+    from extmem.encode._kmers import KmerEncoding
+    from extmem.encode._layout import FeatureLayout
+    from extmem.errors import (
+        CacheError,
+        ExtmemError,
+        FeatureValueError,
+        FilterError,
+        InputPathError,
+        LabelError,
+        NoRowsError,
+        OptionError,
+        SchemaError,
+        ShardReadError,
+    )
+    from extmem.read._dataset import SPLICE_LABELS, Dataset, Holdout
+    from extmem.run._distributed import ClusterError, train_distributed
+    from extmem.run._estimators import XGBClassifier, XGBRegressor
+    from extmem.run._incremental import IncrementalClassifier, IncrementalModel, train_incremental
+    from extmem.run._xgboost import TrainResult, resume, train
+    from extmem.score._metrics import StreamingMetrics
+    from extmem.score._predict import Model, evaluate, predict
+    from extmem.tools._pack import pack
+    from extmem.tools._prune import PruneOptions, prune
+    from extmem.tools._synth import SynthOptions, synth
+    from extmem.xgb._matrix import dmatrix, matrix_info

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class ExtmemError(ValueError):
-    """Base class for errors caused by user input (data, paths, options)."""
+    """Base class for errors caused by user input (data, paths, options).
+
+    ``options`` lists the library options the message names as ``'name'``; the command line
+    shows each as its flag instead (``'valid_fraction'`` becomes ``--valid-fraction``).
+    """
+
+    def __init__(self, message: str, *, options: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.options = options
 
 
 class OptionError(ExtmemError):
@@ -17,7 +25,7 @@ def check_positive_int(value: object, option: str, *, allow_none: bool = False) 
         return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         msg = f"The '{option}' option must be a positive integer. Got {value!r} instead."
-        raise OptionError(msg)
+        raise OptionError(msg, options=(option,))
 
 
 class InputPathError(ExtmemError):

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import extmem
-from extmem.cache import PREFIX
+from extmem._folders import CACHE_PREFIX as PREFIX
+from extmem._folders import LOCK_FILE
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -80,14 +81,29 @@ def write_shard(path: Path, columns: dict[str, list], row_group_size: int | None
 
 
 def kill_while_staging(command: list[str], staging_parent: Path, staging_prefix: str) -> None:
-    """Run ``command`` and SIGKILL it as soon as its staging folder holds a parquet file.
+    """Run ``command`` and SIGKILL it as soon as its staging folder holds output (a shard being written).
 
     Fails if the command ends on its own first, so a test cannot pass without the kill it claims to test.
     """
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while not any(p.name.startswith(staging_prefix) and any(p.glob("*.parquet")) for p in staging_parent.iterdir()):
+    while not any(p.name.startswith(staging_prefix) and _holds_output(p) for p in _entries(staging_parent)):
         assert process.poll() is None and time.monotonic() < deadline, f"{command[3]} ended before it could be killed"
         time.sleep(0.002)
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, f"{command[3]} finished before the kill landed"
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The folder's entries that are folders (staging folders come and go while they are listed)."""
+    try:
+        return [entry for entry in folder.iterdir() if entry.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
+def _holds_output(staging: Path) -> bool:
+    try:
+        return any(entry.name != LOCK_FILE for entry in staging.iterdir())
+    except FileNotFoundError:
+        return False

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extmem import Dataset
-from extmem.blocks import concat_blocks, pages, to_csr, to_dense
-from extmem.features import FeatureColumns, wide_features
-from extmem.layout import FeatureLayout
-from extmem.pack import rewrite_shard
-from extmem.source import Source
+from extmem.encode._blocks import concat_blocks, pages, to_csr, to_dense
+from extmem.encode._features import FeatureColumns, wide_features
+from extmem.encode._layout import FeatureLayout
+from extmem.read._source import Source
+from extmem.tools._pack import rewrite_shard
 
 
 def features_of(batch: pa.RecordBatch) -> FeatureColumns:

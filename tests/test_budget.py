@@ -14,11 +14,12 @@ import xgboost as xgb
 from conftest import cache_dirs
 
 import extmem
-from extmem.blocks import to_block
-from extmem.budget import MIN_BATCH_ROWS, Budget, DataProfile, fixed_bytes, format_size, parse_size, plan_memory, profile_source
-from extmem.dataset import Dataset
-from extmem.matrix import matrix_info
-from extmem.source import Source
+from extmem._units import format_size, parse_size
+from extmem.encode._blocks import to_block
+from extmem.read._dataset import Dataset
+from extmem.read._plan import MIN_BATCH_ROWS, Budget, DataProfile, fixed_bytes, plan_memory, profile_source
+from extmem.read._source import Source
+from extmem.xgb._matrix import matrix_info
 
 MiB = 2**20
 WIDE = DataProfile(rows=640_000, arrow_bytes_per_row=33_500, stored_values_per_row=120, outputs=3)
@@ -31,7 +32,7 @@ def _budget(size: str) -> Budget:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("2GB", 2 * 2**30), ("1.5GiB", 3 * 2**29), ("800M", 800 * MiB), ("800 mb", 800 * MiB), ("1073741824", 2**30), ("64k", 65536)],
+    [("2GB", 2 * 10**9), ("2GiB", 2 * 2**30), ("2G", 2 * 2**30), ("1.5GiB", 3 * 2**29), ("800M", 800 * MiB), ("800 mb", 800 * 10**6), ("800MiB", 800 * MiB), ("1073741824", 2**30), ("64k", 65536)],
 )
 def test_sizes_read_like_people_write_them(text: str, size: int) -> None:
     assert parse_size(text) == size
@@ -43,7 +44,7 @@ def test_an_unreadable_size_names_itself() -> None:
 
 
 def test_plans_stay_under_their_budget_and_grow_with_it() -> None:
-    plans = [plan_memory(WIDE, _budget(size), batch_rows=2048, page_rows=32768, fixed=FIXED) for size in ("800MB", "1GB", "2GB", "8GB")]
+    plans = [plan_memory(WIDE, _budget(size), batch_rows=2048, page_rows=32768, fixed=FIXED) for size in ("800MiB", "1GiB", "2GiB", "8GiB")]
     for plan in plans:
         assert plan.budget is not None and plan.expected_peak_bytes <= plan.budget.bytes
     assert [p.batch_rows for p in plans] == sorted(p.batch_rows for p in plans)
@@ -54,21 +55,21 @@ def test_plans_stay_under_their_budget_and_grow_with_it() -> None:
 
 def test_a_budget_that_cannot_hold_one_batch_is_refused() -> None:
     with pytest.raises(extmem.OptionError, match=r"A memory budget of 300 MiB \(--memory-budget\) cannot hold even one minimal batch"):
-        plan_memory(WIDE, _budget("300MB"), batch_rows=2048, page_rows=8192, fixed=FIXED)
+        plan_memory(WIDE, _budget("300MiB"), batch_rows=2048, page_rows=8192, fixed=FIXED)
     smallest = plan_memory(WIDE, _budget("600MB"), batch_rows=2048, page_rows=8192, fixed=FIXED)
     assert smallest.batch_rows >= MIN_BATCH_ROWS
 
 
 def test_memory_cache_on_request_is_refused_when_the_matrix_cannot_fit() -> None:
     huge = DataProfile(rows=50_000_000, arrow_bytes_per_row=500, stored_values_per_row=100)
-    with pytest.raises(extmem.OptionError, match="try --cache disk"):
-        plan_memory(huge, _budget("4GB"), batch_rows=2048, page_rows=8192, cache="memory", fixed=FIXED)
-    assert plan_memory(huge, _budget("4GB"), batch_rows=2048, page_rows=8192, fixed=FIXED).cache == "disk"
+    with pytest.raises(extmem.OptionError, match="try 'cache' disk"):
+        plan_memory(huge, _budget("4GiB"), batch_rows=2048, page_rows=8192, cache="memory", fixed=FIXED)
+    assert plan_memory(huge, _budget("4GiB"), batch_rows=2048, page_rows=8192, fixed=FIXED).cache == "disk"
 
 
 def test_without_a_budget_the_given_sizes_stand() -> None:
     plan = plan_memory(WIDE, None, batch_rows=4096, page_rows=16384, cache="disk", fixed=FIXED)
-    assert (plan.batch_rows, plan.page_rows, plan.cache, plan.reason) == (4096, 16384, "disk", "--cache disk")
+    assert (plan.batch_rows, plan.page_rows, plan.cache, plan.reason) == (4096, 16384, "disk", "asked for")
 
 
 def test_the_profile_measures_the_first_rows(wide_synth: Path) -> None:
@@ -86,7 +87,7 @@ def _python_under_limit(limit: int, script: str) -> subprocess.CompletedProcess[
 
 
 def test_the_data_limit_is_the_default_budget_and_caps_a_larger_one() -> None:
-    script = "from extmem.budget import Budget; print(Budget.resolve(None)); print(Budget.resolve('64GB'))"
+    script = "from extmem.read._plan import Budget; print(Budget.resolve(None)); print(Budget.resolve('64GiB'))"
     run = _python_under_limit(8 * 2**30, script)
     assert run.returncode == 0, run.stderr
     default, capped = run.stdout.splitlines()
@@ -112,7 +113,7 @@ def test_training_under_a_data_limit_plans_for_it_and_completes(small_synth: Pat
 
 
 def test_a_budget_too_small_is_a_clear_error_that_leaves_nothing(small_synth: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "extmem", "train", str(small_synth), "--out", str(tmp_path / "m"), "--memory-budget", "200MB"]
+    command = [sys.executable, "-m", "extmem", "train", str(small_synth), "--out", str(tmp_path / "m"), "--memory-budget", "200MiB"]
     run = subprocess.run([*command, "--no-progress", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=False)
     assert run.returncode == 2, run.stderr
     assert "extmem: error: A memory budget of 200 MiB (--memory-budget) cannot hold even one minimal batch" in run.stderr
@@ -127,7 +128,7 @@ def test_a_bad_budget_flag_is_refused_by_name(small_synth: Path) -> None:
         text=True,
         check=False,
     )
-    assert run.returncode == 2 and "--memory-budget: expected a size such as 2GB" in run.stderr
+    assert run.returncode == 2 and "--memory-budget: expected a size such as 2GiB" in run.stderr
 
 
 def _predictions(matrix: xgb.DMatrix) -> np.ndarray:
@@ -163,13 +164,13 @@ def test_a_read_error_in_the_prefetch_thread_reaches_the_caller(small_synth: Pat
 
 def test_predict_and_prune_plan_their_batches_and_refuse_a_budget_too_small(small_synth: Path, tmp_path: Path) -> None:
     model = extmem.train(small_synth, out=tmp_path / "model", rounds=2).booster
-    report = extmem.predict(model, small_synth, tmp_path / "p.parquet", memory_budget="64GB", batch_rows=1000)
+    report = extmem.predict(model, small_synth, tmp_path / "p.parquet", memory_budget="64GiB", batch_rows=1000)
     assert report["rows"] == 3000
     assert report["memory_plan"]["batch_rows"] == 1000 and report["memory_plan"]["budget_bytes"] == 64 * 2**30
-    manifest = extmem.prune(small_synth, tmp_path / "pruned", memory_budget="64GB")
+    manifest = extmem.prune(small_synth, tmp_path / "pruned", memory_budget="64GiB")
     assert manifest["memory_plan"]["cache"] == "none" and manifest["memory_plan"]["parts"]["matrix"] > 0, "sample and correlations"
     with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
-        extmem.predict(model, small_synth, tmp_path / "q.parquet", memory_budget="100MB")
+        extmem.predict(model, small_synth, tmp_path / "q.parquet", memory_budget="100MiB")
     with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
-        extmem.prune(small_synth, tmp_path / "pruned2", memory_budget="100MB")
+        extmem.prune(small_synth, tmp_path / "pruned2", memory_budget="100MiB")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "p.parquet", "pruned"]

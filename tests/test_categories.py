@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import extmem
-from extmem.source import Source
+from extmem.read._source import Source
 
 REGIONS = ["intron", "exon", "utr", "intergenic"]
 
@@ -47,7 +47,7 @@ def test_codes_are_the_same_in_every_shard_whatever_the_value_order(regions: dic
     assert source.layout.categories == {"region": ("exon", "intergenic", "intron", "utr")}
     assert source.layout.feature_types == ["q", "q", "c"]
     assert source.layout.zero_is_missing[-1] is False
-    values = [v for p in sorted(regions["train"].iterdir()) for v in pq.read_table(p).column("region").to_pylist()]
+    values = [v for p in sorted(regions["train"].glob("*.parquet")) for v in pq.read_table(p).column("region").to_pylist()]
     expected = [source.layout.categories["region"].index(v) for v in values]
     codes = [c for batch in source.batches() for c in batch.features.wide.column("region").to_pylist()]
     assert codes == expected
@@ -82,17 +82,17 @@ def test_unseen_categories_are_missing_or_an_error(regions: dict[str, Path], tmp
     pq.write_table(missing, tmp_path / "missing" / "a.parquet")
     model = extmem.Model.load(tmp_path / "model")
     np.testing.assert_array_equal(model.predict_proba(tmp_path / "unseen"), model.predict_proba(tmp_path / "missing"))
-    with pytest.raises(extmem.SchemaError, match=r"'region' has value\(s\) \['novel'\] in row group 0 of .* \(--strict-categories\)"):
+    with pytest.raises(extmem.SchemaError, match=r"'region' has value\(s\) \['novel'\] in row group 0 of .* \('strict_categories'\)"):
         extmem.predict(tmp_path / "model", tmp_path / "unseen", tmp_path / "p.parquet", strict_categories=True)
     assert not (tmp_path / "p.parquet").exists()
 
 
 def test_bad_categorical_columns_are_refused(regions: dict[str, Path]) -> None:
-    with pytest.raises(extmem.SchemaError, match="--categorical column 'region' has more than 3 distinct values"):
+    with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'region' has more than 3 distinct values"):
         Source(extmem.Dataset(regions["train"], categorical="region", max_categories=3))
-    with pytest.raises(extmem.SchemaError, match="--categorical column 'noise' is double"):
+    with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'noise' is double"):
         Source(extmem.Dataset(regions["train"], categorical="noise"))
-    with pytest.raises(extmem.SchemaError, match="--categorical column 'nope' is in none"):
+    with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'nope' is in none"):
         Source(extmem.Dataset(regions["train"], categorical="nope"))
 
 
@@ -100,4 +100,4 @@ def test_the_notice_suggests_categorical_for_small_string_columns(regions: dict[
     with caplog.at_level(logging.INFO, logger="extmem"):
         Source(extmem.Dataset(regions["train"]))
     assert "not using 1 non-numeric column(s) as features: region" in caplog.text
-    assert "usable with --categorical: region" in caplog.text
+    assert "usable as 'categorical': region" in caplog.text

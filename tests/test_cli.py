@@ -30,6 +30,7 @@ def test_synth_then_train(tmp_path: Path) -> None:
         "5",
         "--param",
         "max_depth=3",
+        "--param",
         "eta=0.2",
         "--param",
         "seed=7",
@@ -62,7 +63,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "corrupt shard": ([str(tmp / "corrupt")], "b.parquet"),
         "label missing": ([str(tmp / "nolabel")], "label column 'splice_type' is in none"),
         "null label": ([str(tmp / "nulllabel")], "1 null value"),
-        "string feature": ([str(tmp / "ok"), "--keep", "x,gene_type"], "'gene_type' is large_string"),
+        "string feature": ([str(tmp / "ok"), "--features", "x,gene_type"], "'gene_type' is large_string"),
         "type conflict": ([str(tmp / "conflict")], "'x' is double in .*a.parquet.* but string in .*b.parquet"),
         "bad filter": ([str(tmp / "ok"), "--filter", "x >"], "Invalid --filter"),
     }
@@ -90,7 +91,7 @@ def test_bad_flag_values_are_usage_errors(tmp_path: Path) -> None:
     run = extmem_cli("train", str(tmp_path), "--out", str(tmp_path / "m"), "--batch-rows", "-5")
     assert run.returncode == 2 and "--batch-rows: expected a positive integer, got '-5'" in run.stderr
     run = extmem_cli("train", str(tmp_path), "--out", str(tmp_path / "m"), "--param", "max_depth")
-    assert run.returncode == 2 and "--param expects key=value" in run.stderr
+    assert run.returncode == 2 and "--param: expected KEY=VALUE" in run.stderr
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -154,8 +155,8 @@ def test_train_predict_evaluate(small_synth: Path, tmp_path: Path) -> None:
     [
         (["predict", "{tmp}/nowhere", "{data}", "--out", "{tmp}/p.parquet"], "No model at"),
         (["evaluate", "{tmp}/nowhere", "{data}"], "No model at"),
-        (["train", "--resume", "{tmp}"], "No checkpoint to resume"),
-        (["train", "{data}"], "train needs DATA and --out"),
+        (["resume", "{tmp}"], "No checkpoint to resume"),
+        (["train", "{data}", "--out", "{data}"], "folder .* exists and is not empty; pass --overwrite"),
         (["train", "{data}", "--out", "{tmp}/m", "--group-by", "gene_id"], "'group_by' option needs 'valid_fraction'"),
     ],
 )

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import extmem
-from extmem.cluster import ClusterError, assign_shards, train_distributed
+from extmem.run._distributed import ClusterError, assign_shards, train_distributed
 
 distributed = pytest.importorskip("distributed")
 dd = pytest.importorskip("dask.dataframe")
@@ -53,8 +53,8 @@ def test_assign_shards_balances_rows() -> None:
 
 def test_exact_cuts_give_the_single_machine_model(client: distributed.Client, shards: Path, cache_root: Path) -> None:
     """With only small-integer k-mer counts, every cut is exact on one machine and on two: then the trees must agree."""
-    distributed_result = train_distributed(client, shards, rounds=8, keep="4mer_*", cache_dir=cache_root)
-    reference = single_machine(shards, keep="4mer_*")
+    distributed_result = train_distributed(client, shards, rounds=8, features="4mer_*", cache_dir=cache_root)
+    reference = single_machine(shards, features="4mer_*")
     assert distributed_result.report["rows"] == reference.report["rows"] == 6000
     assert [worker["rank"] for worker in distributed_result.report["workers"]] == [0, 1]
     assert sum(worker["shards"] for worker in distributed_result.report["workers"]) == 4
@@ -68,9 +68,9 @@ def test_exact_cuts_give_the_single_machine_model(client: distributed.Client, sh
 
 def test_sampled_cuts_take_the_same_path_on_every_worker(client: distributed.Client, shards: Path, cache_root: Path) -> None:
     """Above sketch_rows every worker samples its share, even a worker whose own rows are fewer: no collective call is left unmatched."""
-    result = train_distributed(client, shards, rounds=4, keep="4mer_*", sketch_rows=2500, page_rows=500, cache_dir=cache_root)
+    result = train_distributed(client, shards, rounds=4, features="4mer_*", sketch_rows=2500, page_rows=500, cache_dir=cache_root)
     assert all(worker["cuts_from_rows"] < worker["rows"] for worker in result.report["workers"])
-    reference = extmem.train(shards, rounds=4, cache="disk", keep="4mer_*", sketch_rows=2500)
+    reference = extmem.train(shards, rounds=4, cache="disk", features="4mer_*", sketch_rows=2500)
     np.testing.assert_allclose(
         extmem.Model.from_booster(result.booster).predict_proba(shards),
         extmem.Model.from_booster(reference.booster).predict_proba(shards),

@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 
 from extmem import Dataset, OptionError
-from extmem.dataset import as_dataset
+from extmem.read._dataset import as_dataset
 
 
 def test_names_accept_lists_and_comma_text() -> None:
-    dataset = Dataset("data", keep="a, b,,c", drop=["x"])
-    assert dataset.keep == ("a", "b", "c") and dataset.drop == ("x",)
+    dataset = Dataset("data", features="a, b,,c", drop=["x"])
+    assert dataset.features == ("a", "b", "c") and dataset.drop == ("x",)
 
 
 def test_from_options_overrides_a_dataset_but_keeps_its_label() -> None:
@@ -23,7 +23,7 @@ def test_from_options_overrides_a_dataset_but_keeps_its_label() -> None:
     [
         ({"batch_rows": 0}, "'batch_rows' option must be a positive integer. Got 0 instead."),
         ({"max_rows": True}, "'max_rows' option must be a positive integer"),
-        ({"keep": [1, 2]}, "'keep' option must be column names"),
+        ({"features": [1, 2]}, "'features' option must be column names"),
         ({"label": ""}, "'label' option must be a column name"),
         ({"label_map": {"a": 0, "b": 2}}, "class ids must be 0..K-1"),
         ({"label_map": {"a": -1}}, "non-negative class ids"),

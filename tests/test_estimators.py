@@ -12,9 +12,9 @@ from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
 import extmem
-from extmem.blocks import concat_blocks, to_block
-from extmem.layout import FeatureLayout
-from extmem.source import Source
+from extmem.encode._blocks import concat_blocks, to_block
+from extmem.encode._layout import FeatureLayout
+from extmem.read._source import Source
 
 
 @pytest.fixture(scope="module")

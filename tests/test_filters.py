@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from extmem.errors import FilterError
-from extmem.filters import parse_filter
+from extmem.read._filters import parse_filter
 
 TABLE = pa.table({"position": [1, 5, 10, 20], "chrom": ["chr1", "chr2", "chr1", None], "odd name": [0.1, 0.2, 0.3, 0.4]})
 
@@ -40,7 +40,7 @@ def test_filter_reports_its_columns() -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("position >", "Invalid --filter 'position >'"),
+        ("position >", "Invalid 'filter' 'position >'"),
         ("__import__('os') == 1", "unknown function __import__"),
         ("__import__('os').system('x')", "expected a condition"),
         ("position + 1 > 2", "unsupported syntax"),

@@ -18,8 +18,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
 import extmem
-from extmem.incremental import IncrementalModel, train_incremental
-from extmem.predict import as_model
+from extmem.run._incremental import IncrementalModel, train_incremental
+from extmem.score._predict import as_model
 
 
 def in_memory(data: Path, layout: extmem.FeatureLayout) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +152,7 @@ def test_cli_trains_predicts_and_evaluates(small_synth: Path, tmp_path: Path, ca
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "extmem", *args], capture_output=True, text=True, check=False, timeout=300)
 
-    trained = run("train", str(small_synth), "--model", "sgd_hinge", "--epochs", "2", "--out", str(tmp_path / "m"), "--no-progress",
+    trained = run("train", str(small_synth), "--algorithm", "sgd_hinge", "--epochs", "2", "--out", str(tmp_path / "m"), "--no-progress",
                   "--cache-dir", str(cache_root))  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     assert "trained sgd_hinge: 2 epochs on 3,000 rows" in trained.stdout and "spool" in trained.stdout
@@ -164,13 +164,13 @@ def test_cli_trains_predicts_and_evaluates(small_synth: Path, tmp_path: Path, ca
     evaluated = run("evaluate", str(tmp_path / "m"), str(small_synth), "--no-progress")
     assert evaluated.returncode == 0 and "macro_f1" in evaluated.stdout
     assert list(cache_root.iterdir()) == []
-    misplaced = run("train", str(small_synth), "--model", "naive_bayes", "--rounds", "3", "--out", str(tmp_path / "x"))
-    assert misplaced.returncode != 0 and "--rounds applies to --model xgboost only" in misplaced.stderr
+    misplaced = run("train", str(small_synth), "--algorithm", "naive_bayes", "--rounds", "3", "--out", str(tmp_path / "x"))
+    assert misplaced.returncode != 0 and "--rounds applies to --algorithm xgboost only" in misplaced.stderr
     assert not (tmp_path / "x").exists()
 
 
 def test_bad_input_is_named_and_leaves_no_cache(small_synth: Path, tmp_path: Path, cache_root: Path) -> None:
-    with pytest.raises(extmem.OptionError, match="--param max_depth=... is not a parameter of the sgd_logistic model"):
+    with pytest.raises(extmem.OptionError, match="The parameter 'max_depth' \\('params'\\) is not one of the sgd_logistic model's"):
         train_incremental(small_synth, params={"max_depth": 3})
     with pytest.raises(extmem.OptionError, match="naive_bayes is fitted exactly in one pass"):
         train_incremental(small_synth, model="naive_bayes", epochs=3)
@@ -184,9 +184,11 @@ def test_bad_input_is_named_and_leaves_no_cache(small_synth: Path, tmp_path: Pat
 
 def test_a_model_folder_holds_the_model_trained_last(small_synth: Path, tmp_path: Path) -> None:
     extmem.train(small_synth, out=tmp_path, rounds=2)
-    train_incremental(small_synth, model="naive_bayes", out=tmp_path)
+    with pytest.raises(extmem.OptionError, match="exists and is not empty; pass 'overwrite' to replace it"):
+        train_incremental(small_synth, model="naive_bayes", out=tmp_path)
+    train_incremental(small_synth, model="naive_bayes", out=tmp_path, overwrite=True)
     assert not (tmp_path / "model.ubj").exists() and isinstance(as_model(tmp_path), IncrementalModel)
-    extmem.train(small_synth, out=tmp_path, rounds=2)
+    extmem.train(small_synth, out=tmp_path, rounds=2, overwrite=True)
     assert not (tmp_path / "model.npz").exists() and isinstance(as_model(tmp_path), extmem.Model)
 
 

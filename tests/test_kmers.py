@@ -11,9 +11,9 @@ from conftest import write_shard
 from sklearn.feature_extraction import FeatureHasher
 
 import extmem
-from extmem.blocks import concat_blocks, to_block
-from extmem.kmers import count_kmers, sequence_entries
-from extmem.source import Source
+from extmem.encode._blocks import concat_blocks, to_block
+from extmem.encode._kmers import count_kmers, sequence_entries
+from extmem.read._source import Source
 
 
 def _matrix(dataset: extmem.Dataset) -> tuple[extmem.FeatureLayout, sp.csr_matrix]:
@@ -27,7 +27,7 @@ def _kmer_part(layout: extmem.FeatureLayout, X: sp.csr_matrix) -> sp.csr_matrix:
 
 def test_counts_from_sequences_equal_the_synth_kmer_columns(small_synth: Path) -> None:
     layout, counted = _matrix(extmem.Dataset(small_synth, kmers=extmem.KmerEncoding(k=4, sequence_column="sequence")))
-    columns_layout, columns = _matrix(extmem.Dataset(small_synth, keep="4mer_*"))
+    columns_layout, columns = _matrix(extmem.Dataset(small_synth, features="4mer_*"))
     assert len(layout.names) - layout.kmer_offset == 256
     index = {name: j for j, name in enumerate(layout.names)}
     order = [index[name] for name in columns_layout.names]
@@ -90,11 +90,11 @@ def test_hashed_model_scores_dataframes_and_parquet_alike(small_synth: Path, tmp
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"k": 0, "sequence_column": "sequence"}, "--k option must be an integer from 1 to 12"),
-        ({"k": 13, "sequence_column": "sequence", "width": 8}, "--k option must be an integer from 1 to 12"),
+        ({"k": 0, "sequence_column": "sequence"}, "The 'k' option must be an integer from 1 to 12"),
+        ({"k": 13, "sequence_column": "sequence", "width": 8}, "The 'k' option must be an integer from 1 to 12"),
         ({"k": 9, "sequence_column": "sequence"}, "would be 262,144 features"),
-        ({"width": 0}, "--hash-kmers width must be a positive integer"),
-        ({}, "Folding k-mer columns needs a hash width"),
+        ({"width": 0}, "The 'width' of hashed k-mers must be a positive integer"),
+        ({}, "Folding k-mer columns needs a hash 'width'"),
     ],
 )
 def test_bad_encodings_are_refused(kwargs: dict, match: str) -> None:
@@ -103,8 +103,8 @@ def test_bad_encodings_are_refused(kwargs: dict, match: str) -> None:
 
 
 def test_bad_kmer_sources_are_refused(small_synth: Path, tmp_path: Path) -> None:
-    with pytest.raises(extmem.SchemaError, match="--kmers-from column 'donor_score' is double"):
+    with pytest.raises(extmem.SchemaError, match="The sequence column 'donor_score' \\('sequence_column'\\) is double"):
         Source(extmem.Dataset(small_synth, kmers=extmem.KmerEncoding(k=3, sequence_column="donor_score")))
     write_shard(tmp_path / "plain" / "a.parquet", {"x": [1.0], "splice_type": ["donor"]})
-    with pytest.raises(extmem.SchemaError, match="--hash-kmers found no k-mer count columns"):
+    with pytest.raises(extmem.SchemaError, match="hashed features \\('width'\\) found no k-mer count columns"):
         Source(extmem.Dataset(tmp_path / "plain", kmers=extmem.KmerEncoding(width=8)))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import signal
 import subprocess
@@ -15,11 +14,11 @@ from conftest import cache_dirs, write_shard
 
 import extmem
 from extmem import Dataset, ShardReadError
-from extmem.blocks import concat_blocks, pages
-from extmem.cache import MARKER, CacheDir, sweep_stale
-from extmem.iterator import MatrixOptions
-from extmem.matrix import matrix_info, open_matrix
-from extmem.source import Source
+from extmem._folders import LOCK_FILE, PrivateFolder
+from extmem.encode._blocks import concat_blocks, pages
+from extmem.read._source import Source
+from extmem.xgb._iterator import MatrixOptions
+from extmem.xgb._matrix import matrix_info, open_matrix
 
 PARAMS = {"tree_method": "hist", "objective": "multi:softprob", "num_class": 3, "seed": 0, "max_depth": 4, "eta": 0.3}
 
@@ -74,7 +73,7 @@ def test_drop_in_for_xgb_train_with_validation_ref(small_synth: Path, tmp_path: 
 def test_cache_lives_with_the_dmatrix(small_synth: Path, cache_root: Path) -> None:
     matrix = extmem.dmatrix(small_synth, cache_dir=cache_root, cache="disk")
     (folder,) = cache_dirs(cache_root)
-    assert json.loads((folder / MARKER).read_text())["pid"] == os.getpid()
+    assert (folder / LOCK_FILE).is_file()
     assert any(p.name.endswith(".page") for p in folder.iterdir())
     del matrix
     gc.collect()
@@ -101,7 +100,7 @@ def test_bad_input_before_reading_leaves_no_cache(tmp_path: Path, cache_root: Pa
     with pytest.raises(extmem.LabelError, match="'exon'"):
         extmem.dmatrix(tmp_path, cache_dir=cache_root)
     with pytest.raises(extmem.SchemaError, match="gene_type"):
-        extmem.dmatrix(tmp_path, keep=["gene_type"], cache_dir=cache_root)
+        extmem.dmatrix(tmp_path, features=["gene_type"], cache_dir=cache_root)
     assert cache_dirs(cache_root) == []
 
 
@@ -113,7 +112,7 @@ def test_ctrl_c_during_build_interrupts_and_cleans(small_synth: Path, cache_root
         if len(seen) == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    cache = CacheDir(cache_root)
+    cache = PrivateFolder(cache_root)
     with pytest.raises(KeyboardInterrupt):
         open_matrix(Dataset(small_synth), cache, MatrixOptions(page_rows=500), on_rows=interrupt)
     assert len(seen) == 2, "the build must stop at the next callback after the signal"
@@ -126,10 +125,10 @@ def test_default_sigterm_during_build_still_removes_the_cache(small_synth: Path,
     script = """
 import os, signal, sys
 from extmem import Dataset
-from extmem.cache import CacheDir
-from extmem.iterator import MatrixOptions
-from extmem.matrix import open_matrix
-open_matrix(Dataset(sys.argv[1]), CacheDir(sys.argv[2]), MatrixOptions(page_rows=500), on_rows=lambda rows: os.kill(os.getpid(), signal.SIGTERM))
+from extmem._folders import PrivateFolder
+from extmem.xgb._iterator import MatrixOptions
+from extmem.xgb._matrix import open_matrix
+open_matrix(Dataset(sys.argv[1]), PrivateFolder(sys.argv[2]), MatrixOptions(page_rows=500), on_rows=lambda rows: os.kill(os.getpid(), signal.SIGTERM))
 """
     completed = subprocess.run(
         [sys.executable, "-c", script, str(small_synth), str(cache_root)], capture_output=True, check=False, timeout=120
@@ -138,27 +137,9 @@ open_matrix(Dataset(sys.argv[1]), CacheDir(sys.argv[2]), MatrixOptions(page_rows
     assert cache_dirs(cache_root) == []
 
 
-def test_stale_caches_of_dead_processes_are_swept(cache_root: Path) -> None:
-    dead = cache_root / "extmem-cache-dead"
-    dead.mkdir()
-    (dead / MARKER).write_text(json.dumps({"pid": 2**22 + 12345, "started": 1.0}))
-    (dead / "xgb.gradient_index.page").write_bytes(b"x" * 100)
-    garbled = cache_root / "extmem-cache-garbled"
-    garbled.mkdir()
-    (garbled / MARKER).write_text("{not json")
-    unmarked = cache_root / "extmem-cache-starting"
-    unmarked.mkdir()
-    with CacheDir(cache_root) as live:
-        assert not dead.exists() and not garbled.exists()
-        assert unmarked.exists(), "a folder without a marker may be a cache being created"
-        assert sweep_stale(cache_root) == []
-        assert live.path.exists()
-    assert not live.path.exists()
-
-
 def test_cache_dir_must_exist(tmp_path: Path) -> None:
-    with pytest.raises(extmem.OptionError, match="--cache-dir .*not an existing folder"):
-        CacheDir(tmp_path / "absent")
+    with pytest.raises(extmem.OptionError, match="The 'cache_dir' folder .*absent' is not an existing folder"):
+        PrivateFolder(tmp_path / "absent")
 
 
 @pytest.mark.parametrize("spool", [False, True], ids=["row-groups", "spooled-pages"])
@@ -191,7 +172,7 @@ def test_row_group_sample_is_seeded_and_spread(small_synth: Path) -> None:
 
 
 def test_no_rows_after_filter_is_a_clear_error(small_synth: Path, cache_root: Path) -> None:
-    with pytest.raises(extmem.NoRowsError, match=r"No rows of .*small_synth.* match --filter 'position < 0'"):
+    with pytest.raises(extmem.NoRowsError, match=r"No rows of .*small_synth.* match the 'filter' 'position < 0'"):
         extmem.dmatrix(small_synth, filter="position < 0", cache_dir=cache_root)
     assert cache_dirs(cache_root) == []
 

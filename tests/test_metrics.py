@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from extmem.metrics import StreamingMetrics, task_of
+from extmem.score._metrics import StreamingMetrics, task_of
 
 
 def _multiclass_data(rows: int, seed: int, tied: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -11,10 +11,10 @@ import pytest
 from conftest import kill_while_staging, write_shard
 
 import extmem
-from extmem.blocks import concat_blocks, to_block
-from extmem.pack import pack
-from extmem.packed import METADATA_KEY
-from extmem.source import Source
+from extmem.encode._blocks import concat_blocks, to_block
+from extmem.encode._packed import METADATA_KEY
+from extmem.read._source import Source
+from extmem.tools._pack import pack
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +39,11 @@ def test_packed_shards_read_back_as_the_wide_csr(small_synth: Path, packed_synth
 
 
 def test_packed_file_layout_is_documented_metadata_and_two_list_columns(small_synth: Path, packed_synth: Path) -> None:
-    shard = min(packed_synth.iterdir())
+    shard = min(packed_synth.glob("*.parquet"))
     file = pq.ParquetFile(shard)
     block = json.loads(file.metadata.metadata[METADATA_KEY])
     assert block["version"] == 1 and block["indices"] == "kmer_indices" and block["values"] == "kmer_values"
-    wide_columns = pq.ParquetFile(min(small_synth.iterdir())).schema_arrow.names
+    wide_columns = pq.ParquetFile(min(small_synth.glob("*.parquet"))).schema_arrow.names
     assert block["columns"] == [name for name in wide_columns if name.startswith("4mer_")]
     schema = file.schema_arrow
     assert str(schema.field("kmer_indices").type) == "list<element: uint16>"
@@ -54,8 +54,8 @@ def test_packed_file_layout_is_documented_metadata_and_two_list_columns(small_sy
 
 
 def test_mixed_wide_and_packed_shards_read_as_all_wide(small_synth: Path, packed_synth: Path) -> None:
-    wide_shards = sorted(str(p) for p in small_synth.iterdir())
-    packed_shards = sorted(str(p) for p in packed_synth.iterdir())
+    wide_shards = sorted(str(p) for p in small_synth.glob("*.parquet"))
+    packed_shards = sorted(str(p) for p in packed_synth.glob("*.parquet"))
     layout, wide_X, _ = _matrix(wide_shards)
     _, mixed_X, _ = _matrix([wide_shards[0], packed_shards[1], wide_shards[2]], layout)
     assert (mixed_X != wide_X).nnz == 0
@@ -116,9 +116,9 @@ def test_a_bad_shard_leaves_no_output(small_synth: Path, tmp_path: Path) -> None
 def test_sigkill_leaves_nothing_and_the_next_run_sweeps_the_staging_folder(wide_synth: Path, tmp_path: Path) -> None:
     dst = tmp_path / "dst"
     command = [sys.executable, "-m", "extmem", "pack", str(wide_synth), str(dst), "--batch-rows", "100", "--no-progress"]
-    kill_while_staging(command, tmp_path, ".dst.partial-")
+    kill_while_staging(command, tmp_path, ".dst.extmem-staging-")
     assert not dst.exists()
     run = subprocess.run(command, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dst"]
-    assert sum(pq.ParquetFile(p).metadata.num_rows for p in dst.iterdir()) == 4000
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in dst.glob("*.parquet")) == 4000

@@ -12,7 +12,7 @@ from conftest import write_shard
 from sklearn import metrics as skm
 
 import extmem
-from extmem.source import discover_shards
+from extmem.read._source import discover_shards
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_predict_writes_probabilities_in_input_order(model_dir: Path, held_out: 
     assert predictions.column("predicted").to_pylist() == classes[probabilities.argmax(axis=1)].tolist()
     # The same rows through XGBoost's own predict on a paged DMatrix (raw values, not quantized to other cuts).
     booster = xgb.Booster(model_file=str(model_dir / "model.ubj"))
-    reference = booster.predict(extmem.dmatrix(held_out, sparse_pages=True, keep=list(extmem.Model.load(model_dir).layout.names)))
+    reference = booster.predict(extmem.dmatrix(held_out, sparse_pages=True, features=list(extmem.Model.load(model_dir).layout.names)))
     np.testing.assert_allclose(probabilities, reference, atol=1e-6)
     assert [p.name for p in tmp_path.iterdir()] == ["preds.parquet"]
 
@@ -111,8 +111,8 @@ def test_predict_with_filter_keeps_only_matching_rows(model_dir: Path, held_out:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"keep": "no_such_column"}, extmem.SchemaError, "--keep column 'no_such_column'"),
-        ({"keep": "prob_donor"}, extmem.SchemaError, "--keep column 'prob_donor'"),
+        ({"keep": "no_such_column"}, extmem.SchemaError, "'keep' column 'no_such_column'"),
+        ({"keep": "prob_donor"}, extmem.SchemaError, "'keep' column 'prob_donor'"),
         ({"filter": "chrom = 1"}, extmem.FilterError, "filter"),
     ],
 )

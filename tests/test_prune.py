@@ -12,10 +12,10 @@ import pytest
 from conftest import kill_while_staging
 
 import extmem
-from extmem.blocks import concat_blocks, to_block
-from extmem.prune import MANIFEST_FILE, ColumnStats, PruneOptions, prune
-from extmem.schema import discover_shards
-from extmem.source import Source
+from extmem.encode._blocks import concat_blocks, to_block
+from extmem.read._scan import discover_shards
+from extmem.read._source import Source
+from extmem.tools._prune import MANIFEST_FILE, ColumnStats, PruneOptions, prune
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +108,14 @@ def test_output_keeps_rows_values_and_metadata(planted: Path, pruned: tuple[Path
     kmers = [name for name in manifest["kept"] if name.startswith("4mer_")]
 
     def block_of(path: Path) -> object:
-        source = Source(extmem.Dataset(path, keep=kmers))
+        source = Source(extmem.Dataset(path, features=kmers))
         return concat_blocks([to_block(batch, source.layout) for batch in source.batches()]).X
 
     assert (block_of(out) != block_of(planted)).nnz == 0
 
 
 def test_wide_layout_output_keeps_original_types(planted: Path, tmp_path: Path) -> None:
-    manifest = prune(planted, tmp_path / "wide", layout="wide", options=PruneOptions(sample_rows_per_shard=500))
+    manifest = prune(planted, tmp_path / "wide", output_format="wide", options=PruneOptions(sample_rows_per_shard=500))
     original, result = _full_table(planted), _full_table(tmp_path / "wide")
     for name in manifest["kept"][:50]:
         assert result.column(name).equals(original.column(name)), name
@@ -137,9 +137,10 @@ def test_killed_prune_leaves_the_previous_result(planted: Path, tmp_path: Path) 
         "0.5",
         "--batch-rows",
         "50",
+        "--overwrite",
         "--no-progress",
     ]
-    kill_while_staging(command, tmp_path, ".out.partial-")
+    kill_while_staging(command, tmp_path, ".out.extmem-staging-")
     assert json.loads((out / MANIFEST_FILE).read_text()) == before
     assert sum(pq.ParquetFile(p).metadata.num_rows for p in out.glob("*.parquet")) == 3000
     rerun = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -154,6 +155,9 @@ def test_prune_refuses_a_folder_it_did_not_write(planted: Path, tmp_path: Path) 
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(extmem.OptionError, match="exists and is not empty"):
         prune(planted, tmp_path / "mine")
+    with pytest.raises(extmem.OptionError, match="holds 'notes.txt', which extmem did not write there"):
+        prune(planted, tmp_path / "mine", overwrite=True)
+    assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     with pytest.raises(extmem.OptionError, match="'corr_threshold' option must be in"):
         PruneOptions(corr_threshold=1.5)
 

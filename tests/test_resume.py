@@ -33,7 +33,7 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_model(small_synth: Path, v
     out, cache = tmp_path / "run", tmp_path / "cache"
     cache.mkdir()
     args = ["train", str(small_synth), "--out", str(out), "--rounds", "400", "--checkpoint-every", "3", "--valid", str(valid)]
-    args += ["--early-stopping", "25", "--param", *(f"{k}={v}" for k, v in PARAMS.items()), "--no-progress", "--cache-dir", str(cache)]
+    args += ["--early-stopping", "25", *(f"--param={k}={v}" for k, v in PARAMS.items()), "--no-progress", "--cache-dir", str(cache)]
     process = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out / "checkpoint.ubj").exists() and process.poll() is None and time.monotonic() < deadline:
@@ -46,7 +46,7 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_model(small_synth: Path, v
     assert cache_dirs(cache), "the killed run leaves its cache; the next start sweeps it"
 
     resumed = subprocess.run(
-        _cli("train", "--resume", str(out), "--no-progress", "--cache-dir", str(cache)), check=False, capture_output=True, text=True
+        _cli("resume", str(out), "--no-progress", "--cache-dir", str(cache)), check=False, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from round {killed_at}" in resumed.stdout
@@ -72,7 +72,7 @@ def test_a_finished_run_leaves_no_checkpoint(small_synth: Path, tmp_path: Path) 
 def test_a_new_run_does_not_overwrite_a_checkpoint(small_synth: Path, tmp_path: Path) -> None:
     booster = extmem.train(small_synth, rounds=2).booster
     booster.save_model(tmp_path / "checkpoint.ubj")
-    with pytest.raises(extmem.OptionError, match="unfinished run: continue it with --resume"):
+    with pytest.raises(extmem.OptionError, match="unfinished run: continue it with 'extmem resume', or set 'overwrite'"):
         extmem.train(small_synth, out=tmp_path, rounds=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.ubj"]
 

@@ -10,10 +10,10 @@ from conftest import write_shard
 
 import extmem
 from extmem import Dataset, InputPathError, LabelError, SchemaError, ShardReadError
+from extmem.encode._layout import FeatureLayout
 from extmem.errors import FilterError
-from extmem.layout import FeatureLayout
-from extmem.schema import discover_shards, union_schema
-from extmem.source import Source
+from extmem.read._scan import discover_shards, union_schema
+from extmem.read._source import Source
 
 
 def read_all(source: Source) -> tuple[dict[str, list], list[float]]:
@@ -102,23 +102,23 @@ def test_missing_columns_are_nulls_and_strings_are_dropped_with_notice(tmp_path:
     assert columns[absent][:first_shard_rows] == [None] * first_shard_rows
 
 
-def test_keep_and_drop_select_features(small_synth: Path) -> None:
-    source = Source(Dataset(small_synth, keep=["donor_score", "4mer_*"], drop="4mer_AAAA"))
+def test_features_and_drop_select_features(small_synth: Path) -> None:
+    source = Source(Dataset(small_synth, features=["donor_score", "4mer_*"], drop="4mer_AAAA"))
     assert source.layout.names[0] == "donor_score"
     assert all(n.startswith("4mer_") for n in source.layout.names[1:])
     assert "4mer_AAAA" not in source.layout.names
-    assert source.dropped["4mer_AAAA"] == "dropped by --drop"
+    assert source.dropped["4mer_AAAA"] == "in 'drop'"
 
 
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"keep": ["gene_type"]}, SchemaError, "'gene_type' is .*string.*cannot be a feature"),
-        ({"keep": ["nope*"]}, SchemaError, "--keep entry 'nope\\*' matches no column"),
-        ({"drop": ["typo"]}, SchemaError, "--drop entry 'typo'"),
-        ({"label": "absent"}, SchemaError, "label column 'absent' is in none"),
+        ({"features": ["gene_type"]}, SchemaError, "'gene_type' is .*string.*cannot be a numeric feature; leave it out of the 'features'"),
+        ({"features": ["nope*"]}, SchemaError, "The 'features' entry 'nope\\*' matches no column"),
+        ({"drop": ["typo"]}, SchemaError, "The 'drop' entry 'typo'"),
+        ({"label": "absent"}, LabelError, "'label' column 'absent' is in none"),
         ({"filter": "nope > 1"}, SchemaError, "'nope', which is in no shard"),
-        ({"filter": "position >"}, FilterError, "Invalid --filter"),
+        ({"filter": "position >"}, FilterError, "Invalid 'filter'"),
     ],
 )
 def test_bad_selection_errors(small_synth: Path, options: dict, error: type, match: str) -> None:
@@ -136,7 +136,7 @@ def test_labels_map_to_class_ids(tmp_path: Path) -> None:
 
 def test_unknown_and_null_labels_are_errors_naming_the_shard(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["neither", "intron"]})
-    with pytest.raises(LabelError, match=r"\['intron'\].*a\.parquet.*--label-map"):
+    with pytest.raises(LabelError, match=r"\['intron'\].*a\.parquet.*'label_map'"):
         read_all(Source(Dataset(tmp_path)))
     write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["neither", None]})
     with pytest.raises(LabelError, match=r"1 null.*a\.parquet"):

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 import extmem
-from extmem.source import Source
+from extmem.read._source import Source
 
 
 def _rows(path: Path, holdout: extmem.Holdout | None, batch_rows: int = 2048, **options: object) -> list[tuple[str, int]]:
@@ -42,7 +42,7 @@ def test_split_does_not_depend_on_batch_size_or_filter(small_synth: Path, group_
 
 
 def test_group_values_split_the_same_whatever_their_integer_or_float_type() -> None:
-    from extmem.split import holdout_mask
+    from extmem.read._holdout import holdout_mask
 
     holdout = extmem.Holdout(0.5, group_by="g", side="valid")
     ints = pa.record_batch({"g": pa.array(range(200), pa.int64())})
@@ -67,7 +67,7 @@ def test_training_with_a_group_holdout(small_synth: Path) -> None:
         ({"valid_fraction": 1.5}, extmem.OptionError, "'valid_fraction' option must be a number between 0 and 1"),
         ({"valid_fraction": 0.2, "valid": "x"}, extmem.OptionError, "either 'valid' or 'valid_fraction'"),
         ({"group_by": "gene_id"}, extmem.OptionError, "'group_by' option needs 'valid_fraction'"),
-        ({"valid_fraction": 0.2, "group_by": "nope"}, extmem.SchemaError, "--group-by column 'nope'"),
+        ({"valid_fraction": 0.2, "group_by": "nope"}, extmem.SchemaError, "'group_by' column 'nope'"),
     ],
 )
 def test_bad_holdout_options(small_synth: Path, kwargs: dict, error: type[Exception], match: str) -> None:

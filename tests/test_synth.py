@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import extmem
-from extmem.synth import SCORE_COLUMNS, kmer_names
+from extmem.tools._synth import SCORE_COLUMNS, kmer_names
 
 
 def test_kmer_counts_agree_with_the_sequence(small_synth: Path) -> None:
@@ -52,9 +52,12 @@ def test_generation_is_deterministic_by_seed(tmp_path: Path) -> None:
 
 def test_refuses_a_folder_with_shards(tmp_path: Path) -> None:
     extmem.synth(tmp_path, extmem.SynthOptions(rows=10, shards=1, k=3, seq_len=40))
-    with pytest.raises(extmem.InputPathError, match="already holds 1 .parquet"):
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(extmem.OptionError, match="exists and is not empty; pass 'overwrite' to replace it"):
         extmem.synth(tmp_path, extmem.SynthOptions(rows=10, shards=1, k=3, seq_len=40))
-    assert not list(tmp_path.glob(".*partial"))
+    assert sorted(tmp_path.iterdir()) == before
+    extmem.synth(tmp_path, extmem.SynthOptions(rows=20, shards=2, k=3, seq_len=40), overwrite=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["_manifest.json", "batch_00001.parquet", "batch_00002.parquet"]
 
 
 @pytest.mark.parametrize(

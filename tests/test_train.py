@@ -9,8 +9,8 @@ import xgboost as xgb
 from conftest import cache_dirs, write_shard
 
 import extmem
-from extmem.layout import FeatureLayout
-from extmem.train import LAYOUT_ATTRIBUTE, infer_objective
+from extmem.encode._layout import FeatureLayout
+from extmem.run._xgboost import LAYOUT_ATTRIBUTE, infer_objective
 
 REPORT_KEYS = {"rows", "features", "peak_rss_bytes", "peak_anon_bytes", "cache_bytes", "seconds", "metrics"}
 
@@ -20,7 +20,7 @@ def trained(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     valid = tmp_path_factory.mktemp("valid")
     extmem.synth(valid, extmem.SynthOptions(rows=1000, shards=1, k=4, seq_len=40, seed=11))
     out = tmp_path_factory.mktemp("model")
-    result = extmem.train(small_synth, out=out, valid=valid, rounds=30, early_stopping_rounds=5, params={"max_depth": 4})
+    result = extmem.train(small_synth, out=out, valid=valid, rounds=30, early_stopping_rounds=5, params={"max_depth": 4}, cache="disk")
     return out, result
 
 

@@ -1,0 +1,54 @@
+"""Default values, limits and file names shared by the library and the command line.
+
+Plain constants only, so the command line can show them in ``--help`` without importing
+XGBoost, pyarrow or scikit-learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Reading and pages
+DEFAULT_BATCH_ROWS = 2048
+MAX_BATCH_ROWS = 1 << 20
+DEFAULT_PAGE_ROWS = 8192
+DEFAULT_SKETCH_ROWS = 32768
+DEFAULT_PREFETCH = 1
+CACHE_KINDS: tuple[str, ...] = ("auto", "memory", "disk")
+DEFAULT_MAX_CATEGORIES = 1024
+MAX_K = 12
+"""Longest k-mer counted from sequences."""
+MAX_EXACT_K = 8
+"""Longest k-mer with one feature per k-mer (4**8 = 65,536 features); longer ones must be hashed."""
+
+# Training
+DEFAULT_ROUNDS = 100
+DEFAULT_XGBOOST_PARAMS: Mapping[str, Any] = {"tree_method": "hist", "eta": 0.1, "max_depth": 6, "seed": 0}
+DEFAULT_EPOCHS = 5
+INCREMENTAL_MODELS: tuple[str, ...] = ("sgd_logistic", "sgd_hinge", "passive_aggressive", "naive_bayes")
+"""The ``model`` choices of the incremental trainer (``xgboost`` is the tree trainer)."""
+
+# Writing
+DEFAULT_ROW_GROUP_ROWS = 65536
+BOOSTER_MODEL_FILE = "model.ubj"
+"""An XGBoost model in a model folder."""
+INCREMENTAL_MODEL_FILE = "model.npz"
+"""An incremental (scikit-learn) model in a model folder."""
+REPORT_FILE = "report.json"
+"""The run report written beside a trained model."""
+CHECKPOINT_FILE = "checkpoint.ubj"
+"""A resumable checkpoint in a model folder."""
+MODEL_FOLDER_FILES: tuple[str, ...] = (BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE, CHECKPOINT_FILE)
+"""Every file name extmem writes in a model folder."""
+
+# Pruning
+DEFAULT_CORR_THRESHOLD = 0.99
+DEFAULT_SAMPLE_ROWS_PER_SHARD = 25_000
+DEFAULT_MAX_SAMPLE_ROWS = 50_000
+
+# Synthetic data
+DEFAULT_SYNTH_SHARDS = 4
+DEFAULT_SYNTH_K = 6
+DEFAULT_SYNTH_SEQ_LEN = 101
+DEFAULT_SYNTH_ROW_GROUP_ROWS = 4096

@@ -1,0 +1,170 @@
+"""Where outputs go: one rule for every command, checked before any work, and atomic publishing.
+
+An output file or folder must not exist (an empty folder counts as absent) unless ``overwrite``
+is given, and even then extmem replaces only what it wrote itself: a dataset folder whose
+``_manifest.json`` lists every file in it, a model folder holding nothing but extmem's model files.
+Folders are built in a private staging folder beside the destination and swapped into place in
+one step (``renameat2(RENAME_EXCHANGE)`` where the kernel has it, else two renames), so a reader
+sees the old folder or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+from collections.abc import Collection
+from pathlib import Path
+
+from extmem._atomic import is_partial
+from extmem._folders import LOCK_FILE, PrivateFolder
+from extmem._signals import deferred
+from extmem.errors import OptionError
+
+MANIFEST_FILE = "_manifest.json"
+"""The file that lists what a dataset folder written by extmem holds (a leading ``_`` makes parquet readers skip it)."""
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _check_writable_parent(path: Path, what: str, option: str) -> None:
+    ancestor = _nearest_existing(path.parent if path.parent != path else path)
+    if not ancestor.is_dir():
+        msg = f"Cannot write the '{option}' {what} {str(path)!r}: {str(ancestor)!r} is a file, not a folder."
+        raise OptionError(msg, options=(option,))
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        msg = f"Cannot write the '{option}' {what} {str(path)!r}: the folder {str(ancestor)!r} is not writable."
+        raise OptionError(msg, options=(option,))
+
+
+def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out") -> Path:
+    """Refuse, before any work, an output file that exists (unless ``overwrite``) or cannot be written."""
+    target = Path(path)
+    if target.is_dir():
+        msg = f"The '{option}' path {str(target)!r} is a folder; give a file name."
+        raise OptionError(msg, options=(option,))
+    if target.exists() and not overwrite:
+        msg = f"The '{option}' file {str(target)!r} already exists; pass 'overwrite' to replace it."
+        raise OptionError(msg, options=(option, "overwrite"))
+    _check_writable_parent(target, "file", option)
+    return target
+
+
+def _entries(folder: Path) -> list[str]:
+    return [name for name in os.listdir(folder) if not is_partial(name) and name != LOCK_FILE]
+
+
+def _listed_files(folder: Path, manifest: str) -> set[str] | None:
+    """The files ``folder``'s manifest says extmem wrote there, or None without a readable extmem manifest."""
+    try:
+        data = json.loads((folder / manifest).read_text())
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) and "extmem_version" in data else None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        return None
+    return {*files, manifest}
+
+
+def check_output_folder(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool,
+    own_names: Collection[str] = (),
+    manifest: str | None = MANIFEST_FILE,
+    option: str = "out",
+) -> Path:
+    """Refuse, before any work, an output folder that holds anything unless ``overwrite`` and extmem wrote all of it.
+
+    extmem wrote a folder when its ``manifest`` lists every entry, or when every entry is one of
+    ``own_names`` (the fixed file names of a model folder).
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        msg = f"The '{option}' path {str(target)!r} is a file, not a folder."
+        raise OptionError(msg, options=(option,))
+    entries = _entries(target) if target.is_dir() else []
+    if entries:
+        if not overwrite:
+            msg = f"The '{option}' folder {str(target)!r} exists and is not empty; pass 'overwrite' to replace it."
+            raise OptionError(msg, options=(option, "overwrite"))
+        listed = _listed_files(target, manifest) if manifest is not None else None
+        allowed = set(own_names) | (listed or set())
+        stranger = sorted(name for name in entries if name not in allowed)
+        if stranger:
+            msg = (
+                f"The '{option}' folder {str(target)!r} holds {stranger[0]!r}, which extmem did not write there; "
+                "it replaces only folders it wrote. Choose another folder."
+            )
+            raise OptionError(msg, options=(option,))
+    _check_writable_parent(target, "folder", option)
+    return target
+
+
+def staging_folder(target: Path) -> PrivateFolder:
+    """A private folder beside ``target`` to build it in; a killed run's staging folder is swept by a later run."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return PrivateFolder(target.parent, prefix=f".{target.name}.extmem-staging-", option="out")
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2``); False where the kernel or filesystem cannot."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_cwd = -100
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(second))
+
+
+def publish_folder(staging: PrivateFolder, target: Path) -> None:
+    """Make the complete ``staging`` folder ``target``, replacing what ``target`` held in one step."""
+    with deferred():
+        _publish(staging, target)
+
+
+def _publish(staging: PrivateFolder, target: Path) -> None:
+    for _ in range(100):  # another run may publish the same target between two steps: try again
+        if not target.exists() or (target.is_dir() and not os.listdir(target)):
+            with contextlib.suppress(FileNotFoundError):
+                target.rmdir()
+            try:
+                staging.publish(target)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                continue
+        old = staging.path
+        if _exchange(staging.path, target):
+            staging.published_as(target)
+            shutil.rmtree(old, ignore_errors=True)
+            return
+        previous = target.with_name(f".{target.name}.extmem-staging-previous-{os.getpid()}")
+        try:
+            os.rename(target, previous)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(previous, ignore_errors=True)
+    msg = f"Could not publish {str(target)!r}: other runs kept replacing it."
+    raise OptionError(msg)

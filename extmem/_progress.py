@@ -1,0 +1,51 @@
+"""Progress bars (tqdm, imported only when a bar is shown) and the XGBoost round callback."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import Any, Self
+
+import xgboost as xgb
+
+
+class ProgressBar:
+    """A tqdm bar on stderr when ``enabled`` (None: when stderr is a terminal); otherwise every call is a no-op."""
+
+    def __init__(self, total: int | None, description: str, unit: str, enabled: bool | None) -> None:
+        self._bar: Any = None
+        if enabled or (enabled is None and sys.stderr.isatty()):
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=description, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False)
+
+    def update(self, count: int) -> None:
+        if self._bar is not None:
+            self._bar.update(count)
+
+    def set_postfix(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(text)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class RoundProgress(xgb.callback.TrainingCallback):
+    """Advances a bar each boosting round and shows the latest metric of the last eval set."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        super().__init__()
+        self.bar = bar
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, dict[str, list[float]]]) -> bool:
+        self.bar.update(1)
+        if evals_log:
+            data_name = list(evals_log)[-1]
+            metric, values = next(iter(evals_log[data_name].items()))
+            self.bar.set_postfix(f"{data_name}-{metric}={float(values[-1]):.5f}")
+        return False

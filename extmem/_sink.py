@@ -1,0 +1,94 @@
+"""Streaming parquet output and model folders, written atomically (see :mod:`extmem._atomic`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from extmem._atomic import atomic_file, write_atomically, write_json
+from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_ROW_GROUP_ROWS, INCREMENTAL_MODEL_FILE, MODEL_FOLDER_FILES, REPORT_FILE
+from extmem._destinations import check_output_folder, publish_folder, staging_folder
+
+DATA_PAGE_BYTES = 1 << 20
+"""Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
+
+
+class ParquetSink:
+    """Streams record batches into one parquet file, buffered into row groups of ``row_group_rows``.
+
+    Use as a context manager: the file replaces ``path`` on a clean exit and is deleted
+    otherwise. Memory is one row group of output, whatever the number of rows written.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], schema: pa.Schema, *, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS, compression: str = "zstd"
+    ) -> None:
+        self.path = Path(path)
+        self.schema = schema
+        self.row_group_rows = row_group_rows
+        self.compression = compression
+        self.rows = 0
+        self._stack = contextlib.ExitStack()
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+
+    def __enter__(self) -> Self:
+        file = self._stack.enter_context(atomic_file(self.path))
+        self._writer = pq.ParquetWriter(file, self.schema, compression=self.compression, data_page_size=DATA_PAGE_BYTES)
+        return self
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Queue ``batch`` (whose schema must equal the sink's); each full row group is written at once."""
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        while self._pending_rows >= self.row_group_rows:
+            table = pa.Table.from_batches(self._pending, self.schema)
+            self._write(table.slice(0, self.row_group_rows))
+            rest = table.slice(self.row_group_rows)
+            self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+
+    def _write(self, table: pa.Table) -> None:
+        if table.num_rows and self._writer is not None:
+            self._writer.write_table(table, row_group_size=table.num_rows)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None and self._pending:
+                self._write(pa.Table.from_batches(self._pending, self.schema))
+            self._pending, self._pending_rows = [], 0
+            if self._writer is not None:
+                self._writer.close()
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+def check_model_folder(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Refuse, before any work, a model folder that holds anything but an extmem model (or anything, without ``overwrite``)."""
+    return check_output_folder(path, overwrite=overwrite, own_names=MODEL_FOLDER_FILES, manifest=None)
+
+
+def publish_model(folder: Path, model_file: str, write_model: Callable[[IO[bytes]], object], report: dict[str, Any]) -> None:
+    """Write a model folder, ``model_file`` through ``write_model`` and ``report.json``, and swap it in as ``folder`` in one step.
+
+    What ``folder`` held before (a previous model, a finished run's checkpoint) goes.
+    """
+    report = {**report, "files": sorted({model_file, REPORT_FILE})}
+    with staging_folder(folder) as staging:
+        write_atomically(staging.path / model_file, write_model)
+        write_json(staging.path / REPORT_FILE, report)
+        publish_folder(staging, folder)
+
+
+__all__ = ["BOOSTER_MODEL_FILE", "INCREMENTAL_MODEL_FILE", "ParquetSink", "check_model_folder", "publish_model", "write_atomically", "write_json"]

@@ -1,0 +1,87 @@
+"""Entry point of the ``extmem`` command: signals first, then flags, then one library call; errors become one line.
+
+SIGINT and SIGTERM become exceptions before anything else runs (imports included), so a
+signal at any moment unwinds through the library's clean-up and ends the process with 130 or
+143 and one line. Everything heavy is imported after that, inside :func:`main`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+
+from extmem._signals import Stopped, ignore_signals, raise_on_signals
+from extmem.errors import ExtmemError
+
+_OUT_OF_MEMORY = (
+    "out of memory. Give --memory-budget (or run under prlimit --data) so that batch and page sizes are planned to fit, "
+    "lower --batch-rows or --page-rows, or pack the data first (extmem pack), which decodes in a fraction of the memory."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``extmem`` command; returns the exit status."""
+    raise_on_signals()
+    try:
+        return _main(argv)
+    except Stopped as stop:
+        ignore_signals()
+        print(f"extmem: {stop.description}; nothing was left behind", file=sys.stderr)
+        return stop.status
+
+
+def _as_flags(text: str, options: tuple[str, ...]) -> str:
+    """``text`` with the library options it names (``'valid_fraction'``) shown as their flags (``--valid-fraction``)."""
+    from extmem.cli._parser import flag_of
+
+    for option in options:
+        text = text.replace(f"'{option}'", flag_of(option))
+    return text
+
+
+class _FlagNames(logging.Filter):
+    """Shows the library options that a log record names (its ``options`` extra) as their flags."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        options = getattr(record, "options", ())
+        if options:
+            record.msg, record.args = _as_flags(record.getMessage(), options), ()
+        return True
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    from extmem.cli._parser import parse
+
+    args = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_FlagNames())
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an error (EFBIG) instead of a kill
+    from extmem.cli._commands import run_command
+
+    try:
+        run_command(args)
+    except ExtmemError as exc:
+        return _error(args.debug, _as_flags(str(exc), exc.options))
+    except MemoryError:
+        return _error(args.debug, _OUT_OF_MEMORY)
+    except OSError as exc:  # the environment, not extmem: a full disk, a file-size limit, permissions
+        where = f": {exc.filename}" if exc.filename else ""
+        return _error(args.debug, f"{exc.strerror or exc}{where}")
+    except Exception as exc:
+        xgboost = sys.modules.get("xgboost")
+        if xgboost is None or not isinstance(exc, xgboost.core.XGBoostError):
+            raise
+        reason = next((line for line in str(exc).splitlines() if line.strip()), "unknown error")
+        return _error(args.debug, _OUT_OF_MEMORY if "bad_alloc" in reason else f"XGBoost failed: {reason}")
+    return 0
+
+
+def _error(debug: bool, message: str) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"extmem: error: {message}", file=sys.stderr)
+    return 2

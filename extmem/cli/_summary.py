@@ -1,0 +1,70 @@
+"""What the command line prints when a command is done: a few lines from its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from extmem._defaults import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE
+
+MiB = 2**20
+
+
+def memory_text(report: dict[str, Any]) -> str:
+    return f"peak RSS {report['peak_rss_bytes'] / MiB:,.0f} MiB (anonymous {report['peak_anon_bytes'] / MiB:,.0f} MiB)"
+
+
+def train_summary(report: dict[str, Any], out: str) -> str:
+    resumed = f", resumed from round {report['resumed_from_round']}" if report.get("resumed_from_round") is not None else ""
+    incremental = "epochs" in report
+    done = f"{report['model']}: {report['epochs']} epochs" if incremental else f"{report['rounds']} rounds"
+    if "workers" in report:
+        done += f" on {len(report['workers'])} workers"
+        storage = f"per worker; disk caches {report['cache_bytes'] / 2**20:,.0f} MiB in all, removed"
+    elif incremental:
+        storage = f"spool {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
+    elif report["memory_plan"]["train"]["cache"] == "disk":
+        storage = f"disk cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
+    else:
+        storage = "matrix held in memory"
+    lines = [
+        f"trained {done} on {report['rows']:,} rows x {report['features']:,} features in {report['seconds']:.1f} s{resumed}",
+        f"{memory_text(report)}; {storage}",
+    ]
+    for data_name, metrics in report["metrics"].items():
+        overall = {name: value for name, value in metrics.items() if not name.startswith(("roc_auc_", "pr_auc_"))}
+        lines.append(f"{data_name}: " + ", ".join(f"{name} {value:.4f}" for name, value in overall.items()))
+        per_class = [
+            f"{name} {metrics[f'roc_auc_{name}']:.4f}/{metrics[f'pr_auc_{name}']:.4f}"
+            for name in report["classes"] or []
+            if f"roc_auc_{name}" in metrics
+        ]
+        if per_class:
+            lines.append(f"{data_name} ROC-AUC/PR-AUC: " + ", ".join(per_class))
+    model_file = INCREMENTAL_MODEL_FILE if incremental else BOOSTER_MODEL_FILE
+    lines.append(f"model: {Path(out) / model_file}; report: {Path(out) / REPORT_FILE}")
+    return "\n".join(lines)
+
+
+def evaluation_text(result: dict[str, Any]) -> str:
+    shown = {k: v for k, v in result.items() if isinstance(v, float) and k != "seconds"}
+    lines = [f"{result['rows']:,} rows: " + ", ".join(f"{name} {value:.4f}" for name, value in shown.items())]
+    per_class = result.get("per_class", {})
+    if per_class:
+        columns = [c for c in ("precision", "recall", "f1", "roc_auc", "pr_auc", "support") if c in next(iter(per_class.values()))]
+        width = max(len(name) for name in per_class) + 2
+        lines.append("class".ljust(width) + "".join(c.rjust(11) for c in columns))
+        for name, scores in per_class.items():
+            cells = "".join(
+                ("-" if scores[c] is None else f"{scores[c]:.0f}" if c == "support" else f"{scores[c]:.4f}").rjust(11) for c in columns
+            )
+            lines.append(name.ljust(width) + cells)
+        confusion = result["confusion_matrix"]
+        lines.append("confusion matrix (rows: true class, columns: predicted)")
+        lines.append("".ljust(width) + "".join(name.rjust(11) for name in confusion["classes"]))
+        for name, row in zip(confusion["classes"], confusion["counts"]):
+            lines.append(name.ljust(width) + "".join(f"{count:.0f}".rjust(11) for count in row))
+    lines.append(f"{memory_text(result)}; {result['seconds']:.1f} s")
+    return "\n".join(lines)
+
+

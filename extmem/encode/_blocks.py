@@ -1,0 +1,251 @@
+"""Blocks stage: `SourceBatch` -> `Block` (float32 CSR, or dense when no column is sparse)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+
+from extmem.encode._features import FeatureColumns, FeaturePlan
+from extmem.encode._layout import FeatureLayout
+from extmem.encode._packed import PackedRows
+from extmem.errors import FeatureValueError, SchemaError
+from extmem.read._source import SourceBatch
+
+
+@dataclass(frozen=True)
+class Block:
+    """A matrix of rows in layout column order, with labels and weights."""
+
+    X: sp.csr_matrix | np.ndarray
+    label: np.ndarray | None
+    weight: np.ndarray | None
+
+    @property
+    def rows(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def stored_values(self) -> int:
+        """Entries XGBoost receives: CSR non-zeros, or non-NaN dense cells."""
+        if sp.issparse(self.X):
+            return int(self.X.nnz)
+        return int(np.count_nonzero(~np.isnan(self.X)))
+
+
+def _column_values(column: pa.Array) -> np.ndarray:
+    """Numeric values, nulls as NaN; zero-copy when the column has no nulls."""
+    if column.null_count == 0:
+        kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):  # a view of the values buffer, without to_numpy's overhead
+            return np.frombuffer(
+                column.buffers()[1], dtype=kind.to_pandas_dtype(), count=len(column), offset=column.offset * kind.byte_width
+            )
+        return column.to_numpy(zero_copy_only=False)
+    return column.cast(pa.float32(), safe=False).fill_null(np.float32("nan")).to_numpy(zero_copy_only=False)
+
+
+SCRATCH_VALUES = 1 << 22
+"""Cells of the float64 scratch matrix that wide columns are copied into, a chunk of columns at a time (32 MiB)."""
+
+
+def to_csr(features: FeatureColumns, layout: FeatureLayout) -> sp.csr_matrix:
+    """Convert a batch's feature values to float32 CSR in layout column order.
+
+    Count columns (``layout.zero_is_missing``) store only non-zero, non-null entries;
+    other columns store every non-null value, zeros included, so XGBoost keeps them.
+    Wide columns are copied, a chunk at a time, into a column-major scratch matrix whose
+    kept cells, found in one vectorized pass, are already in CSC order; the result is
+    converted once to CSR. Packed entries, already CSR, are merged in row by row.
+    """
+    rows, n_columns = features.rows, len(layout.names)
+    sparse_mask = layout.sparse_mask
+    present = [(column, position) for column, position in zip(features.wide.columns, features.positions) if column.null_count < rows]
+    chunk_columns = max(1, SCRATCH_VALUES // max(rows, 1))
+    scratch = np.empty((min(chunk_columns, len(present)), rows), dtype=np.float64)
+    counts = np.zeros(n_columns, dtype=np.int64)
+    row_indices: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    for start in range(0, len(present), chunk_columns):
+        chunk = present[start : start + chunk_columns]
+        cells = scratch[: len(chunk)]
+        for slot, (column, _) in enumerate(chunk):
+            cells[slot] = _column_values(column)
+        positions = np.fromiter((position for _, position in chunk), dtype=np.int64, count=len(chunk))
+        kept = ~np.isnan(cells)
+        kept &= (cells != 0) | ~sparse_mask[positions][:, None]
+        slots, chunk_rows = np.divmod(np.flatnonzero(kept), rows)
+        counts[positions] = np.bincount(slots, minlength=len(chunk))
+        row_indices.append(chunk_rows.astype(np.int32))
+        values.append(cells[slots, chunk_rows].astype(np.float32))
+    indptr = np.zeros(n_columns + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.concatenate(row_indices) if row_indices else np.zeros(0, dtype=np.int32)
+    data = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
+    wide = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns)).tocsr()
+    if features.packed is None or features.packed.values.size == 0:
+        return wide
+    return _merge_rows(wide, features.packed)
+
+
+def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:
+    """Row-wise union of a CSR matrix and packed entries of other columns, with sorted indices."""
+    wide_counts = np.diff(wide.indptr)
+    packed_counts = np.diff(packed.offsets)
+    indptr = np.zeros(wide.shape[0] + 1, dtype=np.int64)
+    np.cumsum(wide_counts + packed_counts, out=indptr[1:])
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    data = np.empty(indptr[-1], dtype=np.float32)
+    wide_rows = np.repeat(np.arange(wide.shape[0]), wide_counts)
+    wide_slots = indptr[wide_rows] + np.arange(wide.nnz) - wide.indptr[wide_rows]
+    packed_rows = np.repeat(np.arange(wide.shape[0]), packed_counts)
+    packed_slots = indptr[packed_rows] + wide_counts[packed_rows] + np.arange(packed.values.size) - packed.offsets[packed_rows]
+    indices[wide_slots], data[wide_slots] = wide.indices, wide.data
+    indices[packed_slots], data[packed_slots] = packed.positions, packed.values
+    merged = sp.csr_matrix((data, indices, indptr), shape=wide.shape)
+    merged.has_sorted_indices = False
+    merged.sort_indices()
+    return merged
+
+
+def to_dense(features: FeatureColumns, n_features: int) -> np.ndarray:
+    """Convert a batch's feature values to a C-ordered float32 matrix, missing values as NaN."""
+    out = np.full((features.rows, n_features), np.nan, dtype=np.float32)
+    for column, position in zip(features.wide.columns, features.positions):
+        out[:, position] = _column_values(column)
+    if features.packed is not None:
+        rows = np.repeat(np.arange(features.rows), np.diff(features.packed.offsets))
+        out[rows, features.packed.positions] = features.packed.values
+    return out
+
+
+def to_matrix(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> sp.csr_matrix | np.ndarray:
+    """Feature values in layout order as CSR if any column is a count column, dense otherwise.
+
+    NaN and nulls are missing values; an infinite value is an error naming its column and ``where``.
+    """
+    X = to_csr(features, layout) if any(layout.zero_is_missing) else to_dense(features, len(layout.names))
+    values = X.data if sp.issparse(X) else X
+    infinite = np.isinf(values)
+    if infinite.any():
+        first = int(np.flatnonzero(infinite.ravel())[0])
+        column = int(X.indices[first]) if sp.issparse(X) else first % X.shape[1]
+        msg = (
+            f"The feature column {layout.names[column]!r} holds an infinite value in {where}; "
+            "XGBoost cannot train on it (nulls and NaN are fine: they are missing values)."
+        )
+        raise FeatureValueError(msg)
+    return X
+
+
+def to_block(batch: SourceBatch, layout: FeatureLayout) -> Block:
+    """One source batch as a block (see :func:`to_matrix`)."""
+    return Block(to_matrix(batch.features, layout, f"row group {batch.row_group} of {batch.shard!r}"), batch.label, batch.weight)
+
+
+def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
+    """In-memory features (numpy, scipy sparse, pyarrow Table/RecordBatch, pandas DataFrame) as the model was trained on them.
+
+    Tables and DataFrames are matched to the model's features by column name (absent ones
+    are missing, extra ones ignored). Arrays must hold the model's features in its order.
+    Arrays are read as values with NaN for missing; sparse matrices the scipy way (absent
+    entries are zeros). Zeros in count columns then become missing, as when training from parquet.
+    """
+    if type(X).__module__.partition(".")[0] == "pandas":
+        X = pa.Table.from_pandas(X, preserve_index=False)
+    if isinstance(X, pa.Table):
+        batches = X.combine_chunks().to_batches()
+        X = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=X.schema)
+    if isinstance(X, pa.RecordBatch):
+        return to_matrix(_named_features(X, layout), layout)
+    n_features = len(layout.names)
+    if sp.issparse(X):
+        return _sparse_features(sp.csr_matrix(X, dtype=np.float32), layout)
+    dense = np.array(X, dtype=np.float32)
+    _check_width(dense.shape, n_features)
+    counts = dense[:, layout.sparse_mask]
+    counts[counts == 0] = np.nan
+    dense[:, layout.sparse_mask] = counts
+    return dense
+
+
+def _sparse_features(X: sp.csr_matrix, layout: FeatureLayout) -> sp.csr_matrix:
+    """Sparse input read the scipy way (absent entries are zeros) in the model's representation.
+
+    Count columns keep their non-zero entries only; the other columns become explicit, zeros
+    included (they are few), so XGBoost sees zeros there as values, as in training.
+    """
+    _check_width(X.shape, len(layout.names))
+    coo = X.tocoo()
+    counts = layout.sparse_mask[coo.col] & (coo.data != 0)
+    other_columns = np.flatnonzero(~layout.sparse_mask)
+    dense_other = X[:, other_columns].toarray()
+    rows, local_columns = np.nonzero(~np.isnan(dense_other))
+    return sp.csr_matrix(
+        (
+            np.concatenate([coo.data[counts], dense_other[rows, local_columns]]),
+            (np.concatenate([coo.row[counts], rows]), np.concatenate([coo.col[counts], other_columns[local_columns]])),
+        ),
+        shape=X.shape,
+        dtype=np.float32,
+    )
+
+
+def _check_width(shape: tuple[int, ...], n_features: int) -> None:
+    if len(shape) != 2 or shape[1] != n_features:
+        msg = (
+            f"The input has shape {shape}; the model expects (rows, {n_features}) columns in its feature order. "
+            "Pass a pyarrow table or pandas DataFrame to match columns by name."
+        )
+        raise SchemaError(msg)
+
+
+def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> FeatureColumns:
+    plan = FeaturePlan.build(layout, set(batch.schema.names), None)
+    if not plan.columns:
+        msg = f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in the input's columns."
+        raise SchemaError(msg)
+    for name in plan.wide_names:
+        if name in layout.categories:
+            continue
+        kind = batch.schema.field(name).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
+            msg = f"The input column {name!r} has type {kind}; the model uses it as a numeric feature."
+            raise SchemaError(msg)
+    return plan.features(batch, "the input", layout.kmer_offset)
+
+
+def concat_blocks(blocks: list[Block]) -> Block:
+    """Stack blocks vertically (labels and weights too)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    if sp.issparse(blocks[0].X):
+        X: sp.csr_matrix | np.ndarray = sp.vstack([b.X for b in blocks], format="csr")
+    else:
+        X = np.vstack([b.X for b in blocks])
+    label = None if blocks[0].label is None else np.concatenate([b.label for b in blocks])
+    weight = None if blocks[0].weight is None else np.concatenate([b.weight for b in blocks])
+    return Block(X, label, weight)
+
+
+def pages(batches: Iterable[SourceBatch], layout: FeatureLayout, page_rows: int) -> Iterator[Block]:
+    """Group converted batches into pages of at least ``page_rows`` rows (the last may be smaller).
+
+    XGBoost keeps state per external-memory page, so pages of tens of thousands of rows
+    keep its memory flat while batches stay small enough to decode cheaply.
+    """
+    pending: list[Block] = []
+    pending_rows = 0
+    for batch in batches:
+        block = to_block(batch, layout)
+        pending.append(block)
+        pending_rows += block.rows
+        if pending_rows >= page_rows:
+            yield concat_blocks(pending)
+            pending, pending_rows = [], 0
+    if pending:
+        yield concat_blocks(pending)

@@ -1,0 +1,149 @@
+"""k-mer features: counted from a sequence column, or folded from k-mer count columns, exact or hashed.
+
+Hashing follows scikit-learn's ``FeatureHasher``: a k-mer (the text ``ACGTAC``, for a column
+``6mer_ACGTAC`` its k-mer part) goes to bucket ``abs(h) % width`` with
+``h = murmurhash3_32(kmer, seed)``, and with ``signed`` its count is multiplied by the sign of
+``h`` so that collisions cancel on average. MurmurHash3 is stable across runs, machines and
+Python versions (unlike ``hash()``). Folding the columns of a dataset and counting k-mers from
+its sequences therefore give the same features.
+
+Counting from sequences is vectorised over a whole batch: bases map to 2-bit codes (lower case
+as upper case), each window of ``k`` bases becomes an integer, and windows holding any other
+character (``N``, gaps, non-ASCII bytes) or crossing the end of a row are skipped. A null
+sequence has no k-mers, so all its k-mer features are missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+from sklearn.utils import murmurhash3_32
+
+from extmem._defaults import MAX_EXACT_K, MAX_K
+from extmem.errors import OptionError
+
+KMER_COLUMN = re.compile(r"^(\d+)mer_([ACGT]+)$")
+HASHED_PREFIX = "kmer_hash_"
+
+_CODES = np.full(256, 4, dtype=np.uint8)
+for _code, _bases in enumerate(("Aa", "Cc", "Gg", "Tt")):
+    for _base in _bases:
+        _CODES[ord(_base)] = _code
+
+
+@dataclass(frozen=True)
+class KmerEncoding:
+    """How k-mer features are built; recorded with the model.
+
+    ``sequence_column`` set: count k-mers of length ``k`` from that string column. Otherwise:
+    fold the dataset's ``{k}mer_*`` count columns. ``width`` hashes into that many features
+    (required when folding); without it, counts keep one feature per k-mer (4**k of them).
+    """
+
+    width: int | None = None
+    k: int | None = None
+    sequence_column: str | None = None
+    signed: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0):
+            msg = f"The 'width' of hashed k-mers must be a positive integer. Got {self.width!r} instead."
+            raise OptionError(msg, options=("width",))
+        if self.sequence_column is None:
+            if self.width is None:
+                msg = "Folding k-mer columns needs a hash 'width'."
+                raise OptionError(msg, options=("width",))
+            return
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
+            msg = f"The 'k' option must be an integer from 1 to {MAX_K}. Got {self.k!r} instead."
+            raise OptionError(msg, options=("k",))
+        if self.width is None and self.k > MAX_EXACT_K:
+            msg = f"Exact k-mer counts for k={self.k} would be {4**self.k:,} features; use k <= {MAX_EXACT_K} or a hash 'width'."
+            raise OptionError(msg, options=("width",))
+
+    @property
+    def feature_count(self) -> int:
+        assert self.width is not None or self.k is not None
+        return self.width if self.width is not None else 4**self.k  # type: ignore[operator]
+
+    def feature_names(self) -> list[str]:
+        """Names of the k-mer features, in order."""
+        if self.width is not None:
+            return [f"{HASHED_PREFIX}{i}" for i in range(self.width)]
+        assert self.k is not None
+        return [f"{self.k}mer_{''.join(kmer)}" for kmer in itertools.product("ACGT", repeat=self.k)]
+
+    def bucket(self, kmer: str) -> tuple[int, float]:
+        """Feature index and sign of one k-mer text."""
+        assert self.width is not None
+        h = int(murmurhash3_32(kmer, seed=self.seed, positive=False))
+        return abs(h) % self.width, (-1.0 if h < 0 and self.signed else 1.0)
+
+    def fold_columns(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Feature index and sign of each ``{k}mer_*`` column name."""
+        pairs = [self.bucket(KMER_COLUMN.match(name).group(2)) for name in names]  # type: ignore[union-attr]
+        return np.array([p for p, _ in pairs], dtype=np.int64), np.array([s for _, s in pairs], dtype=np.float32)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"width": self.width, "k": self.k, "sequence_column": self.sequence_column, "signed": self.signed, "seed": self.seed}
+
+
+@lru_cache(maxsize=8)
+def _kmer_table(encoding: KmerEncoding) -> tuple[np.ndarray, np.ndarray]:
+    """Feature index and sign of every k-mer id (base-4 number of the k-mer)."""
+    assert encoding.k is not None
+    if encoding.width is None:
+        return np.arange(4**encoding.k, dtype=np.int64), np.ones(4**encoding.k, dtype=np.float32)
+    kmers = ("".join(kmer) for kmer in itertools.product("ACGT", repeat=encoding.k))
+    pairs = [encoding.bucket(kmer) for kmer in kmers]
+    return np.array([p for p, _ in pairs], dtype=np.int64), np.array([s for _, s in pairs], dtype=np.float32)
+
+
+def count_kmers(sequences: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row k-mer ids of a string array: (row of each valid window, k-mer id of it)."""
+    if isinstance(sequences, pa.ChunkedArray):
+        sequences = sequences.combine_chunks()
+    if not pa.types.is_string(sequences.type):
+        sequences = sequences.cast(pa.string())
+    text = sequences.fill_null("")
+    buffers = text.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32)[text.offset : text.offset + len(text) + 1].astype(np.int64)
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
+    data = data[offsets[0] : offsets[-1]]
+    offsets -= offsets[0]
+    lengths = np.diff(offsets)
+    codes = _CODES[data]
+    if codes.size < k:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    windows = np.lib.stride_tricks.sliding_window_view(codes, k)
+    ids = windows.astype(np.int64) @ (4 ** np.arange(k - 1, -1, -1, dtype=np.int64))
+    starts = np.arange(windows.shape[0])
+    rows = np.repeat(np.arange(lengths.size), lengths)[: windows.shape[0]]
+    valid = (windows.max(axis=1) < 4) & (starts + k <= offsets[rows + 1])
+    return rows[valid], ids[valid]
+
+
+def sequence_entries(sequences: pa.Array, encoding: KmerEncoding, first_position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-mer features of a batch's sequences as (offsets, positions, values), canonical CSR rows."""
+    assert encoding.k is not None
+    rows, ids = count_kmers(sequences, encoding.k)
+    positions, signs = _kmer_table(encoding)
+    return canonical_rows(len(sequences), rows, positions[ids] + first_position, signs[ids])
+
+
+def canonical_rows(n_rows: int, rows: np.ndarray, positions: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries summed per (row, position), zeros removed, sorted: CSR (offsets, positions, values)."""
+    span = int(positions.max()) + 1 if positions.size else 1
+    keys, inverse = np.unique(rows.astype(np.int64) * span + positions, return_inverse=True)
+    sums = np.bincount(inverse, weights=values, minlength=keys.size).astype(np.float32)
+    kept = sums != 0
+    keys, sums = keys[kept], sums[kept]
+    offsets = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys // span, minlength=n_rows), out=offsets[1:])
+    return offsets, (keys % span).astype(np.int32), sums

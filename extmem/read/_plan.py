@@ -1,0 +1,336 @@
+"""Memory planning: batch rows, page rows, prefetch depth and cache kind that keep a run under a budget.
+
+The plan is a model of the process's data size, which is what ``prlimit --data`` (RLIMIT_DATA)
+caps: heap and private writable mappings, resident or not. It adds
+
+* a fixed part: what the process holds now, plus the stacks of the threads XGBoost and pyarrow
+  start and the runtime's reservations (BLAS buffers, allocator arenas);
+* decoding one batch: a multiple of the Arrow bytes per row measured on the first row group;
+* building one page: the CSR bytes of a page, held by extmem, by the prefetch queue and by
+  XGBoost while it quantizes the page;
+* training state: gradients, predictions and row partitions, per row and class;
+* the quantized matrix itself when it is kept in memory, or the pages XGBoost keeps in flight
+  when it reads them from the disk cache.
+
+The constants were measured on a 2-core Linux machine (XGBoost 3.2, pyarrow 26) on wide 6-mer
+shards (``python -m bench.budget``); they err high for resident memory, which stays well under
+the data size that the kernel's limit counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import psutil
+
+from extmem._memory import anonymous_rss_bytes
+from extmem._units import MiB, format_size, parse_size
+from extmem.encode._blocks import to_block
+from extmem.errors import OptionError
+from extmem.read._source import Source
+
+logger = logging.getLogger("extmem")
+
+CacheKind = Literal["auto", "memory", "disk"]
+
+DECODE_BYTES_PER_ARROW_BYTE = 4
+"""Peak bytes while pyarrow decodes a batch, per byte of the decoded Arrow columns (measured ~3.6)."""
+PAGE_BYTES_PER_VALUE = 28
+"""Bytes per stored value while a page is built: blocks and their concatenation (2 x 8) and XGBoost's copy (12)."""
+QUEUED_PAGE_BYTES_PER_VALUE = 8
+"""Bytes per stored value of a page waiting in the prefetch queue (float32 value + int32 column)."""
+MATRIX_BYTES_PER_VALUE = 10
+"""Peak bytes per stored value while XGBoost builds its in-memory quantized matrix: 32-bit bin indices
+for sparse data, grown batch by batch (measured 9.8 on 640k wide rows)."""
+PAGE_MATRIX_BYTES_PER_VALUE = 4
+"""Bytes per stored value of one quantized page read back from the disk cache."""
+MATRIX_BYTES_PER_ROW = 16
+PAGES_IN_FLIGHT = 3
+"""Quantized pages XGBoost holds while it trains from the disk cache."""
+TRAINING_BYTES_PER_ROW = 8
+TRAINING_BYTES_PER_ROW_AND_OUTPUT = 16
+"""Gradient pair (8), prediction cache (4) and margin (4) per row and model output."""
+RUNTIME_RESERVE = 320 * MiB
+"""Writable mappings beyond the heap and thread stacks: BLAS thread buffers (181 MiB measured) and allocator
+segments. Three 640k-row runs under a 1 GiB data limit with 2,048-row batches peaked at 866, 998 and 1,009 MiB
+of data where the plan, with 64 MiB less reserve, said 963-972 MiB."""
+ARROW_IO_THREADS = 8
+
+MIN_BATCH_ROWS = 128
+MIN_PAGE_ROWS = 1024
+MAX_PAGE_ROWS = 65536
+MEMORY_CACHE_SHARE = 0.75
+"""``auto`` keeps the quantized matrix in memory only when the whole plan then fits in this share of the budget."""
+
+
+def data_limit() -> int | None:
+    """The process's RLIMIT_DATA soft limit (``prlimit --data``), or None when unlimited."""
+    soft = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Bytes a run may use, and where that figure came from."""
+
+    bytes: int
+    origin: str
+
+    @classmethod
+    def resolve(cls, requested: int | str | None) -> Budget | None:
+        """The budget to plan for: ``requested`` (bytes or a size), else the data limit the process runs under.
+
+        A request above the data limit is lowered to it, since the kernel would refuse the rest.
+        """
+        limit = data_limit()
+        if requested is None:
+            return cls(limit, "the process's data limit (prlimit --data)") if limit is not None else None
+        size = parse_size(requested) if isinstance(requested, str) else int(requested)
+        if size <= 0:
+            msg = f"The memory budget must be positive, got {requested!r}."
+            raise OptionError(msg)
+        if limit is not None and limit < size:
+            return cls(limit, f"the process's data limit (prlimit --data), below the requested {format_size(size)}")
+        return cls(size, "'memory_budget'")
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    """What the plan needs to know of a dataset, from parquet metadata and a probe of its first rows."""
+
+    rows: int
+    arrow_bytes_per_row: float
+    stored_values_per_row: float
+    outputs: int = 1
+
+
+PROBE_ROWS = 256
+
+
+def profile_source(source: Source, outputs: int = 1, probe_rows: int = PROBE_ROWS) -> DataProfile:
+    """Rows from the parquet footers; Arrow bytes and stored values per row from the first ``probe_rows`` rows."""
+    rows = sum(ref.rows for ref in source.row_groups())
+    if source.dataset.max_rows is not None:
+        rows = min(rows, source.dataset.max_rows)
+    probed = source.probe(probe_rows)
+    if probed is None:
+        return DataProfile(rows, 0.0, 0.0, outputs)
+    decoded_bytes, batch = probed
+    block = to_block(batch, source.layout)
+    return DataProfile(rows, decoded_bytes / block.rows, block.stored_values / block.rows, outputs)
+
+
+def fixed_bytes() -> int:
+    """The process's anonymous memory now plus what its worker threads and runtime will reserve.
+
+    Not its current data size: pyarrow's allocator reserves a 1 GiB arena up front, but makes
+    do with far less when the data limit refuses that reservation.
+    """
+    now = anonymous_rss_bytes() or psutil.Process().memory_info().rss
+    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    stack = 8 * MiB if stack == resource.RLIM_INFINITY else int(stack)
+    threads = 2 * (os.cpu_count() or 1) + ARROW_IO_THREADS
+    return now + threads * stack + RUNTIME_RESERVE
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Sizes for one run and the peak they are expected to reach, part by part."""
+
+    batch_rows: int
+    page_rows: int
+    prefetch: int
+    cache: Literal["memory", "disk", "none"]
+    reason: str
+    fixed_bytes: int
+    decode_bytes: int
+    page_bytes: int
+    training_bytes: int
+    matrix_bytes: int
+    budget: Budget | None = None
+
+    @property
+    def expected_peak_bytes(self) -> int:
+        return self.fixed_bytes + self.decode_bytes + self.page_bytes + self.training_bytes + self.matrix_bytes
+
+    def describe(self) -> str:
+        budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
+        if self.cache == "none":
+            return (
+                f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows; expected peak {format_size(self.expected_peak_bytes)}"
+            )
+        return (
+            f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows, pages of {self.page_rows:,} rows, "
+            f"prefetch {self.prefetch}; {self.cache} cache ({self.reason}); expected peak {format_size(self.expected_peak_bytes)}"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "budget_bytes": self.budget.bytes if self.budget else None,
+            "budget_origin": self.budget.origin if self.budget else None,
+            "batch_rows": self.batch_rows,
+            "page_rows": self.page_rows,
+            "prefetch": self.prefetch,
+            "cache": self.cache,
+            "reason": self.reason,
+            "expected_peak_bytes": self.expected_peak_bytes,
+            "parts": {
+                "fixed": self.fixed_bytes,
+                "decode": self.decode_bytes,
+                "page": self.page_bytes,
+                "training": self.training_bytes,
+                "matrix": self.matrix_bytes,
+            },
+        }
+
+
+def _decode_bytes(profile: DataProfile, batch_rows: int) -> int:
+    return int(DECODE_BYTES_PER_ARROW_BYTE * profile.arrow_bytes_per_row * batch_rows)
+
+
+def _page_bytes(profile: DataProfile, page_rows: int, prefetch: int) -> int:
+    per_value = PAGE_BYTES_PER_VALUE + prefetch * QUEUED_PAGE_BYTES_PER_VALUE
+    return int(per_value * profile.stored_values_per_row * page_rows)
+
+
+def _matrix_bytes(profile: DataProfile, cache: str, page_rows: int) -> int:
+    if cache == "memory":
+        return int(profile.rows * (MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
+    return int(PAGES_IN_FLIGHT * page_rows * (PAGE_MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
+
+
+def _shrinking(largest: int, smallest: int) -> list[int]:
+    """``largest``, then sizes about 3/4 of the one before, in multiples of ``smallest``, down to ``smallest``.
+
+    Steps of 3/4 rather than halves: for wide shards a batch half the size decodes markedly slower.
+    """
+    sizes = [largest]
+    while sizes[-1] > smallest:
+        sizes.append(max(smallest, sizes[-1] * 3 // 4 // smallest * smallest))
+    return sizes
+
+
+def _refusal(budget: Budget, smallest: MemoryPlan, detail: str = "") -> OptionError:
+    return OptionError(
+        f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) cannot hold even one minimal batch: "
+        f"{smallest.batch_rows:,} rows per batch"
+        + (f" and {smallest.page_rows:,} per page" if smallest.cache != "none" else "")
+        + f" need about {format_size(smallest.expected_peak_bytes)}, of which {format_size(smallest.fixed_bytes)} is the process itself{detail}.",
+        options=("memory_budget", "cache"),
+    )
+
+
+def plan_batches(
+    profile: DataProfile, budget: Budget | None, *, batch_rows: int, extra_bytes: int = 0, fixed: int | None = None
+) -> MemoryPlan:
+    """Batch rows for a pass that handles rows batch by batch without an XGBoost matrix (predict, evaluate, prune).
+
+    ``batch_rows`` is the largest allowed; under a budget it shrinks until the plan fits.
+    ``extra_bytes`` is what the pass holds besides its batches (prune's row sample and correlations).
+    """
+    fixed = fixed_bytes() if fixed is None else fixed
+
+    def build(batch: int) -> MemoryPlan:
+        block = int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * batch)
+        return MemoryPlan(batch, batch, 0, "none", "", fixed, _decode_bytes(profile, batch), block, 0, extra_bytes, budget)
+
+    if budget is None:
+        return build(batch_rows)
+    for batch in _shrinking(batch_rows, MIN_BATCH_ROWS):
+        plan = build(batch)
+        if plan.expected_peak_bytes <= budget.bytes:
+            return plan
+    raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)))
+
+
+def plan_source_batches(
+    source: Source, memory_budget: int | str | None, *, dense: bool = False, extra_bytes: Callable[[DataProfile], int] | None = None
+) -> MemoryPlan:
+    """Plan a batch-by-batch pass over ``source`` (see :func:`plan_batches`), log it, and set the source's batch rows.
+
+    ``dense``: the pass turns batches into dense rows of every feature (prune's statistics).
+    ``extra_bytes``: what the pass holds besides its batches, given the data's profile.
+    """
+    profile = profile_source(source)
+    extra = extra_bytes(profile) if extra_bytes is not None else 0
+    if dense:
+        profile = replace(profile, stored_values_per_row=len(source.layout.names))
+    plan = plan_batches(profile, Budget.resolve(memory_budget), batch_rows=source.batch_rows, extra_bytes=extra)
+    logger.info(plan.describe())
+    source.batch_rows = plan.batch_rows
+    return plan
+
+
+def plan_memory(
+    profile: DataProfile,
+    budget: Budget | None,
+    *,
+    batch_rows: int,
+    page_rows: int,
+    prefetch: int = 1,
+    cache: CacheKind = "auto",
+    fixed: int | None = None,
+) -> MemoryPlan:
+    """Choose sizes and a cache kind for ``profile`` under ``budget``.
+
+    ``batch_rows`` and ``page_rows`` are the largest sizes allowed; under a budget they shrink
+    in steps of about 3/4 (batches first, down to ``MIN_BATCH_ROWS``; then pages, to
+    ``MIN_PAGE_ROWS``) until the plan fits. ``cache="auto"`` sizes the plan for the disk cache, then keeps the
+    quantized matrix in memory instead if the plan with it still fits in ``MEMORY_CACHE_SHARE``
+    of the budget (of the available RAM without one). Raises :class:`OptionError` when nothing fits.
+    """
+    fixed = fixed_bytes() if fixed is None else fixed
+    training = int(profile.rows * (TRAINING_BYTES_PER_ROW + TRAINING_BYTES_PER_ROW_AND_OUTPUT * profile.outputs))
+    page_rows = min(page_rows, MAX_PAGE_ROWS)
+    limit = budget.bytes if budget is not None else None
+
+    def build(kind: Literal["memory", "disk"], batch: int, page: int, reason: str) -> MemoryPlan:
+        return MemoryPlan(
+            batch,
+            page,
+            prefetch,
+            kind,
+            reason,
+            fixed,
+            _decode_bytes(profile, batch),
+            _page_bytes(profile, page, prefetch),
+            training,
+            _matrix_bytes(profile, kind, page),
+            budget,
+        )
+
+    def fitting(kind: Literal["memory", "disk"], room: float | None, reason: str) -> MemoryPlan | None:
+        """The plan with the largest sizes whose peak is within ``room`` (the given sizes when None)."""
+        if room is None:
+            return build(kind, batch_rows, page_rows, reason)
+        for page in _shrinking(page_rows, MIN_PAGE_ROWS):
+            for batch in _shrinking(min(batch_rows, page), MIN_BATCH_ROWS):
+                plan = build(kind, batch, page, reason)
+                if plan.expected_peak_bytes <= room:
+                    return plan
+        return None
+
+    if cache != "auto":
+        plan = fitting(cache, limit, "asked for")
+    else:
+        plan = fitting("disk", limit, "")
+        if plan is not None:
+            in_memory = build("memory", plan.batch_rows, plan.page_rows, "")
+            room = (limit if limit is not None else psutil.virtual_memory().available) * MEMORY_CACHE_SHARE
+            where = "the budget" if limit is not None else "the available RAM"
+            size = format_size(in_memory.matrix_bytes)
+            if in_memory.expected_peak_bytes <= room:
+                plan = replace(in_memory, reason=f"the quantized matrix, about {size}, fits {where} with room to spare")
+            else:
+                plan = replace(plan, reason=f"the quantized matrix, about {size}, would crowd {where}")
+    if plan is None:
+        assert budget is not None
+        smallest = build("disk" if cache != "memory" else "memory", min(batch_rows, MIN_BATCH_ROWS), min(page_rows, MIN_PAGE_ROWS), "")
+        detail = f" and {format_size(smallest.matrix_bytes)} the in-memory matrix (try 'cache' disk)" if cache == "memory" else ""
+        raise _refusal(budget, smallest, detail)
+    return plan

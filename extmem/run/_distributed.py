@@ -1,0 +1,450 @@
+"""Distributed training on a Dask cluster: every worker streams its own shards into its own external-memory cache.
+
+The client reads only parquet footers: it fixes the feature layout, assigns whole shards to
+workers balanced by rows and starts XGBoost's tracker. Each worker then opens its shards
+with that layout, builds an ``ExtMemQuantileDMatrix`` in a private cache folder on its own
+disk and trains inside XGBoost's collective communicator, so quantile sketches, histograms
+and metrics are reduced across workers and every worker holds the same trees. Rank 0's
+booster comes back to the client. Cache folders live and die on the workers; after a
+failure, stale ones (their owner process gone) are swept on every worker.
+
+Needs the ``dask`` extra: ``pip install 'extmem[dask]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xgboost as xgb
+
+from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_PAGE_ROWS, DEFAULT_SKETCH_ROWS, DEFAULT_XGBOOST_PARAMS
+from extmem._folders import PrivateFolder, sweep_stale
+from extmem._memory import MemoryMonitor
+from extmem._sink import check_model_folder, publish_model
+from extmem._version import __version__
+from extmem.encode._layout import LAYOUT_ATTRIBUTE, FeatureLayout
+from extmem.errors import ExtmemError, LabelError, OptionError
+from extmem.read._dataset import KMER_PATTERN, SPLICE_LABELS, Dataset, DatasetLike, training_datasets
+from extmem.read._source import Source
+from extmem.run._xgboost import TrainResult, check_params, infer_objective
+from extmem.xgb._iterator import MatrixOptions
+from extmem.xgb._matrix import free_matrix, open_matrix
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    from distributed import Client
+
+logger = logging.getLogger("extmem")
+
+
+class ClusterError(ExtmemError):
+    """Distributed training failed on a worker (killed, out of memory, or an error in its shards)."""
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        msg = "Distributed training needs dask: pip install 'extmem[dask]'."
+        raise OptionError(msg) from None
+    return distributed
+
+
+def connect(scheduler: str | Client) -> tuple[Client, ExitStack]:
+    """A client for ``scheduler``: a ``distributed.Client``, a scheduler address, or ``local:N`` (a new local cluster of N worker processes).
+
+    The returned stack closes what was opened here (never a client passed in).
+    """
+    distributed = _import_distributed()
+    stack = ExitStack()
+    if isinstance(scheduler, distributed.Client):
+        return scheduler, stack
+    if scheduler.startswith("local:"):
+        count = scheduler.removeprefix("local:")
+        if not count.isdigit() or int(count) < 1:
+            msg = f"The 'scheduler' local:N needs a positive number of workers; got {scheduler!r}."
+            raise OptionError(msg, options=("scheduler",))
+        workers = int(count)
+        import dask
+
+        # a worker that dies is not given the task again: the other workers could not rejoin its collective anyway
+        stack.enter_context(dask.config.set({"distributed.scheduler.allowed-failures": 0}))
+        cluster = stack.enter_context(
+            distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=max(1, (os.cpu_count() or 1) // workers), processes=True, dashboard_address=":0"
+            )
+        )
+        return stack.enter_context(distributed.Client(cluster)), stack
+    try:
+        return stack.enter_context(distributed.Client(scheduler, timeout=30)), stack
+    except OSError as exc:
+        msg = f"Cannot reach the Dask 'scheduler' {scheduler!r}: {exc}"
+        raise OptionError(msg, options=("scheduler",)) from None
+
+
+def assign_shards(shards: Sequence[str], rows: Sequence[int], workers: int) -> list[list[str]]:
+    """Whole shards per worker, largest first to the worker with the fewest rows so far (balanced by rows).
+
+    Workers beyond the number of shards get none. Each worker's shards keep their dataset order.
+    """
+    loads = [0] * workers
+    assigned: list[list[int]] = [[] for _ in range(workers)]
+    for index in sorted(range(len(shards)), key=lambda i: -rows[i]):
+        worker = min(range(workers), key=lambda w: (loads[w], w))
+        assigned[worker].append(index)
+        loads[worker] += rows[index]
+    return [[shards[i] for i in sorted(indices)] for indices in assigned if indices]
+
+
+@dataclass(frozen=True)
+class _WorkerTask:
+    """What one worker trains on and with."""
+
+    rank: int
+    train: Dataset
+    valid: Dataset | None
+    layout: FeatureLayout
+    params: dict[str, Any]
+    rounds: int
+    early_stopping_rounds: int | None
+    options: MatrixOptions
+    cache_dir: str | None
+    comm_args: dict[str, Any] = field(default_factory=dict)
+    """XGBoost's communicator arguments, set once the tracker runs."""
+
+
+def _worker_tasks(
+    source: Source,
+    valid: Dataset | None,
+    workers: int,
+    params: dict[str, Any],
+    rounds: int,
+    early_stopping_rounds: int | None,
+    options: MatrixOptions,
+    cache_dir: str | os.PathLike[str] | None,
+) -> list[_WorkerTask]:
+    """One task per worker that gets shards (absolute paths: the workers' working folders may differ).
+
+    Every worker must make the same collective calls, so whether cuts come from a sample
+    follows the whole dataset's rows, and each worker samples its share of ``sketch_rows`` in
+    proportion to its rows. ``valid`` shards are assigned like the training shards; a
+    ``valid_fraction`` split is applied by each worker to its own shards.
+    """
+    dataset, schema = source.dataset, source.schema
+    rows_of = {os.path.abspath(shard): rows for shard, rows in zip(schema.shards, schema.shard_rows)}
+    shares = assign_shards(list(rows_of), list(rows_of.values()), workers)
+    valid_shares: list[list[str]] = []
+    if valid is not None and valid.holdout is None:
+        valid_schema = Source(valid, source.layout, announce=False).schema
+        valid_shares = assign_shards([os.path.abspath(shard) for shard in valid_schema.shards], valid_schema.shard_rows, len(shares))
+        if len(valid_shares) < len(shares):
+            msg = f"The validation data has {len(valid_schema.shards)} shard(s), fewer than the {len(shares)} training workers: every worker needs some."
+            raise OptionError(msg)
+    total_rows = max(schema.rows, 1)
+    tasks = []
+    for rank, shards in enumerate(shares):
+        worker_rows = sum(rows_of[shard] for shard in shards)
+        worker_options = replace(
+            options, sketch_rows=max(1, options.sketch_rows * worker_rows // total_rows), sample_cuts=total_rows > options.sketch_rows
+        )
+        valid_part = None if valid is None else replace(valid, path=valid_shares[rank] if valid_shares else shards)
+        tasks.append(
+            _WorkerTask(
+                rank,
+                replace(dataset, path=shards),
+                valid_part,
+                source.layout,
+                params,
+                rounds,
+                early_stopping_rounds,
+                worker_options,
+                os.fspath(cache_dir) if cache_dir is not None else None,
+            )
+        )
+    return tasks
+
+
+def _agreed_objective(labels: np.ndarray, layout: FeatureLayout, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The objective inferred from every worker's labels: their minimum, maximum and integrality are all-reduced."""
+    local = np.array([-labels.min(initial=np.inf), labels.max(initial=-np.inf), float(np.any(labels != np.round(labels)))])
+    reduced = xgb.collective.allreduce(local, xgb.collective.Op.MAX)
+    return _objective_of_range(-reduced[0], reduced[1], bool(reduced[2]), layout, params)
+
+
+def _objective_of_range(low: float, high: float, fractional: bool, layout: FeatureLayout, params: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`infer_objective` from the labels' range and integrality, which is all it needs of them."""
+    return infer_objective(np.array([low, high, *([low + 0.5] if fractional else [])]), layout, params)
+
+
+def _sweep_caches(root: str | None) -> list[str]:
+    """Runs on every worker after a failure: remove cache folders whose owner process is gone."""
+    return [str(path) for path in sweep_stale(root if root is not None else tempfile.gettempdir())]
+
+
+def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
+    """Runs on a Dask worker: build this worker's matrices inside the communicator and train."""
+    from distributed import get_worker
+
+    started = time.perf_counter()
+    worker = get_worker()
+    with MemoryMonitor() as monitor, xgb.collective.CommunicatorContext(**task.comm_args), ExitStack() as stack:
+        dtrain, info = open_matrix(task.train, stack.enter_context(PrivateFolder(task.cache_dir)), task.options, layout=task.layout)
+        stack.callback(free_matrix, dtrain)
+        evals = [(dtrain, "train")]
+        if task.valid is not None:
+            dvalid, _ = open_matrix(task.valid, stack.enter_context(PrivateFolder(task.cache_dir)), task.options, layout=task.layout, ref=dtrain)
+            stack.callback(free_matrix, dvalid)
+            evals.append((dvalid, "valid"))
+        params = {**task.params, "nthread": worker.state.nthreads}
+        params.update(_agreed_objective(dtrain.get_label(), task.layout, params))
+        history: dict[str, dict[str, list[float]]] = {}
+        # metrics are all-reduced, so every worker stops at the same round
+        stop = [xgb.callback.EarlyStopping(rounds=task.early_stopping_rounds, save_best=True)] if task.early_stopping_rounds else []
+        booster = xgb.train(params, dtrain, task.rounds, evals=evals, evals_result=history, verbose_eval=False, callbacks=stop)
+        cache_bytes = info.cache.size_bytes()
+        rank = xgb.collective.get_rank()
+        model = bytes(booster.save_raw()) if rank == 0 else None
+    return {
+        "rank": rank,
+        "worker": worker.address,
+        "shards": len(info.source.schema.shards),
+        "rows": info.stats.rows,
+        "cuts_from_rows": info.stats.cuts_from_rows,
+        "peak_rss_bytes": monitor.peak_rss_bytes,
+        "peak_anon_bytes": monitor.peak_anon_bytes,
+        "cache_bytes": cache_bytes,
+        "seconds": round(time.perf_counter() - started, 3),
+        "params": params,
+        "history": history,
+        "booster": model,
+    }
+
+
+def _reason(error: BaseException | None) -> str:
+    """One line for a worker's error: XGBoost's chain of causes without its stack trace; a worker that died, said so."""
+    if type(error).__name__ == "KilledWorker":
+        return "the worker process died (killed, or out of memory)"
+    lines = str(error).splitlines()
+    causes = [line.split("]: ", 1)[-1] for line in lines if line.startswith("- [")]
+    if causes:
+        return f"XGBoost's collective failed ({'; '.join(causes)}): another worker probably died (killed, or out of memory)"
+    return f"{type(error).__name__}: {lines[0] if lines else error}"
+
+
+def _free(tracker: xgb.tracker.RabitTracker) -> None:
+    """Stop the tracker; after a failed run it reports the failed connections, which the worker's error already told."""
+    try:
+        tracker.free()
+    except xgb.core.XGBoostError as exc:
+        logger.debug("extmem: tracker stopped with: %s", exc)
+
+
+def _tracker_host(client: Client) -> str:
+    """This machine's address as the scheduler's network sees it (the workers connect to the tracker there)."""
+    from distributed.comm import get_address_host
+
+    scheduler_host = get_address_host(client.scheduler.address)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((scheduler_host, 9))  # no packet is sent: this only picks the interface
+        return str(probe.getsockname()[0])
+
+
+def train_distributed(
+    scheduler: str | Client,
+    data: DatasetLike | dd.DataFrame,
+    label: str | None = "splice_type",
+    *,
+    out: str | os.PathLike[str] | None = None,
+    rounds: int = 100,
+    params: Mapping[str, Any] | None = None,
+    valid: DatasetLike | None = None,
+    valid_fraction: float | None = None,
+    group_by: str | None = None,
+    early_stopping_rounds: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    page_rows: int = DEFAULT_PAGE_ROWS,
+    sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    memory_budget: int | str | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> TrainResult:
+    """Train on a Dask cluster, each worker streaming its share of the shards through its own external-memory cache.
+
+    ``scheduler`` is a ``distributed.Client``, a scheduler address or ``local:N``. Shards are
+    assigned whole to workers, balanced by rows (from the parquet footers); ``valid`` shards
+    are assigned the same way and ``valid_fraction`` splits every worker's rows as in
+    :func:`extmem.train`; ``early_stopping_rounds`` keeps the best round's trees, as there.
+    ``cache_dir`` and ``memory_budget`` apply on each worker (the cache is
+    always on disk there). ``data`` may instead be a ``dask.dataframe.DataFrame`` already on the
+    cluster: it then trains through ``xgboost.dask`` (in worker memory, not external memory).
+    Returns a :class:`extmem.TrainResult` with rank 0's booster; with ``out``, writes
+    ``model.ubj`` and ``report.json`` there, as ``extmem train`` does (``overwrite`` as there).
+    """
+    distributed = _import_distributed()
+    if out is not None:
+        check_model_folder(out, overwrite=overwrite)
+    merged: dict[str, Any] = {**DEFAULT_XGBOOST_PARAMS, **(params or {})}
+    check_params(merged)
+    if _is_dask_frame(data):
+        if valid is not None or valid_fraction is not None or options:
+            msg = "A dask DataFrame trains through xgboost.dask with its own columns: validation and dataset options do not apply."
+            raise OptionError(msg)
+        client, stack = connect(scheduler)
+        with stack:
+            return _train_frame(client, data, label or "splice_type", rounds, merged, out)
+    seed = int(merged.get("seed", 0))
+    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
+    if merged["tree_method"] != "hist":
+        msg = f"Distributed training builds ExtMemQuantileDMatrix on every worker, which needs tree_method 'hist'; got {merged['tree_method']!r}."
+        raise OptionError(msg)
+    build = MatrixOptions(
+        page_rows,
+        merged.get("max_bin"),
+        sketch_rows=sketch_rows,
+        seed=seed,
+        cache="disk",
+        memory_budget=memory_budget,
+    )
+    started = time.perf_counter()
+    source = Source(dataset)
+    layout = source.layout
+    client, stack = connect(scheduler)
+    with stack:
+        workers = list(client.scheduler_info(n_workers=-1)["workers"])
+        if not workers:
+            msg = "The Dask cluster has no workers."
+            raise ClusterError(msg)
+        tasks = _worker_tasks(source, valid_dataset, len(workers), merged, rounds, early_stopping_rounds, build, cache_dir)
+        tracker = xgb.tracker.RabitTracker(n_workers=len(tasks), host_ip=_tracker_host(client), sortby="task")
+        tracker.start()
+        comm_args = tracker.worker_args()
+        futures = [
+            client.submit(
+                _train_on_worker,
+                replace(task, comm_args={**comm_args, "dmlc_task_id": f"{task.rank:06d}"}),  # ranks follow the task ids
+                workers=[workers[task.rank]],
+                allow_other_workers=False,
+                pure=False,
+                retries=0,
+            )
+            for task in tasks
+        ]
+        try:
+            for future in distributed.as_completed(futures):
+                if future.status == "error":
+                    rank = futures.index(future)
+                    msg = (
+                        f"Distributed training failed on worker {workers[rank]} (rank {rank}): {_reason(future.exception())}. "
+                        "The workers' cache folders were removed."
+                    )
+                    raise ClusterError(msg)
+            results = sorted(client.gather(futures), key=lambda result: result["rank"])
+            tracker.wait_for()
+        except BaseException:
+            client.cancel(futures)
+            swept = client.run(_sweep_caches, os.fspath(cache_dir) if cache_dir is not None else None)
+            logger.info("extmem: swept stale cache folders on the workers: %s", swept)
+            raise
+        finally:
+            _free(tracker)
+    first = results[0]
+    booster = xgb.Booster(model_file=bytearray(first["booster"]))
+    report = {
+        "rows": sum(result["rows"] for result in results),
+        "seconds": round(time.perf_counter() - started, 3),
+        "params": first["params"],
+        "history": first["history"],
+        "best_iteration": booster.num_boosted_rounds() - 1 if early_stopping_rounds is not None else None,
+        "workers": [{key: value for key, value in result.items() if key not in ("booster", "history", "params")} for result in results],
+        "peak_rss_bytes": max(result["peak_rss_bytes"] for result in results),
+        "peak_anon_bytes": max(result["peak_anon_bytes"] for result in results),
+        "cache_bytes": sum(result["cache_bytes"] for result in results),
+        "dropped_columns": source.dropped,
+    }
+    return _finish(booster, layout, report, out)
+
+
+def _finish(booster: xgb.Booster, layout: FeatureLayout, report: dict[str, Any], out: str | os.PathLike[str] | None) -> TrainResult:
+    """Record the layout in the booster, complete the report, and write both to ``out`` as ``extmem train`` does."""
+    booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
+    history = report["history"]
+    report = {
+        "extmem_version": __version__,
+        "xgboost_version": xgb.__version__,
+        "features": len(layout.names),
+        "rounds": booster.num_boosted_rounds(),
+        "classes": layout.classes,
+        "metrics": {name: {metric: float(values[-1]) for metric, values in metrics.items()} for name, metrics in history.items()},
+        **report,
+    }
+    if out is not None:
+        publish_model(Path(out), BOOSTER_MODEL_FILE, lambda file: file.write(booster.save_raw("ubj")), report)
+    return TrainResult(booster, report)
+
+
+LABEL_COLUMN = "__extmem_label__"
+
+
+def _is_dask_frame(data: object) -> bool:
+    return type(data).__module__.startswith("dask") and hasattr(data, "map_partitions") and hasattr(data, "columns")
+
+
+def _train_frame(
+    client: Client, frame: Any, label: str, rounds: int, params: dict[str, Any], out: str | os.PathLike[str] | None
+) -> TrainResult:
+    """A ``dask.dataframe`` already in the cluster: XGBoost's own Dask interface, with extmem's feature rules and layout.
+
+    Numeric columns but the label are features (strings are left out, as from parquet), zeros
+    in count columns become missing as extmem's readers make them, and string labels map
+    through the splice classes, so the model scores parquet shards like any extmem model.
+    """
+    import dask
+    import pandas as pd
+    from xgboost import dask as dxgb
+
+    if label not in frame.columns:
+        msg = f"The label column {label!r} is not in the dask DataFrame (columns: {', '.join(map(str, frame.columns[:10]))}...)."
+        raise OptionError(msg)
+    names = [str(name) for name, dtype in frame.dtypes.items() if name != label and pd.api.types.is_numeric_dtype(dtype)]
+    string_labels = not pd.api.types.is_numeric_dtype(frame.dtypes[label])
+    layout = FeatureLayout.from_names(names, KMER_PATTERN, label, dict(SPLICE_LABELS) if string_labels else None)
+    counts = [name for name, sparse in zip(layout.names, layout.zero_is_missing) if sparse]
+
+    def prepare(part: pd.DataFrame) -> pd.DataFrame:
+        prepared = part[names].astype("float32")
+        prepared[counts] = prepared[counts].mask(prepared[counts] == 0)
+        labels = part[label]
+        if string_labels:
+            labels = labels.map(SPLICE_LABELS)
+            if labels.isna().any():
+                msg = f"The label column {label!r} holds {part[label][labels.isna()].iloc[0]!r}, not one of {', '.join(SPLICE_LABELS)}."
+                raise LabelError(msg)
+        prepared[LABEL_COLUMN] = labels.astype("float32")
+        return prepared
+
+    meta = pd.DataFrame({name: pd.Series(dtype="float32") for name in [*names, LABEL_COLUMN]})
+    # one pass over the frame, held by the workers as xgboost.dask holds its input: X and y then share partitions
+    prepared = frame.map_partitions(prepare, meta=meta).persist()
+    X, y = prepared[names], prepared[LABEL_COLUMN]
+    started = time.perf_counter()
+    low, high, fractional = dask.compute(y.min(), y.max(), (y != y.round()).any())
+    params = {**params, **_objective_of_range(low, high, bool(fractional), layout, params)}
+    dtrain = dxgb.DaskQuantileDMatrix(client, X, y, missing=np.nan)
+    output = dxgb.train(client, params, dtrain, rounds, evals=[(dtrain, "train")])
+    report = {
+        "rows": int(dask.compute(y.size)[0]),
+        "seconds": round(time.perf_counter() - started, 3),
+        "params": params,
+        "history": output["history"],
+    }
+    return _finish(output["booster"], layout, report, out)

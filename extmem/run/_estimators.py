@@ -1,0 +1,187 @@
+"""scikit-learn-style estimators: XGBoost's own `XGBClassifier`/`XGBRegressor`, fitted on parquet datasets.
+
+They subclass XGBoost's wrappers, so every hyper-parameter, ``get_params``/``set_params``,
+``clone``, callbacks, early stopping, ``best_iteration``, ``feature_importances_`` and
+``save_model`` behave as XGBoost documents them. Only the data arguments change: ``fit``,
+``predict``, ``predict_proba`` and ``score`` also take a dataset (a path or an
+:class:`extmem.Dataset`), which is streamed into matrices held in memory or on disk as
+``cache`` and ``memory_budget`` decide (see :func:`extmem.dmatrix`); ``fit`` frees them,
+cache files included, before it returns. In-memory arrays work as with XGBoost; for a model
+fitted on a dataset they are first converted to the representation it was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from extmem._defaults import DEFAULT_PAGE_ROWS, DEFAULT_SKETCH_ROWS
+from extmem._folders import PrivateFolder
+from extmem.encode._blocks import encode
+from extmem.encode._layout import LAYOUT_ATTRIBUTE, FeatureLayout
+from extmem.errors import OptionError
+from extmem.read._dataset import Dataset, as_dataset
+from extmem.read._plan import CacheKind
+from extmem.score._predict import Model, evaluate
+from extmem.xgb._iterator import MatrixOptions
+from extmem.xgb._matrix import free_matrix, matrix_info, open_matrix
+
+
+def _is_dataset(X: Any) -> bool:
+    return isinstance(X, (str, os.PathLike, Dataset))
+
+
+class _DatasetFitting:
+    """The external-memory matrices of one ``fit`` call: the training matrix first, then eval sets."""
+
+    def __init__(self, estimator: _DatasetMixin, dataset: Dataset) -> None:
+        self.estimator = estimator
+        self.dataset = dataset
+        self.matrices: list[xgb.DMatrix] = []
+        self.train_matrix = self._open(dataset, None)
+
+    def _open(self, dataset: Dataset, ref: xgb.DMatrix | None) -> xgb.DMatrix:
+        est = self.estimator
+        seed = est.random_state if isinstance(est.random_state, int) else 0
+        options = MatrixOptions(
+            page_rows=est.page_rows,
+            max_bin=est.max_bin,
+            sketch_rows=est.sketch_rows,
+            seed=seed,
+            cache=est.cache,
+            memory_budget=est.memory_budget,
+        )
+        matrix, _ = open_matrix(dataset, PrivateFolder(est.cache_dir), options, ref=ref)
+        self.matrices.append(matrix)
+        return matrix
+
+    def matrix(self, data: Any, ref: xgb.DMatrix | None) -> xgb.DMatrix:
+        """The training matrix for the training dataset; a new one (same columns and cuts) for an eval set."""
+        if data is self.dataset:
+            return self.train_matrix
+        return self._open(as_dataset(data, self.dataset.label, {}), ref if ref is not None else self.train_matrix)
+
+    def close(self) -> None:
+        for matrix in reversed(self.matrices):
+            free_matrix(matrix)
+        self.matrices.clear()
+
+
+class _DatasetMixin:
+    """Dataset support shared by the estimators. Listed before XGBoost's class: it defines no
+    ``get_params``, so XGBoost's ``get_params`` walks on to its own class for the hyper-parameters."""
+
+    max_bin: int | None
+    random_state: Any
+
+    def __init__(
+        self,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        page_rows: int = DEFAULT_PAGE_ROWS,
+        sketch_rows: int = DEFAULT_SKETCH_ROWS,
+        cache: CacheKind = "auto",
+        memory_budget: int | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[call-arg]
+        self.cache_dir = cache_dir
+        self.page_rows = page_rows
+        self.sketch_rows = sketch_rows
+        self.cache = cache
+        self.memory_budget = memory_budget
+
+    def _wrapper_params(self) -> set[str]:
+        return super()._wrapper_params() | {"cache_dir", "page_rows", "sketch_rows", "cache", "memory_budget"}  # type: ignore[misc]
+
+    def fit(self, X: Any, y: Any = None, **kwargs: Any) -> Any:
+        """XGBoost's ``fit``; ``X`` (and each ``eval_set`` entry) may be a dataset, whose label column gives ``y``."""
+        if not _is_dataset(X):
+            return super().fit(X, y, **kwargs)  # type: ignore[misc]
+        if y is not None or kwargs.get("sample_weight") is not None:
+            msg = (
+                "With a dataset as X, labels and weights come from its columns: pass y=None, and Dataset(..., weight='column') for weights."
+            )
+            raise OptionError(msg)
+        eval_set = kwargs.get("eval_set")
+        if eval_set is not None:
+            kwargs["eval_set"] = [(item, None) if _is_dataset(item) else tuple(item) for item in eval_set]
+        fitting = _DatasetFitting(self, as_dataset(X, "splice_type", {}))
+        self._extmem_fitting = fitting
+        try:
+            layout = matrix_info(fitting.train_matrix).layout
+            super().fit(fitting.dataset, fitting.train_matrix.get_label(), **kwargs)  # type: ignore[misc]
+        finally:
+            del self._extmem_fitting
+            fitting.close()
+        self.get_booster().set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})  # type: ignore[attr-defined]
+        return self
+
+    def _create_dmatrix(self, ref: xgb.DMatrix | None, **kwargs: Any) -> xgb.DMatrix:
+        fitting: _DatasetFitting | None = self.__dict__.get("_extmem_fitting")
+        if fitting is not None and _is_dataset(kwargs["data"]):
+            return fitting.matrix(kwargs["data"], ref)
+        return super()._create_dmatrix(ref, **kwargs)  # type: ignore[misc]
+
+    @property
+    def layout(self) -> FeatureLayout | None:
+        """The feature layout of a model fitted on a dataset (None when fitted on arrays); saved with the model."""
+        text = self.get_booster().attr(LAYOUT_ATTRIBUTE)  # type: ignore[attr-defined]
+        return FeatureLayout.from_json(text) if text is not None else None
+
+    def _model(self, iteration_range: tuple[int, int] | None) -> Model:
+        if self.layout is None:
+            msg = "This estimator was fitted on arrays, not on a dataset; it cannot read one to score."
+            raise OptionError(msg)
+        booster = self.get_booster()  # type: ignore[attr-defined]
+        return Model(booster, self.layout, self._get_iteration_range(iteration_range))  # type: ignore[attr-defined]
+
+    def _encoded(self, X: Any) -> Any:
+        return X if self.layout is None else encode(X, self.layout)
+
+    def predict(
+        self,
+        X: Any,
+        output_margin: bool = False,
+        validate_features: bool = True,
+        base_margin: Any = None,
+        iteration_range: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """XGBoost's ``predict``; a dataset ``X`` is streamed batch by batch."""
+        if _is_dataset(X) and not output_margin and base_margin is None:
+            return self._model(iteration_range).predict(X)
+        return super().predict(self._encoded(X), output_margin, validate_features, base_margin, iteration_range)  # type: ignore[misc]
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Accuracy (classifier) or R² (regressor), as scikit-learn's; a dataset ``X`` is scored streaming with its own labels."""
+        if not _is_dataset(X):
+            return super().score(self._encoded(X), y, sample_weight)  # type: ignore[misc]
+        metrics = evaluate(self._model(None), X)
+        return float(metrics["accuracy"] if "accuracy" in metrics else metrics["r2"])
+
+
+class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
+    """``xgboost.XGBClassifier`` that also fits and scores parquet datasets through external memory.
+
+    ``cache_dir``, ``page_rows`` and ``sketch_rows`` set up the external-memory matrices (see
+    :func:`extmem.dmatrix`); every other argument is XGBoost's.
+    """
+
+    def predict_proba(
+        self, X: Any, validate_features: bool = True, base_margin: Any = None, iteration_range: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """XGBoost's ``predict_proba``; a dataset ``X`` is streamed batch by batch."""
+        if _is_dataset(X) and base_margin is None:
+            return self._model(iteration_range).predict_proba(X)
+        return super().predict_proba(self._encoded(X), validate_features, base_margin, iteration_range)
+
+
+class XGBRegressor(_DatasetMixin, xgb.XGBRegressor):
+    """``xgboost.XGBRegressor`` that also fits and scores parquet datasets through external memory.
+
+    ``cache_dir``, ``page_rows`` and ``sketch_rows`` set up the external-memory matrices (see
+    :func:`extmem.dmatrix`); every other argument is XGBoost's.
+    """

@@ -1,0 +1,698 @@
+"""Incremental trainer: scikit-learn ``partial_fit`` models fed by the same source -> blocks stream as XGBoost.
+
+The first pass reads the dataset once into a page spool in a private cache folder, gathering
+per-feature statistics (for standardisation) and class weights on the way. Each epoch then
+replays the spooled pages in a shuffled order, rows shuffled within each page, into
+``partial_fit``. Memory depends on the page, never on the number of rows.
+
+Features are prepared per kind of column. Count columns (``layout.zero_is_missing``, the
+k-mers) stay sparse: linear models see them divided by their standard deviation, naive Bayes
+sees the raw counts (multinomial). Value columns (scores, coordinates) are centred and scaled,
+a missing value counting as the mean; naive Bayes models them as Gaussians. Scaling them first
+keeps Gaussian naive Bayes' variance smoothing (a share of the largest variance) from being
+set by a coordinate column and swamping every other feature.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import sklearn
+from scipy.special import logsumexp
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import SGDClassifier
+from sklearn.naive_bayes import GaussianNB, MultinomialNB
+
+from extmem._atomic import write_atomically
+from extmem._defaults import DEFAULT_EPOCHS, DEFAULT_PAGE_ROWS, INCREMENTAL_MODEL_FILE, INCREMENTAL_MODELS
+from extmem._folders import PrivateFolder
+from extmem._memory import MemoryMonitor
+from extmem._progress import ProgressBar
+from extmem._sink import check_model_folder, publish_model
+from extmem._version import __version__
+from extmem.encode._blocks import Block, pages
+from extmem.encode._layout import FeatureLayout
+from extmem.errors import FeatureValueError, LabelError, NoRowsError, OptionError, check_positive_int
+from extmem.read._dataset import Dataset, DatasetLike, training_datasets
+from extmem.read._plan import DataProfile, MemoryPlan, plan_source_batches
+from extmem.read._source import Source
+from extmem.score._metrics import StreamingMetrics
+from extmem.score._scorer import Scorer
+from extmem.xgb._spool import PageSpool
+
+logger = logging.getLogger("extmem")
+
+FORMAT_VERSION = 1
+ClassWeight = Literal["balanced", "none"]
+
+_SGD_SETTINGS: Mapping[str, Mapping[str, Any]] = {
+    "sgd_logistic": {"loss": "log_loss"},
+    "sgd_hinge": {"loss": "hinge"},
+    # scikit-learn 1.8 deprecated PassiveAggressiveClassifier for this SGDClassifier setting.
+    "passive_aggressive": {"loss": "hinge", "penalty": None, "learning_rate": "pa1", "eta0": 1.0},
+}
+
+_FITTED_ATTRIBUTES: Mapping[str, tuple[type, tuple[str, ...]]] = {
+    "SGDClassifier": (SGDClassifier, ("coef_", "intercept_", "classes_", "t_", "n_features_in_")),
+    "GaussianNB": (GaussianNB, ("theta_", "var_", "class_prior_", "class_count_", "classes_", "epsilon_", "n_features_in_")),
+    "MultinomialNB": (
+        MultinomialNB,
+        ("feature_count_", "class_count_", "feature_log_prob_", "class_log_prior_", "classes_", "n_features_in_"),
+    ),
+}
+"""The estimator classes a saved model may name, and the fitted arrays restored into them: all that ``load`` trusts."""
+
+PAGE_BYTES_PER_VALUE = 48
+"""Bytes per stored value of a page being shuffled and standardised (copies of data, indices and the scaled result)."""
+
+
+@dataclass
+class FeatureStats:
+    """Per-feature count of values, mean and sum of squared deviations, merged page by page (Chan et al.).
+
+    Count columns count every row (absent means 0); value columns count their non-missing values.
+    """
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def empty(cls, n_features: int) -> FeatureStats:
+        return cls(np.zeros(n_features), np.zeros(n_features), np.zeros(n_features))
+
+    def add(self, parts: FeatureParts) -> None:
+        """Merge one page's statistics."""
+        values, counts = parts.values, parts.counts
+        present = ~np.isnan(values)
+        n_values = present.sum(axis=0).astype(np.float64)
+        filled = np.where(present, values, 0.0)
+        value_mean = filled.sum(axis=0) / np.maximum(n_values, 1)
+        value_m2 = (np.where(present, values - value_mean, 0.0) ** 2).sum(axis=0)
+        rows = float(counts.shape[0])
+        count_mean = np.asarray(counts.sum(axis=0)).ravel() / max(rows, 1)
+        count_m2 = np.maximum(np.asarray(counts.multiply(counts).sum(axis=0)).ravel() - rows * count_mean**2, 0.0)
+        for columns, n, mean, m2 in (
+            (parts.value_columns, n_values, value_mean, value_m2),
+            (parts.count_columns, np.full(counts.shape[1], rows), count_mean, count_m2),
+        ):
+            before = self.count[columns]
+            total = before + n
+            delta = mean - self.mean[columns]
+            share = np.divide(n, total, out=np.zeros_like(n), where=total > 0)
+            self.mean[columns] += delta * share
+            self.m2[columns] += m2 + delta**2 * before * share
+            self.count[columns] = total
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation; 1 where a feature is constant or never seen, so scaling leaves it alone."""
+        variance = np.divide(self.m2, self.count, out=np.zeros_like(self.m2), where=self.count > 0)
+        std = np.sqrt(variance)
+        return np.where(std > 0, std, 1.0)
+
+
+@dataclass(frozen=True)
+class FeatureParts:
+    """A page's features split by kind: value columns dense (NaN = missing), count columns sparse."""
+
+    values: np.ndarray
+    counts: sp.csr_matrix
+    value_columns: np.ndarray
+    count_columns: np.ndarray
+
+    @classmethod
+    def split(cls, X: sp.csr_matrix | np.ndarray, layout: FeatureLayout) -> FeatureParts:
+        sparse = layout.sparse_mask
+        value_columns, count_columns = np.flatnonzero(~sparse), np.flatnonzero(sparse)
+        if not sp.issparse(X):
+            dense = np.asarray(X, dtype=np.float64)
+            return cls(dense[:, value_columns], sp.csr_matrix(np.nan_to_num(dense[:, count_columns])), value_columns, count_columns)
+        X = sp.csr_matrix(X)
+        stored = X[:, value_columns].tocoo()
+        values = np.full((X.shape[0], value_columns.size), np.nan)
+        values[stored.row, stored.col] = stored.data
+        return cls(values, sp.csr_matrix(X[:, count_columns], dtype=np.float64), value_columns, count_columns)
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-feature means and scales from the first pass, in layout column order."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def values(self, parts: FeatureParts) -> np.ndarray:
+        """Value columns centred and scaled; a missing value becomes 0, the mean."""
+        return np.nan_to_num((parts.values - self.mean[parts.value_columns]) / self.scale[parts.value_columns])
+
+    def scaled(self, parts: FeatureParts) -> sp.csr_matrix:
+        """Linear-model input: the standardised value columns, then the count columns divided by their scale (still sparse)."""
+        counts = parts.counts.multiply(1.0 / self.scale[parts.count_columns][None, :])
+        return sp.hstack([sp.csr_matrix(self.values(parts)), counts], format="csr")
+
+
+class _Learner:
+    """The scikit-learn estimator(s) of one model kind and how its features are prepared."""
+
+    hard = False
+
+    def __init__(self, estimators: dict[str, Any], standardizer: Standardizer) -> None:
+        self.estimators = estimators
+        self.standardizer = standardizer
+
+    def partial_fit(self, parts: FeatureParts, labels: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def raw(self, parts: FeatureParts) -> np.ndarray:
+        """(rows, classes) probabilities, or class ids for a ``hard`` learner."""
+        raise NotImplementedError
+
+
+class _LinearLearner(_Learner):
+    """One ``SGDClassifier`` (logistic, hinge or passive-aggressive) on standardised features."""
+
+    def __init__(self, estimators: dict[str, Any], standardizer: Standardizer) -> None:
+        super().__init__(estimators, standardizer)
+        self.hard = estimators["linear"].loss != "log_loss"
+
+    def partial_fit(self, parts: FeatureParts, labels: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
+        self.estimators["linear"].partial_fit(self.standardizer.scaled(parts), labels, classes=classes, sample_weight=weights)
+
+    def raw(self, parts: FeatureParts) -> np.ndarray:
+        linear = self.estimators["linear"]
+        X = self.standardizer.scaled(parts)
+        return linear.predict(X) if self.hard else linear.predict_proba(X)
+
+
+class _NaiveBayesLearner(_Learner):
+    """Multinomial naive Bayes on the count columns and Gaussian naive Bayes on the value columns, combined.
+
+    Naive Bayes assumes features independent given the class, so the joint log-likelihood of
+    a row is the sum of both parts' joint log-likelihoods less the class prior counted twice.
+    """
+
+    def partial_fit(self, parts: FeatureParts, labels: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
+        if "counts" in self.estimators:
+            self.estimators["counts"].partial_fit(parts.counts, labels, classes=classes, sample_weight=weights)
+        if "values" in self.estimators:
+            self.estimators["values"].partial_fit(self.standardizer.values(parts), labels, classes=classes, sample_weight=weights)
+
+    def raw(self, parts: FeatureParts) -> np.ndarray:
+        joint = []
+        if "counts" in self.estimators:
+            joint.append(self.estimators["counts"].predict_joint_log_proba(parts.counts))
+        if "values" in self.estimators:
+            joint.append(self.estimators["values"].predict_joint_log_proba(self.standardizer.values(parts)))
+        total = sum(joint[1:], joint[0])
+        if len(joint) == 2:
+            total -= self.estimators["counts"].class_log_prior_
+        return np.exp(total - logsumexp(total, axis=1, keepdims=True))
+
+
+def _estimators(kind: str, params: Mapping[str, Any], layout: FeatureLayout | None, seed: int = 0) -> dict[str, Any]:
+    """Unfitted estimators for ``kind`` with ``params`` (checked against the estimators' own parameters).
+
+    Naive Bayes gets a part per kind of column in ``layout`` (both parts when it is None).
+    """
+    if kind in _SGD_SETTINGS:
+        parts = {"linear": SGDClassifier(**{"random_state": seed, **_SGD_SETTINGS[kind]})}
+    elif kind == "naive_bayes":
+        sparse = layout.sparse_mask if layout is not None else np.array([True, False])
+        parts = {}
+        if sparse.any():
+            parts["counts"] = MultinomialNB()
+        if not sparse.all():
+            parts["values"] = GaussianNB()
+    else:
+        msg = f"Unknown 'model' {kind!r}; choose one of {', '.join(INCREMENTAL_MODELS)}."
+        raise OptionError(msg, options=("model",))
+    for name, value in params.items():
+        owners = [estimator for estimator in parts.values() if name in estimator.get_params()]
+        if not owners:
+            known = sorted({key for estimator in parts.values() for key in estimator.get_params()})
+            msg = f"The parameter {name!r} ('params') is not one of the {kind} model's: {', '.join(known)}."
+            raise OptionError(msg, options=("params",))
+        for estimator in owners:
+            estimator.set_params(**{name: value})
+    return parts
+
+
+def _learner(kind: str, estimators: dict[str, Any], standardizer: Standardizer) -> _Learner:
+    return (_NaiveBayesLearner if kind == "naive_bayes" else _LinearLearner)(estimators, standardizer)
+
+
+@dataclass(frozen=True)
+class IncrementalModel(Scorer):
+    """A model trained by :func:`train_incremental`: scikit-learn estimator(s), their feature preparation and layout.
+
+    Scores datasets and arrays like :class:`extmem.Model` (``predict``, ``predict_proba``,
+    ``extmem predict``). :meth:`save` writes one ``.npz`` file of numeric arrays and JSON text,
+    read back without pickle.
+    """
+
+    kind: str
+    layout: FeatureLayout
+    n_classes: int
+    learner: _Learner
+
+    @property
+    def objective(self) -> str:
+        return self.kind
+
+    @property
+    def task(self) -> str:
+        if self.learner.hard:
+            return "hard"
+        return "binary" if self.n_classes == 2 else "multiclass"
+
+    @property
+    def classes(self) -> list[str]:
+        return self.layout.class_names(self.n_classes)
+
+    def raw_predict(self, X: Any) -> np.ndarray:
+        raw = self.learner.raw(FeatureParts.split(X, self.layout))
+        return raw[:, 1] if self.task == "binary" else raw
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to ``path``, atomically: a ``.npz`` file, or a folder (made if needed) that gets ``model.npz``."""
+        target = Path(path)
+        if target.suffix != ".npz":
+            target = target / INCREMENTAL_MODEL_FILE
+        write_atomically(target, self._write)
+
+    def _write(self, file: IO[bytes]) -> None:
+        """The model as one ``.npz`` of numeric arrays and JSON text, written to ``file``."""
+        estimators = self.learner.estimators
+        meta = {
+            "format": FORMAT_VERSION,
+            "kind": self.kind,
+            "n_classes": self.n_classes,
+            "layout": json.loads(self.layout.to_json()),
+            "estimators": {name: {"class": type(est).__name__, "params": est.get_params()} for name, est in estimators.items()},
+        }
+        arrays = {"meta": np.array(json.dumps(meta)), "mean": self.learner.standardizer.mean, "scale": self.learner.standardizer.scale}
+        for name, estimator in estimators.items():
+            for attribute in _FITTED_ATTRIBUTES[type(estimator).__name__][1]:
+                arrays[f"{name}.{attribute}"] = np.asarray(getattr(estimator, attribute))
+
+        np.savez(file, allow_pickle=False, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> IncrementalModel:
+        """Read a model saved by :meth:`save` (a ``model.npz`` file or its folder).
+
+        Only numeric and text arrays are read (no pickle), and only the estimator classes and
+        fitted attributes listed in ``_FITTED_ATTRIBUTES`` are restored.
+        """
+        file = Path(path)
+        if file.is_dir():
+            file = file / INCREMENTAL_MODEL_FILE
+        try:
+            with np.load(file, allow_pickle=False) as stored:
+                arrays = {name: stored[name] for name in stored.files}
+            meta = json.loads(str(arrays["meta"]))
+        except (OSError, ValueError, KeyError) as exc:
+            msg = f"Cannot load the incremental model {os.fspath(file)!r}: {exc}"
+            raise OptionError(msg) from None
+        if meta.get("format") != FORMAT_VERSION or meta.get("kind") not in INCREMENTAL_MODELS:
+            msg = f"{os.fspath(file)!r} is not an extmem incremental model of format {FORMAT_VERSION}."
+            raise OptionError(msg)
+        estimators = {}
+        for name, spec in meta["estimators"].items():
+            if spec["class"] not in _FITTED_ATTRIBUTES:
+                msg = f"{os.fspath(file)!r} names the estimator class {spec['class']!r}, which extmem does not load."
+                raise OptionError(msg)
+            estimator_class, attributes = _FITTED_ATTRIBUTES[spec["class"]]
+            estimator = estimator_class(**spec["params"])
+            for attribute in attributes:
+                value = arrays[f"{name}.{attribute}"]
+                setattr(estimator, attribute, value.item() if value.ndim == 0 else value)
+            estimators[name] = estimator
+        standardizer = Standardizer(arrays["mean"], arrays["scale"])
+        layout = FeatureLayout.from_json(json.dumps(meta["layout"]))
+        return cls(meta["kind"], layout, int(meta["n_classes"]), _learner(meta["kind"], estimators, standardizer))
+
+
+@dataclass(frozen=True)
+class IncrementalResult:
+    """The trained model and the report written to ``report.json``."""
+
+    model: IncrementalModel
+    report: dict[str, Any]
+
+
+@dataclass
+class _Spooled:
+    """A dataset read once into a page spool, with what the read learned."""
+
+    source: Source
+    spool: PageSpool
+    plan: MemoryPlan
+    stored_values: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.spool.rows
+
+    def blocks(self, order: Sequence[int] | None = None) -> Iterator[Block]:
+        """The spooled pages, in ``order`` if given."""
+        return self.spool.replay(len(self.source.layout.names), order)
+
+
+def _read(
+    dataset: Dataset,
+    layout: FeatureLayout | None,
+    folder: Path,
+    page_rows: int,
+    memory_budget: int | str | None,
+    on_page: Callable[[Block, FeatureLayout], None],
+) -> _Spooled:
+    """Read ``dataset`` once into a spool in ``folder``, calling ``on_page`` with each page and the layout."""
+    source = Source(dataset, layout)
+
+    def page_bytes(profile: DataProfile) -> int:
+        return int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * page_rows)
+
+    plan = plan_source_batches(source, memory_budget, extra_bytes=page_bytes)
+    spooled = _Spooled(source, PageSpool(folder), plan)
+    for page in spooled.spool.record(pages(source.batches(), source.layout, page_rows)):
+        spooled.stored_values += page.stored_values
+        on_page(page, source.layout)
+    if spooled.rows == 0:
+        why = f" match the 'filter' {dataset.filter!r}" if dataset.filter else ""
+        msg = f"No rows of {', '.join(dataset.paths)}{why}; there is nothing to train on."
+        raise NoRowsError(msg, options=("filter",))
+    return spooled
+
+
+class _FirstPass:
+    """What the first read of the training data gathers: feature statistics and weighted rows per class; checks labels."""
+
+    def __init__(self, needs_counts: bool, label_where: str) -> None:
+        self.needs_counts = needs_counts
+        self.label_where = label_where
+        self.stats: FeatureStats | None = None
+        self.class_totals = np.zeros(0)
+
+    def add(self, page: Block, layout: FeatureLayout) -> None:
+        labels = np.asarray(page.label)
+        if np.any(labels != np.round(labels)) or labels.min(initial=0) < 0:
+            bad = float(labels[(labels != np.round(labels)) | (labels < 0)][0])
+            msg = f"Incremental models are classifiers: the label of {self.label_where} must hold class ids or strings; found {bad:g}."
+            raise LabelError(msg)
+        parts = FeatureParts.split(page.X, layout)
+        if self.needs_counts:
+            _check_counts(parts, layout)
+        if self.stats is None:
+            self.stats = FeatureStats.empty(len(layout.names))
+        self.stats.add(parts)
+        weights = np.ones(page.rows) if page.weight is None else np.asarray(page.weight, dtype=np.float64)
+        counts = np.bincount(labels.astype(np.int64), weights=weights)
+        grown = np.zeros(max(counts.size, self.class_totals.size))
+        grown[: self.class_totals.size] += self.class_totals
+        grown[: counts.size] += counts
+        self.class_totals = grown
+
+    def class_weights(self, n_classes: int) -> np.ndarray:
+        """scikit-learn's 'balanced' weights, rows / (classes present x rows of the class); 0 for absent classes."""
+        totals = np.zeros(n_classes)
+        totals[: self.class_totals.size] = self.class_totals[:n_classes]
+        present = totals > 0
+        return np.where(present, totals.sum() / (present.sum() * np.where(present, totals, 1)), 0.0)
+
+
+def _check_counts(parts: FeatureParts, layout: FeatureLayout) -> None:
+    """Multinomial naive Bayes needs non-negative counts; name the first column that has a negative one."""
+    if parts.counts.nnz and parts.counts.data.min() < 0:
+        column = parts.count_columns[parts.counts.indices[np.argmin(parts.counts.data)]]
+        hint = " (signed hashing makes counts negative: drop --signed-hash)" if layout.kmers is not None and layout.kmers.signed else ""
+        msg = f"naive_bayes needs non-negative counts, but the count column {layout.names[column]!r} holds a negative value{hint}."
+        raise FeatureValueError(msg)
+
+
+def _evaluate(model: IncrementalModel, data: _Spooled) -> dict[str, Any]:
+    metrics = StreamingMetrics(model.task, model.classes)
+    for block in data.blocks():
+        assert block.label is not None
+        metrics.update(block.label, model.raw_predict(block.X), None if block.weight is None else np.asarray(block.weight))
+    return metrics.result()
+
+
+def _epoch(learner: _Learner, data: _Spooled, class_weights: np.ndarray, rng: np.random.Generator, bar: ProgressBar) -> None:
+    """One pass of ``partial_fit`` over the spooled pages: pages in a shuffled order, rows shuffled within each page."""
+    layout = data.source.layout
+    classes = np.arange(class_weights.size)
+    for block in data.blocks(rng.permutation(data.spool.pages).tolist()):
+        assert block.label is not None
+        rows = rng.permutation(block.rows)
+        labels = np.asarray(block.label)[rows].astype(np.int64)
+        weights = class_weights[labels] if block.weight is None else class_weights[labels] * np.asarray(block.weight)[rows]
+        learner.partial_fit(FeatureParts.split(block.X[rows], layout), labels, classes, weights)
+        bar.update(block.rows)
+
+
+class _Best:
+    """Early stopping over epochs: the best epoch by the validation data's first metric, and a copy of its estimators."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.epoch = -1
+        self.score = np.inf
+        self.estimators: dict[str, Any] | None = None
+        self.results: dict[str, Any] | None = None
+
+    def should_stop(self, epoch: int, history: dict[str, list[float]], learner: _Learner, results: dict[str, Any]) -> bool:
+        """Record ``epoch`` if it is the best so far; True once ``patience`` epochs have passed without a better one."""
+        if self.patience is None:
+            return False
+        metric, values = next(iter(history.items()))
+        score = -values[-1] if metric in _MAXIMIZED else values[-1]
+        if score < self.score:
+            self.epoch, self.score, self.results = epoch, score, results
+            self.estimators = copy.deepcopy(learner.estimators)
+        return epoch - self.epoch >= self.patience
+
+    def restore(self, learner: _Learner, results: dict[str, dict[str, Any]], name: str) -> None:
+        """Put the best epoch's estimators back, with its evaluation on ``name``."""
+        if self.estimators is not None and self.results is not None:
+            learner.estimators = self.estimators
+            results[name] = self.results
+
+
+_MAXIMIZED = ("accuracy", "macro_f1")
+_HISTORY_METRICS = ("mlogloss", "logloss", "accuracy", "macro_f1")
+
+
+def train_incremental(
+    data: DatasetLike,
+    label: str | None = "splice_type",
+    *,
+    model: str = "sgd_logistic",
+    out: str | os.PathLike[str] | None = None,
+    epochs: int | None = None,
+    params: Mapping[str, Any] | None = None,
+    class_weight: ClassWeight = "balanced",
+    valid: DatasetLike | None = None,
+    valid_fraction: float | None = None,
+    group_by: str | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike[str] | None = None,
+    early_stopping_rounds: int | None = None,
+    page_rows: int = DEFAULT_PAGE_ROWS,
+    memory_budget: int | str | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    **options: Any,
+) -> IncrementalResult:
+    """Train a scikit-learn ``partial_fit`` model on a parquet dataset, streaming; mirrors ``extmem train --model``.
+
+    ``model`` is ``sgd_logistic`` (probabilities), ``sgd_hinge``, ``passive_aggressive`` (class
+    ids) or ``naive_bayes`` (probabilities; exact in one pass, so ``epochs`` is 1). ``params``
+    go to the scikit-learn estimator(s). Classes come from the label map (or the largest class
+    id in the data) and are declared up front; ``class_weight="balanced"`` weights each class
+    by rows / (classes x class rows), as scikit-learn does. ``epochs`` (default 5) passes run
+    over pages in a shuffled order (``seed``); ``early_stopping_rounds`` stops after that many
+    epochs without improvement on the validation data (log-loss, or macro-F1 for models that give
+    class ids) and keeps the best epoch's model. Validation data, ``cache_dir``, ``page_rows``,
+    ``memory_budget`` and ``options`` are as in :func:`extmem.train`; the spool lives in a
+    private cache folder that never outlives the call. With ``out``, writes ``model.npz`` and
+    ``report.json`` there, each atomically.
+    """
+    params = dict(params or {})
+    _estimators(model, params, None)  # refuse an unknown model or parameter before any reading
+    if epochs is None:
+        epochs = 1 if model == "naive_bayes" else DEFAULT_EPOCHS
+    check_positive_int(epochs, "epochs")
+    check_positive_int(page_rows, "page_rows")
+    if model == "naive_bayes" and epochs != 1:
+        msg = "naive_bayes is fitted exactly in one pass; 'epochs' does not apply to it (more epochs would count every row again)."
+        raise OptionError(msg, options=("epochs",))
+    if class_weight not in ("balanced", "none"):
+        msg = f"The 'class_weight' option must be 'balanced' or 'none'. Got {class_weight!r} instead."
+        raise OptionError(msg)
+    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
+    if out is not None:
+        check_model_folder(out, overwrite=overwrite)
+    started = time.perf_counter()
+    with MemoryMonitor() as monitor, PrivateFolder(cache_dir) as cache:
+        first_pass = _FirstPass(model == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")
+        with ProgressBar(None, "reading", "rows", progress) as bar:
+
+            def gather(page: Block, layout: FeatureLayout) -> None:
+                first_pass.add(page, layout)
+                bar.update(page.rows)
+
+            train = _read(dataset, None, cache.path / "train", page_rows, memory_budget, gather)
+            layout = train.source.layout
+            valid_data = None
+            if valid_dataset is not None:
+                valid_data = _read(
+                    valid_dataset, layout, cache.path / "valid", page_rows, memory_budget, lambda page, _: bar.update(page.rows)
+                )
+        stats = first_pass.stats
+        assert stats is not None
+        n_classes = max(len(set(layout.label_map.values())) if layout.label_map else first_pass.class_totals.size, 2)
+        weights_by_class = first_pass.class_weights(n_classes) if class_weight == "balanced" else np.ones(n_classes)
+        standardizer = Standardizer(stats.mean.copy(), stats.std)
+        learner = _learner(model, _estimators(model, params, layout, seed), standardizer)
+        trained = IncrementalModel(model, layout, n_classes, learner)
+        rng = np.random.default_rng(seed)
+        evaluated = {"train": train, **({"valid": valid_data} if valid_data is not None else {})}
+        history: dict[str, dict[str, list[float]]] = {name: {} for name in evaluated}
+        results: dict[str, dict[str, Any]] = {}
+        best = _Best(early_stopping_rounds)
+        with ProgressBar(epochs * train.rows, "training", "rows", progress) as bar:
+            for epoch in range(epochs):
+                epochs_run = epoch + 1
+                _epoch(learner, train, weights_by_class, rng, bar)
+                for name, spooled in evaluated.items():
+                    results[name] = _evaluate(trained, spooled)
+                    for metric in _HISTORY_METRICS:
+                        if results[name].get(metric) is not None:
+                            history[name].setdefault(metric, []).append(float(results[name][metric]))
+                last = list(history)[-1]
+                bar.set_postfix(", ".join(f"{last}-{metric}={values[-1]:.4f}" for metric, values in history[last].items()))
+                if best.should_stop(epoch, history[last], learner, results[last]):
+                    break
+        best.restore(learner, results, last)
+        cache_bytes = train.spool.bytes + (valid_data.spool.bytes if valid_data else 0)
+    evaluation_name = list(evaluated)[-1]
+    report = {
+        "extmem_version": __version__,
+        "sklearn_version": sklearn.__version__,
+        "model": model,
+        "rows": train.rows,
+        "features": len(layout.names),
+        "peak_rss_bytes": monitor.peak_rss_bytes,
+        "peak_anon_bytes": monitor.peak_anon_bytes,
+        "cache_bytes": cache_bytes,
+        "seconds": round(time.perf_counter() - started, 3),
+        "epochs": epochs_run,
+        "best_epoch": best.epoch if early_stopping_rounds is not None else None,
+        "params": {name: estimator.get_params() for name, estimator in learner.estimators.items()},
+        "class_weight": class_weight,
+        "class_weights": dict(zip(trained.classes, weights_by_class.tolist())),
+        "classes": layout.classes,
+        "metrics": {name: {metric: values[-1] for metric, values in metrics.items()} for name, metrics in history.items()},
+        "evaluation": {evaluation_name: results[evaluation_name]},
+        "history": history,
+        "data": {
+            name: {
+                "shards": len(spooled.source.schema.shards),
+                "rows": spooled.rows,
+                "stored_values": spooled.stored_values,
+                "pages": spooled.spool.pages,
+            }
+            for name, spooled in evaluated.items()
+        },
+        "memory_plan": {name: spooled.plan.to_dict() for name, spooled in evaluated.items()},
+        "options": {
+            "batch_rows": dataset.batch_rows,
+            "page_rows": page_rows,
+            "memory_budget": memory_budget,
+            "seed": seed,
+            "filter": dataset.filter,
+            "max_rows": dataset.max_rows,
+            "holdout": asdict(dataset.holdout) if dataset.holdout else None,
+        },
+        "dropped_columns": train.source.dropped,
+    }
+    if out is not None:
+        publish_model(Path(out), INCREMENTAL_MODEL_FILE, trained._write, report)
+    return IncrementalResult(trained, report)
+
+
+class IncrementalClassifier(ClassifierMixin, BaseEstimator):
+    """scikit-learn-style front end of :func:`train_incremental`: ``fit`` a dataset path, then score.
+
+    ``IncrementalClassifier("sgd_logistic", epochs=5).fit("shards/").predict_proba(X)``, where
+    ``X`` is a dataset path or in-memory features with the training columns. ``params`` go to
+    the scikit-learn estimator(s). After ``fit``, ``model_`` is the :class:`IncrementalModel` and
+    ``report_`` the training report.
+    """
+
+    def __init__(
+        self,
+        model: str = "sgd_logistic",
+        *,
+        epochs: int | None = None,
+        class_weight: ClassWeight = "balanced",
+        seed: int = 0,
+        label: str = "splice_type",
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.epochs = epochs
+        self.class_weight = class_weight
+        self.seed = seed
+        self.label = label
+        self.params = params
+
+    def fit(self, data: DatasetLike, y: None = None, **options: Any) -> IncrementalClassifier:
+        """Train on the dataset ``data`` (labels from its ``label`` column); ``options`` as in :func:`train_incremental`."""
+        if y is not None:
+            msg = "IncrementalClassifier.fit reads labels from the dataset's label column; do not pass y."
+            raise OptionError(msg)
+        result = train_incremental(
+            data,
+            self.label,
+            model=self.model,
+            epochs=self.epochs,
+            class_weight=self.class_weight,
+            seed=self.seed,
+            params=self.params,
+            **options,
+        )
+        self.model_, self.report_ = result.model, result.report
+        self.classes_ = np.arange(result.model.n_classes)
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return self.model_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.model_.predict(X)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted model (see :meth:`IncrementalModel.save`)."""
+        self.model_.save(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> IncrementalClassifier:
+        """A fitted classifier from a saved model (see :meth:`IncrementalModel.load`)."""
+        model = IncrementalModel.load(path)
+        classifier = cls(model.kind, label=model.layout.label or "splice_type")
+        classifier.model_, classifier.report_ = model, {}
+        classifier.classes_ = np.arange(model.n_classes)
+        return classifier

@@ -1,0 +1,1 @@
+"""Scoring: trained models applied to data, batch by batch (predictions, streaming metrics)."""

@@ -1,0 +1,85 @@
+"""`Scorer`: what every trained model shares to score parquet datasets and in-memory arrays, batch by batch."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from extmem.encode._blocks import encode, to_matrix
+from extmem.encode._layout import FeatureLayout
+from extmem.errors import OptionError
+from extmem.read._dataset import Dataset, as_dataset
+from extmem.read._source import Source, SourceBatch
+
+
+class Scorer:
+    """A trained model with the feature layout it was trained on.
+
+    Subclasses give ``layout``, ``objective``, ``task`` (see :func:`extmem.metrics.task_of`),
+    ``classes`` and :meth:`raw_predict`; scoring datasets and arrays is the same for all of them.
+    Raw predictions are (rows, classes) probabilities for multi-class models, the positive
+    class's probability for binary ones, class ids for ``hard`` ones and values for regression.
+    """
+
+    layout: FeatureLayout
+
+    @property
+    def objective(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def task(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names in class-id order (ids as text for numeric labels); None for regression."""
+        raise NotImplementedError
+
+    def raw_predict(self, X: Any) -> np.ndarray:
+        """Raw predictions for features already in the model's representation (CSR or dense)."""
+        raise NotImplementedError
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (rows, classes); ``X`` is a dataset path/:class:`Dataset` (streamed) or in-memory features."""
+        if self.task not in ("multiclass", "binary"):
+            msg = f"predict_proba needs a probabilistic classifier; this model's objective is {self.objective!r}. Use predict()."
+            raise OptionError(msg)
+        return as_class_columns(self._predict_any(X), self.task)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class ids (classifiers) or values (regression) for a dataset or in-memory features."""
+        raw = self._predict_any(X)
+        if self.task == "multiclass":
+            return raw.argmax(axis=1)
+        if self.task == "binary":
+            return (raw > 0.5).astype(np.int64)
+        return raw
+
+    def _predict_any(self, X: Any) -> np.ndarray:
+        if isinstance(X, (str, os.PathLike, Dataset)):
+            parts = [raw for _, raw in self.score(self.source(as_dataset(X, None, {})))]
+            return np.concatenate(parts) if parts else np.zeros((0, *self._output_shape()), dtype=np.float32)
+        return self.raw_predict(encode(X, self.layout))
+
+    def _output_shape(self) -> tuple[int, ...]:
+        return (len(self.classes or []),) if self.task == "multiclass" else ()
+
+    def source(self, dataset: Dataset, carry: Sequence[str] = ()) -> Source:
+        """A source reading ``dataset`` with this model's feature columns."""
+        return Source(dataset, self.layout, carry)
+
+    def score(self, source: Source) -> Iterator[tuple[SourceBatch, np.ndarray]]:
+        """Each batch of ``source`` with the model's raw predictions for it, in dataset order."""
+        for batch in source.batches():
+            yield batch, self.raw_predict(to_matrix(batch.features, self.layout, f"row group {batch.row_group} of {batch.shard!r}"))
+
+
+def as_class_columns(raw: np.ndarray, task: str) -> np.ndarray:
+    """Raw output as (rows, classes) probabilities: binary output gains the negative class."""
+    if task == "binary":
+        return np.column_stack([1 - raw, raw])
+    return raw

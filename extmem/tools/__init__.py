@@ -1,0 +1,1 @@
+"""Dataset tools beside the training pipeline: prune, pack and synth (read + encode + a streaming writer)."""

@@ -1,0 +1,192 @@
+"""Shard rewriting: count columns to the packed layout (`extmem pack`), optionally without dropped columns.
+
+Memory is one batch of input plus one row group of output. Output shards are written into a
+hidden staging folder beside DST that becomes DST only when every shard is complete; a run
+killed with SIGKILL leaves the staging folder, which the next run sweeps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from extmem._atomic import write_json
+from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_ROW_GROUP_ROWS
+from extmem._destinations import MANIFEST_FILE, check_output_folder, publish_folder, staging_folder
+from extmem._memory import MemoryMonitor, release_freed_memory
+from extmem._progress import ProgressBar
+from extmem._sink import ParquetSink
+from extmem._version import __version__
+from extmem.encode._blocks import to_csr
+from extmem.encode._features import wide_features
+from extmem.encode._layout import FeatureLayout
+from extmem.encode._packed import DEFAULT_PREFIX, PackedBlock, pack_rows, unpack
+from extmem.errors import OptionError, read_failure
+from extmem.read._dataset import KMER_PATTERN
+from extmem.read._scan import NUMERIC, discover_shards, type_kind, union_schema
+
+
+class ShardRewriter:
+    """Rewrites one shard: its count block packed (or wide), ``drop`` columns left out, other columns as they are."""
+
+    def __init__(
+        self,
+        shard: str,
+        file: pq.ParquetFile,
+        *,
+        block_pattern: str,
+        drop: Collection[str],
+        packed_output: bool,
+    ) -> None:
+        self.shard = shard
+        schema = file.schema_arrow
+        self.input_block = PackedBlock.from_metadata(file.metadata.metadata, shard)
+        if self.input_block is not None:
+            block_names = list(self.input_block.columns)
+            physical = {self.input_block.indices, self.input_block.values}
+        else:
+            pattern = re.compile(block_pattern)
+            block_names = [f.name for f in schema if pattern.search(f.name) and type_kind(f.type) == NUMERIC]
+            physical = set(block_names)
+        self.kept_block = [name for name in block_names if name not in drop]
+        self.others = [f for f in schema if f.name not in physical and f.name not in drop and f.name not in block_names]
+        self.packed_output = packed_output
+        new_index = {name: i for i, name in enumerate(self.kept_block)}
+        self.block_positions = np.array([new_index.get(name, -1) for name in block_names], dtype=np.int64)
+        self.layout = FeatureLayout(tuple(self.kept_block), (True,) * len(self.kept_block))
+        if packed_output:
+            self.output_block: PackedBlock | None = PackedBlock(
+                f"{DEFAULT_PREFIX}indices", f"{DEFAULT_PREFIX}values", tuple(self.kept_block)
+            )
+            clash = {self.output_block.indices, self.output_block.values} & {f.name for f in self.others}
+            if clash:
+                msg = f"The shard {shard!r} already has a column named {min(clash)!r}; the packed block needs that name."
+                raise OptionError(msg)
+            block_fields = [
+                pa.field(self.output_block.indices, pa.list_(self.output_block.index_type())),
+                pa.field(self.output_block.values, pa.list_(pa.float32())),
+            ]
+            metadata = {**(schema.metadata or {}), **self.output_block.to_metadata()}
+        else:
+            self.output_block = None
+            kinds = {f.name: f.type for f in schema}
+            block_fields = [pa.field(name, kinds.get(name, pa.float32())) for name in self.kept_block]
+            metadata = {k: v for k, v in (schema.metadata or {}).items() if k != b"extmem.packed"}
+        self.schema = pa.schema([*self.others, *block_fields], metadata=metadata)
+        self.read_columns = [f.name for f in self.others] + (
+            [self.input_block.indices, self.input_block.values] if self.input_block is not None else self.kept_block
+        )
+
+    def _block_csr(self, batch: pa.RecordBatch) -> sp.csr_matrix:
+        if self.input_block is not None:
+            entries = unpack(
+                batch.column(self.input_block.indices), batch.column(self.input_block.values), self.block_positions, self.shard
+            )
+            matrix = sp.csr_matrix((entries.values, entries.positions, entries.offsets), shape=(batch.num_rows, len(self.kept_block)))
+            matrix.sort_indices()
+            return matrix
+        return to_csr(wide_features(batch, self.kept_block, np.arange(len(self.kept_block))), self.layout)
+
+    def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """One input batch as an output batch."""
+        arrays = [batch.column(f.name) for f in self.others]
+        if self.output_block is not None:
+            arrays.extend(pack_rows(self._block_csr(batch), self.output_block))
+        elif self.input_block is None:
+            arrays.extend(batch.column(name) for name in self.kept_block)
+        else:
+            dense = self._block_csr(batch).toarray()
+            arrays.extend(pa.array(dense[:, j]) for j in range(dense.shape[1]))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def rewrite_shard(
+    shard: str,
+    out: Path,
+    *,
+    block_pattern: str = KMER_PATTERN,
+    drop: Collection[str] = (),
+    packed_output: bool = True,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+) -> int:
+    """Write ``shard`` to ``out`` through a :class:`ShardRewriter`; returns the rows written."""
+    try:
+        with pq.ParquetFile(shard) as file:
+            rewriter = ShardRewriter(shard, file, block_pattern=block_pattern, drop=drop, packed_output=packed_output)
+            with ParquetSink(out, rewriter.schema, row_group_rows=row_group_rows) as sink:
+                for batch in file.iter_batches(batch_size=batch_rows, columns=rewriter.read_columns, use_threads=True):
+                    sink.write(rewriter.convert(batch))
+            return sink.rows
+    except (pa.ArrowException, OSError) as exc:
+        raise read_failure(shard, exc) from None
+    finally:
+        release_freed_memory()
+
+
+def shard_list(src: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The shards of ``src`` (footers checked), refusing two with the same file name."""
+    shards = union_schema(discover_shards([os.fspath(src)])).shards
+    names = [Path(shard).name for shard in shards]
+    if len(set(names)) != len(names):
+        duplicate = next(name for name in names if names.count(name) > 1)
+        msg = f"Two input shards are named {duplicate!r}; the output folder holds every shard under its own name."
+        raise OptionError(msg)
+    return shards
+
+
+def pack(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    block_pattern: str = KMER_PATTERN,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Write every shard of ``src`` into the folder ``dst`` with its count columns packed; mirrors ``extmem pack``.
+
+    ``block_pattern`` selects the count columns (default: k-mer columns). ``dst`` must not exist
+    or be empty, unless ``overwrite`` and extmem wrote it; it appears, complete, only at the end,
+    with ``_manifest.json``. Returns rows, bytes and memory.
+    """
+    target = check_output_folder(dst, overwrite=overwrite, option="dst")
+    try:
+        re.compile(block_pattern)
+    except re.error as exc:
+        msg = f"The 'block_pattern' {block_pattern!r} is not a regular expression: {exc}"
+        raise OptionError(msg, options=("block_pattern",)) from None
+    shards = shard_list(src)
+    started = time.perf_counter()
+    rows = 0
+    with MemoryMonitor() as monitor, staging_folder(target) as staging:
+        with ProgressBar(len(shards), "packing", "shards", progress) as bar:
+            for shard in shards:
+                out = staging.path / Path(shard).name
+                rows += rewrite_shard(shard, out, block_pattern=block_pattern, batch_rows=batch_rows, row_group_rows=row_group_rows)
+                bar.update(1)
+        output_bytes = sum(entry.stat().st_size for entry in staging.path.glob("*.parquet"))
+        report = {
+            "extmem_version": __version__,
+            "command": "pack",
+            "source": [os.path.abspath(shard) for shard in shards],
+            "block_pattern": block_pattern,
+            "shards": len(shards),
+            "rows": rows,
+            "input_bytes": sum(os.path.getsize(shard) for shard in shards),
+            "output_bytes": output_bytes,
+            "files": [Path(shard).name for shard in shards],
+        }
+        write_json(staging.path / MANIFEST_FILE, report)
+        publish_folder(staging, target)
+    return {**report, "seconds": round(time.perf_counter() - started, 3), "peak_rss_bytes": monitor.peak_rss_bytes, "peak_anon_bytes": monitor.peak_anon_bytes}

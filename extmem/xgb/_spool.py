@@ -1,0 +1,99 @@
+"""Page spool: the blocks of the first pass saved in the cache folder and replayed on later passes.
+
+XGBoost reads the iterator several times (shape, sketch, index). Decoding wide parquet is the
+slow part, so the first pass writes each page's arrays as ``.npy`` files and later passes map
+them back (file-backed pages, which the kernel can reclaim) instead of decoding again; the
+quantile cuts of a large dataset come from a sample of the spooled pages. The spool
+lives in the DMatrix's private cache folder and goes with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from extmem.encode._blocks import Block
+
+_PARTS = ("data", "indices", "indptr", "dense", "label", "weight")
+
+
+class PageSpool:
+    """Pages written during one pass, in order; :meth:`replay` reads them back memory-mapped."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.pages = 0
+        self.page_rows: list[int] = []
+        self.complete = False
+        self.bytes = 0
+
+    def record(self, blocks: Iterable[Block]) -> Iterator[Block]:
+        """Pass ``blocks`` through, saving each; the spool is complete once they are exhausted."""
+        self.clear()
+        self.bytes = 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for block in blocks:
+            self._save(block)
+            yield block
+        self.complete = True
+
+    def _save(self, block: Block) -> None:
+        parts: dict[str, np.ndarray | None] = {"label": block.label, "weight": block.weight}
+        if sp.issparse(block.X):
+            X = block.X
+            parts.update(data=X.data, indices=X.indices, indptr=X.indptr)
+        else:
+            parts["dense"] = block.X
+        for name, array in parts.items():
+            if array is not None:
+                path = self._path(self.pages, name)
+                np.save(path, array, allow_pickle=False)
+                self.bytes += path.stat().st_size
+        self.pages += 1
+        self.page_rows.append(block.rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.page_rows)
+
+    def sample(self, target_rows: int, seed: int) -> list[int]:
+        """Pages drawn uniformly at random (without replacement) until they hold ``target_rows``, in order."""
+        chosen: list[int] = []
+        rows = 0
+        for page in np.random.default_rng(seed).permutation(self.pages):
+            if rows >= target_rows:
+                break
+            chosen.append(int(page))
+            rows += self.page_rows[page]
+        return sorted(chosen)
+
+    def _path(self, page: int, part: str) -> Path:
+        return self.folder / f"page-{page:06d}.{part}.npy"
+
+    def _load(self, page: int, part: str) -> np.ndarray | None:
+        path = self._path(page, part)
+        return np.load(path, mmap_mode="r", allow_pickle=False) if path.exists() else None
+
+    def replay(self, n_features: int, pages: Sequence[int] | None = None) -> Iterator[Block]:
+        """The recorded pages (or only ``pages``), in order."""
+        for page in range(self.pages) if pages is None else pages:
+            dense = self._load(page, "dense")
+            if dense is not None:
+                X: sp.csr_matrix | np.ndarray = dense
+            else:
+                indptr = self._load(page, "indptr")
+                assert indptr is not None
+                X = sp.csr_matrix((self._load(page, "data"), self._load(page, "indices"), indptr), shape=(indptr.size - 1, n_features))
+            yield Block(X, self._load(page, "label"), self._load(page, "weight"))
+
+    def clear(self) -> None:
+        """Delete the recorded pages and the spool folder."""
+        for page in range(self.pages):
+            for part in _PARTS:
+                self._path(page, part).unlink(missing_ok=True)
+        if self.folder.is_dir():
+            self.folder.rmdir()
+        self.pages, self.page_rows, self.complete = 0, [], False

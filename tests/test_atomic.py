@@ -1,0 +1,113 @@
+"""Atomic output files: unique partial names, no symlink followed, last complete writer wins, killed writers swept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from extmem._atomic import PARTIAL_SUFFIX, atomic_file, sweep_partials, write_json
+from extmem._sink import ParquetSink
+from extmem.read._scan import discover_shards
+
+
+def test_an_error_while_writing_leaves_the_old_file_and_no_partial(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    write_json(target, {"version": 1})
+    with pytest.raises(RuntimeError), atomic_file(target) as file:
+        file.write(b"{half")
+        raise RuntimeError
+    assert target.read_text() == '{\n  "version": 1\n}\n'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "out.json"
+    target.symlink_to(victim)
+    write_json(target, [1])
+    assert victim.read_text() == "keep me"
+    assert not target.is_symlink() and target.read_text() == "[\n  1\n]\n"
+
+
+def test_a_symlink_planted_at_the_partial_name_is_never_written_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    monkeypatch.setattr("extmem._atomic.secrets.token_hex", lambda _: "predictable")
+    created = tmp_path / ".out.json.predictable.extmem-new"
+    created.symlink_to(victim)
+    with pytest.raises(FileExistsError):  # created exclusively: an existing name, link or not, is never opened
+        write_json(tmp_path / "out.json", [1])
+    created.unlink()
+    renamed = tmp_path / f".out.json.predictable{PARTIAL_SUFFIX}"
+    renamed.symlink_to(victim)
+    write_json(tmp_path / "out.json", [1])  # the locked partial is renamed over the link, never written through it
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "out.json").is_symlink() and (tmp_path / "out.json").read_text() == "[\n  1\n]\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.json", "victim.txt"]
+
+
+def test_partial_files_of_killed_writers_are_ignored_by_readers_and_swept_by_the_next_writer(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(pa.table({"x": [1.0]}), data / "a.parquet")
+    script = (
+        "import sys, pyarrow as pa\n"
+        "from extmem._sink import ParquetSink\n"
+        "with ParquetSink(sys.argv[1], pa.schema([('x', pa.float64())]), row_group_rows=1) as sink:\n"
+        "    sink.write(pa.record_batch({'x': [1.0]}))\n"
+        "    print('writing', flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script, str(data / "b.parquet")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+    (partial,) = [path for path in data.iterdir() if path.name.endswith(PARTIAL_SUFFIX)]
+    assert sweep_partials(data) == [], "a live writer's partial is locked"
+    os.kill(writer.pid, signal.SIGKILL)
+    assert writer.wait() == -signal.SIGKILL
+    assert partial.exists()
+    assert discover_shards([str(data)]) == [str(data / "a.parquet")]
+    write_json(data / "notes.json", {})
+    assert not partial.exists()
+
+
+WRITER = """
+import sys, pyarrow as pa
+from extmem._sink import ParquetSink
+path, value, repeats = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+schema = pa.schema([("x", pa.float64())])
+for _ in range(repeats):
+    with ParquetSink(path, schema, row_group_rows=5000) as sink:
+        for _ in range(20):
+            sink.write(pa.record_batch({"x": [value] * 5000}))
+"""
+
+
+def test_concurrent_writers_of_one_file_publish_only_complete_files(tmp_path: Path) -> None:
+    target = tmp_path / "preds.parquet"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(value), "15"]) for value in (1.0, 2.0, 3.0, 4.0)]
+    seen = 0
+    while any(writer.poll() is None for writer in writers):
+        if target.exists():
+            column = pq.read_table(target).column("x").to_pylist()
+            assert len(column) == 100_000 and len(set(column)) == 1, "a torn or mixed file was published"
+            seen += 1
+    assert [writer.returncode for writer in writers] == [0, 0, 0, 0]
+    assert seen > 0
+    assert pq.read_table(target).num_rows == 100_000
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["preds.parquet"]
+
+
+def test_a_parquet_sink_error_leaves_nothing(tmp_path: Path) -> None:
+    schema = pa.schema([("x", pa.float64())])
+    with pytest.raises(KeyboardInterrupt), ParquetSink(tmp_path / "p.parquet", schema) as sink:
+        sink.write(pa.record_batch({"x": [1.0]}))
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,98 @@
+"""Ctrl-C and SIGTERM at any moment of every command: exit 130 or 143, one line, nothing left behind.
+
+No sleep decides where a signal lands. Each run is watched until the kernel shows that it
+handles SIGTERM (``SigCgt`` in /proc: the command installs its handlers first thing), then
+signalled 0.1, 0.5, 1 or 3 s later, wherever it is by then (imports, planning, reading,
+training or writing). Every workload runs for minutes, so the test fails if a run ends before
+its signal, as a kill test must.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cache_dirs
+
+import extmem
+
+OFFSETS = (0.1, 0.5, 1.0, 3.0)
+STOPS = ((signal.SIGINT, 130, "interrupted (SIGINT)"), (signal.SIGTERM, 143, "terminated (SIGTERM)"))
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (its caught-signals mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    match = re.search(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return match is not None and bool(int(match.group(1), 16) >> (signal.SIGTERM - 1) & 1)
+
+
+@pytest.fixture(scope="module")
+def model(wide_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("signals") / "model"
+    extmem.train(wide_synth, out=out, rounds=2, max_rows=500)
+    return out
+
+
+def _arguments(command: str, data: Path, model: Path, work: Path) -> list[str]:
+    """A run of ``command`` that takes minutes, writing only under ``work``."""
+    cache = ["--cache-dir", str(work)]
+    return {
+        "train": ["train", str(data), "--out", str(work / "out"), "--rounds", "100000", "--batch-rows", "200", *cache],
+        "predict": ["predict", str(model), str(data), "--out", str(work / "out" / "p.parquet"), "--batch-rows", "1"],
+        "evaluate": ["evaluate", str(model), str(data), "--out", str(work / "out" / "m.json"), "--batch-rows", "1"],
+        "pack": ["pack", str(data), str(work / "out"), "--batch-rows", "1"],
+        "prune": ["prune", str(data), str(work / "out"), "--batch-rows", "1"],
+        "synth": ["synth", str(work / "out"), "--rows", "100000000"],
+        "demo": ["demo", "--dir", str(work / "out"), "--rows", "10000000"],
+    }[command]
+
+
+def _leftovers(work: Path) -> list[str]:
+    """What a stopped run left: extmem's hidden partial, staging or cache folders and files, anywhere under ``work``."""
+    hidden = [str(path) for path in work.rglob(".*")]
+    return hidden + [str(path) for path in cache_dirs(work)]
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "evaluate", "pack", "prune", "synth", "demo"])
+def test_a_signal_at_any_moment_exits_cleanly(command: str, wide_synth: Path, model: Path, tmp_path: Path) -> None:
+    runs = []
+    for signum, status, line in STOPS:
+        for offset in OFFSETS:
+            work = tmp_path / f"{signum.name}-{offset}"
+            work.mkdir()
+            arguments = [sys.executable, "-m", "extmem", *_arguments(command, wide_synth, model, work), "--no-progress"]
+            process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            runs.append((process, signum, status, line, offset, work))
+    deadline = time.monotonic() + 120
+    started: dict[int, float] = {}
+    pending = list(runs)
+    while pending:
+        assert time.monotonic() < deadline, "a run never installed its signal handlers"
+        for run in list(pending):
+            process, signum, _, _, offset, _ = run
+            if process.pid not in started and handles_sigterm(process.pid):
+                started[process.pid] = time.monotonic()
+            if process.pid in started and time.monotonic() - started[process.pid] >= offset:
+                assert process.poll() is None, f"{command} ended before its signal at {offset} s: {process.communicate()}"
+                process.send_signal(signum)
+                pending.remove(run)
+        time.sleep(0.005)
+    for process, signum, status, line, offset, work in runs:
+        _, stderr = process.communicate(timeout=180)
+        case = f"{command}, {signum.name} at {offset} s"
+        assert process.returncode == status, f"{case}: {stderr}"
+        assert "Traceback" not in stderr, f"{case}: {stderr}"
+        assert stderr.strip().splitlines()[-1] == f"extmem: {line}; nothing was left behind", f"{case}: {stderr}"
+        assert _leftovers(work) == [], case
+        out = work / "out"
+        if command != "demo":
+            assert not out.exists() or not any(out.iterdir()), f"{case}: {list(out.iterdir())}"
