@@ -91,4 +91,12 @@ def publish_model(folder: Path, model_file: str, write_model: Callable[[IO[bytes
         publish_folder(staging, folder)
 
 
-__all__ = ["BOOSTER_MODEL_FILE", "INCREMENTAL_MODEL_FILE", "ParquetSink", "check_model_folder", "publish_model", "write_atomically", "write_json"]
+__all__ = [
+    "BOOSTER_MODEL_FILE",
+    "INCREMENTAL_MODEL_FILE",
+    "ParquetSink",
+    "check_model_folder",
+    "publish_model",
+    "write_atomically",
+    "write_json",
+]

@@ -66,7 +66,9 @@ def test_partial_files_of_killed_writers_are_ignored_by_readers_and_swept_by_the
         "    print('writing', flush=True)\n"
         "    sys.stdin.read()\n"
     )
-    writer = subprocess.Popen([sys.executable, "-c", script, str(data / "b.parquet")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script, str(data / "b.parquet")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
     (partial,) = [path for path in data.iterdir() if path.name.endswith(PARTIAL_SUFFIX)]
     assert sweep_partials(data) == [], "a live writer's partial is locked"

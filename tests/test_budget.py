@@ -32,7 +32,17 @@ def _budget(size: str) -> Budget:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("2GB", 2 * 10**9), ("2GiB", 2 * 2**30), ("2G", 2 * 2**30), ("1.5GiB", 3 * 2**29), ("800M", 800 * MiB), ("800 mb", 800 * 10**6), ("800MiB", 800 * MiB), ("1073741824", 2**30), ("64k", 65536)],
+    [
+        ("2GB", 2 * 10**9),
+        ("2GiB", 2 * 2**30),
+        ("2G", 2 * 2**30),
+        ("1.5GiB", 3 * 2**29),
+        ("800M", 800 * MiB),
+        ("800 mb", 800 * 10**6),
+        ("800MiB", 800 * MiB),
+        ("1073741824", 2**30),
+        ("64k", 65536),
+    ],
 )
 def test_sizes_read_like_people_write_them(text: str, size: int) -> None:
     assert parse_size(text) == size

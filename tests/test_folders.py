@@ -120,7 +120,10 @@ def test_a_cache_of_a_run_in_another_pid_namespace_is_not_swept(cache_root: Path
     if probe.returncode != 0:
         pytest.skip(f"cannot make a PID namespace here: {probe.stderr.decode().strip()}")
     holder = subprocess.Popen(
-        ["unshare", "--pid", "--fork", sys.executable, "-c", HOLD, str(cache_root)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ["unshare", "--pid", "--fork", sys.executable, "-c", HOLD, str(cache_root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None
     path = Path(holder.stdout.readline().strip())

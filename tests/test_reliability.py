@@ -88,7 +88,11 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
     ("train {ok} --out {out} --filter x>100", r"No rows of .* match the --filter 'x>100'", "out"),
     ("train {ok} --out {out} --param max_dept=3", r"XGBoost parameter 'max_dept' \(--param\) is unknown", "out"),
     ("train {ok} --out {out} --param tree_method=exact", r"tree_method 'exact' cannot train from external memory", "out"),
-    ("train {ok} --out {out} --features x,gene_type", r"'gene_type' is .*string.* cannot be a numeric feature; leave it out of the --features, or make it a --categorical feature", "out"),
+    (
+        "train {ok} --out {out} --features x,gene_type",
+        r"'gene_type' is .*string.* cannot be a numeric feature; leave it out of the --features, or make it a --categorical feature",
+        "out",
+    ),
     ("train {ok} --out {out} --features zzz*", r"--features entry 'zzz\*' matches no column", "out"),
     ("train {ok} --out {out} --label-map donor=0", r"label map .* does not cover", "out"),
     ("train {ok} --out {out} --cache-dir {tmp}/nowhere", r"--cache-dir folder '.*nowhere' is not an existing folder", "out"),

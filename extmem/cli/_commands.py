@@ -112,7 +112,13 @@ def _train(args: argparse.Namespace) -> None:
         from extmem.run._incremental import train_incremental
 
         report = train_incremental(
-            args.data, model=args.algorithm, epochs=args.epochs, class_weight=args.class_weight, seed=args.seed, progress=_progress(args), **shared
+            args.data,
+            model=args.algorithm,
+            epochs=args.epochs,
+            class_weight=args.class_weight,
+            seed=args.seed,
+            progress=_progress(args),
+            **shared,
         ).report
     else:
         from extmem.run._xgboost import train
@@ -141,9 +147,18 @@ def _predict(args: argparse.Namespace) -> None:
     from extmem.score._predict import predict
 
     report = predict(
-        args.model, args.data, args.out, keep=args.keep, memory_budget=args.memory_budget, overwrite=args.overwrite, progress=_progress(args), **_row_options(args)
+        args.model,
+        args.data,
+        args.out,
+        keep=args.keep,
+        memory_budget=args.memory_budget,
+        overwrite=args.overwrite,
+        progress=_progress(args),
+        **_row_options(args),
     )
-    print(f"wrote {report['rows']:,} rows ({', '.join(report['columns'])}) to {report['out']} in {report['seconds']:.1f} s; {memory_text(report)}")
+    print(
+        f"wrote {report['rows']:,} rows ({', '.join(report['columns'])}) to {report['out']} in {report['seconds']:.1f} s; {memory_text(report)}"
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -216,7 +231,9 @@ def _prune(args: argparse.Namespace) -> None:
 def _synth(args: argparse.Namespace) -> None:
     from extmem.tools._synth import SynthOptions, synth
 
-    options = SynthOptions(rows=args.rows, shards=args.shards, k=args.k, seed=args.seed, seq_len=args.seq_len, row_group_rows=args.row_group_rows)
+    options = SynthOptions(
+        rows=args.rows, shards=args.shards, k=args.k, seed=args.seed, seq_len=args.seq_len, row_group_rows=args.row_group_rows
+    )
     paths = synth(args.out_dir, options, overwrite=args.overwrite, progress=_progress(args))
     print(f"wrote {len(paths)} shard(s), {args.rows:,} rows, to {args.out_dir}")
 
@@ -232,7 +249,13 @@ def _demo(args: argparse.Namespace) -> None:
         synth(data, SynthOptions(rows=args.rows, shards=args.shards, seed=0), progress=_progress(args))
         synth(valid, SynthOptions(rows=max(args.rows // 5, 1), shards=1, seed=1), progress=_progress(args))
         result = train(
-            data, out=model, valid=valid, rounds=args.rounds, early_stopping_rounds=10, progress=_progress(args), **preset_named("splice-sites").options()
+            data,
+            out=model,
+            valid=valid,
+            rounds=args.rounds,
+            early_stopping_rounds=10,
+            progress=_progress(args),
+            **preset_named("splice-sites").options(),
         )
         print(train_summary(result.report, str(model)))
     finally:

@@ -145,7 +145,11 @@ def _row_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--filter", metavar="EXPR", help="row filter, e.g. \"(chrom == 'chr1') & (position > 1000)\"")
     group.add_argument("--max-rows", type=_positive, metavar="N", help="read at most N rows (in shard order)")
     group.add_argument(
-        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, metavar="N", help="rows decoded per parquet batch (under a budget: the most)"
+        "--batch-rows",
+        type=_positive,
+        default=DEFAULT_BATCH_ROWS,
+        metavar="N",
+        help="rows decoded per parquet batch (under a budget: the most)",
     )
     group.add_argument("--strict-categories", action="store_true", help="a category unseen in training is an error (default: missing)")
 
@@ -162,14 +166,20 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label", help="label column (default: the preset's)")
     group.add_argument("--label-map", type=_label_map, metavar="NAME=ID,...", help="string labels to class ids (default: the preset's)")
     group.add_argument("--weight", metavar="COLUMN", help="row-weight column")
-    group.add_argument("--features", metavar="COLUMNS", help="feature columns: comma-separated names or globs (default: every numeric column)")
+    group.add_argument(
+        "--features", metavar="COLUMNS", help="feature columns: comma-separated names or globs (default: every numeric column)"
+    )
     group.add_argument("--drop", metavar="COLUMNS", help="columns to leave out of the features: comma-separated names or globs")
-    group.add_argument("--categorical", metavar="COLUMNS", help="string columns to use as categorical features, e.g. gene_type,chrom,strand")
+    group.add_argument(
+        "--categorical", metavar="COLUMNS", help="string columns to use as categorical features, e.g. gene_type,chrom,strand"
+    )
     group.add_argument(
         "--max-categories", type=_positive, default=DEFAULT_MAX_CATEGORIES, metavar="N", help="most values a --categorical column may hold"
     )
     _row_flags(group)
-    group.add_argument("--page-rows", type=_positive, default=DEFAULT_PAGE_ROWS, metavar="N", help="rows per XGBoost page (under a budget: the most)")
+    group.add_argument(
+        "--page-rows", type=_positive, default=DEFAULT_PAGE_ROWS, metavar="N", help="rows per XGBoost page (under a budget: the most)"
+    )
     group.add_argument(
         "--cache",
         choices=CACHE_KINDS,
@@ -177,7 +187,9 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
         help="where the quantized matrix lives: memory (fastest training), disk (external memory), or auto: memory when it "
         "fits the budget (or the available RAM) with room to spare",
     )
-    group.add_argument("--prefetch", type=_non_negative, default=DEFAULT_PREFETCH, metavar="N", help="pages read ahead in a background thread (0: off)")
+    group.add_argument(
+        "--prefetch", type=_non_negative, default=DEFAULT_PREFETCH, metavar="N", help="pages read ahead in a background thread (0: off)"
+    )
     group.add_argument(
         "--sketch-rows",
         type=_positive,
@@ -188,10 +200,16 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cache-dir", metavar="DIR", help="folder for the private cache folders (default: the system temp folder)")
     _budget_flag(group, "batch and page sizes and --cache auto")
     kmers = parser.add_argument_group("k-mer features")
-    kmers.add_argument("--hash-kmers", type=_positive, metavar="N", help="fold the {k}mer_* columns (or --kmers-from counts) into N hashed features")
+    kmers.add_argument(
+        "--hash-kmers", type=_positive, metavar="N", help="fold the {k}mer_* columns (or --kmers-from counts) into N hashed features"
+    )
     kmers.add_argument("--kmers-from", metavar="COLUMN", help="count k-mers from this sequence column instead of reading k-mer columns")
-    kmers.add_argument("--k", type=_checked(int, lambda k: 1 <= k <= MAX_K, f"an integer from 1 to {MAX_K}"), help="k-mer length for --kmers-from")
-    kmers.add_argument("--signed-hash", action="store_true", help="multiply hashed counts by the hash's sign (collisions cancel on average)")
+    kmers.add_argument(
+        "--k", type=_checked(int, lambda k: 1 <= k <= MAX_K, f"an integer from 1 to {MAX_K}"), help="k-mer length for --kmers-from"
+    )
+    kmers.add_argument(
+        "--signed-hash", action="store_true", help="multiply hashed counts by the hash's sign (collisions cancel on average)"
+    )
 
 
 def _train_flags(parser: argparse.ArgumentParser) -> None:
@@ -203,9 +221,14 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
         "same stream (model.npz)",
     )
     parser.add_argument("--rounds", type=_positive, default=DEFAULT_ROUNDS, help="boosting rounds")
-    parser.add_argument("--epochs", type=_positive, help=f"incremental models: passes over the data (default {DEFAULT_EPOCHS}; naive_bayes: 1, exact)")
     parser.add_argument(
-        "--class-weight", choices=("balanced", "none"), default="balanced", help="incremental models: weight classes by rows / (classes x class rows)"
+        "--epochs", type=_positive, help=f"incremental models: passes over the data (default {DEFAULT_EPOCHS}; naive_bayes: 1, exact)"
+    )
+    parser.add_argument(
+        "--class-weight",
+        choices=("balanced", "none"),
+        default="balanced",
+        help="incremental models: weight classes by rows / (classes x class rows)",
     )
     parser.add_argument("--seed", type=int, default=0, help="incremental models: seed of the shuffled page and row order")
     parser.add_argument(
@@ -218,8 +241,15 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
         "estimator's (--param alpha=0.01)",
     )
     parser.add_argument("--valid", metavar="DATA", help="validation dataset (folder, glob or file)")
-    parser.add_argument("--valid-fraction", type=_fraction, metavar="F", help="split off this fraction of the rows (or of the --group-by groups) for validation")
-    parser.add_argument("--group-by", metavar="COLUMN", help="with --valid-fraction: keep each value of this column (e.g. gene_id) on one side")
+    parser.add_argument(
+        "--valid-fraction",
+        type=_fraction,
+        metavar="F",
+        help="split off this fraction of the rows (or of the --group-by groups) for validation",
+    )
+    parser.add_argument(
+        "--group-by", metavar="COLUMN", help="with --valid-fraction: keep each value of this column (e.g. gene_id) on one side"
+    )
     parser.add_argument(
         "--early-stopping",
         type=_positive,
@@ -265,7 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("out_dir", metavar="OUT_DIR", help="new folder for the shards")
     synth.add_argument("--rows", type=_positive, required=True, help="rows in all")
     synth.add_argument("--shards", type=_positive, default=DEFAULT_SYNTH_SHARDS, help="number of shards")
-    synth.add_argument("--k", type=_checked(int, lambda k: 1 <= k <= 8, "an integer from 1 to 8"), default=DEFAULT_SYNTH_K, help="k-mer length (4**k k-mer columns)")
+    synth.add_argument(
+        "--k",
+        type=_checked(int, lambda k: 1 <= k <= 8, "an integer from 1 to 8"),
+        default=DEFAULT_SYNTH_K,
+        help="k-mer length (4**k k-mer columns)",
+    )
     synth.add_argument("--seed", type=int, default=0, help="random seed")
     synth.add_argument("--seq-len", type=_positive, default=DEFAULT_SYNTH_SEQ_LEN, help="bases per window")
     synth.add_argument("--row-group-rows", type=_positive, default=DEFAULT_SYNTH_ROW_GROUP_ROWS, help="rows per parquet row group")
@@ -323,7 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pack.add_argument("src", metavar="SRC", help=DATA_HELP)
     pack.add_argument("dst", metavar="DST", help="new folder for the packed shards")
-    pack.add_argument("--block", default=SPLICE_SITES.zero_is_missing, metavar="REGEX", help="regular expression of the count columns to pack")
+    pack.add_argument(
+        "--block", default=SPLICE_SITES.zero_is_missing, metavar="REGEX", help="regular expression of the count columns to pack"
+    )
     pack.add_argument("--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, metavar="N", help="rows decoded per batch")
     pack.add_argument("--row-group-rows", type=_positive, default=DEFAULT_ROW_GROUP_ROWS, metavar="N", help="rows per output row group")
     _common_flags(pack, overwrite="DST")
@@ -337,20 +374,48 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("src", metavar="SRC", help=DATA_HELP)
     prune.add_argument("dst", metavar="DST", help="new folder for the pruned shards and _manifest.json")
     prune.add_argument("--label", default=SPLICE_SITES.label, help="label column, kept as it is ('' for none)")
-    prune.add_argument("--corr-threshold", type=_checked(float, lambda r: 0 < r <= 1, "a number in (0, 1]"), default=DEFAULT_CORR_THRESHOLD, help="drop a column when |r| >= this with a kept column")
-    prune.add_argument("--sample-rows-per-shard", type=_positive, default=DEFAULT_SAMPLE_ROWS_PER_SHARD, metavar="N", help="rows sampled uniformly from each shard for correlations")
-    prune.add_argument("--max-sample-rows", type=_positive, default=DEFAULT_MAX_SAMPLE_ROWS, metavar="N", help="cap on all sampled rows, so memory does not grow with the shard count")
-    prune.add_argument("--max-corr-cols", type=_positive, metavar="N", help="test only the N highest-variance columns for correlation (default: all)")
-    prune.add_argument("--min-variance", type=_checked(float, lambda v: v >= 0, "a number >= 0"), default=0.0, help="also drop columns whose variance is at most this (0: constants only)")
+    prune.add_argument(
+        "--corr-threshold",
+        type=_checked(float, lambda r: 0 < r <= 1, "a number in (0, 1]"),
+        default=DEFAULT_CORR_THRESHOLD,
+        help="drop a column when |r| >= this with a kept column",
+    )
+    prune.add_argument(
+        "--sample-rows-per-shard",
+        type=_positive,
+        default=DEFAULT_SAMPLE_ROWS_PER_SHARD,
+        metavar="N",
+        help="rows sampled uniformly from each shard for correlations",
+    )
+    prune.add_argument(
+        "--max-sample-rows",
+        type=_positive,
+        default=DEFAULT_MAX_SAMPLE_ROWS,
+        metavar="N",
+        help="cap on all sampled rows, so memory does not grow with the shard count",
+    )
+    prune.add_argument(
+        "--max-corr-cols", type=_positive, metavar="N", help="test only the N highest-variance columns for correlation (default: all)"
+    )
+    prune.add_argument(
+        "--min-variance",
+        type=_checked(float, lambda v: v >= 0, "a number >= 0"),
+        default=0.0,
+        help="also drop columns whose variance is at most this (0: constants only)",
+    )
     prune.add_argument("--seed", type=int, default=0, help="seed of the row sample")
     prune.add_argument("--format", choices=("packed", "wide"), default="packed", help="output format of the count columns")
-    prune.add_argument("--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, metavar="N", help="rows decoded per batch (under a budget: the most)")
+    prune.add_argument(
+        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, metavar="N", help="rows decoded per batch (under a budget: the most)"
+    )
     prune.add_argument("--row-group-rows", type=_positive, default=DEFAULT_ROW_GROUP_ROWS, metavar="N", help="rows per output row group")
     _budget_flag(prune, "batch sizes")
     _common_flags(prune, overwrite="DST")
 
     demo = _add(commands, "demo", "generate a demo dataset and train on it", "example:\n  extmem demo --rows 20000")
-    demo.add_argument("--dir", metavar="DIR", help="keep data/, valid/ and model/ in DIR (default: a temp folder, removed but for the model)")
+    demo.add_argument(
+        "--dir", metavar="DIR", help="keep data/, valid/ and model/ in DIR (default: a temp folder, removed but for the model)"
+    )
     demo.add_argument("--rows", type=_positive, default=50_000, help="training rows (validation: a fifth of that)")
     demo.add_argument("--shards", type=_positive, default=DEFAULT_SYNTH_SHARDS, help="training shards")
     demo.add_argument("--rounds", type=_positive, default=40, help="boosting rounds (early stopping after 10 without improvement)")

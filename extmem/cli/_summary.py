@@ -66,5 +66,3 @@ def evaluation_text(result: dict[str, Any]) -> str:
             lines.append(name.ljust(width) + "".join(f"{count:.0f}".rjust(11) for count in row))
     lines.append(f"{memory_text(result)}; {result['seconds']:.1f} s")
     return "\n".join(lines)
-
-

@@ -18,7 +18,6 @@ SPLICE_LABELS: Mapping[str, int] = SPLICE_SITES.label_map or {}
 """Default label map for string labels: the splice-site classes."""
 
 
-
 def column_names(value: str | Sequence[str] | None, option: str) -> tuple[str, ...]:
     """Column names from a list or comma-separated text; ``option`` names the flag in errors."""
     if value is None:

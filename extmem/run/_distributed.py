@@ -202,7 +202,9 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
         stack.callback(free_matrix, dtrain)
         evals = [(dtrain, "train")]
         if task.valid is not None:
-            dvalid, _ = open_matrix(task.valid, stack.enter_context(PrivateFolder(task.cache_dir)), task.options, layout=task.layout, ref=dtrain)
+            dvalid, _ = open_matrix(
+                task.valid, stack.enter_context(PrivateFolder(task.cache_dir)), task.options, layout=task.layout, ref=dtrain
+            )
             stack.callback(free_matrix, dvalid)
             evals.append((dvalid, "valid"))
         params = {**task.params, "nthread": worker.state.nthreads}

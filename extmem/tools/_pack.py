@@ -189,4 +189,9 @@ def pack(
         }
         write_json(staging.path / MANIFEST_FILE, report)
         publish_folder(staging, target)
-    return {**report, "seconds": round(time.perf_counter() - started, 3), "peak_rss_bytes": monitor.peak_rss_bytes, "peak_anon_bytes": monitor.peak_anon_bytes}
+    return {
+        **report,
+        "seconds": round(time.perf_counter() - started, 3),
+        "peak_rss_bytes": monitor.peak_rss_bytes,
+        "peak_anon_bytes": monitor.peak_anon_bytes,
+    }

@@ -221,9 +221,7 @@ def _table(options: SynthOptions, seed: np.random.SeedSequence, rows: int, colum
     return pa.table(data)
 
 
-def synth(
-    out_dir: str | os.PathLike[str], options: SynthOptions, *, overwrite: bool = False, progress: bool | None = None
-) -> list[Path]:
+def synth(out_dir: str | os.PathLike[str], options: SynthOptions, *, overwrite: bool = False, progress: bool | None = None) -> list[Path]:
     """Write ``options.shards`` shards ``batch_00001.parquet``... and ``_manifest.json`` to the folder ``out_dir``; return the shards.
 
     The folder must not exist or be empty, unless ``overwrite`` and extmem wrote it; it is built
