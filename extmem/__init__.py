@@ -50,7 +50,45 @@ _EXPORTS: dict[str, str] = {
     "synth": "extmem.tools._synth",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "__version__",
+    "CacheError",
+    "ClusterError",
+    "Dataset",
+    "ExtmemError",
+    "FeatureLayout",
+    "FeatureValueError",
+    "FilterError",
+    "Holdout",
+    "IncrementalClassifier",
+    "IncrementalModel",
+    "InputPathError",
+    "KmerEncoding",
+    "LabelError",
+    "Model",
+    "NoRowsError",
+    "OptionError",
+    "PruneOptions",
+    "SPLICE_LABELS",
+    "SchemaError",
+    "ShardReadError",
+    "StreamingMetrics",
+    "SynthOptions",
+    "TrainResult",
+    "XGBClassifier",
+    "XGBRegressor",
+    "dmatrix",
+    "evaluate",
+    "matrix_info",
+    "pack",
+    "predict",
+    "prune",
+    "resume",
+    "synth",
+    "train",
+    "train_distributed",
+    "train_incremental",
+]
 
 
 def __getattr__(name: str) -> Any:

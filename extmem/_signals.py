@@ -17,7 +17,7 @@ from contextlib import contextmanager
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Stopped(BaseException):  # noqa: N818 - named like KeyboardInterrupt, which it stands for
+class Stopped(BaseException):
     """SIGINT or SIGTERM arrived: raised in the main thread, it unwinds the run like KeyboardInterrupt.
 
     Not KeyboardInterrupt itself: CPython ends a process whose code let a KeyboardInterrupt escape
