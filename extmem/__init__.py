@@ -51,7 +51,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "__version__",
+    "SPLICE_LABELS",
     "CacheError",
     "ClusterError",
     "Dataset",
@@ -69,7 +69,6 @@ __all__ = [
     "NoRowsError",
     "OptionError",
     "PruneOptions",
-    "SPLICE_LABELS",
     "SchemaError",
     "ShardReadError",
     "StreamingMetrics",
@@ -77,6 +76,7 @@ __all__ = [
     "TrainResult",
     "XGBClassifier",
     "XGBRegressor",
+    "__version__",
     "dmatrix",
     "evaluate",
     "matrix_info",
