@@ -45,7 +45,7 @@ import extmem
 assert extmem.__file__.startswith(sys.argv[2]), extmem.__file__
 with tempfile.TemporaryDirectory() as cache:
     started = time.perf_counter()
-    matrix = extmem.dmatrix(sys.argv[1], cache_dir=cache)
+    matrix = extmem.dmatrix(sys.argv[1], preset="splice-sites", cache_dir=cache)
     seconds = time.perf_counter() - started
     print(json.dumps({"rows": matrix.num_row(), "rows_per_second": matrix.num_row() / seconds}))
     del matrix

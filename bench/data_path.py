@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from extmem.tools._pack import pack
+from extmem import pack
 
 from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 from sklearn.feature_extraction import FeatureHasher
 
-from extmem.encode._kmers import KmerEncoding, sequence_entries
+from extmem.diagnostics import hashed_kmer_entries
 
 from .harness import add_common_flags, ensure_dataset, median_of, mib, run_method, write_json
 
@@ -35,10 +35,9 @@ CASES = {
 def hashing_speed(shard: str, rows: int = 2048, repeats: int = 5) -> dict[str, float]:
     """Seconds to featurise ``rows`` sequences into 1,024 hashed 6-mer features, both ways, and their agreement."""
     sequences = pq.read_table(shard, columns=["sequence"]).column("sequence").combine_chunks()[:rows]
-    encoding = KmerEncoding(width=1024, k=6, sequence_column="sequence")
     started = time.perf_counter()
     for _ in range(repeats):
-        offsets, positions, values = sequence_entries(sequences, encoding, 0)
+        offsets, positions, values = hashed_kmer_entries(sequences, 1024, 6)
     numpy_seconds = (time.perf_counter() - started) / repeats
     hasher = FeatureHasher(n_features=1024, input_type="string", alternate_sign=False)
     texts = sequences.to_pylist()

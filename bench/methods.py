@@ -26,7 +26,7 @@ def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any
     options = dict(options)
     if "hash_kmers" in options:
         options["kmers"] = extmem.KmerEncoding(width=options.pop("hash_kmers"))
-    report = extmem.train(data, rounds=rounds, params={"eval_metric": "mlogloss"}, **options).report
+    report = extmem.train(data, preset="splice-sites", rounds=rounds, params={"eval_metric": "mlogloss"}, **options).report
     return {
         "rows": report["rows"],
         "features": report["features"],
@@ -39,11 +39,12 @@ def run_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any
 def run_extmem_sklearn(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
     """``extmem.XGBClassifier(...).fit(extmem.Dataset(data))``: the scikit-learn-style drop-in."""
     import extmem
-    from extmem.read._scan import discover_shards, union_schema
+    from extmem.diagnostics import schema_of
 
     clf = extmem.XGBClassifier(n_estimators=rounds, max_depth=6, learning_rate=0.1, eval_metric="mlogloss", random_state=0, **options)
-    clf.fit(extmem.Dataset(data), eval_set=[extmem.Dataset(data)], verbose=False)
-    rows = union_schema(discover_shards([data])).rows
+    dataset = extmem.Dataset(data, preset="splice-sites")
+    clf.fit(dataset, eval_set=[dataset], verbose=False)
+    rows = schema_of(data).rows
     return {"rows": rows, "features": clf.n_features_in_, "mlogloss": clf.evals_result()["validation_0"]["mlogloss"][-1]}
 
 
@@ -51,7 +52,7 @@ def run_extmem_incremental(data: str, rounds: int, options: dict[str, Any]) -> d
     """``extmem.train_incremental`` (``options``: its keywords, e.g. ``model``, ``epochs``, ``valid_fraction``); ``rounds`` is unused."""
     import extmem
 
-    report = extmem.train_incremental(data, **options).report
+    report = extmem.train_incremental(data, preset="splice-sites", **options).report
     evaluated = next(iter(report["evaluation"].values()))
     return {
         "rows": report["rows"],
@@ -66,7 +67,7 @@ def run_extmem_cluster(data: str, rounds: int, options: dict[str, Any]) -> dict[
     """``extmem.train_distributed`` on a new local Dask cluster (``options["scheduler"]``, default ``local:2``); per-worker peaks."""
     import extmem
 
-    report = extmem.train_distributed(options.get("scheduler", "local:2"), data, rounds=rounds).report
+    report = extmem.train_distributed(options.get("scheduler", "local:2"), data, preset="splice-sites", rounds=rounds).report
     workers = report["workers"]
     return {
         "rows": report["rows"],
@@ -82,9 +83,9 @@ def run_extmem_prune(data: str, rounds: int, options: dict[str, Any]) -> dict[st
     """``extmem prune`` of the dataset into ``options["out"]`` (removed afterwards); ``rounds`` is unused."""
     import shutil
 
-    from extmem.tools._prune import prune
+    import extmem
 
-    manifest = prune(data, options["out"])
+    manifest = extmem.prune(data, options["out"], label="splice_type")
     shutil.rmtree(options["out"])
     return {"rows": manifest["rows_out"], "features": len(manifest["kept"]), "dropped": len(manifest["dropped"])}
 
@@ -94,7 +95,7 @@ def run_extmem_kmers(data: str, rounds: int, options: dict[str, Any]) -> dict[st
     import extmem
 
     encoding = extmem.KmerEncoding(**options["kmers"]) if options.get("kmers") else None
-    report = extmem.train(data, rounds=rounds, valid=options["valid"], kmers=encoding).report
+    report = extmem.train(data, preset="splice-sites", rounds=rounds, valid=options["valid"], kmers=encoding).report
     valid = report["evaluation"]["valid"]
     return {"rows": report["rows"], "features": report["features"], "mlogloss": valid["mlogloss"], "macro_f1": valid["macro_f1"]}
 
@@ -115,51 +116,41 @@ def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, 
     the whole build of the external-memory DMatrix (every pass XGBoost makes, cache written),
     with ``options["prefetch"]`` pages read ahead.
     """
-    import tempfile
     import time
-    from pathlib import Path
 
     import pyarrow.parquet as pq
 
     import extmem
-    from extmem.encode._blocks import pages
-    from extmem.read._source import Source
-    from extmem.xgb._spool import PageSpool
+    from extmem import diagnostics
 
-    source = Source(extmem.Dataset(data))
+    selection = diagnostics.selection_of(data, preset="splice-sites")
     mode = options["mode"]
     started = time.perf_counter()
     rows = stored = 0
     if mode == "raw":
-        for shard in source.schema.shards:
+        for shard in selection.schema.shards:
             with pq.ParquetFile(shard) as file:
                 present = set(file.schema_arrow.names)
-                block = source.schema.packed_blocks.get(shard)
-                columns = [name for name in source.layout.names if name in present] + ([block.indices, block.values] if block else [])
+                block = selection.schema.packed_blocks.get(shard)
+                columns = [name for name in selection.layout.names if name in present] + ([block.indices, block.values] if block else [])
                 rows += sum(batch.num_rows for batch in file.iter_batches(batch_size=2048, columns=columns))
     elif mode == "dmatrix":
-        from extmem.xgb._matrix import free_matrix, matrix_info
-
-        matrix = extmem.dmatrix(data, cache="disk", prefetch=options["prefetch"])
-        stats = matrix_info(matrix).stats
+        matrix = extmem.dmatrix(data, preset="splice-sites", cache="disk", prefetch=options["prefetch"])
+        stats = diagnostics.matrix_stats(matrix)
         rows, stored = stats.rows, stats.stored_values
-        free_matrix(matrix)
+        diagnostics.free_matrix(matrix)
     elif mode == "blocks":
-        for page in pages(source.batches(), source.layout, 8192):
+        for page in diagnostics.stream_pages(data, preset="splice-sites"):
             rows, stored = rows + page.rows, stored + page.stored_values
     else:
-        with tempfile.TemporaryDirectory() as folder:
-            spool = PageSpool(Path(folder) / "spool")
-            for _ in spool.record(pages(source.batches(), source.layout, 8192)):
-                pass
+        with diagnostics.spooled_pages(data, preset="splice-sites") as replay:
             started = time.perf_counter()
-            for page in spool.replay(len(source.layout.names)):
+            for page in replay():
                 rows, stored = rows + page.rows, stored + page.stored_values
-            spool.clear()
     seconds = time.perf_counter() - started
     return {
         "rows": rows,
-        "features": len(source.layout.names),
+        "features": len(selection.layout.names),
         "stored_values": stored,
         "pass_seconds": seconds,
         "rows_per_second": rows / seconds,
@@ -168,9 +159,9 @@ def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, 
 
 def _shards_and_features(data: str) -> tuple[list[str], list[str]]:
     """The shards of ``data`` and the union of their numeric columns other than the label, in first-seen order."""
-    from extmem.read._scan import NUMERIC, discover_shards, union_schema
+    from extmem.diagnostics import NUMERIC, schema_of
 
-    union = union_schema(discover_shards([data]))
+    union = schema_of(data)
     return union.shards, [c.name for c in union.columns.values() if c.kind == NUMERIC and c.name != "splice_type"]
 
 
@@ -180,7 +171,7 @@ def _class_ids(labels: Any) -> np.ndarray:
 
     import extmem
 
-    return pc.index_in(labels, value_set=pa.array(list(extmem.SPLICE_LABELS))).to_numpy().astype(np.float32)
+    return pc.index_in(labels, value_set=pa.array(list(extmem.SPLICE_SITES.label_map or {}))).to_numpy().astype(np.float32)
 
 
 def _train_xgboost(matrix: Any, rounds: int) -> float:

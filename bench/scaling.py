@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.stage == "predict":
         model = args.data_dir / f"scaling-model-k{args.k}-{args.rows_per_shard}x{args.shards}-r{args.rounds}"
         if not (model / "model.ubj").exists():
-            extmem.train(datasets[1], out=model, rounds=args.rounds, overwrite=True)
+            extmem.train(datasets[1], preset="splice-sites", out=model, rounds=args.rounds, overwrite=True)
         options = {"model": str(model), "out": str(args.out.with_suffix(".parquet"))}
     elif args.stage == "prune":
         options = {"out": str(args.out.with_suffix(".pruned"))}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from extmem._units import parse_size
+from extmem.diagnostics import parse_size
 
 from .harness import RESULTS, ensure_dataset, median_of, mib, run_method, write_json
 

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from extmem._memory import MemoryMonitor
+from extmem.diagnostics import MemoryMonitor
 
 from .methods import METHODS
 

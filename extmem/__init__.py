@@ -22,26 +22,27 @@ _EXPORTS: dict[str, str] = {
     "OptionError": "extmem.errors",
     "SchemaError": "extmem.errors",
     "ShardReadError": "extmem.errors",
-    "SPLICE_LABELS": "extmem.read._dataset",
+    "Preset": "extmem._presets",
+    "SPLICE_SITES": "extmem._presets",
     "Dataset": "extmem.read._dataset",
     "Holdout": "extmem.read._dataset",
-    "KmerEncoding": "extmem.encode._kmers",
-    "FeatureLayout": "extmem.encode._layout",
+    "KmerEncoding": "extmem._layout",
+    "FeatureLayout": "extmem._layout",
     "dmatrix": "extmem.xgb._matrix",
     "matrix_info": "extmem.xgb._matrix",
     "TrainResult": "extmem.run._xgboost",
     "train": "extmem.run._xgboost",
     "resume": "extmem.run._xgboost",
     "IncrementalClassifier": "extmem.run._incremental",
-    "IncrementalModel": "extmem.run._incremental",
+    "IncrementalModel": "extmem.score._incremental_model",
     "train_incremental": "extmem.run._incremental",
     "ClusterError": "extmem.run._distributed",
     "train_distributed": "extmem.run._distributed",
     "XGBClassifier": "extmem.run._estimators",
     "XGBRegressor": "extmem.run._estimators",
-    "Model": "extmem.score._predict",
+    "Model": "extmem.score._model",
     "predict": "extmem.score._predict",
-    "evaluate": "extmem.score._predict",
+    "evaluate": "extmem.score._evaluate",
     "StreamingMetrics": "extmem.score._metrics",
     "pack": "extmem.tools._pack",
     "PruneOptions": "extmem.tools._prune",
@@ -51,7 +52,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "SPLICE_LABELS",
+    "SPLICE_SITES",
     "CacheError",
     "ClusterError",
     "Dataset",
@@ -68,6 +69,7 @@ __all__ = [
     "Model",
     "NoRowsError",
     "OptionError",
+    "Preset",
     "PruneOptions",
     "SchemaError",
     "ShardReadError",
@@ -106,8 +108,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from extmem.encode._kmers import KmerEncoding
-    from extmem.encode._layout import FeatureLayout
+    from extmem._layout import FeatureLayout, KmerEncoding
+    from extmem._presets import SPLICE_SITES, Preset
     from extmem.errors import (
         CacheError,
         ExtmemError,
@@ -120,13 +122,16 @@ if TYPE_CHECKING:
         SchemaError,
         ShardReadError,
     )
-    from extmem.read._dataset import SPLICE_LABELS, Dataset, Holdout
+    from extmem.read._dataset import Dataset, Holdout
     from extmem.run._distributed import ClusterError, train_distributed
     from extmem.run._estimators import XGBClassifier, XGBRegressor
-    from extmem.run._incremental import IncrementalClassifier, IncrementalModel, train_incremental
+    from extmem.run._incremental import IncrementalClassifier, train_incremental
     from extmem.run._xgboost import TrainResult, resume, train
+    from extmem.score._evaluate import evaluate
+    from extmem.score._incremental_model import IncrementalModel
     from extmem.score._metrics import StreamingMetrics
-    from extmem.score._predict import Model, evaluate, predict
+    from extmem.score._model import Model
+    from extmem.score._predict import predict
     from extmem.tools._pack import pack
     from extmem.tools._prune import PruneOptions, prune
     from extmem.tools._synth import SynthOptions, synth

@@ -15,8 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 import extmem
+from extmem._contracts import Block
 from extmem._folders import CACHE_PREFIX as PREFIX
 from extmem._folders import LOCK_FILE
+from extmem.encode._blocks import Encoder, concat_blocks
+from extmem.read._reader import read_batches
+from extmem.read._selection import Selection
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -107,3 +111,14 @@ def _holds_output(staging: Path) -> bool:
         return any(entry.name != LOCK_FILE for entry in staging.iterdir())
     except FileNotFoundError:
         return False
+
+
+def encoded(selection: Selection, batch_rows: int | None = None, refs: list | None = None) -> list[Block]:
+    """The selection read and encoded batch by batch, as extmem streams it."""
+    encoder = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)
+    return [encoder(batch) for batch in read_batches(selection, batch_rows or selection.dataset.batch_rows, refs)]
+
+
+def all_rows(selection: Selection) -> Block:
+    """The whole selection as one block."""
+    return concat_blocks(encoded(selection))

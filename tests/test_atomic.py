@@ -14,7 +14,7 @@ import pytest
 
 from extmem._atomic import PARTIAL_SUFFIX, atomic_file, sweep_partials, write_json
 from extmem._sink import ParquetSink
-from extmem.read._scan import discover_shards
+from extmem.read._discover import discover_shards
 
 
 def test_an_error_while_writing_leaves_the_old_file_and_no_partial(tmp_path: Path) -> None:

@@ -7,14 +7,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+from conftest import encoded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extmem import Dataset
-from extmem.encode._blocks import concat_blocks, pages, to_csr, to_dense
+from extmem._contracts import ReadCounters
+from extmem._layout import FeatureLayout
+from extmem.encode._blocks import Encoder, concat_blocks, pages, to_csr, to_dense
 from extmem.encode._features import FeatureColumns, wide_features
-from extmem.encode._layout import FeatureLayout
-from extmem.read._source import Source
+from extmem.read._reader import read_batches
+from extmem.read._selection import select_dataset
 from extmem.tools._pack import rewrite_shard
 
 
@@ -44,7 +47,7 @@ def check_csr(X: sp.csr_matrix, values: np.ndarray, stored: np.ndarray) -> None:
 
 
 def test_counts_drop_zeros_and_nulls_but_dense_columns_keep_zeros() -> None:
-    layout = FeatureLayout.from_names(["6mer_AAAAAA", "score", "6mer_CCCCCC"], r"^\d+mer_")
+    layout = FeatureLayout.build(["6mer_AAAAAA", "score", "6mer_CCCCCC"], r"^\d+mer_")
     columns = {"6mer_AAAAAA": [0.0, 2.0, None], "score": [0.0, None, 0.5], "6mer_CCCCCC": [None, None, None]}
     batch = pa.RecordBatch.from_pydict({k: pa.array(v, pa.float32()) for k, v in columns.items()})
     X = to_csr(features_of(batch), layout)
@@ -53,7 +56,7 @@ def test_counts_drop_zeros_and_nulls_but_dense_columns_keep_zeros() -> None:
 
 
 def test_integer_columns_with_nulls_convert() -> None:
-    layout = FeatureLayout.from_names(["4mer_ACGT", "position"], r"^\d+mer_")
+    layout = FeatureLayout.build(["4mer_ACGT", "position"], r"^\d+mer_")
     columns = {"4mer_ACGT": [3, None, 0], "position": [10, 0, None]}
     batch = pa.RecordBatch.from_pydict({k: pa.array(v, pa.int64()) for k, v in columns.items()})
     check_csr(to_csr(features_of(batch), layout), *expected_dense(columns, layout))
@@ -61,15 +64,18 @@ def test_integer_columns_with_nulls_convert() -> None:
 
 def test_dense_path_keeps_nan_for_nulls() -> None:
     batch = pa.RecordBatch.from_pydict({"a": pa.array([1.0, None]), "b": pa.array([0, 5])})
-    np.testing.assert_array_equal(to_dense(features_of(batch), 2), np.array([[1.0, 0.0], [np.nan, 5.0]], dtype=np.float32))
+    layout = FeatureLayout.build(["a", "b"], None)
+    np.testing.assert_array_equal(to_dense(features_of(batch), layout), np.array([[1.0, 0.0], [np.nan, 5.0]], dtype=np.float32))
 
 
 def test_pages_hold_at_least_page_rows(small_synth: Path) -> None:
-    source = Source(Dataset(small_synth, batch_rows=128))
-    sizes = [page.rows for page in pages(source.batches(), source.layout, 1000)]
+    selection = select_dataset(Dataset(small_synth, preset="splice-sites"))
+    counters = ReadCounters()
+    encoder = Encoder(selection.layout)
+    sizes = [page.rows for page in pages(map(encoder, read_batches(selection, 128, counters=counters)), 1000)]
     assert sum(sizes) == 3000
     assert all(size >= 1000 for size in sizes[:-1])
-    assert len(sizes) < source.counters.batches
+    assert len(sizes) < counters.batches
 
 
 names = st.sampled_from(["3mer_AAA", "3mer_CGT", "3mer_TTT", "score_a", "score_b", "position"])
@@ -105,8 +111,8 @@ def test_streamed_pages_equal_the_concatenated_shards(
             wide = path.rename(path.with_suffix(".wide"))
             rewrite_shard(str(wide), path, batch_rows=2, row_group_rows=4)
             wide.unlink()
-    source = Source(Dataset(folder, batch_rows=batch_rows))
-    streamed = list(pages(source.batches(), source.layout, page_rows))
+    source = select_dataset(Dataset(folder, preset="splice-sites", batch_rows=batch_rows))
+    streamed = list(pages(encoded(source), page_rows))
     total_rows = sum(len(s["splice_type"]) for s in shards)
     if total_rows == 0:
         assert streamed == []

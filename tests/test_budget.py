@@ -11,14 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost as xgb
-from conftest import cache_dirs
+from conftest import cache_dirs, encoded
 
 import extmem
+from extmem._contracts import DataProfile
 from extmem._units import format_size, parse_size
-from extmem.encode._blocks import to_block
+from extmem.encode._probe import profile
 from extmem.read._dataset import Dataset
-from extmem.read._plan import MIN_BATCH_ROWS, Budget, DataProfile, fixed_bytes, plan_memory, profile_source
-from extmem.read._source import Source
+from extmem.read._plan import MIN_BATCH_ROWS, Budget, fixed_bytes, plan_memory
+from extmem.read._selection import select_dataset
 from extmem.xgb._matrix import matrix_info
 
 MiB = 2**20
@@ -83,13 +84,13 @@ def test_without_a_budget_the_given_sizes_stand() -> None:
 
 
 def test_the_profile_measures_the_first_rows(wide_synth: Path) -> None:
-    source = Source(Dataset(wide_synth))
-    profile = profile_source(source, outputs=3)
-    assert profile.rows == 4000
-    first = next(source.batches())
-    stored = to_block(first, source.layout).stored_values / first.features.rows
-    assert profile.stored_values_per_row == pytest.approx(stored, rel=0.5)
-    assert profile.arrow_bytes_per_row >= 8 * len(source.layout.names) * 0.9, "wide float64 columns: about 8 bytes per column and row"
+    source = select_dataset(Dataset(wide_synth, preset="splice-sites"))
+    measured = profile(source, outputs=3)
+    assert measured.rows == 4000 and measured.footer_bytes > 0
+    first = encoded(source)[0]
+    stored = first.stored_values / first.rows
+    assert measured.stored_values_per_row == pytest.approx(stored, rel=0.5)
+    assert measured.arrow_bytes_per_row >= 8 * len(source.layout.names) * 0.9, "wide float64 columns: about 8 bytes per column and row"
 
 
 def _python_under_limit(limit: int, script: str) -> subprocess.CompletedProcess[str]:
@@ -147,11 +148,11 @@ def _predictions(matrix: xgb.DMatrix) -> np.ndarray:
 
 
 def test_prefetch_and_cache_kind_do_not_change_the_model(small_synth: Path, cache_root: Path) -> None:
-    reference = extmem.dmatrix(small_synth, cache="disk", prefetch=0, cache_dir=cache_root)
+    reference = extmem.dmatrix(small_synth, preset="splice-sites", cache="disk", prefetch=0, cache_dir=cache_root)
     expected = _predictions(reference)
     assert matrix_info(reference).plan.cache == "disk"
     for cache, prefetch in (("disk", 2), ("memory", 0), ("memory", 1)):
-        matrix = extmem.dmatrix(small_synth, cache=cache, prefetch=prefetch, cache_dir=cache_root)
+        matrix = extmem.dmatrix(small_synth, preset="splice-sites", cache=cache, prefetch=prefetch, cache_dir=cache_root)
         assert isinstance(matrix, xgb.QuantileDMatrix) != (cache == "disk")
         np.testing.assert_allclose(_predictions(matrix), expected, rtol=1e-5, atol=1e-6)
         assert matrix.num_row() == reference.num_row() and matrix.num_nonmissing() == reference.num_nonmissing()
@@ -167,20 +168,20 @@ def test_a_read_error_in_the_prefetch_thread_reaches_the_caller(small_synth: Pat
     last.write_bytes(content[:4] + b"\0" * (len(content) // 2) + content[4 + len(content) // 2 :])  # data pages garbled, footer intact
     threads = threading.active_count()
     with pytest.raises(extmem.ShardReadError, match=last.name):
-        extmem.dmatrix(data, cache="disk", prefetch=2, sketch_rows=10**6, cache_dir=cache_root)
+        extmem.dmatrix(data, preset="splice-sites", cache="disk", prefetch=2, sketch_rows=10**6, cache_dir=cache_root)
     assert threading.active_count() == threads, "the prefetch thread was stopped"
     assert cache_dirs(cache_root) == []
 
 
 def test_predict_and_prune_plan_their_batches_and_refuse_a_budget_too_small(small_synth: Path, tmp_path: Path) -> None:
-    model = extmem.train(small_synth, out=tmp_path / "model", rounds=2).booster
+    model = extmem.train(small_synth, preset="splice-sites", out=tmp_path / "model", rounds=2).booster
     report = extmem.predict(model, small_synth, tmp_path / "p.parquet", memory_budget="64GiB", batch_rows=1000)
     assert report["rows"] == 3000
     assert report["memory_plan"]["batch_rows"] == 1000 and report["memory_plan"]["budget_bytes"] == 64 * 2**30
-    manifest = extmem.prune(small_synth, tmp_path / "pruned", memory_budget="64GiB")
+    manifest = extmem.prune(small_synth, tmp_path / "pruned", label="splice_type", memory_budget="64GiB")
     assert manifest["memory_plan"]["cache"] == "none" and manifest["memory_plan"]["parts"]["matrix"] > 0, "sample and correlations"
     with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
         extmem.predict(model, small_synth, tmp_path / "q.parquet", memory_budget="100MiB")
     with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
-        extmem.prune(small_synth, tmp_path / "pruned2", memory_budget="100MiB")
+        extmem.prune(small_synth, tmp_path / "pruned2", label="splice_type", memory_budget="100MiB")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "p.parquet", "pruned"]

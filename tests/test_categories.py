@@ -7,9 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import encoded
 
 import extmem
-from extmem.read._source import Source
+from extmem.read._selection import select_dataset
 
 REGIONS = ["intron", "exon", "utr", "intergenic"]
 
@@ -43,26 +44,27 @@ def regions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_codes_are_the_same_in_every_shard_whatever_the_value_order(regions: dict[str, Path]) -> None:
-    source = Source(extmem.Dataset(regions["train"], categorical="region"))
+    source = select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="region"))
     assert source.layout.categories == {"region": ("exon", "intergenic", "intron", "utr")}
     assert source.layout.feature_types == ["q", "q", "c"]
     assert source.layout.zero_is_missing[-1] is False
     values = [v for p in sorted(regions["train"].glob("*.parquet")) for v in pq.read_table(p).column("region").to_pylist()]
     expected = [source.layout.categories["region"].index(v) for v in values]
-    codes = [c for batch in source.batches() for c in batch.features.wide.column("region").to_pylist()]
+    position = source.layout.names.index("region")
+    codes = [c for block in encoded(source) for c in np.asarray(block.X[:, position]).ravel().tolist()]
     assert codes == expected
 
 
 def test_a_category_with_signal_beats_dropping_it(regions: dict[str, Path]) -> None:
-    with_category = extmem.train(regions["train"], valid=regions["valid"], rounds=20, categorical=["region"]).report
-    without = extmem.train(regions["train"], valid=regions["valid"], rounds=20).report
+    with_category = extmem.train(regions["train"], preset="splice-sites", valid=regions["valid"], rounds=20, categorical=["region"]).report
+    without = extmem.train(regions["train"], preset="splice-sites", valid=regions["valid"], rounds=20).report
     scored, dropped = with_category["evaluation"]["valid"], without["evaluation"]["valid"]
     assert scored["macro_f1"] > dropped["macro_f1"] + 0.3
     assert scored["mlogloss"] < dropped["mlogloss"] - 0.1
 
 
 def test_scoring_data_with_another_dictionary_order_gives_the_same_predictions(regions: dict[str, Path], tmp_path: Path) -> None:
-    extmem.train(regions["train"], out=tmp_path / "model", rounds=10, categorical="region")
+    extmem.train(regions["train"], preset="splice-sites", out=tmp_path / "model", rounds=10, categorical="region")
     model = extmem.Model.load(tmp_path / "model")
     assert model.layout.categories["region"] == ("exon", "intergenic", "intron", "utr")
     plain, shuffled = model.predict_proba(regions["valid"]), model.predict_proba(regions["shuffled"])
@@ -72,7 +74,7 @@ def test_scoring_data_with_another_dictionary_order_gives_the_same_predictions(r
 
 
 def test_unseen_categories_are_missing_or_an_error(regions: dict[str, Path], tmp_path: Path) -> None:
-    extmem.train(regions["train"], out=tmp_path / "model", rounds=5, categorical="region")
+    extmem.train(regions["train"], preset="splice-sites", out=tmp_path / "model", rounds=5, categorical="region")
     table = pq.read_table(regions["valid"] / "a.parquet")
     unseen = table.set_column(0, "region", pa.array(["novel"] * table.num_rows))
     missing = table.set_column(0, "region", pa.nulls(table.num_rows, pa.string()))
@@ -89,15 +91,15 @@ def test_unseen_categories_are_missing_or_an_error(regions: dict[str, Path], tmp
 
 def test_bad_categorical_columns_are_refused(regions: dict[str, Path]) -> None:
     with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'region' has more than 3 distinct values"):
-        Source(extmem.Dataset(regions["train"], categorical="region", max_categories=3))
+        select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="region", max_categories=3))
     with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'noise' is double"):
-        Source(extmem.Dataset(regions["train"], categorical="noise"))
+        select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="noise"))
     with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'nope' is in none"):
-        Source(extmem.Dataset(regions["train"], categorical="nope"))
+        select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="nope"))
 
 
 def test_the_notice_suggests_categorical_for_small_string_columns(regions: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="extmem"):
-        Source(extmem.Dataset(regions["train"]))
+        select_dataset(extmem.Dataset(regions["train"], preset="splice-sites"))
     assert "not using 1 non-numeric column(s) as features: region" in caplog.text
     assert "usable as 'categorical': region" in caplog.text

@@ -157,7 +157,7 @@ def test_train_predict_evaluate(small_synth: Path, tmp_path: Path) -> None:
         (["evaluate", "{tmp}/nowhere", "{data}"], "No model at"),
         (["resume", "{tmp}"], "No checkpoint to resume"),
         (["train", "{data}", "--out", "{data}"], "folder .* exists and is not empty; pass --overwrite"),
-        (["train", "{data}", "--out", "{tmp}/m", "--group-by", "gene_id"], "'group_by' option needs 'valid_fraction'"),
+        (["train", "{data}", "--out", "{tmp}/m", "--group-by", "gene_id"], "The --group-by option needs --valid-fraction"),
     ],
 )
 def test_command_errors_are_one_line(small_synth: Path, tmp_path: Path, args: list[str], match: str) -> None:

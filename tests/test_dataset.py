@@ -7,15 +7,41 @@ from extmem.read._dataset import as_dataset
 
 
 def test_names_accept_lists_and_comma_text() -> None:
-    dataset = Dataset("data", features="a, b,,c", drop=["x"])
+    dataset = Dataset("data", preset="splice-sites", features="a, b,,c", drop=["x"])
     assert dataset.features == ("a", "b", "c") and dataset.drop == ("x",)
 
 
-def test_from_options_overrides_a_dataset_but_keeps_its_label() -> None:
+def test_options_apply_over_a_dataset_and_keep_the_rest() -> None:
     base = Dataset("data", label="y", max_rows=10)
-    assert as_dataset(base, "splice_type", {}) is base
-    changed = as_dataset(base, "splice_type", {"max_rows": 5})
+    assert as_dataset(base, {}) is base
+    changed = as_dataset(base, {"max_rows": 5})
     assert changed.label == "y" and changed.max_rows == 5 and changed.path == "data"
+
+
+def test_the_library_has_no_domain_defaults_and_a_preset_fills_them_in() -> None:
+    plain = Dataset("data")
+    assert (plain.label, plain.label_map, plain.zero_is_missing) == (None, None, None)
+    splice = Dataset("data", preset="splice-sites")
+    assert splice.label == "splice_type" and splice.label_map == {"neither": 0, "donor": 1, "acceptor": 2}
+    assert splice.zero_is_missing == r"^\d+mer_"
+    own = Dataset("data", preset="splice-sites", label="target", label_map={"no": 0, "yes": 1})
+    assert own.label == "target" and own.label_map == {"no": 0, "yes": 1} and own.zero_is_missing == splice.zero_is_missing
+    with pytest.raises(OptionError, match="The 'preset' option must be one of none, splice-sites"):
+        Dataset("data", preset="splice")
+
+
+@pytest.mark.parametrize(
+    ("options", "roles"),
+    [
+        ({"label": "y", "categorical": ["y"]}, "'label' and in the 'categorical'"),
+        ({"label": "y", "weight": "y"}, "'label' and in the 'weight'"),
+        ({"label": "y", "features": ["a", "y"]}, "'label' and in the 'features'"),
+        ({"weight": "w", "categorical": "w"}, "'weight' and in the 'categorical'"),
+    ],
+)
+def test_a_column_has_one_role(options: dict, roles: str) -> None:
+    with pytest.raises(OptionError, match=f"is both the {roles} option; a column can have one role only"):
+        Dataset("data", **options)
 
 
 @pytest.mark.parametrize(

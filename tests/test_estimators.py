@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import xgboost as xgb
-from conftest import cache_dirs, write_shard
+from conftest import all_rows, cache_dirs, write_shard
 from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
 import extmem
-from extmem.encode._blocks import concat_blocks, to_block
-from extmem.encode._layout import FeatureLayout
-from extmem.read._source import Source
+from extmem._layout import FeatureLayout
+from extmem.read._selection import select_dataset
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,8 @@ def valid(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _in_memory(path: Path, layout: FeatureLayout | None = None) -> tuple[sp.csr_matrix, np.ndarray, FeatureLayout]:
     """The whole dataset as one CSR matrix built by extmem's blocks stage (what extmem streams)."""
-    source = Source(extmem.Dataset(path), layout)
-    block = concat_blocks([to_block(batch, source.layout) for batch in source.batches()])
+    source = select_dataset(extmem.Dataset(path, preset="splice-sites"), layout=layout)
+    block = all_rows(source)
     assert block.label is not None
     return block.X, block.label, source.layout
 
@@ -51,22 +50,24 @@ def test_classifier_fitted_on_datasets_equals_the_in_memory_fit(small_synth: Pat
     X_train, y_train, layout = _in_memory(small_synth)
     X_valid, y_valid, _ = _in_memory(valid, layout)
     in_memory = typical_training_script(xgb.XGBClassifier, X_train, y_train, X_valid, y_valid)
-    streamed = typical_training_script(extmem.XGBClassifier, extmem.Dataset(small_synth), None, extmem.Dataset(valid), None)
+    streamed = typical_training_script(
+        extmem.XGBClassifier, extmem.Dataset(small_synth, preset="splice-sites"), None, extmem.Dataset(valid, preset="splice-sites"), None
+    )
     assert streamed.best_iteration == in_memory.best_iteration < 59
     np.testing.assert_allclose(
         streamed.evals_result()["validation_0"]["mlogloss"], in_memory.evals_result()["validation_0"]["mlogloss"], rtol=1e-6
     )
     expected = in_memory.predict_proba(X_valid)
-    np.testing.assert_allclose(streamed.predict_proba(extmem.Dataset(valid)), expected, atol=1e-5)
+    np.testing.assert_allclose(streamed.predict_proba(extmem.Dataset(valid, preset="splice-sites")), expected, atol=1e-5)
     np.testing.assert_allclose(streamed.predict_proba(X_valid), expected, atol=1e-5)
-    assert streamed.predict(extmem.Dataset(valid)).tolist() == in_memory.predict(X_valid).tolist()
+    assert streamed.predict(extmem.Dataset(valid, preset="splice-sites")).tolist() == in_memory.predict(X_valid).tolist()
     np.testing.assert_allclose(streamed.feature_importances_, in_memory.feature_importances_, rtol=1e-5)
     assert streamed.score(valid) == pytest.approx(in_memory.score(X_valid, y_valid))
     assert list(streamed.feature_names_in_) == list(layout.names)
 
 
 def test_dense_arrays_are_scored_with_the_training_representation(small_synth: Path, valid: Path) -> None:
-    clf = extmem.XGBClassifier(n_estimators=10, max_depth=3).fit(small_synth)
+    clf = extmem.XGBClassifier(n_estimators=10, max_depth=3).fit(extmem.Dataset(small_synth, preset="splice-sites"))
     X_valid, _, _ = _in_memory(valid, clf.layout)
     dense = X_valid.toarray()  # absent k-mers become literal zeros, as in a user's dense frame
     np.testing.assert_allclose(clf.predict_proba(dense), clf.predict_proba(valid), atol=1e-6)
@@ -78,14 +79,14 @@ def test_estimator_works_with_sklearn_tooling(small_synth: Path, valid: Path, tm
     assert "page_rows" not in base.get_xgb_params()
     scores = {}
     for params in ParameterGrid({"max_depth": [2, 4], "learning_rate": [0.3]}):
-        candidate = clone(base).set_params(**params).fit(extmem.Dataset(small_synth))
+        candidate = clone(base).set_params(**params).fit(extmem.Dataset(small_synth, preset="splice-sites"))
         scores[params["max_depth"]] = candidate.score(valid)
     assert all(0.9 < score <= 1.0 for score in scores.values())
     assert cache_dirs(tmp_path) == []
 
 
 def test_saved_model_keeps_its_layout(small_synth: Path, valid: Path, tmp_path: Path) -> None:
-    clf = extmem.XGBClassifier(n_estimators=5).fit(small_synth)
+    clf = extmem.XGBClassifier(n_estimators=5).fit(extmem.Dataset(small_synth, preset="splice-sites"))
     clf.save_model(tmp_path / "clf.ubj")
     loaded = extmem.XGBClassifier()
     loaded.load_model(tmp_path / "clf.ubj")
@@ -114,4 +115,4 @@ def test_array_fit_behaves_like_xgboost(small_synth: Path) -> None:
 
 def test_labels_with_a_dataset_are_refused(small_synth: Path) -> None:
     with pytest.raises(extmem.OptionError, match="pass y=None"):
-        extmem.XGBClassifier().fit(small_synth, np.zeros(3000))
+        extmem.XGBClassifier().fit(extmem.Dataset(small_synth, preset="splice-sites"), np.zeros(3000))

@@ -18,8 +18,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_class_weight
 
 import extmem
-from extmem.run._incremental import IncrementalModel, train_incremental
-from extmem.score._predict import as_model
+from extmem.run._incremental import train_incremental
+from extmem.score._incremental_model import IncrementalModel
+from extmem.score._model import as_model
 
 
 def in_memory(data: Path, layout: extmem.FeatureLayout) -> tuple[np.ndarray, np.ndarray]:
@@ -32,12 +33,14 @@ def in_memory(data: Path, layout: extmem.FeatureLayout) -> tuple[np.ndarray, np.
     for name, is_count in zip(layout.names, layout.zero_is_missing):
         values = table[name].to_numpy(zero_copy_only=False).astype(np.float64) if name in table.column_names else np.zeros(table.num_rows)
         columns.append(np.nan_to_num(values) if is_count else values)
-    labels = np.array([extmem.SPLICE_LABELS[value] for value in table["splice_type"].to_pylist()])
+    labels = np.array([extmem.SPLICE_SITES.label_map[value] for value in table["splice_type"].to_pylist()])
     return np.column_stack(columns).astype(np.float32).astype(np.float64), labels
 
 
 def test_naive_bayes_equals_a_non_streaming_fit(small_synth: Path, cache_root: Path) -> None:
-    result = train_incremental(small_synth, model="naive_bayes", class_weight="none", page_rows=512, batch_rows=256, cache_dir=cache_root)
+    result = train_incremental(
+        small_synth, preset="splice-sites", model="naive_bayes", class_weight="none", page_rows=512, batch_rows=256, cache_dir=cache_root
+    )
     model = result.model
     X, y = in_memory(small_synth, model.layout)
     counts, values = X[:, model.layout.sparse_mask], X[:, ~model.layout.sparse_mask]
@@ -74,7 +77,7 @@ def test_standardisation_statistics_equal_standard_scaler(tmp_path: Path) -> Non
             {"position": score[chunk], "noisy": with_nulls[chunk], "4mer_ACGT": counts[chunk], "splice_type": labels[chunk].tolist()},
             row_group_size=300,
         )
-    model = train_incremental(tmp_path / "data", model="sgd_logistic", epochs=1, page_rows=700, batch_rows=300).model
+    model = train_incremental(tmp_path / "data", preset="splice-sites", model="sgd_logistic", epochs=1, page_rows=700, batch_rows=300).model
     standardizer = model.learner.standardizer
     # extmem's blocks hold float32, as XGBoost's do; StandardScaler ignores NaN, as extmem does
     as_read = np.column_stack([score, np.array(with_nulls, dtype=float), counts]).astype(np.float32).astype(np.float64)
@@ -85,7 +88,9 @@ def test_standardisation_statistics_equal_standard_scaler(tmp_path: Path) -> Non
 
 
 def test_sgd_beats_the_majority_baseline_and_weights_classes(wide_synth: Path, tmp_path: Path) -> None:
-    result = train_incremental(wide_synth, model="sgd_logistic", valid_fraction=0.25, params={"alpha": 0.01}, out=tmp_path / "model")
+    result = train_incremental(
+        wide_synth, preset="splice-sites", model="sgd_logistic", valid_fraction=0.25, params={"alpha": 0.01}, out=tmp_path / "model"
+    )
     report = result.report
     _, labels = in_memory(wide_synth, result.model.layout)
     majority_share = np.bincount(labels).max() / labels.size
@@ -102,7 +107,9 @@ def test_sgd_beats_the_majority_baseline_and_weights_classes(wide_synth: Path, t
 
 def test_epochs_shuffle_pages_reproducibly(small_synth: Path) -> None:
     def coefficients(seed: int) -> np.ndarray:
-        result = train_incremental(small_synth, model="sgd_hinge", epochs=2, seed=seed, page_rows=512, batch_rows=256)
+        result = train_incremental(
+            small_synth, preset="splice-sites", model="sgd_hinge", epochs=2, seed=seed, page_rows=512, batch_rows=256
+        )
         return result.model.learner.estimators["linear"].coef_
 
     first = coefficients(1)
@@ -112,7 +119,7 @@ def test_epochs_shuffle_pages_reproducibly(small_synth: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["sgd_logistic", "sgd_hinge", "passive_aggressive", "naive_bayes"])
 def test_saved_models_score_like_the_trained_ones(kind: str, small_synth: Path, tmp_path: Path) -> None:
-    trained = train_incremental(small_synth, model=kind, epochs=None, out=tmp_path / "model").model
+    trained = train_incremental(small_synth, preset="splice-sites", model=kind, epochs=None, out=tmp_path / "model").model
     loaded = as_model(tmp_path / "model")
     assert isinstance(loaded, IncrementalModel) and loaded.kind == kind
     np.testing.assert_array_equal(loaded.predict(small_synth), trained.predict(small_synth))
@@ -127,7 +134,7 @@ def test_saved_models_score_like_the_trained_ones(kind: str, small_synth: Path, 
 
 
 def test_load_refuses_an_estimator_class_it_does_not_know(small_synth: Path, tmp_path: Path) -> None:
-    train_incremental(small_synth, model="naive_bayes", out=tmp_path)
+    train_incremental(small_synth, preset="splice-sites", model="naive_bayes", out=tmp_path)
     stored = dict(np.load(tmp_path / "model.npz", allow_pickle=False))
     meta = json.loads(str(stored["meta"]))
     meta["estimators"]["counts"]["class"] = "Pipeline"
@@ -171,11 +178,13 @@ def test_cli_trains_predicts_and_evaluates(small_synth: Path, tmp_path: Path, ca
 
 def test_bad_input_is_named_and_leaves_no_cache(small_synth: Path, tmp_path: Path, cache_root: Path) -> None:
     with pytest.raises(extmem.OptionError, match="The parameter 'max_depth' \\('params'\\) is not one of the sgd_logistic model's"):
-        train_incremental(small_synth, params={"max_depth": 3})
+        train_incremental(small_synth, preset="splice-sites", params={"max_depth": 3})
     with pytest.raises(extmem.OptionError, match="naive_bayes is fitted exactly in one pass"):
-        train_incremental(small_synth, model="naive_bayes", epochs=3)
+        train_incremental(small_synth, preset="splice-sites", model="naive_bayes", epochs=3)
     with pytest.raises(extmem.FeatureValueError, match="non-negative counts.*drop --signed-hash"):
-        train_incremental(small_synth, model="naive_bayes", kmers=extmem.KmerEncoding(width=64, signed=True), cache_dir=cache_root)
+        train_incremental(
+            small_synth, preset="splice-sites", model="naive_bayes", kmers=extmem.KmerEncoding(width=64, signed=True), cache_dir=cache_root
+        )
     write_shard(tmp_path / "reg" / "a.parquet", {"x": [1.0, 2.0, 3.0], "y": [0.5, 1.0, 2.0]})
     with pytest.raises(extmem.LabelError, match="column 'y'.*class ids or strings; found 0.5"):
         train_incremental(tmp_path / "reg", "y", cache_dir=cache_root)
@@ -183,22 +192,22 @@ def test_bad_input_is_named_and_leaves_no_cache(small_synth: Path, tmp_path: Pat
 
 
 def test_a_model_folder_holds_the_model_trained_last(small_synth: Path, tmp_path: Path) -> None:
-    extmem.train(small_synth, out=tmp_path, rounds=2)
+    extmem.train(small_synth, preset="splice-sites", out=tmp_path, rounds=2)
     with pytest.raises(extmem.OptionError, match="exists and is not empty; pass 'overwrite' to replace it"):
-        train_incremental(small_synth, model="naive_bayes", out=tmp_path)
-    train_incremental(small_synth, model="naive_bayes", out=tmp_path, overwrite=True)
+        train_incremental(small_synth, preset="splice-sites", model="naive_bayes", out=tmp_path)
+    train_incremental(small_synth, preset="splice-sites", model="naive_bayes", out=tmp_path, overwrite=True)
     assert not (tmp_path / "model.ubj").exists() and isinstance(as_model(tmp_path), IncrementalModel)
-    extmem.train(small_synth, out=tmp_path, rounds=2, overwrite=True)
+    extmem.train(small_synth, preset="splice-sites", out=tmp_path, rounds=2, overwrite=True)
     assert not (tmp_path / "model.npz").exists() and isinstance(as_model(tmp_path), extmem.Model)
 
 
 def test_early_stopping_keeps_the_best_epoch(small_synth: Path) -> None:
     # a large constant step overshoots, so the validation log-loss stops improving within a few epochs
     options = {"model": "sgd_logistic", "valid_fraction": 0.3, "params": {"learning_rate": "constant", "eta0": 0.5}, "batch_rows": 256}
-    full = train_incremental(small_synth, epochs=12, **options)
+    full = train_incremental(small_synth, preset="splice-sites", epochs=12, **options)
     losses = full.report["history"]["valid"]["mlogloss"]
     best = int(np.argmin(losses))
-    stopped = train_incremental(small_synth, epochs=12, early_stopping_rounds=2, **options)
+    stopped = train_incremental(small_synth, preset="splice-sites", epochs=12, early_stopping_rounds=2, **options)
     report = stopped.report
     assert report["best_epoch"] == int(np.argmin(report["history"]["valid"]["mlogloss"]))
     assert report["epochs"] == report["best_epoch"] + 3 < 12  # stopped two epochs after the best
@@ -206,7 +215,7 @@ def test_early_stopping_keeps_the_best_epoch(small_synth: Path) -> None:
     if report["best_epoch"] == best:  # the same shuffles up to the stop: the same best model as the full run's
         assert report["evaluation"]["valid"]["mlogloss"] == pytest.approx(losses[best], rel=1e-9)
     with pytest.raises(extmem.OptionError, match="needs validation data"):
-        train_incremental(small_synth, early_stopping_rounds=2)
+        train_incremental(small_synth, preset="splice-sites", early_stopping_rounds=2)
 
 
 def test_row_weights_and_class_weights_multiply(tmp_path: Path) -> None:
@@ -214,11 +223,11 @@ def test_row_weights_and_class_weights_multiply(tmp_path: Path) -> None:
     labels = ["neither"] * 60 + ["donor"] * 30 + ["acceptor"] * 10
     weights = rng.uniform(0.5, 2.0, 100)
     write_shard(tmp_path / "a.parquet", {"4mer_AAAA": rng.poisson(1.0, 100).astype(float), "w": weights, "splice_type": labels})
-    label_ids = np.array([extmem.SPLICE_LABELS[name] for name in labels])
+    label_ids = np.array([extmem.SPLICE_SITES.label_map[name] for name in labels])
     weighted = np.bincount(label_ids, weights=weights)
-    plain = train_incremental(tmp_path, model="naive_bayes", class_weight="none", weight="w").model
+    plain = train_incremental(tmp_path, preset="splice-sites", model="naive_bayes", class_weight="none", weight="w").model
     np.testing.assert_allclose(plain.learner.estimators["counts"].class_count_, weighted, rtol=1e-6)
-    balanced = train_incremental(tmp_path, model="naive_bayes", weight="w")
+    balanced = train_incremental(tmp_path, preset="splice-sites", model="naive_bayes", weight="w")
     class_weights = np.array(list(balanced.report["class_weights"].values()))
     np.testing.assert_allclose(class_weights, weighted.sum() / (3 * weighted), rtol=1e-6)
     np.testing.assert_allclose(balanced.model.learner.estimators["counts"].class_count_, weighted * class_weights, rtol=1e-6)

@@ -7,18 +7,17 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 import scipy.sparse as sp
-from conftest import write_shard
+from conftest import all_rows, write_shard
 from sklearn.feature_extraction import FeatureHasher
 
 import extmem
-from extmem.encode._blocks import concat_blocks, to_block
 from extmem.encode._kmers import count_kmers, sequence_entries
-from extmem.read._source import Source
+from extmem.read._selection import select_dataset
 
 
 def _matrix(dataset: extmem.Dataset) -> tuple[extmem.FeatureLayout, sp.csr_matrix]:
-    source = Source(dataset)
-    return source.layout, concat_blocks([to_block(batch, source.layout) for batch in source.batches()]).X
+    source = select_dataset(dataset)
+    return source.layout, all_rows(source).X
 
 
 def _kmer_part(layout: extmem.FeatureLayout, X: sp.csr_matrix) -> sp.csr_matrix:
@@ -26,8 +25,10 @@ def _kmer_part(layout: extmem.FeatureLayout, X: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def test_counts_from_sequences_equal_the_synth_kmer_columns(small_synth: Path) -> None:
-    layout, counted = _matrix(extmem.Dataset(small_synth, kmers=extmem.KmerEncoding(k=4, sequence_column="sequence")))
-    columns_layout, columns = _matrix(extmem.Dataset(small_synth, features="4mer_*"))
+    layout, counted = _matrix(
+        extmem.Dataset(small_synth, preset="splice-sites", kmers=extmem.KmerEncoding(k=4, sequence_column="sequence"))
+    )
+    columns_layout, columns = _matrix(extmem.Dataset(small_synth, preset="splice-sites", features="4mer_*"))
     assert len(layout.names) - layout.kmer_offset == 256
     index = {name: j for j, name in enumerate(layout.names)}
     order = [index[name] for name in columns_layout.names]
@@ -42,8 +43,8 @@ def test_counts_from_sequences_equal_the_synth_kmer_columns(small_synth: Path) -
 def test_hashing_sequences_equals_folding_columns_and_sklearn(small_synth: Path, signed: bool) -> None:
     from_sequence = extmem.KmerEncoding(width=64, k=4, sequence_column="sequence", signed=signed)
     folded = extmem.KmerEncoding(width=64, signed=signed)
-    layout_a, a = _matrix(extmem.Dataset(small_synth, kmers=from_sequence))
-    layout_b, b = _matrix(extmem.Dataset(small_synth, kmers=folded))
+    layout_a, a = _matrix(extmem.Dataset(small_synth, preset="splice-sites", kmers=from_sequence))
+    layout_b, b = _matrix(extmem.Dataset(small_synth, preset="splice-sites", kmers=folded))
     assert layout_a.names == layout_b.names and layout_a.names[-1] == "kmer_hash_63"
     assert (_kmer_part(layout_a, a) != _kmer_part(layout_b, b)).nnz == 0
     hashed = _kmer_part(layout_a, a)
@@ -60,8 +61,8 @@ def test_hashing_sequences_equals_folding_columns_and_sklearn(small_synth: Path,
 def test_packed_columns_fold_like_wide_columns(small_synth: Path, tmp_path: Path) -> None:
     extmem.pack(small_synth, tmp_path / "packed")
     encoding = extmem.KmerEncoding(width=32, signed=True)
-    layout_wide, wide = _matrix(extmem.Dataset(small_synth, kmers=encoding))
-    layout_packed, packed = _matrix(extmem.Dataset(tmp_path / "packed", kmers=encoding))
+    layout_wide, wide = _matrix(extmem.Dataset(small_synth, preset="splice-sites", kmers=encoding))
+    layout_packed, packed = _matrix(extmem.Dataset(tmp_path / "packed", preset="splice-sites", kmers=encoding))
     assert layout_wide == layout_packed
     assert (wide != packed).nnz == 0
 
@@ -78,8 +79,8 @@ def test_sequence_edge_cases_are_documented_behaviour() -> None:
 def test_hashed_model_scores_dataframes_and_parquet_alike(small_synth: Path, tmp_path: Path) -> None:
     pandas = pytest.importorskip("pandas")
     encoding = extmem.KmerEncoding(width=128, k=4, sequence_column="sequence")
-    result = extmem.train(small_synth, out=tmp_path / "model", rounds=5, kmers=encoding)
-    assert result.report["features"] == 128 + len(Source(extmem.Dataset(small_synth)).layout.names) - 256
+    result = extmem.train(small_synth, preset="splice-sites", out=tmp_path / "model", rounds=5, kmers=encoding)
+    assert result.report["features"] == 128 + len(select_dataset(extmem.Dataset(small_synth, preset="splice-sites")).layout.names) - 256
     model = extmem.Model.load(tmp_path / "model")
     assert model.layout.kmers == encoding
     frame = ds.dataset(str(small_synth)).to_table().to_pandas()
@@ -104,7 +105,7 @@ def test_bad_encodings_are_refused(kwargs: dict, match: str) -> None:
 
 def test_bad_kmer_sources_are_refused(small_synth: Path, tmp_path: Path) -> None:
     with pytest.raises(extmem.SchemaError, match="The sequence column 'donor_score' \\('sequence_column'\\) is double"):
-        Source(extmem.Dataset(small_synth, kmers=extmem.KmerEncoding(k=3, sequence_column="donor_score")))
+        select_dataset(extmem.Dataset(small_synth, preset="splice-sites", kmers=extmem.KmerEncoding(k=3, sequence_column="donor_score")))
     write_shard(tmp_path / "plain" / "a.parquet", {"x": [1.0], "splice_type": ["donor"]})
     with pytest.raises(extmem.SchemaError, match="hashed features \\('width'\\) found no k-mer count columns"):
-        Source(extmem.Dataset(tmp_path / "plain", kmers=extmem.KmerEncoding(width=8)))
+        select_dataset(extmem.Dataset(tmp_path / "plain", preset="splice-sites", kmers=extmem.KmerEncoding(width=8)))

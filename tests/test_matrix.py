@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xgboost as xgb
-from conftest import cache_dirs, write_shard
+from conftest import all_rows, cache_dirs, write_shard
 
 import extmem
 from extmem import Dataset, ShardReadError
 from extmem._folders import LOCK_FILE, PrivateFolder
-from extmem.encode._blocks import concat_blocks, pages
-from extmem.read._source import Source
-from extmem.xgb._iterator import MatrixOptions
+from extmem.read._reader import read_batches, sample_row_groups
+from extmem.read._selection import select_dataset
+from extmem.xgb import _build as build
+from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import matrix_info, open_matrix
 
 PARAMS = {"tree_method": "hist", "objective": "multi:softprob", "num_class": 3, "seed": 0, "max_depth": 4, "eta": 0.3}
@@ -25,14 +26,14 @@ PARAMS = {"tree_method": "hist", "objective": "multi:softprob", "num_class": 3, 
 
 def in_memory(path: Path, **options) -> tuple[xgb.DMatrix, list[str]]:
     """The whole dataset as one CSR matrix, built from the same blocks extmem streams."""
-    source = Source(Dataset(path, **options))
-    block = concat_blocks(list(pages(source.batches(), source.layout, 10**9)))
+    source = select_dataset(Dataset(path, preset="splice-sites", **options))
+    block = all_rows(source)
     names = list(source.layout.names)
     return xgb.QuantileDMatrix(block.X, block.label, missing=np.nan, feature_names=names), names
 
 
 def test_external_memory_model_equals_in_memory_model(small_synth: Path, cache_root: Path) -> None:
-    external = extmem.dmatrix(small_synth, batch_rows=300, page_rows=700, cache_dir=cache_root)
+    external = extmem.dmatrix(small_synth, preset="splice-sites", batch_rows=300, page_rows=700, cache_dir=cache_root)
     assert matrix_info(external).stats.pages > 1
     in_mem, names = in_memory(small_synth)
     booster_external = xgb.train(PARAMS, external, 15)
@@ -44,11 +45,11 @@ def test_external_memory_model_equals_in_memory_model(small_synth: Path, cache_r
 
 def test_sparse_pages_for_approx_train_as_well_as_in_memory(small_synth: Path, cache_root: Path) -> None:
     """approx re-sketches every page with hessian weights, so trees differ slightly from in-memory."""
-    external = extmem.dmatrix(small_synth, sparse_pages=True, page_rows=1000, cache_dir=cache_root)
+    external = extmem.dmatrix(small_synth, preset="splice-sites", sparse_pages=True, page_rows=1000, cache_dir=cache_root)
     assert not isinstance(external, xgb.QuantileDMatrix)
     params = {**PARAMS, "tree_method": "approx", "eval_metric": "mlogloss"}
-    source = Source(Dataset(small_synth))
-    block = concat_blocks(list(pages(source.batches(), source.layout, 10**9)))
+    source = select_dataset(Dataset(small_synth, preset="splice-sites"))
+    block = all_rows(source)
     in_mem = xgb.DMatrix(block.X, block.label, missing=np.nan, feature_names=list(source.layout.names))
     losses = []
     for matrix in (external, in_mem):
@@ -61,8 +62,8 @@ def test_sparse_pages_for_approx_train_as_well_as_in_memory(small_synth: Path, c
 def test_drop_in_for_xgb_train_with_validation_ref(small_synth: Path, tmp_path: Path, cache_root: Path) -> None:
     valid_dir = tmp_path / "valid"
     extmem.synth(valid_dir, extmem.SynthOptions(rows=400, shards=1, k=4, seq_len=40, seed=99))
-    dtrain = extmem.dmatrix(small_synth, cache_dir=cache_root)
-    dvalid = extmem.dmatrix(valid_dir, ref=dtrain, cache_dir=cache_root)
+    dtrain = extmem.dmatrix(small_synth, preset="splice-sites", cache_dir=cache_root)
+    dvalid = extmem.dmatrix(valid_dir, preset="splice-sites", ref=dtrain, cache_dir=cache_root)
     assert matrix_info(dvalid).layout.names == matrix_info(dtrain).layout.names
     history: dict = {}
     booster = xgb.train(PARAMS, dtrain, 50, evals=[(dvalid, "valid")], early_stopping_rounds=5, evals_result=history, verbose_eval=False)
@@ -71,7 +72,7 @@ def test_drop_in_for_xgb_train_with_validation_ref(small_synth: Path, tmp_path: 
 
 
 def test_cache_lives_with_the_dmatrix(small_synth: Path, cache_root: Path) -> None:
-    matrix = extmem.dmatrix(small_synth, cache_dir=cache_root, cache="disk")
+    matrix = extmem.dmatrix(small_synth, preset="splice-sites", cache_dir=cache_root, cache="disk")
     (folder,) = cache_dirs(cache_root)
     assert (folder / LOCK_FILE).is_file()
     assert any(p.name.endswith(".page") for p in folder.iterdir())
@@ -91,16 +92,16 @@ def test_read_error_mid_stream_leaves_no_cache(small_synth: Path, tmp_path: Path
     raw[4:footer_start] = os.urandom(footer_start - 4)
     broken.write_bytes(bytes(raw))
     with pytest.raises(ShardReadError, match="batch_00009.parquet"):
-        extmem.dmatrix(data, cache_dir=cache_root)
+        extmem.dmatrix(data, preset="splice-sites", cache_dir=cache_root)
     assert cache_dirs(cache_root) == []
 
 
 def test_bad_input_before_reading_leaves_no_cache(tmp_path: Path, cache_root: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"x": [1.0], "splice_type": ["exon"]})
     with pytest.raises(extmem.LabelError, match="'exon'"):
-        extmem.dmatrix(tmp_path, cache_dir=cache_root)
+        extmem.dmatrix(tmp_path, preset="splice-sites", cache_dir=cache_root)
     with pytest.raises(extmem.SchemaError, match="gene_type"):
-        extmem.dmatrix(tmp_path, features=["gene_type"], cache_dir=cache_root)
+        extmem.dmatrix(tmp_path, preset="splice-sites", features=["gene_type"], cache_dir=cache_root)
     assert cache_dirs(cache_root) == []
 
 
@@ -114,7 +115,7 @@ def test_ctrl_c_during_build_interrupts_and_cleans(small_synth: Path, cache_root
 
     cache = PrivateFolder(cache_root)
     with pytest.raises(KeyboardInterrupt):
-        open_matrix(Dataset(small_synth), cache, MatrixOptions(page_rows=500), on_rows=interrupt)
+        open_matrix(Dataset(small_synth, preset="splice-sites"), cache, MatrixOptions(page_rows=500), on_rows=interrupt)
     assert len(seen) == 2, "the build must stop at the next callback after the signal"
     assert cache_dirs(cache_root) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -126,7 +127,7 @@ def test_default_sigterm_during_build_still_removes_the_cache(small_synth: Path,
 import os, signal, sys
 from extmem import Dataset
 from extmem._folders import PrivateFolder
-from extmem.xgb._iterator import MatrixOptions
+from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import open_matrix
 open_matrix(Dataset(sys.argv[1]), PrivateFolder(sys.argv[2]), MatrixOptions(page_rows=500), on_rows=lambda rows: os.kill(os.getpid(), signal.SIGTERM))
 """
@@ -146,34 +147,40 @@ def test_cache_dir_must_exist(tmp_path: Path) -> None:
 def test_large_datasets_take_cuts_from_a_sample(small_synth: Path, cache_root: Path, spool: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a spool, whole row groups (500 rows) are read again; with one, pages (500 rows here) are replayed from it."""
     passes = []
-    read = Source.batches
-    monkeypatch.setattr(Source, "batches", lambda self, row_groups=None: passes.append(row_groups) or read(self, row_groups))
-    sampled = extmem.dmatrix(small_synth, sketch_rows=900, seed=4, cache_dir=cache_root, cache="disk", spool=spool, page_rows=500)
+    read = build.read_batches
+    monkeypatch.setattr(
+        build,
+        "read_batches",
+        lambda selection, rows, refs=None, counters=None: passes.append(refs) or read(selection, rows, refs, counters),
+    )
+    sampled = extmem.dmatrix(
+        small_synth, preset="splice-sites", sketch_rows=900, seed=4, cache_dir=cache_root, cache="disk", spool=spool, page_rows=500
+    )
     stats = matrix_info(sampled).stats
     assert 900 <= stats.cuts_from_rows < 3000
     assert stats.cuts_from_rows % 500 == 0
     assert stats.passes == 2, "with cuts given, XGBoost skips its own sketching pass"
     assert stats.read.rows == 3000
     assert len(passes) == (1 if spool else 5), f"with a spool the parquet is decoded once, sample included: {passes}"
-    full = extmem.dmatrix(small_synth, cache_dir=cache_root, cache="disk", spool=spool, page_rows=500)
+    full = extmem.dmatrix(small_synth, preset="splice-sites", cache_dir=cache_root, cache="disk", spool=spool, page_rows=500)
     assert matrix_info(full).stats.cuts_from_rows == 3000 and matrix_info(full).stats.passes == 3
 
 
 def test_row_group_sample_is_seeded_and_spread(small_synth: Path) -> None:
-    source = Source(Dataset(small_synth))
-    first = source.sample_row_groups(1500, seed=1)
-    assert first == source.sample_row_groups(1500, seed=1)
+    source = select_dataset(Dataset(small_synth, preset="splice-sites"))
+    first = sample_row_groups(source, 1500, seed=1)
+    assert first == sample_row_groups(source, 1500, seed=1)
     assert sum(ref.rows for ref in first) == 1500
-    draws = [source.sample_row_groups(1500, seed=s) for s in range(20)]
+    draws = [sample_row_groups(source, 1500, seed=s) for s in range(20)]
     assert len({tuple((r.shard, r.index) for r in draw) for draw in draws}) > 10
     assert {r.shard for draw in draws for r in draw} == set(source.schema.shards)
-    rows = sum(b.features.rows for b in source.batches(first))
+    rows = sum(b.rows for b in read_batches(source, 2048, first))
     assert rows == 1500
 
 
 def test_no_rows_after_filter_is_a_clear_error(small_synth: Path, cache_root: Path) -> None:
     with pytest.raises(extmem.NoRowsError, match=r"No rows of .*small_synth.* match the 'filter' 'position < 0'"):
-        extmem.dmatrix(small_synth, filter="position < 0", cache_dir=cache_root)
+        extmem.dmatrix(small_synth, preset="splice-sites", filter="position < 0", cache_dir=cache_root)
     assert cache_dirs(cache_root) == []
 
 
@@ -184,8 +191,8 @@ def test_sample_emptied_by_the_filter_falls_back_to_all_rows(tmp_path: Path, cac
         {"x": [float(i) for i in range(rows)], "splice_type": ["donor", "neither"] * (rows // 2)},
         row_group_size=100,
     )
-    sample = Source(Dataset(tmp_path, filter="x >= 3800")).sample_row_groups(200, seed=1)
+    sample = sample_row_groups(select_dataset(Dataset(tmp_path, preset="splice-sites", filter="x >= 3800")), 200, seed=1)
     assert {ref.index for ref in sample}.isdisjoint({38, 39}), "the seeded sample must miss the only matching row groups"
-    matrix = extmem.dmatrix(tmp_path, filter="x >= 3800", sketch_rows=200, seed=1, cache_dir=cache_root)
+    matrix = extmem.dmatrix(tmp_path, preset="splice-sites", filter="x >= 3800", sketch_rows=200, seed=1, cache_dir=cache_root)
     assert matrix.num_row() == 200
     assert matrix_info(matrix).stats.cuts_from_rows == 200, "cuts come from every filtered row, not the empty sample"

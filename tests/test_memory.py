@@ -21,12 +21,12 @@ ROWS_PER_SHARD = 2500
 SHARDS_1X = 4
 TRAIN = """
 import json, sys, extmem
-report = extmem.train(sys.argv[1], rounds=2, batch_rows=1024, page_rows=4096, sketch_rows=5000, cache="disk").report
+report = extmem.train(sys.argv[1], preset="splice-sites", rounds=2, batch_rows=1024, page_rows=4096, sketch_rows=5000, cache="disk").report
 print(json.dumps({key: report[key] for key in ("rows", "peak_rss_bytes", "peak_anon_bytes")}))
 """
 TRAIN_INCREMENTAL = """
 import json, sys, extmem
-report = extmem.train_incremental(sys.argv[1], model="sgd_logistic", epochs=2, batch_rows=1024, page_rows=4096).report
+report = extmem.train_incremental(sys.argv[1], preset="splice-sites", model="sgd_logistic", epochs=2, batch_rows=1024, page_rows=4096).report
 print(json.dumps({key: report[key] for key in ("rows", "peak_rss_bytes", "peak_anon_bytes")}))
 """
 

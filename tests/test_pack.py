@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import kill_while_staging, write_shard
+from conftest import all_rows, kill_while_staging, write_shard
 
 import extmem
-from extmem.encode._blocks import concat_blocks, to_block
-from extmem.encode._packed import METADATA_KEY
-from extmem.read._source import Source
+from extmem._contracts import PACKED_METADATA_KEY as METADATA_KEY
+from extmem.read._selection import select_dataset
 from extmem.tools._pack import pack
+from extmem.xgb import _build as build
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,8 @@ def packed_synth(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def _matrix(path: Path | list[str], layout: extmem.FeatureLayout | None = None) -> tuple[extmem.FeatureLayout, object, np.ndarray]:
-    source = Source(extmem.Dataset(path), layout)
-    block = concat_blocks([to_block(batch, source.layout) for batch in source.batches()])
+    source = select_dataset(extmem.Dataset(path, preset="splice-sites"), layout=layout)
+    block = all_rows(source)
     return source.layout, block.X, block.label
 
 
@@ -62,8 +62,8 @@ def test_mixed_wide_and_packed_shards_read_as_all_wide(small_synth: Path, packed
 
 
 def test_training_on_packed_data_gives_the_wide_model(small_synth: Path, packed_synth: Path) -> None:
-    wide = extmem.train(small_synth, rounds=5, params={"max_depth": 3})
-    packed = extmem.train(packed_synth, rounds=5, params={"max_depth": 3})
+    wide = extmem.train(small_synth, preset="splice-sites", rounds=5, params={"max_depth": 3})
+    packed = extmem.train(packed_synth, preset="splice-sites", rounds=5, params={"max_depth": 3})
     assert packed.report["data"]["train"]["spooled_bytes"] == 0 < wide.report["data"]["train"]["spooled_bytes"]
     model = extmem.Model.from_booster(wide.booster)
     np.testing.assert_array_equal(extmem.Model.from_booster(packed.booster).predict_proba(small_synth), model.predict_proba(small_synth))
@@ -72,17 +72,17 @@ def test_training_on_packed_data_gives_the_wide_model(small_synth: Path, packed_
 
 def test_spool_replays_the_first_pass(small_synth: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = {"count": 0}
-    original = Source.batches
+    original = build.read_batches
 
-    def counting(self: Source, row_groups: object = None) -> object:
+    def counting(*args: object, **kwargs: object) -> object:
         reads["count"] += 1
-        return original(self, row_groups)
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(Source, "batches", counting)
-    spooled = extmem.dmatrix(small_synth, spool=True)
+    monkeypatch.setattr(build, "read_batches", counting)
+    spooled = extmem.dmatrix(small_synth, preset="splice-sites", spool=True)
     assert reads["count"] == 1
     reads["count"] = 0
-    plain = extmem.dmatrix(small_synth, spool=False)
+    plain = extmem.dmatrix(small_synth, preset="splice-sites", spool=False)
     assert reads["count"] == extmem.matrix_info(plain).stats.passes > 1
     params = {"objective": "multi:softprob", "num_class": 3, "max_depth": 3}
     import xgboost as xgb
@@ -93,7 +93,7 @@ def test_spool_replays_the_first_pass(small_synth: Path, monkeypatch: pytest.Mon
 
 def test_filter_on_a_packed_column_is_refused(packed_synth: Path) -> None:
     with pytest.raises(extmem.SchemaError, match="'4mer_AAAA' is stored in a packed block"):
-        Source(extmem.Dataset(packed_synth, filter="field('4mer_AAAA') > 0"))
+        select_dataset(extmem.Dataset(packed_synth, preset="splice-sites", filter="field('4mer_AAAA') > 0"))
 
 
 def test_pack_refuses_a_non_empty_destination(small_synth: Path, tmp_path: Path) -> None:

@@ -12,13 +12,13 @@ from conftest import write_shard
 from sklearn import metrics as skm
 
 import extmem
-from extmem.read._source import discover_shards
+from extmem.read._discover import discover_shards
 
 
 @pytest.fixture(scope="module")
 def model_dir(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("model")
-    extmem.train(small_synth, out=out, rounds=15, params={"max_depth": 4})
+    extmem.train(small_synth, preset="splice-sites", out=out, rounds=15, params={"max_depth": 4})
     return out
 
 
@@ -48,7 +48,9 @@ def test_predict_writes_probabilities_in_input_order(model_dir: Path, held_out: 
     assert predictions.column("predicted").to_pylist() == classes[probabilities.argmax(axis=1)].tolist()
     # The same rows through XGBoost's own predict on a paged DMatrix (raw values, not quantized to other cuts).
     booster = xgb.Booster(model_file=str(model_dir / "model.ubj"))
-    reference = booster.predict(extmem.dmatrix(held_out, sparse_pages=True, features=list(extmem.Model.load(model_dir).layout.names)))
+    reference = booster.predict(
+        extmem.dmatrix(held_out, preset="splice-sites", sparse_pages=True, features=list(extmem.Model.load(model_dir).layout.names))
+    )
     np.testing.assert_allclose(probabilities, reference, atol=1e-6)
     assert [p.name for p in tmp_path.iterdir()] == ["preds.parquet"]
 
@@ -81,7 +83,7 @@ def test_evaluate_equals_sklearn_on_concatenated_predictions(model_dir: Path, he
     model = extmem.Model.load(model_dir)
     result = extmem.evaluate(model_dir, held_out, batch_rows=200)
     probabilities = model.predict_proba(held_out)
-    labels = np.array([extmem.SPLICE_LABELS[v] for v in _read_all(held_out).column("splice_type").to_pylist()])
+    labels = np.array([extmem.SPLICE_SITES.label_map[v] for v in _read_all(held_out).column("splice_type").to_pylist()])
     predicted = probabilities.argmax(axis=1)
     assert result["rows"] == labels.size
     assert result["accuracy"] == pytest.approx(skm.accuracy_score(labels, predicted))

@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import kill_while_staging
+from conftest import all_rows, kill_while_staging
 
 import extmem
-from extmem.encode._blocks import concat_blocks, to_block
-from extmem.read._scan import discover_shards
-from extmem.read._source import Source
-from extmem.tools._prune import MANIFEST_FILE, ColumnStats, PruneOptions, prune
+from extmem._destinations import MANIFEST_FILE
+from extmem.read._discover import discover_shards
+from extmem.read._selection import select_dataset
+from extmem.tools._prune import ColumnStats, PruneOptions, prune
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def _as_trained(table: pa.Table, name: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def pruned(planted: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("pruned") / "data"
-    manifest = prune(planted, out, options=PruneOptions(corr_threshold=0.99, sample_rows_per_shard=1000))
+    manifest = prune(planted, out, label="splice_type", options=PruneOptions(corr_threshold=0.99, sample_rows_per_shard=1000))
     return out, manifest
 
 
@@ -103,19 +103,19 @@ def test_output_keeps_rows_values_and_metadata(planted: Path, pruned: tuple[Path
     for name in ("gene_id", "sequence", "gene_type", "splice_type", "donor_score", "seven_or_null"):
         assert result.column(name).equals(original.column(name)), name
     assert not set(manifest["dropped"]) & set(result.column_names)
-    trained = extmem.train(out, rounds=3)
+    trained = extmem.train(out, preset="splice-sites", rounds=3)
     assert trained.report["features"] == len(manifest["kept"])
     kmers = [name for name in manifest["kept"] if name.startswith("4mer_")]
 
     def block_of(path: Path) -> object:
-        source = Source(extmem.Dataset(path, features=kmers))
-        return concat_blocks([to_block(batch, source.layout) for batch in source.batches()]).X
+        source = select_dataset(extmem.Dataset(path, preset="splice-sites", features=kmers))
+        return all_rows(source).X
 
     assert (block_of(out) != block_of(planted)).nnz == 0
 
 
 def test_wide_layout_output_keeps_original_types(planted: Path, tmp_path: Path) -> None:
-    manifest = prune(planted, tmp_path / "wide", output_format="wide", options=PruneOptions(sample_rows_per_shard=500))
+    manifest = prune(planted, tmp_path / "wide", label="splice_type", output_format="wide", options=PruneOptions(sample_rows_per_shard=500))
     original, result = _full_table(planted), _full_table(tmp_path / "wide")
     for name in manifest["kept"][:50]:
         assert result.column(name).equals(original.column(name)), name
@@ -124,7 +124,7 @@ def test_wide_layout_output_keeps_original_types(planted: Path, tmp_path: Path) 
 
 def test_killed_prune_leaves_the_previous_result(planted: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    prune(planted, out, options=PruneOptions(sample_rows_per_shard=500))
+    prune(planted, out, label="splice_type", options=PruneOptions(sample_rows_per_shard=500))
     before = json.loads((out / MANIFEST_FILE).read_text())
     command = [
         sys.executable,
@@ -154,9 +154,9 @@ def test_prune_refuses_a_folder_it_did_not_write(planted: Path, tmp_path: Path) 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(extmem.OptionError, match="exists and is not empty"):
-        prune(planted, tmp_path / "mine")
+        prune(planted, tmp_path / "mine", label="splice_type")
     with pytest.raises(extmem.OptionError, match="holds 'notes.txt', which extmem did not write there"):
-        prune(planted, tmp_path / "mine", overwrite=True)
+        prune(planted, tmp_path / "mine", label="splice_type", overwrite=True)
     assert [path.name for path in (tmp_path / "mine").iterdir()] == ["notes.txt"]
     with pytest.raises(extmem.OptionError, match="'corr_threshold' option must be in"):
         PruneOptions(corr_threshold=1.5)

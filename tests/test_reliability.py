@@ -120,7 +120,7 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("inputs")
     folders = _datasets(tmp)
-    extmem.train(folders["ok"], out=tmp / "model", rounds=2)
+    extmem.train(folders["ok"], preset="splice-sites", out=tmp / "model", rounds=2)
     return {**folders, "model": tmp / "model", "tmp": tmp}
 
 
@@ -182,7 +182,7 @@ def test_huge_batches_are_refused(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_signals: None
 ) -> None:
     assert main(["train", str(inputs["ok"]), "--out", str(tmp_path / "out"), "--batch-rows", str(2**21), "--no-progress"]) == 2
-    assert "'batch_rows' option must be at most 1,048,576" in capsys.readouterr().err
+    assert "The --batch-rows option must be at most 1,048,576" in capsys.readouterr().err
 
 
 def test_dirty_but_valid_input_trains(tmp_path: Path) -> None:
@@ -191,15 +191,17 @@ def test_dirty_but_valid_input_trains(tmp_path: Path) -> None:
     write_shard(tmp_path / "d" / "b.parquet", {**GOOD, "x": [1, 2, 3, 4]})  # int where a.parquet has float: promoted
     write_shard(tmp_path / "d" / "c.parquet", {k: pa.array([], pa.table({k: v}).schema.field(k).type) for k, v in GOOD.items()})
     write_shard(tmp_path / "d" / "d.parquet", {**GOOD, "x": [np.nan, 1.0, None, 2.0], "extra": [1.0, 2.0, 3.0, 4.0]})
-    result = extmem.train(tmp_path / "d", rounds=2)
+    result = extmem.train(tmp_path / "d", preset="splice-sites", rounds=2)
     assert result.report["rows"] == 12 and result.report["features"] == 3
 
 
 def test_unknown_param_keys_are_refused_by_the_api(tmp_path: Path) -> None:
     write_shard(tmp_path / "d" / "a.parquet", GOOD)
     with pytest.raises(extmem.OptionError, match="XGBoost parameter 'colsample_by_tree' \\('params'\\) is unknown"):
-        extmem.train(tmp_path / "d", rounds=2, params={"colsample_by_tree": 0.5})
-    assert extmem.train(tmp_path / "d", rounds=2, params={"learning_rate": 0.3, "reg_lambda": 2, "nthread": 1}).booster
+        extmem.train(tmp_path / "d", preset="splice-sites", rounds=2, params={"colsample_by_tree": 0.5})
+    assert extmem.train(
+        tmp_path / "d", preset="splice-sites", rounds=2, params={"learning_rate": 0.3, "reg_lambda": 2, "nthread": 1}
+    ).booster
 
 
 def _run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:

@@ -53,7 +53,7 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_model(small_synth: Path, v
     assert sorted(p.name for p in out.iterdir()) == ["model.ubj", "report.json"]
     assert cache_dirs(cache) == []
 
-    full = extmem.train(small_synth, valid=valid, rounds=400, early_stopping_rounds=25, params=PARAMS)
+    full = extmem.train(small_synth, preset="splice-sites", valid=valid, rounds=400, early_stopping_rounds=25, params=PARAMS)
     report = json.loads((out / "report.json").read_text())
     assert report["rounds"] == full.report["rounds"] < 400
     assert report["best_iteration"] == full.report["best_iteration"]
@@ -63,20 +63,20 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_model(small_synth: Path, v
 
 
 def test_a_finished_run_leaves_no_checkpoint(small_synth: Path, tmp_path: Path) -> None:
-    extmem.train(small_synth, out=tmp_path, rounds=6, checkpoint_every=2)
+    extmem.train(small_synth, preset="splice-sites", out=tmp_path, rounds=6, checkpoint_every=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ubj", "report.json"]
     with pytest.raises(extmem.OptionError, match="the run finished"):
         extmem.resume(tmp_path)
 
 
 def test_a_new_run_does_not_overwrite_a_checkpoint(small_synth: Path, tmp_path: Path) -> None:
-    booster = extmem.train(small_synth, rounds=2).booster
+    booster = extmem.train(small_synth, preset="splice-sites", rounds=2).booster
     booster.save_model(tmp_path / "checkpoint.ubj")
     with pytest.raises(extmem.OptionError, match="unfinished run: continue it with 'extmem resume', or set 'overwrite'"):
-        extmem.train(small_synth, out=tmp_path, rounds=2)
+        extmem.train(small_synth, preset="splice-sites", out=tmp_path, rounds=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.ubj"]
 
 
 def test_checkpoints_need_an_output_folder(small_synth: Path) -> None:
     with pytest.raises(extmem.OptionError, match="'checkpoint_every' option needs an output folder"):
-        extmem.train(small_synth, rounds=2, checkpoint_every=1)
+        extmem.train(small_synth, preset="splice-sites", rounds=2, checkpoint_every=1)

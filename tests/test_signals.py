@@ -10,6 +10,7 @@ its signal, as a kill test must.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def handles_sigterm(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def model(wide_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("signals") / "model"
-    extmem.train(wide_synth, out=out, rounds=2, max_rows=500)
+    extmem.train(wide_synth, preset="splice-sites", out=out, rounds=2, max_rows=500)
     return out
 
 
@@ -54,6 +55,17 @@ def _arguments(command: str, data: Path, model: Path, work: Path) -> list[str]:
         "synth": ["synth", str(work / "out"), "--rows", "100000000"],
         "demo": ["demo", "--dir", str(work / "out"), "--rows", "10000000"],
     }[command]
+
+
+def _communicate_or_dump(process: subprocess.Popen[str], case: str) -> str:
+    """The run's stderr once it exits; a run still alive after minutes fails the test with its stacks (py-spy, when installed)."""
+    try:
+        return process.communicate(timeout=180)[1]
+    except subprocess.TimeoutExpired:
+        dump = subprocess.run(["py-spy", "dump", "--pid", str(process.pid)], capture_output=True, text=True, check=False) if shutil.which("py-spy") else None
+        process.kill()
+        process.communicate()
+        pytest.fail(f"{case}: still running 3 minutes after its signal; stacks:\n{dump.stdout if dump else '(py-spy not installed)'}")
 
 
 def _leftovers(work: Path) -> list[str]:
@@ -87,8 +99,8 @@ def test_a_signal_at_any_moment_exits_cleanly(command: str, wide_synth: Path, mo
                 pending.remove(run)
         time.sleep(0.005)
     for process, signum, status, line, offset, work in runs:
-        _, stderr = process.communicate(timeout=180)
         case = f"{command}, {signum.name} at {offset} s"
+        stderr = _communicate_or_dump(process, case)
         assert process.returncode == status, f"{case}: {stderr}"
         assert "Traceback" not in stderr, f"{case}: {stderr}"
         assert stderr.strip().splitlines()[-1] == f"extmem: {line}; nothing was left behind", f"{case}: {stderr}"

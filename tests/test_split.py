@@ -6,14 +6,15 @@ import pyarrow as pa
 import pytest
 
 import extmem
-from extmem.read._source import Source
+from extmem.read._reader import read_batches
+from extmem.read._selection import select_dataset
 
 
 def _rows(path: Path, holdout: extmem.Holdout | None, batch_rows: int = 2048, **options: object) -> list[tuple[str, int]]:
     """(gene_id, position) of every row a holdout side reads."""
-    source = Source(extmem.Dataset(path, holdout=holdout, batch_rows=batch_rows, **options), carry=("gene_id", "position"))
+    source = select_dataset(extmem.Dataset(path, holdout=holdout, batch_rows=batch_rows, **options), carry=("gene_id", "position"))
     rows: list[tuple[str, int]] = []
-    for batch in source.batches():
+    for batch in read_batches(source, batch_rows):
         assert batch.carried is not None
         rows.extend(zip(batch.carried.column("gene_id").to_pylist(), batch.carried.column("position").to_pylist()))
     return rows
@@ -51,7 +52,7 @@ def test_group_values_split_the_same_whatever_their_integer_or_float_type() -> N
 
 
 def test_training_with_a_group_holdout(small_synth: Path) -> None:
-    result = extmem.train(small_synth, rounds=5, valid_fraction=0.2, group_by="gene_id", early_stopping_rounds=3)
+    result = extmem.train(small_synth, preset="splice-sites", rounds=5, valid_fraction=0.2, group_by="gene_id", early_stopping_rounds=3)
     train_rows, valid_rows = result.report["rows"], result.report["data"]["valid"]["rows"]
     assert train_rows + valid_rows == 3000 and 0.1 < valid_rows / 3000 < 0.3
     assert result.report["options"]["holdout"] == {"fraction": 0.2, "group_by": "gene_id", "seed": 0, "side": "train"}
@@ -72,4 +73,4 @@ def test_training_with_a_group_holdout(small_synth: Path) -> None:
 )
 def test_bad_holdout_options(small_synth: Path, kwargs: dict, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
-        extmem.train(small_synth, rounds=2, **kwargs)
+        extmem.train(small_synth, preset="splice-sites", rounds=2, **kwargs)

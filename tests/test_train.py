@@ -9,8 +9,8 @@ import xgboost as xgb
 from conftest import cache_dirs, write_shard
 
 import extmem
-from extmem.encode._layout import FeatureLayout
-from extmem.run._xgboost import LAYOUT_ATTRIBUTE, infer_objective
+from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
+from extmem.run._xgboost import infer_objective
 
 REPORT_KEYS = {"rows", "features", "peak_rss_bytes", "peak_anon_bytes", "cache_bytes", "seconds", "metrics"}
 
@@ -20,7 +20,9 @@ def trained(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     valid = tmp_path_factory.mktemp("valid")
     extmem.synth(valid, extmem.SynthOptions(rows=1000, shards=1, k=4, seq_len=40, seed=11))
     out = tmp_path_factory.mktemp("model")
-    result = extmem.train(small_synth, out=out, valid=valid, rounds=30, early_stopping_rounds=5, params={"max_depth": 4}, cache="disk")
+    result = extmem.train(
+        small_synth, preset="splice-sites", out=out, valid=valid, rounds=30, early_stopping_rounds=5, params={"max_depth": 4}, cache="disk"
+    )
     return out, result
 
 
@@ -95,7 +97,7 @@ def test_binary_training_on_numeric_labels(tmp_path: Path) -> None:
 
 
 def test_approx_uses_paged_matrix(small_synth: Path) -> None:
-    result = extmem.train(small_synth, rounds=3, params={"tree_method": "approx"})
+    result = extmem.train(small_synth, preset="splice-sites", rounds=3, params={"tree_method": "approx"})
     assert result.report["params"]["tree_method"] == "approx"
 
 
@@ -112,7 +114,7 @@ def test_approx_uses_paged_matrix(small_synth: Path) -> None:
 )
 def test_bad_options_are_rejected(small_synth: Path, tmp_path: Path, kwargs: dict, match: str) -> None:
     with pytest.raises(extmem.OptionError, match=match):
-        extmem.train(small_synth, out=tmp_path / "out", cache_dir=tmp_path, **kwargs)
+        extmem.train(small_synth, preset="splice-sites", out=tmp_path / "out", cache_dir=tmp_path, **kwargs)
     assert not (tmp_path / "out").exists()
     assert cache_dirs(tmp_path) == []
 
@@ -120,6 +122,6 @@ def test_bad_options_are_rejected(small_synth: Path, tmp_path: Path, kwargs: dic
 def test_failed_training_writes_nothing(tmp_path: Path) -> None:
     write_shard(tmp_path / "data" / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["donor", "exon"]})
     with pytest.raises(extmem.LabelError, match="'exon'"):
-        extmem.train(tmp_path / "data", out=tmp_path / "out", cache_dir=tmp_path)
+        extmem.train(tmp_path / "data", preset="splice-sites", out=tmp_path / "out", cache_dir=tmp_path)
     assert not (tmp_path / "out").exists()
     assert cache_dirs(tmp_path) == []

@@ -29,7 +29,7 @@ def _kmer_encoding(args: argparse.Namespace) -> Any:
     if args.kmers_from is None and args.k is not None:
         msg = "--k needs --kmers-from (folded k-mer columns keep their own k)."
         raise OptionError(msg)
-    from extmem.encode._kmers import KmerEncoding
+    from extmem._layout import KmerEncoding
 
     return KmerEncoding(width=args.hash_kmers, k=args.k, sequence_column=args.kmers_from, signed=args.signed_hash)
 
@@ -162,7 +162,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from extmem.score._predict import evaluate
+    from extmem.score._evaluate import evaluate
 
     result = evaluate(
         args.model,

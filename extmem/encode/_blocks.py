@@ -1,40 +1,29 @@
-"""Blocks stage: `SourceBatch` -> `Block` (float32 CSR, or dense when no column is sparse)."""
+"""Encode: a :class:`RawBatch` -> a :class:`Block` of float32 rows in layout order (CSR, or dense when no column is sparse).
+
+All feature encoding happens here, the same for training, prediction and in-memory input: wide
+columns and packed entries merged in layout order, count columns stored only where non-zero
+(absent means missing), categorical strings as dictionary codes, k-mer columns folded into hashed
+features or k-mers counted from sequences. A value beyond float32's range, or infinite, is an
+error naming its column.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from extmem._contracts import Block, PackedBlock, RawBatch
+from extmem._layout import FeatureLayout
 from extmem.encode._features import FeatureColumns, FeaturePlan
-from extmem.encode._layout import FeatureLayout
+from extmem.encode._float32 import as_float32
 from extmem.encode._packed import PackedRows
 from extmem.errors import FeatureValueError, SchemaError
-from extmem.read._source import SourceBatch
 
-
-@dataclass(frozen=True)
-class Block:
-    """A matrix of rows in layout column order, with labels and weights."""
-
-    X: sp.csr_matrix | np.ndarray
-    label: np.ndarray | None
-    weight: np.ndarray | None
-
-    @property
-    def rows(self) -> int:
-        return int(self.X.shape[0])
-
-    @property
-    def stored_values(self) -> int:
-        """Entries XGBoost receives: CSR non-zeros, or non-NaN dense cells."""
-        if sp.issparse(self.X):
-            return int(self.X.nnz)
-        return int(np.count_nonzero(~np.isnan(self.X)))
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _column_values(column: pa.Array) -> np.ndarray:
@@ -46,14 +35,14 @@ def _column_values(column: pa.Array) -> np.ndarray:
                 column.buffers()[1], dtype=kind.to_pandas_dtype(), count=len(column), offset=column.offset * kind.byte_width
             )
         return column.to_numpy(zero_copy_only=False)
-    return column.cast(pa.float32(), safe=False).fill_null(np.float32("nan")).to_numpy(zero_copy_only=False)
+    return column.cast(pa.float64(), safe=False).fill_null(np.nan).to_numpy(zero_copy_only=False)
 
 
 SCRATCH_VALUES = 1 << 22
 """Cells of the float64 scratch matrix that wide columns are copied into, a chunk of columns at a time (32 MiB)."""
 
 
-def to_csr(features: FeatureColumns, layout: FeatureLayout) -> sp.csr_matrix:
+def to_csr(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> sp.csr_matrix:
     """Convert a batch's feature values to float32 CSR in layout column order.
 
     Count columns (``layout.zero_is_missing``) store only non-zero, non-null entries;
@@ -81,7 +70,9 @@ def to_csr(features: FeatureColumns, layout: FeatureLayout) -> sp.csr_matrix:
         slots, chunk_rows = np.divmod(np.flatnonzero(kept), rows)
         counts[positions] = np.bincount(slots, minlength=len(chunk))
         row_indices.append(chunk_rows.astype(np.int32))
-        values.append(cells[slots, chunk_rows].astype(np.float32))
+        values.append(
+            as_float32(cells[slots, chunk_rows], lambda i, slots=slots, positions=positions: layout.names[positions[slots[i]]], where)
+        )
     indptr = np.zeros(n_columns + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices = np.concatenate(row_indices) if row_indices else np.zeros(0, dtype=np.int32)
@@ -112,23 +103,18 @@ def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:
     return merged
 
 
-def to_dense(features: FeatureColumns, n_features: int) -> np.ndarray:
+def to_dense(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> np.ndarray:
     """Convert a batch's feature values to a C-ordered float32 matrix, missing values as NaN."""
-    out = np.full((features.rows, n_features), np.nan, dtype=np.float32)
+    out = np.full((features.rows, len(layout.names)), np.nan, dtype=np.float32)
     for column, position in zip(features.wide.columns, features.positions):
-        out[:, position] = _column_values(column)
+        out[:, position] = as_float32(_column_values(column), lambda _, position=position: layout.names[position], where)
     if features.packed is not None:
         rows = np.repeat(np.arange(features.rows), np.diff(features.packed.offsets))
         out[rows, features.packed.positions] = features.packed.values
     return out
 
 
-def to_matrix(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> sp.csr_matrix | np.ndarray:
-    """Feature values in layout order as CSR if any column is a count column, dense otherwise.
-
-    NaN and nulls are missing values; an infinite value is an error naming its column and ``where``.
-    """
-    X = to_csr(features, layout) if any(layout.zero_is_missing) else to_dense(features, len(layout.names))
+def _check_finite(X: sp.csr_matrix | np.ndarray, layout: FeatureLayout, where: str) -> None:
     values = X.data if sp.issparse(X) else X
     infinite = np.isinf(values)
     if infinite.any():
@@ -139,12 +125,43 @@ def to_matrix(features: FeatureColumns, layout: FeatureLayout, where: str = "the
             "XGBoost cannot train on it (nulls and NaN are fine: they are missing values)."
         )
         raise FeatureValueError(msg)
+
+
+def to_matrix(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> sp.csr_matrix | np.ndarray:
+    """Feature values in layout order as CSR if any column is a count column, dense otherwise.
+
+    NaN and nulls are missing values; an infinite value, or one beyond float32's range, is an
+    error naming its column and ``where``.
+    """
+    X = to_csr(features, layout, where) if any(layout.zero_is_missing) else to_dense(features, layout, where)
+    _check_finite(X, layout, where)
     return X
 
 
-def to_block(batch: SourceBatch, layout: FeatureLayout) -> Block:
-    """One source batch as a block (see :func:`to_matrix`)."""
-    return Block(to_matrix(batch.features, layout, f"row group {batch.row_group} of {batch.shard!r}"), batch.label, batch.weight)
+class Encoder:
+    """Encodes raw batches of one dataset with one layout; the per-shard :class:`FeaturePlan` is made once per shard."""
+
+    def __init__(self, layout: FeatureLayout, *, strict_categories: bool = False) -> None:
+        self.layout = layout
+        self.strict_categories = strict_categories
+        self._plan_key: tuple[tuple[str, ...], PackedBlock | None] | None = None
+        self._plan: FeaturePlan | None = None
+
+    def plan(self, names: tuple[str, ...], block: PackedBlock | None) -> FeaturePlan:
+        """The feature plan for a batch holding the columns ``names`` (and packed ``block``)."""
+        if self._plan is None or self._plan_key != (names, block):
+            self._plan = FeaturePlan.build(self.layout, set(names), block, self.strict_categories)
+            self._plan_key = (names, block)
+        return self._plan
+
+    def features(self, batch: RawBatch) -> FeatureColumns:
+        """The batch's feature values in layout positions, before conversion to a matrix."""
+        plan = self.plan(tuple(batch.columns.schema.names), batch.block)
+        return plan.features(batch.columns, batch.where, self.layout.kmer_offset)
+
+    def __call__(self, batch: RawBatch) -> Block:
+        """The batch as a block of float32 rows (see :func:`to_matrix`), with its labels and weights."""
+        return Block(to_matrix(self.features(batch), self.layout, batch.where), batch.label, batch.weight)
 
 
 def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
@@ -164,12 +181,21 @@ def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
         return to_matrix(_named_features(X, layout), layout)
     n_features = len(layout.names)
     if sp.issparse(X):
-        return _sparse_features(sp.csr_matrix(X, dtype=np.float32), layout)
-    dense = np.array(X, dtype=np.float32)
-    _check_width(dense.shape, n_features)
+        X = sp.csr_matrix(X)
+        _check_width(X.shape, n_features)
+        data = as_float32(np.asarray(X.data, dtype=np.float64), lambda i: layout.names[X.indices[i]], "the input")
+        return _sparse_features(sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape), layout)
+    try:
+        wide = np.array(X, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        msg = f"The input cannot be read as numbers ({exc}); pass a numeric array, a sparse matrix, or a table with the model's columns."
+        raise SchemaError(msg) from None
+    _check_width(wide.shape, n_features)
+    dense = as_float32(wide, lambda i: layout.names[i % n_features], "the input")
     counts = dense[:, layout.sparse_mask]
     counts[counts == 0] = np.nan
     dense[:, layout.sparse_mask] = counts
+    _check_finite(dense, layout, "the input")
     return dense
 
 
@@ -179,13 +205,12 @@ def _sparse_features(X: sp.csr_matrix, layout: FeatureLayout) -> sp.csr_matrix:
     Count columns keep their non-zero entries only; the other columns become explicit, zeros
     included (they are few), so XGBoost sees zeros there as values, as in training.
     """
-    _check_width(X.shape, len(layout.names))
     coo = X.tocoo()
     counts = layout.sparse_mask[coo.col] & (coo.data != 0)
     other_columns = np.flatnonzero(~layout.sparse_mask)
     dense_other = X[:, other_columns].toarray()
     rows, local_columns = np.nonzero(~np.isnan(dense_other))
-    return sp.csr_matrix(
+    matrix = sp.csr_matrix(
         (
             np.concatenate([coo.data[counts], dense_other[rows, local_columns]]),
             (np.concatenate([coo.row[counts], rows]), np.concatenate([coo.col[counts], other_columns[local_columns]])),
@@ -193,6 +218,8 @@ def _sparse_features(X: sp.csr_matrix, layout: FeatureLayout) -> sp.csr_matrix:
         shape=X.shape,
         dtype=np.float32,
     )
+    _check_finite(matrix, layout, "the input")
+    return matrix
 
 
 def _check_width(shape: tuple[int, ...], n_features: int) -> None:
@@ -205,8 +232,9 @@ def _check_width(shape: tuple[int, ...], n_features: int) -> None:
 
 
 def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> FeatureColumns:
-    plan = FeaturePlan.build(layout, set(batch.schema.names), None)
-    if not plan.columns:
+    names = set(batch.schema.names)
+    plan = FeaturePlan.build(layout, names, None)
+    if not plan.wide_names and not plan.fold_names and (layout.kmers is None or layout.kmers.sequence_column not in names):
         msg = f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in the input's columns."
         raise SchemaError(msg)
     for name in plan.wide_names:
@@ -232,16 +260,15 @@ def concat_blocks(blocks: list[Block]) -> Block:
     return Block(X, label, weight)
 
 
-def pages(batches: Iterable[SourceBatch], layout: FeatureLayout, page_rows: int) -> Iterator[Block]:
-    """Group converted batches into pages of at least ``page_rows`` rows (the last may be smaller).
+def pages(blocks: Iterable[Block], page_rows: int) -> Iterator[Block]:
+    """Group blocks into pages of at least ``page_rows`` rows (the last may be smaller).
 
     XGBoost keeps state per external-memory page, so pages of tens of thousands of rows
     keep its memory flat while batches stay small enough to decode cheaply.
     """
     pending: list[Block] = []
     pending_rows = 0
-    for batch in batches:
-        block = to_block(batch, layout)
+    for block in blocks:
         pending.append(block)
         pending_rows += block.rows
         if pending_rows >= page_rows:

@@ -14,10 +14,11 @@ from functools import partial
 import numpy as np
 import pyarrow as pa
 
-from extmem.encode._kmers import KMER_COLUMN, KmerEncoding, canonical_rows, sequence_entries
-from extmem.encode._layout import FeatureLayout
-from extmem.encode._packed import PackedBlock, PackedRows, unpack
-from extmem.read._categories import encode_categories
+from extmem._contracts import PackedBlock
+from extmem._layout import KMER_COLUMN, FeatureLayout, KmerEncoding
+from extmem.encode._categories import encode_categories
+from extmem.encode._kmers import canonical_rows, fold_columns, sequence_entries
+from extmem.encode._packed import PackedRows, unpack
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class FeatureColumns:
 def wide_features(
     batch: pa.RecordBatch, names: Sequence[str], positions: np.ndarray, encoders: Mapping[str, Callable[[pa.Array], pa.Array]] | None = None
 ) -> FeatureColumns:
-    """Columns ``names`` of ``batch`` at layout ``positions``: through ``encoders[name]`` if given, else non int/float types cast to float32."""
+    """Columns ``names`` of ``batch`` at layout ``positions``: through ``encoders[name]`` if given, else non int/float types cast to float64."""
     index = {name: i for i, name in enumerate(batch.schema.names)}
     arrays = []
     for name in names:
@@ -46,7 +47,7 @@ def wide_features(
         if encoders and name in encoders:
             column = encoders[name](column)
         elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
-            column = column.cast(pa.float32(), safe=False)
+            column = column.cast(pa.float64(), safe=False)
         arrays.append(column)
     return FeatureColumns(batch.num_rows, pa.RecordBatch.from_arrays(arrays, names=list(names)), positions)
 
@@ -87,20 +88,22 @@ class FeaturePlan:
         if fold:
             assert encoding is not None
             fold_names = tuple(name for name in present if KMER_COLUMN.match(name) and name not in positions)
-            fold_positions, fold_signs = encoding.fold_columns(list(fold_names))
+            fold_positions, fold_signs = fold_columns(encoding, list(fold_names))
             fold_positions += layout.kmer_offset
         block_positions = block_signs = None
-        if block is not None:
+        if block is not None and block.indices in present:
             block_positions = np.array([positions.get(name, -1) for name in block.columns], dtype=np.int64)
             if fold:
                 assert encoding is not None
                 folded = [i for i, name in enumerate(block.columns) if KMER_COLUMN.match(name) and name not in positions]
-                buckets, signs = encoding.fold_columns([block.columns[i] for i in folded])
+                buckets, signs = fold_columns(encoding, [block.columns[i] for i in folded])
                 block_positions[folded] = buckets + layout.kmer_offset
                 block_signs = np.ones(len(block.columns), dtype=np.float32)
                 block_signs[folded] = signs
             if not (block_positions >= 0).any():
                 block = block_positions = block_signs = None
+        else:
+            block = None
         return cls(
             wide_names,
             wide_positions,
@@ -114,16 +117,6 @@ class FeaturePlan:
             dict(layout.categories),
             strict_categories,
         )
-
-    @property
-    def columns(self) -> list[str]:
-        """Physical columns to read."""
-        columns = [*self.wide_names, *self.fold_names]
-        if self.block is not None:
-            columns += [self.block.indices, self.block.values]
-        if self.encoding is not None and self.encoding.sequence_column is not None:
-            columns.append(self.encoding.sequence_column)
-        return columns
 
     def features(self, batch: pa.RecordBatch, where: str, kmer_offset: int) -> FeatureColumns:
         """The feature values of ``batch`` (which holds :attr:`columns`)."""
@@ -164,7 +157,7 @@ def _fold_entries(
     values: list[np.ndarray] = []
     where: list[np.ndarray] = []
     for j, name in enumerate(names):
-        counts = batch.column(index[name]).cast(pa.float32(), safe=False).fill_null(0).to_numpy(zero_copy_only=False)
+        counts = batch.column(index[name]).cast(pa.float64(), safe=False).fill_null(0).to_numpy(zero_copy_only=False)
         kept = np.flatnonzero(counts)
         rows.append(kept)
         values.append(counts[kept] * signs[j])

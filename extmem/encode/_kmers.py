@@ -16,19 +16,12 @@ sequence has no k-mers, so all its k-mer features are missing.
 from __future__ import annotations
 
 import itertools
-import re
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
-from sklearn.utils import murmurhash3_32
 
-from extmem._defaults import MAX_EXACT_K, MAX_K
-from extmem.errors import OptionError
-
-KMER_COLUMN = re.compile(r"^(\d+)mer_([ACGT]+)$")
-HASHED_PREFIX = "kmer_hash_"
+from extmem._layout import KMER_COLUMN, KmerEncoding
 
 _CODES = np.full(256, 4, dtype=np.uint8)
 for _code, _bases in enumerate(("Aa", "Cc", "Gg", "Tt")):
@@ -36,62 +29,19 @@ for _code, _bases in enumerate(("Aa", "Cc", "Gg", "Tt")):
         _CODES[ord(_base)] = _code
 
 
-@dataclass(frozen=True)
-class KmerEncoding:
-    """How k-mer features are built; recorded with the model.
+def bucket(encoding: KmerEncoding, kmer: str) -> tuple[int, float]:
+    """Feature index and sign of one k-mer text under a hashing ``encoding``."""
+    from sklearn.utils import murmurhash3_32  # scikit-learn's FeatureHasher hash, imported when hashing
 
-    ``sequence_column`` set: count k-mers of length ``k`` from that string column. Otherwise:
-    fold the dataset's ``{k}mer_*`` count columns. ``width`` hashes into that many features
-    (required when folding); without it, counts keep one feature per k-mer (4**k of them).
-    """
+    assert encoding.width is not None
+    h = int(murmurhash3_32(kmer, seed=encoding.seed, positive=False))
+    return abs(h) % encoding.width, (-1.0 if h < 0 and encoding.signed else 1.0)
 
-    width: int | None = None
-    k: int | None = None
-    sequence_column: str | None = None
-    signed: bool = False
-    seed: int = 0
 
-    def __post_init__(self) -> None:
-        if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0):
-            msg = f"The 'width' of hashed k-mers must be a positive integer. Got {self.width!r} instead."
-            raise OptionError(msg, options=("width",))
-        if self.sequence_column is None:
-            if self.width is None:
-                msg = "Folding k-mer columns needs a hash 'width'."
-                raise OptionError(msg, options=("width",))
-            return
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
-            msg = f"The 'k' option must be an integer from 1 to {MAX_K}. Got {self.k!r} instead."
-            raise OptionError(msg, options=("k",))
-        if self.width is None and self.k > MAX_EXACT_K:
-            msg = f"Exact k-mer counts for k={self.k} would be {4**self.k:,} features; use k <= {MAX_EXACT_K} or a hash 'width'."
-            raise OptionError(msg, options=("width",))
-
-    @property
-    def feature_count(self) -> int:
-        assert self.width is not None or self.k is not None
-        return self.width if self.width is not None else 4**self.k  # type: ignore[operator]
-
-    def feature_names(self) -> list[str]:
-        """Names of the k-mer features, in order."""
-        if self.width is not None:
-            return [f"{HASHED_PREFIX}{i}" for i in range(self.width)]
-        assert self.k is not None
-        return [f"{self.k}mer_{''.join(kmer)}" for kmer in itertools.product("ACGT", repeat=self.k)]
-
-    def bucket(self, kmer: str) -> tuple[int, float]:
-        """Feature index and sign of one k-mer text."""
-        assert self.width is not None
-        h = int(murmurhash3_32(kmer, seed=self.seed, positive=False))
-        return abs(h) % self.width, (-1.0 if h < 0 and self.signed else 1.0)
-
-    def fold_columns(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Feature index and sign of each ``{k}mer_*`` column name."""
-        pairs = [self.bucket(KMER_COLUMN.match(name).group(2)) for name in names]  # type: ignore[union-attr]
-        return np.array([p for p, _ in pairs], dtype=np.int64), np.array([s for _, s in pairs], dtype=np.float32)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"width": self.width, "k": self.k, "sequence_column": self.sequence_column, "signed": self.signed, "seed": self.seed}
+def fold_columns(encoding: KmerEncoding, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Feature index and sign of each ``{k}mer_*`` column name."""
+    pairs = [bucket(encoding, KMER_COLUMN.match(name).group(2)) for name in names]  # type: ignore[union-attr]
+    return np.array([p for p, _ in pairs], dtype=np.int64).reshape(-1), np.array([s for _, s in pairs], dtype=np.float32).reshape(-1)
 
 
 @lru_cache(maxsize=8)
@@ -101,7 +51,7 @@ def _kmer_table(encoding: KmerEncoding) -> tuple[np.ndarray, np.ndarray]:
     if encoding.width is None:
         return np.arange(4**encoding.k, dtype=np.int64), np.ones(4**encoding.k, dtype=np.float32)
     kmers = ("".join(kmer) for kmer in itertools.product("ACGT", repeat=encoding.k))
-    pairs = [encoding.bucket(kmer) for kmer in kmers]
+    pairs = [bucket(encoding, kmer) for kmer in kmers]
     return np.array([p for p, _ in pairs], dtype=np.int64), np.array([s for _, s in pairs], dtype=np.float32)
 
 

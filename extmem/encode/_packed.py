@@ -13,7 +13,6 @@ zero count, which extmem treats as missing, exactly like a zero in the wide layo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,43 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from extmem._contracts import PackedBlock
+from extmem.encode._float32 import as_float32
 from extmem.errors import SchemaError
 
-METADATA_KEY = b"extmem.packed"
-FORMAT_VERSION = 1
 DEFAULT_PREFIX = "kmer_"
-
-
-@dataclass(frozen=True)
-class PackedBlock:
-    """Where a shard keeps its packed block: the two list columns and the block's column names."""
-
-    indices: str
-    values: str
-    columns: tuple[str, ...]
-
-    def to_metadata(self) -> dict[bytes, bytes]:
-        text = json.dumps({"version": FORMAT_VERSION, "indices": self.indices, "values": self.values, "columns": list(self.columns)})
-        return {METADATA_KEY: text.encode()}
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[bytes, bytes] | None, shard: str) -> PackedBlock | None:
-        """The block recorded in a file's key-value metadata, or None for a wide shard."""
-        raw = (metadata or {}).get(METADATA_KEY)
-        if raw is None:
-            return None
-        try:
-            data = json.loads(raw)
-            if data.get("version") != FORMAT_VERSION:
-                msg = f"version {data.get('version')!r} (this extmem reads version {FORMAT_VERSION})"
-                raise ValueError(msg)
-            return cls(str(data["indices"]), str(data["values"]), tuple(str(name) for name in data["columns"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            msg = f"The packed-layout metadata of {shard!r} is invalid: {exc}"
-            raise SchemaError(msg) from None
-
-    def index_type(self) -> pa.DataType:
-        return pa.uint16() if len(self.columns) <= 1 << 16 else pa.uint32()
 
 
 def pack_rows(matrix: sp.csr_matrix, block: PackedBlock) -> tuple[pa.Array, pa.Array]:
@@ -95,9 +62,11 @@ def unpack(
         msg = f"Packed row {row} of {where} has {index_lengths[row]} indices but {value_lengths[row]} values."
         raise SchemaError(msg)
     local = indices.flatten().to_numpy(zero_copy_only=False)
-    data = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    if local.size and int(local.max()) >= column_positions.size:
-        msg = f"A packed index in {where} is {int(local.max())}, beyond the {column_positions.size} block columns."
+    raw = values.flatten().to_numpy(zero_copy_only=False)
+    data = as_float32(raw.astype(np.float64, copy=False), lambda i: f"entry {int(local[i])} of the packed block", where)
+    if local.size and (int(local.max()) >= column_positions.size or int(local.min()) < 0):
+        bad = int(local.max()) if int(local.max()) >= column_positions.size else int(local.min())
+        msg = f"A packed index in {where} is {bad}, outside the block's {column_positions.size} columns."
         raise SchemaError(msg)
     positions = column_positions[local]
     if column_signs is not None:

@@ -5,6 +5,8 @@ caps: heap and private writable mappings, resident or not. It adds
 
 * a fixed part: what the process holds now, plus the stacks of the threads XGBoost and pyarrow
   start and the runtime's reservations (BLAS buffers, allocator arenas);
+* the footer of the shard being read, parsed (the largest one: many row groups of many columns
+  make footers of tens of MiB, several times that once parsed);
 * decoding one batch: a multiple of the Arrow bytes per row measured on the first row group;
 * building one page: the CSR bytes of a page, held by extmem, by the prefetch queue and by
   XGBoost while it quantizes the page;
@@ -22,17 +24,15 @@ from __future__ import annotations
 import logging
 import os
 import resource
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import psutil
 
+from extmem._contracts import DataProfile
 from extmem._memory import anonymous_rss_bytes
 from extmem._units import MiB, format_size, parse_size
-from extmem.encode._blocks import to_block
 from extmem.errors import OptionError
-from extmem.read._source import Source
 
 logger = logging.getLogger("extmem")
 
@@ -60,6 +60,8 @@ RUNTIME_RESERVE = 320 * MiB
 segments. Three 640k-row runs under a 1 GiB data limit with 2,048-row batches peaked at 866, 998 and 1,009 MiB
 of data where the plan, with 64 MiB less reserve, said 963-972 MiB."""
 ARROW_IO_THREADS = 8
+FOOTER_BYTES_PER_SERIALIZED_BYTE = 13
+"""Data size a parsed parquet footer takes per byte of its serialized form (measured: 300 MiB for a 23.6 MiB footer of 50 row groups x 4,129 columns, of which 204 MiB resident)."""
 
 MIN_BATCH_ROWS = 128
 MIN_PAGE_ROWS = 1024
@@ -99,32 +101,6 @@ class Budget:
         return cls(size, "'memory_budget'")
 
 
-@dataclass(frozen=True)
-class DataProfile:
-    """What the plan needs to know of a dataset, from parquet metadata and a probe of its first rows."""
-
-    rows: int
-    arrow_bytes_per_row: float
-    stored_values_per_row: float
-    outputs: int = 1
-
-
-PROBE_ROWS = 256
-
-
-def profile_source(source: Source, outputs: int = 1, probe_rows: int = PROBE_ROWS) -> DataProfile:
-    """Rows from the parquet footers; Arrow bytes and stored values per row from the first ``probe_rows`` rows."""
-    rows = sum(ref.rows for ref in source.row_groups())
-    if source.dataset.max_rows is not None:
-        rows = min(rows, source.dataset.max_rows)
-    probed = source.probe(probe_rows)
-    if probed is None:
-        return DataProfile(rows, 0.0, 0.0, outputs)
-    decoded_bytes, batch = probed
-    block = to_block(batch, source.layout)
-    return DataProfile(rows, decoded_bytes / block.rows, block.stored_values / block.rows, outputs)
-
-
 def fixed_bytes() -> int:
     """The process's anonymous memory now plus what its worker threads and runtime will reserve.
 
@@ -153,10 +129,11 @@ class MemoryPlan:
     training_bytes: int
     matrix_bytes: int
     budget: Budget | None = None
+    footer_bytes: int = 0
 
     @property
     def expected_peak_bytes(self) -> int:
-        return self.fixed_bytes + self.decode_bytes + self.page_bytes + self.training_bytes + self.matrix_bytes
+        return self.fixed_bytes + self.footer_bytes + self.decode_bytes + self.page_bytes + self.training_bytes + self.matrix_bytes
 
     def describe(self) -> str:
         budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
@@ -181,12 +158,17 @@ class MemoryPlan:
             "expected_peak_bytes": self.expected_peak_bytes,
             "parts": {
                 "fixed": self.fixed_bytes,
+                "footer": self.footer_bytes,
                 "decode": self.decode_bytes,
                 "page": self.page_bytes,
                 "training": self.training_bytes,
                 "matrix": self.matrix_bytes,
             },
         }
+
+
+def _footer_bytes(profile: DataProfile) -> int:
+    return FOOTER_BYTES_PER_SERIALIZED_BYTE * profile.footer_bytes
 
 
 def _decode_bytes(profile: DataProfile, batch_rows: int) -> int:
@@ -220,7 +202,9 @@ def _refusal(budget: Budget, smallest: MemoryPlan, detail: str = "") -> OptionEr
         f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) cannot hold even one minimal batch: "
         f"{smallest.batch_rows:,} rows per batch"
         + (f" and {smallest.page_rows:,} per page" if smallest.cache != "none" else "")
-        + f" need about {format_size(smallest.expected_peak_bytes)}, of which {format_size(smallest.fixed_bytes)} is the process itself{detail}.",
+        + f" need about {format_size(smallest.expected_peak_bytes)}, of which {format_size(smallest.fixed_bytes)} is the process itself"
+        + (f" and {format_size(smallest.footer_bytes)} a shard's footer" if smallest.footer_bytes else "")
+        + f"{detail}.",
         options=("memory_budget", "cache"),
     )
 
@@ -235,9 +219,12 @@ def plan_batches(
     """
     fixed = fixed_bytes() if fixed is None else fixed
 
+    batch_rows = min(batch_rows, max(profile.rows, MIN_BATCH_ROWS))
+
     def build(batch: int) -> MemoryPlan:
         block = int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * batch)
-        return MemoryPlan(batch, batch, 0, "none", "", fixed, _decode_bytes(profile, batch), block, 0, extra_bytes, budget)
+        footer = _footer_bytes(profile)
+        return MemoryPlan(batch, batch, 0, "none", "", fixed, _decode_bytes(profile, batch), block, 0, extra_bytes, budget, footer)
 
     if budget is None:
         return build(batch_rows)
@@ -246,24 +233,6 @@ def plan_batches(
         if plan.expected_peak_bytes <= budget.bytes:
             return plan
     raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)))
-
-
-def plan_source_batches(
-    source: Source, memory_budget: int | str | None, *, dense: bool = False, extra_bytes: Callable[[DataProfile], int] | None = None
-) -> MemoryPlan:
-    """Plan a batch-by-batch pass over ``source`` (see :func:`plan_batches`), log it, and set the source's batch rows.
-
-    ``dense``: the pass turns batches into dense rows of every feature (prune's statistics).
-    ``extra_bytes``: what the pass holds besides its batches, given the data's profile.
-    """
-    profile = profile_source(source)
-    extra = extra_bytes(profile) if extra_bytes is not None else 0
-    if dense:
-        profile = replace(profile, stored_values_per_row=len(source.layout.names))
-    plan = plan_batches(profile, Budget.resolve(memory_budget), batch_rows=source.batch_rows, extra_bytes=extra)
-    logger.info(plan.describe())
-    source.batch_rows = plan.batch_rows
-    return plan
 
 
 def plan_memory(
@@ -286,7 +255,8 @@ def plan_memory(
     """
     fixed = fixed_bytes() if fixed is None else fixed
     training = int(profile.rows * (TRAINING_BYTES_PER_ROW + TRAINING_BYTES_PER_ROW_AND_OUTPUT * profile.outputs))
-    page_rows = min(page_rows, MAX_PAGE_ROWS)
+    page_rows = min(page_rows, MAX_PAGE_ROWS, max(profile.rows, MIN_PAGE_ROWS))
+    batch_rows = min(batch_rows, page_rows)
     limit = budget.bytes if budget is not None else None
 
     def build(kind: Literal["memory", "disk"], batch: int, page: int, reason: str) -> MemoryPlan:
@@ -302,6 +272,7 @@ def plan_memory(
             training,
             _matrix_bytes(profile, kind, page),
             budget,
+            _footer_bytes(profile),
         )
 
     def fitting(kind: Literal["memory", "disk"], room: float | None, reason: str) -> MemoryPlan | None:

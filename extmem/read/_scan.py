@@ -1,67 +1,24 @@
-"""Find parquet shards and union their schemas (footers only, no data read)."""
+"""Scan: shards' footers -> one :class:`Schema` (the union of their columns, row groups, packed blocks).
+
+Footers are read one at a time and freed before the next: a wide shard's parsed footer takes
+several times its serialized size (about 200 MiB for 50 row groups of 4,100 columns), so the
+largest one is part of every memory plan (:attr:`Schema.footer_bytes`).
+"""
 
 from __future__ import annotations
 
-import glob
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from extmem._contracts import PackedBlock, RowGroupRef
 from extmem._memory import release_freed_memory
-from extmem.encode._packed import PackedBlock
-from extmem.errors import InputPathError, SchemaError, read_failure
+from extmem.errors import SchemaError, read_failure
 
 NUMERIC = "numeric"
 STRING = "string"
 OTHER = "other"
-
-
-def _visible(name: str) -> bool:
-    """Data files a folder or glob contributes: not hidden, not ``_metadata``-style, not an extmem partial file."""
-    return not name.startswith((".", "_"))
-
-
-def discover_shards(paths: Iterable[str]) -> list[str]:
-    """Expand folders (their ``*.parquet`` files, sorted), globs and files into shard paths.
-
-    Folders and globs skip hidden and ``_``-prefixed files, as pyarrow's datasets do (extmem's
-    own partial files are hidden). Two paths to one file (a symbolic or hard link) are refused:
-    the file would be read twice.
-    """
-    shards: list[str] = []
-    for path in paths:
-        if glob.has_magic(path):
-            matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p) and _visible(os.path.basename(p)))
-            if not matches:
-                msg = f"No file matches the pattern {path!r}."
-                raise InputPathError(msg)
-            shards.extend(matches)
-        elif os.path.isdir(path):
-            matches = sorted(
-                entry.path for entry in os.scandir(path) if entry.name.endswith(".parquet") and _visible(entry.name) and entry.is_file()
-            )
-            if not matches:
-                msg = f"The folder {path!r} holds no .parquet files."
-                raise InputPathError(msg)
-            shards.extend(matches)
-        elif os.path.isfile(path):
-            shards.append(path)
-        else:
-            msg = f"The dataset path {path!r} does not exist."
-            raise InputPathError(msg)
-    seen: dict[tuple[int, int], str] = {}
-    for shard in shards:
-        status = os.stat(shard)
-        first = seen.get((status.st_dev, status.st_ino))
-        if first is not None:
-            same = "listed more than once" if first == shard else f"the same file as {first!r} (a link)"
-            msg = f"The shard {shard!r} is {same}; it would be read twice."
-            raise InputPathError(msg)
-        seen[(status.st_dev, status.st_ino)] = shard
-    return shards
 
 
 def type_kind(arrow_type: pa.DataType) -> str:
@@ -94,14 +51,16 @@ class Column:
 
 
 @dataclass(frozen=True)
-class UnionSchema:
-    """Columns of all shards in first-seen order, with a type that fits every shard."""
+class Schema:
+    """Columns of all shards in first-seen order, with a type that fits every shard, and each shard's row groups."""
 
     shards: tuple[str, ...]
     columns: dict[str, Column]
     shard_row_groups: dict[str, tuple[int, ...]]
     packed_blocks: dict[str, PackedBlock]
     """The packed block of each packed shard (absent for wide shards)."""
+    footer_bytes: int = 0
+    """The largest serialized footer among the shards."""
 
     @property
     def shard_rows(self) -> tuple[int, ...]:
@@ -113,29 +72,56 @@ class UnionSchema:
         """Rows of all shards, from the footers."""
         return sum(self.shard_rows)
 
+    @property
+    def has_wide_shards(self) -> bool:
+        """Whether some shard stores its features as ordinary (wide) columns, which decode slowly."""
+        return len(self.packed_blocks) < len(self.shards)
+
+    def row_groups(self) -> list[RowGroupRef]:
+        """Every row group, in read order."""
+        return [RowGroupRef(shard, index, rows) for shard in self.shards for index, rows in enumerate(self.shard_row_groups[shard])]
+
     def missing_from(self, name: str) -> list[str]:
         """Shards that do not hold column ``name``."""
         mask = self.columns[name].shards_mask
         return [shard for index, shard in enumerate(self.shards) if not mask >> index & 1]
 
 
-def _read_schema(shard: str) -> tuple[list[pa.Field], tuple[int, ...], PackedBlock | None]:
-    """The shard's columns as extmem sees them (a packed block as float32 columns), row group sizes, packed block."""
+def _packed_fields(schema: pa.Schema, block: PackedBlock, shard: str) -> list[pa.Field]:
+    """The shard's columns with its packed block's two list columns replaced by float32 columns of the block's names."""
+    for name, numeric in (
+        (block.indices, pa.types.is_integer),
+        (block.values, lambda t: pa.types.is_integer(t) or pa.types.is_floating(t)),
+    ):
+        index = schema.get_field_index(name)
+        kind = schema.field(name).type if index >= 0 else None
+        if kind is None or not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not numeric(kind.value_type):
+            msg = f"The packed shard {shard!r} lacks its numeric list column {name!r} (found {kind})."
+            raise SchemaError(msg)
+    clash = sorted(set(block.columns) & set(schema.names))
+    if clash:
+        msg = f"The packed shard {shard!r} holds the column {clash[0]!r} both in its packed block and as a column of its own."
+        raise SchemaError(msg)
+    fields = [f for f in schema if f.name not in (block.indices, block.values)]
+    return fields + [pa.field(name, pa.float32()) for name in block.columns]
+
+
+def _read_footer(shard: str) -> tuple[list[pa.Field], tuple[int, ...], PackedBlock | None, int]:
+    """The shard's columns as extmem sees them, row group sizes, packed block and serialized footer size."""
     try:
         metadata = pq.read_metadata(shard)
         schema = metadata.schema.to_arrow_schema()
         row_groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+        footer = int(metadata.serialized_size)
+        key_values = metadata.metadata
     except (pa.ArrowException, OSError) as exc:
         raise read_failure(shard, exc) from None
-    block = PackedBlock.from_metadata(metadata.metadata, shard)
-    if block is None:
-        return list(schema), row_groups, None
-    for name in (block.indices, block.values):
-        if schema.get_field_index(name) < 0 or not pa.types.is_list(schema.field(name).type):
-            msg = f"The packed shard {shard!r} lacks its list column {name!r}."
-            raise SchemaError(msg)
-    fields = [f for f in schema if f.name not in (block.indices, block.values)]
-    return fields + [pa.field(name, pa.float32()) for name in block.columns], row_groups, block
+    finally:
+        metadata = None
+        release_freed_memory()
+    block = PackedBlock.from_metadata(key_values, shard)
+    fields = list(schema) if block is None else _packed_fields(schema, block, shard)
+    return fields, row_groups, block, footer
 
 
 def _unify(column: Column, arrow_type: pa.DataType, shard: str, shard_bit: int, packed: bool) -> Column:
@@ -154,14 +140,16 @@ def _unify(column: Column, arrow_type: pa.DataType, shard: str, shard_bit: int, 
     return Column(column.name, kind, unified, column.first_shard, column.shards_mask | shard_bit, column.packed or packed)
 
 
-def union_schema(shards: list[str]) -> UnionSchema:
-    """Read every shard's footer and merge the schemas; numeric types promote to float64."""
+def scan(shards: list[str]) -> Schema:
+    """Read every shard's footer, one at a time, and merge the schemas; numeric types promote to float64."""
     columns: dict[str, Column] = {}
     shard_row_groups: dict[str, tuple[int, ...]] = {}
     packed_blocks: dict[str, PackedBlock] = {}
+    footer_bytes = 0
     for index, shard in enumerate(shards):
         shard_bit = 1 << index
-        fields, row_groups, block = _read_schema(shard)
+        fields, row_groups, block, footer = _read_footer(shard)
+        footer_bytes = max(footer_bytes, footer)
         names = [f.name for f in fields]
         if len(set(names)) != len(names):
             duplicate = next(n for n in names if names.count(n) > 1)
@@ -180,5 +168,4 @@ def union_schema(shards: list[str]) -> UnionSchema:
                 columns[arrow_field.name] = Column(arrow_field.name, kind, arrow_type, shard, shard_bit, packed)
             else:
                 columns[arrow_field.name] = _unify(existing, arrow_field.type, shard, shard_bit, packed)
-        release_freed_memory()
-    return UnionSchema(tuple(shards), columns, shard_row_groups, packed_blocks)
+    return Schema(tuple(shards), columns, shard_row_groups, packed_blocks, footer_bytes)

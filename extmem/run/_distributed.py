@@ -29,19 +29,19 @@ import xgboost as xgb
 
 from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_PAGE_ROWS, DEFAULT_SKETCH_ROWS, DEFAULT_XGBOOST_PARAMS
 from extmem._folders import PrivateFolder, sweep_stale
+from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._memory import MemoryMonitor
 from extmem._sink import check_model_folder, publish_model
 from extmem._version import __version__
-from extmem.encode._layout import LAYOUT_ATTRIBUTE, FeatureLayout
-from extmem.errors import ExtmemError, LabelError, OptionError
-from extmem.read._dataset import KMER_PATTERN, SPLICE_LABELS, Dataset, DatasetLike, training_datasets
-from extmem.read._source import Source
+from extmem.errors import ExtmemError, OptionError
+from extmem.read._dataset import Dataset, DatasetLike
+from extmem.read._selection import Selection, select_dataset
+from extmem.run._datasets import training_datasets
 from extmem.run._xgboost import TrainResult, check_params, infer_objective
-from extmem.xgb._iterator import MatrixOptions
+from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import free_matrix, open_matrix
 
 if TYPE_CHECKING:
-    import dask.dataframe as dd
     from distributed import Client
 
 logger = logging.getLogger("extmem")
@@ -124,7 +124,7 @@ class _WorkerTask:
 
 
 def _worker_tasks(
-    source: Source,
+    selection: Selection,
     valid: Dataset | None,
     workers: int,
     params: dict[str, Any],
@@ -140,12 +140,12 @@ def _worker_tasks(
     proportion to its rows. ``valid`` shards are assigned like the training shards; a
     ``valid_fraction`` split is applied by each worker to its own shards.
     """
-    dataset, schema = source.dataset, source.schema
+    dataset, schema = selection.dataset, selection.schema
     rows_of = {os.path.abspath(shard): rows for shard, rows in zip(schema.shards, schema.shard_rows)}
     shares = assign_shards(list(rows_of), list(rows_of.values()), workers)
     valid_shares: list[list[str]] = []
     if valid is not None and valid.holdout is None:
-        valid_schema = Source(valid, source.layout, announce=False).schema
+        valid_schema = select_dataset(valid, layout=selection.layout, announce=False).schema
         valid_shares = assign_shards([os.path.abspath(shard) for shard in valid_schema.shards], valid_schema.shard_rows, len(shares))
         if len(valid_shares) < len(shares):
             msg = f"The validation data has {len(valid_schema.shards)} shard(s), fewer than the {len(shares)} training workers: every worker needs some."
@@ -163,7 +163,7 @@ def _worker_tasks(
                 rank,
                 replace(dataset, path=shards),
                 valid_part,
-                source.layout,
+                selection.layout,
                 params,
                 rounds,
                 early_stopping_rounds,
@@ -219,7 +219,7 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
     return {
         "rank": rank,
         "worker": worker.address,
-        "shards": len(info.source.schema.shards),
+        "shards": len(info.selection.schema.shards),
         "rows": info.stats.rows,
         "cuts_from_rows": info.stats.cuts_from_rows,
         "peak_rss_bytes": monitor.peak_rss_bytes,
@@ -263,8 +263,8 @@ def _tracker_host(client: Client) -> str:
 
 def train_distributed(
     scheduler: str | Client,
-    data: DatasetLike | dd.DataFrame,
-    label: str | None = "splice_type",
+    data: DatasetLike,
+    label: str | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     rounds: int = 100,
@@ -287,9 +287,8 @@ def train_distributed(
     are assigned the same way and ``valid_fraction`` splits every worker's rows as in
     :func:`extmem.train`; ``early_stopping_rounds`` keeps the best round's trees, as there.
     ``cache_dir`` and ``memory_budget`` apply on each worker (the cache is
-    always on disk there). ``data`` may instead be a ``dask.dataframe.DataFrame`` already on the
-    cluster: it then trains through ``xgboost.dask`` (in worker memory, not external memory).
-    Returns a :class:`extmem.TrainResult` with rank 0's booster; with ``out``, writes
+    always on disk there). A dask DataFrame trains the same way once written to parquet
+    (``frame.to_parquet(folder)``). Returns a :class:`extmem.TrainResult` with rank 0's booster; with ``out``, writes
     ``model.ubj`` and ``report.json`` there, as ``extmem train`` does (``overwrite`` as there).
     """
     distributed = _import_distributed()
@@ -297,13 +296,6 @@ def train_distributed(
         check_model_folder(out, overwrite=overwrite)
     merged: dict[str, Any] = {**DEFAULT_XGBOOST_PARAMS, **(params or {})}
     check_params(merged)
-    if _is_dask_frame(data):
-        if valid is not None or valid_fraction is not None or options:
-            msg = "A dask DataFrame trains through xgboost.dask with its own columns: validation and dataset options do not apply."
-            raise OptionError(msg)
-        client, stack = connect(scheduler)
-        with stack:
-            return _train_frame(client, data, label or "splice_type", rounds, merged, out)
     seed = int(merged.get("seed", 0))
     dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
     if merged["tree_method"] != "hist":
@@ -318,15 +310,15 @@ def train_distributed(
         memory_budget=memory_budget,
     )
     started = time.perf_counter()
-    source = Source(dataset)
-    layout = source.layout
+    selection = select_dataset(dataset)
+    layout = selection.layout
     client, stack = connect(scheduler)
     with stack:
         workers = list(client.scheduler_info(n_workers=-1)["workers"])
         if not workers:
             msg = "The Dask cluster has no workers."
             raise ClusterError(msg)
-        tasks = _worker_tasks(source, valid_dataset, len(workers), merged, rounds, early_stopping_rounds, build, cache_dir)
+        tasks = _worker_tasks(selection, valid_dataset, len(workers), merged, rounds, early_stopping_rounds, build, cache_dir)
         tracker = xgb.tracker.RabitTracker(n_workers=len(tasks), host_ip=_tracker_host(client), sortby="task")
         tracker.start()
         comm_args = tracker.worker_args()
@@ -371,7 +363,7 @@ def train_distributed(
         "peak_rss_bytes": max(result["peak_rss_bytes"] for result in results),
         "peak_anon_bytes": max(result["peak_anon_bytes"] for result in results),
         "cache_bytes": sum(result["cache_bytes"] for result in results),
-        "dropped_columns": source.dropped,
+        "dropped_columns": dict(selection.dropped),
     }
     return _finish(booster, layout, report, out)
 
@@ -392,61 +384,3 @@ def _finish(booster: xgb.Booster, layout: FeatureLayout, report: dict[str, Any],
     if out is not None:
         publish_model(Path(out), BOOSTER_MODEL_FILE, lambda file: file.write(booster.save_raw("ubj")), report)
     return TrainResult(booster, report)
-
-
-LABEL_COLUMN = "__extmem_label__"
-
-
-def _is_dask_frame(data: object) -> bool:
-    return type(data).__module__.startswith("dask") and hasattr(data, "map_partitions") and hasattr(data, "columns")
-
-
-def _train_frame(
-    client: Client, frame: Any, label: str, rounds: int, params: dict[str, Any], out: str | os.PathLike[str] | None
-) -> TrainResult:
-    """A ``dask.dataframe`` already in the cluster: XGBoost's own Dask interface, with extmem's feature rules and layout.
-
-    Numeric columns but the label are features (strings are left out, as from parquet), zeros
-    in count columns become missing as extmem's readers make them, and string labels map
-    through the splice classes, so the model scores parquet shards like any extmem model.
-    """
-    import dask
-    import pandas as pd
-    from xgboost import dask as dxgb
-
-    if label not in frame.columns:
-        msg = f"The label column {label!r} is not in the dask DataFrame (columns: {', '.join(map(str, frame.columns[:10]))}...)."
-        raise OptionError(msg)
-    names = [str(name) for name, dtype in frame.dtypes.items() if name != label and pd.api.types.is_numeric_dtype(dtype)]
-    string_labels = not pd.api.types.is_numeric_dtype(frame.dtypes[label])
-    layout = FeatureLayout.from_names(names, KMER_PATTERN, label, dict(SPLICE_LABELS) if string_labels else None)
-    counts = [name for name, sparse in zip(layout.names, layout.zero_is_missing) if sparse]
-
-    def prepare(part: pd.DataFrame) -> pd.DataFrame:
-        prepared = part[names].astype("float32")
-        prepared[counts] = prepared[counts].mask(prepared[counts] == 0)
-        labels = part[label]
-        if string_labels:
-            labels = labels.map(SPLICE_LABELS)
-            if labels.isna().any():
-                msg = f"The label column {label!r} holds {part[label][labels.isna()].iloc[0]!r}, not one of {', '.join(SPLICE_LABELS)}."
-                raise LabelError(msg)
-        prepared[LABEL_COLUMN] = labels.astype("float32")
-        return prepared
-
-    meta = pd.DataFrame({name: pd.Series(dtype="float32") for name in [*names, LABEL_COLUMN]})
-    # one pass over the frame, held by the workers as xgboost.dask holds its input: X and y then share partitions
-    prepared = frame.map_partitions(prepare, meta=meta).persist()
-    X, y = prepared[names], prepared[LABEL_COLUMN]
-    started = time.perf_counter()
-    low, high, fractional = dask.compute(y.min(), y.max(), (y != y.round()).any())
-    params = {**params, **_objective_of_range(low, high, bool(fractional), layout, params)}
-    dtrain = dxgb.DaskQuantileDMatrix(client, X, y, missing=np.nan)
-    output = dxgb.train(client, params, dtrain, rounds, evals=[(dtrain, "train")])
-    report = {
-        "rows": int(dask.compute(y.size)[0]),
-        "seconds": round(time.perf_counter() - started, 3),
-        "params": params,
-        "history": output["history"],
-    }
-    return _finish(output["booster"], layout, report, out)

@@ -20,13 +20,14 @@ import xgboost as xgb
 
 from extmem._defaults import DEFAULT_PAGE_ROWS, DEFAULT_SKETCH_ROWS
 from extmem._folders import PrivateFolder
+from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem.encode._blocks import encode
-from extmem.encode._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset
 from extmem.read._plan import CacheKind
-from extmem.score._predict import Model, evaluate
-from extmem.xgb._iterator import MatrixOptions
+from extmem.score._evaluate import evaluate
+from extmem.score._model import Model
+from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import free_matrix, matrix_info, open_matrix
 
 
@@ -62,7 +63,9 @@ class _DatasetFitting:
         """The training matrix for the training dataset; a new one (same columns and cuts) for an eval set."""
         if data is self.dataset:
             return self.train_matrix
-        return self._open(as_dataset(data, self.dataset.label, {}), ref if ref is not None else self.train_matrix)
+        shared = {"label": self.dataset.label, "label_map": self.dataset.label_map, "zero_is_missing": self.dataset.zero_is_missing}
+        dataset = data if isinstance(data, Dataset) else as_dataset(data, shared)
+        return self._open(dataset, ref if ref is not None else self.train_matrix)
 
     def close(self) -> None:
         for matrix in reversed(self.matrices):
@@ -109,7 +112,11 @@ class _DatasetMixin:
         eval_set = kwargs.get("eval_set")
         if eval_set is not None:
             kwargs["eval_set"] = [(item, None) if _is_dataset(item) else tuple(item) for item in eval_set]
-        fitting = _DatasetFitting(self, as_dataset(X, "splice_type", {}))
+        dataset = as_dataset(X, {})
+        if dataset.label is None:
+            msg = "A dataset to fit on needs a label column: pass extmem.Dataset(path, label=...) (or preset='splice-sites')."
+            raise OptionError(msg, options=("label", "preset"))
+        fitting = _DatasetFitting(self, dataset)
         self._extmem_fitting = fitting
         try:
             layout = matrix_info(fitting.train_matrix).layout

@@ -16,61 +16,41 @@ set by a coordinate column and swamping every other feature.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 import sklearn
-from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import SGDClassifier
-from sklearn.naive_bayes import GaussianNB, MultinomialNB
 
-from extmem._atomic import write_atomically
-from extmem._defaults import DEFAULT_EPOCHS, DEFAULT_PAGE_ROWS, INCREMENTAL_MODEL_FILE, INCREMENTAL_MODELS
+from extmem._contracts import Block, DataProfile
+from extmem._defaults import DEFAULT_EPOCHS, DEFAULT_PAGE_ROWS, INCREMENTAL_MODEL_FILE
 from extmem._folders import PrivateFolder
+from extmem._layout import FeatureLayout
 from extmem._memory import MemoryMonitor
 from extmem._progress import ProgressBar
 from extmem._sink import check_model_folder, publish_model
 from extmem._version import __version__
-from extmem.encode._blocks import Block, pages
-from extmem.encode._layout import FeatureLayout
+from extmem.encode._blocks import Encoder, pages
+from extmem.encode._probe import plan_pass
 from extmem.errors import FeatureValueError, LabelError, NoRowsError, OptionError, check_positive_int
-from extmem.read._dataset import Dataset, DatasetLike, training_datasets
-from extmem.read._plan import DataProfile, MemoryPlan, plan_source_batches
-from extmem.read._source import Source
+from extmem.read._dataset import Dataset, DatasetLike
+from extmem.read._plan import MemoryPlan
+from extmem.read._reader import read_batches
+from extmem.read._selection import Selection, select_dataset
+from extmem.run._datasets import training_datasets
+from extmem.score._incremental_model import FeatureParts, IncrementalModel, Standardizer, _estimators, _Learner, _learner
 from extmem.score._metrics import StreamingMetrics
-from extmem.score._scorer import Scorer
 from extmem.xgb._spool import PageSpool
 
 logger = logging.getLogger("extmem")
 
-FORMAT_VERSION = 1
 ClassWeight = Literal["balanced", "none"]
-
-_SGD_SETTINGS: Mapping[str, Mapping[str, Any]] = {
-    "sgd_logistic": {"loss": "log_loss"},
-    "sgd_hinge": {"loss": "hinge"},
-    # scikit-learn 1.8 deprecated PassiveAggressiveClassifier for this SGDClassifier setting.
-    "passive_aggressive": {"loss": "hinge", "penalty": None, "learning_rate": "pa1", "eta0": 1.0},
-}
-
-_FITTED_ATTRIBUTES: Mapping[str, tuple[type, tuple[str, ...]]] = {
-    "SGDClassifier": (SGDClassifier, ("coef_", "intercept_", "classes_", "t_", "n_features_in_")),
-    "GaussianNB": (GaussianNB, ("theta_", "var_", "class_prior_", "class_count_", "classes_", "epsilon_", "n_features_in_")),
-    "MultinomialNB": (
-        MultinomialNB,
-        ("feature_count_", "class_count_", "feature_log_prob_", "class_log_prior_", "classes_", "n_features_in_"),
-    ),
-}
-"""The estimator classes a saved model may name, and the fitted arrays restored into them: all that ``load`` trusts."""
 
 PAGE_BYTES_PER_VALUE = 48
 """Bytes per stored value of a page being shuffled and standardised (copies of data, indices and the scaled result)."""
@@ -123,228 +103,6 @@ class FeatureStats:
 
 
 @dataclass(frozen=True)
-class FeatureParts:
-    """A page's features split by kind: value columns dense (NaN = missing), count columns sparse."""
-
-    values: np.ndarray
-    counts: sp.csr_matrix
-    value_columns: np.ndarray
-    count_columns: np.ndarray
-
-    @classmethod
-    def split(cls, X: sp.csr_matrix | np.ndarray, layout: FeatureLayout) -> FeatureParts:
-        sparse = layout.sparse_mask
-        value_columns, count_columns = np.flatnonzero(~sparse), np.flatnonzero(sparse)
-        if not sp.issparse(X):
-            dense = np.asarray(X, dtype=np.float64)
-            return cls(dense[:, value_columns], sp.csr_matrix(np.nan_to_num(dense[:, count_columns])), value_columns, count_columns)
-        X = sp.csr_matrix(X)
-        stored = X[:, value_columns].tocoo()
-        values = np.full((X.shape[0], value_columns.size), np.nan)
-        values[stored.row, stored.col] = stored.data
-        return cls(values, sp.csr_matrix(X[:, count_columns], dtype=np.float64), value_columns, count_columns)
-
-
-@dataclass(frozen=True)
-class Standardizer:
-    """Per-feature means and scales from the first pass, in layout column order."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-
-    def values(self, parts: FeatureParts) -> np.ndarray:
-        """Value columns centred and scaled; a missing value becomes 0, the mean."""
-        return np.nan_to_num((parts.values - self.mean[parts.value_columns]) / self.scale[parts.value_columns])
-
-    def scaled(self, parts: FeatureParts) -> sp.csr_matrix:
-        """Linear-model input: the standardised value columns, then the count columns divided by their scale (still sparse)."""
-        counts = parts.counts.multiply(1.0 / self.scale[parts.count_columns][None, :])
-        return sp.hstack([sp.csr_matrix(self.values(parts)), counts], format="csr")
-
-
-class _Learner:
-    """The scikit-learn estimator(s) of one model kind and how its features are prepared."""
-
-    hard = False
-
-    def __init__(self, estimators: dict[str, Any], standardizer: Standardizer) -> None:
-        self.estimators = estimators
-        self.standardizer = standardizer
-
-    def partial_fit(self, parts: FeatureParts, labels: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def raw(self, parts: FeatureParts) -> np.ndarray:
-        """(rows, classes) probabilities, or class ids for a ``hard`` learner."""
-        raise NotImplementedError
-
-
-class _LinearLearner(_Learner):
-    """One ``SGDClassifier`` (logistic, hinge or passive-aggressive) on standardised features."""
-
-    def __init__(self, estimators: dict[str, Any], standardizer: Standardizer) -> None:
-        super().__init__(estimators, standardizer)
-        self.hard = estimators["linear"].loss != "log_loss"
-
-    def partial_fit(self, parts: FeatureParts, labels: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
-        self.estimators["linear"].partial_fit(self.standardizer.scaled(parts), labels, classes=classes, sample_weight=weights)
-
-    def raw(self, parts: FeatureParts) -> np.ndarray:
-        linear = self.estimators["linear"]
-        X = self.standardizer.scaled(parts)
-        return linear.predict(X) if self.hard else linear.predict_proba(X)
-
-
-class _NaiveBayesLearner(_Learner):
-    """Multinomial naive Bayes on the count columns and Gaussian naive Bayes on the value columns, combined.
-
-    Naive Bayes assumes features independent given the class, so the joint log-likelihood of
-    a row is the sum of both parts' joint log-likelihoods less the class prior counted twice.
-    """
-
-    def partial_fit(self, parts: FeatureParts, labels: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
-        if "counts" in self.estimators:
-            self.estimators["counts"].partial_fit(parts.counts, labels, classes=classes, sample_weight=weights)
-        if "values" in self.estimators:
-            self.estimators["values"].partial_fit(self.standardizer.values(parts), labels, classes=classes, sample_weight=weights)
-
-    def raw(self, parts: FeatureParts) -> np.ndarray:
-        joint = []
-        if "counts" in self.estimators:
-            joint.append(self.estimators["counts"].predict_joint_log_proba(parts.counts))
-        if "values" in self.estimators:
-            joint.append(self.estimators["values"].predict_joint_log_proba(self.standardizer.values(parts)))
-        total = sum(joint[1:], joint[0])
-        if len(joint) == 2:
-            total -= self.estimators["counts"].class_log_prior_
-        return np.exp(total - logsumexp(total, axis=1, keepdims=True))
-
-
-def _estimators(kind: str, params: Mapping[str, Any], layout: FeatureLayout | None, seed: int = 0) -> dict[str, Any]:
-    """Unfitted estimators for ``kind`` with ``params`` (checked against the estimators' own parameters).
-
-    Naive Bayes gets a part per kind of column in ``layout`` (both parts when it is None).
-    """
-    if kind in _SGD_SETTINGS:
-        parts = {"linear": SGDClassifier(**{"random_state": seed, **_SGD_SETTINGS[kind]})}
-    elif kind == "naive_bayes":
-        sparse = layout.sparse_mask if layout is not None else np.array([True, False])
-        parts = {}
-        if sparse.any():
-            parts["counts"] = MultinomialNB()
-        if not sparse.all():
-            parts["values"] = GaussianNB()
-    else:
-        msg = f"Unknown 'model' {kind!r}; choose one of {', '.join(INCREMENTAL_MODELS)}."
-        raise OptionError(msg, options=("model",))
-    for name, value in params.items():
-        owners = [estimator for estimator in parts.values() if name in estimator.get_params()]
-        if not owners:
-            known = sorted({key for estimator in parts.values() for key in estimator.get_params()})
-            msg = f"The parameter {name!r} ('params') is not one of the {kind} model's: {', '.join(known)}."
-            raise OptionError(msg, options=("params",))
-        for estimator in owners:
-            estimator.set_params(**{name: value})
-    return parts
-
-
-def _learner(kind: str, estimators: dict[str, Any], standardizer: Standardizer) -> _Learner:
-    return (_NaiveBayesLearner if kind == "naive_bayes" else _LinearLearner)(estimators, standardizer)
-
-
-@dataclass(frozen=True)
-class IncrementalModel(Scorer):
-    """A model trained by :func:`train_incremental`: scikit-learn estimator(s), their feature preparation and layout.
-
-    Scores datasets and arrays like :class:`extmem.Model` (``predict``, ``predict_proba``,
-    ``extmem predict``). :meth:`save` writes one ``.npz`` file of numeric arrays and JSON text,
-    read back without pickle.
-    """
-
-    kind: str
-    layout: FeatureLayout
-    n_classes: int
-    learner: _Learner
-
-    @property
-    def objective(self) -> str:
-        return self.kind
-
-    @property
-    def task(self) -> str:
-        if self.learner.hard:
-            return "hard"
-        return "binary" if self.n_classes == 2 else "multiclass"
-
-    @property
-    def classes(self) -> list[str]:
-        return self.layout.class_names(self.n_classes)
-
-    def raw_predict(self, X: Any) -> np.ndarray:
-        raw = self.learner.raw(FeatureParts.split(X, self.layout))
-        return raw[:, 1] if self.task == "binary" else raw
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the model to ``path``, atomically: a ``.npz`` file, or a folder (made if needed) that gets ``model.npz``."""
-        target = Path(path)
-        if target.suffix != ".npz":
-            target = target / INCREMENTAL_MODEL_FILE
-        write_atomically(target, self._write)
-
-    def _write(self, file: IO[bytes]) -> None:
-        """The model as one ``.npz`` of numeric arrays and JSON text, written to ``file``."""
-        estimators = self.learner.estimators
-        meta = {
-            "format": FORMAT_VERSION,
-            "kind": self.kind,
-            "n_classes": self.n_classes,
-            "layout": json.loads(self.layout.to_json()),
-            "estimators": {name: {"class": type(est).__name__, "params": est.get_params()} for name, est in estimators.items()},
-        }
-        arrays = {"meta": np.array(json.dumps(meta)), "mean": self.learner.standardizer.mean, "scale": self.learner.standardizer.scale}
-        for name, estimator in estimators.items():
-            for attribute in _FITTED_ATTRIBUTES[type(estimator).__name__][1]:
-                arrays[f"{name}.{attribute}"] = np.asarray(getattr(estimator, attribute))
-
-        np.savez(file, allow_pickle=False, **arrays)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> IncrementalModel:
-        """Read a model saved by :meth:`save` (a ``model.npz`` file or its folder).
-
-        Only numeric and text arrays are read (no pickle), and only the estimator classes and
-        fitted attributes listed in ``_FITTED_ATTRIBUTES`` are restored.
-        """
-        file = Path(path)
-        if file.is_dir():
-            file = file / INCREMENTAL_MODEL_FILE
-        try:
-            with np.load(file, allow_pickle=False) as stored:
-                arrays = {name: stored[name] for name in stored.files}
-            meta = json.loads(str(arrays["meta"]))
-        except (OSError, ValueError, KeyError) as exc:
-            msg = f"Cannot load the incremental model {os.fspath(file)!r}: {exc}"
-            raise OptionError(msg) from None
-        if meta.get("format") != FORMAT_VERSION or meta.get("kind") not in INCREMENTAL_MODELS:
-            msg = f"{os.fspath(file)!r} is not an extmem incremental model of format {FORMAT_VERSION}."
-            raise OptionError(msg)
-        estimators = {}
-        for name, spec in meta["estimators"].items():
-            if spec["class"] not in _FITTED_ATTRIBUTES:
-                msg = f"{os.fspath(file)!r} names the estimator class {spec['class']!r}, which extmem does not load."
-                raise OptionError(msg)
-            estimator_class, attributes = _FITTED_ATTRIBUTES[spec["class"]]
-            estimator = estimator_class(**spec["params"])
-            for attribute in attributes:
-                value = arrays[f"{name}.{attribute}"]
-                setattr(estimator, attribute, value.item() if value.ndim == 0 else value)
-            estimators[name] = estimator
-        standardizer = Standardizer(arrays["mean"], arrays["scale"])
-        layout = FeatureLayout.from_json(json.dumps(meta["layout"]))
-        return cls(meta["kind"], layout, int(meta["n_classes"]), _learner(meta["kind"], estimators, standardizer))
-
-
-@dataclass(frozen=True)
 class IncrementalResult:
     """The trained model and the report written to ``report.json``."""
 
@@ -356,7 +114,7 @@ class IncrementalResult:
 class _Spooled:
     """A dataset read once into a page spool, with what the read learned."""
 
-    source: Source
+    selection: Selection
     spool: PageSpool
     plan: MemoryPlan
     stored_values: int = 0
@@ -367,7 +125,7 @@ class _Spooled:
 
     def blocks(self, order: Sequence[int] | None = None) -> Iterator[Block]:
         """The spooled pages, in ``order`` if given."""
-        return self.spool.replay(len(self.source.layout.names), order)
+        return self.spool.replay(len(self.selection.layout.names), order)
 
 
 def _read(
@@ -379,16 +137,17 @@ def _read(
     on_page: Callable[[Block, FeatureLayout], None],
 ) -> _Spooled:
     """Read ``dataset`` once into a spool in ``folder``, calling ``on_page`` with each page and the layout."""
-    source = Source(dataset, layout)
+    selection = select_dataset(dataset, layout=layout)
 
     def page_bytes(profile: DataProfile) -> int:
         return int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * page_rows)
 
-    plan = plan_source_batches(source, memory_budget, extra_bytes=page_bytes)
-    spooled = _Spooled(source, PageSpool(folder), plan)
-    for page in spooled.spool.record(pages(source.batches(), source.layout, page_rows)):
+    plan = plan_pass(selection, memory_budget, extra_bytes=page_bytes)
+    spooled = _Spooled(selection, PageSpool(folder), plan)
+    encoder = Encoder(selection.layout, strict_categories=dataset.strict_categories)
+    for page in spooled.spool.record(pages(map(encoder, read_batches(selection, plan.batch_rows)), page_rows)):
         spooled.stored_values += page.stored_values
-        on_page(page, source.layout)
+        on_page(page, selection.layout)
     if spooled.rows == 0:
         why = f" match the 'filter' {dataset.filter!r}" if dataset.filter else ""
         msg = f"No rows of {', '.join(dataset.paths)}{why}; there is nothing to train on."
@@ -451,7 +210,7 @@ def _evaluate(model: IncrementalModel, data: _Spooled) -> dict[str, Any]:
 
 def _epoch(learner: _Learner, data: _Spooled, class_weights: np.ndarray, rng: np.random.Generator, bar: ProgressBar) -> None:
     """One pass of ``partial_fit`` over the spooled pages: pages in a shuffled order, rows shuffled within each page."""
-    layout = data.source.layout
+    layout = data.selection.layout
     classes = np.arange(class_weights.size)
     for block in data.blocks(rng.permutation(data.spool.pages).tolist()):
         assert block.label is not None
@@ -496,7 +255,7 @@ _HISTORY_METRICS = ("mlogloss", "logloss", "accuracy", "macro_f1")
 
 def train_incremental(
     data: DatasetLike,
-    label: str | None = "splice_type",
+    label: str | None = None,
     *,
     model: str = "sgd_logistic",
     out: str | os.PathLike[str] | None = None,
@@ -554,7 +313,7 @@ def train_incremental(
                 bar.update(page.rows)
 
             train = _read(dataset, None, cache.path / "train", page_rows, memory_budget, gather)
-            layout = train.source.layout
+            layout = train.selection.layout
             valid_data = None
             if valid_dataset is not None:
                 valid_data = _read(
@@ -609,7 +368,7 @@ def train_incremental(
         "history": history,
         "data": {
             name: {
-                "shards": len(spooled.source.schema.shards),
+                "shards": len(spooled.selection.schema.shards),
                 "rows": spooled.rows,
                 "stored_values": spooled.stored_values,
                 "pages": spooled.spool.pages,
@@ -626,7 +385,7 @@ def train_incremental(
             "max_rows": dataset.max_rows,
             "holdout": asdict(dataset.holdout) if dataset.holdout else None,
         },
-        "dropped_columns": train.source.dropped,
+        "dropped_columns": train.selection.dropped,
     }
     if out is not None:
         publish_model(Path(out), INCREMENTAL_MODEL_FILE, trained._write, report)

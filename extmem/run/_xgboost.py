@@ -19,18 +19,19 @@ import xgboost as xgb
 
 from extmem._defaults import BOOSTER_MODEL_FILE, CHECKPOINT_FILE, DEFAULT_PAGE_ROWS, DEFAULT_SKETCH_ROWS, DEFAULT_XGBOOST_PARAMS
 from extmem._folders import PrivateFolder
+from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._memory import MemoryMonitor
 from extmem._progress import ProgressBar, RoundProgress
 from extmem._sink import check_model_folder, publish_model
 from extmem._version import __version__
-from extmem.encode._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem.errors import OptionError, check_positive_int
-from extmem.read._dataset import Dataset, DatasetLike, training_datasets
+from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._plan import Budget, CacheKind
 from extmem.run._callbacks import RUN_ATTRIBUTE, Checkpoint, EarlyStop, History, class_metrics
+from extmem.run._datasets import training_datasets
 from extmem.score._metrics import StreamingMetrics
-from extmem.score._predict import Model
-from extmem.xgb._iterator import MatrixOptions
+from extmem.score._model import Model
+from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import MatrixInfo, free_matrix, open_matrix
 
 logger = logging.getLogger("extmem")
@@ -149,7 +150,7 @@ def check_params(params: Mapping[str, Any]) -> None:
 def _data_report(info: MatrixInfo) -> dict[str, Any]:
     stats = info.stats
     return {
-        "shards": len(info.source.schema.shards),
+        "shards": len(info.selection.schema.shards),
         "rows": stats.rows,
         "stored_values": stats.stored_values,
         "pages": stats.pages,
@@ -164,7 +165,7 @@ def _data_report(info: MatrixInfo) -> dict[str, Any]:
 
 def train(
     data: DatasetLike,
-    label: str | None = "splice_type",
+    label: str | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     rounds: int = 100,
@@ -362,7 +363,7 @@ def _run(
             "holdout": asdict(config.data.holdout) if config.data.holdout else None,
             "checkpoint_every": config.checkpoint_every,
         },
-        "dropped_columns": train_info.source.dropped,
+        "dropped_columns": dict(train_info.selection.dropped),
     }
     if out_dir is not None:
         publish_model(out_dir, BOOSTER_MODEL_FILE, lambda file: file.write(booster.save_raw("ubj")), report)

@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from extmem.encode._blocks import encode, to_matrix
-from extmem.encode._layout import FeatureLayout
+from extmem._contracts import RawBatch
+from extmem._layout import FeatureLayout
+from extmem.encode._blocks import Encoder, encode
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset
-from extmem.read._source import Source, SourceBatch
+from extmem.read._reader import read_batches
+from extmem.read._selection import Selection, select_dataset
 
 
 class Scorer:
@@ -61,21 +63,23 @@ class Scorer:
 
     def _predict_any(self, X: Any) -> np.ndarray:
         if isinstance(X, (str, os.PathLike, Dataset)):
-            parts = [raw for _, raw in self.score(self.source(as_dataset(X, None, {})))]
+            selection = self.select(as_dataset(X, {}))
+            parts = [raw for _, raw in self.score(selection, selection.dataset.batch_rows)]
             return np.concatenate(parts) if parts else np.zeros((0, *self._output_shape()), dtype=np.float32)
         return self.raw_predict(encode(X, self.layout))
 
     def _output_shape(self) -> tuple[int, ...]:
         return (len(self.classes or []),) if self.task == "multiclass" else ()
 
-    def source(self, dataset: Dataset, carry: Sequence[str] = ()) -> Source:
-        """A source reading ``dataset`` with this model's feature columns."""
-        return Source(dataset, self.layout, carry)
+    def select(self, dataset: Dataset, carry: Sequence[str] = ()) -> Selection:
+        """``dataset`` selected with this model's feature columns (and ``carry`` columns passed through)."""
+        return select_dataset(dataset, layout=self.layout, carry=carry)
 
-    def score(self, source: Source) -> Iterator[tuple[SourceBatch, np.ndarray]]:
-        """Each batch of ``source`` with the model's raw predictions for it, in dataset order."""
-        for batch in source.batches():
-            yield batch, self.raw_predict(to_matrix(batch.features, self.layout, f"row group {batch.row_group} of {batch.shard!r}"))
+    def score(self, selection: Selection, batch_rows: int) -> Iterator[tuple[RawBatch, np.ndarray]]:
+        """Each batch of ``selection`` with the model's raw predictions for it, in dataset order."""
+        encoder = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)
+        for batch in read_batches(selection, batch_rows):
+            yield batch, self.raw_predict(encoder(batch).X)
 
 
 def as_class_columns(raw: np.ndarray, task: str) -> np.ndarray:

@@ -20,19 +20,21 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from extmem._atomic import write_json
+from extmem._contracts import PACKED_METADATA_KEY, PackedBlock
 from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_ROW_GROUP_ROWS
 from extmem._destinations import MANIFEST_FILE, check_output_folder, publish_folder, staging_folder
+from extmem._layout import FeatureLayout
 from extmem._memory import MemoryMonitor, release_freed_memory
+from extmem._presets import KMER_PATTERN
 from extmem._progress import ProgressBar
 from extmem._sink import ParquetSink
 from extmem._version import __version__
 from extmem.encode._blocks import to_csr
 from extmem.encode._features import wide_features
-from extmem.encode._layout import FeatureLayout
-from extmem.encode._packed import DEFAULT_PREFIX, PackedBlock, pack_rows, unpack
+from extmem.encode._packed import DEFAULT_PREFIX, pack_rows, unpack
 from extmem.errors import OptionError, read_failure
-from extmem.read._dataset import KMER_PATTERN
-from extmem.read._scan import NUMERIC, discover_shards, type_kind, union_schema
+from extmem.read._discover import discover_shards
+from extmem.read._scan import NUMERIC, scan, type_kind
 
 
 class ShardRewriter:
@@ -80,7 +82,7 @@ class ShardRewriter:
             self.output_block = None
             kinds = {f.name: f.type for f in schema}
             block_fields = [pa.field(name, kinds.get(name, pa.float32())) for name in self.kept_block]
-            metadata = {k: v for k, v in (schema.metadata or {}).items() if k != b"extmem.packed"}
+            metadata = {k: v for k, v in (schema.metadata or {}).items() if k != PACKED_METADATA_KEY}
         self.schema = pa.schema([*self.others, *block_fields], metadata=metadata)
         self.read_columns = [f.name for f in self.others] + (
             [self.input_block.indices, self.input_block.values] if self.input_block is not None else self.kept_block
@@ -94,7 +96,7 @@ class ShardRewriter:
             matrix = sp.csr_matrix((entries.values, entries.positions, entries.offsets), shape=(batch.num_rows, len(self.kept_block)))
             matrix.sort_indices()
             return matrix
-        return to_csr(wide_features(batch, self.kept_block, np.arange(len(self.kept_block))), self.layout)
+        return to_csr(wide_features(batch, self.kept_block, np.arange(len(self.kept_block))), self.layout, repr(self.shard))
 
     def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """One input batch as an output batch."""
@@ -135,7 +137,7 @@ def rewrite_shard(
 
 def shard_list(src: str | os.PathLike[str]) -> tuple[str, ...]:
     """The shards of ``src`` (footers checked), refusing two with the same file name."""
-    shards = union_schema(discover_shards([os.fspath(src)])).shards
+    shards = scan(discover_shards([os.fspath(src)])).shards
     names = [Path(shard).name for shard in shards]
     if len(set(names)) != len(names):
         duplicate = next(name for name in names if names.count(name) > 1)

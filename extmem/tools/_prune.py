@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from extmem._atomic import write_json
+from extmem._contracts import DataProfile
 from extmem._defaults import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_CORR_THRESHOLD,
@@ -32,14 +33,16 @@ from extmem._defaults import (
 )
 from extmem._destinations import MANIFEST_FILE, check_output_folder, publish_folder, staging_folder
 from extmem._memory import MemoryMonitor
+from extmem._presets import KMER_PATTERN
 from extmem._progress import ProgressBar
 from extmem._version import __version__
-from extmem.encode._blocks import to_dense
+from extmem.encode._blocks import Encoder, to_dense
+from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, check_positive_int
 from extmem.read._dataset import Dataset
 from extmem.read._holdout import splitmix64, text_hash
-from extmem.read._plan import DataProfile, plan_source_batches
-from extmem.read._source import Source
+from extmem.read._reader import read_batches
+from extmem.read._selection import select_dataset
 from extmem.tools._pack import rewrite_shard, shard_list
 
 _GRAM_BLOCK = 512
@@ -217,7 +220,8 @@ def prune(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     *,
-    label: str | None = "splice_type",
+    label: str | None = None,
+    block_pattern: str = KMER_PATTERN,
     options: PruneOptions | None = None,
     output_format: str = "packed",
     batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -230,7 +234,8 @@ def prune(
 
     Drops columns that are constant over the whole dataset, duplicates of an earlier column,
     and columns correlated at ``|r| >= corr_threshold`` (on a uniform sample of rows) with an
-    earlier kept column. String, label and weight columns are kept as they are. The output is
+    earlier kept column. String, label and weight columns are kept as they are; ``block_pattern``
+    names the count columns (absent counts are zeros; they form the packed block). The output is
     written packed (``output_format="wide"`` keeps ordinary columns) and replaces ``dst`` only when
     complete; ``dst/_manifest.json`` lists kept and dropped columns with reasons. Under
     ``memory_budget`` (default: the process's data limit) ``batch_rows`` is the largest allowed.
@@ -244,28 +249,30 @@ def prune(
     shards = shard_list(src)
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
-        source = Source(Dataset(list(shards), label=label, batch_rows=batch_rows), announce=False)
-        names = source.layout.names
+        dataset = Dataset(list(shards), label=label, batch_rows=batch_rows, zero_is_missing=block_pattern)
+        selection = select_dataset(dataset, announce=False)
+        names = selection.layout.names
         stats = ColumnStats(len(names))
         per_shard = max(1, min(options.sample_rows_per_shard, options.max_sample_rows // len(shards)))
-        sample_rows = min(source.schema.rows, per_shard * len(shards))
+        sample_rows = min(selection.schema.rows, per_shard * len(shards))
         tested = min(len(names), options.max_corr_cols or len(names))
 
         def sample_and_correlations(profile: DataProfile) -> int:
             return int(sample_rows * profile.stored_values_per_row * _SAMPLE_BYTES_PER_VALUE + _CORRELATION_BYTES_PER_CELL * tested**2)
 
-        plan = plan_source_batches(source, memory_budget, dense=True, extra_bytes=sample_and_correlations)
-        batch_rows = source.batch_rows
+        plan = plan_pass(selection, memory_budget, dense=True, extra_bytes=sample_and_correlations)
+        batch_rows = plan.batch_rows
         sampled: list[sp.csr_matrix] = []
-        shard_rows = dict(zip(source.schema.shards, source.schema.shard_rows))
+        shard_rows = dict(zip(selection.schema.shards, selection.schema.shard_rows))
         current, offset, positions = "", 0, np.zeros(0, dtype=np.int64)
-        sparse_mask = source.layout.sparse_mask
-        with ProgressBar(source.schema.rows, "statistics", "rows", progress) as bar:
-            for batch in source.batches():
+        sparse_mask = selection.layout.sparse_mask
+        encoder = Encoder(selection.layout)
+        with ProgressBar(selection.schema.rows, "statistics", "rows", progress) as bar:
+            for batch in read_batches(selection, batch_rows):
                 if batch.shard != current:
                     current, offset = batch.shard, 0
                     positions = _sample_positions(shard_rows[current], per_shard, options.seed, current)
-                values = to_dense(batch.features, len(names))
+                values = to_dense(encoder.features(batch), selection.layout, batch.where)
                 counts = values[:, sparse_mask]
                 counts[np.isnan(counts)] = 0
                 values[:, sparse_mask] = counts
@@ -289,7 +296,7 @@ def prune(
                 rows_out += rewrite_shard(
                     shard,
                     staging.path / Path(shard).name,
-                    block_pattern=source.dataset.zero_is_missing,
+                    block_pattern=block_pattern,
                     drop=set(dropped),
                     packed_output=output_format == "packed",
                     batch_rows=batch_rows,

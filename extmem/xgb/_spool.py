@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from extmem.encode._blocks import Block
+from extmem._contracts import Block
 
 _PARTS = ("data", "indices", "indptr", "dense", "label", "weight")
 

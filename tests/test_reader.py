@@ -10,20 +10,23 @@ from conftest import write_shard
 
 import extmem
 from extmem import Dataset, InputPathError, LabelError, SchemaError, ShardReadError
-from extmem.encode._layout import FeatureLayout
+from extmem._contracts import ReadCounters
+from extmem._layout import FeatureLayout
 from extmem.errors import FilterError
-from extmem.read._scan import discover_shards, union_schema
-from extmem.read._source import Source
+from extmem.read._discover import discover_shards
+from extmem.read._reader import read_batches
+from extmem.read._scan import scan
+from extmem.read._selection import Selection, select_dataset
 
 
-def read_all(source: Source) -> tuple[dict[str, list], list[float]]:
-    columns: dict[str, list] = {name: [] for name in source.layout.names}
+def read_all(selection: Selection, counters: ReadCounters | None = None) -> tuple[dict[str, list], list[float]]:
+    """Every feature column as read (absent columns as nulls) and the labels."""
+    columns: dict[str, list] = {name: [] for name in selection.layout.names}
     labels: list[float] = []
-    for batch in source.batches():
-        wide = batch.features.wide
-        for name in source.layout.names:
-            present = wide.schema.get_field_index(name) >= 0
-            columns[name].extend(wide.column(name).to_pylist() if present else [None] * batch.features.rows)
+    for batch in read_batches(selection, selection.dataset.batch_rows, counters=counters):
+        for name in selection.layout.names:
+            present = batch.columns.schema.get_field_index(name) >= 0
+            columns[name].extend(batch.columns.column(name).to_pylist() if present else [None] * batch.rows)
         labels.extend(batch.label.tolist())
     return columns, labels
 
@@ -53,7 +56,7 @@ def test_discovery_errors_name_the_path(tmp_path: Path, make, match: str) -> Non
 def test_union_promotes_int_and_float_and_keeps_first_seen_order(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"x": [1, 2], "y": [0.5, 1.5]})
     write_shard(tmp_path / "b.parquet", {"z": [3.0], "x": [1.5]})
-    union = union_schema(discover_shards([str(tmp_path)]))
+    union = scan(discover_shards([str(tmp_path)]))
     assert list(union.columns) == ["x", "y", "z"]
     assert str(union.columns["x"].arrow_type) == "double"
     assert union.missing_from("y") == [str(tmp_path / "b.parquet")]
@@ -64,7 +67,7 @@ def test_string_vs_number_conflict_names_both_files(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"x": [1]})
     write_shard(tmp_path / "b.parquet", {"x": ["one"]})
     with pytest.raises(SchemaError, match=r"'x'.*a\.parquet.*b\.parquet"):
-        union_schema(discover_shards([str(tmp_path)]))
+        scan(discover_shards([str(tmp_path)]))
 
 
 @pytest.mark.parametrize("content", [b"", b"not parquet at all", b"PAR1" + b"\0" * 64])
@@ -72,7 +75,7 @@ def test_unreadable_shard_is_named(tmp_path: Path, content: bytes) -> None:
     write_shard(tmp_path / "good.parquet", {"x": [1]})
     (tmp_path / "bad.parquet").write_bytes(content)
     with pytest.raises(ShardReadError, match="bad.parquet"):
-        union_schema(discover_shards([str(tmp_path)]))
+        scan(discover_shards([str(tmp_path)]))
 
 
 def test_truncated_data_pages_fail_while_reading_with_row_group_named(tmp_path: Path) -> None:
@@ -81,15 +84,15 @@ def test_truncated_data_pages_fail_while_reading_with_row_group_named(tmp_path: 
     footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
     data[4:footer_start] = b"\xff" * (footer_start - 4)  # data pages garbage, footer intact
     path.write_bytes(bytes(data))
-    source = Source(Dataset(tmp_path))
+    source = select_dataset(Dataset(tmp_path, preset="splice-sites"))
     with pytest.raises(ShardReadError, match=r"row group 0 of .*s\.parquet"):
-        list(source.batches())
+        read_all(source)
 
 
 def test_missing_columns_are_nulls_and_strings_are_dropped_with_notice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     extmem.synth(tmp_path, extmem.SynthOptions(rows=90, shards=3, k=4, seq_len=40))
     with caplog.at_level(logging.INFO, logger="extmem"):
-        source = Source(Dataset(tmp_path))
+        source = select_dataset(Dataset(tmp_path, preset="splice-sites"))
     assert "gene_type" in caplog.text and "sequence" in caplog.text
     assert not {"gene_id", "sequence", "gene_type", "splice_type"} & set(source.layout.names)
     shard_columns = [set(pq.read_schema(s).names) for s in source.schema.shards]
@@ -103,7 +106,7 @@ def test_missing_columns_are_nulls_and_strings_are_dropped_with_notice(tmp_path:
 
 
 def test_features_and_drop_select_features(small_synth: Path) -> None:
-    source = Source(Dataset(small_synth, features=["donor_score", "4mer_*"], drop="4mer_AAAA"))
+    source = select_dataset(Dataset(small_synth, preset="splice-sites", features=["donor_score", "4mer_*"], drop="4mer_AAAA"))
     assert source.layout.names[0] == "donor_score"
     assert all(n.startswith("4mer_") for n in source.layout.names[1:])
     assert "4mer_AAAA" not in source.layout.names
@@ -123,70 +126,71 @@ def test_features_and_drop_select_features(small_synth: Path) -> None:
 )
 def test_bad_selection_errors(small_synth: Path, options: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
-        Source(Dataset(small_synth, **options))
+        select_dataset(Dataset(small_synth, **options))
 
 
 def test_labels_map_to_class_ids(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0, 3.0], "splice_type": ["neither", "donor", "acceptor"]})
-    _, labels = read_all(Source(Dataset(tmp_path)))
+    _, labels = read_all(select_dataset(Dataset(tmp_path, preset="splice-sites")))
     assert labels == [0.0, 1.0, 2.0]
-    _, labels = read_all(Source(Dataset(tmp_path, label_map={"donor": 0, "acceptor": 1, "neither": 2})))
+    _, labels = read_all(select_dataset(Dataset(tmp_path, preset="splice-sites", label_map={"donor": 0, "acceptor": 1, "neither": 2})))
     assert labels == [2.0, 0.0, 1.0]
 
 
 def test_unknown_and_null_labels_are_errors_naming_the_shard(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["neither", "intron"]})
     with pytest.raises(LabelError, match=r"\['intron'\].*a\.parquet.*'label_map'"):
-        read_all(Source(Dataset(tmp_path)))
+        read_all(select_dataset(Dataset(tmp_path, preset="splice-sites")))
     write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "splice_type": ["neither", None]})
     with pytest.raises(LabelError, match=r"1 null.*a\.parquet"):
-        read_all(Source(Dataset(tmp_path)))
+        read_all(select_dataset(Dataset(tmp_path, preset="splice-sites")))
     write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "y": [0.0, float("nan")]})
     with pytest.raises(LabelError, match=r"label column 'y' has 1 null or non-finite"):
-        read_all(Source(Dataset(tmp_path, label="y")))
+        read_all(select_dataset(Dataset(tmp_path, label="y")))
 
 
 def test_label_missing_from_one_shard_is_named(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"x": [1.0], "splice_type": ["donor"]})
     write_shard(tmp_path / "b.parquet", {"x": [1.0]})
     with pytest.raises(LabelError, match=r"missing from the shard .*b\.parquet"):
-        Source(Dataset(tmp_path))
+        select_dataset(Dataset(tmp_path, preset="splice-sites"))
 
 
 def test_filter_prunes_row_groups_and_rows(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"position": list(range(1000)), "splice_type": ["neither"] * 1000}, row_group_size=100)
-    source = Source(Dataset(tmp_path, filter="(position >= 250) & (position < 420)"))
-    columns, _ = read_all(source)
+    source = select_dataset(Dataset(tmp_path, preset="splice-sites", filter="(position >= 250) & (position < 420)"))
+    counters = ReadCounters()
+    columns, _ = read_all(source, counters)
     assert columns["position"] == list(range(250, 420))
-    assert source.counters.row_groups_read == 3  # row groups 2, 3 and 4 overlap [250, 420)
-    assert source.counters.row_groups_skipped == 7
+    assert counters.row_groups_read == 3  # row groups 2, 3 and 4 overlap [250, 420)
+    assert counters.row_groups_skipped == 7
 
 
 def test_filter_on_string_column_and_isin(small_synth: Path) -> None:
-    source = Source(Dataset(small_synth, filter="chrom in ['chr1', 'chr2'] and strand == '+'"))
-    rows = sum(b.features.rows for b in source.batches())
+    source = select_dataset(Dataset(small_synth, preset="splice-sites", filter="chrom in ['chr1', 'chr2'] and strand == '+'"))
+    rows = sum(b.rows for b in read_batches(source, 2048))
     table = pq.ParquetDataset(small_synth).read(columns=["chrom", "strand"]).to_pydict()
     expected = sum(c in ("chr1", "chr2") and s == "+" for c, s in zip(table["chrom"], table["strand"]))
     assert rows == expected > 0
 
 
 def test_max_rows_and_batch_rows(small_synth: Path) -> None:
-    source = Source(Dataset(small_synth, max_rows=1234, batch_rows=100))
-    sizes = [b.features.rows for b in source.batches()]
+    source = select_dataset(Dataset(small_synth, preset="splice-sites", max_rows=1234, batch_rows=100))
+    sizes = [b.rows for b in read_batches(source, source.dataset.batch_rows)]
     assert sum(sizes) == 1234 and max(sizes) == 100
 
 
 def test_layout_forces_training_columns_on_other_data(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"b": [2.0], "extra": [9.0], "splice_type": ["donor"]})
-    layout = FeatureLayout.from_names(["a", "b"], r"^\d+mer_")
-    source = Source(Dataset(tmp_path), layout)
+    layout = FeatureLayout.build(["a", "b"], r"^\d+mer_")
+    source = select_dataset(Dataset(tmp_path, preset="splice-sites"), layout=layout)
     columns, _ = read_all(source)
     assert columns == {"a": [None], "b": [2.0]}
 
 
 def test_weight_column(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0], "w": [0.5, 2], "splice_type": ["donor", "neither"]})
-    source = Source(Dataset(tmp_path, weight="w"))
+    source = select_dataset(Dataset(tmp_path, preset="splice-sites", weight="w"))
     assert source.layout.names == ("x",)
-    weights = np.concatenate([b.weight for b in source.batches()])
+    weights = np.concatenate([b.weight for b in read_batches(source, 2048)])
     assert weights.tolist() == [0.5, 2.0]

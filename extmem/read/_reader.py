@@ -1,0 +1,232 @@
+"""Read: a :class:`Selection` -> :class:`RawBatch`es, row group by row group, in shard order.
+
+Each shard's footer is parsed once per pass and freed before the next shard is opened (a wide
+shard's parsed footer is large, see :mod:`extmem.read._scan`). Row groups whose statistics
+cannot match the filter are skipped unread; only the columns a shard contributes are decoded.
+Labels leave as class ids or finite float32 values, weights as finite float32 values; feature
+columns stay arrow columns for the encode step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
+from extmem._layout import KMER_COLUMN, FeatureLayout
+from extmem._memory import release_freed_memory
+from extmem.errors import FilterError, LabelError, read_failure
+from extmem.read._holdout import holdout_mask
+from extmem.read._selection import Selection
+
+_PARQUET = ds.ParquetFileFormat()
+_LOCAL = pafs.LocalFileSystem()
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def shard_columns(layout: FeatureLayout, present: Iterable[str], block: PackedBlock | None) -> list[str]:
+    """The physical columns of a shard holding ``present`` (and packed ``block``) that feed ``layout``'s features."""
+    present = list(present)
+    base = set(layout.names[: layout.kmer_offset])
+    columns = [name for name in present if name in base]
+    encoding = layout.kmers
+    fold = encoding is not None and encoding.sequence_column is None
+    if fold:
+        columns += [name for name in present if KMER_COLUMN.match(name) and name not in base]
+    if block is not None and any(name in base or (fold and KMER_COLUMN.match(name)) for name in block.columns):
+        columns += [block.indices, block.values]
+    if encoding is not None and encoding.sequence_column is not None and encoding.sequence_column in present:
+        columns.append(encoding.sequence_column)
+    return columns
+
+
+def row_groups(selection: Selection) -> list[RowGroupRef]:
+    """Row groups in read order; with ``max_rows`` and no filter, only those holding the first rows."""
+    limit = selection.dataset.max_rows if selection.row_filter is None else None
+    refs: list[RowGroupRef] = []
+    total = 0
+    for ref in selection.schema.row_groups():
+        if limit is not None and total >= limit:
+            break
+        refs.append(ref)
+        total += ref.rows
+    return refs
+
+
+def sample_row_groups(selection: Selection, target_rows: int, seed: int) -> list[RowGroupRef]:
+    """Row groups drawn uniformly at random (without replacement) until they hold ``target_rows``."""
+    candidates = row_groups(selection)
+    chosen: list[int] = []
+    rows = 0
+    for position in np.random.default_rng(seed).permutation(len(candidates)):
+        if rows >= target_rows:
+            break
+        chosen.append(int(position))
+        rows += candidates[position].rows
+    return [candidates[i] for i in sorted(chosen)]
+
+
+def read_batches(
+    selection: Selection, batch_rows: int, refs: list[RowGroupRef] | None = None, counters: ReadCounters | None = None
+) -> Iterator[RawBatch]:
+    """One pass over the selection (or only the row groups ``refs``), in batches of at most ``batch_rows`` rows.
+
+    ``counters`` (if given) count what the pass read. Without ``refs``, ``max_rows`` caps the rows.
+    """
+    counters = counters if counters is not None else ReadCounters()
+    remaining = selection.dataset.max_rows if refs is None else None
+    wanted: dict[str, set[int]] | None = None
+    if refs is not None:
+        wanted = {}
+        for ref in refs:
+            wanted.setdefault(ref.shard, set()).add(ref.index)
+    for shard in selection.schema.shards:
+        if wanted is not None and shard not in wanted:
+            continue
+        for batch in _shard_batches(selection, shard, None if wanted is None else wanted[shard], batch_rows, counters):
+            if remaining is not None:
+                if remaining <= 0:
+                    return
+                batch = _head(batch, remaining)
+                remaining -= batch.rows
+            if batch.rows == 0:
+                continue
+            counters.rows += batch.rows
+            counters.batches += 1
+            yield batch
+
+
+def _head(batch: RawBatch, rows: int) -> RawBatch:
+    if batch.rows <= rows:
+        return batch
+    sliced = {name: getattr(batch, name)[:rows] if getattr(batch, name) is not None else None for name in ("label", "weight")}
+    carried = batch.carried.slice(0, rows) if batch.carried is not None else None
+    return RawBatch(batch.columns.slice(0, rows), batch.shard, batch.row_group, batch.block, sliced["label"], sliced["weight"], carried)
+
+
+def _open(selection: Selection, shard: str) -> tuple[pq.ParquetFile, set[int] | None]:
+    """The shard, its footer parsed once, and the row groups the filter may match (None: all), judged by their statistics."""
+    if selection.row_filter is None:
+        return pq.ParquetFile(shard), None
+    fragment = _PARQUET.make_fragment(os.path.abspath(shard), filesystem=_LOCAL)
+    fragment.ensure_complete_metadata()
+    try:
+        matching = fragment.subset(filter=selection.row_filter.expression, schema=selection.scan_schema).row_groups
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise _filter_failure(selection, exc) from None
+    return pq.ParquetFile(shard, metadata=fragment.metadata), {group.id for group in matching}
+
+
+def _filter_failure(selection: Selection, exc: Exception) -> FilterError:
+    assert selection.row_filter is not None
+    reason = str(exc).splitlines()[0]
+    msg = f"The 'filter' {selection.row_filter.text!r} cannot be applied to the columns it names: {reason}"
+    return FilterError(msg, options=("filter",))
+
+
+def _shard_batches(
+    selection: Selection, shard: str, wanted: set[int] | None, batch_rows: int, counters: ReadCounters
+) -> Iterator[RawBatch]:
+    row_group = -1
+    block = selection.schema.packed_blocks.get(shard)
+    dataset = selection.dataset
+    try:
+        file, matching = _open(selection, shard)
+        with file:
+            present = file.schema_arrow.names
+            features = shard_columns(selection.layout, present, block)
+            columns = features + [name for name in selection.extras if name in present and name not in features]
+            groups = [i for i in range(file.num_row_groups) if wanted is None or i in wanted]
+            counters.row_groups_skipped += len(groups) - len(groups if matching is None else [i for i in groups if i in matching])
+            for row_group in groups if matching is None else [i for i in groups if i in matching]:
+                counters.row_groups_read += 1
+                first_row = 0
+                for batch in file.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns, use_threads=True):
+                    if dataset.holdout is not None:
+                        rows = batch.num_rows
+                        batch = batch.filter(pa.array(holdout_mask(dataset.holdout, batch, shard, row_group, first_row)))
+                        first_row += rows
+                    if selection.row_filter is not None:
+                        batch = _filtered(selection, batch)
+                    yield _raw_batch(selection, batch, features, shard, row_group, block)
+    except (pa.ArrowException, OSError) as exc:
+        raise read_failure(shard, exc, f"row group {row_group} of " if row_group >= 0 else "") from None
+    finally:
+        release_freed_memory()
+
+
+def _with_columns(selection: Selection, batch: pa.RecordBatch, names: Iterable[str]) -> pa.RecordBatch:
+    """Add the columns in ``names`` that ``batch`` lacks, as nulls of their union type."""
+    for name in names:
+        if batch.schema.get_field_index(name) < 0:
+            batch = batch.append_column(name, pa.nulls(batch.num_rows, selection.scan_schema.field(name).type))
+    return batch
+
+
+def _filtered(selection: Selection, batch: pa.RecordBatch) -> pa.RecordBatch:
+    assert selection.row_filter is not None
+    try:
+        return _with_columns(selection, batch, selection.row_filter.columns).filter(selection.row_filter.expression)
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        raise _filter_failure(selection, exc) from None
+
+
+def _raw_batch(
+    selection: Selection, batch: pa.RecordBatch, features: list[str], shard: str, row_group: int, block: PackedBlock | None
+) -> RawBatch:
+    where = f"row group {row_group} of {shard!r}"
+    dataset = selection.dataset
+    label = weight = carried = None
+    if dataset.label is not None:
+        label = _labels(selection, batch.column(dataset.label), where)
+    if dataset.weight is not None:
+        weight = finite_values(batch.column(dataset.weight), f"weight column {dataset.weight!r}", where, LabelError)
+    if selection.carry:
+        full = _with_columns(selection, batch, selection.carry)
+        arrays = [full.column(name).cast(selection.scan_schema.field(name).type) for name in selection.carry]
+        carried = pa.RecordBatch.from_arrays(arrays, schema=selection.carried_schema)
+    index = {name: i for i, name in enumerate(batch.schema.names)}
+    columns = pa.RecordBatch.from_arrays([batch.column(index[name]) for name in features], names=features)
+    return RawBatch(columns, shard, row_group, block, label, weight, carried)
+
+
+def finite_values(values: pa.Array, what: str, where: str, error: type[Exception]) -> np.ndarray:
+    """Values as float32, refusing nulls, NaN, infinities and finite values beyond float32's range (naming ``what`` and ``where``)."""
+    array = values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(array)
+        huge = ~bad & (np.abs(array) > _FLOAT32_MAX)
+    if bad.any():
+        raise error(f"The {what} has {int(bad.sum())} null or non-finite value(s) in {where}.")
+    if huge.any():
+        raise error(f"The {what} has {int(huge.sum())} value(s) beyond float32's range (first: {array[huge][0]:g}) in {where}.")
+    return array.astype(np.float32)
+
+
+def _labels(selection: Selection, values: pa.Array, where: str) -> np.ndarray:
+    label, label_map = selection.dataset.label, selection.layout.label_map
+    if label_map is None:
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_dictionary(values.type):
+            raise LabelError(f"The label column {label!r} holds strings in {where} but numbers elsewhere.")
+        return finite_values(values, f"label column {label!r}", where, LabelError)
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = values.cast(pa.large_string())
+    keys = list(label_map)
+    codes = pc.index_in(values, value_set=pa.array(keys, type=values.type))
+    if codes.null_count:
+        if values.null_count:
+            raise LabelError(f"The label column {label!r} has {values.null_count} null value(s) in {where}.")
+        unknown = pc.unique(pc.filter(values, pc.is_null(codes))).to_pylist()
+        msg = f"The label column {label!r} has value(s) {unknown[:5]} in {where} that the label map {dict(label_map)} does not cover; give a 'label_map' that does."
+        raise LabelError(msg, options=("label_map",))
+    ids = np.array([label_map[key] for key in keys], dtype=np.float32)
+    return ids[codes.to_numpy(zero_copy_only=False)]

@@ -1,0 +1,322 @@
+"""Select: a dataset's schema -> its :class:`Selection` (feature layout, dropped columns, filter, columns to read).
+
+:func:`select` is a pure function of the scanned schema, the dataset's options and the
+dictionaries of its string columns; :func:`select_dataset` runs the steps before it (discover,
+scan, dictionaries) and logs what was left out. Given a model's layout, it checks the dataset
+against that layout instead of choosing features.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from extmem._layout import KMER_COLUMN, FeatureLayout
+from extmem.errors import LabelError, SchemaError
+from extmem.read._dataset import Dataset
+from extmem.read._dictionaries import collect_values, few_valued_columns
+from extmem.read._discover import discover_shards
+from extmem.read._filters import RowFilter, parse_filter
+from extmem.read._scan import NUMERIC, STRING, Schema, scan
+
+logger = logging.getLogger("extmem")
+
+MAX_STRING_CLASSES = 1024
+"""Most distinct values a string label column may hold when its classes come from the data."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something selection left out that the user should hear about; ``options`` are the options it names."""
+
+    message: str
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to read of a dataset: its schema, feature layout and filter, the other columns a pass reads, and what was left out."""
+
+    dataset: Dataset
+    schema: Schema
+    layout: FeatureLayout
+    row_filter: RowFilter | None
+    carry: tuple[str, ...]
+    extras: tuple[str, ...]
+    """Non-feature columns each pass reads: label, weight, group, filter and carried columns."""
+    scan_schema: pa.Schema
+    """The union types of every column read (features first), for statistics pruning and missing columns."""
+    dropped: Mapping[str, str] = field(default_factory=dict)
+    notices: tuple[Notice, ...] = ()
+
+    @property
+    def carried_schema(self) -> pa.Schema:
+        """Schema of :attr:`RawBatch.carried`: the ``carry`` columns with their union types."""
+        return pa.schema([self.scan_schema.field(name) for name in self.carry])
+
+    @property
+    def rows(self) -> int:
+        """Rows the selection can yield at most: the shards' rows, capped by ``max_rows``."""
+        rows = self.schema.rows
+        return min(rows, self.dataset.max_rows) if self.dataset.max_rows is not None else rows
+
+
+def _fail(message: str, *options: str, error: type[Exception] = SchemaError) -> Exception:
+    return error(message, options=options)
+
+
+def _require_column(schema: Schema, name: str, option: str) -> None:
+    """Refuse a column that ``option`` names unless every shard holds it."""
+    error = LabelError if option == "label" else SchemaError
+    if name not in schema.columns:
+        raise _fail(
+            f"The '{option}' column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).",
+            option,
+            error=error,
+        )
+    missing = schema.missing_from(name)
+    if missing:
+        more = f" and {len(missing) - 1} more." if len(missing) > 1 else "."
+        raise _fail(f"The '{option}' column {name!r} is missing from the shard {missing[0]!r}{more}", option, error=error)
+
+
+def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | None, carry: Sequence[str]) -> None:
+    label, weight = dataset.label, dataset.weight
+    if label is not None:
+        _require_column(schema, label, "label")
+        column = schema.columns[label]
+        if column.kind not in (NUMERIC, STRING):
+            msg = f"The label column {label!r} has type {column.arrow_type} (in {column.first_shard!r}); expected strings or numbers."
+            raise _fail(msg, "label", error=LabelError)
+    if weight is not None:
+        _require_column(schema, weight, "weight")
+        if schema.columns[weight].kind != NUMERIC:
+            raise _fail(f"The 'weight' column {weight!r} must be numeric; it is {schema.columns[weight].arrow_type}.", "weight")
+    if row_filter is not None:
+        unknown = sorted(row_filter.columns - set(schema.columns))
+        if unknown:
+            raise _fail(f"The 'filter' {row_filter.text!r} names the column {unknown[0]!r}, which is in no shard.", "filter")
+    holdout = dataset.holdout
+    if holdout is not None and holdout.group_by is not None:
+        _require_column(schema, holdout.group_by, "group_by")
+        if schema.columns[holdout.group_by].kind not in (NUMERIC, STRING):
+            kind = schema.columns[holdout.group_by].arrow_type
+            raise _fail(f"The 'group_by' column {holdout.group_by!r} is {kind}; groups must be strings or numbers.", "group_by")
+    for name in carry:
+        if name not in schema.columns:
+            raise _fail(f"The 'keep' column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).", "keep")
+
+
+def _extras(dataset: Dataset, row_filter: RowFilter | None, carry: Sequence[str]) -> tuple[str, ...]:
+    filter_columns = sorted(row_filter.columns) if row_filter else []
+    group_by = dataset.holdout.group_by if dataset.holdout is not None else None
+    names: list[str] = []
+    for name in (dataset.label, dataset.weight, group_by, *filter_columns, *carry):
+        if name is not None and name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def _matching(schema: Schema, patterns: tuple[str, ...], option: str) -> list[str]:
+    selected: list[str] = []
+    for pattern in patterns:
+        matches = [name for name in schema.columns if fnmatch.fnmatchcase(name, pattern)]
+        if not matches:
+            raise _fail(f"The '{option}' entry {pattern!r} matches no column of the dataset.", option)
+        selected.extend(m for m in matches if m not in selected)
+    return selected
+
+
+def _reject_non_numeric(schema: Schema, names: Sequence[str]) -> None:
+    for name in names:
+        column = schema.columns.get(name)
+        if column is not None and column.kind != NUMERIC:
+            msg = (
+                f"The column {name!r} is {column.arrow_type} (in {column.first_shard!r}) and cannot be a numeric feature; "
+                "leave it out of the 'features', or make it a 'categorical' feature."
+            )
+            raise _fail(msg, "features", "categorical")
+
+
+def _label_map(
+    schema: Schema, dataset: Dataset, dictionaries: Mapping[str, tuple[str, ...]], model_map: Mapping[str, int] | None
+) -> dict[str, int] | None:
+    """Class ids of string labels: a model's own, else the dataset's label map, else the label's values in sorted order.
+
+    None for numeric labels, which are class ids or values as they are.
+    """
+    label = dataset.label
+    if label is None or schema.columns[label].kind != STRING:
+        return None
+    if model_map is not None:
+        return dict(model_map)
+    if dataset.label_map is not None:
+        return dict(dataset.label_map)
+    return {value: index for index, value in enumerate(dictionaries[label])}
+
+
+def _choose_features(
+    schema: Schema, dataset: Dataset, label_map: dict[str, int] | None, dictionaries: Mapping[str, tuple[str, ...]]
+) -> tuple[FeatureLayout, dict[str, str], list[Notice]]:
+    special = {dataset.label, dataset.weight, dataset.holdout.group_by if dataset.holdout else None}
+    candidates = [name for name in schema.columns if name not in special]
+    if dataset.features:
+        features = [name for name in _matching(schema, dataset.features, "features") if name not in special]
+        _reject_non_numeric(schema, features)
+    else:
+        features = [name for name in candidates if schema.columns[name].kind == NUMERIC]
+    dropped_names = set(_matching(schema, dataset.drop, "drop"))
+    dropped: dict[str, str] = {}
+    for name in candidates:
+        if name in dropped_names:
+            dropped[name] = "in 'drop'"
+        elif name not in features and name not in dataset.categorical:
+            dropped[name] = "not numeric" if schema.columns[name].kind != NUMERIC else "not among the 'features'"
+    categories = {name: dictionaries[name] for name in dataset.categorical}
+    features = [name for name in features if name not in dropped_names and name not in categories] + list(categories)
+    notices = []
+    non_numeric = [name for name, reason in dropped.items() if reason == "not numeric"]
+    if non_numeric:
+        few = few_valued_columns(schema, non_numeric)
+        hint = f"; few distinct values in the first row group, so usable as 'categorical': {', '.join(few)}" if few else ""
+        notices.append(
+            Notice(
+                f"extmem: not using {len(non_numeric)} non-numeric column(s) as features: {', '.join(non_numeric)}{hint}", ("categorical",)
+            )
+        )
+    encoding = dataset.kmers
+    if encoding is not None:
+        counted = [name for name in features if KMER_COLUMN.match(name)]
+        if encoding.sequence_column is None and not counted:
+            msg = f"Folding k-mer columns into hashed features ('width') found no k-mer count columns ('6mer_ACGTAC', ...) in {schema.shards[0]!r} or the other shards."
+            raise _fail(msg, "width")
+        for name in counted:
+            dropped[name] = (
+                "k-mer column, hashed" if encoding.sequence_column is None else f"k-mer column, counted from {encoding.sequence_column!r}"
+            )
+        features = [name for name in features if not KMER_COLUMN.match(name)]
+    if not features and encoding is None:
+        msg = (
+            f"No feature columns are left in {schema.shards[0]!r} and the other shards: every column is the label, non-numeric, or dropped."
+        )
+        raise _fail(msg, "features", "drop")
+    packed = {name for name in features if schema.columns[name].packed}
+    layout = FeatureLayout.build(
+        features,
+        dataset.zero_is_missing,
+        label=dataset.label,
+        label_map=label_map,
+        always_sparse=packed,
+        categories=categories,
+        kmers=encoding,
+    )
+    return layout, dropped, notices
+
+
+def _check_sequence_column(schema: Schema, sequence_column: str | None) -> None:
+    if sequence_column is None:
+        return
+    _require_column(schema, sequence_column, "sequence_column")
+    column = schema.columns[sequence_column]
+    if column.kind != STRING:
+        msg = f"The sequence column {sequence_column!r} ('sequence_column') is {column.arrow_type} (in {column.first_shard!r}); it must hold sequences as strings."
+        raise _fail(msg, "sequence_column")
+
+
+def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label_map: dict[str, int] | None) -> FeatureLayout:
+    """The model's ``layout`` for reading ``dataset``: its features must be numeric where present; labels map as the model's did."""
+    if layout.kmers is None and not any(name in schema.columns for name in layout.names):
+        msg = (
+            f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in "
+            f"{schema.shards[0]!r} or the other shards; is this the right dataset?"
+        )
+        raise SchemaError(msg)
+    _reject_non_numeric(schema, [name for name in layout.names[: layout.kmer_offset] if name not in layout.categories])
+    return FeatureLayout(layout.names, layout.zero_is_missing, dataset.label, label_map, layout.kmers, layout.categories)
+
+
+def _scan_schema(schema: Schema, layout: FeatureLayout, extras: Sequence[str]) -> pa.Schema:
+    columns = schema.columns
+    names = [name for name in [*layout.names, *extras] if name in columns or name in layout.names]
+    unique = list(dict.fromkeys(names))
+    return pa.schema([(name, columns[name].arrow_type if name in columns else pa.float32()) for name in unique])
+
+
+def select(
+    dataset: Dataset,
+    schema: Schema,
+    dictionaries: Mapping[str, tuple[str, ...]],
+    *,
+    layout: FeatureLayout | None = None,
+    carry: Sequence[str] = (),
+) -> Selection:
+    """The selection of ``dataset`` given its scanned ``schema`` and the ``dictionaries`` of its string columns (pure)."""
+    row_filter = parse_filter(dataset.filter) if dataset.filter else None
+    _check_columns(schema, dataset, row_filter, carry)
+    extras = _extras(dataset, row_filter, carry)
+    for name in extras:
+        column = schema.columns.get(name)
+        if column is not None and column.packed:
+            raise SchemaError(f"The column {name!r} is stored in a packed block (first: {column.first_shard!r}); it can only be a feature.")
+    label_map = _label_map(schema, dataset, dictionaries, layout.label_map if layout is not None else None)
+    kmers = layout.kmers if layout is not None else dataset.kmers
+    _check_sequence_column(schema, kmers.sequence_column if kmers is not None else None)
+    if layout is None:
+        chosen, dropped, notices = _choose_features(schema, dataset, label_map, dictionaries)
+    else:
+        chosen, dropped, notices = _check_layout(schema, dataset, layout, label_map), {}, []
+    return Selection(
+        dataset, schema, chosen, row_filter, tuple(carry), extras, _scan_schema(schema, chosen, extras), dropped, tuple(notices)
+    )
+
+
+def _dictionary_limits(schema: Schema, dataset: Dataset, layout: FeatureLayout | None) -> dict[str, tuple[int, str]]:
+    """The string columns whose values must be collected first: categorical features, and string labels without a label map."""
+    limits: dict[str, tuple[int, str]] = {}
+    if layout is None:
+        for name in dataset.categorical:
+            _require_column_somewhere(schema, name, "categorical")
+            limits[name] = (dataset.max_categories, "categorical")
+    label = dataset.label
+    needs_classes = layout is None or layout.label_map is None
+    if (
+        label is not None
+        and dataset.label_map is None
+        and needs_classes
+        and label in schema.columns
+        and schema.columns[label].kind == STRING
+    ):
+        limits[label] = (MAX_STRING_CLASSES, "label")
+    return limits
+
+
+def _require_column_somewhere(schema: Schema, name: str, option: str) -> None:
+    column = schema.columns.get(name)
+    if column is None:
+        raise _fail(f"The '{option}' column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).", option)
+    if column.kind != STRING:
+        raise _fail(
+            f"The '{option}' column {name!r} is {column.arrow_type} (in {column.first_shard!r}); categorical columns hold strings.", option
+        )
+
+
+def select_dataset(dataset: Dataset, *, layout: FeatureLayout | None = None, carry: Sequence[str] = (), announce: bool = True) -> Selection:
+    """Discover and scan ``dataset``'s shards, collect the dictionaries it needs, and select (see :func:`select`).
+
+    With ``layout`` (a model's), the dataset is read with exactly those features; columns it
+    lacks are missing values. ``carry`` names columns passed through unchanged (ids for
+    predictions). ``announce`` logs the notices (columns left out of the features).
+    """
+    schema = scan(discover_shards(dataset.paths))
+    if dataset.label is not None:
+        _require_column(schema, dataset.label, "label")
+    dictionaries = collect_values(schema, _dictionary_limits(schema, dataset, layout))
+    selection = select(dataset, schema, dictionaries, layout=layout, carry=carry)
+    if announce:
+        for notice in selection.notices:
+            logger.info(notice.message, extra={"options": notice.options})
+    return selection

@@ -1,0 +1,113 @@
+"""Evaluate: a trained model + a labelled dataset -> streaming metrics equal to scikit-learn's, and precision-recall plots."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from extmem._atomic import write_atomically, write_json
+from extmem._destinations import check_output_file
+from extmem._memory import MemoryMonitor
+from extmem._progress import ProgressBar
+from extmem.encode._probe import plan_pass
+from extmem.errors import LabelError, OptionError, SchemaError
+from extmem.read._dataset import DatasetLike, as_dataset
+from extmem.score._metrics import StreamingMetrics
+from extmem.score._model import ModelLike, as_model
+
+
+def check_class_labels(labels: np.ndarray, n_classes: int, where: str) -> None:
+    """Refuse labels that are not class ids of the model (0..n_classes-1), naming the first one and ``where``."""
+    bad = (labels != np.round(labels)) | (labels < 0) | (labels >= n_classes)
+    if bad.any():
+        value = float(labels[bad][0])
+        msg = f"The label {value:g} of {where} is not one of the model's {n_classes} classes (ids 0 to {n_classes - 1})."
+        raise LabelError(msg)
+
+
+def evaluate(
+    model: ModelLike,
+    data: DatasetLike,
+    *,
+    label: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    plot: str | os.PathLike[str] | None = None,
+    memory_budget: int | str | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Streaming metrics of ``model`` on ``data`` (label: the model's, unless ``label`` is given); mirrors ``extmem evaluate``.
+
+    Classifiers get accuracy, macro-F1, log-loss, per-class precision/recall/F1/ROC-AUC/PR-AUC
+    and a confusion matrix; regressors get RMSE, MAE and R². ``out`` writes them as JSON; ``plot``
+    writes a PNG of the precision-recall curves (needs matplotlib: ``pip install 'extmem[plot]'``,
+    checked before any work); existing files are replaced only with ``overwrite``.
+    ``memory_budget`` bounds the batch rows as in :func:`predict`.
+    """
+    if out is not None:
+        check_output_file(out, overwrite=overwrite, option="out")
+    if plot is not None:
+        check_output_file(plot, overwrite=overwrite, option="plot")
+        _pyplot()
+    trained = as_model(model)
+    dataset = as_dataset(data, {**options, "label": label or trained.layout.label})
+    if dataset.label is None:
+        msg = "Evaluation needs a label column; the model records none, so give 'label'."
+        raise OptionError(msg, options=("label",))
+    started = time.perf_counter()
+    metrics = StreamingMetrics(trained.task, trained.classes)
+    with MemoryMonitor() as monitor:
+        selection = trained.select(dataset)
+        plan = plan_pass(selection, memory_budget)
+        with ProgressBar(selection.rows, "evaluating", "rows", progress) as bar:
+            for batch, raw in trained.score(selection, plan.batch_rows):
+                assert batch.label is not None
+                if trained.classes is not None:
+                    check_class_labels(batch.label, len(trained.classes), f"{dataset.label!r} in {batch.where}")
+                metrics.update(batch.label, raw, batch.weight)
+                bar.update(batch.rows)
+    if metrics.rows == 0:
+        msg = f"No rows of {', '.join(dataset.paths)} to evaluate" + (f" match the 'filter' {dataset.filter!r}." if dataset.filter else ".")
+        raise SchemaError(msg, options=("filter",))
+    result = metrics.result()
+    if plot is not None:
+        plot_pr_curves(metrics, plot)
+    result.update(
+        seconds=round(time.perf_counter() - started, 3), peak_rss_bytes=monitor.peak_rss_bytes, peak_anon_bytes=monitor.peak_anon_bytes
+    )
+    if out is not None:
+        write_json(out, result)
+    return result
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on its file-only backend, or an error naming the extra to install."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        msg = "Plotting ('plot') needs matplotlib: pip install 'extmem[plot]'."
+        raise OptionError(msg, options=("plot",)) from None
+    return plt
+
+
+def plot_pr_curves(metrics: StreamingMetrics, path: str | os.PathLike[str]) -> None:
+    """Write a PNG of each class's precision-recall curve (atomically)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 5))
+    summary = metrics.result()
+    for name, (precision, recall) in metrics.pr_curves().items():
+        area = summary["per_class"][name].get("pr_auc", summary.get("pr_auc"))
+        axes.step(
+            np.concatenate([[0.0], recall]), np.concatenate([[precision[0]], precision]), where="post", label=f"{name} (AP {area:.3f})"
+        )
+    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall by class")
+    axes.legend(loc="lower left")
+    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=120))
+    plt.close(figure)

@@ -1,0 +1,128 @@
+"""`Model`: a booster with the feature layout it was trained on, loaded only once its checksum holds.
+
+A model folder's ``report.json`` records the SHA-256 of the model file it was written with, and
+loading checks it before XGBoost parses a byte: a damaged file is one clear error, not a crash
+inside XGBoost's parser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from extmem._defaults import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE
+from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
+from extmem.errors import OptionError
+from extmem.score._metrics import task_of
+from extmem.score._scorer import Scorer
+
+
+def sha256(content: bytes) -> str:
+    """The checksum recorded for a model file."""
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+def verified_model_bytes(file: Path) -> bytes:
+    """The bytes of a model file, refused when the ``report.json`` beside it records another checksum for it."""
+    try:
+        content = file.read_bytes()
+    except OSError as exc:
+        msg = f"Cannot read the model {str(file)!r}: {exc.strerror or exc}."
+        raise OptionError(msg) from None
+    try:
+        recorded = json.loads((file.parent / REPORT_FILE).read_text()).get("checksums", {}).get(file.name)
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and recorded != sha256(content):
+        msg = f"The model {str(file)!r} is corrupt: its checksum does not match the one {REPORT_FILE} recorded when it was written."
+        raise OptionError(msg)
+    return content
+
+
+@dataclass(frozen=True)
+class Model(Scorer):
+    """A booster with the feature layout it was trained on; scores parquet datasets or in-memory arrays.
+
+    ``iteration_range`` selects trees as in ``Booster.predict`` (default: all).
+    """
+
+    booster: xgb.Booster
+    layout: FeatureLayout
+    iteration_range: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Model:
+        """Load ``model.ubj`` from a model folder written by ``extmem train`` (or a model file)."""
+        file = Path(path)
+        if file.is_dir():
+            file = file / BOOSTER_MODEL_FILE
+        if not file.is_file():
+            msg = f"No model at {os.fspath(path)!r}: expected a folder holding {BOOSTER_MODEL_FILE} (written by 'extmem train') or a model file."
+            raise OptionError(msg)
+        content = verified_model_bytes(file)
+        try:
+            booster = xgb.Booster(model_file=bytearray(content))
+        except xgb.core.XGBoostError as exc:
+            msg = f"Cannot load the model {str(file)!r}: {str(exc).splitlines()[0]}"
+            raise OptionError(msg) from None
+        return cls.from_booster(booster, str(file))
+
+    @classmethod
+    def from_booster(cls, booster: xgb.Booster, where: str = "the booster") -> Model:
+        """Wrap a booster trained by extmem (it carries the ``extmem_layout`` attribute)."""
+        text = booster.attr(LAYOUT_ATTRIBUTE)
+        if text is None:
+            msg = f"{where} has no {LAYOUT_ATTRIBUTE!r} attribute: it was not trained by extmem, so its feature encoding is unknown."
+            raise OptionError(msg)
+        return cls(booster, FeatureLayout.from_json(text, where))
+
+    @cached_property
+    def objective(self) -> str:
+        return str(json.loads(self.booster.save_config())["learner"]["objective"]["name"])
+
+    @property
+    def task(self) -> str:
+        """``multiclass``, ``binary``, ``hard`` or ``regression`` (see :func:`extmem.metrics.task_of`)."""
+        return task_of(self.objective)
+
+    @cached_property
+    def classes(self) -> list[str] | None:
+        """Class names in class-id order (ids as text for numeric labels); None for regression."""
+        if self.task == "regression":
+            return None
+        config = json.loads(self.booster.save_config())["learner"]["learner_model_param"]
+        return self.layout.class_names(int(config["num_class"]))
+
+    def raw_predict(self, X: Any) -> np.ndarray:
+        """``booster.inplace_predict`` on features already in the model's representation."""
+        return self.booster.inplace_predict(X, missing=np.nan, iteration_range=self.iteration_range)
+
+
+ModelLike = str | os.PathLike[str] | Scorer | xgb.Booster
+
+
+def as_model(model: ModelLike) -> Scorer:
+    """A trained model from a model folder/file, a :class:`Model` or :class:`IncrementalModel`, or an extmem-trained booster.
+
+    A folder holding ``model.npz`` (or a ``.npz`` file) is an incremental model; anything else is loaded as XGBoost's.
+    """
+    if isinstance(model, Scorer):
+        return model
+    if isinstance(model, xgb.Booster):
+        return Model.from_booster(model)
+    path = Path(model)
+    if (path / INCREMENTAL_MODEL_FILE).is_file() or path.suffix == ".npz":
+        from extmem.score._incremental_model import IncrementalModel
+
+        file = path / INCREMENTAL_MODEL_FILE if path.is_dir() else path
+        verified_model_bytes(file)
+        return IncrementalModel.load(file)
+    return Model.load(model)

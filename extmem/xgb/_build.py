@@ -1,0 +1,311 @@
+"""Build: a selection -> pages -> an external-memory or in-memory quantile matrix, owning its cache folder.
+
+Quantile cuts: XGBoost's CPU sketch keeps per-column state that grows with the number of
+rows. For datasets larger than ``sketch_rows`` the cuts come from a uniform sample (as
+LightGBM's ``bin_construct_sample_cnt`` does), built as an external-memory matrix of its own
+and passed as ``ref``; this also saves XGBoost's sketching pass over the data. With a page spool
+(wide shards) the spool is filled first and the sample is pages replayed from it, so the parquet
+is decoded once in all; otherwise (packed shards, cheap to decode) it is row groups read again.
+Every file XGBoost writes goes to the private cache folder, never to the working directory.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+from extmem._contracts import Block, ReadCounters, RowGroupRef
+from extmem._defaults import CACHE_KINDS, DEFAULT_PAGE_ROWS, DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
+from extmem._folders import PrivateFolder
+from extmem.encode._blocks import Encoder, pages
+from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int
+from extmem.read._reader import read_batches, row_groups, sample_row_groups
+from extmem.read._selection import Selection
+from extmem.xgb._iterator import Interrupted, IterStats, PageIter, SignalLatch
+from extmem.xgb._spool import PageSpool
+
+CACHE_BYTES_PER_VALUE = 16
+"""A generous bound on XGBoost's cache bytes per stored value (measured: about 13 with row pointers)."""
+
+
+@dataclass(frozen=True)
+class MatrixOptions:
+    """How a matrix is built.
+
+    ``page_rows``: rows per XGBoost page. ``max_bin``: XGBoost's histogram bins. ``sparse_pages``:
+    a paged ``DMatrix`` (for ``approx``) instead of a quantile matrix (for ``hist``); its pages
+    always live in the cache folder. ``sketch_rows``/``seed``: above that many rows, quantile cuts
+    come from about that many rows sampled with ``seed``; ``sample_cuts`` True or False overrides
+    the row count's choice (distributed workers must all choose alike). ``spool``: keep the first
+    pass's pages for the later passes (default: when some shard is wide, whose decoding is slow).
+    ``prefetch``: pages read ahead in a background thread (0: none). ``cache``: where the quantized
+    matrix lives, ``memory``, ``disk`` or ``auto`` (see :mod:`extmem.read._plan`). ``memory_budget``
+    (bytes or a size like ``"2GiB"``; default: the process's data limit, if any) bounds the batch
+    and page sizes, which are then the largest allowed.
+    """
+
+    page_rows: int = DEFAULT_PAGE_ROWS
+    max_bin: int | None = None
+    sparse_pages: bool = False
+    sketch_rows: int = DEFAULT_SKETCH_ROWS
+    seed: int = 0
+    spool: bool | None = None
+    prefetch: int = DEFAULT_PREFETCH
+    cache: str = "auto"
+    memory_budget: int | str | None = None
+    sample_cuts: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("page_rows", "sketch_rows"):
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.max_bin, "max_bin", allow_none=True)
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 0:
+            msg = f"The 'prefetch' option must be a non-negative integer (pages read ahead). Got {self.prefetch!r} instead."
+            raise OptionError(msg, options=("prefetch",))
+        if self.cache not in CACHE_KINDS:
+            msg = f"The 'cache' option must be one of {', '.join(CACHE_KINDS)}. Got {self.cache!r} instead."
+            raise OptionError(msg, options=("cache",))
+
+
+def check_cache_room(folder: Path, stats: IterStats) -> None:
+    """Refuse, before XGBoost writes its cache, when the disk or the file-size limit cannot hold it.
+
+    XGBoost writes its cache from a background thread and aborts the whole process when a
+    write fails, so the only clean error is one given before the writing starts.
+    """
+    needed = stats.stored_values * CACHE_BYTES_PER_VALUE + stats.rows * 16
+    free = shutil.disk_usage(folder).free
+    file_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if needed > free:
+        msg = (
+            f"Cannot write the external-memory cache in {str(folder.parent)!r}: it needs about {needed / 2**20:,.0f} MiB "
+            f"and {free / 2**20:,.0f} MiB are free; give a 'cache_dir' elsewhere."
+        )
+        raise CacheError(msg, options=("cache_dir",))
+    if file_limit != resource.RLIM_INFINITY and needed > file_limit:
+        msg = (
+            f"Cannot write the external-memory cache in {str(folder.parent)!r}: it needs about {needed / 2**20:,.0f} MiB in one file, "
+            f"above the file-size limit (ulimit -f) of {file_limit / 2**20:,.1f} MiB."
+        )
+        raise CacheError(msg)
+
+
+class _CacheOwner:
+    """Deletes the cache folder right after XGBoost frees the matrix and removes its pages.
+
+    A ``weakref.finalize`` cannot guarantee this order: for objects collected in a
+    reference cycle Python runs weakref callbacks before ``__del__``.
+    """
+
+    extmem_cache: PrivateFolder | None = None
+
+    def __del__(self) -> None:
+        super().__del__()  # type: ignore[misc]
+        if self.extmem_cache is not None:
+            self.extmem_cache.cleanup()
+
+
+class CachedQuantileDMatrix(_CacheOwner, xgb.ExtMemQuantileDMatrix):
+    """``ExtMemQuantileDMatrix`` that owns its cache folder."""
+
+
+class CachedPagedDMatrix(_CacheOwner, xgb.DMatrix):
+    """Paged external-memory ``DMatrix`` (for ``approx``) that owns its cache folder."""
+
+
+class InMemoryQuantileDMatrix(_CacheOwner, xgb.QuantileDMatrix):
+    """``QuantileDMatrix`` built from the same stream, held in memory (``cache="memory"``)."""
+
+
+@dataclass
+class _Reading:
+    """How one build reads its selection: batch size, page size, the encoder and the reader's counters."""
+
+    selection: Selection
+    batch_rows: int
+    page_rows: int
+    encoder: Encoder
+    counters: ReadCounters
+
+    def pages(self, refs: list[RowGroupRef] | None = None) -> Iterator[Block]:
+        """One pass of pages (only the row groups ``refs`` if given)."""
+        self.counters.reset()
+        raw = read_batches(self.selection, self.batch_rows, refs, self.counters)
+        return pages(map(self.encoder, raw), self.page_rows)
+
+
+def _pass_source(reading: _Reading, spool: PageSpool | None, refs: list[RowGroupRef] | None = None) -> Callable[[], Iterator[Block]]:
+    """What each pass of an iterator yields: the spool's pages once it is complete, else pages read (and spooled)."""
+
+    def produce() -> Iterator[Block]:
+        if spool is not None and spool.complete:
+            return spool.replay(len(reading.selection.layout.names))
+        read = reading.pages(refs)
+        return spool.record(read) if spool is not None else read
+
+    return produce
+
+
+def _iterator(
+    reading: _Reading,
+    latch: SignalLatch,
+    produce: Callable[[], Iterator[Block]],
+    *,
+    cache_prefix: str | None,
+    prefetch: int,
+    **hooks: object,
+) -> PageIter:
+    layout = reading.selection.layout
+    return PageIter(
+        produce,
+        latch,
+        feature_names=list(layout.names),
+        feature_types=layout.feature_types,
+        counters=reading.counters,
+        cache_prefix=cache_prefix,
+        prefetch=prefetch,
+        **hooks,  # type: ignore[arg-type]
+    )
+
+
+def _sampled_cuts(
+    reading: _Reading, cache: PrivateFolder, latch: SignalLatch, options: MatrixOptions, spool: PageSpool | None
+) -> tuple[xgb.DMatrix | None, int]:
+    """A matrix over a uniform sample of rows whose cuts the full build reuses, or None for small data.
+
+    From a complete ``spool``, the sample is pages replayed from it, so nothing is decoded twice;
+    otherwise it is row groups read again. It is external-memory too: an in-memory
+    QuantileDMatrix of the sample would hold its quantized rows in RAM while the full build runs.
+    """
+    selection = reading.selection
+    expected_rows = spool.rows if spool is not None else min(sum(ref.rows for ref in row_groups(selection)), selection.rows)
+    if not (expected_rows > options.sketch_rows if options.sample_cuts is None else options.sample_cuts):
+        return None, 0
+    if spool is not None:
+        chosen = spool.sample(options.sketch_rows, options.seed)
+        n_features = len(selection.layout.names)
+
+        def produce() -> Iterator[Block]:
+            return spool.replay(n_features, chosen)
+    else:
+        produce = _pass_source(reading, None, sample_row_groups(selection, options.sketch_rows, options.seed))
+
+    def refuse_empty(stats: IterStats) -> None:
+        if stats.rows == 0:
+            raise NoRowsError("")
+
+    iterator = _iterator(
+        reading, latch, produce, cache_prefix=str(cache.path / "cuts"), prefetch=options.prefetch, on_first_pass_end=refuse_empty
+    )
+    try:
+        reference = xgb.ExtMemQuantileDMatrix(
+            iterator, missing=np.nan, max_bin=options.max_bin, enable_categorical=bool(selection.layout.categories)
+        )
+    except NoRowsError:  # the filter left nothing in the sampled row groups: sketch every row instead
+        return None, 0
+    finally:
+        iterator.close()
+    return reference, iterator.stats.rows
+
+
+def _no_rows_message(selection: Selection) -> str:
+    dataset = selection.dataset
+    why = f" match the 'filter' {dataset.filter!r}" if dataset.filter else ""
+    return f"No rows of {', '.join(dataset.paths)}{why}; there is nothing to train on."
+
+
+def _first_pass_checks(selection: Selection, cache_folder: Path | None, stats: IterStats) -> None:
+    if stats.rows == 0:
+        raise NoRowsError(_no_rows_message(selection), options=("filter",))
+    if cache_folder is not None:
+        check_cache_room(cache_folder, stats)
+
+
+def build_dmatrix(
+    selection: Selection,
+    cache: PrivateFolder,
+    options: MatrixOptions,
+    *,
+    batch_rows: int,
+    ref: xgb.DMatrix | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> tuple[xgb.DMatrix, IterStats]:
+    """Build a DMatrix from ``selection``: external memory with its pages under ``cache``, or in memory.
+
+    ``options.cache`` must be ``memory`` or ``disk`` here (a memory plan resolves ``auto``).
+    Quantile cuts come from ``ref`` if given (not for sparse pages). Spool files, if any, are
+    deleted once the matrix is built. The matrix owns ``cache``: freeing it deletes the
+    folder. On error or interruption the cache is deleted at once. ``on_rows`` hears of the
+    rows read, once each.
+    """
+    assert options.cache in ("memory", "disk"), options.cache
+    latch = SignalLatch()
+    use_spool = selection.schema.has_wide_shards if options.spool is None else options.spool
+    spool = PageSpool(cache.path / "spool") if use_spool else None
+    reading = _Reading(
+        selection,
+        batch_rows,
+        options.page_rows,
+        Encoder(selection.layout, strict_categories=selection.dataset.strict_categories),
+        ReadCounters(),
+    )
+    on_disk = options.cache == "disk" or options.sparse_pages
+    prefill = spool is not None and not options.sparse_pages and ref is None  # the cut sample is drawn from the spool
+    checks = partial(_first_pass_checks, selection, cache.path if on_disk else None)
+    iterator = _iterator(
+        reading,
+        latch,
+        _pass_source(reading, spool),
+        cache_prefix=cache.prefix if on_disk else None,
+        prefetch=options.prefetch,
+        on_rows=None if prefill else on_rows,
+        on_first_pass_end=checks,
+    )
+    categorical = bool(selection.layout.categories)
+    matrix: xgb.DMatrix | None = None
+    try:
+        with latch.deferring():
+            try:
+                if options.sparse_pages:
+                    matrix = CachedPagedDMatrix(iterator, missing=np.nan, enable_categorical=categorical)
+                else:
+                    own_cuts = ref is None
+                    sample_rows = 0
+                    if own_cuts:
+                        if prefill:
+                            assert spool is not None
+                            for page in spool.record(reading.pages()):
+                                latch.check()
+                                if on_rows is not None:
+                                    on_rows(page.rows)
+                        ref, sample_rows = _sampled_cuts(reading, cache, latch, options, spool)
+                    quantile = CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix
+                    matrix = quantile(iterator, missing=np.nan, max_bin=options.max_bin, ref=ref, enable_categorical=categorical)
+                    ref = None
+                    if own_cuts:
+                        iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
+                matrix.extmem_cache = cache
+            except Interrupted:
+                pass
+        latch.redeliver(cache.cleanup)
+    except OSError as exc:
+        cache.cleanup()
+        msg = f"Cannot write the external-memory cache in {str(cache.path.parent)!r}: {exc.strerror or exc}."
+        raise CacheError(msg) from None
+    except BaseException:
+        cache.cleanup()
+        raise
+    finally:
+        iterator.close()
+        if spool is not None:
+            iterator.stats.spooled_bytes = spool.bytes
+            spool.clear()
+    assert matrix is not None
+    return matrix, iterator.stats
