@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -79,16 +79,22 @@ def check_model_folder(path: str | os.PathLike[str], *, overwrite: bool) -> Path
     return check_output_folder(path, overwrite=overwrite, own_names=MODEL_FOLDER_FILES, manifest=None)
 
 
-def publish_model(folder: Path, model_file: str, write_model: Callable[[IO[bytes]], object], report: dict[str, Any]) -> None:
-    """Write a model folder, ``model_file`` through ``write_model`` and ``report.json``, and swap it in as ``folder`` in one step.
+def publish_model(folder: Path, model_file: str, model: bytes, report: dict[str, Any]) -> None:
+    """Write a model folder, ``model_file`` holding ``model`` and ``report.json``, and swap it in as ``folder`` in one step.
 
+    The report records the model file's checksum, which loading checks before parsing it.
     What ``folder`` held before (a previous model, a finished run's checkpoint) goes.
     """
-    report = {**report, "files": sorted({model_file, REPORT_FILE})}
+    report = {**report, "files": sorted({model_file, REPORT_FILE}), "checksums": {model_file: sha256(model)}}
     with staging_folder(folder) as staging:
-        write_atomically(staging.path / model_file, write_model)
+        write_atomically(staging.path / model_file, lambda file: file.write(model))
         write_json(staging.path / REPORT_FILE, report)
         publish_folder(staging, folder)
+
+
+def sha256(content: bytes) -> str:
+    """The checksum recorded for a model file."""
+    return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
 __all__ = [

@@ -65,12 +65,14 @@ def few_valued_columns(schema: Schema, names: Sequence[str]) -> list[str]:
     """String columns among ``names`` with fewer than ``SUGGEST_CATEGORIES_BELOW`` values in the first row group of the first shard."""
     try:
         with pq.ParquetFile(schema.shards[0]) as file:
-            present = [name for name in names if name in file.schema_arrow.names and schema.columns[name].kind == STRING]
-            if not present or file.num_row_groups == 0:
-                return []
-            table = file.read_row_group(0, columns=present)
+            shard_names = set(file.schema_arrow.names)
+            present = [name for name in names if name in shard_names and schema.columns[name].kind == STRING]
+            table = file.read_row_group(0, columns=present) if present and file.num_row_groups else None
     except (pa.ArrowException, OSError):
         return []
     finally:
+        file = None
         release_freed_memory()
+    if table is None:
+        return []
     return [name for name in present if len(pc.unique(table.column(name))) < SUGGEST_CATEGORIES_BELOW]

@@ -30,7 +30,7 @@ from typing import Literal
 import psutil
 
 from extmem._contracts import DataProfile
-from extmem._memory import anonymous_rss_bytes
+from extmem._memory import anonymous_rss_bytes, release_freed_memory
 from extmem._units import MiB, format_size, parse_size
 from extmem.errors import OptionError
 
@@ -107,6 +107,7 @@ def fixed_bytes() -> int:
     Not its current data size: pyarrow's allocator reserves a 1 GiB arena up front, but makes
     do with far less when the data limit refuses that reservation.
     """
+    release_freed_memory()  # freed but untrimmed heap pages would count as held
     now = anonymous_rss_bytes() or psutil.Process().memory_info().rss
     stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
     stack = 8 * MiB if stack == resource.RLIM_INFINITY else int(stack)

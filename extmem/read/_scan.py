@@ -107,17 +107,22 @@ def _packed_fields(schema: pa.Schema, block: PackedBlock, shard: str) -> list[pa
 
 
 def _read_footer(shard: str) -> tuple[list[pa.Field], tuple[int, ...], PackedBlock | None, int]:
-    """The shard's columns as extmem sees them, row group sizes, packed block and serialized footer size."""
+    """The shard's columns as extmem sees them, row group sizes, packed block and serialized footer size.
+
+    Through ``ParquetFile`` rather than ``FileMetaData.schema``, which holds the parsed footer in a
+    reference cycle that only a garbage collection frees.
+    """
     try:
-        metadata = pq.read_metadata(shard)
-        schema = metadata.schema.to_arrow_schema()
-        row_groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
-        footer = int(metadata.serialized_size)
-        key_values = metadata.metadata
+        with pq.ParquetFile(shard) as file:
+            schema = file.schema_arrow
+            metadata = file.metadata
+            row_groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))
+            footer = int(metadata.serialized_size)
+            key_values = metadata.metadata
     except (pa.ArrowException, OSError) as exc:
         raise read_failure(shard, exc) from None
     finally:
-        metadata = None
+        file = metadata = None
         release_freed_memory()
     block = PackedBlock.from_metadata(key_values, shard)
     fields = list(schema) if block is None else _packed_fields(schema, block, shard)

@@ -382,5 +382,5 @@ def _finish(booster: xgb.Booster, layout: FeatureLayout, report: dict[str, Any],
         **report,
     }
     if out is not None:
-        publish_model(Path(out), BOOSTER_MODEL_FILE, lambda file: file.write(booster.save_raw("ubj")), report)
+        publish_model(Path(out), BOOSTER_MODEL_FILE, bytes(booster.save_raw("ubj")), report)
     return TrainResult(booster, report)

@@ -388,7 +388,7 @@ def train_incremental(
         "dropped_columns": train.selection.dropped,
     }
     if out is not None:
-        publish_model(Path(out), INCREMENTAL_MODEL_FILE, trained._write, report)
+        publish_model(Path(out), INCREMENTAL_MODEL_FILE, trained.to_bytes(), report)
     return IncrementalResult(trained, report)
 
 

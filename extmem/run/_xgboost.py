@@ -366,7 +366,7 @@ def _run(
         "dropped_columns": dict(train_info.selection.dropped),
     }
     if out_dir is not None:
-        publish_model(out_dir, BOOSTER_MODEL_FILE, lambda file: file.write(booster.save_raw("ubj")), report)
+        publish_model(out_dir, BOOSTER_MODEL_FILE, bytes(booster.save_raw("ubj")), report)
     return TrainResult(booster, report)
 
 

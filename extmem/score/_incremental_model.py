@@ -13,6 +13,7 @@ only the estimator classes and fitted attributes in ``_FITTED_ATTRIBUTES`` are r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -220,6 +221,12 @@ class IncrementalModel(Scorer):
         if target.suffix != ".npz":
             target = target / INCREMENTAL_MODEL_FILE
         write_atomically(target, self._write)
+
+    def to_bytes(self) -> bytes:
+        """The model as the bytes of one ``.npz`` file (see :meth:`save`)."""
+        buffer = io.BytesIO()
+        self._write(buffer)
+        return buffer.getvalue()
 
     def _write(self, file: IO[bytes]) -> None:
         """The model as one ``.npz`` of numeric arrays and JSON text, written to ``file``."""

@@ -7,7 +7,6 @@ inside XGBoost's parser.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,14 +19,10 @@ import xgboost as xgb
 
 from extmem._defaults import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
+from extmem._sink import sha256
 from extmem.errors import OptionError
 from extmem.score._metrics import task_of
 from extmem.score._scorer import Scorer
-
-
-def sha256(content: bytes) -> str:
-    """The checksum recorded for a model file."""
-    return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
 def verified_model_bytes(file: Path) -> bytes:
