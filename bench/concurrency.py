@@ -29,7 +29,19 @@ def _commands(data: Path, model: Path, work: Path, cache: Path) -> dict[str, lis
     extmem_cli = [sys.executable, "-m", "extmem"]
     return {
         "predict": [*extmem_cli, "predict", str(model), str(data), "--out", str(work / "preds.parquet"), "--overwrite", "--no-progress"],
-        "train": [*extmem_cli, "train", str(data), "--out", str(work / "model"), "--rounds", "3", "--cache-dir", str(cache), "--overwrite", "--no-progress"],
+        "train": [
+            *extmem_cli,
+            "train",
+            str(data),
+            "--out",
+            str(work / "model"),
+            "--rounds",
+            "3",
+            "--cache-dir",
+            str(cache),
+            "--overwrite",
+            "--no-progress",
+        ],
         "prune": [*extmem_cli, "prune", str(data), str(work / "pruned"), "--overwrite", "--no-progress"],
     }
 

@@ -68,7 +68,7 @@ def run_extmem_cluster(data: str, rounds: int, options: dict[str, Any]) -> dict[
     import extmem
 
     report = extmem.train_distributed(options.get("scheduler", "local:2"), data, preset="splice-sites", rounds=rounds).report
-    workers = report["workers"]
+    workers = report["details"]["workers"]
     return {
         "rows": report["rows"],
         "features": report["features"],

@@ -83,9 +83,11 @@ class ReadCounters:
     batches: int = 0
     row_groups_read: int = 0
     row_groups_skipped: int = 0
+    seconds: float = 0.0
+    """Time spent reading in every pass so far: footers, decoding, filtering, labels (in the reading thread)."""
 
     def reset(self) -> None:
-        """Start counting a new pass."""
+        """Start counting a new pass (``seconds`` keeps adding up)."""
         self.rows = self.batches = self.row_groups_read = self.row_groups_skipped = 0
 
 

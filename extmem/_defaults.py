@@ -37,7 +37,7 @@ INCREMENTAL_MODEL_FILE = "model.npz"
 """An incremental (scikit-learn) model in a model folder."""
 REPORT_FILE = "report.json"
 """The run report written beside a trained model."""
-CHECKPOINT_FILE = "checkpoint.ubj"
+CHECKPOINT_FILE = "checkpoint.extmem"
 """A resumable checkpoint in a model folder."""
 MODEL_FOLDER_FILES: tuple[str, ...] = (BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE, CHECKPOINT_FILE)
 """Every file name extmem writes in a model folder."""

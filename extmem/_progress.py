@@ -1,12 +1,10 @@
-"""Progress bars (tqdm, imported only when a bar is shown) and the XGBoost round callback."""
+"""Progress bars on stderr (tqdm, imported only when a bar is shown)."""
 
 from __future__ import annotations
 
 import sys
 from types import TracebackType
 from typing import Any, Self
-
-import xgboost as xgb
 
 
 class ProgressBar:
@@ -33,19 +31,3 @@ class ProgressBar:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-class RoundProgress(xgb.callback.TrainingCallback):
-    """Advances a bar each boosting round and shows the latest metric of the last eval set."""
-
-    def __init__(self, bar: ProgressBar) -> None:
-        super().__init__()
-        self.bar = bar
-
-    def after_iteration(self, model: Any, epoch: int, evals_log: dict[str, dict[str, list[float]]]) -> bool:
-        self.bar.update(1)
-        if evals_log:
-            data_name = list(evals_log)[-1]
-            metric, values = next(iter(evals_log[data_name].items()))
-            self.bar.set_postfix(f"{data_name}-{metric}={float(values[-1]):.5f}")
-        return False

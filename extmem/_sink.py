@@ -79,17 +79,19 @@ def check_model_folder(path: str | os.PathLike[str], *, overwrite: bool) -> Path
     return check_output_folder(path, overwrite=overwrite, own_names=MODEL_FOLDER_FILES, manifest=None)
 
 
-def publish_model(folder: Path, model_file: str, model: bytes, report: dict[str, Any]) -> None:
+def publish_model(folder: Path, model_file: str, model: bytes, report: dict[str, Any]) -> dict[str, Any]:
     """Write a model folder, ``model_file`` holding ``model`` and ``report.json``, and swap it in as ``folder`` in one step.
 
-    The report records the model file's checksum, which loading checks before parsing it.
-    What ``folder`` held before (a previous model, a finished run's checkpoint) goes.
+    The report records the folder's files and the model file's checksum, which loading checks
+    before parsing it; it is returned as written. What ``folder`` held before (a previous model,
+    a finished run's checkpoint) goes.
     """
     report = {**report, "files": sorted({model_file, REPORT_FILE}), "checksums": {model_file: sha256(model)}}
     with staging_folder(folder) as staging:
         write_atomically(staging.path / model_file, lambda file: file.write(model))
         write_json(staging.path / REPORT_FILE, report)
         publish_folder(staging, folder)
+    return report
 
 
 def sha256(content: bytes) -> str:

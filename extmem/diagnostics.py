@@ -19,7 +19,7 @@ import xgboost as xgb
 
 from extmem._contracts import Block
 from extmem._layout import KmerEncoding
-from extmem._memory import MemoryMonitor, MemorySample
+from extmem._measure import MemoryMonitor, MemorySample
 from extmem._units import format_size, parse_size
 from extmem.encode._blocks import Encoder, pages
 from extmem.encode._kmers import sequence_entries

@@ -56,8 +56,8 @@ def test_exact_cuts_give_the_single_machine_model(client: distributed.Client, sh
     distributed_result = train_distributed(client, shards, preset="splice-sites", rounds=8, features="4mer_*", cache_dir=cache_root)
     reference = single_machine(shards, features="4mer_*")
     assert distributed_result.report["rows"] == reference.report["rows"] == 6000
-    assert [worker["rank"] for worker in distributed_result.report["workers"]] == [0, 1]
-    assert sum(worker["shards"] for worker in distributed_result.report["workers"]) == 4
+    assert [worker["rank"] for worker in distributed_result.report["details"]["workers"]] == [0, 1]
+    assert sum(worker["shards"] for worker in distributed_result.report["details"]["workers"]) == 4
     ours, theirs = extmem.Model.from_booster(distributed_result.booster), extmem.Model.from_booster(reference.booster)
     np.testing.assert_allclose(ours.predict_proba(shards), theirs.predict_proba(shards), atol=1e-5)
     np.testing.assert_allclose(
@@ -71,7 +71,7 @@ def test_sampled_cuts_take_the_same_path_on_every_worker(client: distributed.Cli
     result = train_distributed(
         client, shards, preset="splice-sites", rounds=4, features="4mer_*", sketch_rows=2500, page_rows=500, cache_dir=cache_root
     )
-    assert all(worker["cuts_from_rows"] < worker["rows"] for worker in result.report["workers"])
+    assert all(worker["cuts_from_rows"] < worker["rows"] for worker in result.report["details"]["workers"])
     reference = extmem.train(shards, preset="splice-sites", rounds=4, cache="disk", features="4mer_*", sketch_rows=2500)
     np.testing.assert_allclose(
         extmem.Model.from_booster(result.booster).predict_proba(shards),
@@ -93,7 +93,7 @@ def test_sketched_cuts_stay_close_to_the_single_machine_model(client: distribute
     assert result.report["metrics"]["train"]["mlogloss"] == pytest.approx(reference.report["metrics"]["train"]["mlogloss"], rel=0.02)
     assert (ours.argmax(axis=1) == theirs.argmax(axis=1)).mean() >= 0.97
     assert np.abs(ours - theirs).mean() < 0.02
-    workers = result.report["workers"]
+    workers = result.report["details"]["workers"]
     assert all(worker["cache_bytes"] > 0 and worker["peak_rss_bytes"] > 0 for worker in workers)
     # each worker holds its own shards' pages, never the dataset: far below a dense copy of all rows on top of the runtime
     dense_bytes = result.report["rows"] * result.report["features"] * 4
@@ -117,7 +117,7 @@ def test_validation_split_and_early_stopping(client: distributed.Client, shards:
     )
     history = result.report["history"]
     assert set(history) == {"train", "valid"}
-    assert result.report["best_iteration"] + 1 == result.booster.num_boosted_rounds() < 200
+    assert result.report["early_stopping"]["best_iteration"] + 1 == result.booster.num_boosted_rounds() < 200
     assert 3000 < result.report["rows"] < 5500  # the training side only
     assert result.report["metrics"]["valid"]["mlogloss"] == pytest.approx(reference.report["metrics"]["valid"]["mlogloss"], rel=0.05)
 

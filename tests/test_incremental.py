@@ -39,7 +39,13 @@ def in_memory(data: Path, layout: extmem.FeatureLayout) -> tuple[np.ndarray, np.
 
 def test_naive_bayes_equals_a_non_streaming_fit(small_synth: Path, cache_root: Path) -> None:
     result = train_incremental(
-        small_synth, preset="splice-sites", model="naive_bayes", class_weight="none", page_rows=512, batch_rows=256, cache_dir=cache_root
+        small_synth,
+        preset="splice-sites",
+        algorithm="naive_bayes",
+        class_weight="none",
+        page_rows=512,
+        batch_rows=256,
+        cache_dir=cache_root,
     )
     model = result.model
     X, y = in_memory(small_synth, model.layout)
@@ -77,7 +83,9 @@ def test_standardisation_statistics_equal_standard_scaler(tmp_path: Path) -> Non
             {"position": score[chunk], "noisy": with_nulls[chunk], "4mer_ACGT": counts[chunk], "splice_type": labels[chunk].tolist()},
             row_group_size=300,
         )
-    model = train_incremental(tmp_path / "data", preset="splice-sites", model="sgd_logistic", epochs=1, page_rows=700, batch_rows=300).model
+    model = train_incremental(
+        tmp_path / "data", preset="splice-sites", algorithm="sgd_logistic", epochs=1, page_rows=700, batch_rows=300
+    ).model
     standardizer = model.learner.standardizer
     # extmem's blocks hold float32, as XGBoost's do; StandardScaler ignores NaN, as extmem does
     as_read = np.column_stack([score, np.array(with_nulls, dtype=float), counts]).astype(np.float32).astype(np.float64)
@@ -89,7 +97,7 @@ def test_standardisation_statistics_equal_standard_scaler(tmp_path: Path) -> Non
 
 def test_sgd_beats_the_majority_baseline_and_weights_classes(wide_synth: Path, tmp_path: Path) -> None:
     result = train_incremental(
-        wide_synth, preset="splice-sites", model="sgd_logistic", valid_fraction=0.25, params={"alpha": 0.01}, out=tmp_path / "model"
+        wide_synth, preset="splice-sites", algorithm="sgd_logistic", valid_fraction=0.25, params={"alpha": 0.01}, out=tmp_path / "model"
     )
     report = result.report
     _, labels = in_memory(wide_synth, result.model.layout)
@@ -97,18 +105,18 @@ def test_sgd_beats_the_majority_baseline_and_weights_classes(wide_synth: Path, t
     majority_macro_f1 = 2 * majority_share / (1 + majority_share) / 3  # F1 of the majority class, 0 for the two others
     assert majority_macro_f1 < 0.34
     assert report["evaluation"]["valid"]["macro_f1"] > majority_macro_f1 + 0.3
-    assert len(report["history"]["valid"]["macro_f1"]) == report["epochs"] == 5
+    assert len(report["history"]["valid"]["macro_f1"]) == report["details"]["epochs"] == 5
     train_rows = report["data"]["train"]["rows"]
     assert 0.65 * labels.size < train_rows < 0.85 * labels.size
     expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)  # on all rows; the report's are on the training side
-    np.testing.assert_allclose(list(report["class_weights"].values()), expected, rtol=0.15)
-    assert json.loads((tmp_path / "model" / "report.json").read_text())["model"] == "sgd_logistic"
+    np.testing.assert_allclose(list(report["details"]["class_weights"].values()), expected, rtol=0.15)
+    assert json.loads((tmp_path / "model" / "report.json").read_text())["algorithm"] == "sgd_logistic"
 
 
 def test_epochs_shuffle_pages_reproducibly(small_synth: Path) -> None:
     def coefficients(seed: int) -> np.ndarray:
         result = train_incremental(
-            small_synth, preset="splice-sites", model="sgd_hinge", epochs=2, seed=seed, page_rows=512, batch_rows=256
+            small_synth, preset="splice-sites", algorithm="sgd_hinge", epochs=2, seed=seed, page_rows=512, batch_rows=256
         )
         return result.model.learner.estimators["linear"].coef_
 
@@ -119,7 +127,7 @@ def test_epochs_shuffle_pages_reproducibly(small_synth: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["sgd_logistic", "sgd_hinge", "passive_aggressive", "naive_bayes"])
 def test_saved_models_score_like_the_trained_ones(kind: str, small_synth: Path, tmp_path: Path) -> None:
-    trained = train_incremental(small_synth, preset="splice-sites", model=kind, epochs=None, out=tmp_path / "model").model
+    trained = train_incremental(small_synth, preset="splice-sites", algorithm=kind, epochs=None, out=tmp_path / "model").model
     loaded = as_model(tmp_path / "model")
     assert isinstance(loaded, IncrementalModel) and loaded.kind == kind
     np.testing.assert_array_equal(loaded.predict(small_synth), trained.predict(small_synth))
@@ -134,7 +142,7 @@ def test_saved_models_score_like_the_trained_ones(kind: str, small_synth: Path, 
 
 
 def test_load_refuses_an_estimator_class_it_does_not_know(small_synth: Path, tmp_path: Path) -> None:
-    train_incremental(small_synth, preset="splice-sites", model="naive_bayes", out=tmp_path)
+    train_incremental(small_synth, preset="splice-sites", algorithm="naive_bayes", out=tmp_path)
     stored = dict(np.load(tmp_path / "model.npz", allow_pickle=False))
     meta = json.loads(str(stored["meta"]))
     meta["estimators"]["counts"]["class"] = "Pipeline"
@@ -145,8 +153,10 @@ def test_load_refuses_an_estimator_class_it_does_not_know(small_synth: Path, tmp
 
 
 def test_classifier_front_end_fits_a_path_and_round_trips(small_synth: Path, tmp_path: Path) -> None:
-    classifier = extmem.IncrementalClassifier("sgd_logistic", epochs=2, params={"alpha": 0.001}).fit(small_synth, batch_rows=512)
-    assert classifier.report_["epochs"] == 2 and classifier.model_.learner.estimators["linear"].alpha == 0.001
+    classifier = extmem.IncrementalClassifier("sgd_logistic", epochs=2, params={"alpha": 0.001}).fit(
+        small_synth, preset="splice-sites", batch_rows=512
+    )
+    assert classifier.report_["details"]["epochs"] == 2 and classifier.model_.learner.estimators["linear"].alpha == 0.001
     classifier.save(tmp_path)
     again = extmem.IncrementalClassifier.load(tmp_path)
     np.testing.assert_array_equal(again.predict_proba(small_synth), classifier.predict_proba(small_synth))
@@ -180,10 +190,14 @@ def test_bad_input_is_named_and_leaves_no_cache(small_synth: Path, tmp_path: Pat
     with pytest.raises(extmem.OptionError, match="The parameter 'max_depth' \\('params'\\) is not one of the sgd_logistic model's"):
         train_incremental(small_synth, preset="splice-sites", params={"max_depth": 3})
     with pytest.raises(extmem.OptionError, match="naive_bayes is fitted exactly in one pass"):
-        train_incremental(small_synth, preset="splice-sites", model="naive_bayes", epochs=3)
-    with pytest.raises(extmem.FeatureValueError, match="non-negative counts.*drop --signed-hash"):
+        train_incremental(small_synth, preset="splice-sites", algorithm="naive_bayes", epochs=3)
+    with pytest.raises(extmem.FeatureValueError, match="non-negative counts.*do without 'signed'"):
         train_incremental(
-            small_synth, preset="splice-sites", model="naive_bayes", kmers=extmem.KmerEncoding(width=64, signed=True), cache_dir=cache_root
+            small_synth,
+            preset="splice-sites",
+            algorithm="naive_bayes",
+            kmers=extmem.KmerEncoding(width=64, signed=True),
+            cache_dir=cache_root,
         )
     write_shard(tmp_path / "reg" / "a.parquet", {"x": [1.0, 2.0, 3.0], "y": [0.5, 1.0, 2.0]})
     with pytest.raises(extmem.LabelError, match="column 'y'.*class ids or strings; found 0.5"):
@@ -194,8 +208,8 @@ def test_bad_input_is_named_and_leaves_no_cache(small_synth: Path, tmp_path: Pat
 def test_a_model_folder_holds_the_model_trained_last(small_synth: Path, tmp_path: Path) -> None:
     extmem.train(small_synth, preset="splice-sites", out=tmp_path, rounds=2)
     with pytest.raises(extmem.OptionError, match="exists and is not empty; pass 'overwrite' to replace it"):
-        train_incremental(small_synth, preset="splice-sites", model="naive_bayes", out=tmp_path)
-    train_incremental(small_synth, preset="splice-sites", model="naive_bayes", out=tmp_path, overwrite=True)
+        train_incremental(small_synth, preset="splice-sites", algorithm="naive_bayes", out=tmp_path)
+    train_incremental(small_synth, preset="splice-sites", algorithm="naive_bayes", out=tmp_path, overwrite=True)
     assert not (tmp_path / "model.ubj").exists() and isinstance(as_model(tmp_path), IncrementalModel)
     extmem.train(small_synth, preset="splice-sites", out=tmp_path, rounds=2, overwrite=True)
     assert not (tmp_path / "model.npz").exists() and isinstance(as_model(tmp_path), extmem.Model)
@@ -203,16 +217,17 @@ def test_a_model_folder_holds_the_model_trained_last(small_synth: Path, tmp_path
 
 def test_early_stopping_keeps_the_best_epoch(small_synth: Path) -> None:
     # a large constant step overshoots, so the validation log-loss stops improving within a few epochs
-    options = {"model": "sgd_logistic", "valid_fraction": 0.3, "params": {"learning_rate": "constant", "eta0": 0.5}, "batch_rows": 256}
+    options = {"algorithm": "sgd_logistic", "valid_fraction": 0.3, "params": {"learning_rate": "constant", "eta0": 0.5}, "batch_rows": 256}
     full = train_incremental(small_synth, preset="splice-sites", epochs=12, **options)
     losses = full.report["history"]["valid"]["mlogloss"]
     best = int(np.argmin(losses))
     stopped = train_incremental(small_synth, preset="splice-sites", epochs=12, early_stopping_rounds=2, **options)
     report = stopped.report
-    assert report["best_epoch"] == int(np.argmin(report["history"]["valid"]["mlogloss"]))
-    assert report["epochs"] == report["best_epoch"] + 3 < 12  # stopped two epochs after the best
+    best_epoch = report["early_stopping"]["best_iteration"]
+    assert best_epoch == int(np.argmin(report["history"]["valid"]["mlogloss"])) and report["early_stopping"]["fired"]
+    assert report["details"]["epochs"] == best_epoch + 3 < 12  # stopped two epochs after the best
     assert report["evaluation"]["valid"]["mlogloss"] == pytest.approx(min(report["history"]["valid"]["mlogloss"]), rel=1e-9)
-    if report["best_epoch"] == best:  # the same shuffles up to the stop: the same best model as the full run's
+    if best_epoch == best:  # the same shuffles up to the stop: the same best model as the full run's
         assert report["evaluation"]["valid"]["mlogloss"] == pytest.approx(losses[best], rel=1e-9)
     with pytest.raises(extmem.OptionError, match="needs validation data"):
         train_incremental(small_synth, preset="splice-sites", early_stopping_rounds=2)
@@ -225,9 +240,9 @@ def test_row_weights_and_class_weights_multiply(tmp_path: Path) -> None:
     write_shard(tmp_path / "a.parquet", {"4mer_AAAA": rng.poisson(1.0, 100).astype(float), "w": weights, "splice_type": labels})
     label_ids = np.array([extmem.SPLICE_SITES.label_map[name] for name in labels])
     weighted = np.bincount(label_ids, weights=weights)
-    plain = train_incremental(tmp_path, preset="splice-sites", model="naive_bayes", class_weight="none", weight="w").model
+    plain = train_incremental(tmp_path, preset="splice-sites", algorithm="naive_bayes", class_weight="none", weight="w").model
     np.testing.assert_allclose(plain.learner.estimators["counts"].class_count_, weighted, rtol=1e-6)
-    balanced = train_incremental(tmp_path, preset="splice-sites", model="naive_bayes", weight="w")
-    class_weights = np.array(list(balanced.report["class_weights"].values()))
+    balanced = train_incremental(tmp_path, preset="splice-sites", algorithm="naive_bayes", weight="w")
+    class_weights = np.array(list(balanced.report["details"]["class_weights"].values()))
     np.testing.assert_allclose(class_weights, weighted.sum() / (3 * weighted), rtol=1e-6)
     np.testing.assert_allclose(balanced.model.learner.estimators["counts"].class_count_, weighted * class_weights, rtol=1e-6)

@@ -26,7 +26,7 @@ print(json.dumps({key: report[key] for key in ("rows", "peak_rss_bytes", "peak_a
 """
 TRAIN_INCREMENTAL = """
 import json, sys, extmem
-report = extmem.train_incremental(sys.argv[1], preset="splice-sites", model="sgd_logistic", epochs=2, batch_rows=1024, page_rows=4096).report
+report = extmem.train_incremental(sys.argv[1], preset="splice-sites", algorithm="sgd_logistic", epochs=2, batch_rows=1024, page_rows=4096).report
 print(json.dumps({key: report[key] for key in ("rows", "peak_rss_bytes", "peak_anon_bytes")}))
 """
 

@@ -281,5 +281,6 @@ def test_running_out_of_memory_is_a_clear_error_and_leaves_nothing(wide_synth: P
     )
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
-    assert "extmem: error: out of memory. Give --memory-budget" in run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("extmem: error:")]
+    assert len(errors) == 1 and re.search(r"out of memory|cannot hold even one minimal batch", errors[0]), run.stderr
     assert cache_dirs(tmp_path) == [] and not (tmp_path / "m").exists()

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xgboost as xgb
 from conftest import cache_dirs
 
 import extmem
+from extmem._defaults import CHECKPOINT_FILE as CHECKPOINT
+from extmem.run._checkpoint import load_checkpoint, save_checkpoint
 
 PARAMS = {"max_depth": 5, "eta": 0.05}
 
@@ -36,12 +37,12 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_model(small_synth: Path, v
     args += ["--early-stopping", "25", *(f"--param={k}={v}" for k, v in PARAMS.items()), "--no-progress", "--cache-dir", str(cache)]
     process = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not (out / "checkpoint.ubj").exists() and process.poll() is None and time.monotonic() < deadline:
+    while not (out / CHECKPOINT).exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     assert not (out / "model.ubj").exists(), "the run finished before it could be killed"
-    killed_at = xgb.Booster(model_file=str(out / "checkpoint.ubj")).num_boosted_rounds()
+    killed_at = load_checkpoint(out / CHECKPOINT)[0].num_boosted_rounds()
     assert killed_at % 3 == 0 and killed_at > 0
     assert cache_dirs(cache), "the killed run leaves its cache; the next start sweeps it"
 
@@ -56,7 +57,7 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_model(small_synth: Path, v
     full = extmem.train(small_synth, preset="splice-sites", valid=valid, rounds=400, early_stopping_rounds=25, params=PARAMS)
     report = json.loads((out / "report.json").read_text())
     assert report["rounds"] == full.report["rounds"] < 400
-    assert report["best_iteration"] == full.report["best_iteration"]
+    assert report["early_stopping"] == full.report["early_stopping"]
     assert report["history"] == full.report["history"]
     model = extmem.Model.load(out)
     np.testing.assert_array_equal(model.predict_proba(valid), extmem.Model.from_booster(full.booster).predict_proba(valid))
@@ -71,10 +72,38 @@ def test_a_finished_run_leaves_no_checkpoint(small_synth: Path, tmp_path: Path) 
 
 def test_a_new_run_does_not_overwrite_a_checkpoint(small_synth: Path, tmp_path: Path) -> None:
     booster = extmem.train(small_synth, preset="splice-sites", rounds=2).booster
-    booster.save_model(tmp_path / "checkpoint.ubj")
-    with pytest.raises(extmem.OptionError, match="unfinished run: continue it with 'extmem resume', or set 'overwrite'"):
+    save_checkpoint(booster, tmp_path / CHECKPOINT, {"config": {}, "history": {}, "seconds": 0.0})
+    with pytest.raises(extmem.OptionError, match="unfinished run: continue it with 'extmem resume', or pass 'overwrite'"):
         extmem.train(small_synth, preset="splice-sites", out=tmp_path, rounds=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.ubj"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT]
+    extmem.train(small_synth, preset="splice-sites", out=tmp_path, rounds=2, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ubj", "report.json"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "foreign", "no state"])
+def test_a_damaged_checkpoint_is_one_clear_error(small_synth: Path, tmp_path: Path, damage: str) -> None:
+    booster = extmem.train(small_synth, preset="splice-sites", rounds=2).booster
+    path = tmp_path / CHECKPOINT
+    save_checkpoint(booster, path, {"config": {}, "history": {}, "seconds": 0.0})
+    content = bytearray(path.read_bytes())
+    if damage == "flip":
+        content[len(content) // 2] ^= 0xFF
+    elif damage == "truncate":
+        content = content[: len(content) - 100]
+    elif damage == "foreign":
+        content = bytearray(booster.save_raw("ubj"))
+    else:
+        save_checkpoint(booster, path, {"history": {}})
+        content = bytearray(path.read_bytes())
+    path.write_bytes(bytes(content))
+    match = {
+        "flip": "is corrupt: its checksum",
+        "truncate": "is corrupt",
+        "foreign": "is not an extmem checkpoint",
+        "no state": "is corrupt: its header",
+    }
+    with pytest.raises(extmem.OptionError, match=match[damage]):
+        extmem.resume(tmp_path)
 
 
 def test_checkpoints_need_an_output_folder(small_synth: Path) -> None:

@@ -62,7 +62,11 @@ def _communicate_or_dump(process: subprocess.Popen[str], case: str) -> str:
     try:
         return process.communicate(timeout=180)[1]
     except subprocess.TimeoutExpired:
-        dump = subprocess.run(["py-spy", "dump", "--pid", str(process.pid)], capture_output=True, text=True, check=False) if shutil.which("py-spy") else None
+        dump = (
+            subprocess.run(["py-spy", "dump", "--pid", str(process.pid)], capture_output=True, text=True, check=False)
+            if shutil.which("py-spy")
+            else None
+        )
         process.kill()
         process.communicate()
         pytest.fail(f"{case}: still running 3 minutes after its signal; stacks:\n{dump.stdout if dump else '(py-spy not installed)'}")

@@ -10,7 +10,7 @@ from conftest import cache_dirs, write_shard
 
 import extmem
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
-from extmem.run._xgboost import infer_objective
+from extmem.run._params import infer_objective, label_range
 
 REPORT_KEYS = {"rows", "features", "peak_rss_bytes", "peak_anon_bytes", "cache_bytes", "seconds", "metrics"}
 
@@ -61,7 +61,7 @@ def test_model_beats_the_majority_baseline(trained: tuple[Path, extmem.TrainResu
 
 def test_early_stopping_records_best_iteration(trained: tuple[Path, extmem.TrainResult]) -> None:
     _, result = trained
-    assert result.report["best_iteration"] is not None
+    assert result.report["early_stopping"]["best_iteration"] is not None
     assert result.report["rounds"] <= 30
 
 
@@ -71,17 +71,17 @@ def test_early_stopping_records_best_iteration(trained: tuple[Path, extmem.Train
         ([0, 1, 1, 0], "binary:logistic", {"eval_metric": ["logloss", "auc"]}),
         ([0, 2, 1, 4], "multi:softprob", {"num_class": 5}),
         ([0.5, 1.25, 3.0, 2.0], "reg:squarederror", {"eval_metric": ["rmse"]}),
-        ([1, 1, 1, 1], "reg:squarederror", {}),
+        ([1, 1, 1, 1], "binary:logistic", {"eval_metric": ["logloss", "auc"]}),  # class ids 0..max, even when a class has no rows
     ],
 )
 def test_objective_is_inferred_from_numeric_labels(labels: list[float], objective: str, extra: dict) -> None:
-    chosen = infer_objective(np.array(labels, dtype=np.float32), FeatureLayout(("x",), (False,)), {})
+    chosen = infer_objective(FeatureLayout(("x",), (False,)), *label_range(np.array(labels, dtype=np.float32)), {})
     assert chosen["objective"] == objective
     assert extra.items() <= chosen.items()
 
 
 def test_user_objective_is_kept() -> None:
-    chosen = infer_objective(np.array([0, 1], dtype=np.float32), FeatureLayout(("x",), (False,)), {"objective": "reg:logistic"})
+    chosen = infer_objective(FeatureLayout(("x",), (False,)), 0.0, 1.0, False, {"objective": "reg:logistic"})
     assert "objective" not in chosen and chosen["eval_metric"] == ["rmse"]
 
 

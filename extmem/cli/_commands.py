@@ -113,7 +113,7 @@ def _train(args: argparse.Namespace) -> None:
 
         report = train_incremental(
             args.data,
-            model=args.algorithm,
+            algorithm=args.algorithm,
             epochs=args.epochs,
             class_weight=args.class_weight,
             seed=args.seed,

@@ -15,22 +15,37 @@ def memory_text(report: dict[str, Any]) -> str:
 
 
 def train_summary(report: dict[str, Any], out: str) -> str:
-    resumed = f", resumed from round {report['resumed_from_round']}" if report.get("resumed_from_round") is not None else ""
-    incremental = "epochs" in report
-    done = f"{report['model']}: {report['epochs']} epochs" if incremental else f"{report['rounds']} rounds"
-    if "workers" in report:
-        done += f" on {len(report['workers'])} workers"
-        storage = f"per worker; disk caches {report['cache_bytes'] / 2**20:,.0f} MiB in all, removed"
-    elif incremental:
-        storage = f"spool {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
-    elif report["memory_plan"]["train"]["cache"] == "disk":
-        storage = f"disk cache {report['cache_bytes'] / 2**20:,.0f} MiB, removed"
+    """A few lines on a finished training run: what was trained, on what, how fast, how well, and where it went."""
+    details = report["details"]
+    trainer = report["trainer"]
+    if trainer == "incremental":
+        done = f"{report['algorithm']}: {details['epochs']} epochs"
+        storage = f"spool {report['cache_bytes'] / MiB:,.0f} MiB, removed"
     else:
-        storage = "matrix held in memory"
+        done = f"{report['rounds']} rounds"
+        if trainer == "distributed":
+            done += f" on {len(details['workers'])} workers"
+            storage = f"per worker; disk caches {report['cache_bytes'] / MiB:,.0f} MiB in all, removed"
+        elif report["memory_plan"]["train"]["cache"] == "disk":
+            storage = f"disk cache {report['cache_bytes'] / MiB:,.0f} MiB, removed"
+        else:
+            storage = "matrix held in memory"
+    resumed = f", resumed from round {details['resumed_from_round']}" if details.get("resumed_from_round") is not None else ""
     lines = [
         f"trained {done} on {report['rows']:,} rows x {report['features']:,} features in {report['seconds']:.1f} s{resumed}",
         f"{memory_text(report)}; {storage}",
     ]
+    stopping = report.get("early_stopping")
+    if stopping:
+        unit = "epoch" if trainer == "incremental" else "round"
+        outcome = (
+            f"stopped early; kept {unit} {stopping['best_iteration'] + 1}"
+            if stopping["fired"]
+            else f"did not fire; best {unit} {stopping['best_iteration'] + 1}"
+        )
+        lines.append(
+            f"early stopping on valid {stopping['metric']} (patience {stopping['rounds']}): {outcome}, {stopping['metric']} {stopping['best_score']:.4f}"
+        )
     for data_name, metrics in report["metrics"].items():
         overall = {name: value for name, value in metrics.items() if not name.startswith(("roc_auc_", "pr_auc_"))}
         lines.append(f"{data_name}: " + ", ".join(f"{name} {value:.4f}" for name, value in overall.items()))
@@ -41,7 +56,7 @@ def train_summary(report: dict[str, Any], out: str) -> str:
         ]
         if per_class:
             lines.append(f"{data_name} ROC-AUC/PR-AUC: " + ", ".join(per_class))
-    model_file = INCREMENTAL_MODEL_FILE if incremental else BOOSTER_MODEL_FILE
+    model_file = INCREMENTAL_MODEL_FILE if trainer == "incremental" else BOOSTER_MODEL_FILE
     lines.append(f"model: {Path(out) / model_file}; report: {Path(out) / REPORT_FILE}")
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ error naming its column.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -146,6 +147,8 @@ class Encoder:
         self.strict_categories = strict_categories
         self._plan_key: tuple[tuple[str, ...], PackedBlock | None] | None = None
         self._plan: FeaturePlan | None = None
+        self.seconds = 0.0
+        """Time spent encoding so far (counted where the work happens)."""
 
     def plan(self, names: tuple[str, ...], block: PackedBlock | None) -> FeaturePlan:
         """The feature plan for a batch holding the columns ``names`` (and packed ``block``)."""
@@ -161,7 +164,11 @@ class Encoder:
 
     def __call__(self, batch: RawBatch) -> Block:
         """The batch as a block of float32 rows (see :func:`to_matrix`), with its labels and weights."""
-        return Block(to_matrix(self.features(batch), self.layout, batch.where), batch.label, batch.weight)
+        started = time.perf_counter()
+        try:
+            return Block(to_matrix(self.features(batch), self.layout, batch.where), batch.label, batch.weight)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:

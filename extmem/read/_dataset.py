@@ -117,7 +117,12 @@ class Dataset:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         paths = [self.path] if isinstance(self.path, (str, os.PathLike)) else self.path
-        if isinstance(paths, (bytes, Mapping)) or not isinstance(paths, Sequence) or not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        if (
+            isinstance(paths, (bytes, Mapping))
+            or not isinstance(paths, Sequence)
+            or not paths
+            or not all(isinstance(p, (str, os.PathLike)) for p in paths)
+        ):
             msg = (
                 f"A dataset's 'path' must be a folder of parquet shards, a glob, a file, or a list of these; got {type(self.path).__name__}. "
                 "A DataFrame (pandas, polars, dask): write it to parquet first (frame.to_parquet(folder))."

@@ -30,7 +30,7 @@ from typing import Literal
 import psutil
 
 from extmem._contracts import DataProfile
-from extmem._memory import anonymous_rss_bytes, release_freed_memory
+from extmem._measure import anonymous_rss_bytes, release_freed_memory
 from extmem._units import MiB, format_size, parse_size
 from extmem.errors import OptionError
 

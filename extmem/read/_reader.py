@@ -10,6 +10,7 @@ columns stay arrow columns for the encode step.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 
 from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
 from extmem._layout import KMER_COLUMN, FeatureLayout
-from extmem._memory import release_freed_memory
+from extmem._measure import release_freed_memory
 from extmem.errors import FilterError, LabelError, read_failure
 from extmem.read._holdout import holdout_mask
 from extmem.read._selection import Selection
@@ -90,7 +91,7 @@ def read_batches(
     for shard in selection.schema.shards:
         if wanted is not None and shard not in wanted:
             continue
-        for batch in _shard_batches(selection, shard, None if wanted is None else wanted[shard], batch_rows, counters):
+        for batch in _timed(_shard_batches(selection, shard, None if wanted is None else wanted[shard], batch_rows, counters), counters):
             if remaining is not None:
                 if remaining <= 0:
                     return
@@ -101,6 +102,19 @@ def read_batches(
             counters.rows += batch.rows
             counters.batches += 1
             yield batch
+
+
+def _timed(batches: Iterator[RawBatch], counters: ReadCounters) -> Iterator[RawBatch]:
+    """``batches``, with the time spent producing each added to ``counters.seconds``."""
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        finally:
+            counters.seconds += time.perf_counter() - started
+        yield batch
 
 
 def _head(batch: RawBatch, rows: int) -> RawBatch:

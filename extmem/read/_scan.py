@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from extmem._contracts import PackedBlock, RowGroupRef
-from extmem._memory import release_freed_memory
+from extmem._measure import release_freed_memory
 from extmem.errors import SchemaError, read_failure
 
 NUMERIC = "numeric"

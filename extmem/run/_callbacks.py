@@ -1,4 +1,4 @@
-"""XGBoost training callbacks: per-round class metrics, resumable history, early stopping, checkpoints.
+"""XGBoost training callbacks: per-round class metrics, resumable history, early stopping, checkpoints, progress and round times.
 
 XGBoost's own ``EarlyStopping`` keeps its state in memory only, so a resumed run would forget
 the best round so far. Here the metric history lives in :class:`History`, which a checkpoint
@@ -7,8 +7,8 @@ saves and a resumed run reloads; :class:`EarlyStop` decides from that history al
 
 from __future__ import annotations
 
-import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +16,10 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from extmem._atomic import write_atomically
+from extmem._progress import ProgressBar
+from extmem.run._checkpoint import save_checkpoint
+from extmem.run._stopping import EarlyStopping
 from extmem.score._metrics import ScoreCounts, confusion_matrix, confusion_scores, task_of
-
-RUN_ATTRIBUTE = "extmem_run"
-"""Booster attribute of a checkpoint: the run's configuration and history, as JSON."""
-
-_MAXIMIZED = ("auc", "aucpr", "pre", "map", "ndcg", "macro_f1", "accuracy")
 
 EvalLog = dict[str, dict[str, list[float]]]
 
@@ -80,43 +77,36 @@ class History(xgb.callback.TrainingCallback):
 
 
 class EarlyStop(xgb.callback.TrainingCallback):
-    """Stops when ``metric`` on ``data_name`` has not improved for ``rounds`` rounds; keeps only the best trees."""
+    """Stops when the ``policy``'s metric on ``data_name`` has not improved for its rounds; keeps only the best trees."""
 
-    def __init__(self, history: History, rounds: int, data_name: str, metric: str) -> None:
+    def __init__(self, history: History, policy: EarlyStopping, data_name: str) -> None:
         super().__init__()
         self.history = history
-        self.rounds = rounds
+        self.policy = policy
         self.data_name = data_name
-        self.metric = metric
-        self.maximize = metric.split("@")[0] in _MAXIMIZED
-        self.best_iteration: int | None = None
 
-    def _best(self) -> int | None:
-        values = self.history.log.get(self.data_name, {}).get(self.metric, [])
-        if not values:
-            return None
-        return int(np.argmax(values) if self.maximize else np.argmin(values))
+    @property
+    def values(self) -> list[float]:
+        return self.history.log.get(self.data_name, {}).get(self.policy.metric, [])
 
     def should_stop(self) -> bool:
-        """Whether the history so far already shows ``rounds`` rounds without improvement."""
-        self.best_iteration = self._best()
-        rounds_done = len(self.history.log.get(self.data_name, {}).get(self.metric, []))
-        return self.best_iteration is not None and rounds_done - 1 - self.best_iteration >= self.rounds
+        """Whether the history so far already shows the policy's rounds without improvement."""
+        return self.policy.should_stop(self.values)
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: EvalLog) -> bool:
         return self.should_stop()
 
     def after_training(self, model: xgb.Booster) -> xgb.Booster:
-        best = self._best()
+        best = self.policy.best(self.values)
         if best is not None and best + 1 < model.num_boosted_rounds():
             model = model[: best + 1]
         return model
 
 
 class Checkpoint(xgb.callback.TrainingCallback):
-    """Every ``every`` rounds, saves the booster with ``state()`` (JSON) to ``path``, atomically."""
+    """Every ``every`` rounds, saves the booster with ``state()`` to ``path``, atomically (see :mod:`extmem.run._checkpoint`)."""
 
-    def __init__(self, path: Path, every: int, state: Callable[[xgb.Booster], dict[str, Any]]) -> None:
+    def __init__(self, path: Path, every: int, state: Callable[[], dict[str, Any]]) -> None:
         super().__init__()
         self.path = path
         self.every = every
@@ -124,14 +114,38 @@ class Checkpoint(xgb.callback.TrainingCallback):
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: EvalLog) -> bool:
         if model.num_boosted_rounds() % self.every == 0:
-            save(model, self.path, self.state(model))
+            save_checkpoint(model, self.path, self.state())
         return False
 
 
-def save(model: xgb.Booster, path: Path, state: dict[str, Any]) -> None:
-    """Save ``model`` with ``state`` in its :data:`RUN_ATTRIBUTE`, atomically; the live booster keeps no trace."""
-    model.set_attr(**{RUN_ATTRIBUTE: json.dumps(state)})
-    try:
-        write_atomically(path, lambda file: file.write(model.save_raw("ubj")))
-    finally:
-        model.set_attr(**{RUN_ATTRIBUTE: None})
+class RoundProgress(xgb.callback.TrainingCallback):
+    """Advances a bar each boosting round, shows the latest metric of the last eval set, and times the rounds."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        super().__init__()
+        self.bar = bar
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def before_iteration(self, model: xgb.Booster, epoch: int, evals_log: EvalLog) -> bool:
+        self._started = time.perf_counter()
+        return False
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: EvalLog) -> bool:
+        self.seconds.append(time.perf_counter() - self._started)
+        self.bar.update(1)
+        if evals_log:
+            data_name = list(evals_log)[-1]
+            metric, values = next(iter(evals_log[data_name].items()))
+            self.bar.set_postfix(f"{data_name}-{metric}={float(values[-1]):.5f}")
+        return False
+
+    def timings(self) -> dict[str, float]:
+        """The rounds' time: all of them, the first, and the median of the others (seconds)."""
+        rest = sorted(self.seconds[1:])
+        return {
+            "rounds": len(self.seconds),
+            "total": round(sum(self.seconds), 3),
+            "first": round(self.seconds[0], 3) if self.seconds else 0.0,
+            "median": round(rest[len(rest) // 2], 3) if rest else 0.0,
+        }

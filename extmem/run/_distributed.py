@@ -17,27 +17,26 @@ import logging
 import os
 import socket
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xgboost as xgb
 
-from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_PAGE_ROWS, DEFAULT_SKETCH_ROWS, DEFAULT_XGBOOST_PARAMS
+from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_PAGE_ROWS, DEFAULT_SKETCH_ROWS
 from extmem._folders import PrivateFolder, sweep_stale
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
-from extmem._memory import MemoryMonitor
-from extmem._sink import check_model_folder, publish_model
-from extmem._version import __version__
+from extmem._measure import MemoryMonitor
 from extmem.errors import ExtmemError, OptionError
 from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._selection import Selection, select_dataset
+from extmem.run._callbacks import EarlyStop, History
 from extmem.run._datasets import training_datasets
-from extmem.run._xgboost import TrainResult, check_params, infer_objective
+from extmem.run._params import infer_objective, merged_params
+from extmem.run._skeleton import TrainingRun, TrainResult
+from extmem.run._stopping import EarlyStopping
 from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import free_matrix, open_matrix
 
@@ -178,12 +177,7 @@ def _agreed_objective(labels: np.ndarray, layout: FeatureLayout, params: Mapping
     """The objective inferred from every worker's labels: their minimum, maximum and integrality are all-reduced."""
     local = np.array([-labels.min(initial=np.inf), labels.max(initial=-np.inf), float(np.any(labels != np.round(labels)))])
     reduced = xgb.collective.allreduce(local, xgb.collective.Op.MAX)
-    return _objective_of_range(-reduced[0], reduced[1], bool(reduced[2]), layout, params)
-
-
-def _objective_of_range(low: float, high: float, fractional: bool, layout: FeatureLayout, params: Mapping[str, Any]) -> dict[str, Any]:
-    """:func:`infer_objective` from the labels' range and integrality, which is all it needs of them."""
-    return infer_objective(np.array([low, high, *([low + 0.5] if fractional else [])]), layout, params)
+    return infer_objective(layout, float(-reduced[0]), float(reduced[1]), bool(reduced[2]), params)
 
 
 def _sweep_caches(root: str | None) -> list[str]:
@@ -195,7 +189,6 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
     """Runs on a Dask worker: build this worker's matrices inside the communicator and train."""
     from distributed import get_worker
 
-    started = time.perf_counter()
     worker = get_worker()
     with MemoryMonitor() as monitor, xgb.collective.CommunicatorContext(**task.comm_args), ExitStack() as stack:
         dtrain, info = open_matrix(task.train, stack.enter_context(PrivateFolder(task.cache_dir)), task.options, layout=task.layout)
@@ -209,10 +202,12 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
             evals.append((dvalid, "valid"))
         params = {**task.params, "nthread": worker.state.nthreads}
         params.update(_agreed_objective(dtrain.get_label(), task.layout, params))
-        history: dict[str, dict[str, list[float]]] = {}
-        # metrics are all-reduced, so every worker stops at the same round
-        stop = [xgb.callback.EarlyStopping(rounds=task.early_stopping_rounds, save_best=True)] if task.early_stopping_rounds else []
-        booster = xgb.train(params, dtrain, task.rounds, evals=evals, evals_result=history, verbose_eval=False, callbacks=stop)
+        history = History()
+        callbacks: list[xgb.callback.TrainingCallback] = [history]
+        if task.early_stopping_rounds is not None:  # metrics are all-reduced, so every worker stops at the same round
+            metric = str(np.atleast_1d(params["eval_metric"])[0])
+            callbacks.append(EarlyStop(history, EarlyStopping(task.early_stopping_rounds, metric), "valid"))
+        booster = xgb.train(params, dtrain, task.rounds, evals=evals, verbose_eval=False, callbacks=callbacks)
         cache_bytes = info.cache.size_bytes()
         rank = xgb.collective.get_rank()
         model = bytes(booster.save_raw()) if rank == 0 else None
@@ -225,9 +220,10 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
         "peak_rss_bytes": monitor.peak_rss_bytes,
         "peak_anon_bytes": monitor.peak_anon_bytes,
         "cache_bytes": cache_bytes,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(monitor.seconds, 3),
+        "build_seconds": info.stats.timings(),
         "params": params,
-        "history": history,
+        "history": history.log,
         "booster": model,
     }
 
@@ -292,33 +288,71 @@ def train_distributed(
     ``model.ubj`` and ``report.json`` there, as ``extmem train`` does (``overwrite`` as there).
     """
     distributed = _import_distributed()
-    if out is not None:
-        check_model_folder(out, overwrite=overwrite)
-    merged: dict[str, Any] = {**DEFAULT_XGBOOST_PARAMS, **(params or {})}
-    check_params(merged)
-    seed = int(merged.get("seed", 0))
-    dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
-    if merged["tree_method"] != "hist":
-        msg = f"Distributed training builds ExtMemQuantileDMatrix on every worker, which needs tree_method 'hist'; got {merged['tree_method']!r}."
-        raise OptionError(msg)
-    build = MatrixOptions(
-        page_rows,
-        merged.get("max_bin"),
-        sketch_rows=sketch_rows,
-        seed=seed,
-        cache="disk",
-        memory_budget=memory_budget,
+    merged = merged_params(params, methods=("hist",))
+    dataset, valid_dataset = training_datasets(
+        data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds
     )
-    started = time.perf_counter()
-    selection = select_dataset(dataset)
+    build = MatrixOptions(
+        page_rows, merged.get("max_bin"), sketch_rows=sketch_rows, seed=int(merged["seed"]), cache="disk", memory_budget=memory_budget
+    )
+    run = TrainingRun("distributed", "xgboost", out=out, overwrite=overwrite, cache_dir=cache_dir)
+    with run:
+        with run.stage("footers and planning"):
+            selection = select_dataset(dataset)
+        with run.stage("workers"):
+            results = _train_on_cluster(
+                scheduler, distributed, selection, valid_dataset, merged, rounds, early_stopping_rounds, build, cache_dir
+            )
+    first = results[0]
+    booster = xgb.Booster(model_file=bytearray(first["booster"]))
     layout = selection.layout
+    booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
+    history = first["history"]
+    watched = history.get("valid", {}).get(str(np.atleast_1d(first["params"]["eval_metric"])[0]), [])
+    common = {
+        "rows": sum(result["rows"] for result in results),
+        "features": len(layout.names),
+        "classes": layout.classes,
+        "params": first["params"],
+        "rounds": booster.num_boosted_rounds(),
+        "metrics": {name: {metric: float(values[-1]) for metric, values in metrics.items()} for name, metrics in history.items()},
+        "history": history,
+        "early_stopping": EarlyStopping(early_stopping_rounds, str(np.atleast_1d(first["params"]["eval_metric"])[0])).summary(
+            watched, rounds
+        )
+        if early_stopping_rounds is not None
+        else None,
+        "cache_bytes": sum(result["cache_bytes"] for result in results),
+        "dropped_columns": dict(selection.dropped),
+    }
+    workers = [{key: value for key, value in result.items() if key not in ("booster", "history", "params")} for result in results]
+    details = {
+        "workers": workers,
+        "worker_peak_rss_bytes": max(result["peak_rss_bytes"] for result in results),
+        "worker_peak_anon_bytes": max(result["peak_anon_bytes"] for result in results),
+    }
+    return run.finish(booster, BOOSTER_MODEL_FILE, bytes(booster.save_raw("ubj")), common, details)
+
+
+def _train_on_cluster(
+    scheduler: str | Client,
+    distributed: Any,
+    selection: Selection,
+    valid_dataset: Dataset | None,
+    params: dict[str, Any],
+    rounds: int,
+    early_stopping_rounds: int | None,
+    build: MatrixOptions,
+    cache_dir: str | os.PathLike[str] | None,
+) -> list[dict[str, Any]]:
+    """Every worker's result, rank first; on a failure, one :class:`ClusterError` after the workers' caches are swept."""
     client, stack = connect(scheduler)
     with stack:
         workers = list(client.scheduler_info(n_workers=-1)["workers"])
         if not workers:
             msg = "The Dask cluster has no workers."
             raise ClusterError(msg)
-        tasks = _worker_tasks(selection, valid_dataset, len(workers), merged, rounds, early_stopping_rounds, build, cache_dir)
+        tasks = _worker_tasks(selection, valid_dataset, len(workers), params, rounds, early_stopping_rounds, build, cache_dir)
         tracker = xgb.tracker.RabitTracker(n_workers=len(tasks), host_ip=_tracker_host(client), sortby="task")
         tracker.start()
         comm_args = tracker.worker_args()
@@ -351,36 +385,4 @@ def train_distributed(
             raise
         finally:
             _free(tracker)
-    first = results[0]
-    booster = xgb.Booster(model_file=bytearray(first["booster"]))
-    report = {
-        "rows": sum(result["rows"] for result in results),
-        "seconds": round(time.perf_counter() - started, 3),
-        "params": first["params"],
-        "history": first["history"],
-        "best_iteration": booster.num_boosted_rounds() - 1 if early_stopping_rounds is not None else None,
-        "workers": [{key: value for key, value in result.items() if key not in ("booster", "history", "params")} for result in results],
-        "peak_rss_bytes": max(result["peak_rss_bytes"] for result in results),
-        "peak_anon_bytes": max(result["peak_anon_bytes"] for result in results),
-        "cache_bytes": sum(result["cache_bytes"] for result in results),
-        "dropped_columns": dict(selection.dropped),
-    }
-    return _finish(booster, layout, report, out)
-
-
-def _finish(booster: xgb.Booster, layout: FeatureLayout, report: dict[str, Any], out: str | os.PathLike[str] | None) -> TrainResult:
-    """Record the layout in the booster, complete the report, and write both to ``out`` as ``extmem train`` does."""
-    booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
-    history = report["history"]
-    report = {
-        "extmem_version": __version__,
-        "xgboost_version": xgb.__version__,
-        "features": len(layout.names),
-        "rounds": booster.num_boosted_rounds(),
-        "classes": layout.classes,
-        "metrics": {name: {metric: float(values[-1]) for metric, values in metrics.items()} for name, metrics in history.items()},
-        **report,
-    }
-    if out is not None:
-        publish_model(Path(out), BOOSTER_MODEL_FILE, bytes(booster.save_raw("ubj")), report)
-    return TrainResult(booster, report)
+    return results

@@ -18,9 +18,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,12 +29,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from extmem._contracts import Block, DataProfile
 from extmem._defaults import DEFAULT_EPOCHS, DEFAULT_PAGE_ROWS, INCREMENTAL_MODEL_FILE
-from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
-from extmem._memory import MemoryMonitor
 from extmem._progress import ProgressBar
-from extmem._sink import check_model_folder, publish_model
-from extmem._version import __version__
 from extmem.encode._blocks import Encoder, pages
 from extmem.encode._probe import plan_pass
 from extmem.errors import FeatureValueError, LabelError, NoRowsError, OptionError, check_positive_int
@@ -44,6 +39,9 @@ from extmem.read._plan import MemoryPlan
 from extmem.read._reader import read_batches
 from extmem.read._selection import Selection, select_dataset
 from extmem.run._datasets import training_datasets
+from extmem.run._params import class_count
+from extmem.run._skeleton import TrainingRun, TrainResult
+from extmem.run._stopping import EarlyStopping
 from extmem.score._incremental_model import FeatureParts, IncrementalModel, Standardizer, _estimators, _Learner, _learner
 from extmem.score._metrics import StreamingMetrics
 from extmem.xgb._spool import PageSpool
@@ -100,14 +98,6 @@ class FeatureStats:
         variance = np.divide(self.m2, self.count, out=np.zeros_like(self.m2), where=self.count > 0)
         std = np.sqrt(variance)
         return np.where(std > 0, std, 1.0)
-
-
-@dataclass(frozen=True)
-class IncrementalResult:
-    """The trained model and the report written to ``report.json``."""
-
-    model: IncrementalModel
-    report: dict[str, Any]
 
 
 @dataclass
@@ -183,6 +173,11 @@ class _FirstPass:
         grown[: counts.size] += counts
         self.class_totals = grown
 
+    def label_range(self) -> tuple[float, float, bool]:
+        """The smallest and largest class id seen, and whether any label was fractional (never: :meth:`add` refuses them)."""
+        seen = np.flatnonzero(self.class_totals)
+        return (float(seen.min()), float(seen.max()), False) if seen.size else (0.0, 0.0, False)
+
     def class_weights(self, n_classes: int) -> np.ndarray:
         """scikit-learn's 'balanced' weights, rows / (classes present x rows of the class); 0 for absent classes."""
         totals = np.zeros(n_classes)
@@ -195,9 +190,9 @@ def _check_counts(parts: FeatureParts, layout: FeatureLayout) -> None:
     """Multinomial naive Bayes needs non-negative counts; name the first column that has a negative one."""
     if parts.counts.nnz and parts.counts.data.min() < 0:
         column = parts.count_columns[parts.counts.indices[np.argmin(parts.counts.data)]]
-        hint = " (signed hashing makes counts negative: drop --signed-hash)" if layout.kmers is not None and layout.kmers.signed else ""
+        hint = " (signed hashing makes counts negative: do without 'signed')" if layout.kmers is not None and layout.kmers.signed else ""
         msg = f"naive_bayes needs non-negative counts, but the count column {layout.names[column]!r} holds a negative value{hint}."
-        raise FeatureValueError(msg)
+        raise FeatureValueError(msg, options=("signed",))
 
 
 def _evaluate(model: IncrementalModel, data: _Spooled) -> dict[str, Any]:
@@ -222,25 +217,23 @@ def _epoch(learner: _Learner, data: _Spooled, class_weights: np.ndarray, rng: np
 
 
 class _Best:
-    """Early stopping over epochs: the best epoch by the validation data's first metric, and a copy of its estimators."""
+    """The best epoch so far under an early-stopping policy, with a copy of its estimators and its evaluation."""
 
-    def __init__(self, patience: int | None) -> None:
-        self.patience = patience
-        self.epoch = -1
-        self.score = np.inf
+    def __init__(self, policy: EarlyStopping | None) -> None:
+        self.policy = policy
+        self.epoch: int | None = None
         self.estimators: dict[str, Any] | None = None
         self.results: dict[str, Any] | None = None
 
-    def should_stop(self, epoch: int, history: dict[str, list[float]], learner: _Learner, results: dict[str, Any]) -> bool:
-        """Record ``epoch`` if it is the best so far; True once ``patience`` epochs have passed without a better one."""
-        if self.patience is None:
+    def should_stop(self, values: list[float], learner: _Learner, results: dict[str, Any]) -> bool:
+        """Keep the latest epoch if it is the best so far; True once the policy's epochs have passed without a better one."""
+        if self.policy is None:
             return False
-        metric, values = next(iter(history.items()))
-        score = -values[-1] if metric in _MAXIMIZED else values[-1]
-        if score < self.score:
-            self.epoch, self.score, self.results = epoch, score, results
+        best = self.policy.best(values)
+        if best == len(values) - 1:
+            self.epoch, self.results = best, results
             self.estimators = copy.deepcopy(learner.estimators)
-        return epoch - self.epoch >= self.patience
+        return self.policy.should_stop(values)
 
     def restore(self, learner: _Learner, results: dict[str, dict[str, Any]], name: str) -> None:
         """Put the best epoch's estimators back, with its evaluation on ``name``."""
@@ -249,19 +242,60 @@ class _Best:
             results[name] = self.results
 
 
-_MAXIMIZED = ("accuracy", "macro_f1")
 _HISTORY_METRICS = ("mlogloss", "logloss", "accuracy", "macro_f1")
+
+
+def _check_options(algorithm: str, params: Mapping[str, Any], epochs: int | None, class_weight: str, page_rows: int) -> int:
+    """Refuse bad options before any reading; the number of epochs to run."""
+    _estimators(algorithm, params, None)
+    if epochs is None:
+        epochs = 1 if algorithm == "naive_bayes" else DEFAULT_EPOCHS
+    check_positive_int(epochs, "epochs")
+    check_positive_int(page_rows, "page_rows")
+    if algorithm == "naive_bayes" and epochs != 1:
+        msg = "naive_bayes is fitted exactly in one pass; 'epochs' does not apply to it (more epochs would count every row again)."
+        raise OptionError(msg, options=("epochs",))
+    if class_weight not in ("balanced", "none"):
+        msg = f"The 'class_weight' option must be 'balanced' or 'none'. Got {class_weight!r} instead."
+        raise OptionError(msg, options=("class_weight",))
+    return epochs
+
+
+def _spool_datasets(
+    run: TrainingRun,
+    dataset: Dataset,
+    valid: Dataset | None,
+    first_pass: _FirstPass,
+    page_rows: int,
+    memory_budget: int | str | None,
+    progress: bool | None,
+) -> dict[str, _Spooled]:
+    """The training data (and validation data, with the training layout) read once each into spools, first-pass statistics gathered."""
+    cache = run.cache_folder()
+    with ProgressBar(None, "reading", "rows", progress) as bar:
+
+        def gather(page: Block, layout: FeatureLayout) -> None:
+            first_pass.add(page, layout)
+            bar.update(page.rows)
+
+        train = _read(dataset, None, cache.path / "train", page_rows, memory_budget, gather)
+        spooled = {"train": train}
+        if valid is not None:
+            spooled["valid"] = _read(
+                valid, train.selection.layout, cache.path / "valid", page_rows, memory_budget, lambda page, _: bar.update(page.rows)
+            )
+    return spooled
 
 
 def train_incremental(
     data: DatasetLike,
     label: str | None = None,
     *,
-    model: str = "sgd_logistic",
+    algorithm: str = "sgd_logistic",
     out: str | os.PathLike[str] | None = None,
     epochs: int | None = None,
     params: Mapping[str, Any] | None = None,
-    class_weight: ClassWeight = "balanced",
+    class_weight: str = "balanced",
     valid: DatasetLike | None = None,
     valid_fraction: float | None = None,
     group_by: str | None = None,
@@ -273,99 +307,67 @@ def train_incremental(
     overwrite: bool = False,
     progress: bool | None = None,
     **options: Any,
-) -> IncrementalResult:
-    """Train a scikit-learn ``partial_fit`` model on a parquet dataset, streaming; mirrors ``extmem train --model``.
+) -> TrainResult:
+    """Train a scikit-learn ``partial_fit`` model on a parquet dataset, streaming; mirrors ``extmem train --algorithm``.
 
-    ``model`` is ``sgd_logistic`` (probabilities), ``sgd_hinge``, ``passive_aggressive`` (class
-    ids) or ``naive_bayes`` (probabilities; exact in one pass, so ``epochs`` is 1). ``params``
-    go to the scikit-learn estimator(s). Classes come from the label map (or the largest class
-    id in the data) and are declared up front; ``class_weight="balanced"`` weights each class
-    by rows / (classes x class rows), as scikit-learn does. ``epochs`` (default 5) passes run
-    over pages in a shuffled order (``seed``); ``early_stopping_rounds`` stops after that many
-    epochs without improvement on the validation data (log-loss, or macro-F1 for models that give
-    class ids) and keeps the best epoch's model. Validation data, ``cache_dir``, ``page_rows``,
-    ``memory_budget`` and ``options`` are as in :func:`extmem.train`; the spool lives in a
-    private cache folder that never outlives the call. With ``out``, writes ``model.npz`` and
-    ``report.json`` there, each atomically.
+    ``algorithm`` is ``sgd_logistic`` (probabilities), ``sgd_hinge``, ``passive_aggressive``
+    (class ids) or ``naive_bayes`` (probabilities; exact in one pass, so ``epochs`` is 1).
+    ``params`` go to the scikit-learn estimator(s). Classes are class ids 0..K-1 from the label
+    map (or the largest class id in the data), declared up front; ``class_weight="balanced"``
+    weights each class by rows / (classes x class rows), as scikit-learn does. ``epochs``
+    (default 5) passes run over pages in a shuffled order (``seed``); ``early_stopping_rounds``
+    stops after that many epochs without improvement on the validation data (log-loss, or
+    macro-F1 for models that give class ids) and keeps the best epoch's model. Validation data,
+    ``cache_dir``, ``page_rows``, ``memory_budget``, ``out``, ``overwrite`` and ``options`` are
+    as in :func:`extmem.train`; the spool lives in a private cache folder that never outlives
+    the call. Returns the :class:`IncrementalModel` and the report.
     """
     params = dict(params or {})
-    _estimators(model, params, None)  # refuse an unknown model or parameter before any reading
-    if epochs is None:
-        epochs = 1 if model == "naive_bayes" else DEFAULT_EPOCHS
-    check_positive_int(epochs, "epochs")
-    check_positive_int(page_rows, "page_rows")
-    if model == "naive_bayes" and epochs != 1:
-        msg = "naive_bayes is fitted exactly in one pass; 'epochs' does not apply to it (more epochs would count every row again)."
-        raise OptionError(msg, options=("epochs",))
-    if class_weight not in ("balanced", "none"):
-        msg = f"The 'class_weight' option must be 'balanced' or 'none'. Got {class_weight!r} instead."
-        raise OptionError(msg)
+    epochs = _check_options(algorithm, params, epochs, class_weight, page_rows)
     dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
-    if out is not None:
-        check_model_folder(out, overwrite=overwrite)
-    started = time.perf_counter()
-    with MemoryMonitor() as monitor, PrivateFolder(cache_dir) as cache:
-        first_pass = _FirstPass(model == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")
-        with ProgressBar(None, "reading", "rows", progress) as bar:
-
-            def gather(page: Block, layout: FeatureLayout) -> None:
-                first_pass.add(page, layout)
-                bar.update(page.rows)
-
-            train = _read(dataset, None, cache.path / "train", page_rows, memory_budget, gather)
-            layout = train.selection.layout
-            valid_data = None
-            if valid_dataset is not None:
-                valid_data = _read(
-                    valid_dataset, layout, cache.path / "valid", page_rows, memory_budget, lambda page, _: bar.update(page.rows)
-                )
+    first_pass = _FirstPass(algorithm == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")
+    with TrainingRun("incremental", algorithm, out=out, overwrite=overwrite, cache_dir=cache_dir) as run:
+        with run.stage("read and spool"):
+            evaluated = _spool_datasets(run, dataset, valid_dataset, first_pass, page_rows, memory_budget, progress)
+        train = evaluated["train"]
+        layout = train.selection.layout
         stats = first_pass.stats
         assert stats is not None
-        n_classes = max(len(set(layout.label_map.values())) if layout.label_map else first_pass.class_totals.size, 2)
+        n_classes = max(class_count(layout, *first_pass.label_range()), 2)
         weights_by_class = first_pass.class_weights(n_classes) if class_weight == "balanced" else np.ones(n_classes)
-        standardizer = Standardizer(stats.mean.copy(), stats.std)
-        learner = _learner(model, _estimators(model, params, layout, seed), standardizer)
-        trained = IncrementalModel(model, layout, n_classes, learner)
+        learner = _learner(algorithm, _estimators(algorithm, params, layout, seed), Standardizer(stats.mean.copy(), stats.std))
+        trained = IncrementalModel(algorithm, layout, n_classes, learner)
         rng = np.random.default_rng(seed)
-        evaluated = {"train": train, **({"valid": valid_data} if valid_data is not None else {})}
         history: dict[str, dict[str, list[float]]] = {name: {} for name in evaluated}
         results: dict[str, dict[str, Any]] = {}
-        best = _Best(early_stopping_rounds)
-        with ProgressBar(epochs * train.rows, "training", "rows", progress) as bar:
-            for epoch in range(epochs):
-                epochs_run = epoch + 1
+        last = list(evaluated)[-1]
+        metric = "macro_f1" if trained.task == "hard" else "logloss" if trained.task == "binary" else "mlogloss"
+        policy = EarlyStopping(early_stopping_rounds, metric) if early_stopping_rounds is not None else None
+        best = _Best(policy)
+        epochs_run = 0
+        with run.stage("epochs"), ProgressBar(epochs * train.rows, "training", "rows", progress) as bar:
+            for _ in range(epochs):
+                epochs_run += 1
                 _epoch(learner, train, weights_by_class, rng, bar)
                 for name, spooled in evaluated.items():
                     results[name] = _evaluate(trained, spooled)
-                    for metric in _HISTORY_METRICS:
-                        if results[name].get(metric) is not None:
-                            history[name].setdefault(metric, []).append(float(results[name][metric]))
-                last = list(history)[-1]
-                bar.set_postfix(", ".join(f"{last}-{metric}={values[-1]:.4f}" for metric, values in history[last].items()))
-                if best.should_stop(epoch, history[last], learner, results[last]):
+                    for name_of_metric in _HISTORY_METRICS:
+                        if results[name].get(name_of_metric) is not None:
+                            history[name].setdefault(name_of_metric, []).append(float(results[name][name_of_metric]))
+                bar.set_postfix(", ".join(f"{last}-{name}={values[-1]:.4f}" for name, values in history[last].items()))
+                if best.should_stop(history[last].get(metric, []), learner, results[last]):
                     break
         best.restore(learner, results, last)
-        cache_bytes = train.spool.bytes + (valid_data.spool.bytes if valid_data else 0)
-    evaluation_name = list(evaluated)[-1]
-    report = {
-        "extmem_version": __version__,
-        "sklearn_version": sklearn.__version__,
-        "model": model,
+        cache_bytes = sum(spooled.spool.bytes for spooled in evaluated.values())
+    common = {
         "rows": train.rows,
         "features": len(layout.names),
-        "peak_rss_bytes": monitor.peak_rss_bytes,
-        "peak_anon_bytes": monitor.peak_anon_bytes,
-        "cache_bytes": cache_bytes,
-        "seconds": round(time.perf_counter() - started, 3),
-        "epochs": epochs_run,
-        "best_epoch": best.epoch if early_stopping_rounds is not None else None,
-        "params": {name: estimator.get_params() for name, estimator in learner.estimators.items()},
-        "class_weight": class_weight,
-        "class_weights": dict(zip(trained.classes, weights_by_class.tolist())),
         "classes": layout.classes,
+        "params": {name: estimator.get_params() for name, estimator in learner.estimators.items()},
         "metrics": {name: {metric: values[-1] for metric, values in metrics.items()} for name, metrics in history.items()},
-        "evaluation": {evaluation_name: results[evaluation_name]},
+        "evaluation": {last: results[last]},
         "history": history,
+        "early_stopping": policy.summary(history[last].get(metric, []), epochs) if policy is not None else None,
         "data": {
             name: {
                 "shards": len(spooled.selection.schema.shards),
@@ -376,20 +378,25 @@ def train_incremental(
             for name, spooled in evaluated.items()
         },
         "memory_plan": {name: spooled.plan.to_dict() for name, spooled in evaluated.items()},
-        "options": {
-            "batch_rows": dataset.batch_rows,
+        "cache_bytes": cache_bytes,
+        "dropped_columns": dict(train.selection.dropped),
+        "config": {
+            "data": dataset.to_dict(),
+            "valid": valid_dataset.to_dict() if valid_dataset is not None else None,
+            "epochs": epochs,
+            "class_weight": class_weight,
+            "seed": seed,
             "page_rows": page_rows,
             "memory_budget": memory_budget,
-            "seed": seed,
-            "filter": dataset.filter,
-            "max_rows": dataset.max_rows,
-            "holdout": asdict(dataset.holdout) if dataset.holdout else None,
+            "early_stopping_rounds": early_stopping_rounds,
         },
-        "dropped_columns": train.selection.dropped,
     }
-    if out is not None:
-        publish_model(Path(out), INCREMENTAL_MODEL_FILE, trained.to_bytes(), report)
-    return IncrementalResult(trained, report)
+    details = {
+        "epochs": epochs_run,
+        "class_weights": dict(zip(trained.classes, weights_by_class.tolist())),
+        "sklearn_version": sklearn.__version__,
+    }
+    return run.finish(trained, INCREMENTAL_MODEL_FILE, trained.to_bytes(), common, details)
 
 
 class IncrementalClassifier(ClassifierMixin, BaseEstimator):
@@ -406,9 +413,9 @@ class IncrementalClassifier(ClassifierMixin, BaseEstimator):
         model: str = "sgd_logistic",
         *,
         epochs: int | None = None,
-        class_weight: ClassWeight = "balanced",
+        class_weight: str = "balanced",
         seed: int = 0,
-        label: str = "splice_type",
+        label: str | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
@@ -426,7 +433,7 @@ class IncrementalClassifier(ClassifierMixin, BaseEstimator):
         result = train_incremental(
             data,
             self.label,
-            model=self.model,
+            algorithm=self.model,
             epochs=self.epochs,
             class_weight=self.class_weight,
             seed=self.seed,
@@ -451,7 +458,7 @@ class IncrementalClassifier(ClassifierMixin, BaseEstimator):
     def load(cls, path: str | os.PathLike[str]) -> IncrementalClassifier:
         """A fitted classifier from a saved model (see :meth:`IncrementalModel.load`)."""
         model = IncrementalModel.load(path)
-        classifier = cls(model.kind, label=model.layout.label or "splice_type")
+        classifier = cls(model.kind, label=model.layout.label)
         classifier.model_, classifier.report_ = model, {}
         classifier.classes_ = np.arange(model.n_classes)
         return classifier

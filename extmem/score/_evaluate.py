@@ -10,7 +10,7 @@ import numpy as np
 
 from extmem._atomic import write_atomically, write_json
 from extmem._destinations import check_output_file
-from extmem._memory import MemoryMonitor
+from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
 from extmem.encode._probe import plan_pass
 from extmem.errors import LabelError, OptionError, SchemaError

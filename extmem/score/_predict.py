@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from extmem._contracts import RawBatch
 from extmem._destinations import check_output_file
-from extmem._memory import MemoryMonitor
+from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
 from extmem._sink import ParquetSink
 from extmem.encode._probe import plan_pass

@@ -32,7 +32,7 @@ from extmem._defaults import (
     DEFAULT_SAMPLE_ROWS_PER_SHARD,
 )
 from extmem._destinations import MANIFEST_FILE, check_output_folder, publish_folder, staging_folder
-from extmem._memory import MemoryMonitor
+from extmem._measure import MemoryMonitor
 from extmem._presets import KMER_PATTERN
 from extmem._progress import ProgressBar
 from extmem._version import __version__

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import resource
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -177,8 +178,8 @@ def _iterator(
 
 def _sampled_cuts(
     reading: _Reading, cache: PrivateFolder, latch: SignalLatch, options: MatrixOptions, spool: PageSpool | None
-) -> tuple[xgb.DMatrix | None, int]:
-    """A matrix over a uniform sample of rows whose cuts the full build reuses, or None for small data.
+) -> tuple[xgb.DMatrix | None, int, float]:
+    """A matrix over a uniform sample of rows whose cuts the full build reuses (None for small data), its rows, and the time spent feeding it.
 
     From a complete ``spool``, the sample is pages replayed from it, so nothing is decoded twice;
     otherwise it is row groups read again. It is external-memory too: an in-memory
@@ -187,7 +188,7 @@ def _sampled_cuts(
     selection = reading.selection
     expected_rows = spool.rows if spool is not None else min(sum(ref.rows for ref in row_groups(selection)), selection.rows)
     if not (expected_rows > options.sketch_rows if options.sample_cuts is None else options.sample_cuts):
-        return None, 0
+        return None, 0, 0.0
     if spool is not None:
         chosen = spool.sample(options.sketch_rows, options.seed)
         n_features = len(selection.layout.names)
@@ -209,10 +210,10 @@ def _sampled_cuts(
             iterator, missing=np.nan, max_bin=options.max_bin, enable_categorical=bool(selection.layout.categories)
         )
     except NoRowsError:  # the filter left nothing in the sampled row groups: sketch every row instead
-        return None, 0
+        return None, 0, iterator.stats.feed_seconds
     finally:
         iterator.close()
-    return reference, iterator.stats.rows
+    return reference, iterator.stats.rows, iterator.stats.feed_seconds
 
 
 def _no_rows_message(selection: Selection) -> str:
@@ -270,6 +271,7 @@ def build_dmatrix(
     )
     categorical = bool(selection.layout.categories)
     matrix: xgb.DMatrix | None = None
+    started = time.perf_counter()
     try:
         with latch.deferring():
             try:
@@ -281,11 +283,14 @@ def build_dmatrix(
                     if own_cuts:
                         if prefill:
                             assert spool is not None
+                            filling = time.perf_counter()
                             for page in spool.record(reading.pages()):
                                 latch.check()
                                 if on_rows is not None:
                                     on_rows(page.rows)
-                        ref, sample_rows = _sampled_cuts(reading, cache, latch, options, spool)
+                            iterator.stats.feed_seconds += time.perf_counter() - filling
+                        ref, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool)
+                        iterator.stats.feed_seconds += sample_feed
                     quantile = CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix
                     matrix = quantile(iterator, missing=np.nan, max_bin=options.max_bin, ref=ref, enable_categorical=categorical)
                     ref = None
@@ -307,5 +312,8 @@ def build_dmatrix(
         if spool is not None:
             iterator.stats.spooled_bytes = spool.bytes
             spool.clear()
+    stats = iterator.stats
+    stats.build_seconds = time.perf_counter() - started
+    stats.decode_seconds, stats.encode_seconds = reading.counters.seconds, reading.encoder.seconds
     assert matrix is not None
-    return matrix, iterator.stats
+    return matrix, stats

@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -75,6 +76,24 @@ class IterStats:
     read: ReadCounters = field(default_factory=ReadCounters)
     cuts_from_rows: int | None = None
     spooled_bytes: int = 0
+    build_seconds: float = 0.0
+    """Wall time of the whole build (every pass, the cut sample, the spool)."""
+    feed_seconds: float = 0.0
+    """Time XGBoost waited on extmem for pages (reading, encoding, replaying); the rest of the build is XGBoost's own."""
+    decode_seconds: float = 0.0
+    """Time spent reading and decoding parquet (in the thread that read it)."""
+    encode_seconds: float = 0.0
+    """Time spent encoding batches into CSR or dense blocks (in the thread that encoded them)."""
+
+    def timings(self) -> dict[str, float]:
+        """Where the build's time went, in seconds."""
+        return {
+            "build": round(self.build_seconds, 3),
+            "decode": round(self.decode_seconds, 3),
+            "encode": round(self.encode_seconds, 3),
+            "waiting_for_pages": round(self.feed_seconds, 3),
+            "xgboost": round(max(self.build_seconds - self.feed_seconds, 0.0), 3),
+        }
 
 
 class Prefetcher:
@@ -183,6 +202,13 @@ class PageIter(xgb.DataIter):
         self.close()
 
     def next(self, input_data: Callable[..., Any]) -> bool:
+        started = time.perf_counter()
+        try:
+            return self._next(input_data)
+        finally:
+            self.stats.feed_seconds += time.perf_counter() - started
+
+    def _next(self, input_data: Callable[..., Any]) -> bool:
         self._latch.check()
         if self._pages is None:
             self.stats.passes += 1
