@@ -33,7 +33,7 @@ _EXPORTS: dict[str, str] = {
     "TrainResult": "extmem.run._xgboost",
     "train": "extmem.run._xgboost",
     "resume": "extmem.run._xgboost",
-    "IncrementalClassifier": "extmem.run._incremental",
+    "IncrementalClassifier": "extmem.run._incremental_estimator",
     "IncrementalModel": "extmem.score._incremental_model",
     "train_incremental": "extmem.run._incremental",
     "ClusterError": "extmem.run._distributed",
@@ -125,7 +125,8 @@ if TYPE_CHECKING:
     from extmem.read._dataset import Dataset, Holdout
     from extmem.run._distributed import ClusterError, train_distributed
     from extmem.run._estimators import XGBClassifier, XGBRegressor
-    from extmem.run._incremental import IncrementalClassifier, train_incremental
+    from extmem.run._incremental import train_incremental
+    from extmem.run._incremental_estimator import IncrementalClassifier
     from extmem.run._xgboost import TrainResult, resume, train
     from extmem.score._evaluate import evaluate
     from extmem.score._incremental_model import IncrementalModel

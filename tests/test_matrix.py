@@ -179,7 +179,7 @@ def test_row_group_sample_is_seeded_and_spread(small_synth: Path) -> None:
 
 
 def test_no_rows_after_filter_is_a_clear_error(small_synth: Path, cache_root: Path) -> None:
-    with pytest.raises(extmem.NoRowsError, match=r"No rows of .*small_synth.* match the 'filter' 'position < 0'"):
+    with pytest.raises(extmem.NoRowsError, match=r"No rows of .*small_synth.* matching the 'filter' 'position < 0'"):
         extmem.dmatrix(small_synth, preset="splice-sites", filter="position < 0", cache_dir=cache_root)
     assert cache_dirs(cache_root) == []
 

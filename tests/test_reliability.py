@@ -85,7 +85,7 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
     ("train {label_missing_once} --out {out}", r"label column 'splice_type' is missing from the shard '.*b\.parquet'", "out"),
     ("train {ok} --out {out} --filter 'x >'", r"Invalid --filter 'x >'", "out"),
     ("train {ok} --out {out} --filter nope==1", r"--filter 'nope==1' names the column 'nope'", "out"),
-    ("train {ok} --out {out} --filter x>100", r"No rows of .* match the --filter 'x>100'", "out"),
+    ("train {ok} --out {out} --filter x>100", r"No rows of .* matching the --filter 'x>100'; there is nothing to train on", "out"),
     ("train {ok} --out {out} --param max_dept=3", r"XGBoost parameter 'max_dept' \(--param\) is unknown", "out"),
     ("train {ok} --out {out} --param tree_method=exact", r"tree_method 'exact' cannot train from external memory", "out"),
     (
@@ -105,7 +105,7 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
     ("predict {model} {no_features} --out {out}/p.parquet", r"None of the model's 2 feature columns", "out"),
     ("predict {model} {truncated} --out {out}/p.parquet", r"Cannot read .*truncated/b\.parquet", "out"),
     ("evaluate {model} {no_label}", r"label column 'splice_type' is in none of the 1 shards", ""),
-    ("evaluate {model} {ok} --filter x>100", r"No rows of .* to evaluate match the --filter 'x>100'", ""),
+    ("evaluate {model} {ok} --filter x>100", r"No rows of .* matching the --filter 'x>100'; there is nothing to evaluate", ""),
     ("pack {tmp}/absent {out}", r"dataset path '.*absent' does not exist", "out"),
     ("pack {ok} {ok}", r"The DST folder '.*ok' exists and is not empty; pass --overwrite to replace it", ""),
     ("pack {truncated} {out}", r"Cannot read the parquet shard '.*truncated/b\.parquet'", "out"),

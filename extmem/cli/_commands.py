@@ -168,6 +168,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         args.model,
         args.data,
         label=args.label,
+        label_map=args.label_map,
         weight=args.weight,
         out=args.out,
         plot=args.plot,

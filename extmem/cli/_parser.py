@@ -6,11 +6,8 @@ Built from plain constants only (``extmem._defaults``), so ``extmem --help`` imp
 from __future__ import annotations
 
 import argparse
-import difflib
-import re
-import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
 from extmem._defaults import (
     CACHE_KINDS,
@@ -33,102 +30,16 @@ from extmem._defaults import (
     MAX_K,
 )
 from extmem._presets import PRESETS, SPLICE_SITES
-from extmem._units import parse_size
 from extmem._version import __version__
-from extmem.errors import OptionError
+from extmem.cli import _types as types
 
 DATA_HELP = "dataset: a folder of *.parquet shards, a glob such as 'data/batch_*.parquet', or one file"
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Shows each option's default (when it has one and the help does not say it) and keeps the examples' lines."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        default = action.default
-        if default in (None, False, [], argparse.SUPPRESS) or "default" in text or action.option_strings == []:
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that suggests the closest command or flag for a mistyped one."""
-
-    def error(self, message: str) -> NoReturn:
-        hint = _suggestion(self, message)
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}{hint}\n")
-
-
-def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
-    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if choice:
-        options = re.findall(r"'?([\w-]+)'?", choice.group(2))
-        close = difflib.get_close_matches(choice.group(1), options, n=1)
-        return f"; did you mean '{close[0]}'?" if close else ""
-    unknown = re.search(r"unrecognized arguments: (.*)", message)
-    if unknown:
-        flags = [flag for action in parser._actions for flag in action.option_strings]
-        for word in unknown.group(1).split():
-            if word.startswith("-"):
-                close = difflib.get_close_matches(word.split("=")[0], flags, n=1)
-                if close:
-                    return f"; did you mean {close[0]}?"
-            elif "=" in word:
-                return "; --param takes one KEY=VALUE: repeat --param for each parameter"
-    return ""
-
-
-def _param(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        msg = f"expected KEY=VALUE, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    for convert in (int, float):
-        try:
-            return key, convert(raw)
-        except ValueError:
-            pass
-    return key, {"true": True, "false": False}.get(raw.lower(), raw)
-
-
-def _label_map(text: str) -> dict[str, int]:
-    mapping: dict[str, int] = {}
-    for item in text.split(","):
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip().isdigit():
-            msg = f"expected name=id pairs like neither=0,donor=1,acceptor=2; got {item!r}"
-            raise argparse.ArgumentTypeError(msg)
-        mapping[name.strip()] = int(value)
-    return mapping
-
-
-def _checked(convert: Callable[[str], Any], valid: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
-    """An argparse ``type`` converting a flag value and refusing it unless ``valid``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except (ValueError, OptionError):
-            value = None
-        if value is None or not valid(value):
-            msg = f"expected {expected}, got {text!r}"
-            raise argparse.ArgumentTypeError(msg)
-        return value
-
-    return parse
-
-
-_fraction = _checked(float, lambda value: 0 < value < 1, "a fraction between 0 and 1")
-_positive = _checked(int, lambda value: value > 0, "a positive integer")
-_non_negative = _checked(int, lambda value: value >= 0, "a non-negative integer")
-_size = _checked(parse_size, lambda value: value > 0, "a size such as 2GiB, 1.5GB or 800MiB")
 
 
 def _budget_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
     parser.add_argument(
         "--memory-budget",
-        type=_size,
+        type=types.size,
         metavar="SIZE",
         help=f"keep the run's memory under SIZE (2GiB, 1.5GB, 800MiB; GiB/MiB or G/M are powers of 1024, GB/MB of 1000): {what} "
         "are chosen to fit and the plan is printed first (default: the process's data limit, prlimit --data, if any)",
@@ -143,10 +54,10 @@ def _common_flags(parser: argparse.ArgumentParser, *, overwrite: str | None) -> 
 
 def _row_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--filter", metavar="EXPR", help="row filter, e.g. \"(chrom == 'chr1') & (position > 1000)\"")
-    group.add_argument("--max-rows", type=_positive, metavar="N", help="read at most N rows (in shard order)")
+    group.add_argument("--max-rows", type=types.positive, metavar="N", help="read at most N rows (in shard order)")
     group.add_argument(
         "--batch-rows",
-        type=_positive,
+        type=types.positive,
         default=DEFAULT_BATCH_ROWS,
         metavar="N",
         help="rows decoded per parquet batch (under a budget: the most)",
@@ -164,7 +75,9 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
         + "; ".join(f"{name}: {preset.description}" for name, preset in sorted(PRESETS.items())),
     )
     group.add_argument("--label", help="label column (default: the preset's)")
-    group.add_argument("--label-map", type=_label_map, metavar="NAME=ID,...", help="string labels to class ids (default: the preset's)")
+    group.add_argument(
+        "--label-map", type=types.label_map, metavar="NAME=ID,...", help="string labels to class ids (default: the preset's)"
+    )
     group.add_argument("--weight", metavar="COLUMN", help="row-weight column")
     group.add_argument(
         "--features", metavar="COLUMNS", help="feature columns: comma-separated names or globs (default: every numeric column)"
@@ -174,11 +87,15 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
         "--categorical", metavar="COLUMNS", help="string columns to use as categorical features, e.g. gene_type,chrom,strand"
     )
     group.add_argument(
-        "--max-categories", type=_positive, default=DEFAULT_MAX_CATEGORIES, metavar="N", help="most values a --categorical column may hold"
+        "--max-categories",
+        type=types.positive,
+        default=DEFAULT_MAX_CATEGORIES,
+        metavar="N",
+        help="most values a --categorical column may hold",
     )
     _row_flags(group)
     group.add_argument(
-        "--page-rows", type=_positive, default=DEFAULT_PAGE_ROWS, metavar="N", help="rows per XGBoost page (under a budget: the most)"
+        "--page-rows", type=types.positive, default=DEFAULT_PAGE_ROWS, metavar="N", help="rows per XGBoost page (under a budget: the most)"
     )
     group.add_argument(
         "--cache",
@@ -188,11 +105,15 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
         "fits the budget (or the available RAM) with room to spare",
     )
     group.add_argument(
-        "--prefetch", type=_non_negative, default=DEFAULT_PREFETCH, metavar="N", help="pages read ahead in a background thread (0: off)"
+        "--prefetch",
+        type=types.non_negative,
+        default=DEFAULT_PREFETCH,
+        metavar="N",
+        help="pages read ahead in a background thread (0: off)",
     )
     group.add_argument(
         "--sketch-rows",
-        type=_positive,
+        type=types.positive,
         default=DEFAULT_SKETCH_ROWS,
         metavar="N",
         help="above N rows, quantile cuts come from a uniform sample of about N rows",
@@ -201,11 +122,11 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
     _budget_flag(group, "batch and page sizes and --cache auto")
     kmers = parser.add_argument_group("k-mer features")
     kmers.add_argument(
-        "--hash-kmers", type=_positive, metavar="N", help="fold the {k}mer_* columns (or --kmers-from counts) into N hashed features"
+        "--hash-kmers", type=types.positive, metavar="N", help="fold the {k}mer_* columns (or --kmers-from counts) into N hashed features"
     )
     kmers.add_argument("--kmers-from", metavar="COLUMN", help="count k-mers from this sequence column instead of reading k-mer columns")
     kmers.add_argument(
-        "--k", type=_checked(int, lambda k: 1 <= k <= MAX_K, f"an integer from 1 to {MAX_K}"), help="k-mer length for --kmers-from"
+        "--k", type=types.checked(int, lambda k: 1 <= k <= MAX_K, f"an integer from 1 to {MAX_K}"), help="k-mer length for --kmers-from"
     )
     kmers.add_argument(
         "--signed-hash", action="store_true", help="multiply hashed counts by the hash's sign (collisions cancel on average)"
@@ -220,9 +141,9 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
         help="xgboost (external-memory trees, model.ubj), or a scikit-learn partial_fit model trained incrementally over the "
         "same stream (model.npz)",
     )
-    parser.add_argument("--rounds", type=_positive, default=DEFAULT_ROUNDS, help="boosting rounds")
+    parser.add_argument("--rounds", type=types.positive, default=DEFAULT_ROUNDS, help="boosting rounds")
     parser.add_argument(
-        "--epochs", type=_positive, help=f"incremental models: passes over the data (default {DEFAULT_EPOCHS}; naive_bayes: 1, exact)"
+        "--epochs", type=types.positive, help=f"incremental models: passes over the data (default {DEFAULT_EPOCHS}; naive_bayes: 1, exact)"
     )
     parser.add_argument(
         "--class-weight",
@@ -233,7 +154,7 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="incremental models: seed of the shuffled page and row order")
     parser.add_argument(
         "--param",
-        type=_param,
+        type=types.param,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -243,7 +164,7 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid", metavar="DATA", help="validation dataset (folder, glob or file)")
     parser.add_argument(
         "--valid-fraction",
-        type=_fraction,
+        type=types.fraction,
         metavar="F",
         help="split off this fraction of the rows (or of the --group-by groups) for validation",
     )
@@ -252,11 +173,11 @@ def _train_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--early-stopping",
-        type=_positive,
+        type=types.positive,
         metavar="N",
         help="stop after N rounds (epochs) without improvement of the first eval metric on the validation data, keeping the best",
     )
-    parser.add_argument("--checkpoint-every", type=_positive, metavar="K", help="save a resumable checkpoint in --out every K rounds")
+    parser.add_argument("--checkpoint-every", type=types.positive, metavar="K", help="save a resumable checkpoint in --out every K rounds")
     parser.add_argument(
         "--scheduler",
         metavar="ADDRESS|local:N",
@@ -274,36 +195,36 @@ _TRAIN_EXAMPLES = """examples:
 
 def _add(commands: Any, name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
-        name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".", epilog=examples, formatter_class=_Formatter
+        name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".", epilog=examples, formatter_class=types.HelpFormatter
     )
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``extmem`` command and all its sub-commands."""
-    parser = _Parser(
+    parser = types.SuggestingParser(
         prog="extmem",
         description="Train XGBoost on parquet datasets larger than RAM, with bounded and measured memory.",
         epilog="run 'extmem COMMAND --help' for a command's flags and examples",
-        formatter_class=_Formatter,
+        formatter_class=types.HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"extmem {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=types.SuggestingParser)
 
     synth = _add(commands, "synth", "write a synthetic splice-site dataset", "example:\n  extmem synth data/ --rows 100000 --shards 8")
     synth.add_argument("out_dir", metavar="OUT_DIR", help="new folder for the shards")
-    synth.add_argument("--rows", type=_positive, required=True, help="rows in all")
-    synth.add_argument("--shards", type=_positive, default=DEFAULT_SYNTH_SHARDS, help="number of shards")
+    synth.add_argument("--rows", type=types.positive, required=True, help="rows in all")
+    synth.add_argument("--shards", type=types.positive, default=DEFAULT_SYNTH_SHARDS, help="number of shards")
     synth.add_argument(
         "--k",
-        type=_checked(int, lambda k: 1 <= k <= 8, "an integer from 1 to 8"),
+        type=types.checked(int, lambda k: 1 <= k <= 8, "an integer from 1 to 8"),
         default=DEFAULT_SYNTH_K,
         help="k-mer length (4**k k-mer columns)",
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed")
-    synth.add_argument("--seq-len", type=_positive, default=DEFAULT_SYNTH_SEQ_LEN, help="bases per window")
-    synth.add_argument("--row-group-rows", type=_positive, default=DEFAULT_SYNTH_ROW_GROUP_ROWS, help="rows per parquet row group")
+    synth.add_argument("--seq-len", type=types.positive, default=DEFAULT_SYNTH_SEQ_LEN, help="bases per window")
+    synth.add_argument("--row-group-rows", type=types.positive, default=DEFAULT_SYNTH_ROW_GROUP_ROWS, help="rows per parquet row group")
     _common_flags(synth, overwrite="OUT_DIR")
 
     train = _add(commands, "train", "train a model through external memory", _TRAIN_EXAMPLES)
@@ -314,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(train, overwrite="MODEL_DIR")
 
     resume = _add(commands, "resume", "continue a checkpointed training run", "example:\n  extmem resume model/")
-    resume.add_argument("model_dir", metavar="MODEL_DIR", help="model folder holding checkpoint.ubj (written with --checkpoint-every)")
+    resume.add_argument(
+        "model_dir", metavar="MODEL_DIR", help="model folder holding the checkpoint of a run trained with --checkpoint-every"
+    )
     resume.add_argument("--cache-dir", metavar="DIR", help="folder for the private cache folders (default: the system temp folder)")
     _common_flags(resume, overwrite=None)
 
@@ -342,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", metavar="MODEL_DIR", help="model folder written by 'extmem train' (or a model file)")
     evaluate.add_argument("data", metavar="DATA", help=DATA_HELP)
     evaluate.add_argument("--label", help="label column (default: the model's)")
+    evaluate.add_argument(
+        "--label-map", type=types.label_map, metavar="NAME=ID,...", help="string labels to the model's class ids (default: the model's)"
+    )
     evaluate.add_argument("--weight", metavar="COLUMN", help="row-weight column")
     evaluate.add_argument("--out", metavar="FILE", help="also write the metrics as JSON here")
     evaluate.add_argument("--plot", metavar="FILE", help="write precision-recall curves as a PNG here (pip install 'extmem[plot]')")
@@ -361,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument(
         "--block", default=SPLICE_SITES.zero_is_missing, metavar="REGEX", help="regular expression of the count columns to pack"
     )
-    pack.add_argument("--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, metavar="N", help="rows decoded per batch")
-    pack.add_argument("--row-group-rows", type=_positive, default=DEFAULT_ROW_GROUP_ROWS, metavar="N", help="rows per output row group")
+    pack.add_argument("--batch-rows", type=types.positive, default=DEFAULT_BATCH_ROWS, metavar="N", help="rows decoded per batch")
+    pack.add_argument(
+        "--row-group-rows", type=types.positive, default=DEFAULT_ROW_GROUP_ROWS, metavar="N", help="rows per output row group"
+    )
     _common_flags(pack, overwrite="DST")
 
     prune = _add(
@@ -376,39 +304,45 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--label", default=SPLICE_SITES.label, help="label column, kept as it is ('' for none)")
     prune.add_argument(
         "--corr-threshold",
-        type=_checked(float, lambda r: 0 < r <= 1, "a number in (0, 1]"),
+        type=types.checked(float, lambda r: 0 < r <= 1, "a number in (0, 1]"),
         default=DEFAULT_CORR_THRESHOLD,
         help="drop a column when |r| >= this with a kept column",
     )
     prune.add_argument(
         "--sample-rows-per-shard",
-        type=_positive,
+        type=types.positive,
         default=DEFAULT_SAMPLE_ROWS_PER_SHARD,
         metavar="N",
         help="rows sampled uniformly from each shard for correlations",
     )
     prune.add_argument(
         "--max-sample-rows",
-        type=_positive,
+        type=types.positive,
         default=DEFAULT_MAX_SAMPLE_ROWS,
         metavar="N",
         help="cap on all sampled rows, so memory does not grow with the shard count",
     )
     prune.add_argument(
-        "--max-corr-cols", type=_positive, metavar="N", help="test only the N highest-variance columns for correlation (default: all)"
+        "--max-corr-cols", type=types.positive, metavar="N", help="test only the N highest-variance columns for correlation (default: all)"
     )
     prune.add_argument(
         "--min-variance",
-        type=_checked(float, lambda v: v >= 0, "a number >= 0"),
+        type=types.checked(float, lambda v: v >= 0, "a number >= 0"),
         default=0.0,
         help="also drop columns whose variance is at most this (0: constants only)",
     )
     prune.add_argument("--seed", type=int, default=0, help="seed of the row sample")
     prune.add_argument("--format", choices=("packed", "wide"), default="packed", help="output format of the count columns")
     prune.add_argument(
-        "--batch-rows", type=_positive, default=DEFAULT_BATCH_ROWS, metavar="N", help="rows decoded per batch (under a budget: the most)"
+        "--batch-rows",
+        type=types.positive,
+        default=DEFAULT_BATCH_ROWS,
+        metavar="N",
+        help="rows decoded per batch (under a budget: the most)",
     )
-    prune.add_argument("--row-group-rows", type=_positive, default=DEFAULT_ROW_GROUP_ROWS, metavar="N", help="rows per output row group")
+    prune.add_argument(
+        "--row-group-rows", type=types.positive, default=DEFAULT_ROW_GROUP_ROWS, metavar="N", help="rows per output row group"
+    )
     _budget_flag(prune, "batch sizes")
     _common_flags(prune, overwrite="DST")
 
@@ -416,9 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dir", metavar="DIR", help="keep data/, valid/ and model/ in DIR (default: a temp folder, removed but for the model)"
     )
-    demo.add_argument("--rows", type=_positive, default=50_000, help="training rows (validation: a fifth of that)")
-    demo.add_argument("--shards", type=_positive, default=DEFAULT_SYNTH_SHARDS, help="training shards")
-    demo.add_argument("--rounds", type=_positive, default=40, help="boosting rounds (early stopping after 10 without improvement)")
+    demo.add_argument("--rows", type=types.positive, default=50_000, help="training rows (validation: a fifth of that)")
+    demo.add_argument("--shards", type=types.positive, default=DEFAULT_SYNTH_SHARDS, help="training shards")
+    demo.add_argument("--rounds", type=types.positive, default=40, help="boosting rounds (early stopping after 10 without improvement)")
     _common_flags(demo, overwrite=None)
     return parser
 
@@ -444,4 +378,9 @@ _FLAGS = {
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line (exits with status 2 and a usage message on a usage error)."""
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the command's own parser, which knows its flags
+        commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    return args

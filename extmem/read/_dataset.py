@@ -12,7 +12,8 @@ from typing import Any
 from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_MAX_CATEGORIES, MAX_BATCH_ROWS
 from extmem._layout import KmerEncoding
 from extmem._presets import Preset, preset_named
-from extmem.errors import OptionError, check_positive_int
+from extmem.errors import NoRowsError, OptionError, check_positive_int
+from extmem.read._filters import quoted
 
 
 def column_names(value: str | Sequence[str] | None, option: str) -> tuple[str, ...]:
@@ -235,3 +236,24 @@ DatasetLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Datase
 def as_dataset(data: DatasetLike, options: Mapping[str, Any]) -> Dataset:
     """A Dataset from a path and options, or from a Dataset with ``options`` applied over its own."""
     return Dataset.from_options(data, **options)
+
+
+def no_rows_error(dataset: Dataset, purpose: str) -> NoRowsError:
+    """The error for a dataset that yielded no rows, saying which option left none (``purpose``: "to train on", ...)."""
+    paths = ", ".join(dataset.paths)
+    matching = f" matching the 'filter' {quoted(dataset.filter)}" if dataset.filter else ""
+    holdout = dataset.holdout
+    if holdout is None:
+        return NoRowsError(f"No rows of {paths}{matching}; there is nothing {purpose}.", options=("filter",))
+    groups = f" of the 'group_by' groups ({holdout.group_by!r})" if holdout.group_by else " of the rows"
+    split = f"the 'valid_fraction' {holdout.fraction}{groups}"
+    if holdout.side == "valid":
+        msg = (
+            f"The validation split of {paths}{matching} is empty: {split} selected no row. "
+            "Raise 'valid_fraction', or give validation data with 'valid'."
+        )
+    else:
+        msg = f"The training split of {paths}{matching} is empty: {split} took every row. Lower 'valid_fraction'."
+        if holdout.group_by:
+            msg += " Each group goes to one side whole; with few groups, give validation data with 'valid' instead."
+    return NoRowsError(msg, options=("valid_fraction", "group_by", "valid", "filter"))

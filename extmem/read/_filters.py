@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from extmem.errors import FilterError
@@ -32,6 +33,16 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.GtE: operator.ge,
 }
 _PREDICATES = {"is_null": "is_null", "is_valid": "is_valid"}
+MAX_FILTER_CHARS = 100_000
+MAX_DEPTH = 200
+"""Deepest nesting of a filter's syntax tree: ``a & b & c ...`` nests one level per term."""
+_INT64 = (-(2**63), 2**63 - 1)
+_SHOWN_CHARS = 80
+
+
+def quoted(text: str) -> str:
+    """Filter text quoted for a message, shortened to its first characters when long."""
+    return repr(text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "...")
 
 
 @dataclass(frozen=True)
@@ -45,18 +56,41 @@ class RowFilter:
 
 def parse_filter(text: str) -> RowFilter:
     """Parse ``text`` into a :class:`RowFilter`; raise FilterError naming the problem."""
+    if len(text) > MAX_FILTER_CHARS:
+        msg = f"Invalid 'filter' {quoted(text)}: {len(text):,} characters, more than the {MAX_FILTER_CHARS:,} a filter may have."
+        raise FilterError(msg, options=("filter",))
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        msg = f"Invalid 'filter' {text!r}: {exc.msg} at column {exc.offset}."
+        msg = f"Invalid 'filter' {quoted(text)}: {exc.msg} at column {exc.offset}."
         raise FilterError(msg, options=("filter",)) from None
+    except (RecursionError, MemoryError):
+        msg = f"Invalid 'filter' {quoted(text)}: nested too deeply."
+        raise FilterError(msg, options=("filter",)) from None
+    if _depth(tree.body) > MAX_DEPTH:
+        msg = f"Invalid 'filter' {quoted(text)}: nested more than {MAX_DEPTH} levels deep (combine many values with 'column in [...]')."
+        raise FilterError(msg, options=("filter",))
     columns: set[str] = set()
-    expression = _condition(tree.body, text, columns)
+    try:
+        expression = _condition(tree.body, text, columns)
+    except (pa.ArrowException, OverflowError, ValueError, TypeError) as exc:
+        msg = f"Invalid 'filter' {quoted(text)}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}."
+        raise FilterError(msg, options=("filter",)) from None
     return RowFilter(text=text, expression=expression, columns=frozenset(columns))
 
 
+def _depth(root: ast.AST) -> int:
+    """The depth of a syntax tree, measured without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def _fail(text: str, node: ast.AST, why: str) -> FilterError:
-    return FilterError(f"Invalid 'filter' {text!r}: {why} ({ast.unparse(node)!r}).", options=("filter",))
+    return FilterError(f"Invalid 'filter' {quoted(text)}: {why} ({quoted(ast.unparse(node))}).", options=("filter",))
 
 
 def _convert(node: ast.AST, text: str, columns: set[str]) -> Any:
@@ -64,9 +98,14 @@ def _convert(node: ast.AST, text: str, columns: set[str]) -> Any:
         columns.add(node.id)
         return pc.field(node.id)
     if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
+        if isinstance(node.value, int) and not _INT64[0] <= node.value <= _INT64[1]:
+            raise _fail(text, node, "an integer beyond the 64-bit range")
         return node.value
     if isinstance(node, (ast.List, ast.Tuple)):
-        return [_literal(element, text) for element in node.elts]
+        values = [_literal(element, text) for element in node.elts]
+        if len({_kind(value) for value in values}) > 1:
+            raise _fail(text, node, "a list mixing numbers, strings and booleans; give values of one kind")
+        return values
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) == 1 and not node.keywords:
         name = node.func.id
         if name == "field":
@@ -96,6 +135,12 @@ def _convert(node: ast.AST, text: str, columns: set[str]) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return -value
     raise _fail(text, node, "unsupported syntax")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
 
 
 def _literal(node: ast.AST, text: str) -> Any:

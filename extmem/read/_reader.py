@@ -24,6 +24,7 @@ from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
 from extmem._layout import KMER_COLUMN, FeatureLayout
 from extmem._measure import release_freed_memory
 from extmem.errors import FilterError, LabelError, read_failure
+from extmem.read._filters import quoted
 from extmem.read._holdout import holdout_mask
 from extmem.read._selection import Selection
 
@@ -141,7 +142,7 @@ def _open(selection: Selection, shard: str) -> tuple[pq.ParquetFile, set[int] | 
 def _filter_failure(selection: Selection, exc: Exception) -> FilterError:
     assert selection.row_filter is not None
     reason = str(exc).splitlines()[0]
-    msg = f"The 'filter' {selection.row_filter.text!r} cannot be applied to the columns it names: {reason}"
+    msg = f"The 'filter' {quoted(selection.row_filter.text)} cannot be applied to the columns it names: {reason}"
     return FilterError(msg, options=("filter",))
 
 

@@ -20,7 +20,7 @@ from extmem.errors import LabelError, SchemaError
 from extmem.read._dataset import Dataset
 from extmem.read._dictionaries import collect_values, few_valued_columns
 from extmem.read._discover import discover_shards
-from extmem.read._filters import RowFilter, parse_filter
+from extmem.read._filters import RowFilter, parse_filter, quoted
 from extmem.read._scan import NUMERIC, STRING, Schema, scan
 
 logger = logging.getLogger("extmem")
@@ -99,7 +99,7 @@ def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | Non
     if row_filter is not None:
         unknown = sorted(row_filter.columns - set(schema.columns))
         if unknown:
-            raise _fail(f"The 'filter' {row_filter.text!r} names the column {unknown[0]!r}, which is in no shard.", "filter")
+            raise _fail(f"The 'filter' {quoted(row_filter.text)} names the column {unknown[0]!r}, which is in no shard.", "filter")
     holdout = dataset.holdout
     if holdout is not None and holdout.group_by is not None:
         _require_column(schema, holdout.group_by, "group_by")
@@ -143,19 +143,26 @@ def _reject_non_numeric(schema: Schema, names: Sequence[str]) -> None:
 
 
 def _label_map(
-    schema: Schema, dataset: Dataset, dictionaries: Mapping[str, tuple[str, ...]], model_map: Mapping[str, int] | None
+    schema: Schema, dataset: Dataset, dictionaries: Mapping[str, tuple[str, ...]], model: FeatureLayout | None
 ) -> dict[str, int] | None:
     """Class ids of string labels: a model's own, else the dataset's label map, else the label's values in sorted order.
 
-    None for numeric labels, which are class ids or values as they are.
+    None for numeric labels, which are class ids or values as they are. A model trained on numeric
+    labels has no names for its classes, so string labels scored against it need a label map.
     """
     label = dataset.label
     if label is None or schema.columns[label].kind != STRING:
         return None
-    if model_map is not None:
-        return dict(model_map)
+    if model is not None and model.label_map is not None:
+        return dict(model.label_map)
     if dataset.label_map is not None:
         return dict(dataset.label_map)
+    if model is not None:
+        msg = (
+            f"The model was trained on numeric labels (class ids), but the label column {label!r} holds strings "
+            f"(first in {schema.columns[label].first_shard!r}); give a 'label_map' from its values to the model's class ids."
+        )
+        raise LabelError(msg, options=("label_map",))
     return {value: index for index, value in enumerate(dictionaries[label])}
 
 
@@ -262,7 +269,7 @@ def select(
         column = schema.columns.get(name)
         if column is not None and column.packed:
             raise SchemaError(f"The column {name!r} is stored in a packed block (first: {column.first_shard!r}); it can only be a feature.")
-    label_map = _label_map(schema, dataset, dictionaries, layout.label_map if layout is not None else None)
+    label_map = _label_map(schema, dataset, dictionaries, layout)
     kmers = layout.kmers if layout is not None else dataset.kmers
     _check_sequence_column(schema, kmers.sequence_column if kmers is not None else None)
     if layout is None:
@@ -282,7 +289,7 @@ def _dictionary_limits(schema: Schema, dataset: Dataset, layout: FeatureLayout |
             _require_column_somewhere(schema, name, "categorical")
             limits[name] = (dataset.max_categories, "categorical")
     label = dataset.label
-    needs_classes = layout is None or layout.label_map is None
+    needs_classes = layout is None
     if (
         label is not None
         and dataset.label_map is None

@@ -13,49 +13,46 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import xgboost as xgb
 
 from extmem._progress import ProgressBar
 from extmem.run._checkpoint import save_checkpoint
 from extmem.run._stopping import EarlyStopping
-from extmem.score._metrics import ScoreCounts, confusion_matrix, confusion_scores, task_of
+from extmem.score._metrics import StreamingMetrics
 
 EvalLog = dict[str, dict[str, list[float]]]
 
 
-def class_metrics(
-    objective: str, classes: Sequence[str], ranked: xgb.DMatrix | None = None
-) -> Callable[[np.ndarray, xgb.DMatrix], list[tuple[str, float]]] | None:
-    """An XGBoost ``custom_metric`` adding ``macro_f1`` and ``accuracy`` each round (classifiers only).
+class ClassMetrics(xgb.callback.TrainingCallback):
+    """Adds ``macro_f1``, ``accuracy`` and, for multi-class models, each class's ``roc_auc_<class>`` and
+    ``pr_auc_<class>`` on one matrix (the validation data) to every round's log. Must come first.
 
-    It reads XGBoost's prediction cache, so it costs a pass over the labels, not a prediction.
-    On the ``ranked`` matrix (the validation data) it adds each class's ``roc_auc_<class>`` and
-    ``pr_auc_<class>`` for multi-class models, which costs a sort of its predictions.
+    Only the watched matrix is scored: on the training data these would cost a copy of every
+    row's predictions each round, which the memory plan does not give to metrics.
     """
-    task = task_of(objective)
-    if task not in ("multiclass", "binary"):
-        return None
-    names = [re.sub(r"\W", "_", name) for name in classes]
 
-    def metric(predictions: np.ndarray, matrix: xgb.DMatrix) -> list[tuple[str, float]]:
-        labels, weights = matrix.get_label(), matrix.get_weight()
-        weights = weights if weights.size else np.ones(labels.size)
-        if task == "multiclass":
-            predictions = predictions.reshape(labels.size, -1)
-            predicted = predictions.argmax(axis=1)
-        else:
-            predicted = (predictions.reshape(-1) > 0.5).astype(np.int64)
-        scores = confusion_scores(confusion_matrix(labels, predicted, len(names), weights))
-        out = [("macro_f1", scores.macro_f1 or 0.0), ("accuracy", scores.accuracy or 0.0)]
-        if task == "multiclass" and matrix is ranked:
-            for k, name in enumerate(names):
-                counts = ScoreCounts()
-                counts.add(predictions[:, k], labels == k, weights)
-                out += [(f"roc_auc_{name}", _or_nan(counts.roc_auc())), (f"pr_auc_{name}", _or_nan(counts.average_precision()))]
-        return out
+    def __init__(self, matrix: xgb.DMatrix, name: str, task: str, classes: Sequence[str]) -> None:
+        super().__init__()
+        self.matrix = matrix
+        self.name = name
+        self.task = task
+        self.classes = list(classes)
+        self.names = [re.sub(r"\W", "_", name) for name in classes]
 
-    return metric
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: EvalLog) -> bool:
+        labels, weights = self.matrix.get_label(), self.matrix.get_weight()
+        metrics = StreamingMetrics(self.task, self.classes)
+        metrics.update(labels, model.predict(self.matrix), weights if weights.size else None)
+        result = metrics.result()
+        values = {"macro_f1": result["macro_f1"] or 0.0, "accuracy": result["accuracy"] or 0.0}
+        if self.task == "multiclass":
+            for name, scores in zip(self.names, result["per_class"].values()):
+                values[f"roc_auc_{name}"] = _or_nan(scores["roc_auc"])
+                values[f"pr_auc_{name}"] = _or_nan(scores["pr_auc"])
+        log = evals_log.setdefault(self.name, {})
+        for metric, value in values.items():
+            log.setdefault(metric, []).append(float(value))
+        return False
 
 
 def _or_nan(value: float | None) -> float:

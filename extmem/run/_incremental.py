@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 import numpy as np
 import sklearn
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from extmem._contracts import Block, DataProfile
 from extmem._defaults import DEFAULT_EPOCHS, DEFAULT_PAGE_ROWS, INCREMENTAL_MODEL_FILE
@@ -33,8 +32,8 @@ from extmem._layout import FeatureLayout
 from extmem._progress import ProgressBar
 from extmem.encode._blocks import Encoder, pages
 from extmem.encode._probe import plan_pass
-from extmem.errors import FeatureValueError, LabelError, NoRowsError, OptionError, check_positive_int
-from extmem.read._dataset import Dataset, DatasetLike
+from extmem.errors import FeatureValueError, LabelError, OptionError, check_positive_int
+from extmem.read._dataset import Dataset, DatasetLike, no_rows_error
 from extmem.read._plan import MemoryPlan
 from extmem.read._reader import read_batches
 from extmem.read._selection import Selection, select_dataset
@@ -139,9 +138,7 @@ def _read(
         spooled.stored_values += page.stored_values
         on_page(page, selection.layout)
     if spooled.rows == 0:
-        why = f" match the 'filter' {dataset.filter!r}" if dataset.filter else ""
-        msg = f"No rows of {', '.join(dataset.paths)}{why}; there is nothing to train on."
-        raise NoRowsError(msg, options=("filter",))
+        raise no_rows_error(dataset, "to train on")
     return spooled
 
 
@@ -397,68 +394,3 @@ def train_incremental(
         "sklearn_version": sklearn.__version__,
     }
     return run.finish(trained, INCREMENTAL_MODEL_FILE, trained.to_bytes(), common, details)
-
-
-class IncrementalClassifier(ClassifierMixin, BaseEstimator):
-    """scikit-learn-style front end of :func:`train_incremental`: ``fit`` a dataset path, then score.
-
-    ``IncrementalClassifier("sgd_logistic", epochs=5).fit("shards/").predict_proba(X)``, where
-    ``X`` is a dataset path or in-memory features with the training columns. ``params`` go to
-    the scikit-learn estimator(s). After ``fit``, ``model_`` is the :class:`IncrementalModel` and
-    ``report_`` the training report.
-    """
-
-    def __init__(
-        self,
-        model: str = "sgd_logistic",
-        *,
-        epochs: int | None = None,
-        class_weight: str = "balanced",
-        seed: int = 0,
-        label: str | None = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.model = model
-        self.epochs = epochs
-        self.class_weight = class_weight
-        self.seed = seed
-        self.label = label
-        self.params = params
-
-    def fit(self, data: DatasetLike, y: None = None, **options: Any) -> IncrementalClassifier:
-        """Train on the dataset ``data`` (labels from its ``label`` column); ``options`` as in :func:`train_incremental`."""
-        if y is not None:
-            msg = "IncrementalClassifier.fit reads labels from the dataset's label column; do not pass y."
-            raise OptionError(msg)
-        result = train_incremental(
-            data,
-            self.label,
-            algorithm=self.model,
-            epochs=self.epochs,
-            class_weight=self.class_weight,
-            seed=self.seed,
-            params=self.params,
-            **options,
-        )
-        self.model_, self.report_ = result.model, result.report
-        self.classes_ = np.arange(result.model.n_classes)
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return self.model_.predict_proba(X)
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.model_.predict(X)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted model (see :meth:`IncrementalModel.save`)."""
-        self.model_.save(path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> IncrementalClassifier:
-        """A fitted classifier from a saved model (see :meth:`IncrementalModel.load`)."""
-        model = IncrementalModel.load(path)
-        classifier = cls(model.kind, label=model.layout.label)
-        classifier.model_, classifier.report_ = model, {}
-        classifier.classes_ = np.arange(model.n_classes)
-        return classifier

@@ -18,13 +18,13 @@ from extmem._progress import ProgressBar
 from extmem.errors import OptionError, check_positive_int
 from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._plan import Budget
-from extmem.run._callbacks import Checkpoint, EarlyStop, History, RoundProgress, class_metrics
+from extmem.run._callbacks import Checkpoint, ClassMetrics, EarlyStop, History, RoundProgress
 from extmem.run._checkpoint import load_checkpoint
 from extmem.run._datasets import training_datasets
 from extmem.run._params import SAMPLING_PARAMS, infer_objective, label_range, merged_params
 from extmem.run._skeleton import TrainingRun, TrainResult
 from extmem.run._stopping import EarlyStopping
-from extmem.score._metrics import StreamingMetrics
+from extmem.score._metrics import StreamingMetrics, task_of
 from extmem.score._model import Model
 from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import MatrixInfo, free_matrix, open_matrix
@@ -228,6 +228,11 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
         params.update(infer_objective(layout, *label_range(dtrain.get_label()), params))
         history = History(start.history if start else None)
         callbacks: list[xgb.callback.TrainingCallback] = [history]
+        classes = layout.class_names(int(params.get("num_class", 2)))
+        task = task_of(str(params["objective"]))
+        if len(matrices) > 1 and task in ("multiclass", "binary"):
+            valid_matrix, valid_name, _ = matrices[-1]
+            callbacks.insert(0, ClassMetrics(valid_matrix, valid_name, task, classes))
         stopping = early_stop = None
         if config.early_stopping_rounds is not None:
             stopping = EarlyStopping(config.early_stopping_rounds, str(np.atleast_1d(params["eval_metric"])[0]))
@@ -246,7 +251,6 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
                 )
             )
         evals = [(matrix, name) for matrix, name, _ in matrices]
-        classes = layout.class_names(int(params.get("num_class", 2)))
         done = start.booster.num_boosted_rounds() if start else 0
         remaining = 0 if early_stop is not None and early_stop.should_stop() else max(config.rounds - done, 0)
         with run.stage("boosting"), ProgressBar(config.rounds, "training", "rounds", progress) as bar:
@@ -257,7 +261,6 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
                 dtrain,
                 num_boost_round=remaining,
                 evals=evals,
-                custom_metric=class_metrics(str(params["objective"]), classes, evals[-1][0] if len(evals) > 1 else None),
                 verbose_eval=False,
                 callbacks=[*callbacks, rounds],
                 xgb_model=start.booster if start else None,

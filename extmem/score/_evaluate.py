@@ -13,8 +13,8 @@ from extmem._destinations import check_output_file
 from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
 from extmem.encode._probe import plan_pass
-from extmem.errors import LabelError, OptionError, SchemaError
-from extmem.read._dataset import DatasetLike, as_dataset
+from extmem.errors import LabelError, OptionError
+from extmem.read._dataset import DatasetLike, as_dataset, no_rows_error
 from extmem.score._metrics import StreamingMetrics
 from extmem.score._model import ModelLike, as_model
 
@@ -71,8 +71,7 @@ def evaluate(
                 metrics.update(batch.label, raw, batch.weight)
                 bar.update(batch.rows)
     if metrics.rows == 0:
-        msg = f"No rows of {', '.join(dataset.paths)} to evaluate" + (f" match the 'filter' {dataset.filter!r}." if dataset.filter else ".")
-        raise SchemaError(msg, options=("filter",))
+        raise no_rows_error(dataset, "to evaluate")
     result = metrics.result()
     if plot is not None:
         plot_pr_curves(metrics, plot)

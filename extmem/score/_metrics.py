@@ -30,6 +30,10 @@ def task_of(objective: str) -> str:
     return "regression"
 
 
+UPDATE_CHUNK_ROWS = 65_536
+"""Rows per step of :meth:`StreamingMetrics.update`."""
+
+
 class ScoreCounts:
     """Weights of positive and negative rows per distinct score, for one class against the rest."""
 
@@ -188,7 +192,16 @@ class StreamingMetrics:
             self._scores.extend(ScoreCounts(self._max_distinct) for _ in range(wanted - len(self._scores)))
 
     def update(self, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None = None) -> None:
-        """Add one batch: ``predictions`` is (n, K) for multi-class, (n,) otherwise."""
+        """Add one batch: ``predictions`` is (n, K) for multi-class, (n,) otherwise.
+
+        Large batches are taken ``UPDATE_CHUNK_ROWS`` rows at a time, so the temporaries stay small
+        whatever the size of the arrays given (a whole training matrix's predictions, say).
+        """
+        for start in range(0, max(len(labels), 1), UPDATE_CHUNK_ROWS):
+            end = start + UPDATE_CHUNK_ROWS
+            self._update(labels[start:end], predictions[start:end], None if weights is None else weights[start:end])
+
+    def _update(self, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None) -> None:
         labels = np.asarray(labels, dtype=np.float64)
         w = np.ones(labels.size) if weights is None else np.asarray(weights, dtype=np.float64)
         self.rows += labels.size

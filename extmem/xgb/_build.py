@@ -27,6 +27,7 @@ from extmem._defaults import CACHE_KINDS, DEFAULT_PAGE_ROWS, DEFAULT_PREFETCH, D
 from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder, pages
 from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int
+from extmem.read._dataset import no_rows_error
 from extmem.read._reader import read_batches, row_groups, sample_row_groups
 from extmem.read._selection import Selection
 from extmem.xgb._iterator import Interrupted, IterStats, PageIter, SignalLatch
@@ -216,15 +217,9 @@ def _sampled_cuts(
     return reference, iterator.stats.rows, iterator.stats.feed_seconds
 
 
-def _no_rows_message(selection: Selection) -> str:
-    dataset = selection.dataset
-    why = f" match the 'filter' {dataset.filter!r}" if dataset.filter else ""
-    return f"No rows of {', '.join(dataset.paths)}{why}; there is nothing to train on."
-
-
-def _first_pass_checks(selection: Selection, cache_folder: Path | None, stats: IterStats) -> None:
+def _first_pass_checks(selection: Selection, cache_folder: Path | None, purpose: str, stats: IterStats) -> None:
     if stats.rows == 0:
-        raise NoRowsError(_no_rows_message(selection), options=("filter",))
+        raise no_rows_error(selection.dataset, purpose)
     if cache_folder is not None:
         check_cache_room(cache_folder, stats)
 
@@ -259,7 +254,7 @@ def build_dmatrix(
     )
     on_disk = options.cache == "disk" or options.sparse_pages
     prefill = spool is not None and not options.sparse_pages and ref is None  # the cut sample is drawn from the spool
-    checks = partial(_first_pass_checks, selection, cache.path if on_disk else None)
+    checks = partial(_first_pass_checks, selection, cache.path if on_disk else None, "to train on" if ref is None else "to evaluate on")
     iterator = _iterator(
         reading,
         latch,

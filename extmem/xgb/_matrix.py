@@ -15,6 +15,7 @@ from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS, DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
 from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
+from extmem._measure import release_freed_memory
 from extmem.encode._probe import profile
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, DatasetLike, as_dataset
@@ -101,6 +102,7 @@ def open_matrix(
     except BaseException:
         cache.cleanup()
         raise
+    release_freed_memory()  # what reading held, handed back before XGBoost trains from the matrix
     info = MatrixInfo(selection, plan, measured, stats, cache)
     _INFO[matrix] = info
     return matrix, info

@@ -1,0 +1,183 @@
+"""Cases from an adversarial user's session: each one reproduced, each a clear one-line error or a correct result, nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import cache_dirs, write_shard
+
+import extmem
+from extmem.cli._main import main
+
+ROWS = 20
+GOOD = {
+    "x": [1.0, 2.0, 3.0, 4.0] * 5,
+    "n": [1, 0, 2, 0] * 5,
+    "gene_type": ["a", "b", "a", "b"] * 5,
+    "gene_id": [f"g{i % 7}" for i in range(ROWS)],
+    "splice_type": ["donor", "neither", "acceptor", "neither"] * 5,
+    "pairs": [[1, 2]] * ROWS,
+}
+PACKED_META = {"version": 1, "indices": "kmer_indices", "values": "kmer_values", "columns": ["6mer_AAAAAA", "6mer_AAAAAC"]}
+
+
+def _packed(path: Path, index_type: pa.DataType, indices: list, metadata: object) -> None:
+    table = pa.table(
+        {
+            "x": [1.0, 2.0],
+            "splice_type": ["donor", "neither"],
+            "kmer_indices": pa.array(indices, pa.list_(index_type)),
+            "kmer_values": pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32())),
+        }
+    )
+    text = metadata if isinstance(metadata, str) else json.dumps(metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata({"extmem.packed": text}), path)
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("adversarial")
+
+    def shard(folder: str, columns: dict, name: str = "a.parquet") -> Path:
+        return write_shard(tmp / folder / name, columns)
+
+    shard("ok", GOOD)
+    shard("numeric", {**GOOD, "splice_type": [0, 1, 2, 0] * 5})
+    shard("fractional", {**GOOD, "splice_type": [0, 1.5, 2, 0] * 5})
+    shard("negative", {**GOOD, "splice_type": [0, -1, 2, 0] * 5})
+    shard("beyond", {**GOOD, "splice_type": [0, 1, 7, 0] * 5})
+    shard("float32_range", {**GOOD, "x": [1e39, 2.0, 3.0, 4.0] * 5})
+    first = shard("symlinked", GOOD)
+    os.symlink(first, tmp / "symlinked" / "b.parquet")
+    first = shard("hardlinked", GOOD)
+    os.link(first, tmp / "hardlinked" / "b.parquet")
+    shard("tiny", {"x": [1.0, 2.0, 3.0, 4.0], "splice_type": ["donor", "neither", "acceptor", "neither"], "g": ["a"] * 4})
+    _packed(tmp / "packed_negative" / "a.parquet", pa.int32(), [[0, -1], [1]], PACKED_META)
+    _packed(tmp / "packed_columns_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "columns": "6mer_AAAAAA"})
+    _packed(tmp / "packed_version_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "version": "x", "indices": 5})
+    _packed(tmp / "packed_not_json" / "a.parquet", pa.uint16(), [[0, 1], [1]], "{not json")
+    _packed(tmp / "packed_float_indices" / "a.parquet", pa.float64(), [[0, 1], [1]], PACKED_META)
+    extmem.train(tmp / "ok", preset="splice-sites", out=tmp / "model", rounds=2)
+    extmem.train(tmp / "numeric", label="splice_type", out=tmp / "numeric_model", rounds=2)
+    return {path.name: str(path) for path in tmp.iterdir()} | {"tmp": str(tmp)}
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+DEEP_AND = " & ".join(["(x > 1)"] * 3000)
+CASES: list[tuple[str, str]] = [
+    # evaluate: labels the model cannot have (fractional, negative, beyond its classes), strings against a numeric model
+    (
+        "evaluate {numeric_model} {fractional}",
+        r"label 1\.5 of 'splice_type' in row group 0 of '.*fractional/a\.parquet' is not one of the model's 3 classes",
+    ),
+    ("evaluate {numeric_model} {negative}", r"label -1 of 'splice_type' .* is not one of the model's 3 classes"),
+    ("evaluate {numeric_model} {beyond}", r"label 7 of 'splice_type' .* is not one of the model's 3 classes"),
+    ("evaluate {numeric_model} {ok}", r"model was trained on numeric labels .* 'splice_type' holds strings .* give a --label-map"),
+    # one file reached twice
+    ("train {symlinked} --out {out}", r"shard '.*symlinked/b\.parquet' is the same file as '.*symlinked/a\.parquet'"),
+    ("train {hardlinked} --out {out}", r"shard '.*hardlinked/b\.parquet' is the same file as '.*hardlinked/a\.parquet'"),
+    # values float32 cannot hold are not "infinite"
+    ("train {float32_range} --out {out}", r"'x' holds 1e\+39 in row group 0 of '.*float32_range/a\.parquet', beyond float32's range"),
+    # packed shards: a negative index, metadata of the wrong types, indices that are not integers
+    (
+        "train {packed_negative} --out {out}",
+        r"packed index in row group 0 of '.*packed_negative/a\.parquet' is -1, outside the block's 2 columns",
+    ),
+    (
+        "train {packed_columns_text} --out {out}",
+        r"packed-layout metadata of '.*packed_columns_text/a\.parquet' is invalid: .*'columns' a list",
+    ),
+    ("train {packed_version_text} --out {out}", r"packed-layout metadata of '.*packed_version_text/a\.parquet' is invalid: version 'x'"),
+    ("train {packed_not_json} --out {out}", r"packed-layout metadata of '.*packed_not_json/a\.parquet' is invalid"),
+    ("train {packed_float_indices} --out {out}", r"lacks its numeric list column 'kmer_indices' \(found list<element: double>\)"),
+    # filters: integers beyond 64 bits, mixed lists, deep nesting, types that do not match the column
+    ("train {ok} --out {out} --filter 'x > 99999999999999999999999999'", r"Invalid --filter .*an integer beyond the 64-bit range"),
+    ("train {ok} --out {out} --filter \"x in [1, 'a']\"", r"Invalid --filter .*a list mixing numbers, strings and booleans"),
+    (f"train {{ok}} --out {{out}} --filter '{DEEP_AND}'", r"Invalid --filter '\(x > 1\) & .{40,80}\.\.\.': nested too deeply"),
+    ("train {ok} --out {out} --filter 'gene_type > 3'", r"--filter 'gene_type > 3' cannot be applied to the columns it names"),
+    # parameters and split options
+    ("train {ok} --out {out} --param seed=abc", r"XGBoost parameter 'seed' \(--param\) must be an integer\. Got 'abc'"),
+    (
+        "train {ok} --out {out} --valid-fraction 0.3 --group-by pairs",
+        r"--group-by column 'pairs' is list<element: int64>; groups must be strings or numbers",
+    ),
+    (
+        "train {tiny} --out {out} --valid-fraction 0.01",
+        r"validation split of .*tiny is empty: the --valid-fraction 0\.01 of the rows selected no row",
+    ),
+    (
+        "train {tiny} --out {out} --valid-fraction 0.5 --group-by g",
+        r"training split of .*tiny is empty: .*--group-by groups \('g'\) took every row",
+    ),
+    ("train {tiny} --out {out} --algorithm sgd_logistic --valid-fraction 0.01", r"validation split of .*tiny is empty"),
+]
+
+
+@pytest.mark.parametrize(("command", "pattern"), CASES, ids=[command[:60] for command, _ in CASES])
+def test_adversarial_input_is_one_clear_line_and_leaves_nothing(
+    places: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_signals: None, command: str, pattern: str
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    argv = [part.format(**places, out=str(tmp_path / "out")) for part in shlex.split(command)]
+    status = main([*argv, "--no-progress"] + (["--cache-dir", str(cache)] if argv[0] == "train" else []))
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("extmem: error:")]
+    assert status == 2, captured.err
+    assert len(errors) == 1 and "Traceback" not in captured.err, captured.err
+    assert re.search(pattern, errors[0]), errors[0]
+    assert len(errors[0]) < 600
+    assert not (tmp_path / "out").exists() and cache_dirs(cache) == []
+
+
+def test_string_labels_score_against_a_numeric_model_with_a_label_map(places: dict[str, str]) -> None:
+    metrics = extmem.evaluate(places["numeric_model"], places["ok"], label_map={"neither": 0, "donor": 1, "acceptor": 2})
+    assert metrics["rows"] == ROWS
+
+
+def test_string_view_labels_train_like_strings(tmp_path: Path) -> None:
+    write_shard(tmp_path / "plain" / "a.parquet", GOOD)
+    write_shard(tmp_path / "view" / "a.parquet", {**GOOD, "splice_type": pa.array(GOOD["splice_type"], pa.string_view())})
+    plain = extmem.Model.from_booster(extmem.train(tmp_path / "plain", preset="splice-sites", rounds=2).booster)
+    view = extmem.Model.from_booster(extmem.train(tmp_path / "view", preset="splice-sites", rounds=2).booster)
+    assert (plain.predict_proba(tmp_path / "plain") == view.predict_proba(tmp_path / "view")).all()
+
+
+@pytest.mark.parametrize("manifest", ["manifest.json", "_manifest.json"])
+def test_overwrite_never_replaces_a_folder_extmem_did_not_write(places: dict[str, str], tmp_path: Path, manifest: str) -> None:
+    """prune --overwrite into a folder holding someone's files: refused, every file kept (a foreign manifest is no proof)."""
+    destination = tmp_path / "theirs"
+    destination.mkdir()
+    (destination / manifest).write_text(json.dumps({"files": ["notes.txt"]}))
+    (destination / "notes.txt").write_text("keep me")
+    with pytest.raises(extmem.OptionError, match=rf"holds '{re.escape(manifest)}', which extmem did not write there"):
+        extmem.prune(places["ok"], destination, label="splice_type", overwrite=True)
+    assert sorted(path.name for path in destination.iterdir()) == sorted([manifest, "notes.txt"])
+    assert (destination / "notes.txt").read_text() == "keep me"
+
+
+def test_partial_and_hidden_files_are_never_taken_for_shards(tmp_path: Path) -> None:
+    """A killed run's partial file (even one ending in .parquet) and hidden files in a data folder are not shards."""
+    write_shard(tmp_path / "data" / "a.parquet", GOOD)
+    (tmp_path / "data" / ".a.parquet.x1y2.extmem-partial").write_bytes(b"torn")
+    (tmp_path / "data" / ".hidden.parquet").write_bytes(b"torn")
+    (tmp_path / "data" / "_manifest.json").write_text("{}")
+    result = extmem.train(tmp_path / "data", preset="splice-sites", rounds=1)
+    assert result.report["rows"] == ROWS
