@@ -8,8 +8,6 @@ Anonymous memory (heap, private mappings) is what a RAM budget must hold; file-b
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import resource
 import sys
 import threading
@@ -21,27 +19,6 @@ from types import TracebackType
 from typing import Self
 
 import psutil
-
-
-def _load_malloc_trim() -> ctypes._CFuncPtr | None:
-    library = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(library).malloc_trim if library else None
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Give memory freed to glibc's heap back to the kernel (no-op without glibc).
-
-    Parsing a wide parquet footer (thousands of columns) allocates many small objects; once
-    freed, glibc keeps those pages, so over hundreds of shards they would add up in RSS.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def anonymous_rss_bytes() -> int:

@@ -113,6 +113,17 @@ def test_array_fit_behaves_like_xgboost(small_synth: Path) -> None:
         clf.predict(small_synth)
 
 
-def test_labels_with_a_dataset_are_refused(small_synth: Path) -> None:
-    with pytest.raises(extmem.OptionError, match="pass y=None"):
-        extmem.XGBClassifier().fit(extmem.Dataset(small_synth, preset="splice-sites"), np.zeros(3000))
+@pytest.mark.parametrize("given", [{"y": np.zeros(3000)}, {"sample_weight": np.ones(3000)}, {"base_margin": np.zeros(3000)}])
+def test_labels_and_weights_with_a_dataset_are_refused(small_synth: Path, given: dict) -> None:
+    with pytest.raises(extmem.OptionError, match=f"pass {next(iter(given))} as None"):
+        extmem.XGBClassifier().fit(extmem.Dataset(small_synth, preset="splice-sites"), **given)
+
+
+def test_classes_follow_the_trainers_rule_when_a_filter_leaves_some_out(small_synth: Path) -> None:
+    """Only donor and acceptor rows (ids 1 and 2): three classes all the same, as extmem.train has."""
+    data = extmem.Dataset(small_synth, preset="splice-sites", filter="splice_type != 'neither'")
+    clf = extmem.XGBClassifier(n_estimators=2).fit(data)
+    model, report = extmem.train(data, rounds=2)
+    assert list(clf.classes_) == [0, 1, 2] and clf.n_classes_ == 3
+    assert report["params"]["num_class"] == 3
+    assert clf.predict_proba(data).shape == extmem.Model.from_booster(model).predict_proba(data).shape == (report["rows"], 3)

@@ -153,7 +153,7 @@ def test_load_refuses_an_estimator_class_it_does_not_know(small_synth: Path, tmp
 
 
 def test_classifier_front_end_fits_a_path_and_round_trips(small_synth: Path, tmp_path: Path) -> None:
-    classifier = extmem.IncrementalClassifier("sgd_logistic", epochs=2, params={"alpha": 0.001}).fit(
+    classifier = extmem.IncrementalClassifier("sgd_logistic", max_iter=2, params={"alpha": 0.001}).fit(
         small_synth, preset="splice-sites", batch_rows=512
     )
     assert classifier.report_["details"]["epochs"] == 2 and classifier.model_.learner.estimators["linear"].alpha == 0.001
@@ -246,3 +246,20 @@ def test_row_weights_and_class_weights_multiply(tmp_path: Path) -> None:
     class_weights = np.array(list(balanced.report["details"]["class_weights"].values()))
     np.testing.assert_allclose(class_weights, weighted.sum() / (3 * weighted), rtol=1e-6)
     np.testing.assert_allclose(balanced.model.learner.estimators["counts"].class_count_, weighted * class_weights, rtol=1e-6)
+
+
+def test_classifier_takes_an_estimator_instance_for_datasets(small_synth: Path, tmp_path: Path) -> None:
+    from sklearn.linear_model import Perceptron, SGDClassifier
+
+    data = extmem.Dataset(small_synth, preset="splice-sites")
+    classifier = extmem.IncrementalClassifier(SGDClassifier(loss="log_loss", alpha=0.001), max_iter=2).fit(data)
+    assert classifier.n_iter_ == 2 and classifier.report_["algorithm"] == "SGDClassifier"
+    assert classifier.predict_proba(data).shape == (3000, 3)
+    classifier.save(tmp_path / "sgd")
+    np.testing.assert_array_equal(extmem.IncrementalClassifier.load(tmp_path / "sgd").predict_proba(data), classifier.predict_proba(data))
+    hard = extmem.IncrementalClassifier(Perceptron(), max_iter=1).fit(data)
+    assert not hasattr(hard, "predict_proba") and set(np.unique(hard.predict(data))) <= {0, 1, 2}
+    with pytest.raises(extmem.OptionError, match="a Perceptron model cannot be saved"):
+        hard.save(tmp_path / "perceptron")
+    with pytest.raises(extmem.OptionError, match="not a scikit-learn classifier with partial_fit"):
+        extmem.IncrementalClassifier(object()).fit(data)

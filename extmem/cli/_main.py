@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from extmem._allocators import limit_malloc_arenas, use_system_arrow_pool
 from extmem._signals import Stopped, ignore_signals, raise_on_signals
 from extmem.errors import ExtmemError
 
@@ -25,6 +26,8 @@ _OUT_OF_MEMORY = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``extmem`` command; returns the exit status."""
     raise_on_signals()
+    limit_malloc_arenas()
+    use_system_arrow_pool()
     try:
         return _main(argv)
     except Stopped as stop:

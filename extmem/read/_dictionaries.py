@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from extmem._measure import release_freed_memory
+from extmem._allocators import release_freed_memory
 from extmem.errors import SchemaError, read_failure
 from extmem.read._scan import STRING, Schema
 

@@ -20,9 +20,9 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from extmem._allocators import release_freed_memory
 from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
 from extmem._layout import KMER_COLUMN, FeatureLayout
-from extmem._measure import release_freed_memory
 from extmem.errors import FilterError, LabelError, read_failure
 from extmem.read._filters import quoted
 from extmem.read._holdout import holdout_mask

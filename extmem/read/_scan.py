@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from extmem._allocators import release_freed_memory
 from extmem._contracts import PackedBlock, RowGroupRef
-from extmem._measure import release_freed_memory
 from extmem.errors import SchemaError, read_failure
 
 NUMERIC = "numeric"

@@ -331,7 +331,7 @@ def train_distributed(
         "worker_peak_rss_bytes": max(result["peak_rss_bytes"] for result in results),
         "worker_peak_anon_bytes": max(result["peak_anon_bytes"] for result in results),
     }
-    return run.finish(booster, BOOSTER_MODEL_FILE, bytes(booster.save_raw("ubj")), common, details)
+    return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
 
 
 def _train_on_cluster(

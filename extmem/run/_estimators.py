@@ -13,6 +13,7 @@ fitted on a dataset they are first converted to the representation it was traine
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from extmem.encode._blocks import encode
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset
 from extmem.read._plan import CacheKind
+from extmem.run._params import class_count, label_range
 from extmem.score._evaluate import evaluate
 from extmem.score._model import Model
 from extmem.xgb._build import MatrixOptions
@@ -100,32 +102,57 @@ class _DatasetMixin:
     def _wrapper_params(self) -> set[str]:
         return super()._wrapper_params() | {"cache_dir", "page_rows", "sketch_rows", "cache", "memory_budget"}  # type: ignore[misc]
 
-    def fit(self, X: Any, y: Any = None, **kwargs: Any) -> Any:
-        """XGBoost's ``fit``; ``X`` (and each ``eval_set`` entry) may be a dataset, whose label column gives ``y``."""
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        sample_weight: Any = None,
+        base_margin: Any = None,
+        eval_set: Sequence[Any] | None = None,
+        verbose: bool | int | None = True,
+        xgb_model: Any = None,
+        sample_weight_eval_set: Sequence[Any] | None = None,
+        base_margin_eval_set: Sequence[Any] | None = None,
+        feature_weights: Any = None,
+    ) -> Any:
+        """XGBoost's ``fit``, with its signature; ``X`` (and each ``eval_set`` entry) may also be a dataset.
+
+        A dataset's label column gives ``y`` and its weight column the sample weights, so with a
+        dataset ``y``, ``sample_weight`` and the ``base_margin`` options must be None.
+        """
+        options = {"xgb_model": xgb_model, "verbose": verbose, "feature_weights": feature_weights}
         if not _is_dataset(X):
-            return super().fit(X, y, **kwargs)  # type: ignore[misc]
-        if y is not None or kwargs.get("sample_weight") is not None:
+            arrays = {"sample_weight": sample_weight, "base_margin": base_margin, "sample_weight_eval_set": sample_weight_eval_set}
+            return super().fit(X, y, eval_set=eval_set, base_margin_eval_set=base_margin_eval_set, **arrays, **options)  # type: ignore[misc]
+        given = {"y": y, "sample_weight": sample_weight, "base_margin": base_margin, "sample_weight_eval_set": sample_weight_eval_set}
+        given["base_margin_eval_set"] = base_margin_eval_set
+        passed = [name for name, value in given.items() if value is not None]
+        if passed:
             msg = (
-                "With a dataset as X, labels and weights come from its columns: pass y=None, and Dataset(..., weight='column') for weights."
+                f"With a dataset as X, labels and weights come from its columns: pass {', '.join(passed)} as None, "
+                "and Dataset(..., weight='column') for weights."
             )
             raise OptionError(msg)
-        eval_set = kwargs.get("eval_set")
-        if eval_set is not None:
-            kwargs["eval_set"] = [(item, None) if _is_dataset(item) else tuple(item) for item in eval_set]
         dataset = as_dataset(X, {})
         if dataset.label is None:
             msg = "A dataset to fit on needs a label column: pass extmem.Dataset(path, label=...) (or preset='splice-sites')."
             raise OptionError(msg, options=("label", "preset"))
+        evals = None if eval_set is None else [(item, None) if _is_dataset(item) else tuple(item) for item in eval_set]
         fitting = _DatasetFitting(self, dataset)
         self._extmem_fitting = fitting
         try:
             layout = matrix_info(fitting.train_matrix).layout
-            super().fit(fitting.dataset, fitting.train_matrix.get_label(), **kwargs)  # type: ignore[misc]
+            super().fit(fitting.dataset, self._fit_labels(fitting.train_matrix, layout), eval_set=evals, **options)  # type: ignore[misc]
         finally:
             del self._extmem_fitting
             fitting.close()
         self.get_booster().set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})  # type: ignore[attr-defined]
         return self
+
+    def _fit_labels(self, matrix: xgb.DMatrix, layout: FeatureLayout) -> np.ndarray:
+        """What XGBoost's ``fit`` reads as ``y`` (the matrix itself holds the labels)."""
+        return matrix.get_label()
 
     def _create_dmatrix(self, ref: xgb.DMatrix | None, **kwargs: Any) -> xgb.DMatrix:
         fitting: _DatasetFitting | None = self.__dict__.get("_extmem_fitting")
@@ -174,8 +201,17 @@ class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
     """``xgboost.XGBClassifier`` that also fits and scores parquet datasets through external memory.
 
     ``cache_dir``, ``page_rows`` and ``sketch_rows`` set up the external-memory matrices (see
-    :func:`extmem.dmatrix`); every other argument is XGBoost's.
+    :func:`extmem.dmatrix`); every other argument is XGBoost's. Fitted on a dataset, its classes
+    follow the rule of :func:`extmem.train`: the label map's, else 0..max label, all of them even
+    when a filter leaves some without rows.
     """
+
+    def _fit_labels(self, matrix: xgb.DMatrix, layout: FeatureLayout) -> np.ndarray:
+        labels = matrix.get_label()
+        classes = class_count(layout, *label_range(labels))
+        if classes == 0:
+            return labels  # XGBoost explains what class labels it expects
+        return np.arange(classes, dtype=np.float32)  # XGBoost derives classes_ from y; the matrix holds the labels
 
     def predict_proba(
         self, X: Any, validate_features: bool = True, base_margin: Any = None, iteration_range: tuple[int, int] | None = None

@@ -41,7 +41,16 @@ from extmem.run._datasets import training_datasets
 from extmem.run._params import class_count
 from extmem.run._skeleton import TrainingRun, TrainResult
 from extmem.run._stopping import EarlyStopping
-from extmem.score._incremental_model import FeatureParts, IncrementalModel, Standardizer, _estimators, _Learner, _learner
+from extmem.score._incremental_model import (
+    ESTIMATOR_KIND,
+    FeatureParts,
+    IncrementalModel,
+    Standardizer,
+    _estimators,
+    _Learner,
+    _learner,
+    check_estimator_kind,
+)
 from extmem.score._metrics import StreamingMetrics
 from extmem.xgb._spool import PageSpool
 
@@ -242,9 +251,9 @@ class _Best:
 _HISTORY_METRICS = ("mlogloss", "logloss", "accuracy", "macro_f1")
 
 
-def _check_options(algorithm: str, params: Mapping[str, Any], epochs: int | None, class_weight: str, page_rows: int) -> int:
+def _check_options(algorithm: str, estimator: Any, params: Mapping[str, Any], epochs: int | None, class_weight: str, page_rows: int) -> int:
     """Refuse bad options before any reading; the number of epochs to run."""
-    _estimators(algorithm, params, None)
+    _estimators(algorithm, params, None, estimator=estimator)
     if epochs is None:
         epochs = 1 if algorithm == "naive_bayes" else DEFAULT_EPOCHS
     check_positive_int(epochs, "epochs")
@@ -288,7 +297,7 @@ def train_incremental(
     data: DatasetLike,
     label: str | None = None,
     *,
-    algorithm: str = "sgd_logistic",
+    algorithm: str | Any = "sgd_logistic",
     out: str | os.PathLike[str] | None = None,
     epochs: int | None = None,
     params: Mapping[str, Any] | None = None,
@@ -308,8 +317,9 @@ def train_incremental(
     """Train a scikit-learn ``partial_fit`` model on a parquet dataset, streaming; mirrors ``extmem train --algorithm``.
 
     ``algorithm`` is ``sgd_logistic`` (probabilities), ``sgd_hinge``, ``passive_aggressive``
-    (class ids) or ``naive_bayes`` (probabilities; exact in one pass, so ``epochs`` is 1).
-    ``params`` go to the scikit-learn estimator(s). Classes are class ids 0..K-1 from the label
+    (class ids) or ``naive_bayes`` (probabilities; exact in one pass, so ``epochs`` is 1), or an
+    unfitted scikit-learn classifier with ``partial_fit``, which is copied and fed the
+    standardised features. ``params`` go to the scikit-learn estimator(s). Classes are class ids 0..K-1 from the label
     map (or the largest class id in the data), declared up front; ``class_weight="balanced"``
     weights each class by rows / (classes x class rows), as scikit-learn does. ``epochs``
     (default 5) passes run over pages in a shuffled order (``seed``); ``early_stopping_rounds``
@@ -320,10 +330,15 @@ def train_incremental(
     the call. Returns the :class:`IncrementalModel` and the report.
     """
     params = dict(params or {})
-    epochs = _check_options(algorithm, params, epochs, class_weight, page_rows)
+    estimator = None
+    if not isinstance(algorithm, str):
+        check_estimator_kind(algorithm)
+        estimator, algorithm = algorithm, ESTIMATOR_KIND
+    epochs = _check_options(algorithm, estimator, params, epochs, class_weight, page_rows)
     dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
     first_pass = _FirstPass(algorithm == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")
-    with TrainingRun("incremental", algorithm, out=out, overwrite=overwrite, cache_dir=cache_dir) as run:
+    name = type(estimator).__name__ if estimator is not None else algorithm
+    with TrainingRun("incremental", name, out=out, overwrite=overwrite, cache_dir=cache_dir) as run:
         with run.stage("read and spool"):
             evaluated = _spool_datasets(run, dataset, valid_dataset, first_pass, page_rows, memory_budget, progress)
         train = evaluated["train"]
@@ -332,7 +347,7 @@ def train_incremental(
         assert stats is not None
         n_classes = max(class_count(layout, *first_pass.label_range()), 2)
         weights_by_class = first_pass.class_weights(n_classes) if class_weight == "balanced" else np.ones(n_classes)
-        learner = _learner(algorithm, _estimators(algorithm, params, layout, seed), Standardizer(stats.mean.copy(), stats.std))
+        learner = _learner(algorithm, _estimators(algorithm, params, layout, seed, estimator), Standardizer(stats.mean.copy(), stats.std))
         trained = IncrementalModel(algorithm, layout, n_classes, learner)
         rng = np.random.default_rng(seed)
         history: dict[str, dict[str, list[float]]] = {name: {} for name in evaluated}
@@ -393,4 +408,4 @@ def train_incremental(
         "class_weights": dict(zip(trained.classes, weights_by_class.tolist())),
         "sklearn_version": sklearn.__version__,
     }
-    return run.finish(trained, INCREMENTAL_MODEL_FILE, trained.to_bytes(), common, details)
+    return run.finish(trained, INCREMENTAL_MODEL_FILE, trained.to_bytes, common, details)

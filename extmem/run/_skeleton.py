@@ -97,11 +97,13 @@ class TrainingRun:
         """Run ``callback`` when the run ends (before its cache folders go), on error too."""
         self._stack.callback(callback)
 
-    def finish(self, model: Any, model_file: str, model_bytes: bytes, common: Mapping[str, Any], details: Mapping[str, Any]) -> TrainResult:
-        """The report of the finished run, with the model folder published in ``out`` if given."""
+    def finish(
+        self, model: Any, model_file: str, model_bytes: Callable[[], bytes], common: Mapping[str, Any], details: Mapping[str, Any]
+    ) -> TrainResult:
+        """The report of the finished run, with the model folder published in ``out`` if given (``model_bytes`` is called then)."""
         report = build_report(
             trainer=self.trainer, algorithm=self.algorithm, started_at=self.started_at, monitor=self.monitor, common=common, details=details
         )
         if self.out is not None:
-            report = publish_model(self.out, model_file, model_bytes, report)
+            report = publish_model(self.out, model_file, model_bytes(), report)
         return TrainResult(model, report)

@@ -265,6 +265,7 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
                 callbacks=[*callbacks, rounds],
                 xgb_model=start.booster if start else None,
             )
+        booster = _without_training_state(booster)
         booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
         model = Model(booster, layout)
         with run.stage("evaluation"):
@@ -290,4 +291,15 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
         "dropped_columns": dict(train_info.selection.dropped),
     }
     details = {"resumed_from_round": done if start else None, "seconds_before_resume": elapsed, "round_seconds": rounds.timings()}
-    return run.finish(booster, BOOSTER_MODEL_FILE, bytes(booster.save_raw("ubj")), common, details)
+    return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
+
+
+def _without_training_state(booster: xgb.Booster) -> xgb.Booster:
+    """The same model in a new booster, the trained one freed with its training state.
+
+    A booster keeps its gradients and its prediction caches (bytes per row and class) after
+    training; evaluating the model on top of them would need both at once.
+    """
+    fresh = xgb.Booster(model_file=bytearray(booster.save_raw("ubj")))
+    booster.__del__()
+    return fresh

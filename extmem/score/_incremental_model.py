@@ -24,6 +24,7 @@ from typing import IO, Any
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
+from sklearn.base import clone, is_classifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import GaussianNB, MultinomialNB
 
@@ -34,6 +35,8 @@ from extmem.errors import OptionError
 from extmem.score._scorer import Scorer
 
 FORMAT_VERSION = 1
+ESTIMATOR_KIND = "estimator"
+"""The kind of a model trained from a scikit-learn estimator instance rather than a named algorithm."""
 
 _SGD_SETTINGS: Mapping[str, Mapping[str, Any]] = {
     "sgd_logistic": {"loss": "log_loss"},
@@ -111,11 +114,11 @@ class _Learner:
 
 
 class _LinearLearner(_Learner):
-    """One ``SGDClassifier`` (logistic, hinge or passive-aggressive) on standardised features."""
+    """One classifier (``SGDClassifier``: logistic, hinge or passive-aggressive; or a given one) on standardised features."""
 
     def __init__(self, estimators: dict[str, Any], standardizer: Standardizer) -> None:
         super().__init__(estimators, standardizer)
-        self.hard = estimators["linear"].loss != "log_loss"
+        self.hard = not hasattr(estimators["linear"], "predict_proba")
 
     def partial_fit(self, parts: FeatureParts, labels: np.ndarray, classes: np.ndarray, weights: np.ndarray) -> None:
         self.estimators["linear"].partial_fit(self.standardizer.scaled(parts), labels, classes=classes, sample_weight=weights)
@@ -151,12 +154,15 @@ class _NaiveBayesLearner(_Learner):
         return np.exp(total - logsumexp(total, axis=1, keepdims=True))
 
 
-def _estimators(kind: str, params: Mapping[str, Any], layout: FeatureLayout | None, seed: int = 0) -> dict[str, Any]:
-    """Unfitted estimators for ``kind`` with ``params`` (checked against the estimators' own parameters).
+def _estimators(kind: str, params: Mapping[str, Any], layout: FeatureLayout | None, seed: int = 0, estimator: Any = None) -> dict[str, Any]:
+    """Unfitted estimators for ``kind`` (a copy of ``estimator`` for ``ESTIMATOR_KIND``) with ``params`` set.
 
-    Naive Bayes gets a part per kind of column in ``layout`` (both parts when it is None).
+    ``params`` are checked against the estimators' own parameters. Naive Bayes gets a part per
+    kind of column in ``layout`` (both parts when it is None).
     """
-    if kind in _SGD_SETTINGS:
+    if kind == ESTIMATOR_KIND:
+        parts = {"linear": clone(estimator)}
+    elif kind in _SGD_SETTINGS:
         parts = {"linear": SGDClassifier(**{"random_state": seed, **_SGD_SETTINGS[kind]})}
     elif kind == "naive_bayes":
         sparse = layout.sparse_mask if layout is not None else np.array([True, False])
@@ -166,17 +172,24 @@ def _estimators(kind: str, params: Mapping[str, Any], layout: FeatureLayout | No
         if not sparse.all():
             parts["values"] = GaussianNB()
     else:
-        msg = f"Unknown 'model' {kind!r}; choose one of {', '.join(INCREMENTAL_MODELS)}."
+        msg = f"Unknown 'algorithm' {kind!r}; choose one of {', '.join(INCREMENTAL_MODELS)}, or give a scikit-learn classifier."
         raise OptionError(msg, options=("model",))
     for name, value in params.items():
-        owners = [estimator for estimator in parts.values() if name in estimator.get_params()]
+        owners = [part for part in parts.values() if name in part.get_params()]
         if not owners:
-            known = sorted({key for estimator in parts.values() for key in estimator.get_params()})
+            known = sorted({key for part in parts.values() for key in part.get_params()})
             msg = f"The parameter {name!r} ('params') is not one of the {kind} model's: {', '.join(known)}."
             raise OptionError(msg, options=("params",))
-        for estimator in owners:
-            estimator.set_params(**{name: value})
+        for part in owners:
+            part.set_params(**{name: value})
     return parts
+
+
+def check_estimator_kind(estimator: Any) -> None:
+    """Refuse what cannot be trained incrementally: an estimator must be a scikit-learn classifier with ``partial_fit``."""
+    if not (hasattr(estimator, "partial_fit") and hasattr(estimator, "get_params") and is_classifier(estimator)):
+        msg = f"The estimator {estimator!r} is not a scikit-learn classifier with partial_fit (such as SGDClassifier or GaussianNB)."
+        raise OptionError(msg, options=("model",))
 
 
 def _learner(kind: str, estimators: dict[str, Any], standardizer: Standardizer) -> _Learner:
@@ -240,6 +253,12 @@ class IncrementalModel(Scorer):
         }
         arrays = {"meta": np.array(json.dumps(meta)), "mean": self.learner.standardizer.mean, "scale": self.learner.standardizer.scale}
         for name, estimator in estimators.items():
+            if type(estimator).__name__ not in _FITTED_ATTRIBUTES:
+                msg = (
+                    f"extmem saves {', '.join(_FITTED_ATTRIBUTES)} models in its pickle-free format; "
+                    f"a {type(estimator).__name__} model cannot be saved (use it in this process)."
+                )
+                raise OptionError(msg)
             for attribute in _FITTED_ATTRIBUTES[type(estimator).__name__][1]:
                 arrays[f"{name}.{attribute}"] = np.asarray(getattr(estimator, attribute))
 
@@ -264,7 +283,11 @@ class IncrementalModel(Scorer):
         except (OSError, ValueError, KeyError, EOFError) as exc:
             msg = f"Cannot load the incremental model {where!r}: {exc}"
             raise OptionError(msg) from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION or meta.get("kind") not in INCREMENTAL_MODELS:
+        if (
+            not isinstance(meta, dict)
+            or meta.get("format") != FORMAT_VERSION
+            or meta.get("kind") not in (*INCREMENTAL_MODELS, ESTIMATOR_KIND)
+        ):
             msg = f"{where!r} is not an extmem incremental model of format {FORMAT_VERSION}."
             raise OptionError(msg)
         try:

@@ -19,12 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from extmem._allocators import release_freed_memory
 from extmem._atomic import write_json
 from extmem._contracts import PACKED_METADATA_KEY, PackedBlock
 from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_ROW_GROUP_ROWS
 from extmem._destinations import MANIFEST_FILE, check_output_folder, publish_folder, staging_folder
 from extmem._layout import FeatureLayout
-from extmem._measure import MemoryMonitor, release_freed_memory
+from extmem._measure import MemoryMonitor
 from extmem._presets import KMER_PATTERN
 from extmem._progress import ProgressBar
 from extmem._sink import ParquetSink

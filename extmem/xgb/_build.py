@@ -11,9 +11,11 @@ Every file XGBoost writes goes to the private cache folder, never to the working
 
 from __future__ import annotations
 
+import atexit
 import resource
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -103,15 +105,30 @@ class _CacheOwner:
     """Deletes the cache folder right after XGBoost frees the matrix and removes its pages.
 
     A ``weakref.finalize`` cannot guarantee this order: for objects collected in a
-    reference cycle Python runs weakref callbacks before ``__del__``.
+    reference cycle Python runs weakref callbacks before ``__del__``. Matrices still alive at
+    interpreter exit are freed by :func:`_free_live_matrices` before the folders go.
     """
 
     extmem_cache: PrivateFolder | None = None
+
+    def own(self, cache: PrivateFolder) -> None:
+        """Make ``cache`` this matrix's folder, deleted when the matrix is freed (or at exit)."""
+        self.extmem_cache = cache
+        _LIVE_MATRICES.add(self)
 
     def __del__(self) -> None:
         super().__del__()  # type: ignore[misc]
         if self.extmem_cache is not None:
             self.extmem_cache.cleanup()
+
+
+_LIVE_MATRICES: weakref.WeakSet[_CacheOwner] = weakref.WeakSet()
+
+
+@atexit.register  # registered after the private folders' own exit hook, so it runs before it
+def _free_live_matrices() -> None:
+    for matrix in list(_LIVE_MATRICES):
+        matrix.__del__()
 
 
 class CachedQuantileDMatrix(_CacheOwner, xgb.ExtMemQuantileDMatrix):
@@ -291,7 +308,7 @@ def build_dmatrix(
                     ref = None
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
-                matrix.extmem_cache = cache
+                matrix.own(cache)
             except Interrupted:
                 pass
         latch.redeliver(cache.cleanup)

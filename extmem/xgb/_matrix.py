@@ -11,11 +11,11 @@ from typing import Any
 
 import xgboost as xgb
 
+from extmem._allocators import release_freed_memory
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS, DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
 from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
-from extmem._measure import release_freed_memory
 from extmem.encode._probe import profile
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, DatasetLike, as_dataset

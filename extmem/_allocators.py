@@ -1,0 +1,61 @@
+"""The allocators under a data limit: glibc's heap trimmed and its arenas few, pyarrow on the system allocator.
+
+``prlimit --data`` (RLIMIT_DATA) counts writable private mappings whether their pages are
+touched or not. glibc gives each thread that allocates its own arena (up to 8 per core), a
+64 MiB reservation made writable as it grows and not unmapped when freed; pyarrow's default
+allocator (jemalloc or mimalloc) keeps the address space of freed memory too. Both take a share
+of a small budget that holds no data. Measured on 925k rows x 1,130 features under a 1 GiB
+limit (peak data size): 841 MiB as is, 733 MiB with two arenas, 652 MiB with pyarrow on the
+system allocator, 586 MiB with both, and no slower. The command line sets both up before
+anything allocates; elsewhere than glibc these are no-ops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+"""Arenas the command line allows (as ``MALLOC_ARENA_MAX=2`` would)."""
+
+
+def _libc() -> ctypes.CDLL | None:
+    library = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(library) if library else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_freed_memory() -> None:
+    """Give memory freed to glibc's heap back to the kernel.
+
+    Parsing a wide parquet footer (thousands of columns) allocates many small objects; once
+    freed, glibc keeps those pages, so over hundreds of shards they would add up in RSS.
+    """
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
+    """Cap glibc's arenas for the rest of the process, unless ``MALLOC_ARENA_MAX`` already says how many.
+
+    Call it before threads start allocating: arenas already made stay.
+    """
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(_M_ARENA_MAX, arenas)
+
+
+def use_system_arrow_pool() -> None:
+    """Make pyarrow allocate through the system allocator, unless ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise.
+
+    Call it before pyarrow is imported: it sets the variable pyarrow reads when it starts.
+    """
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
