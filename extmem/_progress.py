@@ -6,6 +6,8 @@ import sys
 from types import TracebackType
 from typing import Any, Self
 
+from extmem._signals import raise_if_stopped
+
 
 class ProgressBar:
     """A tqdm bar on stderr when ``enabled`` (None: when stderr is a terminal); otherwise every call is a no-op."""
@@ -18,6 +20,7 @@ class ProgressBar:
             self._bar = tqdm(total=total, desc=description, unit=unit, unit_scale=True, dynamic_ncols=True, leave=False)
 
     def update(self, count: int) -> None:
+        raise_if_stopped()
         if self._bar is not None:
             self._bar.update(count)
 

@@ -5,14 +5,22 @@ signal at any moment (imports included) unwinds through the code that removes ca
 partial files, and ends the process with 130 or 143 and one line. :func:`deferred` blocks the
 two signals while a cleanup or a rename runs, so that a signal arriving then is handled right
 after it, not in its middle.
+
+Python code may swallow the exception: one raised inside a ``__del__``, a weakref callback or
+a ctypes callback (XGBoost's data iterator or logger) is printed and dropped, and a library may
+turn it into an error of its own (numpy's import does). So the signal is also recorded:
+:func:`raise_if_stopped`, called at every batch read and every boosting round, raises it again,
+and the command line reports a recorded signal whatever exception ended the run.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -38,14 +46,43 @@ class Stopped(BaseException):
         return f"{'interrupted' if self.signum == signal.SIGINT else 'terminated'} ({signal.Signals(self.signum).name})"
 
 
+_received: list[int] = []
+"""The signals received since :func:`raise_on_signals` (a list: set from the handler without a global statement)."""
+
+
 def _raise(signum: int, frame: object) -> None:
+    _received.append(signum)
     raise Stopped(signum)
 
 
 def raise_on_signals() -> None:
-    """From now on SIGINT and SIGTERM raise :class:`Stopped` in the main thread."""
+    """From now on SIGINT and SIGTERM raise :class:`Stopped` in the main thread (and are recorded).
+
+    A :class:`Stopped` that Python drops as unraisable (raised in a ``__del__`` or a ctypes
+    callback) is not printed: it was recorded, and the run reports it in one line.
+    """
+    _received.clear()
     for signum in STOP_SIGNALS:
         signal.signal(signum, _raise)
+    if sys.unraisablehook is not _drop_stops:
+        _drop_stops.previous = sys.unraisablehook  # type: ignore[attr-defined]
+        sys.unraisablehook = _drop_stops
+
+
+def _drop_stops(unraisable: Any) -> None:
+    if not isinstance(unraisable.exc_value, Stopped):
+        _drop_stops.previous(unraisable)  # type: ignore[attr-defined]
+
+
+def received_stop() -> Stopped | None:
+    """The first stop signal received since :func:`raise_on_signals`, as the exception it raised; None if none came."""
+    return Stopped(_received[0]) if _received else None
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`Stopped` again if a signal came whose exception something swallowed (main thread only)."""
+    if _received and threading.current_thread() is threading.main_thread():
+        raise Stopped(_received[0])
 
 
 def ignore_signals() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -122,3 +123,14 @@ def encoded(selection: Selection, batch_rows: int | None = None, refs: list | No
 def all_rows(selection: Selection) -> Block:
     """The whole selection as one block."""
     return concat_blocks(encoded(selection))
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """The signal handlers as they were, after a test that runs the command line in-process (it installs its own)."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ)}
+    unraisablehook = sys.unraisablehook
+    yield
+    sys.unraisablehook = unraisablehook
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)

@@ -6,8 +6,6 @@ import json
 import os
 import re
 import shlex
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -70,14 +68,6 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     extmem.train(tmp / "ok", preset="splice-sites", out=tmp / "model", rounds=2)
     extmem.train(tmp / "numeric", label="splice_type", out=tmp / "numeric_model", rounds=2)
     return {path.name: str(path) for path in tmp.iterdir()} | {"tmp": str(tmp)}
-
-
-@pytest.fixture
-def restore_signals() -> Iterator[None]:
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
 
 
 DEEP_AND = " & ".join(["(x > 1)"] * 3000)

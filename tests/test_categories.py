@@ -10,6 +10,7 @@ import pytest
 from conftest import encoded
 
 import extmem
+from extmem.cli import main
 from extmem.read._selection import select_dataset
 
 REGIONS = ["intron", "exon", "utr", "intergenic"]
@@ -98,8 +99,17 @@ def test_bad_categorical_columns_are_refused(regions: dict[str, Path]) -> None:
         select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="nope"))
 
 
-def test_the_notice_suggests_categorical_for_small_string_columns(regions: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+def test_the_notice_suggests_categorical_for_small_string_columns(
+    regions: dict[str, Path], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The command line names the flag, the library the option, whichever ran first in the process."""
+    assert (
+        main(["train", str(regions["train"]), "--preset", "splice-sites", "--rounds", "1", "--out", str(tmp_path / "m"), "--no-progress"])
+        == 0
+    )
+    assert "usable as --categorical: region" in capsys.readouterr().err
     with caplog.at_level(logging.INFO, logger="extmem"):
         select_dataset(extmem.Dataset(regions["train"], preset="splice-sites"))
     assert "not using 1 non-numeric column(s) as features: region" in caplog.text
     assert "usable as 'categorical': region" in caplog.text
+    assert "--categorical" not in caplog.text

@@ -194,3 +194,12 @@ def test_weight_column(tmp_path: Path) -> None:
     assert source.layout.names == ("x",)
     weights = np.concatenate([b.weight for b in read_batches(source, 2048)])
     assert weights.tolist() == [0.5, 2.0]
+
+
+def test_a_shard_without_any_feature_column_keeps_its_rows(tmp_path: Path) -> None:
+    """Its rows are read as missing values, not dropped (a zero-column batch still has rows): training sees all 7."""
+    write_shard(tmp_path / "a.parquet", {"x": [1.0, 2.0, 3.0, 4.0], "splice_type": ["donor", "neither", "acceptor", "neither"]})
+    write_shard(tmp_path / "b.parquet", {"other": ["p", "q", "r"], "splice_type": ["donor", "neither", "acceptor"]})
+    selection = select_dataset(Dataset(tmp_path, preset="splice-sites"))
+    assert [(Path(batch.shard).name, batch.rows) for batch in read_batches(selection, 128)] == [("a.parquet", 4), ("b.parquet", 3)]
+    assert extmem.train(tmp_path, preset="splice-sites", rounds=1).report["rows"] == 7

@@ -9,18 +9,22 @@ its signal, as a kill test must.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import cache_dirs
 
 import extmem
+from extmem.cli import main
 
 OFFSETS = (0.1, 0.5, 1.0, 3.0)
 STOPS = ((signal.SIGINT, 130, "interrupted (SIGINT)"), (signal.SIGTERM, 143, "terminated (SIGTERM)"))
@@ -62,14 +66,17 @@ def _communicate_or_dump(process: subprocess.Popen[str], case: str) -> str:
     try:
         return process.communicate(timeout=180)[1]
     except subprocess.TimeoutExpired:
+        py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
         dump = (
-            subprocess.run(["py-spy", "dump", "--pid", str(process.pid)], capture_output=True, text=True, check=False)
-            if shutil.which("py-spy")
+            subprocess.run([py_spy, "dump", "--native", "--pid", str(process.pid)], capture_output=True, text=True, check=False)
+            if py_spy
             else None
         )
         process.kill()
         process.communicate()
-        pytest.fail(f"{case}: still running 3 minutes after its signal; stacks:\n{dump.stdout if dump else '(py-spy not installed)'}")
+        pytest.fail(
+            f"{case}: still running 3 minutes after its signal; stacks:\n{(dump.stdout + dump.stderr) if dump else '(py-spy not installed)'}"
+        )
 
 
 def _leftovers(work: Path) -> list[str]:
@@ -112,3 +119,50 @@ def test_a_signal_at_any_moment_exits_cleanly(command: str, wide_synth: Path, mo
         out = work / "out"
         if command != "demo":
             assert not out.exists() or not any(out.iterdir()), f"{case}: {list(out.iterdir())}"
+
+
+class _SignalsWhenCollected:
+    """An object whose ``__del__`` gets SIGTERM: Python prints and drops the exception raised there."""
+
+    def __del__(self) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+
+def _swallowing_the_signal(function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _SignalsWhenCollected()  # collected at once: the Stopped raised in its __del__ is dropped
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def _mangling_the_signal(function: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except BaseException as exc:  # as numpy's import does with any failure of its C extension
+            raise ImportError("Importing the numpy C-extensions failed") from exc
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("interference", [_swallowing_the_signal, _mangling_the_signal])
+def test_a_signal_whose_exception_is_dropped_or_replaced_still_stops_the_run(
+    interference: Callable[..., Any],
+    wide_synth: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restore_signals: None,
+) -> None:
+    """Code that drops the signal's exception (a __del__, a ctypes callback) or turns it into its own error cannot keep the run going."""
+    from extmem.run import _xgboost
+
+    monkeypatch.setattr(_xgboost, "infer_objective", interference(_xgboost.infer_objective))
+    out = tmp_path / "out"
+    status = main(["train", str(wide_synth), "--out", str(out), "--rounds", "50", "--cache-dir", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 143, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "extmem: terminated (SIGTERM); nothing was left behind", err
+    assert not out.exists() and _leftovers(tmp_path) == []

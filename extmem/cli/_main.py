@@ -11,10 +11,11 @@ import logging
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from extmem._allocators import limit_malloc_arenas, use_system_arrow_pool
-from extmem._signals import Stopped, ignore_signals, raise_on_signals
+from extmem._signals import Stopped, ignore_signals, raise_on_signals, received_stop
 from extmem.errors import ExtmemError
 
 _OUT_OF_MEMORY = (
@@ -29,11 +30,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     use_system_arrow_pool()
     try:
-        return _main(argv)
-    except Stopped as stop:
+        status = _main(argv)
+    except BaseException as exc:
+        stop = exc if isinstance(exc, Stopped) else received_stop()  # a library may have turned the signal into its own error
+        if stop is None:
+            raise
         ignore_signals()
         print(f"extmem: {stop.description}; nothing was left behind", file=sys.stderr)
         return stop.status
+    stop = received_stop()
+    if stop is not None:  # its exception was swallowed (a __del__, a ctypes callback) after the last checkpoint
+        ignore_signals()
+        print(f"extmem: {stop.description} as the run ended; its output is complete", file=sys.stderr)
+        return stop.status
+    return status
 
 
 def _as_flags(text: str, options: tuple[str, ...]) -> str:
@@ -45,28 +55,50 @@ def _as_flags(text: str, options: tuple[str, ...]) -> str:
     return text
 
 
-class _FlagNames(logging.Filter):
-    """Shows the library options that a log record names (its ``options`` extra) as their flags."""
+class _FlagNames(logging.Formatter):
+    """Shows the library options that a log record names (its ``options`` extra) as their flags, in this handler's output only."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        options = getattr(record, "options", ())
-        if options:
-            record.msg, record.args = _as_flags(record.getMessage(), options), ()
-        return True
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _as_flags(super().formatMessage(record), getattr(record, "options", ()))
+
+
+@contextmanager
+def _command_logging() -> Iterator[None]:
+    """The library's log lines on stderr, options shown as flags; the logger as it was afterwards (``main`` may run in-process)."""
+    logger = logging.getLogger("extmem")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_FlagNames("%(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@contextmanager
+def _file_size_limit_as_error() -> Iterator[None]:
+    """A file-size limit (RLIMIT_FSIZE) becomes an error (EFBIG) instead of a kill by SIGXFSZ."""
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     from extmem.cli._parser import parse
 
     args = parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_FlagNames())
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file-size limit becomes an error (EFBIG) instead of a kill
     from extmem.cli._commands import run_command
 
     try:
-        run_command(args)
+        with _command_logging(), _file_size_limit_as_error():
+            run_command(args)
     except ExtmemError as exc:
         return _error(args.debug, _as_flags(str(exc), exc.options))
     except MemoryError:

@@ -208,7 +208,7 @@ def _raw_batch(
         arrays = [full.column(name).cast(selection.scan_schema.field(name).type) for name in selection.carry]
         carried = pa.RecordBatch.from_arrays(arrays, schema=selection.carried_schema)
     index = {name: i for i, name in enumerate(batch.schema.names)}
-    columns = pa.RecordBatch.from_arrays([batch.column(index[name]) for name in features], names=features)
+    columns = batch.select([index[name] for name in features])  # keeps the row count when no feature is in the shard
     return RawBatch(columns, shard, row_group, block, label, weight, carried)
 
 

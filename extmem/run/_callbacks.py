@@ -16,6 +16,7 @@ from typing import Any
 import xgboost as xgb
 
 from extmem._progress import ProgressBar
+from extmem._signals import raise_if_stopped
 from extmem.run._checkpoint import save_checkpoint
 from extmem.run._stopping import EarlyStopping
 from extmem.score._metrics import StreamingMetrics
@@ -67,6 +68,7 @@ class History(xgb.callback.TrainingCallback):
         self.log: EvalLog = {name: {metric: list(values) for metric, values in metrics.items()} for name, metrics in (saved or {}).items()}
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: EvalLog) -> bool:
+        raise_if_stopped()
         for name, metrics in evals_log.items():
             for metric, values in metrics.items():
                 self.log.setdefault(name, {}).setdefault(metric, []).append(float(values[-1]))

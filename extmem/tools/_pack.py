@@ -28,6 +28,7 @@ from extmem._layout import FeatureLayout
 from extmem._measure import MemoryMonitor
 from extmem._presets import KMER_PATTERN
 from extmem._progress import ProgressBar
+from extmem._signals import raise_if_stopped
 from extmem._sink import ParquetSink
 from extmem._version import __version__
 from extmem.encode._blocks import to_csr
@@ -128,6 +129,7 @@ def rewrite_shard(
             rewriter = ShardRewriter(shard, file, block_pattern=block_pattern, drop=drop, packed_output=packed_output)
             with ParquetSink(out, rewriter.schema, row_group_rows=row_group_rows) as sink:
                 for batch in file.iter_batches(batch_size=batch_rows, columns=rewriter.read_columns, use_threads=True):
+                    raise_if_stopped()
                     sink.write(rewriter.convert(batch))
             return sink.rows
     except (pa.ArrowException, OSError) as exc:

@@ -20,7 +20,7 @@ from typing import Any
 import xgboost as xgb
 
 from extmem._contracts import Block, ReadCounters
-from extmem._signals import STOP_SIGNALS
+from extmem._signals import STOP_SIGNALS, received_stop
 
 
 class Interrupted(Exception):
@@ -50,7 +50,10 @@ class SignalLatch:
                 signal.signal(signum, handler)
 
     def check(self) -> None:
-        """Raise :class:`Interrupted` once a signal was recorded (from inside XGBoost's callbacks)."""
+        """Raise :class:`Interrupted` once a signal was recorded (from inside XGBoost's callbacks), here or before the build."""
+        stop = received_stop()
+        if self.pending is None and stop is not None:
+            self.pending = stop.signum
         if self.pending is not None:
             raise Interrupted
 
