@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,7 +244,9 @@ def test_any_input_succeeds_or_is_one_clear_line(
     command, flags = case
     argv = [*_arguments(command, flags, work / "data", model, work), "--no-progress"]
     try:
-        status = main(argv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a warning would reach the user's terminal: none may escape
+            status = main(argv)
     except SystemExit as exit_:  # the parser's own errors (a malformed flag value)
         status = exit_.code
     err = capsys.readouterr().err

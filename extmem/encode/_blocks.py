@@ -105,13 +105,14 @@ def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:
 
 
 def to_dense(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> np.ndarray:
-    """Convert a batch's feature values to a C-ordered float32 matrix, missing values as NaN."""
+    """Convert a batch's feature values to a C-ordered float32 matrix, missing values as NaN; an infinite value is an error."""
     out = np.full((features.rows, len(layout.names)), np.nan, dtype=np.float32)
     for column, position in zip(features.wide.columns, features.positions):
         out[:, position] = as_float32(_column_values(column), lambda _, position=position: layout.names[position], where)
     if features.packed is not None:
         rows = np.repeat(np.arange(features.rows), np.diff(features.packed.offsets))
         out[rows, features.packed.positions] = features.packed.values
+    _check_finite(out, layout, where)
     return out
 
 
@@ -134,7 +135,9 @@ def to_matrix(features: FeatureColumns, layout: FeatureLayout, where: str = "the
     NaN and nulls are missing values; an infinite value, or one beyond float32's range, is an
     error naming its column and ``where``.
     """
-    X = to_csr(features, layout, where) if any(layout.zero_is_missing) else to_dense(features, layout, where)
+    if not any(layout.zero_is_missing):
+        return to_dense(features, layout, where)
+    X = to_csr(features, layout, where)
     _check_finite(X, layout, where)
     return X
 
