@@ -148,3 +148,5 @@ class DataProfile:
     outputs: int = 1
     footer_bytes: int = 0
     """The largest serialized footer of a shard: parsed, it takes several times that while its shard is read."""
+    bins: int = 0
+    """XGBoost's histogram bins over all features, estimated from the probe: the size of its per-page and per-node state."""

@@ -180,8 +180,30 @@ def test_predict_and_prune_plan_their_batches_and_refuse_a_budget_too_small(smal
     assert report["memory_plan"]["batch_rows"] == 1000 and report["memory_plan"]["budget_bytes"] == 64 * 2**30
     manifest = extmem.prune(small_synth, tmp_path / "pruned", label="splice_type", memory_budget="64GiB")
     assert manifest["memory_plan"]["cache"] == "none" and manifest["memory_plan"]["parts"]["matrix"] > 0, "sample and correlations"
-    with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
+    with pytest.raises(extmem.OptionError, match="XGBoost.s state for the feature space"):
         extmem.predict(model, small_synth, tmp_path / "q.parquet", memory_budget="100MiB")
-    with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
+    with pytest.raises(extmem.OptionError, match="XGBoost.s state for the feature space"):
         extmem.prune(small_synth, tmp_path / "pruned2", label="splice_type", memory_budget="100MiB")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "p.parquet", "pruned"]
+
+
+def test_many_rows_get_large_pages_because_xgboost_keeps_state_per_page() -> None:
+    """3.7M rows of 10k bins: small pages would spend the budget on XGBoost's per-page state, so the plan takes large ones."""
+    many = DataProfile(rows=3_700_000, arrow_bytes_per_row=2_000, stored_values_per_row=120, outputs=3, bins=10_000)
+    fixed = 300 * 2**20
+    plan = plan_memory(many, Budget(2**30, "test"), batch_rows=2048, cache="disk", fixed=fixed)
+    small = plan_memory(many, Budget(8 * 2**30, "test"), batch_rows=2048, page_rows=2048, cache="disk", fixed=fixed)
+    assert plan.page_rows >= 32_768 and plan.expected_peak_bytes <= 2**30
+    assert small.feature_space_bytes > 4 * plan.feature_space_bytes
+    assert plan_memory(many, None, batch_rows=2048, cache="disk", fixed=fixed).page_rows >= 3_700_000 // 64
+
+
+def test_the_plan_counts_the_feature_space() -> None:
+    """Hashed widths: XGBoost's per-bin state grows the plan with the bins, so 2M hashed features do not fit 2 GB."""
+    narrow, wide = (
+        DataProfile(rows=20_000, arrow_bytes_per_row=2_000, stored_values_per_row=120, outputs=3, bins=bins) for bins in (17_000, 4_070_000)
+    )
+    fixed = 300 * 2**20
+    assert plan_memory(narrow, Budget(2 * 2**30, "test"), batch_rows=2048, cache="disk", fixed=fixed).expected_peak_bytes < 2**30
+    with pytest.raises(extmem.OptionError, match="XGBoost.s state for the feature space"):
+        plan_memory(wide, Budget(2 * 10**9, "test"), batch_rows=2048, cache="disk", fixed=fixed)

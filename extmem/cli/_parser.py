@@ -16,7 +16,6 @@ from extmem._defaults import (
     DEFAULT_EPOCHS,
     DEFAULT_MAX_CATEGORIES,
     DEFAULT_MAX_SAMPLE_ROWS,
-    DEFAULT_PAGE_ROWS,
     DEFAULT_PREFETCH,
     DEFAULT_ROUNDS,
     DEFAULT_ROW_GROUP_ROWS,
@@ -95,7 +94,11 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
     )
     _row_flags(group)
     group.add_argument(
-        "--page-rows", type=types.positive, default=DEFAULT_PAGE_ROWS, metavar="N", help="rows per XGBoost page (under a budget: the most)"
+        "--page-rows",
+        type=types.positive,
+        default=None,
+        metavar="N",
+        help="rows per XGBoost page (under a budget: the most) (default: planned: the largest that fit a budget, else about 64 pages)",
     )
     group.add_argument(
         "--cache",

@@ -6,6 +6,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+import numpy as np
+import scipy.sparse as sp
+
 from extmem._contracts import DataProfile
 from extmem.encode._blocks import Encoder
 from extmem.read._plan import Budget, MemoryPlan, plan_batches
@@ -15,20 +18,37 @@ from extmem.read._selection import Selection
 logger = logging.getLogger("extmem")
 
 PROBE_ROWS = 256
+DEFAULT_MAX_BIN = 256
+"""XGBoost's default ``max_bin``."""
 
 
-def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS) -> DataProfile:
-    """Rows and the largest footer from the metadata; Arrow bytes and stored values per row from the first ``probe_rows`` rows."""
+def estimated_bins(X: sp.csr_matrix | np.ndarray, max_bin: int | None = None) -> int:
+    """XGBoost's histogram bins for features whose distinct values are those of ``X``: a distinct value and one more
+    per feature, at least 2 (what XGBoost gives a feature without values), at most ``max_bin`` + 1."""
+    most = (max_bin or DEFAULT_MAX_BIN) + 1
+    if sp.issparse(X):
+        csr = X.tocsr()
+        keys = (csr.indices.astype(np.uint64) << np.uint64(32)) | csr.data.astype(np.float32).view(np.uint32).astype(np.uint64)
+        distinct = np.bincount((np.unique(keys) >> np.uint64(32)).astype(np.int64), minlength=csr.shape[1])
+    else:
+        distinct = np.array([np.unique(column[~np.isnan(column)]).size for column in np.asarray(X, dtype=np.float32).T], dtype=np.int64)
+    return int(np.clip(distinct + 1, 2, most).sum())
+
+
+def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS, max_bin: int | None = None) -> DataProfile:
+    """Rows and the largest footer from the metadata; Arrow bytes, stored values and histogram bins from the first ``probe_rows`` rows."""
     batches = read_batches(selection, probe_rows)
     try:
         raw = next(batches, None)
     finally:
         batches.close()
+    features = len(selection.layout.names)
     if raw is None:
-        return DataProfile(selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes)
+        return DataProfile(selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features)
     block = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)(raw)
     decoded = raw.columns.nbytes + (raw.carried.nbytes if raw.carried is not None else 0) + 8 * raw.rows
-    return DataProfile(selection.rows, decoded / raw.rows, block.stored_values / block.rows, outputs, selection.schema.footer_bytes)
+    bins = estimated_bins(block.X, max_bin)
+    return DataProfile(selection.rows, decoded / raw.rows, block.stored_values / block.rows, outputs, selection.schema.footer_bytes, bins)
 
 
 def plan_pass(

@@ -11,6 +11,9 @@ caps: heap and private writable mappings, resident or not. It adds
 * building one page: the CSR bytes of a page, held by extmem, by the prefetch queue and by
   XGBoost while it quantizes the page;
 * training state: gradients, predictions and row partitions, per row and class;
+* the feature space: XGBoost keeps state per histogram bin for every external-memory page
+  (so many small pages cost more than a few large ones) and a gradient histogram per tree
+  node it caches while it grows a tree (the cost of very wide, hashed feature spaces);
 * the quantized matrix itself when it is kept in memory, or the pages XGBoost keeps in flight
   when it reads them from the disk cache.
 
@@ -31,6 +34,7 @@ import psutil
 
 from extmem._allocators import release_freed_memory
 from extmem._contracts import DataProfile
+from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._measure import anonymous_rss_bytes
 from extmem._units import MiB, format_size, parse_size
 from extmem.errors import OptionError
@@ -61,6 +65,18 @@ RUNTIME_RESERVE = 320 * MiB
 """Writable mappings beyond the heap and thread stacks: BLAS thread buffers (181 MiB measured) and allocator
 segments. Three 640k-row runs under a 1 GiB data limit with 2,048-row batches peaked at 866, 998 and 1,009 MiB
 of data where the plan, with 64 MiB less reserve, said 963-972 MiB."""
+PAGE_STATE_BYTES_PER_BIN = 80
+"""Bytes XGBoost keeps per histogram bin for each external-memory page while it builds and trains: 925k rows of
+1,050 columns (10k bins) peaked 324 MiB higher in 452 pages of 2,048 rows than in 29 of 32,768 (79 bytes)."""
+HISTOGRAM_BYTES_PER_BIN = 16
+"""One gradient histogram: a pair of doubles per bin."""
+HISTOGRAM_NODES = 40
+"""Histograms XGBoost holds at its peak while it grows a tree (default depth 6): 20k rows hashed to 262k, 1M and
+2M features (0.5M to 4.1M bins) peaked 0.9 kB per bin higher, of which 3 pages' state is 0.24 kB."""
+TARGET_PAGES = 64
+"""Unbudgeted runs size pages so that the data makes about this many (within the page-row limits)."""
+UNBUDGETED_PAGE_BYTES = 256 * MiB
+"""Unbudgeted runs keep the bytes of building one page under this."""
 ARROW_IO_THREADS = 8
 FOOTER_BYTES_PER_SERIALIZED_BYTE = 13
 """Data size a parsed parquet footer takes per byte of its serialized form (measured: 300 MiB for a 23.6 MiB footer of 50 row groups x 4,129 columns, of which 204 MiB resident)."""
@@ -133,10 +149,12 @@ class MemoryPlan:
     matrix_bytes: int
     budget: Budget | None = None
     footer_bytes: int = 0
+    feature_space_bytes: int = 0
 
     @property
     def expected_peak_bytes(self) -> int:
-        return self.fixed_bytes + self.footer_bytes + self.decode_bytes + self.page_bytes + self.training_bytes + self.matrix_bytes
+        parts = (self.fixed_bytes, self.footer_bytes, self.decode_bytes, self.page_bytes, self.training_bytes, self.matrix_bytes)
+        return sum(parts) + self.feature_space_bytes
 
     def describe(self) -> str:
         budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
@@ -166,6 +184,7 @@ class MemoryPlan:
                 "page": self.page_bytes,
                 "training": self.training_bytes,
                 "matrix": self.matrix_bytes,
+                "feature_space": self.feature_space_bytes,
             },
         }
 
@@ -189,6 +208,20 @@ def _matrix_bytes(profile: DataProfile, cache: str, page_rows: int) -> int:
     return int(PAGES_IN_FLIGHT * page_rows * (PAGE_MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
 
 
+def _feature_space_bytes(profile: DataProfile, page_rows: int) -> int:
+    """Per-bin state of every page, and the histograms of the tree nodes XGBoost caches."""
+    pages = -(-profile.rows // page_rows)
+    return profile.bins * (pages * PAGE_STATE_BYTES_PER_BIN + HISTOGRAM_NODES * HISTOGRAM_BYTES_PER_BIN)
+
+
+def unbudgeted_page_rows(profile: DataProfile) -> int:
+    """Page rows for a run without a budget: about ``TARGET_PAGES`` pages, each built in under ``UNBUDGETED_PAGE_BYTES``."""
+    by_count = -(-profile.rows // TARGET_PAGES)
+    by_bytes = int(UNBUDGETED_PAGE_BYTES / max(1.0, PAGE_BYTES_PER_VALUE * profile.stored_values_per_row))
+    rows = max(DEFAULT_PAGE_ROWS, min(by_count, by_bytes))
+    return min(MAX_PAGE_ROWS, -(-rows // MIN_PAGE_ROWS) * MIN_PAGE_ROWS)
+
+
 def _shrinking(largest: int, smallest: int) -> list[int]:
     """``largest``, then sizes about 3/4 of the one before, in multiples of ``smallest``, down to ``smallest``.
 
@@ -207,6 +240,11 @@ def _refusal(budget: Budget, smallest: MemoryPlan, detail: str = "") -> OptionEr
         + (f" and {smallest.page_rows:,} per page" if smallest.cache != "none" else "")
         + f" need about {format_size(smallest.expected_peak_bytes)}, of which {format_size(smallest.fixed_bytes)} is the process itself"
         + (f" and {format_size(smallest.footer_bytes)} a shard's footer" if smallest.footer_bytes else "")
+        + (
+            f" and {format_size(smallest.feature_space_bytes)} XGBoost's state for the feature space (fewer features or a narrower hash fit better)"
+            if smallest.feature_space_bytes > smallest.page_bytes
+            else ""
+        )
         + f"{detail}.",
         options=("memory_budget", "cache"),
     )
@@ -243,21 +281,25 @@ def plan_memory(
     budget: Budget | None,
     *,
     batch_rows: int,
-    page_rows: int,
+    page_rows: int | None = None,
     prefetch: int = 1,
     cache: CacheKind = "auto",
     fixed: int | None = None,
 ) -> MemoryPlan:
     """Choose sizes and a cache kind for ``profile`` under ``budget``.
 
-    ``batch_rows`` and ``page_rows`` are the largest sizes allowed; under a budget they shrink
-    in steps of about 3/4 (batches first, down to ``MIN_BATCH_ROWS``; then pages, to
-    ``MIN_PAGE_ROWS``) until the plan fits. ``cache="auto"`` sizes the plan for the disk cache, then keeps the
+    ``batch_rows`` and ``page_rows`` are the largest sizes allowed (``page_rows`` None: up to
+    ``MAX_PAGE_ROWS`` under a budget, :func:`unbudgeted_page_rows` without one); under a budget
+    they shrink in steps of about 3/4 (batches first, down to ``MIN_BATCH_ROWS``; then pages, to
+    ``MIN_PAGE_ROWS``) until the plan fits: the largest pages that fit, as XGBoost's state per
+    page makes many small pages cost more than few large ones. ``cache="auto"`` sizes the plan for the disk cache, then keeps the
     quantized matrix in memory instead if the plan with it still fits in ``MEMORY_CACHE_SHARE``
     of the budget (of the available RAM without one). Raises :class:`OptionError` when nothing fits.
     """
     fixed = fixed_bytes() if fixed is None else fixed
     training = int(profile.rows * (TRAINING_BYTES_PER_ROW + TRAINING_BYTES_PER_ROW_AND_OUTPUT * profile.outputs))
+    if page_rows is None:
+        page_rows = MAX_PAGE_ROWS if budget is not None else unbudgeted_page_rows(profile)
     page_rows = min(page_rows, MAX_PAGE_ROWS, max(profile.rows, MIN_PAGE_ROWS))
     batch_rows = min(batch_rows, page_rows)
     limit = budget.bytes if budget is not None else None
@@ -276,6 +318,7 @@ def plan_memory(
             _matrix_bytes(profile, kind, page),
             budget,
             _footer_bytes(profile),
+            _feature_space_bytes(profile, page),
         )
 
     def fitting(kind: Literal["memory", "disk"], room: float | None, reason: str) -> MemoryPlan | None:

@@ -248,8 +248,8 @@ def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label
 
 def _scan_schema(schema: Schema, layout: FeatureLayout, extras: Sequence[str]) -> pa.Schema:
     columns = schema.columns
-    names = [name for name in [*layout.names, *extras] if name in columns or name in layout.names]
-    unique = list(dict.fromkeys(names))
+    features = set(layout.names)
+    unique = list(dict.fromkeys([*layout.names, *(name for name in extras if name in columns or name in features)]))
     return pa.schema([(name, columns[name].arrow_type if name in columns else pa.float32()) for name in unique])
 
 

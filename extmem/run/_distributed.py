@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xgboost as xgb
 
-from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_PAGE_ROWS, DEFAULT_SKETCH_ROWS
+from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_SKETCH_ROWS
 from extmem._folders import PrivateFolder, sweep_stale
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._measure import MemoryMonitor
@@ -270,7 +270,7 @@ def train_distributed(
     group_by: str | None = None,
     early_stopping_rounds: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    page_rows: int = DEFAULT_PAGE_ROWS,
+    page_rows: int | None = None,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
     memory_budget: int | str | None = None,
     overwrite: bool = False,

@@ -213,7 +213,7 @@ def train_incremental(
     seed: int = 0,
     cache_dir: str | os.PathLike[str] | None = None,
     early_stopping_rounds: int | None = None,
-    page_rows: int = DEFAULT_PAGE_ROWS,
+    page_rows: int | None = None,
     memory_budget: int | str | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
@@ -239,6 +239,7 @@ def train_incremental(
     if not isinstance(algorithm, str):
         check_estimator_kind(algorithm)
         estimator, algorithm = algorithm, ESTIMATOR_KIND
+    page_rows = DEFAULT_PAGE_ROWS if page_rows is None else page_rows
     epochs = _check_options(algorithm, estimator, params, epochs, class_weight, page_rows)
     dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
     first_pass = FirstPass(algorithm == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")

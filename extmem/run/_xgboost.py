@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from extmem._defaults import BOOSTER_MODEL_FILE, CHECKPOINT_FILE, DEFAULT_PAGE_ROWS, DEFAULT_PREFETCH, DEFAULT_ROUNDS, DEFAULT_SKETCH_ROWS
+from extmem._defaults import BOOSTER_MODEL_FILE, CHECKPOINT_FILE, DEFAULT_PREFETCH, DEFAULT_ROUNDS, DEFAULT_SKETCH_ROWS
 from extmem._layout import LAYOUT_ATTRIBUTE
 from extmem._progress import ProgressBar
 from extmem.errors import OptionError, check_positive_int
@@ -117,7 +117,7 @@ def train(
     early_stopping_rounds: int | None = None,
     checkpoint_every: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    page_rows: int = DEFAULT_PAGE_ROWS,
+    page_rows: int | None = None,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
     cache: str = "auto",
     memory_budget: int | str | None = None,
@@ -269,10 +269,8 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
         booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
         model = Model(booster, layout)
         with run.stage("evaluation"):
-            evaluation_matrix, evaluation_name, _ = matrices[-1]
-            evaluation = StreamingMetrics(model.task, model.classes)
-            weights = evaluation_matrix.get_weight()
-            evaluation.update(evaluation_matrix.get_label(), booster.predict(evaluation_matrix), weights if weights.size else None)
+            _, evaluation_name, evaluation_info = matrices[-1]
+            evaluation = _streamed_metrics(model, evaluation_info)
     watched = history.log.get("valid", {}).get(stopping.metric, []) if stopping else []
     common = {
         "rows": train_info.stats.rows,
@@ -294,11 +292,25 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
     return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
 
 
+def _streamed_metrics(model: Model, info: MatrixInfo) -> StreamingMetrics:
+    """The model's metrics on the rows of a matrix, predicted batch by batch from the parquet (CSR) it was read from.
+
+    Not from the quantized matrix: XGBoost predicts a quantized matrix in time proportional to rows
+    times features (minutes for wide or hashed feature spaces), CSR batches in time proportional
+    to their stored values.
+    """
+    metrics = StreamingMetrics(model.task, model.classes)
+    for batch, raw in model.score(info.selection, info.plan.batch_rows):
+        assert batch.label is not None
+        metrics.update(batch.label, raw, batch.weight)
+    return metrics
+
+
 def _without_training_state(booster: xgb.Booster) -> xgb.Booster:
     """The same model in a new booster, the trained one freed with its training state.
 
     A booster keeps its gradients and its prediction caches (bytes per row and class) after
-    training; evaluating the model on top of them would need both at once.
+    training; whatever runs next (evaluation's metrics, saving) should not sit on top of them.
     """
     fresh = xgb.Booster(model_file=bytearray(booster.save_raw("ubj")))
     booster.__del__()

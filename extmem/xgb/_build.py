@@ -25,7 +25,7 @@ import numpy as np
 import xgboost as xgb
 
 from extmem._contracts import Block, ReadCounters, RowGroupRef
-from extmem._defaults import CACHE_KINDS, DEFAULT_PAGE_ROWS, DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
+from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
 from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder, pages
 from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int
@@ -43,7 +43,7 @@ CACHE_BYTES_PER_VALUE = 16
 class MatrixOptions:
     """How a matrix is built.
 
-    ``page_rows``: rows per XGBoost page. ``max_bin``: XGBoost's histogram bins. ``sparse_pages``:
+    ``page_rows``: rows per XGBoost page (None: planned, see :func:`extmem.read._plan.plan_memory`). ``max_bin``: XGBoost's histogram bins. ``sparse_pages``:
     a paged ``DMatrix`` (for ``approx``) instead of a quantile matrix (for ``hist``); its pages
     always live in the cache folder. ``sketch_rows``/``seed``: above that many rows, quantile cuts
     come from about that many rows sampled with ``seed``; ``sample_cuts`` True or False overrides
@@ -55,7 +55,7 @@ class MatrixOptions:
     and page sizes, which are then the largest allowed.
     """
 
-    page_rows: int = DEFAULT_PAGE_ROWS
+    page_rows: int | None = None
     max_bin: int | None = None
     sparse_pages: bool = False
     sketch_rows: int = DEFAULT_SKETCH_ROWS
@@ -67,9 +67,9 @@ class MatrixOptions:
     sample_cuts: bool | None = None
 
     def __post_init__(self) -> None:
-        for name in ("page_rows", "sketch_rows"):
-            check_positive_int(getattr(self, name), name)
-        check_positive_int(self.max_bin, "max_bin", allow_none=True)
+        check_positive_int(self.sketch_rows, "sketch_rows")
+        for name in ("page_rows", "max_bin"):
+            check_positive_int(getattr(self, name), name, allow_none=True)
         if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 0:
             msg = f"The 'prefetch' option must be a non-negative integer (pages read ahead). Got {self.prefetch!r} instead."
             raise OptionError(msg, options=("prefetch",))

@@ -13,7 +13,7 @@ import xgboost as xgb
 
 from extmem._allocators import release_freed_memory
 from extmem._contracts import DataProfile
-from extmem._defaults import DEFAULT_PAGE_ROWS, DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
+from extmem._defaults import DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
 from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
 from extmem.encode._probe import profile
@@ -62,7 +62,7 @@ def free_matrix(matrix: xgb.DMatrix) -> None:
 def plan_matrix(selection: Selection, options: MatrixOptions) -> tuple[MemoryPlan, DataProfile]:
     """The memory plan for reading ``selection`` with ``options`` (sizes from them are the largest allowed), and the profile it rests on."""
     label_map = selection.layout.label_map
-    measured = profile(selection, outputs=len(label_map) if label_map else 1)
+    measured = profile(selection, outputs=len(label_map) if label_map else 1, max_bin=options.max_bin)
     cache = "disk" if options.sparse_pages else options.cache
     plan = plan_memory(
         measured,
@@ -114,7 +114,7 @@ def dmatrix(
     *,
     ref: xgb.DMatrix | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
-    page_rows: int = DEFAULT_PAGE_ROWS,
+    page_rows: int | None = None,
     max_bin: int | None = None,
     sparse_pages: bool = False,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
@@ -141,8 +141,9 @@ def dmatrix(
     ``cache`` is ``"disk"`` (external memory), ``"memory"`` (an in-memory ``QuantileDMatrix``
     from the same stream) or ``"auto"``: memory when the quantized matrix fits ``memory_budget``
     (default: the process's data limit, else the available RAM) with room to spare. Under a
-    budget, ``batch_rows`` and ``page_rows`` are the largest sizes allowed. ``prefetch`` pages
-    are read ahead in a background thread.
+    budget, ``batch_rows`` and ``page_rows`` are the largest sizes allowed. ``page_rows`` None
+    plans the pages: the largest that fit the budget, since XGBoost keeps state per page; without
+    one, about 64 pages of at least 8,192 rows. ``prefetch`` pages are read ahead in a background thread.
     """
     if label is not None:
         options = {**options, "label": label}
