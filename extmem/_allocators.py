@@ -30,6 +30,12 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
+_arenas_limited = False
+
+
+def allocators_limited() -> bool:
+    """Whether glibc's arenas are capped and pyarrow allocates through the system allocator in this process."""
+    return _arenas_limited and os.environ.get("ARROW_DEFAULT_MEMORY_POOL") == "system"
 
 
 def release_freed_memory() -> None:
@@ -48,9 +54,12 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
 
     Call it before threads start allocating: arenas already made stay.
     """
+    global _arenas_limited
     mallopt = getattr(_LIBC, "mallopt", None)
     if mallopt is not None and "MALLOC_ARENA_MAX" not in os.environ:
-        mallopt(_M_ARENA_MAX, arenas)
+        _arenas_limited = bool(mallopt(_M_ARENA_MAX, arenas))
+    elif os.environ.get("MALLOC_ARENA_MAX", "").isdigit():
+        _arenas_limited = int(os.environ["MALLOC_ARENA_MAX"]) <= arenas
 
 
 def use_system_arrow_pool() -> None:

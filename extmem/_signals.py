@@ -74,6 +74,11 @@ def _drop_stops(unraisable: Any) -> None:
         _drop_stops.previous(unraisable)  # type: ignore[attr-defined]
 
 
+def forget_signals() -> None:
+    """Forget the signals received (the command that got them has ended; ``main`` may run again in-process)."""
+    _received.clear()
+
+
 def received_stop() -> Stopped | None:
     """The first stop signal received since :func:`raise_on_signals`, as the exception it raised; None if none came."""
     return Stopped(_received[0]) if _received else None

@@ -166,3 +166,4 @@ def test_a_signal_whose_exception_is_dropped_or_replaced_still_stops_the_run(
     assert status == 143, err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "extmem: terminated (SIGTERM); nothing was left behind", err
     assert not out.exists() and _leftovers(tmp_path) == []
+    extmem.train(wide_synth, preset="splice-sites", rounds=1, max_rows=200)  # the signal was the command's: later work runs

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from extmem._allocators import limit_malloc_arenas, use_system_arrow_pool
-from extmem._signals import Stopped, ignore_signals, raise_on_signals, received_stop
+from extmem._signals import Stopped, forget_signals, ignore_signals, raise_on_signals, received_stop
 from extmem.errors import ExtmemError
 
 _OUT_OF_MEMORY = (
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     use_system_arrow_pool()
     try:
-        status = _main(argv)
+        return _stopped_status(_main(argv))
     except BaseException as exc:
         stop = exc if isinstance(exc, Stopped) else received_stop()  # a library may have turned the signal into its own error
         if stop is None:
@@ -38,12 +38,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ignore_signals()
         print(f"extmem: {stop.description}; nothing was left behind", file=sys.stderr)
         return stop.status
+    finally:
+        forget_signals()
+
+
+def _stopped_status(status: int) -> int:
+    """``status``, or the signal's if one came whose exception was swallowed (a __del__, a ctypes callback) after the last checkpoint."""
     stop = received_stop()
-    if stop is not None:  # its exception was swallowed (a __del__, a ctypes callback) after the last checkpoint
-        ignore_signals()
-        print(f"extmem: {stop.description} as the run ended; its output is complete", file=sys.stderr)
-        return stop.status
-    return status
+    if stop is None:
+        return status
+    ignore_signals()
+    print(f"extmem: {stop.description} as the run ended; its output is complete", file=sys.stderr)
+    return stop.status
 
 
 def _as_flags(text: str, options: tuple[str, ...]) -> str:

@@ -32,7 +32,7 @@ from typing import Literal
 
 import psutil
 
-from extmem._allocators import release_freed_memory
+from extmem._allocators import allocators_limited, release_freed_memory
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._measure import anonymous_rss_bytes
@@ -65,9 +65,12 @@ RUNTIME_RESERVE = 320 * MiB
 """Writable mappings beyond the heap and thread stacks: BLAS thread buffers (181 MiB measured) and allocator
 segments. Three 640k-row runs under a 1 GiB data limit with 2,048-row batches peaked at 866, 998 and 1,009 MiB
 of data where the plan, with 64 MiB less reserve, said 963-972 MiB."""
-PAGE_STATE_BYTES_PER_BIN = 80
-"""Bytes XGBoost keeps per histogram bin for each external-memory page while it builds and trains: 925k rows of
-1,050 columns (10k bins) peaked 324 MiB higher in 452 pages of 2,048 rows than in 29 of 32,768 (79 bytes)."""
+LIMITED_RUNTIME_RESERVE = 64 * MiB
+"""The same with two glibc arenas and pyarrow on the system allocator (as the command line sets up): 925k rows of
+1,050 columns peaked at 600 MiB of data in 29 pages (plan: 652 MiB) and 924 MiB in 452 (plan: 825 MiB)."""
+PAGE_STATE_BYTES_PER_BIN = 90
+"""Bytes XGBoost keeps per histogram bin (as the probe estimates them) for each external-memory page: 925k rows of
+1,050 columns (8.9k bins estimated, 10.2k actual) peaked 324 MiB higher in 452 pages of 2,048 rows than in 29 of 32,768."""
 HISTOGRAM_BYTES_PER_BIN = 16
 """One gradient histogram: a pair of doubles per bin."""
 HISTOGRAM_NODES = 40
@@ -130,7 +133,7 @@ def fixed_bytes() -> int:
     stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
     stack = 8 * MiB if stack == resource.RLIM_INFINITY else int(stack)
     threads = 2 * (os.cpu_count() or 1) + ARROW_IO_THREADS
-    return now + threads * stack + RUNTIME_RESERVE
+    return now + threads * stack + (LIMITED_RUNTIME_RESERVE if allocators_limited() else RUNTIME_RESERVE)
 
 
 @dataclass(frozen=True)
