@@ -125,3 +125,15 @@ def test_failed_training_writes_nothing(tmp_path: Path) -> None:
         extmem.train(tmp_path / "data", preset="splice-sites", out=tmp_path / "out", cache_dir=tmp_path)
     assert not (tmp_path / "out").exists()
     assert cache_dirs(tmp_path) == []
+
+
+@pytest.mark.parametrize("width", [None, 65_536], ids=["quantized-matrix", "csr-batches"])
+def test_final_metrics_equal_evaluating_the_saved_model(small_synth: Path, tmp_path: Path, width: int | None) -> None:
+    """Whichever way the run predicts its final metrics (the quantized matrix, or CSR batches for wide hashed spaces), they are evaluate's."""
+    kmers = extmem.KmerEncoding(width=width) if width else None
+    result = extmem.train(small_synth, preset="splice-sites", kmers=kmers, rounds=3, valid=small_synth, out=tmp_path / "m")
+    reported = result.report["evaluation"]["valid"]
+    evaluated = extmem.evaluate(tmp_path / "m", small_synth)
+    assert reported["rows"] == evaluated["rows"] == 3000
+    for metric in ("accuracy", "macro_f1", "mlogloss"):
+        assert reported[metric] == pytest.approx(evaluated[metric], rel=1e-5), metric
