@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -171,3 +175,26 @@ def test_partial_and_hidden_files_are_never_taken_for_shards(tmp_path: Path) -> 
     (tmp_path / "data" / "_manifest.json").write_text("{}")
     result = extmem.train(tmp_path / "data", preset="splice-sites", rounds=1)
     assert result.report["rows"] == ROWS
+
+
+def test_byte_flipped_models_are_one_clear_line_never_a_crash(places: dict[str, str], tmp_path: Path) -> None:
+    """30 random single-byte flips of model.ubj: each predict exits 2 naming the corruption (XGBoost never parses it), no output."""
+    rng = random.Random(0)
+    flips = []
+    for case in range(30):
+        folder = tmp_path / f"model{case}"
+        shutil.copytree(places["model"], folder)
+        data = bytearray((folder / "model.ubj").read_bytes())
+        position = rng.randrange(len(data))
+        data[position] ^= 1 << rng.randrange(8)
+        (folder / "model.ubj").write_bytes(bytes(data))
+        flips.append(folder)
+    script = (
+        "import sys\nfrom extmem.cli import main\n"
+        "sys.exit(max(main(['predict', f, sys.argv[1], '--out', f + '/p.parquet', '--no-progress']) for f in sys.argv[2:]))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, places["ok"], *map(str, flips)], capture_output=True, text=True, check=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("extmem: error:")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(errors) == 30 and all("is corrupt: its checksum does not match" in line for line in errors), done.stderr[-2000:]
+    assert not any((folder / "p.parquet").exists() for folder in flips)
