@@ -125,9 +125,9 @@ def all_rows(selection: Selection) -> Block:
     return concat_blocks(encoded(selection))
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_signals() -> Iterator[None]:
-    """The signal handlers as they were, after a test that runs the command line in-process (it installs its own)."""
+    """The signal handlers as they were, after every test (the command line run in-process installs its own)."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ)}
     unraisablehook = sys.unraisablehook
     yield
