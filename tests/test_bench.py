@@ -16,6 +16,8 @@ import pytest
 
 from bench import budget, compare_inmemory, data_path, hashing, scaling, suite
 
+pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
+
 
 def test_scaling_bench_runs(tmp_path: Path) -> None:
     args = ["--rows-per-shard", "300", "--shards", "1", "--k", "3", "--rounds", "2", "--repeats", "1"]

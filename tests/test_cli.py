@@ -69,6 +69,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
+@pytest.mark.slow
 def test_bad_input_gives_one_line_errors_and_leaves_nothing(tmp_path: Path) -> None:
     for name, (args, match) in _bad_inputs(tmp_path).items():
         out = tmp_path / f"model-{name.replace(' ', '-')}"

@@ -17,6 +17,8 @@ import pytest
 import extmem
 from extmem.run._distributed import ClusterError, assign_shards, train_distributed
 
+pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
+
 distributed = pytest.importorskip("distributed")
 dd = pytest.importorskip("dask.dataframe")
 

@@ -17,6 +17,8 @@ from sklearn.utils.estimator_checks import check_estimator, parametrize_with_che
 
 import extmem
 
+pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
+
 _CLASS_IDS = "XGBoost requires class labels 0..K-1 and refuses others (1 and 2, or strings) instead of encoding them"
 XGBOOST_CLASSIFIER_FAILURES = {
     "check_estimators_overwrite_params": "XGBoost sets the public 'objective' parameter to multi:softprob for more than two classes",

@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 import extmem
 from extmem.cli._main import main
 
+pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
+
 EXAMPLES = int(os.environ.get("EXTMEM_FUZZ_EXAMPLES", "300"))
 SEED = int(os.environ.get("EXTMEM_FUZZ_SEED", "0"))
 NAMES = ("x", "n", "flag", "s", "cat", "splice_type", "w", "g", "6mer_AAAAAA", "6mer_ACGTAC", "when", "pairs", "amount")

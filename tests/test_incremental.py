@@ -95,6 +95,7 @@ def test_standardisation_statistics_equal_standard_scaler(tmp_path: Path) -> Non
     np.testing.assert_allclose(standardizer.scale[order], reference.scale_, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_sgd_beats_the_majority_baseline_and_weights_classes(wide_synth: Path, tmp_path: Path) -> None:
     result = train_incremental(
         wide_synth, preset="splice-sites", algorithm="sgd_logistic", valid_fraction=0.25, params={"alpha": 0.01}, out=tmp_path / "model"

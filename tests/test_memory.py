@@ -17,6 +17,8 @@ import pytest
 
 import extmem
 
+pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
+
 ROWS_PER_SHARD = 2500
 SHARDS_1X = 4
 TRAIN = """

@@ -113,6 +113,7 @@ def test_a_bad_shard_leaves_no_output(small_synth: Path, tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_nothing_and_the_next_run_sweeps_the_staging_folder(wide_synth: Path, tmp_path: Path) -> None:
     dst = tmp_path / "dst"
     command = [sys.executable, "-m", "extmem", "pack", str(wide_synth), str(dst), "--batch-rows", "100", "--no-progress"]

@@ -122,6 +122,7 @@ def test_wide_layout_output_keeps_original_types(planted: Path, tmp_path: Path) 
     assert "kmer_indices" not in result.column_names
 
 
+@pytest.mark.slow
 def test_killed_prune_leaves_the_previous_result(planted: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     prune(planted, out, label="splice_type", options=PruneOptions(sample_rows_per_shard=500))

@@ -30,6 +30,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "extmem", *args]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_reaches_the_uninterrupted_model(small_synth: Path, valid: Path, tmp_path: Path) -> None:
     out, cache = tmp_path / "run", tmp_path / "cache"
     cache.mkdir()

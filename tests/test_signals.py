@@ -26,6 +26,8 @@ from conftest import cache_dirs
 import extmem
 from extmem.cli import main
 
+pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
+
 OFFSETS = (0.1, 0.5, 1.0, 3.0)
 STOPS = ((signal.SIGINT, 130, "interrupted (SIGINT)"), (signal.SIGTERM, 143, "terminated (SIGTERM)"))
 
