@@ -133,8 +133,11 @@ class MemoryMonitor:
         }
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
+        try:
+            while not self._stop.wait(self.interval):
+                self.sample()
+        except MemoryError:  # under a data limit the sampler is the first to fail; the run reports its own error
+            return
 
     def __enter__(self) -> Self:
         self._started = time.perf_counter()

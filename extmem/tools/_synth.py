@@ -237,14 +237,16 @@ def synth(out_dir: str | os.PathLike[str], options: SynthOptions, *, overwrite: 
             columns_kept = _seen_kmers(options, seeds, sizes)
             with atomic_file(staging.path / name) as file:
                 writer: pq.ParquetWriter | None = None
-                for seed, rows in zip(seeds, sizes):
-                    table = _table(options, seed, rows, columns_kept, names)
-                    if writer is None:
-                        writer = pq.ParquetWriter(file, table.schema, compression="zstd")
-                    writer.write_table(table, row_group_size=rows)
-                    bar.update(rows)
-                assert writer is not None
-                writer.close()
+                try:
+                    for seed, rows in zip(seeds, sizes):
+                        table = _table(options, seed, rows, columns_kept, names)
+                        if writer is None:
+                            writer = pq.ParquetWriter(file, table.schema, compression="zstd")
+                        writer.write_table(table, row_group_size=rows)
+                        bar.update(rows)
+                finally:  # closed before its file is, even when stopped: a writer collected later writes to a closed file
+                    if writer is not None:
+                        writer.close()
         manifest = {"extmem_version": __version__, "command": "synth", "options": asdict(options), "files": shard_names}
         write_json(staging.path / MANIFEST_FILE, manifest)
         publish_folder(staging, target)
