@@ -23,15 +23,15 @@ def _modules() -> set[str]:
     }
 
 
+def _lint_imports(cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """import-linter on the contracts of the pyproject.toml in ``cwd``, in a clean process."""
+    script = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+    return subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+
+
 def test_layer_contracts_hold(tmp_path):
     # import-linter checks the contracts declared in pyproject.toml; run it in a clean process.
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
 
@@ -42,15 +42,7 @@ def test_layer_contracts_catch_a_reversed_import(tmp_path):
     subprocess.run(["cp", "-r", str(PACKAGE), str(copy)], check=True)
     (copy / "read" / "_reversed.py").write_text("from extmem.run import _skeleton\n")
     (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _lint_imports(tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode != 0
     assert "extmem.read._reversed -> extmem.run._skeleton" in result.stdout
 

@@ -58,7 +58,6 @@ class FeatureStats:
         return np.where(std > 0, std, 1.0)
 
 
-@dataclass
 class FirstPass:
     """What the first read of the training data gathers: feature statistics and weighted rows per class; checks labels."""
 

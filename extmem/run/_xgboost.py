@@ -31,6 +31,9 @@ from extmem.xgb._matrix import MatrixInfo, free_matrix, open_matrix
 
 logger = logging.getLogger("extmem")
 
+CSR_EVALUATION_FEATURES_PER_ARROW_BYTE = 0.15
+"""Above this many features per Arrow byte of a row, final metrics come from CSR batches, not the quantized matrix."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -290,10 +293,6 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
     }
     details = {"resumed_from_round": done if start else None, "seconds_before_resume": elapsed, "round_seconds": rounds.timings()}
     return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
-
-
-CSR_EVALUATION_FEATURES_PER_ARROW_BYTE = 0.15
-"""Above this many features per Arrow byte of a row, final metrics come from CSR batches, not the quantized matrix."""
 
 
 def _metrics(model: Model, matrix: xgb.DMatrix, info: MatrixInfo) -> StreamingMetrics:
