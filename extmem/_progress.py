@@ -24,6 +24,12 @@ class ProgressBar:
         if self._bar is not None:
             self._bar.update(count)
 
+    def add_total(self, count: int) -> None:
+        """Expect ``count`` more (rows of one more dataset, say): the total grows by it."""
+        if self._bar is not None:
+            self._bar.total = (self._bar.total or 0) + count
+            self._bar.refresh()
+
     def set_postfix(self, text: str) -> None:
         if self._bar is not None:
             self._bar.set_postfix_str(text)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import cache_dirs, write_shard
 
+import extmem
+
 
 def extmem_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "extmem", *args], capture_output=True, text=True, check=False, timeout=timeout)
@@ -166,3 +168,40 @@ def test_command_errors_are_one_line(small_synth: Path, tmp_path: Path, args: li
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     assert re.search(match, run.stderr.strip().splitlines()[-1]), run.stderr
+
+
+def test_a_run_is_reproduced_from_its_report(small_synth: Path, tmp_path: Path) -> None:
+    """report.json's command line and its config each repeat the run: the same model, bit for bit."""
+    first = tmp_path / "first"
+    run = extmem_cli(
+        "train", str(small_synth), "--out", str(first), "--rounds", "4", "--param", "max_depth=3", "--valid-fraction", "0.2",
+        "--early-stopping", "2", "--no-progress", "--cache-dir", str(tmp_path),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = json.loads((first / "report.json").read_text())
+    for field in ("command", "started_at", "environment", "config", "data", "memory_plan", "stages", "early_stopping", "checksums"):
+        assert report[field], field
+    assert report["environment"]["packages"]["xgboost"]
+
+    command = report["command"]
+    assert command[:2] == ["extmem", "train"]
+    second = tmp_path / "second"
+    command[command.index("--out") + 1] = str(second)
+    rerun = extmem_cli(*command[1:])
+    assert rerun.returncode == 0, rerun.stderr
+    assert (second / "model.ubj").read_bytes() == (first / "model.ubj").read_bytes()
+
+    config = report["config"]
+    again = extmem.train(
+        extmem.Dataset.from_dict(config["data"]),
+        valid=extmem.Dataset.from_dict(config["valid"]) if config["valid"] else None,
+        rounds=config["rounds"],
+        params=config["params"],
+        early_stopping_rounds=config["early_stopping_rounds"],
+        page_rows=config["page_rows"],
+        sketch_rows=config["sketch_rows"],
+        cache=config["cache"],
+        prefetch=config["prefetch"],
+        cache_dir=tmp_path,
+    )
+    assert bytes(again.booster.save_raw("ubj")) == (first / "model.ubj").read_bytes()

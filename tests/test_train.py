@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,14 @@ def test_final_metrics_equal_evaluating_the_saved_model(small_synth: Path, tmp_p
     assert reported["rows"] == evaluated["rows"] == 3000
     for metric in ("accuracy", "macro_f1", "mlogloss"):
         assert reported[metric] == pytest.approx(evaluated[metric], rel=1e-5), metric
+
+
+def test_progress_bars_have_totals_and_count_each_row_once(small_synth: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    extmem.train(small_synth, preset="splice-sites", rounds=3, progress=True, valid_fraction=0.2, page_rows=1000)
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    reading = [line for line in lines if line.startswith("reading:")]
+    training = [line for line in lines if line.startswith("training:")]
+    counts = [tuple(map(float, match.groups())) for line in reading if (match := re.search(r"([\d.]+)k/([\d.]+)k", line))]
+    assert counts and counts[-1][1] == 3.0, reading  # the training side's 2.4k rows, then the validation side's 0.6k
+    assert all(done <= total for done, total in counts), reading
+    assert training and "3.00/3.00" in training[-1]

@@ -64,6 +64,14 @@ class Selection:
         rows = self.schema.rows
         return min(rows, self.dataset.max_rows) if self.dataset.max_rows is not None else rows
 
+    @property
+    def expected_rows(self) -> int:
+        """Rows the selection is expected to yield: :attr:`rows`, times its side's share of a holdout split (a filter may leave fewer)."""
+        holdout = self.dataset.holdout
+        if holdout is None:
+            return self.rows
+        return round(self.rows * (holdout.fraction if holdout.side == "valid" else 1 - holdout.fraction))
+
 
 def _fail(message: str, *options: str, error: type[Exception] = SchemaError) -> Exception:
     return error(message, options=options)

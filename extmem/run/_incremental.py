@@ -88,9 +88,11 @@ def _read(
     page_rows: int,
     memory_budget: int | str | None,
     on_page: Callable[[Block, FeatureLayout], None],
+    on_total: Callable[[int], None],
 ) -> _Spooled:
-    """Read ``dataset`` once into a spool in ``folder``, calling ``on_page`` with each page and the layout."""
+    """Read ``dataset`` once into a spool in ``folder``, calling ``on_total`` with its rows (from the metadata), then ``on_page`` with each page and the layout."""
     selection = select_dataset(dataset, layout=layout)
+    on_total(selection.expected_rows)
 
     def page_bytes(profile: DataProfile) -> int:
         return int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * page_rows)
@@ -189,11 +191,17 @@ def _spool_datasets(
             first_pass.add(page, layout)
             bar.update(page.rows)
 
-        train = _read(dataset, None, cache.path / "train", page_rows, memory_budget, gather)
+        train = _read(dataset, None, cache.path / "train", page_rows, memory_budget, gather, bar.add_total)
         spooled = {"train": train}
         if valid is not None:
             spooled["valid"] = _read(
-                valid, train.selection.layout, cache.path / "valid", page_rows, memory_budget, lambda page, _: bar.update(page.rows)
+                valid,
+                train.selection.layout,
+                cache.path / "valid",
+                page_rows,
+                memory_budget,
+                lambda page, _: bar.update(page.rows),
+                bar.add_total,
             )
     return spooled
 
