@@ -29,6 +29,9 @@ _EXPORTS: dict[str, str] = {
     "KmerEncoding": "extmem._layout",
     "FeatureLayout": "extmem._layout",
     "dmatrix": "extmem.xgb._matrix",
+    "DMatrix": "extmem.xgb._matrix",
+    "ExtMemQuantileDMatrix": "extmem.xgb._matrix",
+    "QuantileDMatrix": "extmem.xgb._matrix",
     "matrix_info": "extmem.xgb._matrix",
     "TrainResult": "extmem.run._xgboost",
     "train": "extmem.run._xgboost",
@@ -55,7 +58,9 @@ __all__ = [
     "SPLICE_SITES",
     "CacheError",
     "ClusterError",
+    "DMatrix",
     "Dataset",
+    "ExtMemQuantileDMatrix",
     "ExtmemError",
     "FeatureLayout",
     "FeatureValueError",
@@ -71,6 +76,7 @@ __all__ = [
     "OptionError",
     "Preset",
     "PruneOptions",
+    "QuantileDMatrix",
     "SchemaError",
     "ShardReadError",
     "StreamingMetrics",
@@ -136,4 +142,4 @@ if TYPE_CHECKING:
     from extmem.tools._pack import pack
     from extmem.tools._prune import PruneOptions, prune
     from extmem.tools._synth import SynthOptions, synth
-    from extmem.xgb._matrix import dmatrix, matrix_info
+    from extmem.xgb._matrix import DMatrix, ExtMemQuantileDMatrix, QuantileDMatrix, dmatrix, matrix_info

@@ -150,3 +150,6 @@ class DataProfile:
     """The largest serialized footer of a shard: parsed, it takes several times that while its shard is read."""
     bins: int = 0
     """XGBoost's histogram bins over all features, estimated from the probe: the size of its per-page and per-node state."""
+    features: int = 0
+    max_bin: int = 256
+    """XGBoost's ``max_bin``: with the features and their density, the size of its quantile sketch."""

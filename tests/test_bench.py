@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench import budget, compare_inmemory, data_path, hashing, scaling, suite
+from bench import budget, compare_inmemory, data_path, hashing, scaling, suite, xgboost_demo
 
 pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
 
@@ -52,6 +52,13 @@ def test_data_path_bench_runs(tmp_path: Path) -> None:
     assert payload["train"]["packed 1x"]["mlogloss"] == payload["train"]["wide 1x"]["mlogloss"]
 
 
+def test_xgboost_demo_bench_equals_xgboosts_own_run(tmp_path: Path) -> None:
+    payload = xgboost_demo.main(["--scale", "1", "--rounds", "3", "--out", str(tmp_path / "demo.json")])
+    for method in ("hist", "approx"):
+        assert payload["results"][method]["rows"] == 31 * 1024
+        assert payload["results"][method]["max_abs_difference"] < 1e-3
+
+
 def test_hashing_bench_runs(tmp_path: Path) -> None:
     args = ["--rows", "600", "--shards", "2", "--valid-rows", "200", "--k", "3", "--rounds", "2"]
     payload = hashing.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "hashing.json")])
@@ -66,7 +73,7 @@ def test_budget_bench_runs(tmp_path: Path) -> None:
     run = payload["budgets"]["2 GiB"]
     assert not run.get("failed"), run
     assert run["plan"]["budget_bytes"] == 2 * 2**30 and run["peak_data_bytes"] <= 2 * 2**30
-    assert payload["too_small"]["failed"] and "cannot hold even one minimal batch" in payload["too_small"]["message"][0]
+    assert payload["too_small"]["failed"] and "is too small: the leanest plan" in payload["too_small"]["message"][0]
     assert set(payload["ratio_to_raw_decode"]) == {"prefetch 0", "prefetch 1"}
 
 

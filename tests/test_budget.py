@@ -65,7 +65,7 @@ def test_plans_stay_under_their_budget_and_grow_with_it() -> None:
 
 
 def test_a_budget_that_cannot_hold_one_batch_is_refused() -> None:
-    with pytest.raises(extmem.OptionError, match=r"A memory budget of 300 MiB \(--memory-budget\) cannot hold even one minimal batch"):
+    with pytest.raises(extmem.OptionError, match=r"A memory budget of 300 MiB \(--memory-budget\) is too small: the leanest plan"):
         plan_memory(WIDE, _budget("300MiB"), batch_rows=2048, page_rows=8192, fixed=FIXED)
     smallest = plan_memory(WIDE, _budget("600MB"), batch_rows=2048, page_rows=8192, fixed=FIXED)
     assert smallest.batch_rows >= MIN_BATCH_ROWS
@@ -127,7 +127,7 @@ def test_a_budget_too_small_is_a_clear_error_that_leaves_nothing(small_synth: Pa
     command = [sys.executable, "-m", "extmem", "train", str(small_synth), "--out", str(tmp_path / "m"), "--memory-budget", "200MiB"]
     run = subprocess.run([*command, "--no-progress", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=False)
     assert run.returncode == 2, run.stderr
-    assert "extmem: error: A memory budget of 200 MiB (--memory-budget) cannot hold even one minimal batch" in run.stderr
+    assert "extmem: error: A memory budget of 200 MiB (--memory-budget) is too small: the leanest plan" in run.stderr
     assert "Traceback" not in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -180,9 +180,9 @@ def test_predict_and_prune_plan_their_batches_and_refuse_a_budget_too_small(smal
     assert report["memory_plan"]["batch_rows"] == 1000 and report["memory_plan"]["budget_bytes"] == 64 * 2**30
     manifest = extmem.prune(small_synth, tmp_path / "pruned", label="splice_type", memory_budget="64GiB")
     assert manifest["memory_plan"]["cache"] == "none" and manifest["memory_plan"]["parts"]["matrix"] > 0, "sample and correlations"
-    with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
+    with pytest.raises(extmem.OptionError, match="is too small: the leanest plan"):
         extmem.predict(model, small_synth, tmp_path / "q.parquet", memory_budget="100MiB")
-    with pytest.raises(extmem.OptionError, match="cannot hold even one minimal batch"):
+    with pytest.raises(extmem.OptionError, match="is too small: the leanest plan"):
         extmem.prune(small_synth, tmp_path / "pruned2", label="splice_type", memory_budget="100MiB")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "p.parquet", "pruned"]
 

@@ -7,10 +7,19 @@ those). ``IncrementalClassifier`` may fail only what its wrapped estimator fails
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
+from conftest import cache_dirs
+from sklearn.datasets import make_regression
 from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import GaussianNB
 from sklearn.utils.estimator_checks import check_estimator, parametrize_with_checks
@@ -93,3 +102,145 @@ def test_the_expected_failures_are_upstreams_own(upstream: object, ours: object,
     assert {name for name, status in mine.items() if status == "skipped"} <= {
         name for name, status in theirs.items() if status == "skipped"
     }
+
+
+# XGBoost's iterator and external-memory tests, re-implemented: the same arrays go to XGBoost's own
+# external-memory matrix through a numpy DataIter and to extmem's through parquet shards; matrices,
+# cuts, training logs and predictions must agree.
+
+
+def _regression_batches(
+    n_batches: int, rows: int, features: int, *, nan_share: float = 0.0, seed: int = 1994
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.RandomState(seed)
+    batches = []
+    for _ in range(n_batches):
+        X, y = make_regression(rows, features, random_state=rng)
+        if nan_share:
+            X[rng.random_sample(X.shape) < nan_share] = np.nan
+        batches.append((X.astype(np.float32), y.astype(np.float32)))
+    return batches
+
+
+def _write_shards(batches: list[tuple[np.ndarray, np.ndarray]], folder: Path) -> Path:
+    """One parquet shard per batch: columns f0..fN and the label y."""
+    folder.mkdir()
+    for i, (X, y) in enumerate(batches):
+        columns = {f"f{j}": X[:, j] for j in range(X.shape[1])} | {"y": y}
+        pq.write_table(pa.table(columns), folder / f"batch_{i:05d}.parquet", row_group_size=4096)
+    return folder
+
+
+class _ArrayIter(xgb.DataIter):
+    """What XGBoost's tests and demo feed its external memory: one array batch per step."""
+
+    def __init__(self, batches: list[tuple[np.ndarray, np.ndarray]], cache: Path) -> None:
+        self._batches = batches
+        self._at = 0
+        super().__init__(cache_prefix=str(cache / "xgboost-cache"))
+
+    def next(self, input_data: Callable[..., None]) -> bool:
+        if self._at == len(self._batches):
+            return False
+        X, y = self._batches[self._at]
+        input_data(data=X, label=y)
+        self._at += 1
+        return True
+
+    def reset(self) -> None:
+        self._at = 0
+
+
+def _train(matrix: xgb.DMatrix, method: str, rounds: int = 6) -> tuple[xgb.Booster, list[float]]:
+    log: dict[str, dict[str, list[float]]] = {}
+    booster = xgb.train(
+        {"tree_method": method, "max_depth": 4, "nthread": 2},
+        matrix,
+        rounds,
+        evals=[(matrix, "train")],
+        evals_result=log,
+        verbose_eval=False,
+    )
+    return booster, log["train"]["rmse"]
+
+
+@pytest.mark.parametrize("method", ["hist", "approx"])
+@pytest.mark.parametrize(("n_batches", "rows", "features", "nan_share"), [(1, 700, 3, 0.0), (4, 1024, 17, 0.0), (7, 1500, 9, 0.2)])
+def test_matrices_match_xgboosts_own_external_memory(
+    tmp_path: Path, cache_root: Path, method: str, n_batches: int, rows: int, features: int, nan_share: float
+) -> None:
+    batches = _regression_batches(n_batches, rows, features, nan_share=nan_share)
+    folder = _write_shards(batches, tmp_path / "shards")
+    construct = extmem.DMatrix if method == "approx" else extmem.ExtMemQuantileDMatrix
+    ours = construct(folder, label="y", missing=np.nan, enable_categorical=False, cache_dir=cache_root)
+    upstream = xgb.DMatrix if method == "approx" else xgb.ExtMemQuantileDMatrix
+    theirs = upstream(_ArrayIter(batches, tmp_path), missing=np.nan, enable_categorical=False)
+    assert (ours.num_row(), ours.num_col(), ours.num_nonmissing()) == (theirs.num_row(), theirs.num_col(), theirs.num_nonmissing())
+    assert ours.feature_names == [f"f{j}" for j in range(features)]
+    np.testing.assert_array_equal(ours.get_label(), np.concatenate([y for _, y in batches]))
+    if method == "hist":
+        for mine, upstream_cut in zip(ours.get_quantile_cut(), theirs.get_quantile_cut()):
+            np.testing.assert_array_equal(mine, upstream_cut)
+    our_booster, our_log = _train(ours, method)
+    their_booster, their_log = _train(theirs, method)
+    np.testing.assert_allclose(our_log, their_log, rtol=1e-6)
+    X = np.concatenate([X for X, _ in batches])
+    np.testing.assert_allclose(our_booster.inplace_predict(X), their_booster.inplace_predict(X), rtol=1e-6, atol=1e-5)
+
+
+def test_xgboost_keywords_keep_xgboosts_meaning(tmp_path: Path, cache_root: Path) -> None:
+    batches = _regression_batches(2, 500, 4)
+    batches[0][0][:50, 0] = -999.0
+    folder = _write_shards(batches, tmp_path / "shards")
+    with pytest.raises(extmem.OptionError, match="'feature_names' option has 2 entries for 4 features"):
+        extmem.dmatrix(folder, label="y", feature_names=["a", "b"], cache_dir=cache_root)
+    with pytest.raises(extmem.OptionError, match="'missing' option must be a number"):
+        extmem.dmatrix(folder, label="y", missing="NA", cache_dir=cache_root)
+    assert not list(cache_root.iterdir())
+    ours = extmem.dmatrix(folder, label="y", missing=-999.0, feature_names=["a", "b", "c", "d"], nthread=1, cache_dir=cache_root)
+    theirs = xgb.ExtMemQuantileDMatrix(_ArrayIter(batches, tmp_path), missing=-999.0)
+    assert ours.num_nonmissing() == theirs.num_nonmissing() == 1000 * 4 - 50
+    assert ours.feature_names == ["a", "b", "c", "d"]
+
+
+def test_cuts_are_xgboosts_own_above_the_old_sample_size(tmp_path: Path, cache_root: Path) -> None:
+    """40k narrow rows: the sketch of every row fits, so no sample is drawn and the cuts are XGBoost's (issue: 0.91 correlation)."""
+    batches = _regression_batches(10, 4000, 6)
+    folder = _write_shards(batches, tmp_path / "shards")
+    ours = extmem.ExtMemQuantileDMatrix(folder, label="y", cache_dir=cache_root)
+    theirs = xgb.ExtMemQuantileDMatrix(_ArrayIter(batches, tmp_path))
+    assert extmem.matrix_info(ours).plan.sketch_rows is None
+    assert extmem.matrix_info(ours).stats.cuts_from_rows == 40_000
+    for mine, upstream_cut in zip(ours.get_quantile_cut(), theirs.get_quantile_cut()):
+        np.testing.assert_array_equal(mine, upstream_cut)
+
+
+def test_sparse_pages_from_a_read_only_working_directory(tmp_path: Path, cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page XGBoost writes lives in extmem's cache folder: nothing in the working directory, whatever the cache kind."""
+    folder = _write_shards(_regression_batches(3, 800, 5), tmp_path / "shards")
+    workdir = tmp_path / "readonly"
+    workdir.mkdir()
+    workdir.chmod(0o555)
+    monkeypatch.chdir(workdir)
+    for cache in ("auto", "memory", "disk"):
+        matrix = extmem.dmatrix(folder, label="y", sparse_pages=True, cache=cache, cache_dir=cache_root)
+        booster, log = _train(matrix, "approx", rounds=3)
+        assert log[-1] < log[0]
+        assert list(workdir.iterdir()) == []
+        del matrix, booster
+    assert cache_dirs(cache_root) == []
+
+
+def test_no_warnings_at_exit_with_a_live_disk_matrix(tmp_path: Path, cache_root: Path) -> None:
+    folder = _write_shards(_regression_batches(2, 600, 4), tmp_path / "shards")
+    script = (
+        "import sys, xgboost, extmem\n"
+        "m = extmem.ExtMemQuantileDMatrix(sys.argv[1], label='y', cache_dir=sys.argv[2])\n"
+        "b = xgboost.train({}, m, 2)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(folder), str(cache_root)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert cache_dirs(cache_root) == []

@@ -117,9 +117,10 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--sketch-rows",
         type=types.positive,
-        default=DEFAULT_SKETCH_ROWS,
         metavar="N",
-        help="above N rows, quantile cuts come from a uniform sample of about N rows",
+        help="above N rows, quantile cuts come from a uniform sample of about N rows "
+        "(default: from all rows when their sketch fits the memory plan, else the largest sample that fits; "
+        f"{DEFAULT_SKETCH_ROWS:,} with --scheduler)",
     )
     group.add_argument("--cache-dir", metavar="DIR", help="folder for the private cache folders (default: the system temp folder)")
     _budget_flag(group, "batch and page sizes and --cache auto")

@@ -44,11 +44,22 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         batches.close()
     features = len(selection.layout.names)
     if raw is None:
-        return DataProfile(selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features)
+        return DataProfile(
+            selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features, features, max_bin or DEFAULT_MAX_BIN
+        )
     block = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)(raw)
     decoded = raw.columns.nbytes + (raw.carried.nbytes if raw.carried is not None else 0) + 8 * raw.rows
     bins = estimated_bins(block.X, max_bin)
-    return DataProfile(selection.rows, decoded / raw.rows, block.stored_values / block.rows, outputs, selection.schema.footer_bytes, bins)
+    return DataProfile(
+        selection.rows,
+        decoded / raw.rows,
+        block.stored_values / block.rows,
+        outputs,
+        selection.schema.footer_bytes,
+        bins,
+        features,
+        max_bin or DEFAULT_MAX_BIN,
+    )
 
 
 def plan_pass(

@@ -1,25 +1,8 @@
-"""Memory planning: batch rows, page rows, prefetch depth and cache kind that keep a run under a budget.
+"""Memory planning: batch rows, page rows, prefetch depth, cache kind and quantile-cut sample that keep a run under a budget.
 
 The plan is a model of the process's data size, which is what ``prlimit --data`` (RLIMIT_DATA)
-caps: heap and private writable mappings, resident or not. It adds
-
-* a fixed part: what the process holds now, plus the stacks of the threads XGBoost and pyarrow
-  start and the runtime's reservations (BLAS buffers, allocator arenas);
-* the footer of the shard being read, parsed (the largest one: many row groups of many columns
-  make footers of tens of MiB, several times that once parsed);
-* decoding one batch: a multiple of the Arrow bytes per row measured on the first row group;
-* building one page: the CSR bytes of a page, held by extmem, by the prefetch queue and by
-  XGBoost while it quantizes the page;
-* training state: gradients, predictions and row partitions, per row and class;
-* the feature space: XGBoost keeps state per histogram bin for every external-memory page
-  (so many small pages cost more than a few large ones) and a gradient histogram per tree
-  node it caches while it grows a tree (the cost of very wide, hashed feature spaces);
-* the quantized matrix itself when it is kept in memory, or the pages XGBoost keeps in flight
-  when it reads them from the disk cache.
-
-The constants were measured on a 2-core Linux machine (XGBoost 3.2, pyarrow 26) on wide 6-mer
-shards (``python -m bench.budget``); they err high for resident memory, which stays well under
-the data size that the kernel's limit counts.
+caps; the model's parts and their measured constants are in :mod:`extmem.read._costs`. Planning
+searches sizes from the largest allowed down until the expected peak fits.
 """
 
 from __future__ import annotations
@@ -38,51 +21,28 @@ from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._measure import anonymous_rss_bytes
 from extmem._units import MiB, format_size, parse_size
 from extmem.errors import OptionError
+from extmem.read._costs import (
+    ARROW_IO_THREADS,
+    LIMITED_RUNTIME_RESERVE,
+    MIN_SKETCH_ROWS,
+    PAGE_BYTES_PER_VALUE,
+    RUNTIME_RESERVE,
+    TARGET_PAGES,
+    TRAINING_BYTES_PER_ROW,
+    TRAINING_BYTES_PER_ROW_AND_OUTPUT,
+    UNBUDGETED_PAGE_BYTES,
+    decode_bytes,
+    feature_space_bytes,
+    footer_bytes,
+    matrix_bytes,
+    page_bytes,
+    sketch_bytes,
+)
 
 logger = logging.getLogger("extmem")
 
 CacheKind = Literal["auto", "memory", "disk"]
 
-DECODE_BYTES_PER_ARROW_BYTE = 4
-"""Peak bytes while pyarrow decodes a batch, per byte of the decoded Arrow columns (measured ~3.6)."""
-PAGE_BYTES_PER_VALUE = 28
-"""Bytes per stored value while a page is built: blocks and their concatenation (2 x 8) and XGBoost's copy (12)."""
-QUEUED_PAGE_BYTES_PER_VALUE = 8
-"""Bytes per stored value of a page waiting in the prefetch queue (float32 value + int32 column)."""
-MATRIX_BYTES_PER_VALUE = 10
-"""Peak bytes per stored value while XGBoost builds its in-memory quantized matrix: 32-bit bin indices
-for sparse data, grown batch by batch (measured 9.8 on 640k wide rows)."""
-PAGE_MATRIX_BYTES_PER_VALUE = 4
-"""Bytes per stored value of one quantized page read back from the disk cache."""
-MATRIX_BYTES_PER_ROW = 16
-PAGES_IN_FLIGHT = 3
-"""Quantized pages XGBoost holds while it trains from the disk cache."""
-TRAINING_BYTES_PER_ROW = 8
-TRAINING_BYTES_PER_ROW_AND_OUTPUT = 24
-"""Gradient pairs (8), the per-class gradient copy, prediction cache and metric buffers (16), per row and model output:
-measured 65 bytes per row for 3 classes training alone, 77 with the training metrics (1M rows, XGBoost 3.2)."""
-RUNTIME_RESERVE = 320 * MiB
-"""Writable mappings beyond the heap and thread stacks: BLAS thread buffers (181 MiB measured) and allocator
-segments. Three 640k-row runs under a 1 GiB data limit with 2,048-row batches peaked at 866, 998 and 1,009 MiB
-of data where the plan, with 64 MiB less reserve, said 963-972 MiB."""
-LIMITED_RUNTIME_RESERVE = 64 * MiB
-"""The same with two glibc arenas and pyarrow on the system allocator (as the command line sets up): 925k rows of
-1,050 columns peaked at 600 MiB of data in 29 pages (plan: 652 MiB) and 924 MiB in 452 (plan: 825 MiB)."""
-PAGE_STATE_BYTES_PER_BIN = 90
-"""Bytes XGBoost keeps per histogram bin (as the probe estimates them) for each external-memory page: 925k rows of
-1,050 columns (8.9k bins estimated, 10.2k actual) peaked 324 MiB higher in 452 pages of 2,048 rows than in 29 of 32,768."""
-HISTOGRAM_BYTES_PER_BIN = 16
-"""One gradient histogram: a pair of doubles per bin."""
-HISTOGRAM_NODES = 40
-"""Histograms XGBoost holds at its peak while it grows a tree (default depth 6): 20k rows hashed to 262k, 1M and
-2M features (0.5M to 4.1M bins) peaked 0.9 kB per bin higher, of which 3 pages' state is 0.24 kB."""
-TARGET_PAGES = 64
-"""Unbudgeted runs size pages so that the data makes about this many (within the page-row limits)."""
-UNBUDGETED_PAGE_BYTES = 256 * MiB
-"""Unbudgeted runs keep the bytes of building one page under this."""
-ARROW_IO_THREADS = 8
-FOOTER_BYTES_PER_SERIALIZED_BYTE = 13
-"""Data size a parsed parquet footer takes per byte of its serialized form (measured: 300 MiB for a 23.6 MiB footer of 50 row groups x 4,129 columns, of which 204 MiB resident)."""
 
 MIN_BATCH_ROWS = 128
 MIN_PAGE_ROWS = 1024
@@ -153,11 +113,25 @@ class MemoryPlan:
     budget: Budget | None = None
     footer_bytes: int = 0
     feature_space_bytes: int = 0
+    sketch_bytes: int = 0
+    sketch_rows: int | None = None
+    """Rows the quantile cuts come from: None for all rows (XGBoost's own cuts), else a uniform sample of about that many."""
+
+    @property
+    def reading_bytes(self) -> int:
+        """The process, a shard's footer, decoding a batch and building a page: held through every pass."""
+        return self.fixed_bytes + self.footer_bytes + self.decode_bytes + self.page_bytes
 
     @property
     def expected_peak_bytes(self) -> int:
-        parts = (self.fixed_bytes, self.footer_bytes, self.decode_bytes, self.page_bytes, self.training_bytes, self.matrix_bytes)
-        return sum(parts) + self.feature_space_bytes
+        """Reading, plus the larger of the sketch (built first) and what training holds (after it)."""
+        return self.reading_bytes + max(self.sketch_bytes, self.training_bytes + self.matrix_bytes + self.feature_space_bytes)
+
+    def describe_cuts(self) -> str:
+        """Where the quantile cuts come from, in words."""
+        if self.sketch_rows is None:
+            return "quantile cuts from all rows"
+        return f"quantile cuts from a sample of about {self.sketch_rows:,} rows (the sketch of all rows would not fit)"
 
     def describe(self) -> str:
         budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
@@ -167,7 +141,8 @@ class MemoryPlan:
             )
         return (
             f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows, pages of {self.page_rows:,} rows, "
-            f"prefetch {self.prefetch}; {self.cache} cache ({self.reason}); expected peak {format_size(self.expected_peak_bytes)}"
+            f"prefetch {self.prefetch}; {self.cache} cache ({self.reason}); {self.describe_cuts()}; "
+            f"expected peak {format_size(self.expected_peak_bytes)}"
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -179,6 +154,7 @@ class MemoryPlan:
             "prefetch": self.prefetch,
             "cache": self.cache,
             "reason": self.reason,
+            "sketch_rows": self.sketch_rows,
             "expected_peak_bytes": self.expected_peak_bytes,
             "parts": {
                 "fixed": self.fixed_bytes,
@@ -188,33 +164,9 @@ class MemoryPlan:
                 "training": self.training_bytes,
                 "matrix": self.matrix_bytes,
                 "feature_space": self.feature_space_bytes,
+                "sketch": self.sketch_bytes,
             },
         }
-
-
-def _footer_bytes(profile: DataProfile) -> int:
-    return FOOTER_BYTES_PER_SERIALIZED_BYTE * profile.footer_bytes
-
-
-def _decode_bytes(profile: DataProfile, batch_rows: int) -> int:
-    return int(DECODE_BYTES_PER_ARROW_BYTE * profile.arrow_bytes_per_row * batch_rows)
-
-
-def _page_bytes(profile: DataProfile, page_rows: int, prefetch: int) -> int:
-    per_value = PAGE_BYTES_PER_VALUE + prefetch * QUEUED_PAGE_BYTES_PER_VALUE
-    return int(per_value * profile.stored_values_per_row * page_rows)
-
-
-def _matrix_bytes(profile: DataProfile, cache: str, page_rows: int) -> int:
-    if cache == "memory":
-        return int(profile.rows * (MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
-    return int(PAGES_IN_FLIGHT * page_rows * (PAGE_MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
-
-
-def _feature_space_bytes(profile: DataProfile, page_rows: int) -> int:
-    """Per-bin state of every page, and the histograms of the tree nodes XGBoost caches."""
-    pages = -(-profile.rows // page_rows)
-    return profile.bins * (pages * PAGE_STATE_BYTES_PER_BIN + HISTOGRAM_NODES * HISTOGRAM_BYTES_PER_BIN)
 
 
 def unbudgeted_page_rows(profile: DataProfile) -> int:
@@ -223,6 +175,22 @@ def unbudgeted_page_rows(profile: DataProfile) -> int:
     by_bytes = int(UNBUDGETED_PAGE_BYTES / max(1.0, PAGE_BYTES_PER_VALUE * profile.stored_values_per_row))
     rows = max(DEFAULT_PAGE_ROWS, min(by_count, by_bytes))
     return min(MAX_PAGE_ROWS, -(-rows // MIN_PAGE_ROWS) * MIN_PAGE_ROWS)
+
+
+def sketch_sample(profile: DataProfile, room: float, requested: int | None) -> int | None:
+    """Rows to take the quantile cuts from: None for all of them when their sketch fits ``room``, else the largest sample that does.
+
+    ``requested``: sample above that many rows, whatever the room. The smallest sample is
+    ``MIN_SKETCH_ROWS``, fitting or not.
+    """
+    if requested is not None:
+        return requested if profile.rows > requested else None
+    if profile.rows <= MIN_SKETCH_ROWS or sketch_bytes(profile, profile.rows) <= room:
+        return None
+    rows = 1 << (profile.rows - 1).bit_length() - 1
+    while rows > MIN_SKETCH_ROWS and sketch_bytes(profile, rows) > room:
+        rows //= 2
+    return max(rows, MIN_SKETCH_ROWS)
 
 
 def _shrinking(largest: int, smallest: int) -> list[int]:
@@ -236,19 +204,22 @@ def _shrinking(largest: int, smallest: int) -> list[int]:
     return sizes
 
 
-def _refusal(budget: Budget, smallest: MemoryPlan, detail: str = "") -> OptionError:
-    return OptionError(
-        f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) cannot hold even one minimal batch: "
-        f"{smallest.batch_rows:,} rows per batch"
-        + (f" and {smallest.page_rows:,} per page" if smallest.cache != "none" else "")
-        + f" need about {format_size(smallest.expected_peak_bytes)}, of which {format_size(smallest.fixed_bytes)} is the process itself"
-        + (f" and {format_size(smallest.footer_bytes)} a shard's footer" if smallest.footer_bytes else "")
-        + (
-            f" and {format_size(smallest.feature_space_bytes)} XGBoost's state for the feature space (fewer features or a narrower hash fit better)"
-            if smallest.feature_space_bytes > smallest.page_bytes
-            else ""
+def _refusal(budget: Budget, least: MemoryPlan, detail: str = "") -> OptionError:
+    """The refusal of ``budget``, quoting the plan of least peak that was tried and its largest parts."""
+    parts = [f"{format_size(least.fixed_bytes)} is the process itself"]
+    if least.footer_bytes:
+        parts.append(f"{format_size(least.footer_bytes)} a shard's footer")
+    if least.feature_space_bytes > least.page_bytes:
+        parts.append(
+            f"{format_size(least.feature_space_bytes)} XGBoost's state for the feature space (fewer features or a narrower hash fit better)"
         )
-        + f"{detail}.",
+    if least.sketch_bytes > least.page_bytes:
+        sampled = "all" if least.sketch_rows is None else f"{least.sketch_rows:,}"
+        parts.append(f"{format_size(least.sketch_bytes)} XGBoost's quantile sketch of {sampled} rows")
+    sizes = f"{least.batch_rows:,} rows per batch" + (f" and {least.page_rows:,} per page" if least.cache != "none" else "")
+    return OptionError(
+        f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) is too small: the leanest plan ({sizes}) "
+        f"needs about {format_size(least.expected_peak_bytes)}, of which {' and '.join(parts)}{detail}.",
         options=("memory_budget", "cache"),
     )
 
@@ -267,8 +238,8 @@ def plan_batches(
 
     def build(batch: int) -> MemoryPlan:
         block = int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * batch)
-        footer = _footer_bytes(profile)
-        return MemoryPlan(batch, batch, 0, "none", "", fixed, _decode_bytes(profile, batch), block, 0, extra_bytes, budget, footer)
+        footer = footer_bytes(profile)
+        return MemoryPlan(batch, batch, 0, "none", "", fixed, decode_bytes(profile, batch), block, 0, extra_bytes, budget, footer)
 
     if budget is None:
         return build(batch_rows)
@@ -276,7 +247,7 @@ def plan_batches(
         plan = build(batch)
         if plan.expected_peak_bytes <= budget.bytes:
             return plan
-    raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)))
+    raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)))  # the smallest batch is the leanest plan
 
 
 def plan_memory(
@@ -287,9 +258,11 @@ def plan_memory(
     page_rows: int | None = None,
     prefetch: int = 1,
     cache: CacheKind = "auto",
+    sketch_rows: int | None = None,
+    cuts: Literal["own", "sampled", "given"] = "sampled",
     fixed: int | None = None,
 ) -> MemoryPlan:
-    """Choose sizes and a cache kind for ``profile`` under ``budget``.
+    """Choose sizes, a cache kind and where the quantile cuts come from for ``profile`` under ``budget``.
 
     ``batch_rows`` and ``page_rows`` are the largest sizes allowed (``page_rows`` None: up to
     ``MAX_PAGE_ROWS`` under a budget, :func:`unbudgeted_page_rows` without one); under a budget
@@ -297,7 +270,11 @@ def plan_memory(
     ``MIN_PAGE_ROWS``) until the plan fits: the largest pages that fit, as XGBoost's state per
     page makes many small pages cost more than few large ones. ``cache="auto"`` sizes the plan for the disk cache, then keeps the
     quantized matrix in memory instead if the plan with it still fits in ``MEMORY_CACHE_SHARE``
-    of the budget (of the available RAM without one). Raises :class:`OptionError` when nothing fits.
+    of the budget (of the available RAM without one). ``cuts``: ``"sampled"`` sketches all rows
+    when that fits (the budget, else ``MEMORY_CACHE_SHARE`` of the available RAM) and the largest
+    sample that fits otherwise (above ``sketch_rows`` rows, if given, always a sample of that
+    many); ``"own"`` always sketches all rows (XGBoost's paged matrix for ``approx``); ``"given"``
+    sketches nothing (the cuts of a reference matrix). Raises :class:`OptionError` when nothing fits.
     """
     fixed = fixed_bytes() if fixed is None else fixed
     training = int(profile.rows * (TRAINING_BYTES_PER_ROW + TRAINING_BYTES_PER_ROW_AND_OUTPUT * profile.outputs))
@@ -306,42 +283,55 @@ def plan_memory(
     page_rows = min(page_rows, MAX_PAGE_ROWS, max(profile.rows, MIN_PAGE_ROWS))
     batch_rows = min(batch_rows, page_rows)
     limit = budget.bytes if budget is not None else None
+    available = psutil.virtual_memory().available * MEMORY_CACHE_SHARE
 
     def build(kind: Literal["memory", "disk"], batch: int, page: int, reason: str) -> MemoryPlan:
-        return MemoryPlan(
+        plan = MemoryPlan(
             batch,
             page,
             prefetch,
             kind,
             reason,
             fixed,
-            _decode_bytes(profile, batch),
-            _page_bytes(profile, page, prefetch),
+            decode_bytes(profile, batch),
+            page_bytes(profile, page, prefetch),
             training,
-            _matrix_bytes(profile, kind, page),
+            matrix_bytes(profile, kind, page),
             budget,
-            _footer_bytes(profile),
-            _feature_space_bytes(profile, page),
+            footer_bytes(profile),
+            feature_space_bytes(profile, page),
         )
+        if cuts == "given":
+            return plan
+        sample = None
+        if cuts == "sampled":
+            room = (limit if limit is not None else available) - plan.reading_bytes
+            sample = sketch_sample(profile, room, sketch_rows)
+        return replace(plan, sketch_rows=sample, sketch_bytes=sketch_bytes(profile, profile.rows if sample is None else sample))
 
-    def fitting(kind: Literal["memory", "disk"], room: float | None, reason: str) -> MemoryPlan | None:
-        """The plan with the largest sizes whose peak is within ``room`` (the given sizes when None)."""
+    def fitting(kind: Literal["memory", "disk"], room: float | None, reason: str) -> tuple[MemoryPlan | None, MemoryPlan]:
+        """The plan with the largest sizes whose peak is within ``room`` (the given sizes when None), and the least-peak plan tried."""
         if room is None:
-            return build(kind, batch_rows, page_rows, reason)
+            plan = build(kind, batch_rows, page_rows, reason)
+            return plan, plan
+        least: MemoryPlan | None = None
         for page in _shrinking(page_rows, MIN_PAGE_ROWS):
             for batch in _shrinking(min(batch_rows, page), MIN_BATCH_ROWS):
                 plan = build(kind, batch, page, reason)
                 if plan.expected_peak_bytes <= room:
-                    return plan
-        return None
+                    return plan, plan
+                if least is None or plan.expected_peak_bytes < least.expected_peak_bytes:
+                    least = plan
+        assert least is not None
+        return None, least
 
     if cache != "auto":
-        plan = fitting(cache, limit, "asked for")
+        plan, least = fitting(cache, limit, "asked for")
     else:
-        plan = fitting("disk", limit, "")
+        plan, least = fitting("disk", limit, "")
         if plan is not None:
             in_memory = build("memory", plan.batch_rows, plan.page_rows, "")
-            room = (limit if limit is not None else psutil.virtual_memory().available) * MEMORY_CACHE_SHARE
+            room = limit * MEMORY_CACHE_SHARE if limit is not None else available
             where = "the budget" if limit is not None else "the available RAM"
             size = format_size(in_memory.matrix_bytes)
             if in_memory.expected_peak_bytes <= room:
@@ -350,7 +340,6 @@ def plan_memory(
                 plan = replace(plan, reason=f"the quantized matrix, about {size}, would crowd {where}")
     if plan is None:
         assert budget is not None
-        smallest = build("disk" if cache != "memory" else "memory", min(batch_rows, MIN_BATCH_ROWS), min(page_rows, MIN_PAGE_ROWS), "")
-        detail = f" and {format_size(smallest.matrix_bytes)} the in-memory matrix (try 'cache' disk)" if cache == "memory" else ""
-        raise _refusal(budget, smallest, detail)
+        detail = f" and {format_size(least.matrix_bytes)} the in-memory matrix (try 'cache' disk)" if cache == "memory" else ""
+        raise _refusal(budget, least, detail)
     return plan

@@ -136,7 +136,8 @@ def _worker_tasks(
 
     Every worker must make the same collective calls, so whether cuts come from a sample
     follows the whole dataset's rows, and each worker samples its share of ``sketch_rows`` in
-    proportion to its rows. ``valid`` shards are assigned like the training shards; a
+    proportion to its rows (a planned sample is not possible: the workers must agree before
+    reading, so ``sketch_rows`` defaults to ``DEFAULT_SKETCH_ROWS`` here). ``valid`` shards are assigned like the training shards; a
     ``valid_fraction`` split is applied by each worker to its own shards.
     """
     dataset, schema = selection.dataset, selection.schema
@@ -153,6 +154,7 @@ def _worker_tasks(
     tasks = []
     for rank, shards in enumerate(shares):
         worker_rows = sum(rows_of[shard] for shard in shards)
+        assert options.sketch_rows is not None
         worker_options = replace(
             options, sketch_rows=max(1, options.sketch_rows * worker_rows // total_rows), sample_cuts=total_rows > options.sketch_rows
         )
@@ -271,7 +273,7 @@ def train_distributed(
     early_stopping_rounds: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     page_rows: int | None = None,
-    sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    sketch_rows: int | None = None,
     memory_budget: int | str | None = None,
     overwrite: bool = False,
     **options: Any,
@@ -293,7 +295,12 @@ def train_distributed(
         data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds
     )
     build = MatrixOptions(
-        page_rows, merged.get("max_bin"), sketch_rows=sketch_rows, seed=int(merged["seed"]), cache="disk", memory_budget=memory_budget
+        page_rows,
+        merged.get("max_bin"),
+        sketch_rows=DEFAULT_SKETCH_ROWS if sketch_rows is None else sketch_rows,
+        seed=int(merged["seed"]),
+        cache="disk",
+        memory_budget=memory_budget,
     )
     run = TrainingRun("distributed", "xgboost", out=out, overwrite=overwrite, cache_dir=cache_dir)
     with run:

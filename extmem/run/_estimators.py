@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from extmem._defaults import DEFAULT_SKETCH_ROWS
 from extmem._folders import PrivateFolder
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem.encode._blocks import encode
@@ -87,7 +86,7 @@ class _DatasetMixin:
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         page_rows: int | None = None,
-        sketch_rows: int = DEFAULT_SKETCH_ROWS,
+        sketch_rows: int | None = None,
         cache: CacheKind = "auto",
         memory_budget: int | str | None = None,
         **kwargs: Any,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from extmem._defaults import BOOSTER_MODEL_FILE, CHECKPOINT_FILE, DEFAULT_PREFETCH, DEFAULT_ROUNDS, DEFAULT_SKETCH_ROWS
+from extmem._defaults import BOOSTER_MODEL_FILE, CHECKPOINT_FILE, DEFAULT_PREFETCH, DEFAULT_ROUNDS
 from extmem._layout import LAYOUT_ATTRIBUTE
 from extmem._progress import ProgressBar
 from extmem.errors import OptionError, check_positive_int
@@ -45,8 +45,8 @@ class TrainConfig:
     params: dict[str, Any]
     early_stopping_rounds: int | None
     checkpoint_every: int | None
-    page_rows: int
-    sketch_rows: int
+    page_rows: int | None
+    sketch_rows: int | None
     cache: str = "auto"
     memory_budget: int | str | None = None
     prefetch: int = DEFAULT_PREFETCH
@@ -121,7 +121,7 @@ def train(
     checkpoint_every: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     page_rows: int | None = None,
-    sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    sketch_rows: int | None = None,
     cache: str = "auto",
     memory_budget: int | str | None = None,
     prefetch: int = DEFAULT_PREFETCH,
@@ -134,8 +134,9 @@ def train(
     ``data`` is a path or :class:`Dataset`; ``label`` and ``options`` are dataset options over
     it (``preset="splice-sites"`` gives the splice-site label, classes and count columns).
     ``params`` are XGBoost parameters over extmem's defaults (``hist``, eta 0.1, depth 6,
-    seed 0); the objective is inferred from the labels unless given. Above ``sketch_rows``
-    rows, quantile cuts come from a uniform sample of rows (see :func:`extmem.dmatrix`).
+    seed 0); the objective is inferred from the labels unless given. Quantile cuts come from
+    all rows when their sketch fits the memory plan, else (or above ``sketch_rows`` rows, if
+    given) from a uniform sample of rows (see :func:`extmem.dmatrix`).
     Validation data is either ``valid`` (read with the training columns and options) or the
     ``valid_fraction`` of rows split off deterministically, by ``group_by`` groups if given.
     ``early_stopping_rounds`` watches the first eval metric on the validation data and keeps
@@ -209,12 +210,14 @@ def _open(config: TrainConfig, run: TrainingRun, progress: bool | None) -> list[
     build = config.matrix_options()
     matrices: list[tuple[xgb.DMatrix, str, MatrixInfo]] = []
     with ProgressBar(None, "reading", "rows", progress) as reading:
-        dtrain, info = open_matrix(config.data, run.cache_folder(), build, on_rows=reading.update)
+        dtrain, info = open_matrix(config.data, run.cache_folder(), build, on_rows=reading.update, on_total=reading.add_total)
         run.on_exit(lambda: free_matrix(dtrain))
         matrices.append((dtrain, "train", info))
         if config.valid is not None:
             ref = None if build.sparse_pages else dtrain
-            dvalid, valid_info = open_matrix(config.valid, run.cache_folder(), build, layout=info.layout, ref=ref, on_rows=reading.update)
+            dvalid, valid_info = open_matrix(
+                config.valid, run.cache_folder(), build, layout=info.layout, ref=ref, on_rows=reading.update, on_total=reading.add_total
+            )
             run.on_exit(lambda: free_matrix(dvalid))
             matrices.append((dvalid, "valid", valid_info))
     return matrices

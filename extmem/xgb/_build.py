@@ -1,8 +1,8 @@
 """Build: a selection -> pages -> an external-memory or in-memory quantile matrix, owning its cache folder.
 
 Quantile cuts: XGBoost's CPU sketch keeps per-column state that grows with the number of
-rows. For datasets larger than ``sketch_rows`` the cuts come from a uniform sample (as
-LightGBM's ``bin_construct_sample_cnt`` does), built as an external-memory matrix of its own
+rows. When the memory plan cannot hold the sketch of all rows, the cuts come from a uniform
+sample of ``sketch_rows`` (as LightGBM's ``bin_construct_sample_cnt`` does), built as an external-memory matrix of its own
 and passed as ``ref``; this also saves XGBoost's sketching pass over the data. With a page spool
 (wide shards) the spool is filled first and the sample is pages replayed from it, so the parquet
 is decoded once in all; otherwise (packed shards, cheap to decode) it is row groups read again.
@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import xgboost as xgb
 
 from extmem._contracts import Block, ReadCounters, RowGroupRef
-from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
+from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder, pages
 from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int
@@ -46,36 +45,80 @@ class MatrixOptions:
     ``page_rows``: rows per XGBoost page (None: planned, see :func:`extmem.read._plan.plan_memory`). ``max_bin``: XGBoost's histogram bins. ``sparse_pages``:
     a paged ``DMatrix`` (for ``approx``) instead of a quantile matrix (for ``hist``); its pages
     always live in the cache folder. ``sketch_rows``/``seed``: above that many rows, quantile cuts
-    come from about that many rows sampled with ``seed``; ``sample_cuts`` True or False overrides
-    the row count's choice (distributed workers must all choose alike). ``spool``: keep the first
+    come from about that many rows sampled with ``seed`` (None: planned; once planned, from all
+    rows); ``sample_cuts`` True or False overrides the row count's choice (distributed workers must all choose alike). ``spool``: keep the first
     pass's pages for the later passes (default: when some shard is wide, whose decoding is slow).
     ``prefetch``: pages read ahead in a background thread (0: none). ``cache``: where the quantized
     matrix lives, ``memory``, ``disk`` or ``auto`` (see :mod:`extmem.read._plan`). ``memory_budget``
     (bytes or a size like ``"2GiB"``; default: the process's data limit, if any) bounds the batch
-    and page sizes, which are then the largest allowed.
+    and page sizes, which are then the largest allowed. ``missing``, ``enable_categorical``,
+    ``feature_names``, ``feature_types``, ``nthread`` and ``max_quantile_batches`` are XGBoost's
+    matrix keywords, with XGBoost's meaning (names and types: one per feature of the layout;
+    ``enable_categorical`` None: when the layout has categorical features).
     """
 
     page_rows: int | None = None
     max_bin: int | None = None
     sparse_pages: bool = False
-    sketch_rows: int = DEFAULT_SKETCH_ROWS
+    sketch_rows: int | None = None
     seed: int = 0
     spool: bool | None = None
     prefetch: int = DEFAULT_PREFETCH
     cache: str = "auto"
     memory_budget: int | str | None = None
     sample_cuts: bool | None = None
+    missing: float = float("nan")
+    enable_categorical: bool | None = None
+    feature_names: tuple[str, ...] | None = None
+    feature_types: tuple[str, ...] | None = None
+    nthread: int | None = None
+    max_quantile_batches: int | None = None
 
     def __post_init__(self) -> None:
-        check_positive_int(self.sketch_rows, "sketch_rows")
-        for name in ("page_rows", "max_bin"):
+        for name in ("page_rows", "max_bin", "sketch_rows", "nthread", "max_quantile_batches"):
             check_positive_int(getattr(self, name), name, allow_none=True)
         if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 0:
             msg = f"The 'prefetch' option must be a non-negative integer (pages read ahead). Got {self.prefetch!r} instead."
             raise OptionError(msg, options=("prefetch",))
+        if isinstance(self.missing, bool) or not isinstance(self.missing, (int, float)):
+            msg = f"The 'missing' option must be a number (the value XGBoost treats as missing). Got {self.missing!r} instead."
+            raise OptionError(msg, options=("missing",))
         if self.cache not in CACHE_KINDS:
             msg = f"The 'cache' option must be one of {', '.join(CACHE_KINDS)}. Got {self.cache!r} instead."
             raise OptionError(msg, options=("cache",))
+
+
+def _xgboost_keywords(selection: Selection, options: MatrixOptions) -> dict[str, object]:
+    """The keywords every XGBoost matrix constructor gets, checked against the layout."""
+    layout = selection.layout
+    width = len(layout.names)
+    for name in ("feature_names", "feature_types"):
+        given = getattr(options, name)
+        if given is not None and len(given) != width:
+            msg = f"The {name!r} option has {len(given)} entries for {width} features ({', '.join(layout.names[:3])}, ...)."
+            raise OptionError(msg, options=(name,))
+    if options.feature_types is not None:
+        marked = {name for name, kind in zip(layout.names, options.feature_types) if kind == "c"}
+        if marked != set(layout.categories):
+            msg = (
+                "The 'feature_types' option must mark as 'c' exactly the categorical features "
+                f"({', '.join(sorted(layout.categories)) or 'none'}); choose them with the dataset's 'categorical' option."
+            )
+            raise OptionError(msg, options=("feature_types", "categorical"))
+    if options.enable_categorical is False and layout.categories:
+        msg = f"The dataset has categorical features ({', '.join(sorted(layout.categories))}) and 'enable_categorical' is False."
+        raise OptionError(msg, options=("enable_categorical",))
+    keywords: dict[str, object] = {"missing": options.missing, "enable_categorical": bool(layout.categories)}
+    if options.nthread is not None:
+        keywords["nthread"] = options.nthread
+    return keywords
+
+
+def _quantile_keywords(selection: Selection, options: MatrixOptions) -> dict[str, object]:
+    keywords = _xgboost_keywords(selection, options)
+    if options.max_quantile_batches is not None:
+        keywords["max_quantile_batches"] = options.max_quantile_batches
+    return keywords
 
 
 def check_cache_room(folder: Path, stats: IterStats) -> None:
@@ -174,6 +217,7 @@ def _pass_source(reading: _Reading, spool: PageSpool | None, refs: list[RowGroup
 
 def _iterator(
     reading: _Reading,
+    options: MatrixOptions,
     latch: SignalLatch,
     produce: Callable[[], Iterator[Block]],
     *,
@@ -185,8 +229,8 @@ def _iterator(
     return PageIter(
         produce,
         latch,
-        feature_names=list(layout.names),
-        feature_types=layout.feature_types,
+        feature_names=list(options.feature_names or layout.names),
+        feature_types=list(options.feature_types) if options.feature_types is not None else layout.feature_types,
         counters=reading.counters,
         cache_prefix=cache_prefix,
         prefetch=prefetch,
@@ -205,8 +249,10 @@ def _sampled_cuts(
     """
     selection = reading.selection
     expected_rows = spool.rows if spool is not None else min(sum(ref.rows for ref in row_groups(selection)), selection.rows)
-    if not (expected_rows > options.sketch_rows if options.sample_cuts is None else options.sample_cuts):
+    sample = options.sketch_rows is not None and expected_rows > options.sketch_rows
+    if not (sample if options.sample_cuts is None else options.sample_cuts):
         return None, 0, 0.0
+    assert options.sketch_rows is not None
     if spool is not None:
         chosen = spool.sample(options.sketch_rows, options.seed)
         n_features = len(selection.layout.names)
@@ -221,12 +267,10 @@ def _sampled_cuts(
             raise NoRowsError("")
 
     iterator = _iterator(
-        reading, latch, produce, cache_prefix=str(cache.path / "cuts"), prefetch=options.prefetch, on_first_pass_end=refuse_empty
+        reading, options, latch, produce, cache_prefix=str(cache.path / "cuts"), prefetch=options.prefetch, on_first_pass_end=refuse_empty
     )
     try:
-        reference = xgb.ExtMemQuantileDMatrix(
-            iterator, missing=np.nan, max_bin=options.max_bin, enable_categorical=bool(selection.layout.categories)
-        )
+        reference = xgb.ExtMemQuantileDMatrix(iterator, max_bin=options.max_bin, **_quantile_keywords(selection, options))
     except NoRowsError:  # the filter left nothing in the sampled row groups: sketch every row instead
         return None, 0, iterator.stats.feed_seconds
     finally:
@@ -259,6 +303,7 @@ def build_dmatrix(
     rows read, once each.
     """
     assert options.cache in ("memory", "disk"), options.cache
+    keywords = _xgboost_keywords(selection, options)
     latch = SignalLatch()
     use_spool = selection.schema.has_wide_shards if options.spool is None else options.spool
     spool = PageSpool(cache.path / "spool") if use_spool else None
@@ -274,6 +319,7 @@ def build_dmatrix(
     checks = partial(_first_pass_checks, selection, cache.path if on_disk else None, "to train on" if ref is None else "to evaluate on")
     iterator = _iterator(
         reading,
+        options,
         latch,
         _pass_source(reading, spool),
         cache_prefix=cache.prefix if on_disk else None,
@@ -281,14 +327,13 @@ def build_dmatrix(
         on_rows=None if prefill else on_rows,
         on_first_pass_end=checks,
     )
-    categorical = bool(selection.layout.categories)
     matrix: xgb.DMatrix | None = None
     started = time.perf_counter()
     try:
         with latch.deferring():
             try:
                 if options.sparse_pages:
-                    matrix = CachedPagedDMatrix(iterator, missing=np.nan, enable_categorical=categorical)
+                    matrix = CachedPagedDMatrix(iterator, **keywords)
                 else:
                     own_cuts = ref is None
                     sample_rows = 0
@@ -304,7 +349,7 @@ def build_dmatrix(
                         ref, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool)
                         iterator.stats.feed_seconds += sample_feed
                     quantile = CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix
-                    matrix = quantile(iterator, missing=np.nan, max_bin=options.max_bin, ref=ref, enable_categorical=categorical)
+                    matrix = quantile(iterator, max_bin=options.max_bin, ref=ref, **_quantile_keywords(selection, options))
                     ref = None
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,7 +14,7 @@ import xgboost as xgb
 
 from extmem._allocators import release_freed_memory
 from extmem._contracts import DataProfile
-from extmem._defaults import DEFAULT_PREFETCH, DEFAULT_SKETCH_ROWS
+from extmem._defaults import DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
 from extmem.encode._probe import profile
@@ -59,8 +60,11 @@ def free_matrix(matrix: xgb.DMatrix) -> None:
     matrix.__del__()
 
 
-def plan_matrix(selection: Selection, options: MatrixOptions) -> tuple[MemoryPlan, DataProfile]:
-    """The memory plan for reading ``selection`` with ``options`` (sizes from them are the largest allowed), and the profile it rests on."""
+def plan_matrix(selection: Selection, options: MatrixOptions, *, cuts_given: bool = False) -> tuple[MemoryPlan, DataProfile]:
+    """The memory plan for reading ``selection`` with ``options`` (sizes from them are the largest allowed), and the profile it rests on.
+
+    ``cuts_given``: the quantile cuts come from a reference matrix, so nothing is sketched.
+    """
     label_map = selection.layout.label_map
     measured = profile(selection, outputs=len(label_map) if label_map else 1, max_bin=options.max_bin)
     cache = "disk" if options.sparse_pages else options.cache
@@ -71,6 +75,8 @@ def plan_matrix(selection: Selection, options: MatrixOptions) -> tuple[MemoryPla
         page_rows=options.page_rows,
         prefetch=options.prefetch,
         cache=cache,  # type: ignore[arg-type]
+        sketch_rows=options.sketch_rows,
+        cuts="given" if cuts_given else "own" if options.sparse_pages else "sampled",
     )
     return plan, measured
 
@@ -83,21 +89,26 @@ def open_matrix(
     layout: FeatureLayout | None = None,
     ref: xgb.DMatrix | None = None,
     on_rows: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
     announce: bool = True,
 ) -> tuple[xgb.DMatrix, MatrixInfo]:
     """Read ``dataset`` (with ``layout``, or the layout of ``ref``) into a DMatrix cached in ``cache``.
 
     Batch rows, page rows and the cache kind follow a memory plan for ``options.memory_budget``
     (see :func:`plan_matrix`), which is logged before reading starts. On any error the cache
-    folder is deleted before the error propagates.
+    folder is deleted before the error propagates. ``on_rows`` hears of the rows read, once
+    each; ``on_total`` of the rows to read (from the metadata: a filter may leave fewer).
     """
     if layout is None and ref is not None:
         layout = matrix_info(ref).layout
     try:
         selection = select_dataset(dataset, layout=layout, announce=announce)
-        plan, measured = plan_matrix(selection, options)
+        if on_total is not None:
+            on_total(selection.expected_rows)
+        plan, measured = plan_matrix(selection, options, cuts_given=ref is not None)
         logger.info(plan.describe(), extra={"options": ("memory_budget",)})
-        build = replace(options, page_rows=plan.page_rows, cache=plan.cache)
+        sketch_rows = plan.sketch_rows if options.sample_cuts is None else options.sketch_rows
+        build = replace(options, page_rows=plan.page_rows, cache=plan.cache, sketch_rows=sketch_rows)
         matrix, stats = build_dmatrix(selection, cache, build, batch_rows=plan.batch_rows, ref=ref, on_rows=on_rows)
     except BaseException:
         cache.cleanup()
@@ -117,12 +128,18 @@ def dmatrix(
     page_rows: int | None = None,
     max_bin: int | None = None,
     sparse_pages: bool = False,
-    sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    sketch_rows: int | None = None,
     seed: int = 0,
     spool: bool | None = None,
     prefetch: int = DEFAULT_PREFETCH,
     cache: str = "auto",
     memory_budget: int | str | None = None,
+    missing: float = math.nan,
+    enable_categorical: bool | None = None,
+    feature_names: Sequence[str] | None = None,
+    feature_types: Sequence[str] | None = None,
+    nthread: int | None = None,
+    max_quantile_batches: int | None = None,
     **options: Any,
 ) -> xgb.DMatrix:
     """An XGBoost matrix for a parquet dataset, for use in existing XGBoost code.
@@ -130,9 +147,10 @@ def dmatrix(
     Returns an ``ExtMemQuantileDMatrix`` or ``QuantileDMatrix`` (train with ``tree_method="hist"``),
     or with ``sparse_pages=True`` a paged external-memory ``DMatrix`` (for ``approx``). Pass
     ``ref=dtrain`` for validation data: it then uses the training matrix's columns and quantile
-    cuts. Without ``ref``, datasets of more than ``sketch_rows`` rows get their quantile cuts from
-    row groups, or spooled pages, sampled uniformly at random (``seed``), which bounds the
-    sketch's memory. ``data`` is a path (folder, glob, file, list) or a :class:`Dataset`;
+    cuts. Without ``ref``, the quantile cuts are XGBoost's own, from all rows, when its sketch
+    of them fits the memory plan; otherwise (or above ``sketch_rows`` rows, if given) they come
+    from the largest sample of row groups, or spooled pages, that fits, drawn uniformly at random
+    (``seed``). ``data`` is a path (folder, glob, file, list) or a :class:`Dataset`;
     ``label`` and ``options`` are :class:`Dataset` fields (``preset``, ``features``, ``drop``,
     ``filter``, ``max_rows``, ``batch_rows``, ``label_map``...) applied over it. The cache
     files live in a private folder under ``cache_dir`` (default: the system temp folder),
@@ -144,10 +162,49 @@ def dmatrix(
     budget, ``batch_rows`` and ``page_rows`` are the largest sizes allowed. ``page_rows`` None
     plans the pages: the largest that fit the budget, since XGBoost keeps state per page; without
     one, about 64 pages of at least 8,192 rows. ``prefetch`` pages are read ahead in a background thread.
+    ``missing``, ``enable_categorical``, ``feature_names``, ``feature_types``, ``nthread`` and
+    ``max_quantile_batches`` are XGBoost's matrix keywords with XGBoost's meaning (a null is
+    always missing; categorical features are those of the dataset's ``categorical`` option, and
+    ``enable_categorical=False`` refuses them). :func:`DMatrix`, :func:`ExtMemQuantileDMatrix`
+    and :func:`QuantileDMatrix` name the three kinds as XGBoost does, for one-line swaps.
     """
     if label is not None:
         options = {**options, "label": label}
     dataset = as_dataset(data, options)
-    build = MatrixOptions(page_rows, max_bin, sparse_pages, sketch_rows, seed, spool, prefetch, cache, memory_budget)
+    build = MatrixOptions(
+        page_rows,
+        max_bin,
+        sparse_pages,
+        sketch_rows,
+        seed,
+        spool,
+        prefetch,
+        cache,
+        memory_budget,
+        missing=missing,
+        enable_categorical=enable_categorical,
+        feature_names=None if feature_names is None else tuple(feature_names),
+        feature_types=None if feature_types is None else tuple(feature_types),
+        nthread=nthread,
+        max_quantile_batches=max_quantile_batches,
+    )
     matrix, _ = open_matrix(dataset, PrivateFolder(cache_dir), build, ref=ref)
     return matrix
+
+
+def DMatrix(data: DatasetLike, label: str | None = None, **keywords: Any) -> xgb.DMatrix:
+    """XGBoost's paged external-memory ``DMatrix``, which ``tree_method="approx"`` needs: :func:`dmatrix` with ``sparse_pages=True``.
+
+    Replaces ``xgboost.DMatrix(iterator, ...)`` in external-memory code; ``keywords`` as for :func:`dmatrix`.
+    """
+    return dmatrix(data, label, sparse_pages=True, **keywords)
+
+
+def ExtMemQuantileDMatrix(data: DatasetLike, label: str | None = None, **keywords: Any) -> xgb.DMatrix:
+    """XGBoost's ``ExtMemQuantileDMatrix`` (``hist``, pages in extmem's cache folder): :func:`dmatrix` with ``cache="disk"``."""
+    return dmatrix(data, label, cache="disk", **keywords)
+
+
+def QuantileDMatrix(data: DatasetLike, label: str | None = None, **keywords: Any) -> xgb.DMatrix:
+    """XGBoost's in-memory ``QuantileDMatrix`` (``hist``), read through the same stream: :func:`dmatrix` with ``cache="memory"``."""
+    return dmatrix(data, label, cache="memory", **keywords)

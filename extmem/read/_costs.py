@@ -1,0 +1,127 @@
+"""The memory plan's cost model: what each part of a run holds, with measured constants.
+
+The plan is a model of the process's data size, which is what ``prlimit --data`` (RLIMIT_DATA)
+caps: heap and private writable mappings, resident or not. It adds
+
+* a fixed part: what the process holds now, plus the stacks of the threads XGBoost and pyarrow
+  start and the runtime's reservations (BLAS buffers, allocator arenas);
+* the footer of the shard being read, parsed (the largest one: many row groups of many columns
+  make footers of tens of MiB, several times that once parsed);
+* decoding one batch: a multiple of the Arrow bytes per row measured on the first row group;
+* building one page: the CSR bytes of a page, held by extmem, by the prefetch queue and by
+  XGBoost while it quantizes the page;
+* training state: gradients, predictions and row partitions, per row and class;
+* the quantile sketch, while XGBoost builds its cuts before the pages: per feature, a summary
+  that grows with the feature's values (see :func:`sketch_bytes`); when the sketch of all rows
+  does not fit, the cuts come from the largest uniform sample of rows that does;
+* the feature space: XGBoost keeps state per histogram bin for every external-memory page
+  (so many small pages cost more than a few large ones) and a gradient histogram per tree
+  node it caches while it grows a tree (the cost of very wide, hashed feature spaces);
+* the quantized matrix itself when it is kept in memory, or the pages XGBoost keeps in flight
+  when it reads them from the disk cache.
+
+The constants were measured on a 2-core Linux machine (XGBoost 3.2, pyarrow 26) on wide 6-mer
+shards (``python -m bench.budget``); they err high for resident memory, which stays well under
+the data size that the kernel's limit counts.
+"""
+
+from __future__ import annotations
+
+from extmem._contracts import DataProfile
+from extmem._units import MiB
+
+DECODE_BYTES_PER_ARROW_BYTE = 4
+"""Peak bytes while pyarrow decodes a batch, per byte of the decoded Arrow columns (measured ~3.6)."""
+PAGE_BYTES_PER_VALUE = 28
+"""Bytes per stored value while a page is built: blocks and their concatenation (2 x 8) and XGBoost's copy (12)."""
+QUEUED_PAGE_BYTES_PER_VALUE = 8
+"""Bytes per stored value of a page waiting in the prefetch queue (float32 value + int32 column)."""
+MATRIX_BYTES_PER_VALUE = 10
+"""Peak bytes per stored value while XGBoost builds its in-memory quantized matrix: 32-bit bin indices
+for sparse data, grown batch by batch (measured 9.8 on 640k wide rows)."""
+PAGE_MATRIX_BYTES_PER_VALUE = 4
+"""Bytes per stored value of one quantized page read back from the disk cache."""
+MATRIX_BYTES_PER_ROW = 16
+PAGES_IN_FLIGHT = 3
+"""Quantized pages XGBoost holds while it trains from the disk cache."""
+TRAINING_BYTES_PER_ROW = 8
+TRAINING_BYTES_PER_ROW_AND_OUTPUT = 24
+"""Gradient pairs (8), the per-class gradient copy, prediction cache and metric buffers (16), per row and model output:
+measured 65 bytes per row for 3 classes training alone, 77 with the training metrics (1M rows, XGBoost 3.2)."""
+RUNTIME_RESERVE = 320 * MiB
+"""Writable mappings beyond the heap and thread stacks: BLAS thread buffers (181 MiB measured) and allocator
+segments. Three 640k-row runs under a 1 GiB data limit with 2,048-row batches peaked at 866, 998 and 1,009 MiB
+of data where the plan, with 64 MiB less reserve, said 963-972 MiB."""
+LIMITED_RUNTIME_RESERVE = 64 * MiB
+"""The same with two glibc arenas and pyarrow on the system allocator (as the command line sets up): 925k rows of
+1,050 columns peaked at 600 MiB of data in 29 pages (plan: 652 MiB) and 924 MiB in 452 (plan: 825 MiB)."""
+PAGE_STATE_BYTES_PER_BIN = 90
+"""Bytes XGBoost keeps per histogram bin (as the probe estimates them) for each external-memory page: 925k rows of
+1,050 columns (8.9k bins estimated, 10.2k actual) peaked 324 MiB higher in 452 pages of 2,048 rows than in 29 of 32,768."""
+HISTOGRAM_BYTES_PER_BIN = 16
+"""One gradient histogram: a pair of doubles per bin."""
+HISTOGRAM_NODES = 40
+"""Histograms XGBoost holds at its peak while it grows a tree (default depth 6): 20k rows hashed to 262k, 1M and
+2M features (0.5M to 4.1M bins) peaked 0.9 kB per bin higher, of which 3 pages' state is 0.24 kB."""
+TARGET_PAGES = 64
+"""Unbudgeted runs size pages so that the data makes about this many (within the page-row limits)."""
+UNBUDGETED_PAGE_BYTES = 256 * MiB
+"""Unbudgeted runs keep the bytes of building one page under this."""
+ARROW_IO_THREADS = 8
+FOOTER_BYTES_PER_SERIALIZED_BYTE = 13
+"""Data size a parsed parquet footer takes per byte of its serialized form (measured: 300 MiB for a 23.6 MiB footer of 50 row groups x 4,129 columns, of which 204 MiB resident)."""
+
+SKETCH_FACTOR = 8
+"""XGBoost's sketch keeps ``SKETCH_FACTOR * max_bin`` summary entries per level (its ``WQuantileSketch::kFactor``)."""
+SKETCH_ENTRY_BYTES = 16
+SKETCH_QUEUE_ENTRY_BYTES = 8
+SKETCH_OVERHEAD = 1.25
+"""Temporary summaries while XGBoost merges and prunes: 500 dense features peaked 1.5, 0.4 and 2.0 MiB per feature higher
+without cuts given than with them at 524k, 131k and 1M rows, where the summaries alone are 1.4, 0.7 and 1.8 MiB."""
+MIN_SKETCH_ROWS = 4096
+
+
+def footer_bytes(profile: DataProfile) -> int:
+    return FOOTER_BYTES_PER_SERIALIZED_BYTE * profile.footer_bytes
+
+
+def decode_bytes(profile: DataProfile, batch_rows: int) -> int:
+    return int(DECODE_BYTES_PER_ARROW_BYTE * profile.arrow_bytes_per_row * batch_rows)
+
+
+def page_bytes(profile: DataProfile, page_rows: int, prefetch: int) -> int:
+    per_value = PAGE_BYTES_PER_VALUE + prefetch * QUEUED_PAGE_BYTES_PER_VALUE
+    return int(per_value * profile.stored_values_per_row * page_rows)
+
+
+def matrix_bytes(profile: DataProfile, cache: str, page_rows: int) -> int:
+    if cache == "memory":
+        return int(profile.rows * (MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
+    return int(PAGES_IN_FLIGHT * page_rows * (PAGE_MATRIX_BYTES_PER_VALUE * profile.stored_values_per_row + MATRIX_BYTES_PER_ROW))
+
+
+def feature_space_bytes(profile: DataProfile, page_rows: int) -> int:
+    """Per-bin state of every page, and the histograms of the tree nodes XGBoost caches."""
+    pages = -(-profile.rows // page_rows)
+    return profile.bins * (pages * PAGE_STATE_BYTES_PER_BIN + HISTOGRAM_NODES * HISTOGRAM_BYTES_PER_BIN)
+
+
+def sketch_bytes(profile: DataProfile, rows: int) -> int:
+    """XGBoost's quantile sketch of ``rows`` rows: per feature a ``WQuantileSketch`` sized for the feature's values.
+
+    Its ``nlevel`` levels of ``limit_size`` entries each, the smallest with ``2**nlevel * limit_size``
+    at least the feature's values, and an input queue of ``2 * limit_size``; all features are
+    taken to be as dense as the average one.
+    """
+    if profile.features == 0 or rows == 0:
+        return 0
+    values = max(1, round(rows * profile.stored_values_per_row / profile.features))
+    per_level = SKETCH_FACTOR * profile.max_bin
+    levels = 1
+    while True:
+        limit = min(values, levels * per_level + 1)
+        if (1 << levels) * limit >= values:
+            break
+        levels += 1
+    per_feature = limit * (2 * SKETCH_QUEUE_ENTRY_BYTES + levels * SKETCH_ENTRY_BYTES)
+    return int(SKETCH_OVERHEAD * profile.features * per_feature)
