@@ -31,6 +31,7 @@ from extmem.read._costs import (
     TRAINING_BYTES_PER_ROW,
     TRAINING_BYTES_PER_ROW_AND_OUTPUT,
     UNBUDGETED_PAGE_BYTES,
+    UNBUDGETED_SKETCH_BYTES,
     decode_bytes,
     feature_space_bytes,
     footer_bytes,
@@ -305,7 +306,7 @@ def plan_memory(
             return plan
         sample = None
         if cuts == "sampled":
-            room = (limit if limit is not None else available) - plan.reading_bytes
+            room = limit - plan.reading_bytes if limit is not None else min(available, UNBUDGETED_SKETCH_BYTES)
             sample = sketch_sample(profile, room, sketch_rows)
         return replace(plan, sketch_rows=sample, sketch_bytes=sketch_bytes(profile, profile.rows if sample is None else sample))
 
