@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sklearn
 import xgboost as xgb
 from conftest import cache_dirs
 from sklearn.datasets import make_regression
@@ -244,3 +245,24 @@ def test_no_warnings_at_exit_with_a_live_disk_matrix(tmp_path: Path, cache_root:
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
     assert cache_dirs(cache_root) == []
+
+
+def test_sample_weight_reaches_fit_through_meta_estimators_and_routing() -> None:
+    """AdaBoost passes sample_weight to fit; metadata routing passes it through cross_validate: both as for XGBoost's own."""
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import AdaBoostClassifier
+    from sklearn.model_selection import cross_validate
+
+    X, y = make_classification(300, 6, random_state=0)
+    weights = np.random.default_rng(0).random(300)
+    scores = []
+    for estimator in (xgb.XGBClassifier, extmem.XGBClassifier):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            boosted = AdaBoostClassifier(estimator(n_estimators=3), n_estimators=2, random_state=0).fit(X, y)
+        with sklearn.config_context(enable_metadata_routing=True):
+            routed = estimator(n_estimators=3).set_fit_request(sample_weight=True).set_score_request(sample_weight=False)
+            validated = cross_validate(routed, X, y, params={"sample_weight": weights}, cv=3)["test_score"]
+        scores.append((boosted.predict_proba(X), validated))
+    np.testing.assert_array_equal(scores[0][0], scores[1][0])
+    np.testing.assert_array_equal(scores[0][1], scores[1][1])
