@@ -39,8 +39,8 @@ def _column_values(column: pa.Array) -> np.ndarray:
     return column.cast(pa.float64(), safe=False).fill_null(np.nan).to_numpy(zero_copy_only=False)
 
 
-SCRATCH_VALUES = 1 << 22
-"""Cells of the float64 scratch matrix that wide columns are copied into, a chunk of columns at a time (32 MiB)."""
+CHUNK_VALUES = 1 << 22
+"""Cells of the float matrix that wide columns are converted into, a chunk of columns at a time (32 MiB as float64)."""
 
 
 def to_csr(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> sp.csr_matrix:
@@ -48,28 +48,25 @@ def to_csr(features: FeatureColumns, layout: FeatureLayout, where: str = "the in
 
     Count columns (``layout.zero_is_missing``) store only non-zero, non-null entries;
     other columns store every non-null value, zeros included, so XGBoost keeps them.
-    Wide columns are copied, a chunk at a time, into a column-major scratch matrix whose
-    kept cells, found in one vectorized pass, are already in CSC order; the result is
+    Wide columns are converted by Arrow, a chunk at a time, into a column-major matrix (nulls as
+    NaN) whose kept cells, found in one vectorized pass, are already in CSC order; the result is
     converted once to CSR. Packed entries, already CSR, are merged in row by row.
     """
     rows, n_columns = features.rows, len(layout.names)
     sparse_mask = layout.sparse_mask
-    present = [(column, position) for column, position in zip(features.wide.columns, features.positions) if column.null_count < rows]
-    chunk_columns = max(1, SCRATCH_VALUES // max(rows, 1))
-    scratch = np.empty((min(chunk_columns, len(present)), rows), dtype=np.float64)
+    wide = features.wide
+    chunk_columns = max(1, CHUNK_VALUES // max(rows, 1))
     counts = np.zeros(n_columns, dtype=np.int64)
     row_indices: list[np.ndarray] = []
     values: list[np.ndarray] = []
-    for start in range(0, len(present), chunk_columns):
-        chunk = present[start : start + chunk_columns]
-        cells = scratch[: len(chunk)]
-        for slot, (column, _) in enumerate(chunk):
-            cells[slot] = _column_values(column)
-        positions = np.fromiter((position for _, position in chunk), dtype=np.int64, count=len(chunk))
+    for start in range(0, wide.num_columns if rows else 0, chunk_columns):
+        chunk = wide.select(list(range(start, min(start + chunk_columns, wide.num_columns))))
+        cells = np.asarray(chunk.to_tensor(null_to_nan=True, row_major=False)).T  # (columns, rows), C-ordered
+        positions = features.positions[start : start + chunk.num_columns]
         kept = ~np.isnan(cells)
         kept &= (cells != 0) | ~sparse_mask[positions][:, None]
         slots, chunk_rows = np.divmod(np.flatnonzero(kept), rows)
-        counts[positions] = np.bincount(slots, minlength=len(chunk))
+        counts[positions] = np.bincount(slots, minlength=chunk.num_columns)
         row_indices.append(chunk_rows.astype(np.int32))
         values.append(
             as_float32(cells[slots, chunk_rows], lambda i, slots=slots, positions=positions: layout.names[positions[slots[i]]], where)
@@ -78,10 +75,10 @@ def to_csr(features: FeatureColumns, layout: FeatureLayout, where: str = "the in
     np.cumsum(counts, out=indptr[1:])
     indices = np.concatenate(row_indices) if row_indices else np.zeros(0, dtype=np.int32)
     data = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
-    wide = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns)).tocsr()
+    matrix = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns)).tocsr()
     if features.packed is None or features.packed.values.size == 0:
-        return wide
-    return _merge_rows(wide, features.packed)
+        return matrix
+    return _merge_rows(matrix, features.packed)
 
 
 def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:

@@ -36,20 +36,27 @@ class FeatureColumns:
     packed: PackedRows | None = None
 
 
+_NUMERIC_TYPES = frozenset(
+    [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64(), pa.float32(), pa.float64()]
+)
+"""Column types taken as they are; any other (bool, float16, decimal, null...) is cast to float64."""
+
+
 def wide_features(
     batch: pa.RecordBatch, names: Sequence[str], positions: np.ndarray, encoders: Mapping[str, Callable[[pa.Array], pa.Array]] | None = None
 ) -> FeatureColumns:
     """Columns ``names`` of ``batch`` at layout ``positions``: through ``encoders[name]`` if given, else non int/float types cast to float64."""
     index = {name: i for i, name in enumerate(batch.schema.names)}
-    arrays = []
-    for name in names:
-        column = batch.column(index[name])
-        if encoders and name in encoders:
-            column = encoders[name](column)
-        elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)) or pa.types.is_float16(column.type):
-            column = column.cast(pa.float64(), safe=False)
-        arrays.append(column)
-    return FeatureColumns(batch.num_rows, pa.RecordBatch.from_arrays(arrays, names=list(names)), positions)
+    selected = batch.select([index[name] for name in names])
+    changed = {
+        j: encoders[name](selected.column(j)) if encoders and name in encoders else selected.column(j).cast(pa.float64(), safe=False)
+        for j, (name, kind) in enumerate(zip(names, selected.schema.types))
+        if (encoders and name in encoders) or kind not in _NUMERIC_TYPES
+    }
+    if changed:
+        arrays = [changed.get(j, column) for j, column in enumerate(selected.columns)]
+        selected = pa.RecordBatch.from_arrays(arrays, names=list(names))
+    return FeatureColumns(batch.num_rows, selected, positions)
 
 
 def _rows_of(offsets: np.ndarray) -> np.ndarray:
