@@ -1,6 +1,6 @@
 """Peak RSS and time of the ways people train on this data, side by side: ``python -m bench run``.
 
-    python -m bench run --out DIR [--preset quick|full] [--sizes 20000,80000] [--methods extmem,inmemory-csr]
+    python -m bench run --out DIR [--preset quick|full] [--sizes 20000,80000] [--methods extmem,batched-csr]
                         [--rounds 10] [--repeats 1] [--budget 1GiB] [--timeout 3600]
 
 Every method runs in its own subprocess on the same generated dataset (one per size), RSS and
@@ -44,6 +44,7 @@ PRESETS: dict[str, list[Shape]] = {
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "inmemory": ("inmemory", {}),
     "inmemory-csr": ("inmemory-csr", {}),
+    "batched-csr": ("batched-csr", {}),
     "lightgbm": ("lightgbm", {}),
     "polars": ("polars", {}),
     "naive-iter": ("naive-iter", {}),
@@ -225,13 +226,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": {
             f"{ours}/{theirs}": _ratios(results, ours, theirs)
             for ours in ("extmem", "extmem-disk")
-            for theirs in ("inmemory", "inmemory-csr")
+            for theirs in ("inmemory", "inmemory-csr", "batched-csr")
             if ours in results and theirs in results
         },
         "crossover": {
-            f"{ours} vs inmemory-csr": _crossover(results, ours, "inmemory-csr")
+            f"{ours} vs {theirs}": _crossover(results, ours, theirs)
             for ours in ("extmem", "extmem-disk")
-            if ours in results and "inmemory-csr" in results
+            for theirs in ("inmemory-csr", "batched-csr")
+            if ours in results and theirs in results
         },
         "skipped": skipped,
     }

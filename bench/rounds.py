@@ -1,0 +1,93 @@
+"""Build cost against per-round cost: extmem and the skilled batched-CSR baseline over a sweep of rounds.
+
+    python -m bench.rounds [--rows 40000] [--shards 4] [--k 6] [--rounds 1,20,200] [--repeats 1] [--packed]
+
+Each (method, rounds) pair runs in its own subprocess on the same generated dataset, methods
+alternating. A line through each method's wall times gives its fixed cost (reading and building)
+and its cost per boosting round; the table shows both and the ratio extmem / baseline at every
+rounds count. ``--packed`` also runs extmem on a packed copy of the data (``extmem pack``), where
+the baseline for the work left is XGBoost's own compute: its QuantileDMatrix build plus the rounds,
+from a CSR already in RAM. Writes bench/results/rounds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import extmem
+
+from .harness import RESULTS, ensure_dataset, median_of, run_method, write_json
+
+METHODS = {"extmem-disk": ("extmem", {"cache": "disk"}), "batched-csr": ("batched-csr", {})}
+
+
+def _line(rounds: list[int], seconds: list[float]) -> tuple[float, float]:
+    """Fixed seconds and seconds per round of a least-squares line through (rounds, seconds)."""
+    per_round, fixed = np.polyfit(rounds, seconds, 1) if len(set(rounds)) > 1 else (0.0, seconds[0])
+    return float(fixed), float(per_round)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench.rounds", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=40_000)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--k", type=int, default=6)
+    parser.add_argument("--rounds", default="1,20,200", help="comma-separated rounds counts")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--packed", action="store_true", help="also extmem on a packed copy of the data")
+    parser.add_argument("--data-dir", type=Path, default=RESULTS / "data")
+    parser.add_argument("--out", type=Path, default=RESULTS / "rounds.json")
+    args = parser.parse_args(argv)
+    sweep = [int(value) for value in args.rounds.split(",")]
+    data = ensure_dataset(args.data_dir / f"rounds-k{args.k}-{args.rows}x{args.shards}", args.rows, args.shards, args.k)
+    methods = dict(METHODS)
+    folders = {name: data for name in methods}
+    if args.packed:
+        packed = args.data_dir / f"rounds-k{args.k}-{args.rows}x{args.shards}-packed"
+        if not packed.exists():
+            extmem.pack(data, packed)
+        methods["extmem-packed"] = ("extmem", {"cache": "disk"})
+        folders["extmem-packed"] = packed
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {rounds: [] for rounds in sweep} for name in methods}
+    for _ in range(args.repeats):
+        for rounds in sweep:
+            for name, (method, options) in methods.items():
+                run = run_method(method, folders[name], rounds, options)
+                runs[name][rounds].append(run)
+                print(f"{name:>14} {rounds:>5} rounds: " + ("failed" if run.get("failed") else f"{run['seconds']:.1f} s"), flush=True)
+    seconds = {name: {rounds: median_of(done, "seconds") for rounds, done in by_rounds.items()} for name, by_rounds in runs.items()}
+    lines = {name: _line(list(by_rounds), list(by_rounds.values())) for name, by_rounds in seconds.items()}
+    baseline = runs["batched-csr"]
+    compute = {
+        rounds: median_of([{"s": run["stage_seconds"]["build"] + run["stage_seconds"]["train"]} for run in done], "s")
+        for rounds, done in baseline.items()
+    }
+    payload = {
+        "rows": args.rows,
+        "sweep": sweep,
+        "seconds": seconds,
+        "xgboost_compute_seconds": compute,
+        "fixed_and_per_round": {name: {"fixed": fixed, "per_round": per_round} for name, (fixed, per_round) in lines.items()},
+        "ratio_to_batched_csr": {
+            name: {rounds: by_rounds[rounds] / seconds["batched-csr"][rounds] for rounds in sweep} for name, by_rounds in seconds.items()
+        },
+        "ratio_packed_to_xgboost_compute": {rounds: seconds["extmem-packed"][rounds] / compute[rounds] for rounds in sweep}
+        if args.packed
+        else None,
+        "runs": runs,
+    }
+    write_json(args.out, payload)
+    print(f"{'method':>14} {'fixed s':>8} {'s/round':>8}  " + "  ".join(f"{r:>6} rounds" for r in sweep))
+    for name, (fixed, per_round) in lines.items():
+        ratios = "  ".join(f"{payload['ratio_to_batched_csr'][name][r]:>11.2f}x" for r in sweep)
+        print(f"{name:>14} {fixed:>8.1f} {per_round:>8.3f}  {ratios}")
+    print("XGBoost's own compute (build + rounds, CSR in RAM): " + ", ".join(f"{r} rounds {compute[r]:.1f} s" for r in sweep))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
