@@ -27,6 +27,11 @@ KMER_COLUMN = re.compile(r"^(\d+)mer_([ACGT]+)$")
 """A k-mer count column, such as ``6mer_ACGTAC``: its k and its k-mer."""
 
 
+MAX_HASH_WIDTH = 1 << 24
+"""The widest hashed k-mer space: XGBoost keeps state per feature and histogram bin (about 1 kB per bin while it grows
+a tree), so 2M features already need about 4 GiB for 20k rows; 16.7M is 4**12, every 12-mer without a collision."""
+
+
 @dataclass(frozen=True)
 class KmerEncoding:
     """How k-mer features are built; recorded with the model.
@@ -34,7 +39,8 @@ class KmerEncoding:
     ``sequence_column`` set: count k-mers of length ``k`` from that string column. Otherwise:
     fold the dataset's ``{k}mer_*`` count columns. ``width`` hashes into that many features
     (required when folding); without it, counts keep one feature per k-mer (4**k of them).
-    ``signed`` multiplies each count by the sign of its hash; ``seed`` seeds the hash.
+    ``signed`` multiplies each count by the sign of its hash; ``seed`` seeds the hash. ``width``
+    is at most ``MAX_HASH_WIDTH``.
     """
 
     width: int | None = None
@@ -46,6 +52,12 @@ class KmerEncoding:
     def __post_init__(self) -> None:
         if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0):
             msg = f"The 'width' of hashed k-mers must be a positive integer. Got {self.width!r} instead."
+            raise OptionError(msg, options=("width",))
+        if self.width is not None and self.width > MAX_HASH_WIDTH:
+            msg = (
+                f"Hashed k-mer features ('width') are at most {MAX_HASH_WIDTH:,} (XGBoost keeps state per feature: "
+                f"2,000,000 features already take about 4 GiB). Got {self.width:,}."
+            )
             raise OptionError(msg, options=("width",))
         if not isinstance(self.signed, bool) or isinstance(self.seed, bool) or not isinstance(self.seed, int):
             msg = f"The k-mer hash needs a boolean 'signed' and an integer 'seed'. Got {self.signed!r} and {self.seed!r} instead."
