@@ -60,9 +60,9 @@ PAGE_STATE_BYTES_PER_BIN = 90
 1,050 columns (8.9k bins estimated, 10.2k actual) peaked 324 MiB higher in 452 pages of 2,048 rows than in 29 of 32,768."""
 HISTOGRAM_BYTES_PER_BIN = 16
 """One gradient histogram: a pair of doubles per bin."""
-HISTOGRAM_NODES = 40
-"""Histograms XGBoost holds at its peak while it grows a tree (default depth 6): 20k rows hashed to 262k, 1M and
-2M features (0.5M to 4.1M bins) peaked 0.9 kB per bin higher, of which 3 pages' state is 0.24 kB."""
+HISTOGRAM_NODES = 34
+"""Histograms XGBoost holds at its peak while it grows a tree (default depth 6): 20k rows hashed to 4,096 ... 2M
+features (15k to 4.0M bins) peaked at data sizes 5-10 % under the plan with this figure (table in docs/memory.md)."""
 TARGET_PAGES = 64
 """Unbudgeted runs size pages so that the data makes about this many (within the page-row limits)."""
 UNBUDGETED_PAGE_BYTES = 256 * MiB
