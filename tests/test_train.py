@@ -128,16 +128,25 @@ def test_failed_training_writes_nothing(tmp_path: Path) -> None:
     assert cache_dirs(tmp_path) == []
 
 
-@pytest.mark.parametrize("width", [None, 65_536], ids=["quantized-matrix", "csr-batches"])
-def test_final_metrics_equal_evaluating_the_saved_model(small_synth: Path, tmp_path: Path, width: int | None) -> None:
-    """Whichever way the run predicts its final metrics (the quantized matrix, or CSR batches for wide hashed spaces), they are evaluate's."""
+@pytest.mark.parametrize(
+    ("packed", "width"), [(False, None), (True, None), (True, 65_536)], ids=["spooled-pages", "quantized-matrix", "csr-batches"]
+)
+def test_final_metrics_equal_evaluating_the_saved_model(small_synth: Path, tmp_path: Path, packed: bool, width: int | None) -> None:
+    """Whichever way the run predicts its final metrics (the spooled pages of wide shards; for packed shards the quantized
+    matrix, or CSR batches for wide hashed spaces), they are evaluate's, and the spool is gone after."""
+    data = small_synth
+    if packed:
+        data = tmp_path / "packed"
+        extmem.pack(small_synth, data)
     kmers = extmem.KmerEncoding(width=width) if width else None
-    result = extmem.train(small_synth, preset="splice-sites", kmers=kmers, rounds=3, valid=small_synth, out=tmp_path / "m")
+    result = extmem.train(data, preset="splice-sites", kmers=kmers, rounds=3, valid=data, out=tmp_path / "m", cache_dir=tmp_path)
     reported = result.report["evaluation"]["valid"]
-    evaluated = extmem.evaluate(tmp_path / "m", small_synth)
+    evaluated = extmem.evaluate(tmp_path / "m", data)
     assert reported["rows"] == evaluated["rows"] == 3000
+    assert (result.report["data"]["valid"]["spooled_bytes"] > 0) is not packed
     for metric in ("accuracy", "macro_f1", "mlogloss"):
         assert reported[metric] == pytest.approx(evaluated[metric], rel=1e-5), metric
+    assert cache_dirs(tmp_path) == []
 
 
 def test_progress_bars_have_totals_and_count_each_row_once(small_synth: Path, capsys: pytest.CaptureFixture[str]) -> None:

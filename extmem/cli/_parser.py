@@ -98,7 +98,7 @@ def _dataset_flags(parser: argparse.ArgumentParser) -> None:
         type=types.positive,
         default=None,
         metavar="N",
-        help="rows per XGBoost page (under a budget: the most) (default: planned: the largest that fit a budget, else about 64 pages)",
+        help="rows per XGBoost page (under a budget: the most) (default: planned: the largest that fit a budget, else about 8 pages)",
     )
     group.add_argument(
         "--cache",

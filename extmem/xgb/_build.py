@@ -293,12 +293,15 @@ def build_dmatrix(
     batch_rows: int,
     ref: xgb.DMatrix | None = None,
     on_rows: Callable[[int], None] | None = None,
-) -> tuple[xgb.DMatrix, IterStats]:
+    keep_spool: bool = False,
+) -> tuple[xgb.DMatrix, IterStats, PageSpool | None]:
     """Build a DMatrix from ``selection``: external memory with its pages under ``cache``, or in memory.
 
     ``options.cache`` must be ``memory`` or ``disk`` here (a memory plan resolves ``auto``).
     Quantile cuts come from ``ref`` if given (not for sparse pages). Spool files, if any, are
-    deleted once the matrix is built. The matrix owns ``cache``: freeing it deletes the
+    deleted once the matrix is built, unless ``keep_spool``: then the complete spool is returned
+    (its pages are the rows in the model's representation, for predictions without decoding
+    again) and goes with the cache folder. The matrix owns ``cache``: freeing it deletes the
     folder. On error or interruption the cache is deleted at once. ``on_rows`` hears of the
     rows read, once each.
     """
@@ -368,9 +371,11 @@ def build_dmatrix(
         iterator.close()
         if spool is not None:
             iterator.stats.spooled_bytes = spool.bytes
-            spool.clear()
+            if not (keep_spool and matrix is not None and spool.complete):
+                spool.clear()
+                spool = None
     stats = iterator.stats
     stats.build_seconds = time.perf_counter() - started
     stats.decode_seconds, stats.encode_seconds = reading.counters.seconds, reading.encoder.seconds
     assert matrix is not None
-    return matrix, stats
+    return matrix, stats, spool

@@ -24,6 +24,7 @@ from extmem.read._plan import Budget, MemoryPlan, plan_memory
 from extmem.read._selection import Selection, select_dataset
 from extmem.xgb._build import MatrixOptions, build_dmatrix
 from extmem.xgb._iterator import IterStats
+from extmem.xgb._spool import PageSpool
 
 logger = logging.getLogger("extmem")
 
@@ -37,6 +38,8 @@ class MatrixInfo:
     profile: DataProfile
     stats: IterStats
     cache: PrivateFolder
+    spool: PageSpool | None = None
+    """The rows as encoded pages, kept on disk for predictions when asked for (``keep_spool``)."""
 
     @property
     def layout(self) -> FeatureLayout:
@@ -91,6 +94,7 @@ def open_matrix(
     on_rows: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     announce: bool = True,
+    keep_spool: bool = False,
 ) -> tuple[xgb.DMatrix, MatrixInfo]:
     """Read ``dataset`` (with ``layout``, or the layout of ``ref``) into a DMatrix cached in ``cache``.
 
@@ -98,6 +102,7 @@ def open_matrix(
     (see :func:`plan_matrix`), which is logged before reading starts. On any error the cache
     folder is deleted before the error propagates. ``on_rows`` hears of the rows read, once
     each; ``on_total`` of the rows to read (from the metadata: a filter may leave fewer).
+    ``keep_spool``: keep the page spool of wide shards (see :func:`build_dmatrix`) in ``info.spool``.
     """
     if layout is None and ref is not None:
         layout = matrix_info(ref).layout
@@ -109,12 +114,14 @@ def open_matrix(
         logger.info(plan.describe(), extra={"options": ("memory_budget",)})
         sketch_rows = plan.sketch_rows if options.sample_cuts is None else options.sketch_rows
         build = replace(options, page_rows=plan.page_rows, cache=plan.cache, sketch_rows=sketch_rows)
-        matrix, stats = build_dmatrix(selection, cache, build, batch_rows=plan.batch_rows, ref=ref, on_rows=on_rows)
+        matrix, stats, spool = build_dmatrix(
+            selection, cache, build, batch_rows=plan.batch_rows, ref=ref, on_rows=on_rows, keep_spool=keep_spool
+        )
     except BaseException:
         cache.cleanup()
         raise
     release_freed_memory()  # what reading held, handed back before XGBoost trains from the matrix
-    info = MatrixInfo(selection, plan, measured, stats, cache)
+    info = MatrixInfo(selection, plan, measured, stats, cache, spool)
     _INFO[matrix] = info
     return matrix, info
 
@@ -161,7 +168,7 @@ def dmatrix(
     (default: the process's data limit, else the available RAM) with room to spare. Under a
     budget, ``batch_rows`` and ``page_rows`` are the largest sizes allowed. ``page_rows`` None
     plans the pages: the largest that fit the budget, since XGBoost keeps state per page; without
-    one, about 64 pages of at least 8,192 rows. ``prefetch`` pages are read ahead in a background thread.
+    one, about 8 pages of at least 8,192 rows (XGBoost's cost per round grows with its pages). ``prefetch`` pages are read ahead in a background thread.
     ``missing``, ``enable_categorical``, ``feature_names``, ``feature_types``, ``nthread`` and
     ``max_quantile_batches`` are XGBoost's matrix keywords with XGBoost's meaning (a null is
     always missing; categorical features are those of the dataset's ``categorical`` option, and
