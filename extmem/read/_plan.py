@@ -120,6 +120,8 @@ class MemoryPlan:
     sketch_bytes: int = 0
     sketch_rows: int | None = None
     """Rows the quantile cuts come from: None for all rows (XGBoost's own cuts), else a uniform sample of about that many."""
+    cuts: str = "quantile cuts from all rows"
+    """Where the quantile cuts come from, in words."""
 
     @property
     def reading_bytes(self) -> int:
@@ -131,12 +133,6 @@ class MemoryPlan:
         """Reading, plus the larger of the sketch (built first) and what training holds (after it)."""
         return self.reading_bytes + max(self.sketch_bytes, self.training_bytes + self.matrix_bytes + self.feature_space_bytes)
 
-    def describe_cuts(self) -> str:
-        """Where the quantile cuts come from, in words."""
-        if self.sketch_rows is None:
-            return "quantile cuts from all rows"
-        return f"quantile cuts from a sample of about {self.sketch_rows:,} rows (the sketch of all rows would not fit)"
-
     def describe(self) -> str:
         budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
         if self.cache == "none":
@@ -145,7 +141,7 @@ class MemoryPlan:
             )
         return (
             f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows, pages of {self.page_rows:,} rows, "
-            f"prefetch {self.prefetch}; {self.cache} cache ({self.reason}); {self.describe_cuts()}; "
+            f"prefetch {self.prefetch}; {self.cache} cache ({self.reason}); {self.cuts}; "
             f"expected peak {format_size(self.expected_peak_bytes)}"
         )
 
@@ -307,12 +303,16 @@ def plan_memory(
             feature_space_bytes(profile, page),
         )
         if cuts == "given":
-            return plan
+            return replace(plan, cuts="quantile cuts of the reference matrix")
         sample = None
         if cuts == "sampled":
             room = limit - plan.reading_bytes if limit is not None else min(available, UNBUDGETED_SKETCH_BYTES)
             sample = sketch_sample(profile, room, sketch_rows)
-        return replace(plan, sketch_rows=sample, sketch_bytes=sketch_bytes(profile, profile.rows if sample is None else sample))
+        if sample is None:
+            return replace(plan, sketch_bytes=sketch_bytes(profile, profile.rows))
+        why = "'sketch_rows'" if sketch_rows is not None else "the sketch of all rows would not fit"
+        described = f"quantile cuts from a sample of about {sample:,} rows ({why})"
+        return replace(plan, sketch_rows=sample, sketch_bytes=sketch_bytes(profile, sample), cuts=described)
 
     def fitting(kind: Literal["memory", "disk"], room: float | None, reason: str) -> tuple[MemoryPlan | None, MemoryPlan]:
         """The best plan whose peak is within ``room`` (the given sizes when None), and the least-peak plan tried.

@@ -111,7 +111,7 @@ def open_matrix(
         if on_total is not None:
             on_total(selection.expected_rows)
         plan, measured = plan_matrix(selection, options, cuts_given=ref is not None)
-        logger.info(plan.describe(), extra={"options": ("memory_budget",)})
+        logger.info(plan.describe(), extra={"options": ("memory_budget", "sketch_rows")})
         sketch_rows = plan.sketch_rows if options.sample_cuts is None else options.sketch_rows
         build = replace(options, page_rows=plan.page_rows, cache=plan.cache, sketch_rows=sketch_rows)
         matrix, stats, spool = build_dmatrix(
