@@ -53,21 +53,21 @@ def test_data_path_bench_runs(tmp_path: Path) -> None:
 
 
 def test_xgboost_demo_bench_equals_xgboosts_own_run(tmp_path: Path) -> None:
-    payload = xgboost_demo.main(["--scale", "1", "--rounds", "3", "--out", str(tmp_path / "demo.json")])
+    payload = xgboost_demo.main(["--batches", "6", "--rounds", "3", "--out", str(tmp_path / "demo.json")])
     for method in ("hist", "approx"):
-        assert payload["results"][method]["rows"] == 31 * 1024
+        assert payload["results"][method]["rows"] == 6 * 1024
         assert payload["results"][method]["max_abs_difference"] < 1e-3
 
 
 def test_rounds_bench_separates_build_and_round_costs(tmp_path: Path) -> None:
-    args = ["--rows", "600", "--shards", "2", "--k", "3", "--rounds", "1,6", "--packed"]
+    args = ["--rows", "400", "--shards", "2", "--k", "3", "--rounds", "1,4", "--packed"]
     payload = rounds.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "rounds.json")])
     assert set(payload["seconds"]) == {"extmem-disk", "batched-csr", "extmem-packed"}
     for name, line in payload["fixed_and_per_round"].items():
         assert line["fixed"] > 0, name
-    baseline_runs = payload["runs"]["batched-csr"][6]
-    assert baseline_runs[0]["rows"] == 600 and set(baseline_runs[0]["stage_seconds"]) == {"read", "build", "train"}
-    assert payload["ratio_packed_to_xgboost_compute"][6] > 0
+    baseline_runs = payload["runs"]["batched-csr"][4]
+    assert baseline_runs[0]["rows"] == 400 and set(baseline_runs[0]["stage_seconds"]) == {"read", "build", "train"}
+    assert payload["ratio_packed_to_xgboost_compute"][4] > 0
 
 
 def test_hashing_bench_runs(tmp_path: Path) -> None:

@@ -62,7 +62,9 @@ def test_plans_stay_under_their_budget_and_grow_with_it() -> None:
     assert [p.batch_rows for p in plans] == sorted(p.batch_rows for p in plans)
     assert [p.page_rows for p in plans] == sorted(p.page_rows for p in plans)
     assert plans[0].batch_rows < 2048, "the tightest budget gets smaller batches once no page size leaves room for 2,048 rows"
-    assert plans[1].batch_rows == 2048 and plans[1].page_rows < 32768, "a tight budget gets smaller pages first: small batches decode slowly"
+    assert plans[1].batch_rows == 2048 and plans[1].page_rows < 32768, (
+        "a tight budget gets smaller pages first: small batches decode slowly"
+    )
     assert plans[-1].batch_rows == 2048 and plans[-1].page_rows == 32768, "ample budgets get the given sizes"
     assert plans[0].cache == "disk" and plans[-1].cache == "memory"
     assert "would crowd the budget" in plans[0].reason and "fits the budget with room to spare" in plans[-1].reason
