@@ -2,8 +2,9 @@
 
 Quantile cuts: XGBoost's CPU sketch keeps per-column state that grows with the number of
 rows. When the memory plan cannot hold the sketch of all rows, the cuts come from a uniform
-sample of ``sketch_rows`` (as LightGBM's ``bin_construct_sample_cnt`` does), built as an external-memory matrix of its own
-and passed as ``ref``; this also saves XGBoost's sketching pass over the data. With a page spool
+sample of ``sketch_rows`` (as LightGBM's ``bin_construct_sample_cnt`` does), built as an
+external-memory matrix of its own and passed as ``ref``; this also saves XGBoost's sketching
+pass over the data. With a page spool
 (wide shards) the spool is filled first and the sample is pages replayed from it, so the parquet
 is decoded once in all; otherwise (packed shards, cheap to decode) it is row groups read again.
 Every file XGBoost writes goes to the private cache folder, never to the working directory.
@@ -42,12 +43,14 @@ CACHE_BYTES_PER_VALUE = 16
 class MatrixOptions:
     """How a matrix is built.
 
-    ``page_rows``: rows per XGBoost page (None: planned, see :func:`extmem.read._plan.plan_memory`). ``max_bin``: XGBoost's histogram bins. ``sparse_pages``:
-    a paged ``DMatrix`` (for ``approx``) instead of a quantile matrix (for ``hist``); its pages
-    always live in the cache folder. ``sketch_rows``/``seed``: above that many rows, quantile cuts
-    come from about that many rows sampled with ``seed`` (None: planned; once planned, from all
-    rows); ``sample_cuts`` True or False overrides the row count's choice (distributed workers must all choose alike). ``spool``: keep the first
-    pass's pages for the later passes (default: when some shard is wide, whose decoding is slow).
+    ``page_rows``: rows per XGBoost page (None: planned, see :func:`extmem.read._plan.plan_memory`).
+    ``max_bin``: XGBoost's histogram bins. ``sparse_pages``: a paged ``DMatrix`` (for ``approx``)
+    instead of a quantile matrix (for ``hist``); its pages always live in the cache folder.
+    ``sketch_rows``/``seed``: above that many rows, quantile cuts come from about that many rows
+    sampled with ``seed`` (None: planned; once planned, from all rows); ``sample_cuts`` True or
+    False overrides the row count's choice (distributed workers must all choose alike).
+    ``spool``: keep the first pass's pages for the later passes (default: when some shard is
+    wide, whose decoding is slow).
     ``prefetch``: pages read ahead in a background thread (0: none). ``cache``: where the quantized
     matrix lives, ``memory``, ``disk`` or ``auto`` (see :mod:`extmem.read._plan`). ``memory_budget``
     (bytes or a size like ``"2GiB"``; default: the process's data limit, if any) bounds the batch
