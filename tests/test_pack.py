@@ -64,7 +64,7 @@ def test_mixed_wide_and_packed_shards_read_as_all_wide(small_synth: Path, packed
 def test_training_on_packed_data_gives_the_wide_model(small_synth: Path, packed_synth: Path) -> None:
     wide = extmem.train(small_synth, preset="splice-sites", rounds=5, params={"max_depth": 3})
     packed = extmem.train(packed_synth, preset="splice-sites", rounds=5, params={"max_depth": 3})
-    assert packed.report["data"]["train"]["spooled_bytes"] == 0 < wide.report["data"]["train"]["spooled_bytes"]
+    assert packed.report["data"]["train"]["spooled_bytes"] > 0 and wide.report["data"]["train"]["spooled_bytes"] > 0  # spooled by default
     model = extmem.Model.from_booster(wide.booster)
     np.testing.assert_array_equal(extmem.Model.from_booster(packed.booster).predict_proba(small_synth), model.predict_proba(small_synth))
     np.testing.assert_array_equal(model.predict_proba(packed_synth), model.predict_proba(small_synth))

@@ -72,11 +72,6 @@ class Schema:
         """Rows of all shards, from the footers."""
         return sum(self.shard_rows)
 
-    @property
-    def has_wide_shards(self) -> bool:
-        """Whether some shard stores its features as ordinary (wide) columns, which decode slowly."""
-        return len(self.packed_blocks) < len(self.shards)
-
     def row_groups(self) -> list[RowGroupRef]:
         """Every row group, in read order."""
         return [RowGroupRef(shard, index, rows) for shard in self.shards for index, rows in enumerate(self.shard_row_groups[shard])]

@@ -31,9 +31,6 @@ from extmem.xgb._matrix import MatrixInfo, free_matrix, open_matrix
 
 logger = logging.getLogger("extmem")
 
-CSR_EVALUATION_FEATURES_PER_ARROW_BYTE = 0.15
-"""Above this many features per Arrow byte of a row, final metrics come from CSR batches, not the quantized matrix."""
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -284,8 +281,8 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
         booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
         model = Model(booster, layout)
         with run.stage("evaluation"):
-            evaluation_matrix, evaluation_name, evaluation_info = matrices[-1]
-            evaluation = _metrics(model, evaluation_matrix, evaluation_info)
+            _, evaluation_name, evaluation_info = matrices[-1]
+            evaluation = _metrics(model, evaluation_info)
     watched = history.log.get("valid", {}).get(stopping.metric, []) if stopping else []
     common = {
         "rows": train_info.stats.rows,
@@ -307,31 +304,18 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
     return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
 
 
-def _metrics(model: Model, matrix: xgb.DMatrix, info: MatrixInfo) -> StreamingMetrics:
-    """The model's metrics on the rows of ``matrix``, predicted the fastest way at hand.
+def _metrics(model: Model, info: MatrixInfo) -> StreamingMetrics:
+    """The model's metrics on the rows of a matrix, predicted from its kept page spool: the rows already encoded, as CSR.
 
-    The page spool of wide shards, when kept, holds the rows already encoded: predicted from
-    it, nothing is decoded again. Otherwise: XGBoost predicts a quantized matrix in time
-    proportional to rows times features (minutes for hashed feature spaces); batches re-read
-    from the parquet as CSR take time proportional to the bytes decoded. Measured here: about
-    24M feature cells per second against 165 MB of Arrow data per second, so the parquet is
-    re-read when features exceed 0.15 per Arrow byte of a row.
+    Nothing is decoded again, and XGBoost's prediction from a quantized matrix (in time
+    proportional to rows times features: minutes for hashed feature spaces) is avoided.
     """
+    assert info.spool is not None, "the trainer keeps the page spool of its evaluation matrix"
     metrics = StreamingMetrics(model.task, model.classes)
-    if info.spool is not None:
-        for page in info.spool.replay(len(model.layout.names)):
-            assert page.label is not None
-            metrics.update(page.label, model.raw_predict(page.X), page.weight)
-        info.spool.clear()
-        return metrics
-    if len(model.layout.names) <= CSR_EVALUATION_FEATURES_PER_ARROW_BYTE * info.profile.arrow_bytes_per_row:
-        weights = matrix.get_weight()
-        predictions = model.booster.predict(matrix, iteration_range=model.iteration_range)
-        metrics.update(matrix.get_label(), predictions, weights if weights.size else None)
-        return metrics
-    for batch, raw in model.score(info.selection, info.plan.batch_rows):
-        assert batch.label is not None
-        metrics.update(batch.label, raw, batch.weight)
+    for page in info.spool.replay(len(model.layout.names)):
+        assert page.label is not None
+        metrics.update(page.label, model.raw_predict(page.X), page.weight)
+    info.spool.clear()
     return metrics
 
 

@@ -4,9 +4,9 @@ Quantile cuts: XGBoost's CPU sketch keeps per-column state that grows with the n
 rows. When the memory plan cannot hold the sketch of all rows, the cuts come from a uniform
 sample of ``sketch_rows`` (as LightGBM's ``bin_construct_sample_cnt`` does), built as an
 external-memory matrix of its own and passed as ``ref``; this also saves XGBoost's sketching
-pass over the data. With a page spool
-(wide shards) the spool is filled first and the sample is pages replayed from it, so the parquet
-is decoded once in all; otherwise (packed shards, cheap to decode) it is row groups read again.
+pass over the data. With a page spool (the default) the spool is filled first and the sample is
+pages replayed from it, so the parquet is decoded once in all; without one it is row groups
+read again.
 Every file XGBoost writes goes to the private cache folder, never to the working directory.
 """
 
@@ -49,8 +49,8 @@ class MatrixOptions:
     ``sketch_rows``/``seed``: above that many rows, quantile cuts come from about that many rows
     sampled with ``seed`` (None: planned; once planned, from all rows); ``sample_cuts`` True or
     False overrides the row count's choice (distributed workers must all choose alike).
-    ``spool``: keep the first pass's pages for the later passes (default: when some shard is
-    wide, whose decoding is slow).
+    ``spool``: keep the first pass's pages for the later passes (default: on; even packed
+    shards, cheap to decode, build 25 % faster from it: 160k rows 7.9 s against 10.6).
     ``prefetch``: pages read ahead in a background thread (0: none). ``cache``: where the quantized
     matrix lives, ``memory``, ``disk`` or ``auto`` (see :mod:`extmem.read._plan`). ``memory_budget``
     (bytes or a size like ``"2GiB"``; default: the process's data limit, if any) bounds the batch
@@ -311,8 +311,7 @@ def build_dmatrix(
     assert options.cache in ("memory", "disk"), options.cache
     keywords = _xgboost_keywords(selection, options)
     latch = SignalLatch()
-    use_spool = selection.schema.has_wide_shards if options.spool is None else options.spool
-    spool = PageSpool(cache.path / "spool") if use_spool else None
+    spool = PageSpool(cache.path / "spool") if options.spool is not False else None
     reading = _Reading(
         selection,
         batch_rows,

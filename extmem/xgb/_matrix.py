@@ -102,7 +102,7 @@ def open_matrix(
     (see :func:`plan_matrix`), which is logged before reading starts. On any error the cache
     folder is deleted before the error propagates. ``on_rows`` hears of the rows read, once
     each; ``on_total`` of the rows to read (from the metadata: a filter may leave fewer).
-    ``keep_spool``: keep the page spool of wide shards (see :func:`build_dmatrix`) in ``info.spool``.
+    ``keep_spool``: keep the page spool (see :func:`build_dmatrix`) in ``info.spool``.
     """
     if layout is None and ref is not None:
         layout = matrix_info(ref).layout
@@ -162,7 +162,7 @@ def dmatrix(
     ``filter``, ``max_rows``, ``batch_rows``, ``label_map``...) applied over it. The cache
     files live in a private folder under ``cache_dir`` (default: the system temp folder),
     removed when the DMatrix is freed. ``spool`` keeps the first pass's pages for XGBoost's
-    later passes instead of decoding the parquet again (default: on when some shard is wide).
+    later passes instead of decoding the parquet again (default: on; False saves its disk space).
     ``cache`` is ``"disk"`` (external memory), ``"memory"`` (an in-memory ``QuantileDMatrix``
     from the same stream) or ``"auto"``: memory when the quantized matrix fits ``memory_budget``
     (default: the process's data limit, else the available RAM) with room to spare. Under a
