@@ -48,11 +48,12 @@ def wide_features(
     """Columns ``names`` of ``batch`` at layout ``positions``: through ``encoders[name]`` if given, else non int/float types cast to float64."""
     index = {name: i for i, name in enumerate(batch.schema.names)}
     selected = batch.select([index[name] for name in names])
-    changed = {
-        j: encoders[name](selected.column(j)) if encoders and name in encoders else selected.column(j).cast(pa.float64(), safe=False)
-        for j, (name, kind) in enumerate(zip(names, selected.schema.types))
-        if (encoders and name in encoders) or kind not in _NUMERIC_TYPES
-    }
+    changed: dict[int, pa.Array] = {}
+    for j, (name, kind) in enumerate(zip(names, selected.schema.types)):
+        if encoders and name in encoders:
+            changed[j] = encoders[name](selected.column(j))
+        elif kind not in _NUMERIC_TYPES:
+            changed[j] = selected.column(j).cast(pa.float64(), safe=False)
     if changed:
         arrays = [changed.get(j, column) for j, column in enumerate(selected.columns)]
         selected = pa.RecordBatch.from_arrays(arrays, names=list(names))

@@ -43,10 +43,9 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
     finally:
         batches.close()
     features = len(selection.layout.names)
+    max_bin = max_bin or DEFAULT_MAX_BIN
     if raw is None:
-        return DataProfile(
-            selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features, features, max_bin or DEFAULT_MAX_BIN
-        )
+        return DataProfile(selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features, features, max_bin)
     block = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)(raw)
     decoded = raw.columns.nbytes + (raw.carried.nbytes if raw.carried is not None else 0) + 8 * raw.rows
     bins = estimated_bins(block.X, max_bin)
@@ -58,7 +57,7 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         selection.schema.footer_bytes,
         bins,
         features,
-        max_bin or DEFAULT_MAX_BIN,
+        max_bin,
     )
 
 

@@ -65,7 +65,7 @@ class MatrixOptions:
     sparse_pages: bool = False
     sketch_rows: int | None = None
     seed: int = 0
-    spool: bool | None = None
+    spool: bool = True
     prefetch: int = DEFAULT_PREFETCH
     cache: str = "auto"
     memory_budget: int | str | None = None
@@ -92,7 +92,7 @@ class MatrixOptions:
 
 
 def _xgboost_keywords(selection: Selection, options: MatrixOptions) -> dict[str, object]:
-    """The keywords every XGBoost matrix constructor gets, checked against the layout."""
+    """The keywords every XGBoost matrix constructor gets, checked against the layout (see :func:`_quantile_keywords`)."""
     layout = selection.layout
     width = len(layout.names)
     for name in ("feature_names", "feature_types"):
@@ -117,11 +117,12 @@ def _xgboost_keywords(selection: Selection, options: MatrixOptions) -> dict[str,
     return keywords
 
 
-def _quantile_keywords(selection: Selection, options: MatrixOptions) -> dict[str, object]:
-    keywords = _xgboost_keywords(selection, options)
+def _quantile_keywords(keywords: dict[str, object], options: MatrixOptions) -> dict[str, object]:
+    """``keywords`` and what the quantile matrices take besides: their bins and ``max_quantile_batches``."""
+    extra: dict[str, object] = {"max_bin": options.max_bin}
     if options.max_quantile_batches is not None:
-        keywords["max_quantile_batches"] = options.max_quantile_batches
-    return keywords
+        extra["max_quantile_batches"] = options.max_quantile_batches
+    return keywords | extra
 
 
 def check_cache_room(folder: Path, stats: IterStats) -> None:
@@ -242,7 +243,12 @@ def _iterator(
 
 
 def _sampled_cuts(
-    reading: _Reading, cache: PrivateFolder, latch: SignalLatch, options: MatrixOptions, spool: PageSpool | None
+    reading: _Reading,
+    cache: PrivateFolder,
+    latch: SignalLatch,
+    options: MatrixOptions,
+    spool: PageSpool | None,
+    quantile_keywords: dict[str, object],
 ) -> tuple[xgb.DMatrix | None, int, float]:
     """A matrix over a uniform sample of rows whose cuts the full build reuses (None for small data), its rows, and the time spent feeding it.
 
@@ -273,7 +279,7 @@ def _sampled_cuts(
         reading, options, latch, produce, cache_prefix=str(cache.path / "cuts"), prefetch=options.prefetch, on_first_pass_end=refuse_empty
     )
     try:
-        reference = xgb.ExtMemQuantileDMatrix(iterator, max_bin=options.max_bin, **_quantile_keywords(selection, options))
+        reference = xgb.ExtMemQuantileDMatrix(iterator, **quantile_keywords)
     except NoRowsError:  # the filter left nothing in the sampled row groups: sketch every row instead
         return None, 0, iterator.stats.feed_seconds
     finally:
@@ -310,8 +316,9 @@ def build_dmatrix(
     """
     assert options.cache in ("memory", "disk"), options.cache
     keywords = _xgboost_keywords(selection, options)
+    quantile_keywords = _quantile_keywords(keywords, options)
     latch = SignalLatch()
-    spool = PageSpool(cache.path / "spool") if options.spool is not False else None
+    spool = PageSpool(cache.path / "spool") if options.spool else None
     reading = _Reading(
         selection,
         batch_rows,
@@ -351,10 +358,10 @@ def build_dmatrix(
                                 if on_rows is not None:
                                     on_rows(page.rows)
                             iterator.stats.feed_seconds += time.perf_counter() - filling
-                        ref, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool)
+                        ref, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool, quantile_keywords)
                         iterator.stats.feed_seconds += sample_feed
                     quantile = CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix
-                    matrix = quantile(iterator, max_bin=options.max_bin, ref=ref, **_quantile_keywords(selection, options))
+                    matrix = quantile(iterator, ref=ref, **quantile_keywords)
                     ref = None
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows

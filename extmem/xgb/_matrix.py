@@ -137,7 +137,7 @@ def dmatrix(
     sparse_pages: bool = False,
     sketch_rows: int | None = None,
     seed: int = 0,
-    spool: bool | None = None,
+    spool: bool = True,
     prefetch: int = DEFAULT_PREFETCH,
     cache: str = "auto",
     memory_budget: int | str | None = None,
