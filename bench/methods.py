@@ -204,18 +204,27 @@ def _shard_csr(table: Any, features: list[str]) -> Any:
     )
 
 
-def _read_all_csr(data: str) -> tuple[Any, np.ndarray, list[str]]:
-    """Every shard read whole and made CSR, then stacked: the sparse in-memory baseline's data."""
+def _read_all_csr(data: str, batch_rows: int | None = None) -> tuple[Any, np.ndarray, list[str]]:
+    """Every shard read (whole, or in ``batch_rows``-row batches) and made CSR, then stacked: the sparse in-memory baselines' data."""
     import pyarrow.parquet as pq
     import scipy.sparse as sp
 
     shards, features = _shards_and_features(data)
+    wanted = set(features) | {"splice_type"}
     blocks, labels = [], []
+
+    def parts(file: Any, columns: list[str]) -> Any:
+        if batch_rows is None:
+            yield file.read(columns=columns)
+        else:
+            yield from file.iter_batches(batch_size=batch_rows, columns=columns)
+
     for shard in shards:
-        table = pq.read_table(shard, columns=[name for name in pq.read_schema(shard).names if name in set(features) | {"splice_type"}])
-        blocks.append(_shard_csr(table, features))
-        labels.append(_class_ids(table.column("splice_type")))
-        del table
+        file = pq.ParquetFile(shard)
+        for part in parts(file, [name for name in file.schema_arrow.names if name in wanted]):
+            blocks.append(_shard_csr(part, features))
+            labels.append(_class_ids(part.column("splice_type")))
+            del part  # one shard's table at a time
     return sp.vstack(blocks, format="csr"), np.concatenate(labels), features
 
 
@@ -250,23 +259,12 @@ def run_batched_csr(data: str, rounds: int, options: dict[str, Any]) -> dict[str
     (zeros not stored), ``QuantileDMatrix``, ``xgb.train``; seconds of each step apart (build plus rounds: XGBoost's own compute)."""
     import time
 
-    import pyarrow.parquet as pq
-    import scipy.sparse as sp
     import xgboost as xgb
 
     started = time.perf_counter()
-    shards, features = _shards_and_features(data)
-    wanted = set(features) | {"splice_type"}
-    blocks, labels = [], []
-    for shard in shards:
-        file = pq.ParquetFile(shard)
-        for batch in file.iter_batches(batch_size=8192, columns=[name for name in file.schema_arrow.names if name in wanted]):
-            blocks.append(_shard_csr(batch, features))
-            labels.append(_class_ids(batch.column("splice_type")))
-    X = sp.vstack(blocks, format="csr")
-    del blocks
+    X, labels, features = _read_all_csr(data, batch_rows=8192)
     read = time.perf_counter() - started
-    matrix = xgb.QuantileDMatrix(X, np.concatenate(labels), feature_names=features)
+    matrix = xgb.QuantileDMatrix(X, labels, feature_names=features)
     build = time.perf_counter() - started - read
     mlogloss = _train_xgboost(matrix, rounds)
     train = time.perf_counter() - started - read - build
