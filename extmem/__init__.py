@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from extmem._allocators import prepare_for_data_limit
 from extmem._version import __version__
+
+prepare_for_data_limit()
 
 _EXPORTS: dict[str, str] = {
     "CacheError": "extmem.errors",

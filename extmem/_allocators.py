@@ -7,21 +7,27 @@ allocator (jemalloc or mimalloc) keeps the address space of freed memory too. Bo
 of a small budget that holds no data. Measured on 925k rows x 1,130 features under a 1 GiB
 limit (peak data size): 841 MiB as is, 733 MiB with two arenas, 652 MiB with pyarrow on the
 system allocator, 586 MiB with both, and no slower. The command line sets both up before
-anything allocates; elsewhere than glibc these are no-ops.
+anything allocates, and ``import extmem`` does when the process already runs under a data limit
+(a library user's ``prlimit --data``); elsewhere than glibc these are no-ops.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
+import resource
+import sys
 
 _M_ARENA_MAX = -8
 MALLOC_ARENAS = 2
 """Arenas the command line allows (as ``MALLOC_ARENA_MAX=2`` would)."""
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
+    import ctypes.util  # imports subprocess and pathlib: only when needed
+
     library = ctypes.util.find_library("c")
     try:
         return ctypes.CDLL(library) if library else None
@@ -29,7 +35,6 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-_LIBC = _libc()
 _arenas_limited = False
 
 
@@ -44,7 +49,7 @@ def release_freed_memory() -> None:
     Parsing a wide parquet footer (thousands of columns) allocates many small objects; once
     freed, glibc keeps those pages, so over hundreds of shards they would add up in RSS.
     """
-    trim = getattr(_LIBC, "malloc_trim", None)
+    trim = getattr(_libc(), "malloc_trim", None)
     if trim is not None:
         trim(0)
 
@@ -55,7 +60,7 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
     Call it before threads start allocating: arenas already made stay.
     """
     global _arenas_limited
-    mallopt = getattr(_LIBC, "mallopt", None)
+    mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is not None and "MALLOC_ARENA_MAX" not in os.environ:
         _arenas_limited = bool(mallopt(_M_ARENA_MAX, arenas))
     elif os.environ.get("MALLOC_ARENA_MAX", "").isdigit():
@@ -68,3 +73,15 @@ def use_system_arrow_pool() -> None:
     Call it before pyarrow is imported: it sets the variable pyarrow reads when it starts.
     """
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+
+def prepare_for_data_limit() -> None:
+    """Under a data limit (``prlimit --data``), set up the allocators as the command line does.
+
+    pyarrow's pool can change only before pyarrow is imported; the arenas are capped either way.
+    """
+    if resource.getrlimit(resource.RLIMIT_DATA)[0] == resource.RLIM_INFINITY:
+        return
+    limit_malloc_arenas()
+    if "pyarrow" not in sys.modules:
+        use_system_arrow_pool()

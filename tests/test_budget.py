@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -110,6 +111,19 @@ def test_the_data_limit_is_the_default_budget_and_caps_a_larger_one() -> None:
     default, capped = run.stdout.splitlines()
     assert "bytes=8589934592" in default and "prlimit --data" in default
     assert "bytes=8589934592" in capped and "below the requested 64.00 GiB" in capped
+
+
+def test_the_library_under_a_data_limit_sets_up_the_allocators_as_the_command_line_does() -> None:
+    """A library user's process under ``prlimit --data`` gets capped arenas and pyarrow's system pool at ``import extmem``:
+    the plan then counts the smaller runtime reserve, as for the command line; without a limit nothing changes."""
+    script = (
+        "import os, extmem, pyarrow as pa; from extmem._allocators import allocators_limited; "
+        "print(allocators_limited(), pa.default_memory_pool().backend_name)"
+    )
+    assert _python_under_limit(4 * 2**30, script).stdout.split() == ["True", "system"]
+    environment = {name: value for name, value in os.environ.items() if name not in ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_ARENA_MAX")}
+    unlimited = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, env=environment)
+    assert unlimited.stdout.split()[0] == "False"
 
 
 def test_training_under_a_data_limit_plans_for_it_and_completes(small_synth: Path, tmp_path: Path) -> None:
