@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "Model": "extmem.score._model",
     "predict": "extmem.score._predict",
     "evaluate": "extmem.score._evaluate",
+    "explain": "extmem.score._explain",
     "StreamingMetrics": "extmem.score._metrics",
     "pack": "extmem.tools._pack",
     "PruneOptions": "extmem.tools._prune",
@@ -90,6 +91,7 @@ __all__ = [
     "__version__",
     "dmatrix",
     "evaluate",
+    "explain",
     "matrix_info",
     "pack",
     "predict",
@@ -138,6 +140,7 @@ if TYPE_CHECKING:
     from extmem.run._incremental_estimator import IncrementalClassifier
     from extmem.run._xgboost import TrainResult, resume, train
     from extmem.score._evaluate import evaluate
+    from extmem.score._explain import explain
     from extmem.score._incremental_model import IncrementalModel
     from extmem.score._metrics import StreamingMetrics
     from extmem.score._model import Model

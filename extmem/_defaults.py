@@ -24,6 +24,7 @@ MAX_EXACT_K = 8
 
 # Training
 DEFAULT_ROUNDS = 100
+DEFAULT_EXPLAIN_TOP = 10
 DEFAULT_XGBOOST_PARAMS: Mapping[str, Any] = {"tree_method": "hist", "eta": 0.1, "max_depth": 6, "seed": 0}
 DEFAULT_EPOCHS = 5
 INCREMENTAL_MODELS: tuple[str, ...] = ("sgd_logistic", "sgd_hinge", "passive_aggressive", "naive_bayes")

@@ -11,7 +11,7 @@ from typing import Any
 
 from extmem._presets import preset_named
 from extmem.cli._parser import parse
-from extmem.cli._summary import evaluation_text, memory_text, train_summary
+from extmem.cli._summary import evaluation_text, explanation_text, memory_text, train_summary
 from extmem.errors import OptionError
 
 
@@ -180,6 +180,26 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(evaluation_text(result))
 
 
+def _explain(args: argparse.Namespace) -> None:
+    from extmem.score._explain import explain
+
+    report = explain(
+        args.model,
+        args.data,
+        args.out,
+        keep=args.keep,
+        top=args.top,
+        full=args.full,
+        group_by=args.group_by,
+        plot=args.plot,
+        memory_budget=args.memory_budget,
+        overwrite=args.overwrite,
+        progress=_progress(args),
+        **_row_options(args),
+    )
+    print(explanation_text(report))
+
+
 def _pack(args: argparse.Namespace) -> None:
     from extmem.tools._pack import pack
 
@@ -274,6 +294,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "resume": _resume,
     "predict": _predict,
     "evaluate": _evaluate,
+    "explain": _explain,
     "pack": _pack,
     "prune": _prune,
     "synth": _synth,

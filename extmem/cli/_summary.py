@@ -81,3 +81,17 @@ def evaluation_text(result: dict[str, Any]) -> str:
             lines.append(name.ljust(width) + "".join(f"{count:.0f}".rjust(11) for count in row))
     lines.append(f"{memory_text(result)}; {result['seconds']:.1f} s")
     return "\n".join(lines)
+
+
+def explanation_text(report: dict[str, Any]) -> str:
+    """Where the explanations went, and per output its strongest features and k-mer motifs."""
+    lines = [
+        f"explained {report['rows']:,} rows into {report['out']} ({', '.join(report['files'])}) in {report['seconds']:.1f} s; {memory_text(report)}"
+    ]
+    for output, features in report["top_features"].items():
+        ranked = ", ".join(f"{entry['feature']} {entry['mean_abs_shap']:.3g}" for entry in features)
+        lines.append(f"{output}: mean |SHAP| {ranked}")
+        motifs = report["motifs"].get(output, [])[:3]
+        if motifs:
+            lines.append(f"{output}: k-mers holding " + ", ".join(f"{m['motif']} carry {m['enrichment']:.2f}x their share" for m in motifs))
+    return "\n".join(lines)

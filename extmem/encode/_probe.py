@@ -67,16 +67,20 @@ def plan_pass(
     *,
     dense: bool = False,
     extra_bytes: Callable[[DataProfile], int] | None = None,
+    row_bytes: int = 0,
 ) -> MemoryPlan:
     """The memory plan of a batch-by-batch pass over ``selection`` (see :func:`plan_batches`), logged.
 
     ``dense``: the pass turns batches into dense rows of every feature (prune's statistics).
-    ``extra_bytes``: what the pass holds besides its batches, given the data's profile.
+    ``extra_bytes``: what the pass holds besides its batches, given the data's profile;
+    ``row_bytes``: what it holds per batch row besides the batch.
     """
     measured = profile(selection)
     extra = extra_bytes(measured) if extra_bytes is not None else 0
     if dense:
         measured = replace(measured, stored_values_per_row=len(selection.layout.names))
-    plan = plan_batches(measured, Budget.resolve(memory_budget), batch_rows=selection.dataset.batch_rows, extra_bytes=extra)
+    plan = plan_batches(
+        measured, Budget.resolve(memory_budget), batch_rows=selection.dataset.batch_rows, extra_bytes=extra, row_bytes=row_bytes
+    )
     logger.info(plan.describe(), extra={"options": ("memory_budget",)})
     return plan

@@ -68,6 +68,8 @@ TARGET_PAGES = 8
 boosting round grows with the pages it reads (160k rows of 4,122 columns: 0.55 s a round in 17 pages, 0.30 s in 3)."""
 UNBUDGETED_PAGE_BYTES = 256 * MiB
 """Unbudgeted runs keep the bytes of building one page under this."""
+UNBUDGETED_PASS_BYTES = 256 * MiB
+"""Unbudgeted passes without a matrix keep what they hold per batch row (explain's contributions) under this."""
 UNBUDGETED_SKETCH_BYTES = 256 * MiB
 """Unbudgeted runs keep XGBoost's quantile sketch under this: its own cuts from all rows for narrow data (1M rows
 of 28 dense features: 64 MiB), a sample for wide data (all 640k rows of 4,122 k-mer columns would take about 1.5 GiB)."""

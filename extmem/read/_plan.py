@@ -31,6 +31,7 @@ from extmem.read._costs import (
     TRAINING_BYTES_PER_ROW,
     TRAINING_BYTES_PER_ROW_AND_OUTPUT,
     UNBUDGETED_PAGE_BYTES,
+    UNBUDGETED_PASS_BYTES,
     UNBUDGETED_SKETCH_BYTES,
     decode_bytes,
     feature_space_bytes,
@@ -225,19 +226,29 @@ def _refusal(budget: Budget, least: MemoryPlan, detail: str = "") -> OptionError
 
 
 def plan_batches(
-    profile: DataProfile, budget: Budget | None, *, batch_rows: int, extra_bytes: int = 0, fixed: int | None = None
+    profile: DataProfile,
+    budget: Budget | None,
+    *,
+    batch_rows: int,
+    extra_bytes: int = 0,
+    row_bytes: int = 0,
+    fixed: int | None = None,
 ) -> MemoryPlan:
-    """Batch rows for a pass that handles rows batch by batch without an XGBoost matrix (predict, evaluate, prune).
+    """Batch rows for a pass that handles rows batch by batch without an XGBoost matrix (predict, evaluate, prune, explain).
 
     ``batch_rows`` is the largest allowed; under a budget it shrinks until the plan fits.
-    ``extra_bytes`` is what the pass holds besides its batches (prune's row sample and correlations).
+    ``extra_bytes`` is what the pass holds besides its batches (prune's row sample and correlations);
+    ``row_bytes`` what it holds per batch row besides the batch's features (explain's contributions):
+    without a budget, batches keep that under ``UNBUDGETED_PASS_BYTES``.
     """
     fixed = fixed_bytes() if fixed is None else fixed
 
     batch_rows = min(batch_rows, max(profile.rows, MIN_BATCH_ROWS))
+    if budget is None and row_bytes:
+        batch_rows = min(batch_rows, max(MIN_BATCH_ROWS, UNBUDGETED_PASS_BYTES // row_bytes))
 
     def build(batch: int) -> MemoryPlan:
-        block = int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * batch)
+        block = int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * batch) + row_bytes * batch
         footer = footer_bytes(profile)
         return MemoryPlan(batch, batch, 0, "none", "", fixed, decode_bytes(profile, batch), block, 0, extra_bytes, budget, footer)
 

@@ -52,7 +52,7 @@ def evaluate(
         check_output_file(out, overwrite=overwrite, option="out")
     if plot is not None:
         check_output_file(plot, overwrite=overwrite, option="plot")
-        _pyplot()
+        pyplot()
     trained = as_model(model)
     dataset = as_dataset(data, {**options, "label": label or trained.layout.label})
     if dataset.label is None:
@@ -83,7 +83,7 @@ def evaluate(
     return result
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """matplotlib's pyplot on its file-only backend, or an error naming the extra to install."""
     try:
         import matplotlib
@@ -98,7 +98,7 @@ def _pyplot() -> Any:
 
 def plot_pr_curves(metrics: StreamingMetrics, path: str | os.PathLike[str]) -> None:
     """Write a PNG of each class's precision-recall curve (atomically)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 5))
     summary = metrics.result()
     for name, (precision, recall) in metrics.pr_curves().items():

@@ -112,6 +112,21 @@ class _Learner:
         """(rows, classes) probabilities, or class ids for a ``hard`` learner."""
         raise NotImplementedError
 
+    def linear_terms(self, layout: FeatureLayout) -> tuple[np.ndarray, np.ndarray]:
+        """The model's margins as ``bias + weights @ (x - mean)`` on raw features in layout order: (weights, bias).
+
+        ``weights`` is (outputs, features), one row per margin of the linear model (one for a binary one).
+        """
+        linear = self.estimators.get("linear")
+        if not hasattr(linear, "coef_") or not hasattr(linear, "intercept_"):
+            msg = f"Contributions need a linear model (coef_ and intercept_); this one is {' and '.join(type(e).__name__ for e in self.estimators.values())}."
+            raise OptionError(msg)
+        sparse = layout.sparse_mask
+        order = np.concatenate([np.flatnonzero(~sparse), np.flatnonzero(sparse)])  # the columns of Standardizer.scaled
+        weights = np.empty((linear.coef_.shape[0], order.size))
+        weights[:, order] = linear.coef_ / self.standardizer.scale[order]
+        return weights, linear.intercept_ + weights[:, sparse] @ self.standardizer.mean[sparse]
+
 
 class _LinearLearner(_Learner):
     """One classifier (``SGDClassifier``: logistic, hinge or passive-aggressive; or a given one) on standardised features."""
@@ -227,6 +242,27 @@ class IncrementalModel(Scorer):
     def raw_predict(self, X: Any) -> np.ndarray:
         raw = self.learner.raw(FeatureParts.split(X, self.layout))
         return raw[:, 1] if self.task == "binary" else raw
+
+    @property
+    def explained_outputs(self) -> list[str]:
+        return self.classes if self.n_classes > 2 else [self.classes[-1]]
+
+    def contributions(self, X: Any) -> np.ndarray:
+        """Coefficient × (value − mean) per feature in raw units, a missing value counting as the mean (a count's as 0)."""
+        weights, bias = self.learner.linear_terms(self.layout)
+        dense = X.toarray() if sp.issparse(X) else np.array(X, dtype=np.float64)
+        sparse = self.layout.sparse_mask
+        dense[:, sparse] = np.nan_to_num(dense[:, sparse])
+        centred = np.nan_to_num(dense - self.learner.standardizer.mean)
+        values = np.empty((dense.shape[0], weights.shape[0], dense.shape[1] + 1), dtype=np.float32)
+        for output, row in enumerate(weights):
+            values[:, output, :-1] = centred * row
+            values[:, output, -1] = bias[output]
+        return values
+
+    def own_importance(self) -> dict[str, np.ndarray]:
+        """``coefficient``: each output's weight per raw feature unit, (outputs, features)."""
+        return {"coefficient": self.learner.linear_terms(self.layout)[0]}
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model to ``path``, atomically: a ``.npz`` file, or a folder (made if needed) that gets ``model.npz``."""

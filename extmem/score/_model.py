@@ -100,6 +100,37 @@ class Model(Scorer):
         """``booster.inplace_predict`` on features already in the model's representation."""
         return self.booster.inplace_predict(X, missing=np.nan, iteration_range=self.iteration_range)
 
+    @cached_property
+    def explained_outputs(self) -> list[str]:
+        classes = self.classes
+        if classes is None:
+            return ["value"]
+        config = json.loads(self.booster.save_config())["learner"]["learner_model_param"]
+        return list(classes) if int(config["num_class"]) > 1 else [classes[-1]]
+
+    def contributions(self, X: Any) -> np.ndarray:
+        """XGBoost's exact TreeSHAP values (``pred_contribs``), (rows, outputs, features + 1)."""
+        matrix = xgb.DMatrix(
+            X,
+            missing=np.nan,
+            feature_names=list(self.layout.names),
+            feature_types=self.layout.feature_types,
+            enable_categorical=bool(self.layout.categories),
+        )
+        values = self.booster.predict(matrix, pred_contribs=True, iteration_range=self.iteration_range)
+        return values.reshape(values.shape[0], len(self.explained_outputs), values.shape[-1])
+
+    def own_importance(self) -> dict[str, np.ndarray]:
+        """XGBoost's ``get_score`` per feature: ``xgb_weight``, ``xgb_gain``, ``xgb_cover``, ``xgb_total_gain``, ``xgb_total_cover`` (0: unused)."""
+        position = {name: index for index, name in enumerate(self.layout.names)}
+        measures = {}
+        for kind in ("weight", "gain", "cover", "total_gain", "total_cover"):
+            values = np.zeros(len(self.layout.names))
+            for name, value in self.booster.get_score(importance_type=kind).items():
+                values[position[name]] = value
+            measures[f"xgb_{kind}"] = values
+        return measures
+
 
 ModelLike = str | os.PathLike[str] | Scorer | xgb.Booster
 

@@ -26,34 +26,44 @@ from extmem.score._model import ModelLike, as_model
 from extmem.score._scorer import Scorer, as_class_columns
 
 
-def _output_schema(model: Scorer, carried: pa.Schema) -> pa.Schema:
-    classes = model.classes
-    if classes is None:
-        fields = [pa.field("prediction", pa.float32())]
-    else:
-        fields = [pa.field(f"prob_{name}", pa.float32()) for name in classes] if model.task != "hard" else []
-        names_are_ids = model.layout.classes is None
-        fields.append(pa.field("predicted", pa.int64() if names_are_ids else pa.string()))
-    clash = sorted(set(carried.names) & {f.name for f in fields})
+def prediction_field(model: Scorer) -> pa.Field:
+    """The column of predicted classes (``predicted``; ``prediction`` values for regression) in predictions and explanations."""
+    if model.classes is None:
+        return pa.field("prediction", pa.float32())
+    return pa.field("predicted", pa.int64() if model.layout.classes is None else pa.string())
+
+
+def prediction_array(model: Scorer, raw: np.ndarray) -> pa.Array:
+    """The :func:`prediction_field` column for raw predictions."""
+    if model.classes is None:
+        return pa.array(raw.astype(np.float32))
+    predicted = raw.astype(np.int64) if model.task == "hard" else as_class_columns(raw, model.task).argmax(axis=1)
+    return pa.array(predicted) if model.layout.classes is None else pa.array(np.asarray(model.classes, dtype=object)[predicted])
+
+
+def check_no_clash(carried: pa.Schema, names: Sequence[str], option: str = "keep") -> None:
+    """Refuse carried columns named like output columns."""
+    clash = sorted(set(carried.names) & set(names))
     if clash:
-        msg = f"The 'keep' column {clash[0]!r} has the name of an output column; rename it or leave it out."
-        raise SchemaError(msg, options=("keep",))
+        msg = f"The {option!r} column {clash[0]!r} has the name of an output column; rename it or leave it out."
+        raise SchemaError(msg, options=(option,))
+
+
+def _output_schema(model: Scorer, carried: pa.Schema) -> pa.Schema:
+    probabilities = (
+        [] if model.classes is None or model.task == "hard" else [pa.field(f"prob_{name}", pa.float32()) for name in model.classes]
+    )
+    fields = [*probabilities, prediction_field(model)]
+    check_no_clash(carried, [f.name for f in fields])
     return pa.schema([*carried, *fields])
 
 
 def _output_batch(model: Scorer, batch: RawBatch, raw: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
     arrays: list[pa.Array] = list(batch.carried.columns) if batch.carried is not None else []
-    classes = model.classes
-    if classes is None:
-        arrays.append(pa.array(raw.astype(np.float32)))
-    else:
-        if model.task == "hard":
-            predicted = raw.astype(np.int64)
-        else:
-            probabilities = as_class_columns(raw, model.task)
-            arrays.extend(pa.array(probabilities[:, k].astype(np.float32)) for k in range(probabilities.shape[1]))
-            predicted = probabilities.argmax(axis=1)
-        arrays.append(pa.array(predicted) if model.layout.classes is None else pa.array(np.asarray(classes, dtype=object)[predicted]))
+    if model.classes is not None and model.task != "hard":
+        probabilities = as_class_columns(raw, model.task)
+        arrays.extend(pa.array(probabilities[:, k].astype(np.float32)) for k in range(probabilities.shape[1]))
+    arrays.append(prediction_array(model, raw))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 

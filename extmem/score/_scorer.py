@@ -45,6 +45,22 @@ class Scorer:
         """Raw predictions for features already in the model's representation (CSR or dense)."""
         raise NotImplementedError
 
+    @property
+    def explained_outputs(self) -> list[str]:
+        """What :meth:`contributions` explains, one name per margin: each class, a binary classifier's positive class, or ``value``."""
+        raise NotImplementedError
+
+    def contributions(self, X: Any) -> np.ndarray:
+        """Each feature's contribution to each output's margin for features in the model's representation.
+
+        Shape (rows, outputs, features + 1), float32, the bias last; a row's contributions sum to its margin.
+        """
+        raise NotImplementedError
+
+    def own_importance(self) -> dict[str, np.ndarray]:
+        """The model's own importance measures by name, each per feature (features,) or per output and feature."""
+        raise NotImplementedError
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (rows, classes); ``X`` is a dataset path/:class:`Dataset` (streamed) or in-memory features."""
         if self.task not in ("multiclass", "binary"):

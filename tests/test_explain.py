@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+from conftest import all_rows
+
+import extmem
+from extmem.read._discover import discover_shards
+from extmem.score._explain import RowSample, top_contributions
+from extmem.score._incremental_model import FeatureParts
+
+
+@pytest.fixture(scope="module")
+def model_dir(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("model")
+    extmem.train(small_synth, preset="splice-sites", out=out, rounds=15, params={"max_depth": 4})
+    return out
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("held_out")
+    extmem.synth(out, extmem.SynthOptions(rows=1200, shards=2, k=4, seq_len=40, row_group_rows=300, seed=21))
+    return out
+
+
+@pytest.fixture(scope="module")
+def in_ram(model_dir: Path, held_out: Path) -> tuple[extmem.Model, np.ndarray, np.ndarray, object]:
+    """The model, XGBoost's contributions and margins on the whole held-out set in one matrix, and its rows."""
+    model = extmem.Model.load(model_dir)
+    selection = model.select(extmem.Dataset(held_out))
+    block = all_rows(selection)
+    matrix = xgb.DMatrix(block.X, missing=np.nan, feature_names=list(model.layout.names))
+    contributions = model.booster.predict(matrix, pred_contribs=True)
+    margins = model.booster.predict(matrix, output_margin=True)
+    return model, contributions, margins, block
+
+
+def test_streamed_contributions_equal_xgboost_on_the_whole_matrix(model_dir: Path, held_out: Path, in_ram: tuple, tmp_path: Path) -> None:
+    """Every contribution of every feature (``full``), streamed in small batches, equals TreeSHAP in RAM; they sum to the margin."""
+    model, expected, margins, _ = in_ram
+    names = list(model.layout.names)
+    extmem.explain(model_dir, held_out, tmp_path / "x", full=names, batch_rows=256, keep="gene_id")
+    table = pq.read_table(tmp_path / "x" / "contributions.parquet")
+    assert table.num_rows == expected.shape[0] and table.column_names[:2] == ["gene_id", "predicted"]
+    for k, output in enumerate(model.explained_outputs):
+        streamed = np.column_stack(
+            [table.column(f"shap_{output}_{name}").to_numpy() for name in names] + [table.column(f"bias_{output}").to_numpy()]
+        )
+        np.testing.assert_allclose(streamed, expected[:, k, :], atol=1e-5)
+        np.testing.assert_allclose(streamed.sum(axis=1), margins[:, k], atol=1e-4)
+    assert table.column("predicted").to_pylist() == np.asarray(model.classes)[margins.argmax(axis=1)].tolist()
+
+
+def test_top_k_are_the_true_top_k(model_dir: Path, held_out: Path, in_ram: tuple, tmp_path: Path) -> None:
+    model, expected, _, _ = in_ram
+    extmem.explain(model_dir, held_out, tmp_path / "x", top=7, batch_rows=300)
+    table = pq.read_table(tmp_path / "x" / "contributions.parquet")
+    names = np.asarray(model.layout.names)
+    for k, output in enumerate(model.explained_outputs):
+        rows = table.column(f"top_{output}").to_pylist()
+        for row, entries in enumerate(rows):
+            phi = expected[row, k, :-1]
+            order = np.argsort(-np.abs(phi), kind="stable")
+            true = [i for i in order[:7] if phi[i] != 0]
+            assert [entry["feature"] for entry in entries] == names[true].tolist()
+            np.testing.assert_allclose([entry["contribution"] for entry in entries], phi[true], atol=1e-5)
+
+
+def test_importance_tables_equal_numpy_on_the_whole_matrix(model_dir: Path, held_out: Path, in_ram: tuple, tmp_path: Path) -> None:
+    """Exact aggregates over all rows, overall and per ``group_by`` value, beside XGBoost's own gain."""
+    model, expected, _, _ = in_ram
+    report = extmem.explain(model_dir, held_out, tmp_path / "x", group_by="gene_type", batch_rows=200)
+    names = list(model.layout.names)
+
+    def check(table: object, phi_all: np.ndarray) -> None:
+        for k, output in enumerate(model.explained_outputs):
+            part = table.filter(pc.equal(table.column("output"), output))
+            assert part.column("rank").to_pylist() == list(range(1, len(names) + 1))
+            at = [names.index(name) for name in part.column("feature").to_pylist()]
+            phi = phi_all[:, k, :-1][:, at].astype(np.float64)
+            np.testing.assert_allclose(part.column("mean_abs_shap").to_numpy(), np.abs(phi).mean(axis=0), rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(part.column("mean_shap").to_numpy(), phi.mean(axis=0), rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(part.column("positive_share").to_numpy(), (phi > 0).mean(axis=0))
+            np.testing.assert_array_equal(part.column("nonzero_rows").to_numpy(), (phi != 0).sum(axis=0))
+            assert np.all(np.diff(part.column("mean_abs_shap").to_numpy()) <= 0)
+            gain = model.booster.get_score(importance_type="gain")
+            assert part.column("xgb_gain").to_pylist() == [gain.get(name, 0.0) for name in part.column("feature").to_pylist()]
+
+    folder = tmp_path / "x"
+    check(pq.read_table(folder / "importance.parquet"), expected)
+    groups = pq.read_table(folder / "importance_groups.parquet")
+    gene_types = np.asarray(
+        pa.concat_tables([pq.read_table(shard, columns=["gene_type"]) for shard in discover_shards([str(held_out)])]).column(0).to_pylist()
+    )
+    assert set(groups.column("gene_type").to_pylist()) == set(gene_types)
+    for value in set(gene_types):
+        check(groups.filter(pc.equal(groups.column("gene_type"), value)), expected[gene_types == value])
+    summary = json.loads((folder / "importance.json").read_text())
+    assert summary["rows"] == report["rows"] == expected.shape[0]
+    assert summary["groups"] == {value: int((gene_types == value).sum()) for value in set(gene_types)}
+    np.testing.assert_allclose(list(summary["mean_bias"].values()), expected[:, :, -1].astype(np.float64).mean(axis=0), rtol=1e-6)
+
+
+def test_linear_contributions_sum_to_the_decision_function(small_synth: Path, held_out: Path, tmp_path: Path) -> None:
+    """coefficient x (value - mean) per raw feature; naive Bayes, which has no additive margin, is refused before any reading."""
+    model, _ = extmem.train_incremental(small_synth, preset="splice-sites", algorithm="sgd_logistic", epochs=2, out=tmp_path / "m")
+    selection = model.select(extmem.Dataset(held_out))
+    block = all_rows(selection)
+    values = model.contributions(block.X)
+    parts = FeatureParts.split(block.X, model.layout)
+    decision = model.learner.estimators["linear"].decision_function(model.learner.standardizer.scaled(parts))
+    np.testing.assert_allclose(values.sum(axis=2), decision, rtol=1e-4, atol=1e-4)
+    report = extmem.explain(tmp_path / "m", held_out, tmp_path / "x", top=3)
+    table = pq.read_table(tmp_path / "x" / "importance.parquet")
+    assert "coefficient" in table.column_names and report["rows"] == block.X.shape[0]
+    bayes, _ = extmem.train_incremental(small_synth, preset="splice-sites", algorithm="naive_bayes", epochs=1)
+    with pytest.raises(extmem.OptionError, match="linear model"):
+        extmem.explain(bayes, held_out, tmp_path / "y")
+    assert not (tmp_path / "y").exists()
+
+
+def test_the_planted_signal_comes_out_on_top(tmp_path: Path) -> None:
+    """Synthetic splice sites: the base-model scores lead, and donors' k-mers are those of the planted MAG|GTRAGT consensus."""
+    data = tmp_path / "data"
+    extmem.synth(data, extmem.SynthOptions(rows=6000, shards=2, k=6, row_group_rows=1500, seed=11))
+    extmem.train(data, preset="splice-sites", out=tmp_path / "m", rounds=20)
+    report = extmem.explain(tmp_path / "m", data, tmp_path / "x", max_rows=3000)
+    top = {output: [entry["feature"] for entry in entries] for output, entries in report["top_features"].items()}
+    assert {"donor_score", "donor_peak_height"} & set(top["donor"][:2])
+    assert {"acceptor_score", "acceptor_peak_height"} & set(top["acceptor"][:2])
+    kmers = pq.read_table(tmp_path / "x" / "kmers.parquet").to_pylist()
+    donor = [row["kmer"] for row in kmers if row["output"] == "donor"][:5]
+    assert {"GTAAGT", "GTGAGT"} & set(donor), donor
+    assert "GT" in [motif["motif"] for motif in report["motifs"]["donor"][:2]]
+    assert {"CT", "TC", "TT", "CC"} & {motif["motif"] for motif in report["motifs"]["acceptor"][:2]}  # the polypyrimidine tract
+
+
+def test_plots_and_refusals_on_the_command_line(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "why"
+    command = [sys.executable, "-m", "extmem", "explain", str(model_dir), str(held_out), "--out", str(out), "--no-progress"]
+    run = subprocess.run([*command, "--plot", "--keep", "gene_id", "--top", "3"], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "donor: mean |SHAP|" in run.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "contributions.parquet",
+        "importance.json",
+        "importance.parquet",
+        "importance.png",
+        "kmers.parquet",
+        "summary.png",
+    ]
+    assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    for flags, message in (
+        (["--out", str(tmp_path / "theirs"), "--overwrite"], "notes.txt"),
+        (["--full", "no_such_feature", "--out", str(tmp_path / "new")], "no_such_feature"),
+        (["--keep", "predicted", "--out", str(tmp_path / "new")], "'predicted'"),
+        (["--group-by", "gene_id", "--out", str(tmp_path / "new")], "gene_id"),
+    ):
+        run = subprocess.run([*command[:6], *flags, "--no-progress"], capture_output=True, text=True, check=False)
+        errors = [line for line in run.stderr.splitlines() if "error" in line]
+        assert run.returncode == 2 and len(errors) == 1 and message in errors[0] and "Traceback" not in run.stderr, run.stderr
+    assert (tmp_path / "theirs" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs", "why"]
+
+
+def test_top_contributions_and_the_row_sample() -> None:
+    phi = np.array([[0.0, -3.0, 1.0, 2.0], [0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    lists = top_contributions(phi, 2, pa.array(["a", "b", "c", "d"])).to_pylist()
+    assert lists == [
+        [{"feature": "b", "contribution": -3.0}, {"feature": "d", "contribution": 2.0}],
+        [{"feature": "d", "contribution": 0.5}],
+        [],
+    ]
+    sample = RowSample(100, seed=1)
+    for start in range(0, 10_000, 700):
+        sample.add(np.arange(start, min(start + 700, 10_000), dtype=float)[:, None])
+    assert sample.rows is not None and sample.rows.shape == (100, 1) and len(set(sample.rows[:, 0])) == 100
+    assert 3000 < sample.rows.mean() < 7000  # uniform over the stream, not its first or last batches
+
+
+def test_a_bad_shard_leaves_no_output_folder(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in discover_shards([str(held_out)]):
+        (data / Path(shard).name).write_bytes(Path(shard).read_bytes())
+    (data / "zz_broken.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    with pytest.raises(extmem.ShardReadError, match="zz_broken.parquet"):
+        extmem.explain(model_dir, data, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
