@@ -110,6 +110,20 @@ def run_extmem_predict(data: str, rounds: int, options: dict[str, Any]) -> dict[
     return {"rows": report["rows"], "features": len(extmem.Model.load(options["model"]).layout.names)}
 
 
+def run_extmem_explain(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
+    """``extmem explain`` into a folder (``options``: ``model`` folder, ``out`` folder, ``memory_budget``); ``rounds`` is unused."""
+    import extmem
+
+    report = extmem.explain(
+        options["model"], data, options["out"], keep=["gene_id"], memory_budget=options.get("memory_budget"), overwrite=True
+    )
+    return {
+        "rows": report["rows"],
+        "features": len(extmem.Model.load(options["model"]).layout.names),
+        "batch_rows": report["memory_plan"]["batch_rows"],
+    }
+
+
 def run_data_path(data: str, rounds: int, options: dict[str, Any]) -> dict[str, Any]:
     """One pass from parquet to the CSR pages XGBoost receives (``options["mode"]``), timed on its own.
 
@@ -346,6 +360,7 @@ def run_naive_iter(data: str, rounds: int, options: dict[str, Any]) -> dict[str,
 METHODS: dict[str, Callable[[str, int, dict[str, Any]], dict[str, Any]]] = {
     "extmem": run_extmem,
     "extmem-predict": run_extmem_predict,
+    "extmem-explain": run_extmem_explain,
     "extmem-sklearn": run_extmem_sklearn,
     "extmem-prune": run_extmem_prune,
     "extmem-incremental": run_extmem_incremental,

@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from bench import budget, compare_inmemory, data_path, hashing, rounds, scaling, suite, xgboost_demo
+from bench import explain as explain_bench
 
 pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
 
@@ -136,3 +137,11 @@ def test_a_terminated_suite_leaves_no_process_or_scratch_folder(tmp_path: Path) 
     assert bench.wait(timeout=60) == 128 + signal.SIGTERM
     assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)
     assert list(scratch.iterdir()) == []
+
+
+def test_explain_bench_runs_explain_beside_predict(tmp_path: Path) -> None:
+    args = ["--rows", "400,800", "--shards", "2", "--k", "3", "--rounds", "3"]
+    payload = explain_bench.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "explain.json")])
+    for name in ("explain", "predict"):
+        assert [runs[0]["rows"] for runs in payload["runs"][name].values()] == [400, 800]
+    assert payload["peak_ratio_largest_to_smallest"] > 0 and payload["explain_to_predict_seconds"][800] > 0
