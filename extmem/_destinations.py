@@ -23,6 +23,7 @@ from pathlib import Path
 from extmem._atomic import is_partial
 from extmem._folders import LOCK_FILE, PrivateFolder
 from extmem._signals import deferred
+from extmem._uris import is_remote
 from extmem.errors import OptionError
 
 MANIFEST_FILE = "_manifest.json"
@@ -46,8 +47,16 @@ def _check_writable_parent(path: Path, what: str, option: str) -> None:
         raise OptionError(msg, options=(option,))
 
 
+def _refuse_remote(path: str | os.PathLike[str], option: str) -> None:
+    text = os.fspath(path)
+    if is_remote(text):
+        msg = f"The '{option}' path {text!r} is in object storage: extmem reads datasets from URIs but writes its outputs to local paths. Write locally, then upload."
+        raise OptionError(msg, options=(option,))
+
+
 def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out") -> Path:
-    """Refuse, before any work, an output file that exists (unless ``overwrite``) or cannot be written."""
+    """Refuse, before any work, an output file that exists (unless ``overwrite``), cannot be written, or is a URI."""
+    _refuse_remote(path, option)
     target = Path(path)
     if target.is_dir():
         msg = f"The '{option}' path {str(target)!r} is a folder; give a file name."
@@ -86,8 +95,9 @@ def check_output_folder(
     """Refuse, before any work, an output folder that holds anything unless ``overwrite`` and extmem wrote all of it.
 
     extmem wrote a folder when its ``manifest`` lists every entry, or when every entry is one of
-    ``own_names`` (the fixed file names of a model folder).
+    ``own_names`` (the fixed file names of a model folder). URIs are refused.
     """
+    _refuse_remote(path, option)
     target = Path(path)
     if target.exists() and not target.is_dir():
         msg = f"The '{option}' path {str(target)!r} is a file, not a folder."

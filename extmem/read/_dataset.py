@@ -6,7 +6,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_MAX_CATEGORIES, MAX_BATCH_ROWS
@@ -14,6 +13,7 @@ from extmem._layout import KmerEncoding
 from extmem._presets import Preset, preset_named
 from extmem.errors import NoRowsError, OptionError, check_positive_int
 from extmem.read._filters import quoted
+from extmem.read._storage import absolute
 
 
 def column_names(value: str | Sequence[str] | None, option: str) -> tuple[str, ...]:
@@ -211,7 +211,7 @@ class Dataset:
             options[name] = list(options[name])
         options["holdout"] = asdict(self.holdout) if self.holdout is not None else None
         options["kmers"] = self.kmers.to_dict() if self.kmers is not None else None
-        return {"path": [os.path.abspath(p) for p in self.paths], **options}
+        return {"path": [absolute(p) for p in self.paths], **options}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Dataset:
@@ -227,7 +227,7 @@ class Dataset:
         """The path argument as a list of strings."""
         if isinstance(self.path, (str, os.PathLike)):
             return [os.fspath(self.path)]
-        return [os.fspath(Path(p)) for p in self.path]
+        return [os.fspath(p) for p in self.path]
 
 
 DatasetLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Dataset

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from extmem._allocators import release_freed_memory
 from extmem.errors import SchemaError, read_failure
 from extmem.read._scan import STRING, Schema
+from extmem.read._storage import open_parquet
 
 SUGGEST_CATEGORIES_BELOW = 64
 
@@ -41,7 +41,7 @@ def collect_values(schema: Schema, limits: dict[str, tuple[int, str]]) -> dict[s
         if not present:
             continue
         try:
-            with pq.ParquetFile(shard) as file:
+            with open_parquet(shard) as file:
                 for batch in file.iter_batches(batch_size=65536, columns=present):
                     for name in present:
                         seen[name].update(pc.unique(as_strings(batch.column(name)).drop_null()).to_pylist())
@@ -64,7 +64,7 @@ def collect_values(schema: Schema, limits: dict[str, tuple[int, str]]) -> dict[s
 def few_valued_columns(schema: Schema, names: Sequence[str]) -> list[str]:
     """String columns among ``names`` with fewer than ``SUGGEST_CATEGORIES_BELOW`` values in the first row group of the first shard."""
     try:
-        with pq.ParquetFile(schema.shards[0]) as file:
+        with open_parquet(schema.shards[0]) as file:
             shard_names = set(file.schema_arrow.names)
             present = [name for name in names if name in shard_names and schema.columns[name].kind == STRING]
             table = file.read_row_group(0, columns=present) if present and file.num_row_groups else None

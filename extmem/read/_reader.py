@@ -27,6 +27,7 @@ from extmem.errors import FilterError, LabelError, read_failure
 from extmem.read._filters import quoted
 from extmem.read._holdout import holdout_mask
 from extmem.read._selection import Selection
+from extmem.read._storage import open_parquet, resolve
 
 _PARQUET = ds.ParquetFileFormat()
 _LOCAL = pafs.LocalFileSystem()
@@ -129,14 +130,15 @@ def _head(batch: RawBatch, rows: int) -> RawBatch:
 def _open(selection: Selection, shard: str) -> tuple[pq.ParquetFile, set[int] | None]:
     """The shard, its footer parsed once, and the row groups the filter may match (None: all), judged by their statistics."""
     if selection.row_filter is None:
-        return pq.ParquetFile(shard), None
-    fragment = _PARQUET.make_fragment(os.path.abspath(shard), filesystem=_LOCAL)
+        return open_parquet(shard), None
+    filesystem, inner = resolve(shard)
+    fragment = _PARQUET.make_fragment(os.path.abspath(inner) if filesystem is None else inner, filesystem=filesystem or _LOCAL)
     fragment.ensure_complete_metadata()
     try:
         matching = fragment.subset(filter=selection.row_filter.expression, schema=selection.scan_schema).row_groups
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid) as exc:
         raise _filter_failure(selection, exc) from None
-    return pq.ParquetFile(shard, metadata=fragment.metadata), {group.id for group in matching}
+    return open_parquet(shard, metadata=fragment.metadata), {group.id for group in matching}
 
 
 def _filter_failure(selection: Selection, exc: Exception) -> FilterError:

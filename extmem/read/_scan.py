@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from extmem._allocators import release_freed_memory
 from extmem._contracts import PackedBlock, RowGroupRef
 from extmem.errors import SchemaError, read_failure
+from extmem.read._storage import open_parquet
 
 NUMERIC = "numeric"
 STRING = "string"
@@ -108,7 +108,7 @@ def _read_footer(shard: str) -> tuple[list[pa.Field], tuple[int, ...], PackedBlo
     reference cycle that only a garbage collection frees.
     """
     try:
-        with pq.ParquetFile(shard) as file:
+        with open_parquet(shard) as file:
             schema = file.schema_arrow
             metadata = file.metadata
             row_groups = tuple(metadata.row_group(i).num_rows for i in range(metadata.num_row_groups))

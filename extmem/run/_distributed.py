@@ -32,6 +32,7 @@ from extmem._measure import MemoryMonitor
 from extmem.errors import ExtmemError, OptionError
 from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._selection import Selection, select_dataset
+from extmem.read._storage import absolute
 from extmem.run._callbacks import EarlyStop, History
 from extmem.run._datasets import training_datasets
 from extmem.run._params import infer_objective, merged_params
@@ -141,12 +142,12 @@ def _worker_tasks(
     ``valid_fraction`` split is applied by each worker to its own shards.
     """
     dataset, schema = selection.dataset, selection.schema
-    rows_of = {os.path.abspath(shard): rows for shard, rows in zip(schema.shards, schema.shard_rows)}
+    rows_of = {absolute(shard): rows for shard, rows in zip(schema.shards, schema.shard_rows)}
     shares = assign_shards(list(rows_of), list(rows_of.values()), workers)
     valid_shares: list[list[str]] = []
     if valid is not None and valid.holdout is None:
         valid_schema = select_dataset(valid, layout=selection.layout, announce=False).schema
-        valid_shares = assign_shards([os.path.abspath(shard) for shard in valid_schema.shards], valid_schema.shard_rows, len(shares))
+        valid_shares = assign_shards([absolute(shard) for shard in valid_schema.shards], valid_schema.shard_rows, len(shares))
         if len(valid_shares) < len(shares):
             msg = f"The validation data has {len(valid_schema.shards)} shard(s), fewer than the {len(shares)} training workers: every worker needs some."
             raise OptionError(msg)

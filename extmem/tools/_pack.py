@@ -37,6 +37,7 @@ from extmem.encode._packed import DEFAULT_PREFIX, pack_rows, unpack
 from extmem.errors import OptionError, read_failure
 from extmem.read._discover import discover_shards
 from extmem.read._scan import NUMERIC, scan, type_kind
+from extmem.read._storage import absolute, file_size, open_parquet
 
 
 class ShardRewriter:
@@ -125,7 +126,7 @@ def rewrite_shard(
 ) -> int:
     """Write ``shard`` to ``out`` through a :class:`ShardRewriter`; returns the rows written."""
     try:
-        with pq.ParquetFile(shard) as file:
+        with open_parquet(shard) as file:
             rewriter = ShardRewriter(shard, file, block_pattern=block_pattern, drop=drop, packed_output=packed_output)
             with ParquetSink(out, rewriter.schema, row_group_rows=row_group_rows) as sink:
                 for batch in file.iter_batches(batch_size=batch_rows, columns=rewriter.read_columns, use_threads=True):
@@ -184,11 +185,11 @@ def pack(
         report = {
             "extmem_version": __version__,
             "command": "pack",
-            "source": [os.path.abspath(shard) for shard in shards],
+            "source": [absolute(shard) for shard in shards],
             "block_pattern": block_pattern,
             "shards": len(shards),
             "rows": rows,
-            "input_bytes": sum(os.path.getsize(shard) for shard in shards),
+            "input_bytes": sum(file_size(shard) for shard in shards),
             "output_bytes": output_bytes,
             "files": [Path(shard).name for shard in shards],
         }

@@ -43,6 +43,7 @@ from extmem.read._dataset import Dataset
 from extmem.read._holdout import splitmix64, text_hash
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
+from extmem.read._storage import absolute
 from extmem.tools._pack import rewrite_shard, shard_list
 
 _GRAM_BLOCK = 512
@@ -305,7 +306,7 @@ def prune(
                 bar.update(1)
             manifest = {
                 "extmem_version": __version__,
-                "source": [os.path.abspath(shard) for shard in shards],
+                "source": [absolute(shard) for shard in shards],
                 "command": "prune",
                 "format": output_format,
                 "parameters": {**options.__dict__, "label": label, "batch_rows": batch_rows, "row_group_rows": row_group_rows},

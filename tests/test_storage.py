@@ -1,0 +1,143 @@
+"""Datasets in object storage: a real S3-compatible server (moto's) on 127.0.0.1, started by the tests, read through pyarrow's S3 filesystem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+from conftest import cache_dirs
+
+import extmem
+from extmem.read._discover import discover_shards
+
+BUCKET = "extmem-test"
+
+
+class Store:
+    """A running S3-compatible server and a client to fill it."""
+
+    def __init__(self, server: object, endpoint: str) -> None:
+        self.server = server
+        self.endpoint = endpoint
+        self.client = pafs.S3FileSystem(
+            endpoint_override=endpoint, allow_bucket_creation=True, access_key="k", secret_key="s", region="us-east-1"
+        )
+
+    def upload(self, folder: Path, prefix: str) -> str:
+        for shard in discover_shards([str(folder)]):
+            with open(shard, "rb") as source, self.client.open_output_stream(f"{BUCKET}/{prefix}/{Path(shard).name}") as target:
+                target.write(source.read())
+        return f"s3://{BUCKET}/{prefix}"
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[Store]:
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is in extmem's [test] extra")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }.items():
+            environment.setenv(name, value)
+        store = Store(server, endpoint)
+        store.client.create_dir(BUCKET)
+        yield store
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def remote_synth(store: Store, small_synth: Path) -> str:
+    return store.upload(small_synth, "small")
+
+
+def _booster_bytes(folder: Path) -> bytes:
+    return bytes(xgb.Booster(model_file=str(folder / "model.ubj")).save_raw("ubj"))
+
+
+def test_training_from_s3_equals_training_from_the_local_copy(remote_synth: str, small_synth: Path, tmp_path: Path) -> None:
+    local = extmem.train(small_synth, preset="splice-sites", out=tmp_path / "local", rounds=5, valid_fraction=0.2, cache_dir=tmp_path)
+    remote = extmem.train(remote_synth, preset="splice-sites", out=tmp_path / "remote", rounds=5, valid_fraction=0.2, cache_dir=tmp_path)
+    assert _booster_bytes(tmp_path / "local") == _booster_bytes(tmp_path / "remote")
+    assert remote.report["rows"] == local.report["rows"] and remote.report["config"]["data"]["path"] == [remote_synth]
+    assert cache_dirs(tmp_path) == []
+
+
+def test_predict_explain_and_prune_from_s3_equal_the_local_results(remote_synth: str, small_synth: Path, tmp_path: Path) -> None:
+    extmem.train(small_synth, preset="splice-sites", out=tmp_path / "m", rounds=5)
+    for source, name in ((small_synth, "local"), (remote_synth, "remote")):
+        extmem.predict(tmp_path / "m", source, tmp_path / f"{name}.parquet", keep="gene_id")
+        extmem.explain(tmp_path / "m", source, tmp_path / f"why-{name}", top=3, filter="position > 0")
+        extmem.prune(source, tmp_path / f"pruned-{name}", label="splice_type")
+    assert pq.read_table(tmp_path / "local.parquet").equals(pq.read_table(tmp_path / "remote.parquet"))
+    assert pq.read_table(tmp_path / "why-local" / "contributions.parquet").equals(
+        pq.read_table(tmp_path / "why-remote" / "contributions.parquet")
+    )
+    for shard in sorted((tmp_path / "pruned-local").glob("*.parquet")):
+        assert pq.read_table(shard).equals(pq.read_table(tmp_path / "pruned-remote" / shard.name))
+
+
+def test_globs_prefixes_and_missing_objects(store: Store, remote_synth: str) -> None:
+    every = discover_shards([remote_synth])
+    assert len(every) == 3 and all(shard.startswith(f"{remote_synth}/") and shard.endswith(".parquet") for shard in every)
+    assert discover_shards([f"{remote_synth}/*.parquet"]) == every
+    assert discover_shards([every[1]]) == [every[1]]
+    with pytest.raises(extmem.InputPathError, match="does not exist"):
+        discover_shards([f"{remote_synth}/nothing.parquet"])
+    with pytest.raises(extmem.InputPathError, match="no-such-bucket"):
+        discover_shards(["s3://no-such-bucket/data/"])
+    with pytest.raises(extmem.InputPathError, match="more than once"):
+        discover_shards([remote_synth, every[0]])
+
+
+def test_outputs_in_object_storage_are_refused_in_one_line(remote_synth: str, tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "extmem", "prune", remote_synth, f"s3://{BUCKET}/pruned", "--no-progress"]
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and "object storage" in run.stderr and "Traceback" not in run.stderr
+    assert not Path("s3:").exists()
+
+
+def test_a_store_that_goes_away_mid_read_is_one_clear_error_and_leaves_no_cache(store: Store, small_synth: Path, tmp_path: Path) -> None:
+    """The dataset is scanned, then its objects vanish: the read names the object and row group; the cache is gone."""
+    uri = store.upload(small_synth, "vanishing")
+    script = (
+        "import sys, extmem, pyarrow.fs as fs\n"
+        "from extmem.read._selection import select_dataset\n"
+        "from extmem.read._reader import read_batches\n"
+        f"selection = select_dataset(extmem.Dataset({uri!r}, label='splice_type'))\n"
+        f"store = fs.S3FileSystem(endpoint_override={store.endpoint!r}, access_key='k', secret_key='s', region='us-east-1')\n"
+        "batches = read_batches(selection, 100)\n"
+        "next(batches)\n"
+        f"store.delete_dir_contents({(BUCKET + '/vanishing')!r})\n"
+        "try:\n"
+        "    list(batches)\n"
+        "except extmem.ShardReadError as exc:\n"
+        "    print(exc)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "row group" in run.stdout and uri in run.stdout, run.stdout
+    command = [sys.executable, "-m", "extmem", "train", uri, "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path), "--no-progress"]
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and uri in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert cache_dirs(tmp_path) == [] and not (tmp_path / "m").exists()
+
+
+def test_matrices_from_s3_hold_the_same_rows(remote_synth: str, small_synth: Path) -> None:
+    local = extmem.dmatrix(small_synth, preset="splice-sites", cache="memory")
+    remote = extmem.dmatrix(remote_synth, preset="splice-sites", cache="memory")
+    assert (remote.num_row(), remote.num_col()) == (local.num_row(), local.num_col())
+    np.testing.assert_array_equal(remote.get_label(), local.get_label())
