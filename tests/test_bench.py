@@ -16,6 +16,7 @@ import pytest
 
 from bench import budget, compare_inmemory, data_path, hashing, rounds, scaling, suite, xgboost_demo
 from bench import explain as explain_bench
+from bench import remote
 
 pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
 
@@ -145,3 +146,15 @@ def test_explain_bench_runs_explain_beside_predict(tmp_path: Path) -> None:
     for name in ("explain", "predict"):
         assert [runs[0]["rows"] for runs in payload["runs"][name].values()] == [400, 800]
     assert payload["peak_ratio_largest_to_smallest"] > 0 and payload["explain_to_predict_seconds"][800] > 0
+
+
+def test_remote_bench_compares_the_store_with_local_disk(tmp_path: Path) -> None:
+    pytest.importorskip("moto.server")
+    args = ["--rows", "600", "--shards", "2", "--k", "3", "--rounds", "2", "--prefetch", "0,1"]
+    payload = remote.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "remote.json")])
+    assert payload["same_model_everywhere"] is True
+    for prefetch in (0, 1):
+        ratio = payload["ratios"][prefetch]
+        assert ratio["seconds"] > 0 and 0.5 < ratio["peak_rss"] < 2
+        assert ratio["store_bytes_to_projected"] > 0.5
+    assert payload["summary"]["s3 prefetch 0"]["store_bytes"] < 3 * payload["shard_bytes"]  # tiny shards: footers and requests dominate

@@ -141,3 +141,20 @@ def test_matrices_from_s3_hold_the_same_rows(remote_synth: str, small_synth: Pat
     remote = extmem.dmatrix(remote_synth, preset="splice-sites", cache="memory")
     assert (remote.num_row(), remote.num_col()) == (local.num_row(), local.num_col())
     np.testing.assert_array_equal(remote.get_label(), local.get_label())
+
+
+@pytest.mark.slow
+def test_a_local_cluster_trains_from_the_store_without_a_local_copy(remote_synth: str, small_synth: Path, tmp_path: Path) -> None:
+    """Workers open the URIs themselves (the client sends URIs and shard assignments): the model equals the local cluster's."""
+    distributed = pytest.importorskip("distributed")
+    options = {"preset": "splice-sites", "rounds": 4, "features": "4mer_*", "cache_dir": tmp_path}
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        remote = extmem.train_distributed(client, remote_synth, **options)
+        local = extmem.train_distributed(client, small_synth, **options)
+    assert remote.report["rows"] == local.report["rows"] == 3000
+    assert sum(worker["shards"] for worker in remote.report["details"]["workers"]) == 3
+    assert bytes(remote.booster.save_raw("ubj")) == bytes(local.booster.save_raw("ubj"))
+    assert cache_dirs(tmp_path) == []
