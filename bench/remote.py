@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     import pyarrow.fs as pafs
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
 
     data = ensure_dataset(args.data_dir / f"rounds-k{args.k}-{args.rows}x{args.shards}", args.rows, args.shards, args.k)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

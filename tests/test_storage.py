@@ -18,6 +18,7 @@ import extmem
 from extmem.read._discover import discover_shards
 
 BUCKET = "extmem-test"
+SECRET = "extmem-test-secret-never-logged"
 
 
 class Store:
@@ -27,7 +28,7 @@ class Store:
         self.server = server
         self.endpoint = endpoint
         self.client = pafs.S3FileSystem(
-            endpoint_override=endpoint, allow_bucket_creation=True, access_key="k", secret_key="s", region="us-east-1"
+            endpoint_override=endpoint, allow_bucket_creation=True, access_key="k", secret_key=SECRET, region="us-east-1"
         )
 
     def upload(self, folder: Path, prefix: str) -> str:
@@ -47,7 +48,7 @@ def store() -> Iterator[Store]:
     with pytest.MonkeyPatch.context() as environment:
         for name, value in {
             "AWS_ACCESS_KEY_ID": "k",
-            "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_SECRET_ACCESS_KEY": SECRET,
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -73,6 +74,7 @@ def test_training_from_s3_equals_training_from_the_local_copy(remote_synth: str,
     remote = extmem.train(remote_synth, preset="splice-sites", out=tmp_path / "remote", rounds=5, valid_fraction=0.2, cache_dir=tmp_path)
     assert _booster_bytes(tmp_path / "local") == _booster_bytes(tmp_path / "remote")
     assert remote.report["rows"] == local.report["rows"] and remote.report["config"]["data"]["path"] == [remote_synth]
+    assert SECRET not in (tmp_path / "remote" / "report.json").read_text()  # credentials come from the environment, never into reports
     assert cache_dirs(tmp_path) == []
 
 
@@ -118,7 +120,7 @@ def test_a_store_that_goes_away_mid_read_is_one_clear_error_and_leaves_no_cache(
         "from extmem.read._selection import select_dataset\n"
         "from extmem.read._reader import read_batches\n"
         f"selection = select_dataset(extmem.Dataset({uri!r}, label='splice_type'))\n"
-        f"store = fs.S3FileSystem(endpoint_override={store.endpoint!r}, access_key='k', secret_key='s', region='us-east-1')\n"
+        f"store = fs.S3FileSystem(endpoint_override={store.endpoint!r}, access_key='k', secret_key={SECRET!r}, region='us-east-1')\n"
         "batches = read_batches(selection, 100)\n"
         "next(batches)\n"
         f"store.delete_dir_contents({(BUCKET + '/vanishing')!r})\n"

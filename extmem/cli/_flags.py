@@ -21,7 +21,7 @@ from extmem._defaults import (
 from extmem._presets import PRESETS, SPLICE_SITES
 from extmem.cli import _types as types
 
-DATA_HELP = "dataset: a folder of *.parquet shards, a glob such as 'data/batch_*.parquet', or one file"
+DATA_HELP = "dataset: a folder of *.parquet shards, a glob such as 'data/batch_*.parquet', or one file; or a URI of any of these (s3://bucket/prefix/, gs://...)"
 
 
 def budget_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:

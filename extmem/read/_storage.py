@@ -77,9 +77,14 @@ def resolve(path: str) -> tuple[pafs.FileSystem | None, str]:
 
 
 def open_parquet(shard: str, **options: object) -> pq.ParquetFile:
-    """``pq.ParquetFile`` of a local shard or a URI (ranged reads through its filesystem)."""
+    """``pq.ParquetFile`` of a local shard or a URI.
+
+    A URI's reads are ranged and pre-buffered: the needed column chunks of a row group are
+    fetched in a few coalesced requests (a row group's compressed chunks held until decoded),
+    not one request per column.
+    """
     filesystem, inner = resolve(shard)
-    return pq.ParquetFile(inner, filesystem=filesystem, **options)  # type: ignore[arg-type]
+    return pq.ParquetFile(inner, filesystem=filesystem, pre_buffer=filesystem is not None, **options)  # type: ignore[arg-type]
 
 
 def file_size(shard: str) -> int:
