@@ -1,6 +1,7 @@
 """Build cost against per-round cost: extmem and the skilled batched-CSR baseline over a sweep of rounds.
 
     python -m bench.rounds [--rows 40000] [--shards 4] [--k 6] [--rounds 1,20,200] [--repeats 1] [--packed]
+                           [--cache disk|auto|memory] [--memory-budget 512MiB]
 
 Each (method, rounds) pair runs in its own subprocess on the same generated dataset, methods
 alternating. A line through each method's wall times gives its fixed cost (reading and building)
@@ -20,9 +21,9 @@ import numpy as np
 
 import extmem
 
-from .harness import RESULTS, ensure_dataset, median_of, run_method, write_json
+from .harness import RESULTS, ensure_dataset, median_of, mib, run_method, write_json
 
-METHODS = {"extmem-disk": ("extmem", {"cache": "disk"}), "batched-csr": ("batched-csr", {})}
+BASELINE = "batched-csr"
 
 
 def _line(rounds: list[int], seconds: list[float]) -> tuple[float, float]:
@@ -39,18 +40,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", default="1,20,200", help="comma-separated rounds counts")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--packed", action="store_true", help="also extmem on a packed copy of the data")
+    parser.add_argument("--cache", choices=("disk", "auto", "memory"), default="disk", help="extmem's --cache")
+    parser.add_argument("--memory-budget", help="extmem's --memory-budget (e.g. 512MiB)")
     parser.add_argument("--data-dir", type=Path, default=RESULTS / "data")
     parser.add_argument("--out", type=Path, default=RESULTS / "rounds.json")
     args = parser.parse_args(argv)
     sweep = [int(value) for value in args.rounds.split(",")]
     data = ensure_dataset(args.data_dir / f"rounds-k{args.k}-{args.rows}x{args.shards}", args.rows, args.shards, args.k)
-    methods = dict(METHODS)
+    extmem_options = {"cache": args.cache, **({"memory_budget": args.memory_budget} if args.memory_budget else {})}
+    methods = {f"extmem-{args.cache}": ("extmem", extmem_options), BASELINE: (BASELINE, {})}
     folders = {name: data for name in methods}
     if args.packed:
         packed = args.data_dir / f"rounds-k{args.k}-{args.rows}x{args.shards}-packed"
         if not packed.exists():
             extmem.pack(data, packed)
-        methods["extmem-packed"] = ("extmem", {"cache": "disk"})
+        methods["extmem-packed"] = ("extmem", extmem_options)
         folders["extmem-packed"] = packed
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {rounds: [] for rounds in sweep} for name in methods}
     for _ in range(args.repeats):
@@ -60,8 +64,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 runs[name][rounds].append(run)
                 print(f"{name:>14} {rounds:>5} rounds: " + ("failed" if run.get("failed") else f"{run['seconds']:.1f} s"), flush=True)
     seconds = {name: {rounds: median_of(done, "seconds") for rounds, done in by_rounds.items()} for name, by_rounds in runs.items()}
+    peaks = {name: {rounds: median_of(done, "peak_rss_bytes") for rounds, done in by_rounds.items()} for name, by_rounds in runs.items()}
     lines = {name: _line(list(by_rounds), list(by_rounds.values())) for name, by_rounds in seconds.items()}
-    baseline = runs["batched-csr"]
+    baseline = runs[BASELINE]
     compute = {
         rounds: median_of([{"s": run["stage_seconds"]["build"] + run["stage_seconds"]["train"]} for run in done], "s")
         for rounds, done in baseline.items()
@@ -70,10 +75,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": args.rows,
         "sweep": sweep,
         "seconds": seconds,
+        "peak_rss_bytes": peaks,
         "xgboost_compute_seconds": compute,
         "fixed_and_per_round": {name: {"fixed": fixed, "per_round": per_round} for name, (fixed, per_round) in lines.items()},
         "ratio_to_batched_csr": {
-            name: {rounds: by_rounds[rounds] / seconds["batched-csr"][rounds] for rounds in sweep} for name, by_rounds in seconds.items()
+            name: {rounds: by_rounds[rounds] / seconds[BASELINE][rounds] for rounds in sweep} for name, by_rounds in seconds.items()
         },
         "ratio_packed_to_xgboost_compute": {rounds: seconds["extmem-packed"][rounds] / compute[rounds] for rounds in sweep}
         if args.packed
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, (fixed, per_round) in lines.items():
         ratios = "  ".join(f"{payload['ratio_to_batched_csr'][name][r]:>11.2f}x" for r in sweep)
         print(f"{name:>14} {fixed:>8.1f} {per_round:>8.3f}  {ratios}")
+    for name, by_rounds in peaks.items():
+        print(f"{name:>14} peak RSS: " + ", ".join(f"{r} rounds {mib(peak)}" for r, peak in by_rounds.items()))
     print("XGBoost's own compute (build + rounds, CSR in RAM): " + ", ".join(f"{r} rounds {compute[r]:.1f} s" for r in sweep))
     return payload
 

@@ -64,16 +64,14 @@ SAMPLE_BYTES_PER_VALUE = 12
 
 
 @dataclass(frozen=True)
-class ExplainOptions:
-    """What :func:`explain` writes: ``top`` features per row and output, or every contribution of the ``full`` features."""
+class ContributionColumns:
+    """What ``contributions.parquet`` holds per output: the ``top`` features of each row, or every contribution of the ``full`` features."""
 
     top: int = DEFAULT_EXPLAIN_TOP
     full: tuple[str, ...] = ()
-    group_by: str | None = None
-    plot: bool = False
 
 
-def _contribution_schema(trained: Scorer, carried: pa.Schema, options: ExplainOptions) -> pa.Schema:
+def _contribution_schema(trained: Scorer, carried: pa.Schema, options: ContributionColumns) -> pa.Schema:
     fields = [prediction_field(trained)]
     for output in trained.explained_outputs:
         fields.append(pa.field(f"bias_{output}", pa.float32()))
@@ -86,7 +84,13 @@ def _contribution_schema(trained: Scorer, carried: pa.Schema, options: ExplainOp
 
 
 def _contribution_batch(
-    trained: Scorer, batch: RawBatch, values: np.ndarray, raw: np.ndarray, schema: pa.Schema, options: ExplainOptions, keep: Sequence[str]
+    trained: Scorer,
+    batch: RawBatch,
+    values: np.ndarray,
+    raw: np.ndarray,
+    schema: pa.Schema,
+    options: ContributionColumns,
+    keep: Sequence[str],
 ) -> pa.RecordBatch:
     arrays: list[pa.Array] = [batch.carried.column(name) for name in keep] if batch.carried is not None else []
     arrays.append(prediction_array(trained, raw))
@@ -101,7 +105,7 @@ def _contribution_batch(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _check_options(layout: FeatureLayout, options: ExplainOptions) -> None:
+def _check_options(layout: FeatureLayout, options: ContributionColumns) -> None:
     if type(options.top) is not int or options.top < 1:
         msg = f"The 'top' option must be a positive number of features. Got {options.top!r} instead."
         raise OptionError(msg, options=("top",))
@@ -143,7 +147,7 @@ def explain(
     if plot:
         pyplot()
     trained = as_model(model)
-    settings = ExplainOptions(top=top, full=column_names(full, "full"), group_by=group_by, plot=plot)
+    settings = ContributionColumns(top=top, full=column_names(full, "full"))
     _check_options(trained.layout, settings)
     outputs, names = trained.explained_outputs, trained.layout.names
     trained.own_importance()  # a model without contributions (naive Bayes) fails here, before any reading
