@@ -112,15 +112,22 @@ def _markdown(payload: dict[str, Any]) -> str:
                     f"| {method} | {s['rows']:,.0f} | {s['features']:,.0f} | {mib(s['peak_rss_bytes'])} | {mib(s['peak_anon_bytes'])} "
                     f"| {s['seconds']:.1f} s | {s['mlogloss']:.4f} |"
                 )
-    lines += ["", "| ratio | rows | peak RSS | peak anonymous | wall time |", "| --- | ---: | ---: | ---: | ---: |"]
-    for name, ratios in payload["ratios"].items():
-        for rows, r in sorted(ratios.items()):
-            lines.append(f"| {name} | {rows:,} | {r['peak_rss_bytes']:.2f} | {r['peak_anon_bytes']:.2f} | {r['seconds']:.2f} |")
+    measured = [(name, rows, r) for name, ratios in payload["ratios"].items() for rows, r in sorted(ratios.items())]
+    if measured:
+        lines += ["", "| ratio | rows | peak RSS | peak anonymous | wall time |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"| {name} | {rows:,} | {r['peak_rss_bytes']:.2f} | {r['peak_anon_bytes']:.2f} | {r['seconds']:.2f} |"
+            for name, rows, r in measured
+        ]
     lines.append("")
     for name, cross in payload["crossover"].items():
-        lines.append(
-            f"- {name}: peak RSS above it up to {cross['last_rows_above']} rows, below it from {cross['first_rows_below']} rows (of the sizes measured)"
+        above = f"above it up to {cross['last_rows_above']:,} rows" if cross["last_rows_above"] is not None else "never above it"
+        below = (
+            f"below it (or the baseline failed) from {cross['first_rows_below']:,} rows"
+            if cross["first_rows_below"] is not None
+            else "never below it"
         )
+        lines.append(f"- {name}: peak RSS {above}, {below} (of the sizes measured)")
     lines += [f"- {note}" for note in payload["skipped"]]
     return "\n".join(lines) + "\n"
 
