@@ -37,10 +37,14 @@ def _filesystem(root: str) -> tuple[pafs.FileSystem, bool]:
 
 @functools.cache
 def _cached_filesystem(root: str, settings: tuple[tuple[str, str], ...]) -> tuple[pafs.FileSystem, bool]:
+    """:func:`_filesystem`, made once per root and store ``settings`` (only a part of the cache key)."""
     try:
         return pafs.FileSystem.from_uri(root)[0], True
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
+    except OSError as exc:
+        msg = f"Cannot reach {root!r}: {str(exc).splitlines()[0]}"
+        raise InputPathError(msg) from None
     try:
         import fsspec
     except ImportError:
