@@ -14,9 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench import budget, compare_inmemory, data_path, hashing, rounds, scaling, suite, xgboost_demo
+from bench import budget, compare_inmemory, data_path, hashing, remote, rounds, scaling, suite, xgboost_demo
 from bench import explain as explain_bench
-from bench import remote
 
 pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
 

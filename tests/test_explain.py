@@ -111,6 +111,31 @@ def test_importance_tables_equal_numpy_on_the_whole_matrix(model_dir: Path, held
     np.testing.assert_allclose(list(summary["mean_bias"].values()), expected[:, :, -1].astype(np.float64).mean(axis=0), rtol=1e-6)
 
 
+def test_interactions_of_chosen_features_equal_xgboost_in_ram(small_synth: Path, held_out: Path, tmp_path: Path) -> None:
+    """A narrow model (XGBoost computes every pair, (features + 1)² values a row): the pairs asked for, exact over all rows."""
+    features = "donor_score,acceptor_score,neither_score,4mer_GT*"
+    extmem.train(small_synth, preset="splice-sites", out=tmp_path / "m", rounds=8, features=features, params={"max_depth": 4})
+    model = extmem.Model.load(tmp_path / "m")
+    names = list(model.layout.names)
+    chosen = ["donor_score", "acceptor_score", "4mer_GTAA"]
+    report = extmem.explain(model, held_out, tmp_path / "x", interactions=chosen, batch_rows=250)
+    assert "interactions.parquet" in report["files"]
+    block = all_rows(model.select(extmem.Dataset(held_out)))
+    matrix = xgb.DMatrix(block.X, missing=np.nan, feature_names=names)
+    every = model.booster.predict(matrix, pred_interactions=True).astype(np.float64)  # (rows, outputs, features + 1, features + 1)
+    contributions = model.booster.predict(matrix, pred_contribs=True)
+    np.testing.assert_allclose(every.sum(axis=3), contributions, atol=1e-4)  # each feature's interactions sum to its contribution
+    at = [names.index(name) for name in chosen]
+    table = pq.read_table(tmp_path / "x" / "interactions.parquet")
+    for k, output in enumerate(model.explained_outputs):
+        part = table.filter(pc.equal(table.column("output"), output))
+        assert part.column("feature").to_pylist() == [a for a in chosen for _ in chosen]
+        assert part.column("other").to_pylist() == chosen * len(chosen)
+        pairs = every[:, k][:, at][:, :, at]
+        np.testing.assert_allclose(part.column("mean_abs_shap").to_numpy().reshape(3, 3), np.abs(pairs).mean(axis=0), rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(part.column("mean_shap").to_numpy().reshape(3, 3), pairs.mean(axis=0), rtol=1e-5, atol=1e-8)
+
+
 def test_linear_contributions_sum_to_the_decision_function(small_synth: Path, held_out: Path, tmp_path: Path) -> None:
     """coefficient x (value - mean) per raw feature; naive Bayes, which has no additive margin, is refused before any reading."""
     model, _ = extmem.train_incremental(small_synth, preset="splice-sites", algorithm="sgd_logistic", epochs=2, out=tmp_path / "m")
@@ -123,6 +148,8 @@ def test_linear_contributions_sum_to_the_decision_function(small_synth: Path, he
     report = extmem.explain(tmp_path / "m", held_out, tmp_path / "x", top=3)
     table = pq.read_table(tmp_path / "x" / "importance.parquet")
     assert "coefficient" in table.column_names and report["rows"] == block.X.shape[0]
+    with pytest.raises(extmem.OptionError, match="tree model"):
+        extmem.explain(tmp_path / "m", held_out, tmp_path / "y", interactions="donor_score")
     bayes, _ = extmem.train_incremental(small_synth, preset="splice-sites", algorithm="naive_bayes", epochs=1)
     with pytest.raises(extmem.OptionError, match="linear model"):
         extmem.explain(bayes, held_out, tmp_path / "y")
@@ -169,6 +196,7 @@ def test_plots_and_refusals_on_the_command_line(model_dir: Path, held_out: Path,
         (["--full", "no_such_feature", "--out", str(tmp_path / "new")], "no_such_feature"),
         (["--keep", "predicted", "--out", str(tmp_path / "new")], "'predicted'"),
         (["--group-by", "gene_id", "--out", str(tmp_path / "new")], "gene_id"),
+        (["--interactions", "nope", "--out", str(tmp_path / "new")], "'nope'"),
     ):
         run = subprocess.run([*command[:6], *flags, "--no-progress"], capture_output=True, text=True, check=False)
         errors = [line for line in run.stderr.splitlines() if "error" in line]

@@ -191,6 +191,7 @@ def _explain(args: argparse.Namespace) -> None:
         top=args.top,
         full=args.full,
         group_by=args.group_by,
+        interactions=args.interactions,
         plot=args.plot,
         memory_budget=args.memory_budget,
         overwrite=args.overwrite,

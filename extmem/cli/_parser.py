@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--full", metavar="FEATURES", help="instead of the top K: every contribution of these features, e.g. donor_score,6mer_GTAAGT"
     )
     explain.add_argument("--group-by", metavar="COLUMN", help="also the importance table per value of this column, e.g. gene_type")
+    explain.add_argument(
+        "--interactions",
+        metavar="FEATURES",
+        help="also interactions.parquet: mean SHAP interaction of every pair of these features (tree models of up to ~500 features)",
+    )
     explain.add_argument("--plot", action="store_true", help="also importance.png and summary.png (pip install 'extmem[plot]')")
     rows = explain.add_argument_group("dataset")
     row_flags(rows)

@@ -77,6 +77,38 @@ class AttributionSums:
         return pa.table(columns)
 
 
+class InteractionSums:
+    """Sums over rows of |φ_ij| and φ_ij for the pairs of ``chosen`` features, per output (diagonal: main effects)."""
+
+    def __init__(self, outputs: int, chosen: Sequence[int]) -> None:
+        self.rows = 0
+        self.chosen = np.asarray(chosen)
+        self.absolute = np.zeros((outputs, len(chosen), len(chosen)))
+        self.signed = np.zeros((outputs, len(chosen), len(chosen)))
+
+    def add(self, values: np.ndarray) -> None:
+        """Add a batch's interaction values, (rows, outputs, features + 1, features + 1)."""
+        self.rows += values.shape[0]
+        pairs = values[:, :, self.chosen][:, :, :, self.chosen]
+        self.absolute += np.abs(pairs).sum(axis=0, dtype=np.float64)
+        self.signed += pairs.sum(axis=0, dtype=np.float64)
+
+    def table(self, outputs: Sequence[str], names: Sequence[str]) -> pa.Table:
+        """One row per output and ordered pair of the chosen features: mean |interaction| and mean interaction."""
+        chosen = [names[i] for i in self.chosen]
+        count = len(chosen)
+        rows = max(self.rows, 1)
+        return pa.table(
+            {
+                "output": np.repeat(np.asarray(outputs, dtype=object), count * count),
+                "feature": np.tile(np.repeat(np.asarray(chosen, dtype=object), count), len(outputs)),
+                "other": np.tile(np.asarray(chosen, dtype=object), len(outputs) * count),
+                "mean_abs_shap": (self.absolute / rows).ravel(),
+                "mean_shap": (self.signed / rows).ravel(),
+            }
+        )
+
+
 def top_contributions(phi: np.ndarray, k: int, names: pa.Array) -> pa.Array:
     """Each row's ``k`` largest non-zero |contributions| of ``phi`` (rows, features), largest first, as (feature, contribution) lists."""
     rows = phi.shape[0]

@@ -34,7 +34,15 @@ from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError
 from extmem.read._dataset import DatasetLike, as_dataset, column_names, no_rows_error
 from extmem.read._reader import read_batches
-from extmem.score._attributions import TOP_TYPE, AttributionSums, GroupedSums, RowSample, kmer_view, top_contributions
+from extmem.score._attributions import (
+    TOP_TYPE,
+    AttributionSums,
+    GroupedSums,
+    InteractionSums,
+    RowSample,
+    kmer_view,
+    top_contributions,
+)
 from extmem.score._evaluate import pyplot
 from extmem.score._explain_plots import IMPORTANCE_PLOT, SUMMARY_PLOT, plot_explanations
 from extmem.score._model import ModelLike, as_model
@@ -46,7 +54,17 @@ IMPORTANCE_FILE = "importance.parquet"
 GROUP_IMPORTANCE_FILE = "importance_groups.parquet"
 SUMMARY_FILE = "importance.json"
 KMERS_FILE = "kmers.parquet"
-EXPLAIN_FILES = (CONTRIBUTIONS_FILE, IMPORTANCE_FILE, GROUP_IMPORTANCE_FILE, SUMMARY_FILE, KMERS_FILE, IMPORTANCE_PLOT, SUMMARY_PLOT)
+INTERACTIONS_FILE = "interactions.parquet"
+EXPLAIN_FILES = (
+    CONTRIBUTIONS_FILE,
+    IMPORTANCE_FILE,
+    GROUP_IMPORTANCE_FILE,
+    SUMMARY_FILE,
+    KMERS_FILE,
+    INTERACTIONS_FILE,
+    IMPORTANCE_PLOT,
+    SUMMARY_PLOT,
+)
 
 CONTRIBUTION_COPIES = 2
 """XGBoost's buffer of a batch's contributions and the numpy array it is copied into."""
@@ -61,6 +79,8 @@ SUMMARY_TOP = 5
 SUM_BYTES_PER_FEATURE = 40
 """An :class:`AttributionSums` per output and feature: four 8-byte sums and a temporary."""
 SAMPLE_BYTES_PER_VALUE = 12
+MAX_INTERACTION_ROW_BYTES = 4 * 2**20
+"""XGBoost computes every pair's interaction, (features + 1)² values per output and row: above this a row, interactions are refused."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +135,33 @@ def _check_options(layout: FeatureLayout, options: ContributionColumns) -> None:
         raise OptionError(msg, options=("full",))
 
 
+def _interaction_row_bytes(outputs: int, features: int) -> int:
+    return outputs * (features + 1) ** 2 * 4 * CONTRIBUTION_COPIES
+
+
+def _interaction_features(trained: Scorer, chosen: Sequence[str]) -> list[int]:
+    """Positions of the ``interactions`` features, refused when unknown or when a row's interactions would be too large."""
+    if not chosen:
+        return []
+    names = trained.layout.names
+    unknown = [feature for feature in chosen if feature not in names]
+    if unknown:
+        msg = f"The 'interactions' feature {unknown[0]!r} is not one of the model's {len(names):,} features (see Model.layout.names)."
+        raise OptionError(msg, options=("interactions",))
+    size = _interaction_row_bytes(len(trained.explained_outputs), len(names))
+    if size > MAX_INTERACTION_ROW_BYTES:
+        msg = (
+            f"SHAP interactions of a model with {len(names):,} features take {size / 2**20:,.0f} MiB a row (XGBoost computes every pair); "
+            f"they are computed up to {MAX_INTERACTION_ROW_BYTES // 2**20} MiB a row (about {int((MAX_INTERACTION_ROW_BYTES / CONTRIBUTION_COPIES / 4 / len(trained.explained_outputs)) ** 0.5) - 1:,} features). "
+            "Train a model on fewer features (--features, or extmem prune) to see its interactions."
+        )
+        raise OptionError(msg, options=("interactions",))
+    if not trained.has_interactions:
+        msg = f"SHAP interaction values need a tree model; this one is {trained.objective!r}, a model whose features do not interact."
+        raise OptionError(msg, options=("interactions",))
+    return [names.index(feature) for feature in chosen]
+
+
 def explain(
     model: ModelLike,
     data: DatasetLike,
@@ -124,6 +171,7 @@ def explain(
     top: int = DEFAULT_EXPLAIN_TOP,
     full: str | Sequence[str] | None = None,
     group_by: str | None = None,
+    interactions: str | Sequence[str] | None = None,
     plot: bool = False,
     memory_budget: int | str | None = None,
     overwrite: bool = False,
@@ -137,8 +185,10 @@ def explain(
     contribution of the ``full`` features), ``importance.parquet`` and ``importance.json`` (per
     output and feature: mean |SHAP|, mean SHAP, positive and negative shares, non-zero rows, exact
     over all rows, beside the model's own importance), ``kmers.parquet`` (k-mer features ranked,
-    with dinucleotide motifs in the JSON), ``importance_groups.parquet`` with ``group_by``, and with
-    ``plot`` ``importance.png`` and ``summary.png`` (matplotlib: ``pip install 'extmem[plot]'``).
+    with dinucleotide motifs in the JSON), ``importance_groups.parquet`` with ``group_by``,
+    ``interactions.parquet`` with ``interactions`` (mean |SHAP interaction| of every pair of those
+    features, tree models with few enough features), and with ``plot`` ``importance.png`` and
+    ``summary.png`` (matplotlib: ``pip install 'extmem[plot]'``).
     ``options`` are :class:`Dataset` fields (``filter``, ``max_rows``, ``batch_rows``); batch rows are
     planned with the contributions counted, under ``memory_budget`` if given. The folder appears
     only when complete; an existing one is replaced only with ``overwrite`` and only if extmem wrote it.
@@ -150,6 +200,7 @@ def explain(
     settings = ContributionColumns(top=top, full=column_names(full, "full"))
     _check_options(trained.layout, settings)
     outputs, names = trained.explained_outputs, trained.layout.names
+    pairs = _interaction_features(trained, column_names(interactions, "interactions"))
     trained.own_importance()  # a model without contributions (naive Bayes) fails here, before any reading
     dataset = as_dataset(data, options)
     kept = column_names(keep, "keep")
@@ -160,6 +211,7 @@ def explain(
         schema = _contribution_schema(trained, pa.schema([selection.carried_schema.field(name) for name in kept]), settings)
         features = len(names)
         row_bytes = len(outputs) * (features + 1) * 4 * CONTRIBUTION_COPIES + (features + 1) * REDUCTION_BYTES_PER_VALUE
+        row_bytes += _interaction_row_bytes(len(outputs), features) if pairs else 0
 
         def held(profile: DataProfile) -> int:
             tables = (1 + (MAX_GROUPS if group_by is not None else 0)) * len(outputs) * features * SUM_BYTES_PER_FEATURE
@@ -169,6 +221,7 @@ def explain(
         overall = AttributionSums(len(outputs), features)
         grouped = GroupedSums(group_by, len(outputs), features, MAX_GROUPS) if group_by is not None else None
         sample = RowSample(SAMPLE_ROWS)
+        interacting = InteractionSums(len(outputs), pairs) if pairs else None
         encoder = Encoder(selection.layout, strict_categories=dataset.strict_categories)
         with staging_folder(target) as staging:
             with (
@@ -183,12 +236,18 @@ def explain(
                         grouped.add(values, batch.carried.column(grouped.column))
                     if plot:
                         sample.add(X)
+                    if interacting is not None:
+                        interacting.add(trained.interactions(X))
                     sink.write(_contribution_batch(trained, batch, values, trained.raw_predict(X), schema, settings, kept))
                     del values
                     bar.update(batch.rows)
             if overall.rows == 0:
                 raise no_rows_error(dataset, "to explain")
             summary, files = _write_tables(staging.path, trained, overall, grouped, selection.carried_schema)
+            if interacting is not None:
+                table = interacting.table(outputs, names)
+                write_atomically(staging.path / INTERACTIONS_FILE, lambda file: pq.write_table(table, file))
+                files.append(INTERACTIONS_FILE)
             if plot:
                 files.extend(plot_explanations(staging.path, trained, overall, sample, plan.batch_rows))
             publish_folder(staging, target)

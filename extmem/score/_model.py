@@ -108,17 +108,26 @@ class Model(Scorer):
         config = json.loads(self.booster.save_config())["learner"]["learner_model_param"]
         return list(classes) if int(config["num_class"]) > 1 else [classes[-1]]
 
-    def contributions(self, X: Any) -> np.ndarray:
-        """XGBoost's exact TreeSHAP values (``pred_contribs``), (rows, outputs, features + 1)."""
-        matrix = xgb.DMatrix(
+    def _matrix(self, X: Any) -> xgb.DMatrix:
+        return xgb.DMatrix(
             X,
             missing=np.nan,
             feature_names=list(self.layout.names),
             feature_types=self.layout.feature_types,
             enable_categorical=bool(self.layout.categories),
         )
-        values = self.booster.predict(matrix, pred_contribs=True, iteration_range=self.iteration_range)
+
+    def contributions(self, X: Any) -> np.ndarray:
+        """XGBoost's exact TreeSHAP values (``pred_contribs``), (rows, outputs, features + 1)."""
+        values = self.booster.predict(self._matrix(X), pred_contribs=True, iteration_range=self.iteration_range)
         return values.reshape(values.shape[0], len(self.explained_outputs), values.shape[-1])
+
+    has_interactions = True
+
+    def interactions(self, X: Any) -> np.ndarray:
+        """XGBoost's exact SHAP interaction values (``pred_interactions``), (rows, outputs, features + 1, features + 1)."""
+        values = self.booster.predict(self._matrix(X), pred_interactions=True, iteration_range=self.iteration_range)
+        return values.reshape(values.shape[0], len(self.explained_outputs), values.shape[-2], values.shape[-1])
 
     def own_importance(self) -> dict[str, np.ndarray]:
         """XGBoost's ``get_score`` per feature: ``xgb_weight``, ``xgb_gain``, ``xgb_cover``, ``xgb_total_gain``, ``xgb_total_cover`` (0: unused)."""

@@ -57,6 +57,13 @@ class Scorer:
         """
         raise NotImplementedError
 
+    has_interactions = False
+    """Whether :meth:`interactions` gives SHAP interaction values (tree models)."""
+
+    def interactions(self, X: Any) -> np.ndarray:
+        """SHAP interaction values, (rows, outputs, features + 1, features + 1): a tree model's (XGBoost's ``pred_interactions``)."""
+        raise NotImplementedError
+
     def own_importance(self) -> dict[str, np.ndarray]:
         """The model's own importance measures by name, each per feature (features,) or per output and feature."""
         raise NotImplementedError
