@@ -20,12 +20,14 @@ import fcntl
 import json
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from extmem._signals import deferred
+from extmem._stores import is_remote, local_path, upload_file
 
 PARTIAL_SUFFIX = ".extmem-partial"
 _NEW_SUFFIX = ".extmem-new"
@@ -74,8 +76,18 @@ def _create_partial(target: Path) -> tuple[int, Path]:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """A binary file to write ``path`` through; it replaces ``path`` only when the block ends without error."""
-    target = Path(path)
+    """A binary file to write ``path`` through; it replaces ``path`` only when the block ends without error.
+
+    For a URI the file is written locally, then uploaded by partial name and move (see :mod:`extmem._stores`).
+    """
+    if is_remote(os.fspath(path)):
+        with tempfile.TemporaryDirectory(prefix="extmem-upload-") as folder:
+            local = Path(folder) / "file"
+            with open(local, "wb") as file:
+                yield file
+            upload_file(local, os.fspath(path))
+        return
+    target = Path(local_path(os.fspath(path)))
     if target.is_dir():
         msg = f"Cannot write the file {os.fspath(path)!r}: it is a folder."
         raise IsADirectoryError(errno.EISDIR, msg, os.fspath(path))

@@ -17,13 +17,23 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 from extmem._atomic import is_partial
 from extmem._folders import LOCK_FILE, PrivateFolder
 from extmem._signals import deferred
-from extmem._uris import is_remote
+from extmem._stores import (
+    PARTIAL_UPLOAD_SUFFIX,
+    delete_remote,
+    is_remote,
+    local_path,
+    read_remote_text,
+    remote_exists,
+    remote_names,
+    upload_file,
+)
 from extmem.errors import OptionError
 
 MANIFEST_FILE = "_manifest.json"
@@ -47,17 +57,33 @@ def _check_writable_parent(path: Path, what: str, option: str) -> None:
         raise OptionError(msg, options=(option,))
 
 
-def _refuse_remote(path: str | os.PathLike[str], option: str) -> None:
+@dataclass(frozen=True)
+class RemoteFolder:
+    """An output folder in object storage (a prefix): built in a local staging folder, then uploaded object by object."""
+
+    uri: str
+
+
+def destination(path: str | os.PathLike[str] | RemoteFolder) -> Path | RemoteFolder:
+    """Where an output folder goes: a local path, or a :class:`RemoteFolder` for a URI."""
+    if isinstance(path, RemoteFolder):
+        return path
+    text = os.fspath(path)
+    return RemoteFolder(text.rstrip("/")) if is_remote(text) else Path(local_path(text))
+
+
+def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out") -> None:
+    """Refuse, before any work, an output file that exists (unless ``overwrite``) or cannot be written (a local path or a URI)."""
     text = os.fspath(path)
     if is_remote(text):
-        msg = f"The '{option}' path {text!r} is in object storage: extmem reads datasets from URIs but writes its outputs to local paths. Write locally, then upload."
-        raise OptionError(msg, options=(option,))
-
-
-def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out") -> Path:
-    """Refuse, before any work, an output file that exists (unless ``overwrite``), cannot be written, or is a URI."""
-    _refuse_remote(path, option)
-    target = Path(path)
+        if text.endswith("/"):
+            msg = f"The '{option}' path {text!r} is a prefix; give an object name."
+            raise OptionError(msg, options=(option,))
+        if remote_exists(text) and not overwrite:
+            msg = f"The '{option}' object {text!r} already exists; pass 'overwrite' to replace it."
+            raise OptionError(msg, options=(option, "overwrite"))
+        return
+    target = Path(local_path(text))
     if target.is_dir():
         msg = f"The '{option}' path {str(target)!r} is a folder; give a file name."
         raise OptionError(msg, options=(option,))
@@ -65,7 +91,6 @@ def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: 
         msg = f"The '{option}' file {str(target)!r} already exists; pass 'overwrite' to replace it."
         raise OptionError(msg, options=(option, "overwrite"))
     _check_writable_parent(target, "file", option)
-    return target
 
 
 def _entries(folder: Path) -> list[str]:
@@ -75,8 +100,15 @@ def _entries(folder: Path) -> list[str]:
 def _listed_files(folder: Path, manifest: str) -> set[str] | None:
     """The files ``folder``'s manifest says extmem wrote there, or None without a readable extmem manifest."""
     try:
-        data = json.loads((folder / manifest).read_text())
-    except (OSError, ValueError):
+        return _manifest_files((folder / manifest).read_text(), manifest)
+    except OSError:
+        return None
+
+
+def _manifest_files(text: str, manifest: str) -> set[str] | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
         return None
     files = data.get("files") if isinstance(data, dict) and "extmem_version" in data else None
     if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
@@ -91,37 +123,70 @@ def check_output_folder(
     own_names: Collection[str] = (),
     manifest: str | None = MANIFEST_FILE,
     option: str = "out",
-) -> Path:
+) -> Path | RemoteFolder:
     """Refuse, before any work, an output folder that holds anything unless ``overwrite`` and extmem wrote all of it.
 
     extmem wrote a folder when its ``manifest`` lists every entry, or when every entry is one of
-    ``own_names`` (the fixed file names of a model folder). URIs are refused.
+    ``own_names`` (the fixed file names of a model folder). A URI names a prefix in object storage, checked the same way.
     """
-    _refuse_remote(path, option)
-    target = Path(path)
+    target = destination(path)
+    if isinstance(target, RemoteFolder):
+        entries = [name for name in remote_names(target.uri) if not name.endswith(PARTIAL_UPLOAD_SUFFIX)]
+        _check_entries(
+            str(target.uri),
+            entries,
+            overwrite=overwrite,
+            own_names=own_names,
+            option=option,
+            listed=lambda: _remote_listed(target, manifest),
+        )
+        return target
     if target.exists() and not target.is_dir():
         msg = f"The '{option}' path {str(target)!r} is a file, not a folder."
         raise OptionError(msg, options=(option,))
     entries = _entries(target) if target.is_dir() else []
-    if entries:
-        if not overwrite:
-            msg = f"The '{option}' folder {str(target)!r} exists and is not empty; pass 'overwrite' to replace it."
-            raise OptionError(msg, options=(option, "overwrite"))
-        listed = _listed_files(target, manifest) if manifest is not None else None
-        allowed = set(own_names) | (listed or set())
-        stranger = sorted(name for name in entries if name not in allowed)
-        if stranger:
-            msg = (
-                f"The '{option}' folder {str(target)!r} holds {stranger[0]!r}, which extmem did not write there; "
-                "it replaces only folders it wrote. Choose another folder."
-            )
-            raise OptionError(msg, options=(option,))
+    _check_entries(
+        str(target),
+        entries,
+        overwrite=overwrite,
+        own_names=own_names,
+        option=option,
+        listed=lambda: _listed_files(target, manifest) if manifest is not None else None,
+    )
     _check_writable_parent(target, "folder", option)
     return target
 
 
-def staging_folder(target: Path) -> PrivateFolder:
-    """A private folder beside ``target`` to build it in; a killed run's staging folder is swept by a later run."""
+def _check_entries(
+    where: str, entries: list[str], *, overwrite: bool, own_names: Collection[str], option: str, listed: Callable[[], set[str] | None]
+) -> None:
+    """The one overwrite rule: a folder holding anything is replaced only with ``overwrite``, and only if extmem wrote all of it."""
+    if not entries:
+        return
+    if not overwrite:
+        msg = f"The '{option}' folder {where!r} exists and is not empty; pass 'overwrite' to replace it."
+        raise OptionError(msg, options=(option, "overwrite"))
+    allowed = set(own_names) | (listed() or set())
+    stranger = sorted(name for name in entries if name not in allowed)
+    if stranger:
+        msg = (
+            f"The '{option}' folder {where!r} holds {stranger[0]!r}, which extmem did not write there; "
+            "it replaces only folders it wrote. Choose another folder."
+        )
+        raise OptionError(msg, options=(option,))
+
+
+def _remote_listed(target: RemoteFolder, manifest: str | None) -> set[str] | None:
+    if manifest is None:
+        return None
+    text = read_remote_text(f"{target.uri}/{manifest}")
+    return _manifest_files(text, manifest) if text is not None else None
+
+
+def staging_folder(target: Path | RemoteFolder) -> PrivateFolder:
+    """A private folder to build ``target`` in: beside it, or in the temp folder for a URI; a killed run's is swept by a later run."""
+    if isinstance(target, RemoteFolder):
+        return PrivateFolder(None, prefix="extmem-upload-", option="out")
     target.parent.mkdir(parents=True, exist_ok=True)
     return PrivateFolder(target.parent, prefix=f".{target.name}.extmem-staging-", option="out")
 
@@ -147,10 +212,26 @@ def _exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(second))
 
 
-def publish_folder(staging: PrivateFolder, target: Path) -> None:
-    """Make the complete ``staging`` folder ``target``, replacing what ``target`` held in one step."""
+def publish_folder(staging: PrivateFolder, target: Path | RemoteFolder) -> None:
+    """Make the complete ``staging`` folder ``target``, replacing what ``target`` held in one step.
+
+    In object storage each file is uploaded atomically (partial name, then moved), the manifest
+    last, then the objects of the folder's previous contents that the new one lacks are deleted.
+    """
+    if isinstance(target, RemoteFolder):
+        _upload(staging, target)
+        return
     with deferred():
         _publish(staging, target)
+
+
+def _upload(staging: PrivateFolder, target: RemoteFolder) -> None:
+    names = sorted(name for name in _entries(staging.path) if (staging.path / name).is_file())
+    names.sort(key=lambda name: name == MANIFEST_FILE)  # the manifest, which lists the rest, comes last
+    for name in names:
+        upload_file(staging.path / name, f"{target.uri}/{name}")
+    for stale in set(remote_names(target.uri)) - set(names):
+        delete_remote(f"{target.uri}/{stale}")
 
 
 def _publish(staging: PrivateFolder, target: Path) -> None:

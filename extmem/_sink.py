@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from extmem._atomic import atomic_file, write_atomically, write_json
 from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_ROW_GROUP_ROWS, INCREMENTAL_MODEL_FILE, MODEL_FOLDER_FILES, REPORT_FILE
-from extmem._destinations import check_output_folder, publish_folder, staging_folder
+from extmem._destinations import RemoteFolder, check_output_folder, publish_folder, staging_folder
 
 DATA_PAGE_BYTES = 1 << 20
 """Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
@@ -31,7 +31,7 @@ class ParquetSink:
     def __init__(
         self, path: str | os.PathLike[str], schema: pa.Schema, *, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS, compression: str = "zstd"
     ) -> None:
-        self.path = Path(path)
+        self.path = path
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.compression = compression
@@ -74,12 +74,12 @@ class ParquetSink:
         self._stack.__exit__(exc_type, exc, tb)
 
 
-def check_model_folder(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+def check_model_folder(path: str | os.PathLike[str], *, overwrite: bool) -> Path | RemoteFolder:
     """Refuse, before any work, a model folder that holds anything but an extmem model (or anything, without ``overwrite``)."""
     return check_output_folder(path, overwrite=overwrite, own_names=MODEL_FOLDER_FILES, manifest=None)
 
 
-def publish_model(folder: Path, model_file: str, model: bytes, report: dict[str, Any]) -> dict[str, Any]:
+def publish_model(folder: Path | RemoteFolder, model_file: str, model: bytes, report: dict[str, Any]) -> dict[str, Any]:
     """Write a model folder, ``model_file`` holding ``model`` and ``report.json``, and swap it in as ``folder`` in one step.
 
     The report records the folder's files and the model file's checksum, which loading checks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -105,11 +106,56 @@ def test_globs_prefixes_and_missing_objects(store: Store, remote_synth: str) -> 
         discover_shards([remote_synth, every[0]])
 
 
-def test_outputs_in_object_storage_are_refused_in_one_line(remote_synth: str, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "extmem", "prune", remote_synth, f"s3://{BUCKET}/pruned", "--no-progress"]
-    run = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert run.returncode == 2 and "object storage" in run.stderr and "Traceback" not in run.stderr
-    assert not Path("s3:").exists()
+def _object(store: Store, uri: str) -> bytes:
+    with store.client.open_input_stream(uri.removeprefix("s3://")) as stream:
+        return bytes(stream.read())
+
+
+def _objects(store: Store, prefix: str) -> list[str]:
+    listed = store.client.get_file_info(pafs.FileSelector(f"{BUCKET}/{prefix}", allow_not_found=True, recursive=True))
+    return sorted(info.path[len(f"{BUCKET}/{prefix}/") :] for info in listed if info.is_file)
+
+
+def test_outputs_go_to_the_store_complete_or_not_at_all(store: Store, remote_synth: str, small_synth: Path, tmp_path: Path) -> None:
+    """Models, predictions, explanations and pruned datasets written to s3:// equal the local ones; the overwrite rule holds there too."""
+    out = f"s3://{BUCKET}/out"
+    local = extmem.train(small_synth, preset="splice-sites", out=tmp_path / "m", rounds=3)
+    remote = extmem.train(remote_synth, preset="splice-sites", out=f"{out}/model", rounds=3)
+    assert _object(store, f"{out}/model/model.ubj") == (tmp_path / "m" / "model.ubj").read_bytes()
+    assert remote.report["files"] == local.report["files"] and _objects(store, "out/model") == ["model.ubj", "report.json"]
+    extmem.predict(tmp_path / "m", remote_synth, f"{out}/preds.parquet", keep="gene_id")
+    extmem.predict(tmp_path / "m", small_synth, tmp_path / "preds.parquet", keep="gene_id")
+    assert _object(store, f"{out}/preds.parquet") == (tmp_path / "preds.parquet").read_bytes()
+    extmem.explain(tmp_path / "m", remote_synth, f"{out}/why", top=3)
+    assert _objects(store, "out/why") == ["contributions.parquet", "importance.json", "importance.parquet", "kmers.parquet"]
+    extmem.prune(remote_synth, f"{out}/pruned", label="splice_type")
+    extmem.prune(small_synth, tmp_path / "pruned", label="splice_type")
+    assert _objects(store, "out/pruned") == sorted(p.name for p in (tmp_path / "pruned").iterdir())
+    retrained = extmem.train(f"{out}/pruned", preset="splice-sites", rounds=2).report
+    assert retrained["rows"] == 3000
+    with pytest.raises(extmem.OptionError, match="already exists"):
+        extmem.predict(tmp_path / "m", remote_synth, f"{out}/preds.parquet")
+    with pytest.raises(extmem.OptionError, match="not empty"):
+        extmem.prune(remote_synth, f"{out}/pruned", label="splice_type")
+    extmem.prune(remote_synth, f"{out}/pruned", label="splice_type", overwrite=True, options=extmem.PruneOptions(corr_threshold=0.5))
+    assert _objects(store, "out/pruned") == sorted(json.loads(_object(store, f"{out}/pruned/_manifest.json"))["files"] + ["_manifest.json"])
+    with pytest.raises(extmem.OptionError, match="did not write"):
+        extmem.explain(tmp_path / "m", remote_synth, f"s3://{BUCKET}/small", overwrite=True)  # the shards are not explain's files
+    with pytest.raises(extmem.OptionError, match="local output folder"):
+        extmem.train(remote_synth, preset="splice-sites", out=f"{out}/checkpointed", rounds=2, checkpoint_every=1)
+
+
+def test_a_failed_run_leaves_no_object(store: Store, remote_synth: str, small_synth: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in discover_shards([str(small_synth)]):
+        (data / Path(shard).name).write_bytes(Path(shard).read_bytes())
+    (data / "zz_broken.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    extmem.train(small_synth, preset="splice-sites", out=tmp_path / "m", rounds=2)
+    command = [sys.executable, "-m", "extmem", "predict", str(tmp_path / "m"), str(data), "--out", f"s3://{BUCKET}/failed/p.parquet"]
+    run = subprocess.run([*command, "--no-progress"], capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and "zz_broken.parquet" in run.stderr
+    assert _objects(store, "failed") == []
 
 
 def test_a_store_that_goes_away_mid_read_is_one_clear_error_and_leaves_no_cache(store: Store, small_synth: Path, tmp_path: Path) -> None:

@@ -12,72 +12,15 @@ chunks of the columns and row groups a pass needs.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import glob
 import os
 import re
-from urllib.parse import urlsplit
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from extmem._uris import is_remote, is_uri, local_path
+from extmem._stores import is_remote, local_path, resolve, split_uri
 from extmem.errors import InputPathError
-
-_SETTINGS = ("AWS_", "GOOGLE_", "GCS_", "HADOOP_", "ARROW_")
-"""Environment variables that configure stores: a filesystem is made again when they change."""
-
-
-def _filesystem(root: str) -> tuple[pafs.FileSystem, bool]:
-    """The filesystem of a URI's scheme, authority and options; True when it is pyarrow's own."""
-    settings = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith(_SETTINGS)))
-    return _cached_filesystem(root, settings)
-
-
-@functools.cache
-def _cached_filesystem(root: str, settings: tuple[tuple[str, str], ...]) -> tuple[pafs.FileSystem, bool]:
-    """:func:`_filesystem`, made once per root and store ``settings`` (only a part of the cache key)."""
-    try:
-        return pafs.FileSystem.from_uri(root)[0], True
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    except OSError as exc:
-        msg = f"Cannot reach {root!r}: {str(exc).splitlines()[0]}"
-        raise InputPathError(msg) from None
-    try:
-        import fsspec
-    except ImportError:
-        msg = f"Reading {root!r} needs fsspec (pip install fsspec and the package of its scheme)."
-        raise InputPathError(msg) from None
-    try:
-        filesystem, _ = fsspec.core.url_to_fs(root)
-    except (ImportError, ValueError) as exc:
-        msg = f"Cannot read {root!r}: {str(exc).splitlines()[0]}"
-        raise InputPathError(msg) from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), False
-
-
-def _split(uri: str) -> tuple[str, str, str]:
-    """A URI's root (scheme, authority, options: what picks its filesystem), its path within that filesystem, and its options."""
-    parts = urlsplit(uri)
-    options = f"?{parts.query}" if parts.query else ""
-    root = f"{parts.scheme}://{parts.netloc}/{options}"
-    return root, f"{parts.netloc}{parts.path}".rstrip("/") if parts.netloc else parts.path, options
-
-
-def resolve(path: str) -> tuple[pafs.FileSystem | None, str]:
-    """The filesystem (None: local) and the path within it of a shard path or URI."""
-    path = local_path(path)
-    if not is_uri(path):
-        return None, path
-    root, inner, _ = _split(path)
-    filesystem, native = _filesystem(root)
-    if not native:
-        import fsspec
-
-        inner = fsspec.core.url_to_fs(path)[1]
-    return filesystem, inner
 
 
 def open_parquet(shard: str, **options: object) -> pq.ParquetFile:
@@ -111,7 +54,7 @@ def discover_remote(uri: str) -> list[str]:
     """The shards a URI names: an object, the ``*.parquet`` objects under a prefix, or those a glob in its path matches."""
     filesystem, inner = resolve(uri)
     assert filesystem is not None
-    root, _, options = _split(uri)
+    root, _, options = split_uri(uri)
 
     def as_uri(found: str) -> str:
         if isinstance(filesystem, pafs.PyFileSystem):

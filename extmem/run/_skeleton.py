@@ -12,10 +12,10 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from extmem._destinations import destination
 from extmem._folders import PrivateFolder
 from extmem._measure import MemoryMonitor, Stage
 from extmem._sink import check_model_folder, publish_model
@@ -66,7 +66,7 @@ class TrainingRun:
             check_model_folder(out, overwrite=overwrite)
         self.trainer = trainer
         self.algorithm = algorithm
-        self.out = Path(out) if out is not None else None
+        self.out = destination(out) if out is not None else None
         self.cache_dir = cache_dir
         self.monitor = MemoryMonitor()
         self.started_at = ""

@@ -15,6 +15,7 @@ import xgboost as xgb
 from extmem._defaults import BOOSTER_MODEL_FILE, CHECKPOINT_FILE, DEFAULT_PREFETCH, DEFAULT_ROUNDS
 from extmem._layout import LAYOUT_ATTRIBUTE
 from extmem._progress import ProgressBar
+from extmem._stores import is_remote
 from extmem.errors import OptionError, check_positive_int
 from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._plan import Budget
@@ -151,8 +152,8 @@ def train(
     dataset, valid_dataset = training_datasets(
         data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds
     )
-    if checkpoint_every is not None and out is None:
-        msg = "The 'checkpoint_every' option needs an output folder ('out')."
+    if checkpoint_every is not None and (out is None or is_remote(os.fspath(out))):
+        msg = "The 'checkpoint_every' option needs a local output folder ('out'): checkpoints are rewritten as the run goes."
         raise OptionError(msg, options=("checkpoint_every", "out"))
     if out is not None and (Path(out) / CHECKPOINT_FILE).exists() and not overwrite:
         msg = f"{os.fspath(out)!r} holds a checkpoint of an unfinished run: continue it with 'extmem resume', or pass 'overwrite' to start over."
@@ -252,7 +253,7 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
             callbacks.append(early_stop)
         elapsed = start.seconds if start else 0.0
         if config.checkpoint_every is not None:
-            assert run.out is not None
+            assert isinstance(run.out, Path)
             run.out.mkdir(parents=True, exist_ok=True)
             saved_config = replace(config, params=params).to_dict()
             callbacks.append(

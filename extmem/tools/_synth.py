@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from extmem._atomic import atomic_file, write_json
 from extmem._defaults import DEFAULT_SYNTH_K, DEFAULT_SYNTH_ROW_GROUP_ROWS, DEFAULT_SYNTH_SEQ_LEN, DEFAULT_SYNTH_SHARDS
-from extmem._destinations import MANIFEST_FILE, check_output_folder, publish_folder, staging_folder
+from extmem._destinations import MANIFEST_FILE, RemoteFolder, check_output_folder, publish_folder, staging_folder
 from extmem._progress import ProgressBar
 from extmem._version import __version__
 from extmem.errors import OptionError, check_positive_int
@@ -221,8 +221,12 @@ def _table(options: SynthOptions, seed: np.random.SeedSequence, rows: int, colum
     return pa.table(data)
 
 
-def synth(out_dir: str | os.PathLike[str], options: SynthOptions, *, overwrite: bool = False, progress: bool | None = None) -> list[Path]:
+def synth(
+    out_dir: str | os.PathLike[str], options: SynthOptions, *, overwrite: bool = False, progress: bool | None = None
+) -> list[Path] | list[str]:
     """Write ``options.shards`` shards ``batch_00001.parquet``... and ``_manifest.json`` to the folder ``out_dir``; return the shards.
+
+    ``out_dir`` may be a URI (a prefix in object storage): the shards are then returned as URIs.
 
     The folder must not exist or be empty, unless ``overwrite`` and extmem wrote it; it is built
     beside its final place and appears, complete, only at the end. Memory is one row group.
@@ -250,4 +254,6 @@ def synth(out_dir: str | os.PathLike[str], options: SynthOptions, *, overwrite: 
         manifest = {"extmem_version": __version__, "command": "synth", "options": asdict(options), "files": shard_names}
         write_json(staging.path / MANIFEST_FILE, manifest)
         publish_folder(staging, target)
+    if isinstance(target, RemoteFolder):
+        return [f"{target.uri}/{name}" for name in shard_names]
     return [target / name for name in shard_names]

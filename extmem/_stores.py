@@ -1,0 +1,154 @@
+"""Local paths and URIs, and the filesystems behind URIs: pyarrow's own (S3, GCS, HDFS), fsspec's otherwise.
+
+Credentials and endpoints come from each store's standard environment variables and
+configuration files, never from extmem's options. Outputs reach a store by the store's atomic
+means: a complete local file is uploaded under a hidden partial name, then moved into place (a
+move in object storage copies a complete object), so no partial object ever has the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from extmem.errors import InputPathError
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+PARTIAL_UPLOAD_SUFFIX = ".extmem-partial"
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(path: str) -> bool:
+    """Whether ``path`` is a URI (``scheme://...``) rather than a local path."""
+    return bool(_URI.match(path))
+
+
+def local_path(path: str) -> str:
+    """A ``file://`` URI as the local path it names; anything else unchanged."""
+    return path.removeprefix("file://")
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is read through a filesystem other than the local one."""
+    return is_uri(local_path(path))
+
+
+_SETTINGS = ("AWS_", "GOOGLE_", "GCS_", "HADOOP_", "ARROW_")
+"""Environment variables that configure stores: a filesystem is made again when they change."""
+
+
+def _filesystem(root: str) -> tuple[pafs.FileSystem, bool]:
+    """The filesystem of a URI's scheme, authority and options; True when it is pyarrow's own."""
+    settings = tuple(sorted((name, value) for name, value in os.environ.items() if name.startswith(_SETTINGS)))
+    return _cached_filesystem(root, settings)
+
+
+@functools.cache
+def _cached_filesystem(root: str, settings: tuple[tuple[str, str], ...]) -> tuple[pafs.FileSystem, bool]:
+    """:func:`_filesystem`, made once per root and store ``settings`` (only a part of the cache key)."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    try:
+        return pafs.FileSystem.from_uri(root)[0], True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    except OSError as exc:
+        msg = f"Cannot reach {root!r}: {str(exc).splitlines()[0]}"
+        raise InputPathError(msg) from None
+    try:
+        import fsspec
+    except ImportError:
+        msg = f"Reading {root!r} needs fsspec (pip install fsspec and the package of its scheme)."
+        raise InputPathError(msg) from None
+    try:
+        filesystem, _ = fsspec.core.url_to_fs(root)
+    except (ImportError, ValueError) as exc:
+        msg = f"Cannot read {root!r}: {str(exc).splitlines()[0]}"
+        raise InputPathError(msg) from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), False
+
+
+def split_uri(uri: str) -> tuple[str, str, str]:
+    """A URI's root (scheme, authority, options: what picks its filesystem), its path within that filesystem, and its options."""
+    parts = urlsplit(uri)
+    options = f"?{parts.query}" if parts.query else ""
+    root = f"{parts.scheme}://{parts.netloc}/{options}"
+    return root, f"{parts.netloc}{parts.path}".rstrip("/") if parts.netloc else parts.path, options
+
+
+def resolve(path: str) -> tuple[pafs.FileSystem | None, str]:
+    """The filesystem (None: local) and the path within it of a shard path or URI."""
+    path = local_path(path)
+    if not is_uri(path):
+        return None, path
+    root, inner, _ = split_uri(path)
+    filesystem, native = _filesystem(root)
+    if not native:
+        import fsspec
+
+        inner = fsspec.core.url_to_fs(path)[1]
+    return filesystem, inner
+
+
+def remote_names(uri: str) -> list[str]:
+    """The names of the objects under the prefix ``uri`` (relative to it), [] when there are none."""
+    import pyarrow.fs as pafs
+
+    filesystem, inner = resolve(uri)
+    assert filesystem is not None
+    listed = filesystem.get_file_info(pafs.FileSelector(inner, allow_not_found=True, recursive=True))
+    return sorted(info.path[len(inner) :].lstrip("/") for info in listed if info.is_file)
+
+
+def remote_exists(uri: str) -> bool:
+    """Whether the object ``uri`` exists."""
+    import pyarrow.fs as pafs
+
+    filesystem, inner = resolve(uri)
+    assert filesystem is not None
+    return filesystem.get_file_info(inner).type == pafs.FileType.File
+
+
+def read_remote_text(uri: str) -> str | None:
+    """The text of the object ``uri``, None when it cannot be read."""
+    filesystem, inner = resolve(uri)
+    assert filesystem is not None
+    try:
+        with filesystem.open_input_stream(inner) as stream:
+            return bytes(stream.read()).decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def delete_remote(uri: str) -> None:
+    """Delete the object ``uri`` (nothing when it is gone)."""
+    filesystem, inner = resolve(uri)
+    assert filesystem is not None
+    with contextlib.suppress(FileNotFoundError):
+        filesystem.delete_file(inner)
+
+
+def upload_file(local: str | os.PathLike[str], uri: str) -> None:
+    """Copy the complete local file ``local`` to the object ``uri``: uploaded under a hidden partial name, then moved into place."""
+    import pyarrow.fs as pafs
+
+    filesystem, inner = resolve(uri)
+    assert filesystem is not None
+    parent, _, name = inner.rpartition("/")
+    partial = f"{parent}/.{name}.{secrets.token_hex(6)}{PARTIAL_UPLOAD_SUFFIX}"
+    try:
+        pafs.copy_files(os.fspath(Path(local).resolve()), partial, destination_filesystem=filesystem)
+        filesystem.move(partial, inner)
+    finally:
+        with contextlib.suppress(OSError):
+            filesystem.delete_file(partial)
