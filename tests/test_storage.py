@@ -206,3 +206,37 @@ def test_a_local_cluster_trains_from_the_store_without_a_local_copy(remote_synth
     assert sum(worker["shards"] for worker in remote.report["details"]["workers"]) == 3
     assert bytes(remote.booster.save_raw("ubj")) == bytes(local.booster.save_raw("ubj"))
     assert cache_dirs(tmp_path) == []
+
+
+def test_a_server_stopped_mid_read_is_one_clear_error(small_synth: Path) -> None:
+    """The store's client retries a bounded number of times, then the read fails naming the object and the row group."""
+    pytest.importorskip("moto.server")
+    script = f"""
+import logging, os
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+endpoint = "http://%s:%d" % server.get_host_and_port()
+os.environ.update(AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint)
+import pyarrow.fs as pafs
+store = pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True, access_key="k", secret_key="s", region="us-east-1")
+store.create_dir("stopping")
+for name in sorted(os.listdir({str(small_synth)!r})):
+    if name.endswith(".parquet"):
+        with open(os.path.join({str(small_synth)!r}, name), "rb") as source, store.open_output_stream("stopping/d/" + name) as target:
+            target.write(source.read())
+import extmem
+from extmem.read._reader import read_batches
+from extmem.read._selection import select_dataset
+batches = read_batches(select_dataset(extmem.Dataset("s3://stopping/d/", label="splice_type")), 100)
+next(batches)
+server.stop()
+try:
+    list(batches)
+except extmem.ShardReadError as exc:
+    print(exc)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "row group" in run.stdout and "s3://stopping/d/batch_00001.parquet" in run.stdout, run.stdout
