@@ -7,8 +7,9 @@ allocator (jemalloc or mimalloc) keeps the address space of freed memory too. Bo
 of a small budget that holds no data. Measured on 925k rows x 1,130 features under a 1 GiB
 limit (peak data size): 841 MiB as is, 733 MiB with two arenas, 652 MiB with pyarrow on the
 system allocator, 586 MiB with both, and no slower. The command line sets both up before
-anything allocates, and ``import extmem`` does when the process already runs under a data limit
-(a library user's ``prlimit --data``); elsewhere than glibc these are no-ops.
+anything allocates, ``import extmem`` does when the process already runs under a data limit
+(a library user's ``prlimit --data``), and a run given a ``memory_budget`` does when it plans;
+elsewhere than glibc these are no-ops.
 """
 
 from __future__ import annotations
@@ -40,7 +41,23 @@ _arenas_limited = False
 
 def allocators_limited() -> bool:
     """Whether glibc's arenas are capped and pyarrow allocates through the system allocator in this process."""
-    return _arenas_limited and os.environ.get("ARROW_DEFAULT_MEMORY_POOL") == "system"
+    if not _arenas_limited:
+        return False
+    if "pyarrow" in sys.modules:
+        return bool(sys.modules["pyarrow"].default_memory_pool().backend_name == "system")
+    return os.environ.get("ARROW_DEFAULT_MEMORY_POOL") == "system"
+
+
+def limit_allocators() -> None:
+    """Cap glibc's arenas and make pyarrow allocate through the system allocator, from now on (a run under a budget).
+
+    Arenas and pyarrow buffers made before stay as they are; new ones follow the new settings.
+    """
+    limit_malloc_arenas()
+    import pyarrow as pa
+
+    if pa.default_memory_pool().backend_name != "system" and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def release_freed_memory() -> None:

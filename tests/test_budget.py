@@ -114,8 +114,9 @@ def test_the_data_limit_is_the_default_budget_and_caps_a_larger_one() -> None:
 
 
 def test_the_library_under_a_data_limit_sets_up_the_allocators_as_the_command_line_does() -> None:
-    """A library user's process under ``prlimit --data`` gets capped arenas and pyarrow's system pool at ``import extmem``:
-    the plan then counts the smaller runtime reserve, as for the command line; without a limit nothing changes."""
+    """A library user's process under ``prlimit --data`` gets capped arenas and pyarrow's system pool at ``import extmem``,
+    one given a ``memory_budget`` when the run plans: the plan then counts the smaller runtime reserve, as for the command line;
+    without either nothing changes."""
     script = (
         "import os, extmem, pyarrow as pa; from extmem._allocators import allocators_limited; "
         "print(allocators_limited(), pa.default_memory_pool().backend_name)"
@@ -124,6 +125,9 @@ def test_the_library_under_a_data_limit_sets_up_the_allocators_as_the_command_li
     environment = {name: value for name, value in os.environ.items() if name not in ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_ARENA_MAX")}
     unlimited = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, env=environment)
     assert unlimited.stdout.split()[0] == "False"
+    budgeted = script.replace("print(", "from extmem.read._plan import Budget; Budget.resolve('1GiB'); print(")
+    run = subprocess.run([sys.executable, "-c", budgeted], capture_output=True, text=True, check=False, env=environment)
+    assert run.stdout.split() == ["True", "system"], run.stderr  # a run given memory_budget plans as the command line does
 
 
 def test_training_under_a_data_limit_plans_for_it_and_completes(small_synth: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import psutil
 
-from extmem._allocators import allocators_limited, release_freed_memory
+from extmem._allocators import allocators_limited, limit_allocators, release_freed_memory
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._measure import anonymous_rss_bytes
@@ -74,7 +74,16 @@ class Budget:
         """The budget to plan for: ``requested`` (bytes or a size), else the data limit the process runs under.
 
         A request above the data limit is lowered to it, since the kernel would refuse the rest.
+        Under a budget the allocators are set up as the command line sets them up (see
+        :func:`extmem._allocators.limit_allocators`), for the rest of the process.
         """
+        budget = cls._resolve(requested)
+        if budget is not None:
+            limit_allocators()
+        return budget
+
+    @classmethod
+    def _resolve(cls, requested: int | str | None) -> Budget | None:
         limit = data_limit()
         if requested is None:
             return cls(limit, "the process's data limit (prlimit --data)") if limit is not None else None
