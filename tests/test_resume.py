@@ -108,5 +108,5 @@ def test_a_damaged_checkpoint_is_one_clear_error(small_synth: Path, tmp_path: Pa
 
 
 def test_checkpoints_need_an_output_folder(small_synth: Path) -> None:
-    with pytest.raises(extmem.OptionError, match="'checkpoint_every' option needs an output folder"):
+    with pytest.raises(extmem.OptionError, match="'checkpoint_every' option needs a local output folder"):
         extmem.train(small_synth, preset="splice-sites", rounds=2, checkpoint_every=1)
