@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -133,6 +134,13 @@ def test_outputs_go_to_the_store_complete_or_not_at_all(store: Store, remote_syn
     assert _objects(store, "out/pruned") == sorted(p.name for p in (tmp_path / "pruned").iterdir())
     retrained = extmem.train(f"{out}/pruned", preset="splice-sites", rounds=2).report
     assert retrained["rows"] == 3000
+    extmem.pack(remote_synth, f"{out}/packed")
+    extmem.pack(small_synth, tmp_path / "packed")
+    for name in sorted(p.name for p in (tmp_path / "packed").glob("*.parquet")):
+        assert pq.read_table(pa.BufferReader(_object(store, f"{out}/packed/{name}"))).equals(pq.read_table(tmp_path / "packed" / name))
+    shards = extmem.synth(f"{out}/synth", extmem.SynthOptions(rows=300, shards=2, k=3, seq_len=40))
+    assert shards == [f"{out}/synth/batch_00001.parquet", f"{out}/synth/batch_00002.parquet"]
+    assert discover_shards([f"{out}/synth"]) == shards
     with pytest.raises(extmem.OptionError, match="already exists"):
         extmem.predict(tmp_path / "m", remote_synth, f"{out}/preds.parquet")
     with pytest.raises(extmem.OptionError, match="not empty"):
@@ -219,6 +227,7 @@ server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
 endpoint = "http://%s:%d" % server.get_host_and_port()
 os.environ.update(AWS_ACCESS_KEY_ID="k", AWS_SECRET_ACCESS_KEY="s", AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint)
+import pyarrow as pa
 import pyarrow.fs as pafs
 store = pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True, access_key="k", secret_key="s", region="us-east-1")
 store.create_dir("stopping")
