@@ -20,12 +20,14 @@ import shutil
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from extmem._atomic import is_partial
 from extmem._folders import LOCK_FILE, PrivateFolder
 from extmem._signals import deferred
 from extmem._stores import (
     PARTIAL_UPLOAD_SUFFIX,
+    check_bucket,
     delete_remote,
     is_remote,
     local_path,
@@ -35,6 +37,8 @@ from extmem._stores import (
     upload_file,
 )
 from extmem.errors import OptionError
+
+T = TypeVar("T")
 
 MANIFEST_FILE = "_manifest.json"
 """The file that lists what a dataset folder written by extmem holds (a leading ``_`` makes parquet readers skip it)."""
@@ -72,6 +76,15 @@ def destination(path: str | os.PathLike[str] | RemoteFolder) -> Path | RemoteFol
     return RemoteFolder(text.rstrip("/")) if is_remote(text) else Path(local_path(text))
 
 
+def _reachable(uri: str, option: str, look: Callable[[], T]) -> T:
+    """``look()`` at an output in object storage, its store's error (no bucket, no access) as one line naming the option."""
+    try:
+        return look()
+    except OSError as exc:
+        msg = f"Cannot write the '{option}' {uri!r}: {str(exc).splitlines()[0]}"
+        raise OptionError(msg, options=(option,)) from None
+
+
 def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out") -> None:
     """Refuse, before any work, an output file that exists (unless ``overwrite``) or cannot be written (a local path or a URI)."""
     text = os.fspath(path)
@@ -79,7 +92,8 @@ def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: 
         if text.endswith("/"):
             msg = f"The '{option}' path {text!r} is a prefix; give an object name."
             raise OptionError(msg, options=(option,))
-        if remote_exists(text) and not overwrite:
+        _reachable(text, option, lambda: check_bucket(text))
+        if _reachable(text, option, lambda: remote_exists(text)) and not overwrite:
             msg = f"The '{option}' object {text!r} already exists; pass 'overwrite' to replace it."
             raise OptionError(msg, options=(option, "overwrite"))
         return
@@ -131,7 +145,9 @@ def check_output_folder(
     """
     target = destination(path)
     if isinstance(target, RemoteFolder):
-        entries = [name for name in remote_names(target.uri) if not name.endswith(PARTIAL_UPLOAD_SUFFIX)]
+        _reachable(target.uri, option, lambda: check_bucket(target.uri))
+        names = _reachable(target.uri, option, lambda: remote_names(target.uri))
+        entries = [name for name in names if not name.endswith(PARTIAL_UPLOAD_SUFFIX)]
         _check_entries(
             str(target.uri),
             entries,

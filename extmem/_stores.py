@@ -110,6 +110,17 @@ def remote_names(uri: str) -> list[str]:
     return sorted(info.path[len(inner) :].lstrip("/") for info in listed if info.is_file)
 
 
+def check_bucket(uri: str) -> None:
+    """Refuse an output URI whose bucket (its path's first part) does not exist: extmem creates no bucket."""
+    import pyarrow.fs as pafs
+
+    filesystem, inner = resolve(uri)
+    assert filesystem is not None
+    bucket = inner.lstrip("/").split("/", 1)[0]
+    if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"the bucket {bucket!r} does not exist (extmem creates none)")
+
+
 def remote_exists(uri: str) -> bool:
     """Whether the object ``uri`` exists."""
     import pyarrow.fs as pafs

@@ -149,6 +149,10 @@ def test_outputs_go_to_the_store_complete_or_not_at_all(store: Store, remote_syn
     assert _objects(store, "out/pruned") == sorted(json.loads(_object(store, f"{out}/pruned/_manifest.json"))["files"] + ["_manifest.json"])
     with pytest.raises(extmem.OptionError, match="did not write"):
         extmem.explain(tmp_path / "m", remote_synth, f"s3://{BUCKET}/small", overwrite=True)  # the shards are not explain's files
+    with pytest.raises(extmem.OptionError, match="'out'.*no-such-bucket.*does not exist"):
+        extmem.predict(tmp_path / "m", remote_synth, "s3://no-such-bucket/p.parquet")
+    with pytest.raises(extmem.OptionError, match="'out'.*no-such-bucket.*does not exist"):
+        extmem.explain(tmp_path / "m", remote_synth, "s3://no-such-bucket/why")
     with pytest.raises(extmem.OptionError, match="local output folder"):
         extmem.train(remote_synth, preset="splice-sites", out=f"{out}/checkpointed", rounds=2, checkpoint_every=1)
 
