@@ -163,3 +163,12 @@ def upload_file(local: str | os.PathLike[str], uri: str) -> None:
     finally:
         with contextlib.suppress(OSError):
             filesystem.delete_file(partial)
+
+
+def download_file(uri: str, local: str | os.PathLike[str]) -> None:
+    """Copy the object ``uri`` to the local file ``local``."""
+    import pyarrow.fs as pafs
+
+    filesystem, inner = resolve(uri)
+    assert filesystem is not None
+    pafs.copy_files(inner, os.fspath(Path(local).resolve()), source_filesystem=filesystem)

@@ -18,6 +18,7 @@ from conftest import cache_dirs
 
 import extmem
 from extmem.read._discover import discover_shards
+from extmem.score._model import as_model
 
 BUCKET = "extmem-test"
 SECRET = "extmem-test-secret-never-logged"
@@ -124,7 +125,18 @@ def test_outputs_go_to_the_store_complete_or_not_at_all(store: Store, remote_syn
     remote = extmem.train(remote_synth, preset="splice-sites", out=f"{out}/model", rounds=3)
     assert _object(store, f"{out}/model/model.ubj") == (tmp_path / "m" / "model.ubj").read_bytes()
     assert remote.report["files"] == local.report["files"] and _objects(store, "out/model") == ["model.ubj", "report.json"]
+    np.testing.assert_array_equal(
+        extmem.Model.load(f"{out}/model").predict_proba(small_synth), extmem.Model.load(tmp_path / "m").predict_proba(small_synth)
+    )
+    extmem.predict(f"{out}/model", remote_synth, tmp_path / "from-remote-model.parquet", keep="gene_id")
     extmem.predict(tmp_path / "m", remote_synth, f"{out}/preds.parquet", keep="gene_id")
+    assert pq.read_table(tmp_path / "from-remote-model.parquet").equals(
+        pq.read_table(pa.BufferReader(_object(store, f"{out}/preds.parquet")))
+    )
+    linear = extmem.train_incremental(remote_synth, preset="splice-sites", algorithm="sgd_logistic", epochs=1, out=f"{out}/linear").model
+    np.testing.assert_array_equal(as_model(f"{out}/linear").predict_proba(small_synth), linear.predict_proba(small_synth))
+    with pytest.raises(extmem.OptionError, match="No model at"):
+        extmem.Model.load(f"{out}/nothing-here")
     extmem.predict(tmp_path / "m", small_synth, tmp_path / "preds.parquet", keep="gene_id")
     assert _object(store, f"{out}/preds.parquet") == (tmp_path / "preds.parquet").read_bytes()
     extmem.explain(tmp_path / "m", remote_synth, f"{out}/why", top=3)

@@ -7,8 +7,10 @@ inside XGBoost's parser.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,8 +20,10 @@ import numpy as np
 import xgboost as xgb
 
 from extmem._defaults import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE
+from extmem._folders import PrivateFolder
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._sink import sha256
+from extmem._stores import download_file, is_remote, remote_exists, remote_names
 from extmem.errors import OptionError
 from extmem.score._metrics import task_of
 from extmem.score._scorer import Scorer
@@ -55,7 +59,10 @@ class Model(Scorer):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Model:
-        """Load ``model.ubj`` from a model folder written by ``extmem train`` (or a model file)."""
+        """Load ``model.ubj`` from a model folder written by ``extmem train`` (or a model file), local or in object storage."""
+        if is_remote(os.fspath(path)):
+            with _downloaded(os.fspath(path)) as local:
+                return cls.load(local)
         file = Path(path)
         if file.is_dir():
             file = file / BOOSTER_MODEL_FILE
@@ -144,6 +151,32 @@ class Model(Scorer):
 ModelLike = str | os.PathLike[str] | Scorer | xgb.Booster
 
 
+@contextlib.contextmanager
+def _downloaded(uri: str) -> Iterator[Path]:
+    """A model folder or file in object storage, copied into a private local folder for as long as it is loaded."""
+    uri = uri.rstrip("/")
+    with PrivateFolder(None, prefix="extmem-model-", option="model") as folder:
+        try:
+            if uri.endswith((".ubj", ".npz", ".json")):
+                name = uri.rpartition("/")[2]
+                download_file(uri, folder.path / name)
+                if remote_exists(f"{uri.rpartition('/')[0]}/{REPORT_FILE}"):
+                    download_file(f"{uri.rpartition('/')[0]}/{REPORT_FILE}", folder.path / REPORT_FILE)
+                yield folder.path / name
+                return
+            present = set(remote_names(uri))
+            if not present & {BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE}:
+                msg = f"No model at {uri!r}: expected a prefix holding {BOOSTER_MODEL_FILE} or {INCREMENTAL_MODEL_FILE} (written by 'extmem train')."
+                raise OptionError(msg)
+            for name in (BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE):
+                if name in present:
+                    download_file(f"{uri}/{name}", folder.path / name)
+        except OSError as exc:
+            msg = f"Cannot read the model {uri!r}: {str(exc).splitlines()[0]}"
+            raise OptionError(msg) from None
+        yield folder.path
+
+
 def as_model(model: ModelLike) -> Scorer:
     """A trained model from a model folder/file, a :class:`Model` or :class:`IncrementalModel`, or an extmem-trained booster.
 
@@ -153,6 +186,9 @@ def as_model(model: ModelLike) -> Scorer:
         return model
     if isinstance(model, xgb.Booster):
         return Model.from_booster(model)
+    if is_remote(os.fspath(model)):
+        with _downloaded(os.fspath(model)) as local:
+            return as_model(local)
     path = Path(model)
     if (path / INCREMENTAL_MODEL_FILE).is_file() or path.suffix == ".npz":
         from extmem.score._incremental_model import IncrementalModel
