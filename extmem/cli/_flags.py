@@ -22,6 +22,7 @@ from extmem._presets import PRESETS, SPLICE_SITES
 from extmem.cli import _types as types
 
 DATA_HELP = "dataset: a folder of *.parquet shards, a glob such as 'data/batch_*.parquet', or one file; or a URI of any of these (s3://bucket/prefix/, gs://...)"
+MODEL_HELP = "model folder written by 'extmem train' (or a model file), local or a URI (s3://bucket/models/run1)"
 
 
 def budget_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:

@@ -24,7 +24,7 @@ from extmem._defaults import (
 from extmem._presets import SPLICE_SITES
 from extmem._version import __version__
 from extmem.cli import _types as types
-from extmem.cli._flags import DATA_HELP, TRAIN_EXAMPLES, budget_flag, common_flags, dataset_flags, row_flags, train_flags
+from extmem.cli._flags import DATA_HELP, MODEL_HELP, TRAIN_EXAMPLES, budget_flag, common_flags, dataset_flags, row_flags, train_flags
 
 
 def _add(commands: Any, name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "score a dataset with a trained model, streaming, into a parquet file",
         "example:\n  extmem predict model/ new_shards/ --out preds.parquet --keep gene_id,position",
     )
-    predict.add_argument("model", metavar="MODEL_DIR", help="model folder written by 'extmem train' (or a model file)")
+    predict.add_argument("model", metavar="MODEL_DIR", help=MODEL_HELP)
     predict.add_argument("data", metavar="DATA", help=DATA_HELP)
     predict.add_argument("--out", required=True, metavar="FILE", help="output parquet file: prob_<class> columns and predicted")
     predict.add_argument("--keep", metavar="COLUMNS", help="input columns to copy into the output, e.g. gene_id,position")
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "streaming metrics and confusion matrix of a model on a labelled dataset",
         "example:\n  extmem evaluate model/ test_shards/ --out metrics.json --plot pr.png",
     )
-    evaluate.add_argument("model", metavar="MODEL_DIR", help="model folder written by 'extmem train' (or a model file)")
+    evaluate.add_argument("model", metavar="MODEL_DIR", help=MODEL_HELP)
     evaluate.add_argument("data", metavar="DATA", help=DATA_HELP)
     evaluate.add_argument("--label", help="label column (default: the model's)")
     evaluate.add_argument(
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "examples:\n  extmem explain model/ shards/ --out why/ --keep gene_id,position --top 10\n"
         "  extmem explain model/ shards/ --out why/ --group-by gene_type --plot --memory-budget 1GiB",
     )
-    explain.add_argument("model", metavar="MODEL_DIR", help="model folder written by 'extmem train' (or a model file)")
+    explain.add_argument("model", metavar="MODEL_DIR", help=MODEL_HELP)
     explain.add_argument("data", metavar="DATA", help=DATA_HELP)
     explain.add_argument(
         "--out",
