@@ -27,11 +27,9 @@ MALLOC_ARENAS = 2
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    import ctypes.util  # imports subprocess and pathlib: only when needed
-
-    library = ctypes.util.find_library("c")
+    """The C library's symbols as the process already has them (no search, no subprocess); None where they cannot be had."""
     try:
-        return ctypes.CDLL(library) if library else None
+        return ctypes.CDLL(None)
     except OSError:
         return None
 

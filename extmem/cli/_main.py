@@ -27,9 +27,9 @@ _OUT_OF_MEMORY = (
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``extmem`` command; returns the exit status."""
     raise_on_signals()
-    limit_malloc_arenas()
-    use_system_arrow_pool()
     try:
+        limit_malloc_arenas()  # finds libc with a subprocess: a signal may arrive meanwhile
+        use_system_arrow_pool()
         return _stopped_status(_main(argv))
     except BaseException as exc:
         stop = exc if isinstance(exc, Stopped) else received_stop()  # a library may have turned the signal into its own error
