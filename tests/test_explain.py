@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
-from conftest import all_rows
+from conftest import all_rows, write_shard
 
 import extmem
 from extmem.read._discover import discover_shards
@@ -229,3 +229,21 @@ def test_a_bad_shard_leaves_no_output_folder(model_dir: Path, held_out: Path, tm
     with pytest.raises(extmem.ShardReadError, match="zz_broken.parquet"):
         extmem.explain(model_dir, data, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_plots_of_a_narrow_model_on_data_with_missing_values(tmp_path: Path) -> None:
+    """Fewer features than a plot shows, and missing values (grey in the beeswarm)."""
+    random = np.random.default_rng(0)
+    score = random.normal(size=400)
+    write_shard(
+        tmp_path / "d" / "s.parquet",
+        {
+            "a": [None if i % 7 == 0 else float(v) for i, v in enumerate(score)],
+            "b": random.normal(size=400).tolist(),
+            "y": (score > 0).astype(int).tolist(),
+        },
+    )
+    extmem.train(tmp_path / "d", label="y", out=tmp_path / "m", rounds=3)
+    report = extmem.explain(tmp_path / "m", tmp_path / "d", tmp_path / "x", plot=True)
+    assert {"importance.png", "summary.png"} <= set(report["files"]) and report["outputs"] == ["1"]
+    assert report["top_features"]["1"][0]["feature"] == "a"

@@ -38,15 +38,18 @@ def _colour_scale(values: np.ndarray) -> np.ndarray:
 
 
 def plot_explanations(folder: Path, trained: Scorer, sums: AttributionSums, sample: RowSample, batch_rows: int) -> list[str]:
+    """Write ``importance.png`` (each output's top features by mean |SHAP|) and, from the row sample, ``summary.png`` into ``folder``.
+
+    The sample's contributions are computed again, ``batch_rows`` at a time; returns the files written.
+    """
     plt = pyplot()
     outputs, names = trained.explained_outputs, trained.layout.names
     top = np.argsort(-sums.mean_absolute, axis=1, kind="stable")[:, :PLOT_FEATURES]
-    figure, axes = plt.subplots(
-        1, len(outputs), figsize=(6.5 * len(outputs), 0.35 * PLOT_FEATURES + 1.5), squeeze=False, layout="constrained"
-    )
+    shown = top.shape[1]
+    figure, axes = plt.subplots(1, len(outputs), figsize=(6.5 * len(outputs), 0.35 * shown + 1.5), squeeze=False, layout="constrained")
     for output, axis in enumerate(axes[0]):
-        shown = top[output][::-1]
-        axis.barh([names[i] for i in shown], sums.mean_absolute[output, shown])
+        ranked = top[output][::-1]
+        axis.barh([names[i] for i in ranked], sums.mean_absolute[output, ranked])
         axis.set(title=outputs[output], xlabel="mean |SHAP|")
     write_atomically(folder / IMPORTANCE_PLOT, lambda file: figure.savefig(file, format="png", dpi=110))
     plt.close(figure)
@@ -60,20 +63,16 @@ def plot_explanations(folder: Path, trained: Scorer, sums: AttributionSums, samp
         ]
     )
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, rows.shape[0])
-    figure, axes = plt.subplots(
-        1, len(outputs), figsize=(6.5 * len(outputs), 0.35 * PLOT_FEATURES + 1.5), squeeze=False, layout="constrained"
-    )
+    figure, axes = plt.subplots(1, len(outputs), figsize=(6.5 * len(outputs), 0.35 * shown + 1.5), squeeze=False, layout="constrained")
     for output, axis in enumerate(axes[0]):
         for place, column in enumerate(top[output]):
-            y = PLOT_FEATURES - 1 - place
+            y = shown - 1 - place
             features = _feature_values(rows, int(column), trained.layout.zero_is_missing[column])
             present = ~np.isnan(features)
             colour = _colour_scale(features[present])
             axis.scatter(values[~present, output, place], y + jitter[~present], s=4, c="lightgrey")
-            points = axis.scatter(
-                values[present, output, place], y + jitter[present], s=4, c=colour[present], cmap="coolwarm", vmin=0, vmax=1
-            )
-        axis.set_yticks(range(PLOT_FEATURES), [names[i] for i in top[output][::-1]])
+            points = axis.scatter(values[present, output, place], y + jitter[present], s=4, c=colour, cmap="coolwarm", vmin=0, vmax=1)
+        axis.set_yticks(range(shown), [names[i] for i in top[output][::-1]])
         axis.axvline(0, color="black", linewidth=0.5)
         axis.set(title=f"{outputs[output]} ({rows.shape[0]:,} sampled rows)", xlabel="SHAP value")
     figure.colorbar(points, ax=axes[0].tolist(), label="feature value (5th to 95th percentile; grey: missing)")
