@@ -83,56 +83,58 @@ MAX_INTERACTION_ROW_BYTES = 4 * 2**20
 """XGBoost computes every pair's interaction, (features + 1)² values per output and row: above this a row, interactions are refused."""
 
 
+def _feature_positions(layout: FeatureLayout, chosen: Sequence[str], option: str) -> list[int]:
+    """Positions of the ``chosen`` features in the model's layout, refused in one line when one is not the model's."""
+    unknown = [feature for feature in chosen if feature not in layout.names]
+    if unknown:
+        msg = f"The {option!r} feature {unknown[0]!r} is not one of the model's {len(layout.names):,} features (see Model.layout.names)."
+        raise OptionError(msg, options=(option,))
+    return [layout.names.index(feature) for feature in chosen]
+
+
 @dataclass(frozen=True)
 class ContributionColumns:
     """What ``contributions.parquet`` holds per output: the ``top`` features of each row, or every contribution of the ``full`` features."""
 
-    top: int = DEFAULT_EXPLAIN_TOP
-    full: tuple[str, ...] = ()
+    top: int
+    full: tuple[str, ...]
+    full_columns: tuple[int, ...]
+    names: pa.Array
+    """The model's feature names, as the top lists name them."""
 
+    @classmethod
+    def of(cls, layout: FeatureLayout, top: int, full: Sequence[str]) -> ContributionColumns:
+        """The columns for ``layout``, refused in one line when ``top`` is not a positive integer or a ``full`` feature unknown."""
+        if type(top) is not int or top < 1:
+            msg = f"The 'top' option must be a positive number of features. Got {top!r} instead."
+            raise OptionError(msg, options=("top",))
+        return cls(top, tuple(full), tuple(_feature_positions(layout, full, "full")), pa.array(layout.names, type=pa.string()))
 
-def _contribution_schema(trained: Scorer, carried: pa.Schema, options: ContributionColumns) -> pa.Schema:
-    fields = [prediction_field(trained)]
-    for output in trained.explained_outputs:
-        fields.append(pa.field(f"bias_{output}", pa.float32()))
-        if options.full:
-            fields.extend(pa.field(f"shap_{output}_{feature}", pa.float32()) for feature in options.full)
-        else:
-            fields.append(pa.field(f"top_{output}", TOP_TYPE))
-    check_no_clash(carried, [f.name for f in fields])
-    return pa.schema([*carried, *fields])
+    def schema(self, trained: Scorer, carried: pa.Schema) -> pa.Schema:
+        """The file's schema: the ``carried`` columns, the prediction, then per output its bias and contributions."""
+        fields = [prediction_field(trained)]
+        for output in trained.explained_outputs:
+            fields.append(pa.field(f"bias_{output}", pa.float32()))
+            if self.full:
+                fields.extend(pa.field(f"shap_{output}_{feature}", pa.float32()) for feature in self.full)
+            else:
+                fields.append(pa.field(f"top_{output}", TOP_TYPE))
+        check_no_clash(carried, [f.name for f in fields])
+        return pa.schema([*carried, *fields])
 
-
-def _contribution_batch(
-    trained: Scorer,
-    batch: RawBatch,
-    values: np.ndarray,
-    raw: np.ndarray,
-    schema: pa.Schema,
-    options: ContributionColumns,
-    keep: Sequence[str],
-) -> pa.RecordBatch:
-    arrays: list[pa.Array] = [batch.carried.column(name) for name in keep] if batch.carried is not None else []
-    arrays.append(prediction_array(trained, raw))
-    names = pa.array(trained.layout.names, type=pa.string())
-    full = [trained.layout.names.index(feature) for feature in options.full]
-    for output in range(values.shape[1]):
-        arrays.append(pa.array(values[:, output, -1]))
-        if full:
-            arrays.extend(pa.array(values[:, output, column]) for column in full)
-        else:
-            arrays.append(top_contributions(values[:, output, :-1], options.top, names))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def _check_options(layout: FeatureLayout, options: ContributionColumns) -> None:
-    if type(options.top) is not int or options.top < 1:
-        msg = f"The 'top' option must be a positive number of features. Got {options.top!r} instead."
-        raise OptionError(msg, options=("top",))
-    unknown = [feature for feature in options.full if feature not in layout.names]
-    if unknown:
-        msg = f"The 'full' feature {unknown[0]!r} is not one of the model's {len(layout.names):,} features (see Model.layout.names)."
-        raise OptionError(msg, options=("full",))
+    def batch(
+        self, trained: Scorer, batch: RawBatch, values: np.ndarray, raw: np.ndarray, schema: pa.Schema, keep: Sequence[str]
+    ) -> pa.RecordBatch:
+        """A batch's rows of the file, from its contributions ``values`` and raw predictions ``raw``."""
+        arrays: list[pa.Array] = [batch.carried.column(name) for name in keep] if batch.carried is not None else []
+        arrays.append(prediction_array(trained, raw))
+        for output in range(values.shape[1]):
+            arrays.append(pa.array(values[:, output, -1]))
+            if self.full:
+                arrays.extend(pa.array(values[:, output, column]) for column in self.full_columns)
+            else:
+                arrays.append(top_contributions(values[:, output, :-1], self.top, self.names))
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _interaction_row_bytes(outputs: int, features: int) -> int:
@@ -143,11 +145,8 @@ def _interaction_features(trained: Scorer, chosen: Sequence[str]) -> list[int]:
     """Positions of the ``interactions`` features, refused when unknown or when a row's interactions would be too large."""
     if not chosen:
         return []
+    positions = _feature_positions(trained.layout, chosen, "interactions")
     names = trained.layout.names
-    unknown = [feature for feature in chosen if feature not in names]
-    if unknown:
-        msg = f"The 'interactions' feature {unknown[0]!r} is not one of the model's {len(names):,} features (see Model.layout.names)."
-        raise OptionError(msg, options=("interactions",))
     size = _interaction_row_bytes(len(trained.explained_outputs), len(names))
     if size > MAX_INTERACTION_ROW_BYTES:
         msg = (
@@ -159,7 +158,7 @@ def _interaction_features(trained: Scorer, chosen: Sequence[str]) -> list[int]:
     if not trained.has_interactions:
         msg = f"SHAP interaction values need a tree model; this one is {trained.objective!r}, a model whose features do not interact."
         raise OptionError(msg, options=("interactions",))
-    return [names.index(feature) for feature in chosen]
+    return positions
 
 
 def explain(
@@ -197,18 +196,17 @@ def explain(
     if plot:
         pyplot()
     trained = as_model(model)
-    settings = ContributionColumns(top=top, full=column_names(full, "full"))
-    _check_options(trained.layout, settings)
+    columns = ContributionColumns.of(trained.layout, top, column_names(full, "full"))
     outputs, names = trained.explained_outputs, trained.layout.names
     pairs = _interaction_features(trained, column_names(interactions, "interactions"))
-    trained.own_importance()  # a model without contributions (naive Bayes) fails here, before any reading
+    own = trained.own_importance()  # a model without contributions (naive Bayes) fails here, before any reading
     dataset = as_dataset(data, options)
     kept = column_names(keep, "keep")
     carry = (*kept, *([group_by] if group_by is not None and group_by not in kept else []))
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
         selection = trained.select(dataset, carry)
-        schema = _contribution_schema(trained, pa.schema([selection.carried_schema.field(name) for name in kept]), settings)
+        schema = columns.schema(trained, pa.schema([selection.carried_schema.field(name) for name in kept]))
         features = len(names)
         row_bytes = len(outputs) * (features + 1) * 4 * CONTRIBUTION_COPIES + (features + 1) * REDUCTION_BYTES_PER_VALUE
         row_bytes += _interaction_row_bytes(len(outputs), features) if pairs else 0
@@ -238,15 +236,14 @@ def explain(
                         sample.add(X)
                     if interacting is not None:
                         interacting.add(trained.interactions(X))
-                    sink.write(_contribution_batch(trained, batch, values, trained.raw_predict(X), schema, settings, kept))
+                    sink.write(columns.batch(trained, batch, values, trained.raw_predict(X), schema, kept))
                     del values
                     bar.update(batch.rows)
             if overall.rows == 0:
                 raise no_rows_error(dataset, "to explain")
-            summary, files = _write_tables(staging.path, trained, overall, grouped, selection.carried_schema)
+            summary, files = _write_tables(staging.path, trained, own, overall, grouped, selection.carried_schema)
             if interacting is not None:
-                table = interacting.table(outputs, names)
-                write_atomically(staging.path / INTERACTIONS_FILE, lambda file: pq.write_table(table, file))
+                _write_parquet(staging.path / INTERACTIONS_FILE, interacting.table(outputs, names))
                 files.append(INTERACTIONS_FILE)
             if plot:
                 files.extend(plot_explanations(staging.path, trained, overall, sample, plan.batch_rows))
@@ -263,24 +260,29 @@ def explain(
     }
 
 
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    write_atomically(path, lambda file: pq.write_table(table, file))
+
+
 def _write_tables(
-    folder: Path, trained: Scorer, overall: AttributionSums, grouped: GroupedSums | None, carried: pa.Schema
+    folder: Path, trained: Scorer, own: dict[str, np.ndarray], overall: AttributionSums, grouped: GroupedSums | None, carried: pa.Schema
 ) -> tuple[dict[str, Any], list[str]]:
-    """Write the importance tables, the k-mer view and the JSON summary into ``folder``; return the summary and the files."""
+    """Write the importance tables (beside the model's ``own`` measures), the k-mer view and the JSON summary into ``folder``.
+
+    Returns the summary and the files written.
+    """
     outputs, names = trained.explained_outputs, trained.layout.names
-    own = trained.own_importance()
     table = overall.table(outputs, names, own)
-    write_atomically(folder / IMPORTANCE_FILE, lambda file: pq.write_table(table, file))
+    _write_parquet(folder / IMPORTANCE_FILE, table)
     files = [CONTRIBUTIONS_FILE, IMPORTANCE_FILE, SUMMARY_FILE]
     kmer_table, motifs = kmer_view(outputs, names, overall)
     if kmer_table is not None:
-        write_atomically(folder / KMERS_FILE, lambda file: pq.write_table(kmer_table, file))
+        _write_parquet(folder / KMERS_FILE, kmer_table)
         files.append(KMERS_FILE)
     if grouped is not None:
         value_type = carried.field(grouped.column).type
         value_type = value_type.value_type if pa.types.is_dictionary(value_type) else value_type
-        groups = grouped.table(outputs, names, own, value_type)
-        write_atomically(folder / GROUP_IMPORTANCE_FILE, lambda file: pq.write_table(groups, file))
+        _write_parquet(folder / GROUP_IMPORTANCE_FILE, grouped.table(outputs, names, own, value_type))
         files.append(GROUP_IMPORTANCE_FILE)
     order = np.argsort(-overall.mean_absolute, axis=1, kind="stable")[:, :SUMMARY_TOP]
     summary = {
