@@ -100,12 +100,18 @@ def resolve(path: str) -> tuple[pafs.FileSystem | None, str]:
     return filesystem, inner
 
 
+def remote(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and the path within it of a URI that :func:`is_remote`."""
+    filesystem, inner = resolve(uri)
+    assert filesystem is not None, f"{uri!r} is a local path"
+    return filesystem, inner
+
+
 def remote_names(uri: str) -> list[str]:
     """The names of the objects under the prefix ``uri`` (relative to it), [] when there are none."""
     import pyarrow.fs as pafs
 
-    filesystem, inner = resolve(uri)
-    assert filesystem is not None
+    filesystem, inner = remote(uri)
     listed = filesystem.get_file_info(pafs.FileSelector(inner, allow_not_found=True, recursive=True))
     return sorted(info.path[len(inner) :].lstrip("/") for info in listed if info.is_file)
 
@@ -114,8 +120,7 @@ def check_bucket(uri: str) -> None:
     """Refuse an output URI whose bucket (its path's first part) does not exist: extmem creates no bucket."""
     import pyarrow.fs as pafs
 
-    filesystem, inner = resolve(uri)
-    assert filesystem is not None
+    filesystem, inner = remote(uri)
     bucket = inner.lstrip("/").split("/", 1)[0]
     if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"the bucket {bucket!r} does not exist (extmem creates none)")
@@ -125,15 +130,13 @@ def remote_exists(uri: str) -> bool:
     """Whether the object ``uri`` exists."""
     import pyarrow.fs as pafs
 
-    filesystem, inner = resolve(uri)
-    assert filesystem is not None
+    filesystem, inner = remote(uri)
     return filesystem.get_file_info(inner).type == pafs.FileType.File
 
 
 def read_remote_text(uri: str) -> str | None:
     """The text of the object ``uri``, None when it cannot be read."""
-    filesystem, inner = resolve(uri)
-    assert filesystem is not None
+    filesystem, inner = remote(uri)
     try:
         with filesystem.open_input_stream(inner) as stream:
             return bytes(stream.read()).decode()
@@ -143,8 +146,7 @@ def read_remote_text(uri: str) -> str | None:
 
 def delete_remote(uri: str) -> None:
     """Delete the object ``uri`` (nothing when it is gone)."""
-    filesystem, inner = resolve(uri)
-    assert filesystem is not None
+    filesystem, inner = remote(uri)
     with contextlib.suppress(FileNotFoundError):
         filesystem.delete_file(inner)
 
@@ -153,8 +155,7 @@ def upload_file(local: str | os.PathLike[str], uri: str) -> None:
     """Copy the complete local file ``local`` to the object ``uri``: uploaded under a hidden partial name, then moved into place."""
     import pyarrow.fs as pafs
 
-    filesystem, inner = resolve(uri)
-    assert filesystem is not None
+    filesystem, inner = remote(uri)
     parent, _, name = inner.rpartition("/")
     partial = f"{parent}/.{name}.{secrets.token_hex(6)}{PARTIAL_UPLOAD_SUFFIX}"
     try:
@@ -169,6 +170,5 @@ def download_file(uri: str, local: str | os.PathLike[str]) -> None:
     """Copy the object ``uri`` to the local file ``local``."""
     import pyarrow.fs as pafs
 
-    filesystem, inner = resolve(uri)
-    assert filesystem is not None
+    filesystem, inner = remote(uri)
     pafs.copy_files(inner, os.fspath(Path(local).resolve()), source_filesystem=filesystem)

@@ -1,13 +1,62 @@
-"""Find a dataset's parquet shards: folders, globs and files, each file once."""
+"""Find a dataset's parquet shards: folders, globs and files, each file once; prefixes, patterns and objects in object storage."""
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
+import re
 from collections.abc import Iterable
 
+import pyarrow.fs as pafs
+
+from extmem._stores import is_remote, local_path, remote, split_uri
 from extmem.errors import InputPathError
-from extmem.read._storage import discover_remote, is_remote, local_path, visible
+
+
+def _visible(name: str) -> bool:
+    """Data files a folder or glob contributes: not hidden, not ``_metadata``-style, not an extmem partial file."""
+    return not name.startswith((".", "_"))
+
+
+def discover_remote(uri: str) -> list[str]:
+    """The shards a URI names: an object, the ``*.parquet`` objects under a prefix, or those a glob in its path matches."""
+    filesystem, inner = remote(uri)
+    root, _, options = split_uri(uri)
+
+    def as_uri(found: str) -> str:
+        if isinstance(filesystem, pafs.PyFileSystem):
+            return str(filesystem.handler.fs.unstrip_protocol(found))
+        return f"{root.split('://', 1)[0]}://{found.lstrip('/')}{options}"
+
+    try:
+        if glob.has_magic(inner):
+            base = inner[: re.search(r"[*?[]", inner).start()].rsplit("/", 1)[0]  # type: ignore[union-attr]
+            listed = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
+            matches = sorted(
+                info.path
+                for info in listed
+                if info.is_file and fnmatch.fnmatch(info.path.lstrip("/"), inner.lstrip("/")) and _visible(info.base_name)
+            )
+            if not matches:
+                msg = f"No object matches the pattern {uri!r}."
+                raise InputPathError(msg)
+            return [as_uri(path) for path in matches]
+        info = filesystem.get_file_info(inner)
+        if info.type == pafs.FileType.File:
+            return [uri]
+        if info.type == pafs.FileType.NotFound:
+            msg = f"The dataset path {uri!r} does not exist."
+            raise InputPathError(msg)
+        listed = filesystem.get_file_info(pafs.FileSelector(inner, recursive=False))
+    except OSError as exc:
+        msg = f"Cannot read the dataset path {uri!r}: {str(exc).splitlines()[0]}"
+        raise InputPathError(msg) from None
+    matches = sorted(info.path for info in listed if info.is_file and info.base_name.endswith(".parquet") and _visible(info.base_name))
+    if not matches:
+        msg = f"The prefix {uri!r} holds no .parquet objects."
+        raise InputPathError(msg)
+    return [as_uri(path) for path in matches]
 
 
 def discover_shards(paths: Iterable[str]) -> list[str]:
@@ -31,14 +80,14 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
             continue
         path = local_path(path)
         if glob.has_magic(path):
-            matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p) and visible(os.path.basename(p)))
+            matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p) and _visible(os.path.basename(p)))
             if not matches:
                 msg = f"No file matches the pattern {path!r}."
                 raise InputPathError(msg)
             shards.extend(matches)
         elif os.path.isdir(path):
             matches = sorted(
-                entry.path for entry in os.scandir(path) if entry.name.endswith(".parquet") and visible(entry.name) and entry.is_file()
+                entry.path for entry in os.scandir(path) if entry.name.endswith(".parquet") and _visible(entry.name) and entry.is_file()
             )
             if not matches:
                 msg = f"The folder {path!r} holds no .parquet files."

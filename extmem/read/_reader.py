@@ -23,11 +23,12 @@ import pyarrow.parquet as pq
 from extmem._allocators import release_freed_memory
 from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
 from extmem._layout import KMER_COLUMN, FeatureLayout
+from extmem._stores import resolve
 from extmem.errors import FilterError, LabelError, read_failure
 from extmem.read._filters import quoted
 from extmem.read._holdout import holdout_mask
 from extmem.read._selection import Selection
-from extmem.read._storage import open_parquet, resolve
+from extmem.read._storage import open_parquet
 
 _PARQUET = ds.ParquetFileFormat()
 _LOCAL = pafs.LocalFileSystem()
