@@ -20,6 +20,7 @@ from extmem._contracts import Block
 from extmem._folders import CACHE_PREFIX as PREFIX
 from extmem._folders import LOCK_FILE
 from extmem.encode._blocks import Encoder, concat_blocks
+from extmem.read._discover import discover_shards
 from extmem.read._reader import read_batches
 from extmem.read._selection import Selection
 
@@ -38,6 +39,22 @@ def small_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3,000 rows in 3 shards of 4-mer data (256 k-mer columns, differing per shard)."""
     out = tmp_path_factory.mktemp("small_synth")
     extmem.synth(out, extmem.SynthOptions(rows=3000, shards=3, k=4, seq_len=40, row_group_rows=500, seed=7))
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 15-round model of ``small_synth`` (read only: tests that change a model copy it)."""
+    out = tmp_path_factory.mktemp("model")
+    extmem.train(small_synth, preset="splice-sites", out=out, rounds=15, params={"max_depth": 4})
+    return out
+
+
+@pytest.fixture(scope="session")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1,200 rows of the same kind as ``small_synth``, from another seed: data a model has not seen."""
+    out = tmp_path_factory.mktemp("held_out")
+    extmem.synth(out, extmem.SynthOptions(rows=1200, shards=2, k=4, seq_len=40, row_group_rows=300, seed=21))
     return out
 
 
@@ -83,6 +100,15 @@ def write_shard(path: Path, columns: dict[str, list], row_group_size: int | None
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), path, row_group_size=row_group_size)
     return path
+
+
+def with_broken_shard(source: Path, folder: Path) -> Path:
+    """``folder`` holding a copy of the shards of ``source`` and, last in order, ``zz_broken.parquet``, which no reader can read."""
+    folder.mkdir(parents=True)
+    for shard in discover_shards([str(source)]):
+        (folder / Path(shard).name).write_bytes(Path(shard).read_bytes())
+    (folder / "zz_broken.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    return folder
 
 
 def kill_while_staging(command: list[str], staging_parent: Path, staging_prefix: str) -> None:

@@ -11,26 +11,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
-from conftest import all_rows, write_shard
+from conftest import all_rows, with_broken_shard, write_shard
 
 import extmem
 from extmem.read._discover import discover_shards
 from extmem.score._explain import RowSample, top_contributions
 from extmem.score._incremental_model import FeatureParts
-
-
-@pytest.fixture(scope="module")
-def model_dir(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("model")
-    extmem.train(small_synth, preset="splice-sites", out=out, rounds=15, params={"max_depth": 4})
-    return out
-
-
-@pytest.fixture(scope="module")
-def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("held_out")
-    extmem.synth(out, extmem.SynthOptions(rows=1200, shards=2, k=4, seq_len=40, row_group_rows=300, seed=21))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -221,11 +207,7 @@ def test_top_contributions_and_the_row_sample() -> None:
 
 
 def test_a_bad_shard_leaves_no_output_folder(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    for shard in discover_shards([str(held_out)]):
-        (data / Path(shard).name).write_bytes(Path(shard).read_bytes())
-    (data / "zz_broken.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    data = with_broken_shard(held_out, tmp_path / "data")
     with pytest.raises(extmem.ShardReadError, match="zz_broken.parquet"):
         extmem.explain(model_dir, data, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -8,25 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 import xgboost as xgb
-from conftest import write_shard
+from conftest import with_broken_shard, write_shard
 from sklearn import metrics as skm
 
 import extmem
 from extmem.read._discover import discover_shards
-
-
-@pytest.fixture(scope="module")
-def model_dir(small_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("model")
-    extmem.train(small_synth, preset="splice-sites", out=out, rounds=15, params={"max_depth": 4})
-    return out
-
-
-@pytest.fixture(scope="module")
-def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("held_out")
-    extmem.synth(out, extmem.SynthOptions(rows=1200, shards=2, k=4, seq_len=40, row_group_rows=300, seed=21))
-    return out
 
 
 def _read_all(path: Path) -> pa.Table:
@@ -139,11 +125,7 @@ def test_predict_on_unrelated_data_is_refused(model_dir: Path, tmp_path: Path) -
 
 
 def test_a_read_error_midway_removes_the_partial_output(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    for shard in discover_shards([str(held_out)]):
-        (data / Path(shard).name).write_bytes(Path(shard).read_bytes())
-    (data / "zz_broken.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    data = with_broken_shard(held_out, tmp_path / "data")
     with pytest.raises(extmem.ShardReadError, match="zz_broken.parquet"):
         extmem.predict(model_dir, data, tmp_path / "out" / "preds.parquet")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

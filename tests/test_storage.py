@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
-from conftest import cache_dirs
+from conftest import cache_dirs, with_broken_shard
 
 import extmem
 from extmem.read._discover import discover_shards
@@ -170,11 +170,7 @@ def test_outputs_go_to_the_store_complete_or_not_at_all(store: Store, remote_syn
 
 
 def test_a_failed_run_leaves_no_object(store: Store, remote_synth: str, small_synth: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    for shard in discover_shards([str(small_synth)]):
-        (data / Path(shard).name).write_bytes(Path(shard).read_bytes())
-    (data / "zz_broken.parquet").write_bytes(b"PAR1" + b"\0" * 100 + b"PAR1")
+    data = with_broken_shard(small_synth, tmp_path / "data")
     extmem.train(small_synth, preset="splice-sites", out=tmp_path / "m", rounds=2)
     command = [sys.executable, "-m", "extmem", "predict", str(tmp_path / "m"), str(data), "--out", f"s3://{BUCKET}/failed/p.parquet"]
     run = subprocess.run([*command, "--no-progress"], capture_output=True, text=True, check=False)
