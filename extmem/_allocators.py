@@ -46,18 +46,6 @@ def allocators_limited() -> bool:
     return os.environ.get("ARROW_DEFAULT_MEMORY_POOL") == "system"
 
 
-def limit_allocators() -> None:
-    """Cap glibc's arenas and make pyarrow allocate through the system allocator, from now on (a run under a budget).
-
-    Arenas and pyarrow buffers made before stay as they are; new ones follow the new settings.
-    """
-    limit_malloc_arenas()
-    import pyarrow as pa
-
-    if pa.default_memory_pool().backend_name != "system" and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        pa.set_memory_pool(pa.system_memory_pool())
-
-
 def release_freed_memory() -> None:
     """Give memory freed to glibc's heap back to the kernel.
 
@@ -69,7 +57,7 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
+def _limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
     """Cap glibc's arenas for the rest of the process, unless ``MALLOC_ARENA_MAX`` already says how many.
 
     Call it before threads start allocating: arenas already made stay.
@@ -82,21 +70,24 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
         _arenas_limited = int(os.environ["MALLOC_ARENA_MAX"]) <= arenas
 
 
-def use_system_arrow_pool() -> None:
-    """Make pyarrow allocate through the system allocator, unless ``ARROW_DEFAULT_MEMORY_POOL`` says otherwise.
+def limit_allocators() -> None:
+    """Cap glibc's arenas and make pyarrow allocate through the system allocator, from now on.
 
-    Call it before pyarrow is imported: it sets the variable pyarrow reads when it starts.
+    ``MALLOC_ARENA_MAX`` and ``ARROW_DEFAULT_MEMORY_POOL``, when set, say otherwise. Before pyarrow
+    is imported this sets the variable it reads when it starts; after, it switches pyarrow's default
+    pool. Arenas and buffers made before stay as they are.
     """
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    _limit_malloc_arenas()
+    if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
+        return
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is None:
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    elif pyarrow.default_memory_pool().backend_name != "system":
+        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
 
 
 def prepare_for_data_limit() -> None:
-    """Under a data limit (``prlimit --data``), set up the allocators as the command line does.
-
-    pyarrow's pool can change only before pyarrow is imported; the arenas are capped either way.
-    """
-    if resource.getrlimit(resource.RLIMIT_DATA)[0] == resource.RLIM_INFINITY:
-        return
-    limit_malloc_arenas()
-    if "pyarrow" not in sys.modules:
-        use_system_arrow_pool()
+    """Under a data limit (``prlimit --data``), set up the allocators as the command line does (:func:`limit_allocators`)."""
+    if resource.getrlimit(resource.RLIMIT_DATA)[0] != resource.RLIM_INFINITY:
+        limit_allocators()

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from extmem._allocators import limit_malloc_arenas, use_system_arrow_pool
+from extmem._allocators import limit_allocators
 from extmem._signals import Stopped, forget_signals, ignore_signals, raise_on_signals, received_stop
 from extmem.errors import ExtmemError
 
@@ -28,8 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``extmem`` command; returns the exit status."""
     raise_on_signals()
     try:
-        limit_malloc_arenas()  # finds libc with a subprocess: a signal may arrive meanwhile
-        use_system_arrow_pool()
+        limit_allocators()  # inside: a signal may arrive meanwhile
         return _stopped_status(_main(argv))
     except BaseException as exc:
         stop = exc if isinstance(exc, Stopped) else received_stop()  # a library may have turned the signal into its own error
