@@ -8,6 +8,7 @@ into pages. :class:`PackedBlock` describes a shard's packed columns, as its foot
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,6 +99,9 @@ class RawBatch:
     ``columns`` holds the feature columns this shard has (and a packed ``block``'s two list
     columns, a sequence column to count k-mers from); ``label`` is class ids or values,
     ``weight`` row weights, ``carried`` the columns passed through unchanged (predictions' ids).
+    ``parts``, when set, gives the rest of the feature columns (plain numeric ones), decoded a
+    subset of columns at a time when called, each part holding all the batch's rows: the reader
+    hands over a whole row group so, and the call is valid until it is asked for its next batch.
     """
 
     columns: pa.RecordBatch
@@ -107,6 +111,7 @@ class RawBatch:
     label: np.ndarray | None = None
     weight: np.ndarray | None = None
     carried: pa.RecordBatch | None = None
+    parts: Callable[[], Iterator[pa.RecordBatch]] | None = None
 
     @property
     def rows(self) -> int:

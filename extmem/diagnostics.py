@@ -21,11 +21,11 @@ from extmem._contracts import Block
 from extmem._layout import KmerEncoding
 from extmem._measure import MemoryMonitor, MemorySample
 from extmem._units import format_size, parse_size
-from extmem.encode._blocks import Encoder, pages
+from extmem.encode._blocks import Encoder
 from extmem.encode._kmers import sequence_entries
+from extmem.encode._pages import read_pages
 from extmem.read._dataset import DatasetLike, as_dataset
 from extmem.read._discover import discover_shards
-from extmem.read._reader import read_batches
 from extmem.read._scan import NUMERIC, Schema, scan
 from extmem.read._selection import Selection, select_dataset
 from extmem.xgb._iterator import IterStats
@@ -62,7 +62,7 @@ def stream_pages(data: DatasetLike, *, batch_rows: int = 2048, page_rows: int = 
     """The pages XGBoost receives for ``data``: read, encoded and grouped as a build does (one pass)."""
     selection = selection_of(data, **options)
     encoder = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)
-    return pages(map(encoder, read_batches(selection, batch_rows)), page_rows)
+    return read_pages(selection, encoder, batch_rows, page_rows)
 
 
 @contextmanager

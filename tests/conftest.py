@@ -19,7 +19,8 @@ import extmem
 from extmem._contracts import Block
 from extmem._folders import CACHE_PREFIX as PREFIX
 from extmem._folders import LOCK_FILE
-from extmem.encode._blocks import Encoder, concat_blocks
+from extmem.encode._blocks import Encoder
+from extmem.encode._pages import concat_blocks
 from extmem.read._discover import discover_shards
 from extmem.read._reader import read_batches
 from extmem.read._selection import Selection

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from extmem import Dataset
 from extmem._contracts import ReadCounters
 from extmem._layout import FeatureLayout
-from extmem.encode._blocks import Encoder, concat_blocks, pages, to_csr, to_dense
+from extmem.encode._blocks import Encoder, to_csr, to_dense
 from extmem.encode._features import FeatureColumns, wide_features
+from extmem.encode._pages import concat_blocks, pages
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
 from extmem.tools._pack import rewrite_shard

@@ -15,9 +15,9 @@ from conftest import all_rows, cache_dirs, write_shard
 import extmem
 from extmem import Dataset, ShardReadError
 from extmem._folders import LOCK_FILE, PrivateFolder
+from extmem.encode import _pages as reading_pages
 from extmem.read._reader import read_batches, sample_row_groups
 from extmem.read._selection import select_dataset
-from extmem.xgb import _build as build
 from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import matrix_info, open_matrix
 
@@ -147,11 +147,11 @@ def test_cache_dir_must_exist(tmp_path: Path) -> None:
 def test_large_datasets_take_cuts_from_a_sample(small_synth: Path, cache_root: Path, spool: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a spool, whole row groups (500 rows) are read again; with one, pages (500 rows here) are replayed from it."""
     passes = []
-    read = build.read_batches
+    read = reading_pages.read_batches
     monkeypatch.setattr(
-        build,
+        reading_pages,
         "read_batches",
-        lambda selection, rows, refs=None, counters=None: passes.append(refs) or read(selection, rows, refs, counters),
+        lambda selection, rows, refs=None, counters=None, **whole: passes.append(refs) or read(selection, rows, refs, counters, **whole),
     )
     sampled = extmem.dmatrix(
         small_synth, preset="splice-sites", sketch_rows=900, seed=4, cache_dir=cache_root, cache="disk", spool=spool, page_rows=500

@@ -12,9 +12,9 @@ from conftest import all_rows, kill_while_staging, write_shard
 
 import extmem
 from extmem._contracts import PACKED_METADATA_KEY as METADATA_KEY
+from extmem.encode import _pages as reading_pages
 from extmem.read._selection import select_dataset
 from extmem.tools._pack import pack
-from extmem.xgb import _build as build
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +72,13 @@ def test_training_on_packed_data_gives_the_wide_model(small_synth: Path, packed_
 
 def test_spool_replays_the_first_pass(small_synth: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = {"count": 0}
-    original = build.read_batches
+    original = reading_pages.read_batches
 
     def counting(*args: object, **kwargs: object) -> object:
         reads["count"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(build, "read_batches", counting)
+    monkeypatch.setattr(reading_pages, "read_batches", counting)
     spooled = extmem.dmatrix(small_synth, preset="splice-sites", spool=True)
     assert reads["count"] == 1
     reads["count"] = 0

@@ -9,6 +9,7 @@ error naming its column.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from extmem._contracts import Block, PackedBlock, RawBatch
 from extmem._layout import FeatureLayout
 from extmem.encode._features import FeatureColumns, FeaturePlan
 from extmem.encode._float32 import as_float32
+from extmem.encode._kmers import canonical_rows
 from extmem.encode._packed import PackedRows
 from extmem.errors import FeatureValueError, SchemaError
 
@@ -43,22 +45,62 @@ CHUNK_VALUES = 1 << 22
 """Cells of the float matrix that wide columns are converted into, a chunk of columns at a time (32 MiB as float64)."""
 
 
-def to_csr(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> sp.csr_matrix:
-    """Convert a batch's feature values to float32 CSR in layout column order.
+def to_csr(
+    features: FeatureColumns, layout: FeatureLayout, where: str = "the input", parts: Iterable[FeatureColumns] = ()
+) -> sp.csr_matrix:
+    """Convert a batch's feature values (and further wide ``parts`` of the same rows) to float32 CSR in layout column order.
 
     Count columns (``layout.zero_is_missing``) store only non-zero, non-null entries;
     other columns store every non-null value, zeros included, so XGBoost keeps them.
     Wide columns are converted by Arrow, a chunk at a time, into a column-major matrix (nulls as
     NaN) whose kept cells, found in one vectorized pass, are already in CSC order; the result is
-    converted once to CSR. Packed entries, already CSR, are merged in row by row.
+    converted once to CSR. Packed entries, already CSR, are merged in row by row. ``parts`` are
+    consumed one at a time, so only one is held decoded.
     """
     rows, n_columns = features.rows, len(layout.names)
+    chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    packed: list[PackedRows] = []
+    for source in itertools.chain([features], parts):
+        chunks.extend(_kept_cells(source, layout, where))
+        if source.packed is not None and source.packed.values.size:
+            packed.append(source.packed)
+    positions = np.concatenate([chunk[0] for chunk in chunks]) if chunks else np.zeros(0, dtype=np.int64)
+    counts = np.concatenate([chunk[1] for chunk in chunks]) if chunks else np.zeros(0, dtype=np.int64)
+    indices = np.concatenate([chunk[2] for chunk in chunks]) if chunks else np.zeros(0, dtype=np.int32)
+    data = np.concatenate([chunk[3] for chunk in chunks]) if chunks else np.zeros(0, dtype=np.float32)
+    del chunks
+    if positions.size > 1 and (np.diff(positions) < 0).any():  # parts interleave in layout order: put columns in order
+        order = np.argsort(positions, kind="stable")
+        starts = np.cumsum(counts) - counts
+        counts = counts[order]
+        gather = np.repeat(starts[order] - (np.cumsum(counts) - counts), counts) + np.arange(indices.size)
+        indices, data, positions = indices[gather], data[gather], positions[order]
+    indptr = np.zeros(n_columns + 1, dtype=np.int64)
+    column_counts = np.zeros(n_columns, dtype=np.int64)
+    column_counts[positions] = counts
+    np.cumsum(column_counts, out=indptr[1:])
+    matrix = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns)).tocsr()
+    if not packed:
+        return matrix
+    return _merge_rows(matrix, _summed(packed, rows))
+
+
+def _summed(packed: list[PackedRows], rows: int) -> PackedRows:
+    """Sparse entries of several sources for the same rows (folded k-mers of several parts), summed per row and position."""
+    if len(packed) == 1:
+        return packed[0]
+    row_of = np.concatenate([np.repeat(np.arange(rows), np.diff(entries.offsets)) for entries in packed])
+    positions = np.concatenate([entries.positions for entries in packed])
+    return PackedRows(*canonical_rows(rows, row_of, positions, np.concatenate([entries.values for entries in packed])))
+
+
+def _kept_cells(
+    features: FeatureColumns, layout: FeatureLayout, where: str
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Kept cells of the wide columns a chunk at a time: (layout positions, cells per position, row indices, float32 values), in CSC order."""
+    rows, wide = features.rows, features.wide
     sparse_mask = layout.sparse_mask
-    wide = features.wide
     chunk_columns = max(1, CHUNK_VALUES // max(rows, 1))
-    counts = np.zeros(n_columns, dtype=np.int64)
-    row_indices: list[np.ndarray] = []
-    values: list[np.ndarray] = []
     for start in range(0, wide.num_columns if rows else 0, chunk_columns):
         chunk = wide.select(list(range(start, min(start + chunk_columns, wide.num_columns))))
         cells = np.asarray(chunk.to_tensor(null_to_nan=True, row_major=False)).T  # (columns, rows), C-ordered
@@ -66,19 +108,8 @@ def to_csr(features: FeatureColumns, layout: FeatureLayout, where: str = "the in
         kept = ~np.isnan(cells)
         kept &= (cells != 0) | ~sparse_mask[positions][:, None]
         slots, chunk_rows = np.divmod(np.flatnonzero(kept), rows)
-        counts[positions] = np.bincount(slots, minlength=chunk.num_columns)
-        row_indices.append(chunk_rows.astype(np.int32))
-        values.append(
-            as_float32(cells[slots, chunk_rows], lambda i, slots=slots, positions=positions: layout.names[positions[slots[i]]], where)
-        )
-    indptr = np.zeros(n_columns + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    indices = np.concatenate(row_indices) if row_indices else np.zeros(0, dtype=np.int32)
-    data = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
-    matrix = sp.csc_matrix((data, indices, indptr), shape=(rows, n_columns)).tocsr()
-    if features.packed is None or features.packed.values.size == 0:
-        return matrix
-    return _merge_rows(matrix, features.packed)
+        values = as_float32(cells[slots, chunk_rows], lambda i, slots=slots, positions=positions: layout.names[positions[slots[i]]], where)
+        yield positions, np.bincount(slots, minlength=chunk.num_columns), chunk_rows.astype(np.int32), values
 
 
 def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:
@@ -101,14 +132,22 @@ def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:
     return merged
 
 
-def to_dense(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> np.ndarray:
-    """Convert a batch's feature values to a C-ordered float32 matrix, missing values as NaN; an infinite value is an error."""
+def to_dense(features: FeatureColumns, layout: FeatureLayout, where: str = "the input", parts: Iterable[FeatureColumns] = ()) -> np.ndarray:
+    """Convert a batch's feature values (and wide ``parts`` of the same rows) to a C-ordered float32 matrix, missing values as NaN.
+
+    An infinite value is an error.
+    """
     out = np.full((features.rows, len(layout.names)), np.nan, dtype=np.float32)
-    for column, position in zip(features.wide.columns, features.positions):
-        out[:, position] = as_float32(_column_values(column), lambda _, position=position: layout.names[position], where)
-    if features.packed is not None:
-        rows = np.repeat(np.arange(features.rows), np.diff(features.packed.offsets))
-        out[rows, features.packed.positions] = features.packed.values
+    packed: list[PackedRows] = []
+    for source in itertools.chain([features], parts):
+        for column, position in zip(source.wide.columns, source.positions):
+            out[:, position] = as_float32(_column_values(column), lambda _, position=position: layout.names[position], where)
+        if source.packed is not None and source.packed.values.size:
+            packed.append(source.packed)
+    if packed:
+        entries = _summed(packed, features.rows)
+        rows = np.repeat(np.arange(features.rows), np.diff(entries.offsets))
+        out[rows, entries.positions] = entries.values
     _check_finite(out, layout, where)
     return out
 
@@ -126,49 +165,72 @@ def _check_finite(X: sp.csr_matrix | np.ndarray, layout: FeatureLayout, where: s
         raise FeatureValueError(msg)
 
 
-def to_matrix(features: FeatureColumns, layout: FeatureLayout, where: str = "the input") -> sp.csr_matrix | np.ndarray:
-    """Feature values in layout order as CSR if any column is a count column, dense otherwise.
+def to_matrix(
+    features: FeatureColumns, layout: FeatureLayout, where: str = "the input", parts: Iterable[FeatureColumns] = ()
+) -> sp.csr_matrix | np.ndarray:
+    """Feature values (and wide ``parts`` of the same rows) in layout order as CSR if any column is a count column, dense otherwise.
 
     NaN and nulls are missing values; an infinite value, or one beyond float32's range, is an
     error naming its column and ``where``.
     """
     if not any(layout.zero_is_missing):
-        return to_dense(features, layout, where)
-    X = to_csr(features, layout, where)
+        return to_dense(features, layout, where, parts)
+    X = to_csr(features, layout, where, parts)
     _check_finite(X, layout, where)
     return X
 
 
 class Encoder:
-    """Encodes raw batches of one dataset with one layout; the per-shard :class:`FeaturePlan` is made once per shard."""
+    """Encodes raw batches of one dataset with one layout; a :class:`FeaturePlan` is made once per set of columns."""
+
+    PLANS_KEPT = 256
+    """Plans kept (a shard's batches, or a whole row group's parts, share theirs)."""
 
     def __init__(self, layout: FeatureLayout, *, strict_categories: bool = False) -> None:
         self.layout = layout
         self.strict_categories = strict_categories
-        self._plan_key: tuple[tuple[str, ...], PackedBlock | None] | None = None
-        self._plan: FeaturePlan | None = None
+        self._plans: dict[tuple[tuple[str, ...], PackedBlock | None], FeaturePlan] = {}
         self.seconds = 0.0
         """Time spent encoding so far (counted where the work happens)."""
 
     def plan(self, names: tuple[str, ...], block: PackedBlock | None) -> FeaturePlan:
         """The feature plan for a batch holding the columns ``names`` (and packed ``block``)."""
-        if self._plan is None or self._plan_key != (names, block):
-            self._plan = FeaturePlan.build(self.layout, set(names), block, self.strict_categories)
-            self._plan_key = (names, block)
-        return self._plan
+        plan = self._plans.get((names, block))
+        if plan is None:
+            if len(self._plans) >= self.PLANS_KEPT:
+                self._plans.clear()
+            plan = self._plans[names, block] = FeaturePlan.build(self.layout, set(names), block, self.strict_categories)
+        return plan
 
     def features(self, batch: RawBatch) -> FeatureColumns:
-        """The batch's feature values in layout positions, before conversion to a matrix."""
+        """The feature values of the batch's :attr:`RawBatch.columns` in layout positions, before conversion to a matrix."""
         plan = self.plan(tuple(batch.columns.schema.names), batch.block)
         return plan.features(batch.columns, batch.where, self.layout.kmer_offset)
 
     def __call__(self, batch: RawBatch) -> Block:
-        """The batch as a block of float32 rows (see :func:`to_matrix`), with its labels and weights."""
+        """The batch as a block of float32 rows (see :func:`to_matrix`), with its labels and weights.
+
+        The time spent decoding the batch's parts counts for the reader, not here.
+        """
         started = time.perf_counter()
+        decoding = [0.0]
         try:
-            return Block(to_matrix(self.features(batch), self.layout, batch.where), batch.label, batch.weight)
+            parts = () if batch.parts is None else self._part_features(batch, decoding)
+            return Block(to_matrix(self.features(batch), self.layout, batch.where, parts), batch.label, batch.weight)
         finally:
-            self.seconds += time.perf_counter() - started
+            self.seconds += time.perf_counter() - started - decoding[0]
+
+    def _part_features(self, batch: RawBatch, decoding: list[float]) -> Iterator[FeatureColumns]:
+        """The feature values of each of the batch's parts as it is decoded, the decoding time added to ``decoding``."""
+        assert batch.parts is not None
+        parts = batch.parts()
+        while True:
+            started = time.perf_counter()
+            part = next(parts, None)
+            decoding[0] += time.perf_counter() - started
+            if part is None:
+                return
+            yield self.plan(tuple(part.schema.names), None).features(part, batch.where, self.layout.kmer_offset)
 
 
 def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
@@ -252,34 +314,3 @@ def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> FeatureColu
             msg = f"The input column {name!r} has type {kind}; the model uses it as a numeric feature."
             raise SchemaError(msg)
     return plan.features(batch, "the input", layout.kmer_offset)
-
-
-def concat_blocks(blocks: list[Block]) -> Block:
-    """Stack blocks vertically (labels and weights too)."""
-    if len(blocks) == 1:
-        return blocks[0]
-    if sp.issparse(blocks[0].X):
-        X: sp.csr_matrix | np.ndarray = sp.vstack([b.X for b in blocks], format="csr")
-    else:
-        X = np.vstack([b.X for b in blocks])
-    label = None if blocks[0].label is None else np.concatenate([b.label for b in blocks])
-    weight = None if blocks[0].weight is None else np.concatenate([b.weight for b in blocks])
-    return Block(X, label, weight)
-
-
-def pages(blocks: Iterable[Block], page_rows: int) -> Iterator[Block]:
-    """Group blocks into pages of at least ``page_rows`` rows (the last may be smaller).
-
-    XGBoost keeps state per external-memory page, so pages of tens of thousands of rows
-    keep its memory flat while batches stay small enough to decode cheaply.
-    """
-    pending: list[Block] = []
-    pending_rows = 0
-    for block in blocks:
-        pending.append(block)
-        pending_rows += block.rows
-        if pending_rows >= page_rows:
-            yield concat_blocks(pending)
-            pending, pending_rows = [], 0
-    if pending:
-        yield concat_blocks(pending)

@@ -3,6 +3,10 @@
 Each shard's footer is parsed once per pass and freed before the next shard is opened (a wide
 shard's parsed footer is large, see :mod:`extmem.read._scan`). Row groups whose statistics
 cannot match the filter are skipped unread; only the columns a shard contributes are decoded.
+Row groups come in row batches of every column, or, when the caller allows whole row groups,
+whole: their other columns first, their plain numeric feature columns as parts of a few hundred
+columns decoded when the encoder asks for them, which decodes wide shards several times faster
+in no more memory than a batch of every column.
 Labels leave as class ids or finite float32 values, weights as finite float32 values; feature
 columns stay arrow columns for the encode step.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -27,12 +32,14 @@ from extmem._stores import resolve
 from extmem.errors import FilterError, LabelError, read_failure
 from extmem.read._filters import quoted
 from extmem.read._holdout import holdout_mask
+from extmem.read._parts import WholeRowGroups, one_batch, part_reader
 from extmem.read._selection import Selection
 from extmem.read._storage import open_parquet
 
 _PARQUET = ds.ParquetFileFormat()
 _LOCAL = pafs.LocalFileSystem()
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ROW = "__extmem_row"
 
 
 def shard_columns(layout: FeatureLayout, present: Iterable[str], block: PackedBlock | None) -> list[str]:
@@ -78,11 +85,18 @@ def sample_row_groups(selection: Selection, target_rows: int, seed: int) -> list
 
 
 def read_batches(
-    selection: Selection, batch_rows: int, refs: list[RowGroupRef] | None = None, counters: ReadCounters | None = None
+    selection: Selection,
+    batch_rows: int,
+    refs: list[RowGroupRef] | None = None,
+    counters: ReadCounters | None = None,
+    *,
+    whole_rows: int = 0,
 ) -> Iterator[RawBatch]:
     """One pass over the selection (or only the row groups ``refs``), in batches of at most ``batch_rows`` rows.
 
-    ``counters`` (if given) count what the pass read. Without ``refs``, ``max_rows`` caps the rows.
+    Row groups of up to ``whole_rows`` rows may come whole instead, their plain numeric feature
+    columns in :attr:`RawBatch.parts` of about the decoded bytes of ``batch_rows`` rows of every
+    column. ``counters`` (if given) count what the pass read. Without ``refs``, ``max_rows`` caps the rows.
     """
     counters = counters if counters is not None else ReadCounters()
     remaining = selection.dataset.max_rows if refs is None else None
@@ -94,7 +108,8 @@ def read_batches(
     for shard in selection.schema.shards:
         if wanted is not None and shard not in wanted:
             continue
-        for batch in _timed(_shard_batches(selection, shard, None if wanted is None else wanted[shard], batch_rows, counters), counters):
+        shard_batches = _shard_batches(selection, shard, None if wanted is None else wanted[shard], batch_rows, whole_rows, counters)
+        for batch in _timed(shard_batches, counters):
             if remaining is not None:
                 if remaining <= 0:
                     return
@@ -125,7 +140,11 @@ def _head(batch: RawBatch, rows: int) -> RawBatch:
         return batch
     sliced = {name: getattr(batch, name)[:rows] if getattr(batch, name) is not None else None for name in ("label", "weight")}
     carried = batch.carried.slice(0, rows) if batch.carried is not None else None
-    return RawBatch(batch.columns.slice(0, rows), batch.shard, batch.row_group, batch.block, sliced["label"], sliced["weight"], carried)
+    parts = batch.parts
+    head_parts = None if parts is None else lambda: (part.slice(0, rows) for part in parts())
+    return replace(
+        batch, columns=batch.columns.slice(0, rows), label=sliced["label"], weight=sliced["weight"], carried=carried, parts=head_parts
+    )
 
 
 def _open(selection: Selection, shard: str) -> tuple[pq.ParquetFile, set[int] | None]:
@@ -150,34 +169,76 @@ def _filter_failure(selection: Selection, exc: Exception) -> FilterError:
 
 
 def _shard_batches(
-    selection: Selection, shard: str, wanted: set[int] | None, batch_rows: int, counters: ReadCounters
+    selection: Selection, shard: str, wanted: set[int] | None, batch_rows: int, whole_rows: int, counters: ReadCounters
 ) -> Iterator[RawBatch]:
     row_group = -1
     block = selection.schema.packed_blocks.get(shard)
-    dataset = selection.dataset
     try:
         file, matching = _open(selection, shard)
         with file:
             present = file.schema_arrow.names
             features = shard_columns(selection.layout, present, block)
             columns = features + [name for name in selection.extras if name in present and name not in features]
+            whole_groups = WholeRowGroups.of(selection, file, features) if whole_rows > batch_rows else None
             groups = [i for i in range(file.num_row_groups) if wanted is None or i in wanted]
             counters.row_groups_skipped += len(groups) - len(groups if matching is None else [i for i in groups if i in matching])
             for row_group in groups if matching is None else [i for i in groups if i in matching]:
                 counters.row_groups_read += 1
-                first_row = 0
-                for batch in file.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns, use_threads=True):
-                    if dataset.holdout is not None:
-                        rows = batch.num_rows
-                        batch = batch.filter(pa.array(holdout_mask(dataset.holdout, batch, shard, row_group, first_row)))
-                        first_row += rows
-                    if selection.row_filter is not None:
-                        batch = _filtered(selection, batch)
-                    yield _raw_batch(selection, batch, features, shard, row_group, block)
+                parts = None if whole_groups is None else whole_groups.parts(file.metadata.row_group(row_group), batch_rows, whole_rows)
+                if parts is None:
+                    yield from _row_batches(selection, file, shard, row_group, columns, features, batch_rows, block)
+                    continue
+                assert whole_groups is not None
+                plain = set(whole_groups.plain)
+                whole = one_batch(file.read_row_group(row_group, columns=[name for name in columns if name not in plain], use_threads=True))
+                whole, kept = _kept_rows(selection, whole, shard, row_group)
+                reading = [True]  # the parts can be read until this generator resumes
+                read_part = part_reader(file, shard, row_group, parts, kept, counters, reading)
+                row_features = [name for name in features if name not in plain]
+                yield replace(_raw_batch(selection, whole, row_features, shard, row_group, block), parts=read_part)
+                reading[0] = False
     except (pa.ArrowException, OSError) as exc:
         raise read_failure(shard, exc, f"row group {row_group} of " if row_group >= 0 else "") from None
     finally:
         release_freed_memory()
+
+
+def _row_batches(
+    selection: Selection,
+    file: pq.ParquetFile,
+    shard: str,
+    row_group: int,
+    columns: list[str],
+    features: list[str],
+    batch_rows: int,
+    block: PackedBlock | None,
+) -> Iterator[RawBatch]:
+    """A row group in batches of ``batch_rows`` rows of every column read."""
+    holdout = selection.dataset.holdout
+    first_row = 0
+    for batch in file.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns, use_threads=True):
+        if holdout is not None:
+            rows = batch.num_rows
+            batch = batch.filter(pa.array(holdout_mask(holdout, batch, shard, row_group, first_row)))
+            first_row += rows
+        if selection.row_filter is not None:
+            batch = _filtered(selection, batch)
+        yield _raw_batch(selection, batch, features, shard, row_group, block)
+
+
+def _kept_rows(selection: Selection, batch: pa.RecordBatch, shard: str, row_group: int) -> tuple[pa.RecordBatch, np.ndarray | None]:
+    """A whole row group's rows on the holdout's side and passing the filter, and their positions (None: all)."""
+    if selection.dataset.holdout is None and selection.row_filter is None:
+        return batch, None
+    positions = np.arange(batch.num_rows)
+    if selection.dataset.holdout is not None:
+        mask = holdout_mask(selection.dataset.holdout, batch, shard, row_group, 0)
+        batch, positions = batch.filter(pa.array(mask)), positions[mask]
+    if selection.row_filter is not None:
+        tagged = _filtered(selection, batch.append_column(_ROW, pa.array(np.arange(batch.num_rows))))
+        taken = tagged.column(_ROW).to_numpy()
+        batch, positions = batch.take(pa.array(taken)), positions[taken]
+    return batch, positions
 
 
 def _with_columns(selection: Selection, batch: pa.RecordBatch, names: Iterable[str]) -> pa.RecordBatch:

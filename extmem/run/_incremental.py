@@ -30,12 +30,12 @@ from extmem._contracts import Block, DataProfile
 from extmem._defaults import DEFAULT_EPOCHS, DEFAULT_PAGE_ROWS, INCREMENTAL_MODEL_FILE
 from extmem._layout import FeatureLayout
 from extmem._progress import ProgressBar
-from extmem.encode._blocks import Encoder, pages
+from extmem.encode._blocks import Encoder
+from extmem.encode._pages import read_pages
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, check_positive_int
 from extmem.read._dataset import Dataset, DatasetLike, no_rows_error
 from extmem.read._plan import MemoryPlan
-from extmem.read._reader import read_batches
 from extmem.read._selection import Selection, select_dataset
 from extmem.run._datasets import training_datasets
 from extmem.run._first_pass import FirstPass
@@ -100,7 +100,7 @@ def _read(
     plan = plan_pass(selection, memory_budget, extra_bytes=page_bytes)
     spooled = _Spooled(selection, PageSpool(folder), plan)
     encoder = Encoder(selection.layout, strict_categories=dataset.strict_categories)
-    for page in spooled.spool.record(pages(map(encoder, read_batches(selection, plan.batch_rows)), page_rows)):
+    for page in spooled.spool.record(read_pages(selection, encoder, plan.batch_rows, page_rows)):
         spooled.stored_values += page.stored_values
         on_page(page, selection.layout)
     if spooled.rows == 0:

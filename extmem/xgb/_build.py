@@ -27,10 +27,11 @@ import xgboost as xgb
 from extmem._contracts import Block, ReadCounters, RowGroupRef
 from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
-from extmem.encode._blocks import Encoder, pages
+from extmem.encode._blocks import Encoder
+from extmem.encode._pages import read_pages
 from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int
 from extmem.read._dataset import no_rows_error
-from extmem.read._reader import read_batches, row_groups, sample_row_groups
+from extmem.read._reader import row_groups, sample_row_groups
 from extmem.read._selection import Selection
 from extmem.xgb._iterator import Interrupted, IterStats, PageIter, SignalLatch
 from extmem.xgb._spool import PageSpool
@@ -203,8 +204,7 @@ class _Reading:
     def pages(self, refs: list[RowGroupRef] | None = None) -> Iterator[Block]:
         """One pass of pages (only the row groups ``refs`` if given)."""
         self.counters.reset()
-        raw = read_batches(self.selection, self.batch_rows, refs, self.counters)
-        return pages(map(self.encoder, raw), self.page_rows)
+        return read_pages(self.selection, self.encoder, self.batch_rows, self.page_rows, refs, self.counters)
 
 
 def _pass_source(reading: _Reading, spool: PageSpool | None, refs: list[RowGroupRef] | None = None) -> Callable[[], Iterator[Block]]:

@@ -1,0 +1,61 @@
+"""Pages: encoded batches grouped into the pages XGBoost receives, and the read -> encode -> pages composition every build uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+
+from extmem._contracts import Block, ReadCounters, RowGroupRef
+from extmem.encode._blocks import Encoder
+from extmem.read._reader import read_batches
+from extmem.read._selection import Selection
+
+
+def read_pages(
+    selection: Selection,
+    encoder: Encoder,
+    batch_rows: int,
+    page_rows: int,
+    refs: list[RowGroupRef] | None = None,
+    counters: ReadCounters | None = None,
+) -> Iterator[Block]:
+    """One pass of pages of about ``page_rows`` rows over the selection (or the row groups ``refs``), read in batches of ``batch_rows`` rows.
+
+    Row groups of up to half a page come whole, their wide columns decoded in column parts (see
+    :mod:`extmem.read._parts`): a page holds such a row group's block with room to spare.
+    """
+    raw = read_batches(selection, batch_rows, refs, counters, whole_rows=page_rows // 2)
+    return pages(map(encoder, raw), page_rows)
+
+
+def concat_blocks(blocks: list[Block]) -> Block:
+    """Stack blocks vertically (labels and weights too)."""
+    if len(blocks) == 1:
+        return blocks[0]
+    if sp.issparse(blocks[0].X):
+        X: sp.csr_matrix | np.ndarray = sp.vstack([b.X for b in blocks], format="csr")
+    else:
+        X = np.vstack([b.X for b in blocks])
+    label = None if blocks[0].label is None else np.concatenate([b.label for b in blocks])
+    weight = None if blocks[0].weight is None else np.concatenate([b.weight for b in blocks])
+    return Block(X, label, weight)
+
+
+def pages(blocks: Iterable[Block], page_rows: int) -> Iterator[Block]:
+    """Group blocks into pages of at least ``page_rows`` rows (the last may be smaller).
+
+    XGBoost keeps state per external-memory page, so pages of tens of thousands of rows
+    keep its memory flat while batches stay small enough to decode cheaply.
+    """
+    pending: list[Block] = []
+    pending_rows = 0
+    for block in blocks:
+        pending.append(block)
+        pending_rows += block.rows
+        if pending_rows >= page_rows:
+            yield concat_blocks(pending)
+            pending, pending_rows = [], 0
+    if pending:
+        yield concat_blocks(pending)
