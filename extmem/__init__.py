@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from extmem._allocators import prepare_for_data_limit
+from extmem._allocators import check_room_for_libraries, prepare_for_data_limit
 from extmem._version import __version__
 
 prepare_for_data_limit()
@@ -109,6 +109,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         msg = f"module 'extmem' has no attribute {name!r}"
         raise AttributeError(msg)
+    check_room_for_libraries()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

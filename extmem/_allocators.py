@@ -19,7 +19,23 @@ import functools
 import os
 import resource
 import sys
+import threading
 
+from extmem._units import MiB, format_size
+from extmem.errors import OptionError
+
+LIBRARIES_DATA_BYTES = 240 * MiB
+"""Data size of a process once XGBoost, pyarrow, scipy and scikit-learn are loaded, allocators set up as here: 198 MiB
+measured (XGBoost 3.2, pyarrow 26, Linux x86-64; 284 MiB with two OpenBLAS threads). Below it and its threads' stacks,
+loading them or starting their threads fails, and they often abort the process rather than raise an error."""
+ARROW_IO_THREADS = 8
+"""Threads of pyarrow's I/O pool."""
+EXTMEM_THREADS = 2
+"""extmem's own threads in a run: the page prefetcher and the memory sampler."""
+THREAD_STACK_BYTES = 2 * MiB
+"""The stack of threads started once the allocators are set up (glibc's default is the 8 MiB stack limit): each counts in
+full against a data limit. XGBoost, pyarrow and OpenBLAS run with 512 KiB stacks on macOS."""
+_thread_stack: int | None = None
 _M_ARENA_MAX = -8
 MALLOC_ARENAS = 2
 """Arenas the command line allows (as ``MALLOC_ARENA_MAX=2`` would)."""
@@ -70,14 +86,41 @@ def _limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
         _arenas_limited = int(os.environ["MALLOC_ARENA_MAX"]) <= arenas
 
 
+def _limit_thread_stacks(size: int = THREAD_STACK_BYTES) -> None:
+    """Make ``size`` the stack of native threads started from now on without a size of their own (glibc's
+    ``pthread_setattr_default_np``). Python's threads keep the stack they had (``threading.stack_size``): Python code can
+    recurse deeply through C."""
+    global _thread_stack
+    if threading.stack_size() == 0:
+        threading.stack_size(_default_stack())
+    libc = _libc()
+    functions = [getattr(libc, name, None) for name in ("pthread_attr_init", "pthread_attr_setstacksize", "pthread_setattr_default_np")]
+    if _thread_stack is not None or not all(functions):
+        return
+    init, set_size, set_default = functions
+    attr = ctypes.create_string_buffer(256)  # a pthread_attr_t (56 bytes on x86-64 and aarch64 glibc)
+    if init(attr) == 0 and set_size(attr, ctypes.c_size_t(size)) == 0 and set_default(attr) == 0:
+        _thread_stack = size
+
+
+def _one_blas_thread() -> None:
+    """One OpenBLAS thread, unless said otherwise or numpy is loaded: each thread's buffer is 32-64 MiB of data size, and
+    extmem's work is not matrix products."""
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def limit_allocators() -> None:
-    """Cap glibc's arenas and make pyarrow allocate through the system allocator, from now on.
+    """Cap glibc's arenas, make pyarrow allocate through the system allocator and threads start with small stacks, from now on.
 
     ``MALLOC_ARENA_MAX`` and ``ARROW_DEFAULT_MEMORY_POOL``, when set, say otherwise. Before pyarrow
     is imported this sets the variable it reads when it starts; after, it switches pyarrow's default
-    pool. Arenas and buffers made before stay as they are.
+    pool. Before numpy is imported, OpenBLAS is given one thread (``OPENBLAS_NUM_THREADS``).
+    Arenas, buffers and threads made before stay as they are.
     """
     _limit_malloc_arenas()
+    _limit_thread_stacks()
+    _one_blas_thread()
     if "ARROW_DEFAULT_MEMORY_POOL" in os.environ:
         return
     pyarrow = sys.modules.get("pyarrow")
@@ -91,3 +134,47 @@ def prepare_for_data_limit() -> None:
     """Under a data limit (``prlimit --data``), set up the allocators as the command line does (:func:`limit_allocators`)."""
     if resource.getrlimit(resource.RLIMIT_DATA)[0] != resource.RLIM_INFINITY:
         limit_allocators()
+
+
+def _default_stack() -> int:
+    """glibc's default thread stack: the stack limit, 8 MiB when unlimited."""
+    limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    return 8 * MiB if limit == resource.RLIM_INFINITY else int(limit)
+
+
+def thread_stack_bytes(running: int = 0) -> int:
+    """The stacks of the threads a run uses that are not among the ``running`` ones: XGBoost's (OpenMP), pyarrow's (CPU and
+    I/O pools) and extmem's (the main thread, the prefetcher, the memory sampler). Writable mappings: the data limit counts them."""
+    python_running = threading.active_count() if running else 0
+    native = max(0, 2 * (os.cpu_count() or 1) + ARROW_IO_THREADS - max(0, running - python_running))
+    python = max(0, 1 + EXTMEM_THREADS - python_running)
+    return native * (_thread_stack or _default_stack()) + python * (threading.stack_size() or _default_stack())
+
+
+def running_threads() -> int:
+    """Threads of this process now (from /proc; 1 where it cannot be read)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 1
+
+
+def check_room_for_libraries() -> None:
+    """Refuse a data limit below what the libraries and their threads take before any data, in one error.
+
+    Under it, loading the libraries or starting their threads fails, and pyarrow and XGBoost
+    then often abort the whole process instead of raising an error.
+    """
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    needed = LIBRARIES_DATA_BYTES + thread_stack_bytes()
+    if limit != resource.RLIM_INFINITY and limit < needed:
+        msg = (
+            f"out of memory before any data: the data limit (prlimit --data) of {format_size(limit)} is below the about "
+            f"{format_size(needed)} that XGBoost, pyarrow and scipy take once loaded, with their threads' stacks. "
+            "Raise the limit; 'memory_budget' then plans the rest within it."
+        )
+        raise OptionError(msg, options=("memory_budget",))

@@ -274,16 +274,46 @@ def test_without_spool_the_cache_size_is_checked_before_xgboost_writes(wide_synt
     assert cache_dirs(tmp_path) == []
 
 
+def _train_under_data_limit(data: Path, tmp_path: Path, limit_mib: int) -> subprocess.CompletedProcess[str]:
+    """``extmem train`` of ``data`` into ``tmp_path/m`` under ``prlimit --data``, in an environment without the allocator
+    settings the test process may have picked up from in-process runs of the command line."""
+    command = ["prlimit", f"--data={limit_mib * 2**20}", sys.executable, "-m", "extmem", "train", str(data), "--out", str(tmp_path / "m")]
+    environment = {name: value for name, value in os.environ.items() if name not in ("ARROW_DEFAULT_MEMORY_POOL", "OPENBLAS_NUM_THREADS")}
+    options = ["--rounds", "2", "--cache-dir", str(tmp_path), "--no-progress"]
+    return subprocess.run([*command, *options], capture_output=True, text=True, check=False, env=environment)
+
+
 @pytest.mark.slow
-def test_running_out_of_memory_is_a_clear_error_and_leaves_nothing(wide_synth: Path, tmp_path: Path) -> None:
-    """RLIMIT_DATA below what training on 4,100 columns needs (it fits 400 MiB since the allocators are capped): the plan
-    refuses it up front, or an allocation fails inside pyarrow or XGBoost; one line either way, nothing left."""
-    command = ["prlimit", f"--data={280 * 2**20}", sys.executable, "-m", "extmem", "train", str(wide_synth), "--out", str(tmp_path / "m")]
-    run = subprocess.run(
-        [*command, "--rounds", "2", "--cache-dir", str(tmp_path), "--no-progress"], capture_output=True, text=True, check=False
-    )
+@pytest.mark.parametrize(
+    ("limit_mib", "refusal"),
+    [(200, r"out of memory before any data: the data limit \(prlimit --data\) of 200 MiB"), (330, r"is too small: the leanest plan")],
+    ids=["below-the-libraries", "below-the-leanest-plan"],
+)
+def test_a_data_limit_too_small_is_one_clear_error_and_leaves_nothing(
+    wide_synth: Path, tmp_path: Path, limit_mib: int, refusal: str
+) -> None:
+    """RLIMIT_DATA below what loading the libraries takes (they would crash the process), or below the leanest plan for
+    4,100 columns: refused up front in one line, nothing left."""
+    run = _train_under_data_limit(wide_synth, tmp_path, limit_mib)
     assert run.returncode == 2, run.stderr
     assert "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("extmem: error:")]
-    assert len(errors) == 1 and re.search(r"out of memory|is too small: the leanest plan", errors[0]), run.stderr
+    assert len(errors) == 1 and re.search(refusal, errors[0]), run.stderr
     assert cache_dirs(tmp_path) == [] and not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("limit_mib", "must_complete"), [(400, False), (430, False), (470, False), (560, True)])
+def test_a_data_limit_the_plan_accepts_holds(wide_synth: Path, tmp_path: Path, limit_mib: int, must_complete: bool) -> None:
+    """Under data limits around the leanest plan for 4,100 columns, each run is refused by the plan in one line or completes:
+    never out of memory, never a crash (pyarrow and XGBoost abort the process when a thread cannot start)."""
+    run = _train_under_data_limit(wide_synth, tmp_path, limit_mib)
+    if run.returncode == 2 and not must_complete:
+        assert re.search(r"^extmem: error: A memory budget of .* is too small: the leanest plan", run.stderr, flags=re.MULTILINE), (
+            run.stderr
+        )
+        assert not (tmp_path / "m").exists()
+    else:
+        assert run.returncode == 0, run.stderr
+        assert (tmp_path / "m" / "report.json").exists()
+    assert cache_dirs(tmp_path) == []

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from extmem._allocators import limit_allocators
+from extmem._allocators import check_room_for_libraries, limit_allocators
 from extmem._signals import Stopped, forget_signals, ignore_signals, raise_on_signals, received_stop
 from extmem.errors import ExtmemError
 
@@ -99,14 +99,19 @@ def _main(argv: Sequence[str] | None) -> int:
     from extmem.cli._parser import parse
 
     args = parse(argv)
-    from extmem.cli._commands import run_command
-
     try:
+        check_room_for_libraries()
+        from extmem.cli._commands import run_command
+
         with _command_logging(), _file_size_limit_as_error():
             run_command(args)
     except ExtmemError as exc:
         return _error(args.debug, _as_flags(str(exc), exc.options))
     except MemoryError:
+        return _error(args.debug, _OUT_OF_MEMORY)
+    except RuntimeError as exc:
+        if "can't start new thread" not in str(exc):  # a thread's stack refused by the data limit
+            raise
         return _error(args.debug, _OUT_OF_MEMORY)
     except OSError as exc:  # the environment, not extmem: a full disk, a file-size limit, permissions
         where = f": {exc.filename}" if exc.filename else ""

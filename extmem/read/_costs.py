@@ -73,7 +73,6 @@ UNBUDGETED_PASS_BYTES = 256 * MiB
 UNBUDGETED_SKETCH_BYTES = 256 * MiB
 """Unbudgeted runs keep XGBoost's quantile sketch under this: its own cuts from all rows for narrow data (1M rows
 of 28 dense features: 64 MiB), a sample for wide data (all 640k rows of 4,122 k-mer columns would take about 1.5 GiB)."""
-ARROW_IO_THREADS = 8
 FOOTER_BYTES_PER_SERIALIZED_BYTE = 13
 """Data size a parsed parquet footer takes per byte of its serialized form (measured: 300 MiB for a 23.6 MiB footer of 50 row groups x 4,129 columns, of which 204 MiB resident)."""
 

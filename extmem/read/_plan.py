@@ -8,21 +8,19 @@ searches sizes from the largest allowed down until the expected peak fits.
 from __future__ import annotations
 
 import logging
-import os
 import resource
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import psutil
 
-from extmem._allocators import allocators_limited, limit_allocators, release_freed_memory
+from extmem._allocators import allocators_limited, limit_allocators, release_freed_memory, running_threads, thread_stack_bytes
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS
-from extmem._measure import anonymous_rss_bytes
-from extmem._units import MiB, format_size, parse_size
+from extmem._measure import anonymous_rss_bytes, data_bytes
+from extmem._units import format_size, parse_size
 from extmem.errors import OptionError
 from extmem.read._costs import (
-    ARROW_IO_THREADS,
     LIMITED_RUNTIME_RESERVE,
     MIN_SKETCH_ROWS,
     PAGE_BYTES_PER_VALUE,
@@ -97,17 +95,21 @@ class Budget:
 
 
 def fixed_bytes() -> int:
-    """The process's anonymous memory now plus what its worker threads and runtime will reserve.
+    """What the process holds before any data, plus what its worker threads and runtime will add.
 
-    Not its current data size: pyarrow's allocator reserves a 1 GiB arena up front, but makes
-    do with far less when the data limit refuses that reservation.
+    Under a data limit, its data size now, which the kernel counts (library buffers, arena
+    space mapped but untouched, the stacks of the threads already running), plus the stacks
+    of the threads yet to start. Otherwise its anonymous memory now plus every thread's stack:
+    pyarrow's allocator may reserve a large arena up front that it makes do without when a
+    data limit refuses it.
     """
     release_freed_memory()  # freed but untrimmed heap pages would count as held
+    reserve = LIMITED_RUNTIME_RESERVE if allocators_limited() else RUNTIME_RESERVE
+    data = data_bytes() if data_limit() is not None else 0
+    if data:
+        return data + thread_stack_bytes(running_threads()) + reserve
     now = anonymous_rss_bytes() or psutil.Process().memory_info().rss
-    stack = resource.getrlimit(resource.RLIMIT_STACK)[0]
-    stack = 8 * MiB if stack == resource.RLIM_INFINITY else int(stack)
-    threads = 2 * (os.cpu_count() or 1) + ARROW_IO_THREADS
-    return now + threads * stack + (LIMITED_RUNTIME_RESERVE if allocators_limited() else RUNTIME_RESERVE)
+    return now + thread_stack_bytes() + reserve
 
 
 @dataclass(frozen=True)
