@@ -16,7 +16,7 @@ from extmem._contracts import ReadCounters
 from extmem._layout import FeatureLayout
 from extmem.encode._blocks import Encoder, to_csr, to_dense
 from extmem.encode._features import FeatureColumns, wide_features
-from extmem.encode._pages import concat_blocks, pages
+from extmem.encode._pages import concat_blocks, pages, read_pages
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
 from extmem.tools._pack import rewrite_shard
@@ -69,14 +69,20 @@ def test_dense_path_keeps_nan_for_nulls() -> None:
     np.testing.assert_array_equal(to_dense(features_of(batch), layout), np.array([[1.0, 0.0], [np.nan, 5.0]], dtype=np.float32))
 
 
-def test_pages_hold_at_least_page_rows(small_synth: Path) -> None:
+def test_pages_hold_exactly_page_rows_however_the_rows_were_read(small_synth: Path) -> None:
+    """Pages cut blocks where they end: the same pages from batches of 128 or 700 rows, or from whole row groups."""
     selection = select_dataset(Dataset(small_synth, preset="splice-sites"))
     counters = ReadCounters()
     encoder = Encoder(selection.layout)
-    sizes = [page.rows for page in pages(map(encoder, read_batches(selection, 128, counters=counters)), 1000)]
-    assert sum(sizes) == 3000
-    assert all(size >= 1000 for size in sizes[:-1])
-    assert len(sizes) < counters.batches
+    small = list(pages(map(encoder, read_batches(selection, 128, counters=counters)), 1000))
+    assert [page.rows for page in small] == [1000, 1000, 1000]
+    assert len(small) < counters.batches
+    for other in (
+        pages(map(encoder, read_batches(selection, 700)), 1000),
+        read_pages(selection, encoder, 128, 1000),  # row groups of 500 rows come whole
+    ):
+        for page, expected in zip(other, small, strict=True):
+            assert (page.X != expected.X).nnz == 0 and np.array_equal(page.label, expected.label)
 
 
 names = st.sampled_from(["3mer_AAA", "3mer_CGT", "3mer_TTT", "score_a", "score_b", "position"])

@@ -21,7 +21,7 @@ def read_pages(
     refs: list[RowGroupRef] | None = None,
     counters: ReadCounters | None = None,
 ) -> Iterator[Block]:
-    """One pass of pages of about ``page_rows`` rows over the selection (or the row groups ``refs``), read in batches of ``batch_rows`` rows.
+    """One pass of pages of ``page_rows`` rows over the selection (or the row groups ``refs``), read in batches of ``batch_rows`` rows.
 
     Row groups of up to half a page come whole, their wide columns decoded in column parts (see
     :mod:`extmem.read._parts`): a page holds such a row group's block with room to spare.
@@ -44,18 +44,31 @@ def concat_blocks(blocks: list[Block]) -> Block:
 
 
 def pages(blocks: Iterable[Block], page_rows: int) -> Iterator[Block]:
-    """Group blocks into pages of at least ``page_rows`` rows (the last may be smaller).
+    """Group blocks into pages of exactly ``page_rows`` rows (the last may be smaller), cutting blocks where pages end.
 
     XGBoost keeps state per external-memory page, so pages of tens of thousands of rows
-    keep its memory flat while batches stay small enough to decode cheaply.
+    keep its memory flat while batches stay small enough to decode cheaply. Pages depend only
+    on the rows and ``page_rows``, not on how they were read (row batches or whole row groups,
+    a local folder or a store), so neither changes the model.
     """
     pending: list[Block] = []
     pending_rows = 0
     for block in blocks:
-        pending.append(block)
-        pending_rows += block.rows
-        if pending_rows >= page_rows:
-            yield concat_blocks(pending)
-            pending, pending_rows = [], 0
+        start = 0
+        while start < block.rows:
+            taken = min(block.rows - start, page_rows - pending_rows)
+            pending.append(block if taken == block.rows else _rows(block, start, start + taken))
+            pending_rows += taken
+            start += taken
+            if pending_rows == page_rows:
+                yield concat_blocks(pending)
+                pending, pending_rows = [], 0
     if pending:
         yield concat_blocks(pending)
+
+
+def _rows(block: Block, start: int, stop: int) -> Block:
+    """Rows ``start:stop`` of a block."""
+    label = None if block.label is None else block.label[start:stop]
+    weight = None if block.weight is None else block.weight[start:stop]
+    return Block(block.X[start:stop], label, weight)

@@ -3,7 +3,7 @@
 pyarrow decodes a wide row group several times faster a subset of columns at a time than in
 small row batches of every column, in no more memory: the reader hands such a row group over
 whole, its other columns decoded, and :attr:`RawBatch.parts` decodes the rest, part by part, when
-the encoder asks.
+the encoder asks. Local shards only: a store would answer each part with a request of its own.
 """
 
 from __future__ import annotations
