@@ -71,6 +71,23 @@ def test_whole_row_groups_give_the_same_block_as_row_batches(small_synth: Path, 
     assert_same_block(got, by_row_batches(selection))
 
 
+def test_row_groups_within_a_batch_come_whole_when_their_columns_make_several_parts(wide_synth: Path, small_synth: Path) -> None:
+    """As scoring reads (whole row groups of at most a batch): 1,000 rows of 4,122 columns come in parts; 500 rows of 280 columns,
+    one part's worth, come as one batch of every column."""
+    for data, comes_whole in ((wide_synth, True), (small_synth, False)):
+        selection = select_dataset(Dataset(data, preset="splice-sites"))
+        encoder = Encoder(selection.layout)
+        whole = []
+        blocks = []
+        for batch in read_batches(selection, 1000, whole_rows=1000):
+            whole.append(batch.parts is not None)
+            blocks.append(encoder(batch))
+        assert whole == [comes_whole] * len(whole)
+        got = concat_blocks(blocks)
+        expected = concat_blocks([encoder(batch) for batch in read_batches(selection, 1000)])
+        assert_same_block(got, expected)
+
+
 def test_whole_row_groups_of_mixed_packed_and_wide_shards(small_synth: Path, tmp_path: Path) -> None:
     packed = tmp_path / "packed"
     extmem.pack(small_synth, packed, row_group_rows=400)

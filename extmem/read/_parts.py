@@ -69,13 +69,14 @@ class WholeRowGroups:
     def parts(self, metadata: pq.RowGroupMetaData, batch_rows: int, whole_rows: int) -> list[list[str]] | None:
         """Groups of the plain columns to decode the row group ``metadata`` describes, or None to read it in row batches.
 
-        A row group comes whole when it holds more than ``batch_rows`` and at most ``whole_rows``
-        rows and its other columns take at most half the decoded bytes of ``batch_rows`` rows of
-        every column; each part then takes at most the rest, and ``PART_BYTES``. Variable-width
+        A row group comes whole when it holds at most ``whole_rows`` rows and its other columns
+        take at most half the decoded bytes of ``batch_rows`` rows of every column; each part
+        then takes at most the rest, and ``PART_BYTES``. A row group of at most ``batch_rows``
+        rows whose plain columns make one part is read as one batch instead. Variable-width
         columns count twice their uncompressed size.
         """
         rows = metadata.num_rows
-        if not batch_rows < rows <= whole_rows:
+        if not 0 < rows <= whole_rows:
             return None
         other_bytes = rows * self.fixed_width + 2 * sum(metadata.column(i).total_uncompressed_size for i in self.variable_leaves)
         allowance = batch_rows * (other_bytes + rows * sum(self.plain_widths)) // rows
@@ -90,7 +91,7 @@ class WholeRowGroups:
                 filled = 0
             groups[-1].append(name)
             filled += rows * width
-        return groups
+        return None if rows <= batch_rows and len(groups) == 1 else groups
 
 
 def _byte_width(kind: pa.DataType) -> int | None:

@@ -95,8 +95,8 @@ def read_batches(
     """One pass over the selection (or only the row groups ``refs``), in batches of at most ``batch_rows`` rows.
 
     Row groups of up to ``whole_rows`` rows may come whole instead, their plain numeric feature
-    columns in :attr:`RawBatch.parts` of about the decoded bytes of ``batch_rows`` rows of every
-    column. ``counters`` (if given) count what the pass read. Without ``refs``, ``max_rows`` caps the rows.
+    columns in :attr:`RawBatch.parts` of at most the decoded bytes of ``batch_rows`` rows of every
+    column (the caller then handles blocks of up to ``whole_rows`` rows). ``counters`` (if given) count what the pass read. Without ``refs``, ``max_rows`` caps the rows.
     """
     counters = counters if counters is not None else ReadCounters()
     remaining = selection.dataset.max_rows if refs is None else None
@@ -180,7 +180,7 @@ def _shard_batches(
             features = shard_columns(selection.layout, present, block)
             columns = features + [name for name in selection.extras if name in present and name not in features]
             # a store answers each part's read with a request of its own: shards there come in row batches of every column
-            whole_groups = WholeRowGroups.of(selection, file, features) if whole_rows > batch_rows and not is_remote(shard) else None
+            whole_groups = WholeRowGroups.of(selection, file, features) if whole_rows > 0 and not is_remote(shard) else None
             groups = [i for i in range(file.num_row_groups) if wanted is None or i in wanted]
             counters.row_groups_skipped += len(groups) - len(groups if matching is None else [i for i in groups if i in matching])
             for row_group in groups if matching is None else [i for i in groups if i in matching]:

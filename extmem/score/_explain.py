@@ -226,7 +226,7 @@ def explain(
                 ParquetSink(staging.path / CONTRIBUTIONS_FILE, schema) as sink,
                 ProgressBar(selection.rows, "explaining", "rows", progress) as bar,
             ):
-                for batch in read_batches(selection, plan.batch_rows):
+                for batch in read_batches(selection, plan.batch_rows, whole_rows=plan.batch_rows):
                     X = encoder(batch).X
                     values = trained.contributions(X)
                     overall.add(values)

@@ -101,7 +101,7 @@ class Scorer:
     def score(self, selection: Selection, batch_rows: int) -> Iterator[tuple[RawBatch, np.ndarray]]:
         """Each batch of ``selection`` with the model's raw predictions for it, in dataset order."""
         encoder = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)
-        for batch in read_batches(selection, batch_rows):
+        for batch in read_batches(selection, batch_rows, whole_rows=batch_rows):
             yield batch, self.raw_predict(encoder(batch).X)
 
 
