@@ -97,7 +97,10 @@ def _summed(packed: list[PackedRows], rows: int) -> PackedRows:
 def _kept_cells(
     features: FeatureColumns, layout: FeatureLayout, where: str
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Kept cells of the wide columns a chunk at a time: (layout positions, cells per position, row indices, float32 values), in CSC order."""
+    """Kept cells of the wide columns a chunk of columns at a time, in CSC order.
+
+    Each chunk: (layout positions, cells kept per position, row indices, float32 values).
+    """
     rows, wide = features.rows, features.wide
     sparse_mask = layout.sparse_mask
     chunk_columns = max(1, CHUNK_VALUES // max(rows, 1))

@@ -96,7 +96,8 @@ def read_batches(
 
     Row groups of up to ``whole_rows`` rows may come whole instead, their plain numeric feature
     columns in :attr:`RawBatch.parts` of at most the decoded bytes of ``batch_rows`` rows of every
-    column (the caller then handles blocks of up to ``whole_rows`` rows). ``counters`` (if given) count what the pass read. Without ``refs``, ``max_rows`` caps the rows.
+    column (the caller then handles blocks of up to ``whole_rows`` rows). ``counters`` (if given)
+    count what the pass read. Without ``refs``, ``max_rows`` caps the rows.
     """
     counters = counters if counters is not None else ReadCounters()
     remaining = selection.dataset.max_rows if refs is None else None
