@@ -73,6 +73,23 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+    ]
+
+
+def heap_free_bytes() -> int:
+    """Bytes free inside glibc's arenas (``mallinfo2().fordblks``, every arena): mapped, counted in the data size, and
+    reused by the next allocations before the heap grows. 0 where glibc does not say."""
+    mallinfo2 = getattr(_libc(), "mallinfo2", None)
+    if mallinfo2 is None:
+        return 0
+    mallinfo2.restype = _MallInfo2
+    return int(mallinfo2().fordblks)
+
+
 def _limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> None:
     """Cap glibc's arenas for the rest of the process, unless ``MALLOC_ARENA_MAX`` already says how many.
 

@@ -303,7 +303,7 @@ def test_a_data_limit_too_small_is_one_clear_error_and_leaves_nothing(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("limit_mib", "must_complete"), [(400, False), (430, False), (470, False), (560, True)])
+@pytest.mark.parametrize(("limit_mib", "must_complete"), [(340, False), (360, False), (390, False), (440, True)])
 def test_a_data_limit_the_plan_accepts_holds(wide_synth: Path, tmp_path: Path, limit_mib: int, must_complete: bool) -> None:
     """Under data limits around the leanest plan for 4,100 columns, each run is refused by the plan in one line or completes:
     never out of memory, never a crash (pyarrow and XGBoost abort the process when a thread cannot start)."""

@@ -14,7 +14,14 @@ from typing import Literal
 
 import psutil
 
-from extmem._allocators import allocators_limited, limit_allocators, release_freed_memory, running_threads, thread_stack_bytes
+from extmem._allocators import (
+    allocators_limited,
+    heap_free_bytes,
+    limit_allocators,
+    release_freed_memory,
+    running_threads,
+    thread_stack_bytes,
+)
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._measure import anonymous_rss_bytes, data_bytes
@@ -98,7 +105,8 @@ def fixed_bytes() -> int:
     """What the process holds before any data, plus what its worker threads and runtime will add.
 
     Under a data limit, its data size now, which the kernel counts (library buffers, arena
-    space mapped but untouched, the stacks of the threads already running), plus the stacks
+    space mapped but untouched, the stacks of the threads already running), less the free space
+    inside the heap that the next allocations reuse (a parsed footer's, freed), plus the stacks
     of the threads yet to start. Otherwise its anonymous memory now plus every thread's stack:
     pyarrow's allocator may reserve a large arena up front that it makes do without when a
     data limit refuses it.
@@ -107,7 +115,7 @@ def fixed_bytes() -> int:
     reserve = LIMITED_RUNTIME_RESERVE if allocators_limited() else RUNTIME_RESERVE
     data = data_bytes() if data_limit() is not None else 0
     if data:
-        return data + thread_stack_bytes(running_threads()) + reserve
+        return data - heap_free_bytes() + thread_stack_bytes(running_threads()) + reserve
     now = anonymous_rss_bytes() or psutil.Process().memory_info().rss
     return now + thread_stack_bytes() + reserve
 
