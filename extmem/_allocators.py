@@ -1,4 +1,5 @@
-"""The allocators under a data limit: glibc's heap trimmed and its arenas few, pyarrow on the system allocator.
+"""The allocators and threads under a data limit: glibc's heap trimmed and its arenas few, pyarrow on the system
+allocator, native threads on small stacks, one OpenBLAS thread; what the process needs before any data.
 
 ``prlimit --data`` (RLIMIT_DATA) counts writable private mappings whether their pages are
 touched or not. glibc gives each thread that allocates its own arena (up to 8 per core), a
@@ -6,10 +7,11 @@ touched or not. glibc gives each thread that allocates its own arena (up to 8 pe
 allocator (jemalloc or mimalloc) keeps the address space of freed memory too. Both take a share
 of a small budget that holds no data. Measured on 925k rows x 1,130 features under a 1 GiB
 limit (peak data size): 841 MiB as is, 733 MiB with two arenas, 652 MiB with pyarrow on the
-system allocator, 586 MiB with both, and no slower. The command line sets both up before
-anything allocates, ``import extmem`` does when the process already runs under a data limit
-(a library user's ``prlimit --data``), and a run given a ``memory_budget`` does when it plans;
-elsewhere than glibc these are no-ops.
+system allocator, 586 MiB with both, and no slower. Every thread's stack (8 MiB by default) and
+every OpenBLAS thread's buffer (32-64 MiB) counts in full too. The command line sets all this up
+before anything allocates, ``import extmem`` does when the process already runs under a data
+limit (a library user's ``prlimit --data``), and a run given a ``memory_budget`` does when it
+plans; elsewhere than glibc these are no-ops.
 """
 
 from __future__ import annotations
