@@ -17,7 +17,11 @@ import xgboost as xgb
 from conftest import cache_dirs, with_broken_shard
 
 import extmem
+from extmem.encode._blocks import Encoder
+from extmem.encode._pages import read_pages
 from extmem.read._discover import discover_shards
+from extmem.read._reader import read_batches
+from extmem.read._selection import select_dataset
 from extmem.score._model import as_model
 
 BUCKET = "extmem-test"
@@ -209,6 +213,22 @@ def test_matrices_from_s3_hold_the_same_rows(remote_synth: str, small_synth: Pat
     remote = extmem.dmatrix(remote_synth, preset="splice-sites", cache="memory")
     assert (remote.num_row(), remote.num_col()) == (local.num_row(), local.num_col())
     np.testing.assert_array_equal(remote.get_label(), local.get_label())
+
+
+def test_wide_row_groups_from_s3_come_whole_and_equal_the_local_ones(store: Store, wide_synth: Path) -> None:
+    """4,122 columns in 1,000-row groups: read whole, in column parts (each a ranged request), the same pages as from local disk."""
+    remote = store.upload(wide_synth, "wide")
+    pages = {}
+    for source in (str(wide_synth), remote):
+        selection = select_dataset(extmem.Dataset(source, preset="splice-sites"))
+        whole = [
+            batch.parts is not None and sum(part.num_columns for part in batch.parts()) > 0
+            for batch in read_batches(selection, 256, whole_rows=2048)
+        ]
+        assert whole and all(whole)
+        pages[source] = list(read_pages(selection, Encoder(selection.layout), 256, 4096))
+    for got, expected in zip(pages[remote], pages[str(wide_synth)], strict=True):
+        assert (got.X != expected.X).nnz == 0 and np.array_equal(got.label, expected.label)
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from extmem._allocators import release_freed_memory
 from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
 from extmem._layout import KMER_COLUMN, FeatureLayout
-from extmem._stores import is_remote, resolve
+from extmem._stores import resolve
 from extmem.errors import FilterError, LabelError, read_failure
 from extmem.read._filters import quoted
 from extmem.read._holdout import holdout_mask
@@ -180,8 +180,7 @@ def _shard_batches(
             present = file.schema_arrow.names
             features = shard_columns(selection.layout, present, block)
             columns = features + [name for name in selection.extras if name in present and name not in features]
-            # a store answers each part's read with a request of its own: shards there come in row batches of every column
-            whole_groups = WholeRowGroups.of(selection, file, features) if whole_rows > 0 and not is_remote(shard) else None
+            whole_groups = WholeRowGroups.of(selection, file, features) if whole_rows > 0 else None
             groups = [i for i in range(file.num_row_groups) if wanted is None or i in wanted]
             counters.row_groups_skipped += len(groups) - len(groups if matching is None else [i for i in groups if i in matching])
             for row_group in groups if matching is None else [i for i in groups if i in matching]:
