@@ -110,16 +110,16 @@ def _limit_thread_stacks(size: int = THREAD_STACK_BYTES) -> None:
     ``pthread_setattr_default_np``). Python's threads keep the stack they had (``threading.stack_size``): Python code can
     recurse deeply through C."""
     global _thread_stack
-    if threading.stack_size() == 0:
-        threading.stack_size(_default_stack())
     libc = _libc()
     functions = [getattr(libc, name, None) for name in ("pthread_attr_init", "pthread_attr_setstacksize", "pthread_setattr_default_np")]
     if _thread_stack is not None or not all(functions):
         return
+    python_stack = threading.stack_size() or _default_stack()
     init, set_size, set_default = functions
     attr = ctypes.create_string_buffer(256)  # a pthread_attr_t (56 bytes on x86-64 and aarch64 glibc)
     if init(attr) == 0 and set_size(attr, ctypes.c_size_t(size)) == 0 and set_default(attr) == 0:
         _thread_stack = size
+        threading.stack_size(python_stack)
 
 
 def _one_blas_thread() -> None:
