@@ -111,6 +111,7 @@ def test_nulls_integers_and_weights_in_whole_row_groups(tmp_path: Path) -> None:
         "2mer_AA": counts[0],
         "2mer_AC": counts[1],
         "2mer_AG": counts[2],
+        **{f"2mer_T{base}": pa.array(rng.integers(0, 3, rows)) for base in "ACGT"},  # enough plain columns beside the weights
         "score": with_nulls,
         "flag": pa.array(rng.random(rows) < 0.5),
         "w": pa.array(rng.random(rows) + 0.5),
@@ -121,6 +122,21 @@ def test_nulls_integers_and_weights_in_whole_row_groups(tmp_path: Path) -> None:
     got, whole = by_whole_row_groups(selection)
     assert whole > 0
     assert_same_block(got, by_row_batches(selection))
+
+
+def test_large_carried_columns_keep_a_row_group_in_row_batches(tmp_path: Path) -> None:
+    """The other columns of a whole row group are decoded at once: carried strings of 2 kB a row count, and keep it in batches."""
+    rng = np.random.default_rng(1)
+    rows = 1000
+    columns: dict[str, object] = {f"3mer_{i:03d}": pa.array(rng.integers(0, 3, rows), type=pa.int8()) for i in range(64)}
+    columns["note"] = pa.array([rng.bytes(1000).hex() for _ in range(rows)])
+    columns["splice_type"] = pa.array(rng.choice(["neither", "donor", "acceptor"], rows))
+    write_shard(tmp_path / "d" / "s.parquet", columns, row_group_size=rows)
+    dataset = Dataset(tmp_path / "d", preset="splice-sites")
+    for carry, comes_whole in (((), True), (("note",), False)):
+        selection = select_dataset(dataset, carry=carry)
+        whole = [batch.parts is not None for batch in read_batches(selection, 256, whole_rows=rows)]
+        assert whole == ([True] if comes_whole else [False] * 4), carry  # whole, or in four batches of 256 rows
 
 
 def test_parts_are_refused_once_the_reader_moved_on(small_synth: Path) -> None:

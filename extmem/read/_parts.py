@@ -35,6 +35,7 @@ class WholeRowGroups:
     plain: list[str]
     """Integer and float feature columns taken as they are (not categorical), or folded k-mer columns, read for nothing else."""
     others: list[str]
+    """The rest of the columns read (other features, labels, weights, filter and carried columns): decoded first, whole."""
     plain_widths: list[int]
     """Decoded bytes per row of each plain column."""
     fixed_width: int
@@ -44,7 +45,7 @@ class WholeRowGroups:
 
     @classmethod
     def of(cls, selection: Selection, file: pq.ParquetFile, columns: list[str]) -> WholeRowGroups | None:
-        """The shard's split of ``columns`` (read from ``file``), or None when none of them is a plain numeric feature column."""
+        """The split of the ``columns`` a pass reads from ``file`` (features and extras), or None when none is a plain numeric feature."""
         layout, schema = selection.layout, file.schema_arrow
         base = set(layout.names[: layout.kmer_offset])
         fold = layout.kmers is not None and layout.kmers.sequence_column is None

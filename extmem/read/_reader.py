@@ -180,7 +180,9 @@ def _shard_batches(
             present = file.schema_arrow.names
             features = shard_columns(selection.layout, present, block)
             columns = features + [name for name in selection.extras if name in present and name not in features]
-            whole_groups = WholeRowGroups.of(selection, file, features) if whole_rows > 0 else None
+            whole_groups = WholeRowGroups.of(selection, file, columns) if whole_rows > 0 else None
+            plain = set(whole_groups.plain) if whole_groups is not None else set()
+            row_features = [name for name in features if name not in plain]  # a whole row group's features besides its parts
             groups = [i for i in range(file.num_row_groups) if wanted is None or i in wanted]
             counters.row_groups_skipped += len(groups) - len(groups if matching is None else [i for i in groups if i in matching])
             for row_group in groups if matching is None else [i for i in groups if i in matching]:
@@ -190,12 +192,10 @@ def _shard_batches(
                     yield from _row_batches(selection, file, shard, row_group, columns, features, batch_rows, block)
                     continue
                 assert whole_groups is not None
-                plain = set(whole_groups.plain)
-                whole = one_batch(file.read_row_group(row_group, columns=[name for name in columns if name not in plain], use_threads=True))
+                whole = one_batch(file.read_row_group(row_group, columns=whole_groups.others, use_threads=True))
                 whole, kept = _kept_rows(selection, whole, shard, row_group)
                 reading = [True]  # the parts can be read until this generator resumes
                 read_part = part_reader(file, shard, row_group, parts, kept, counters, reading)
-                row_features = [name for name in features if name not in plain]
                 yield replace(_raw_batch(selection, whole, row_features, shard, row_group, block), parts=read_part)
                 reading[0] = False
     except (pa.ArrowException, OSError) as exc:
