@@ -157,24 +157,31 @@ def _downloaded(uri: str) -> Iterator[Path]:
     uri = uri.rstrip("/")
     with PrivateFolder(None, prefix="extmem-model-", option="model") as folder:
         try:
-            if uri.endswith((".ubj", ".npz", ".json")):
-                name = uri.rpartition("/")[2]
-                download_file(uri, folder.path / name)
-                if remote_exists(f"{uri.rpartition('/')[0]}/{REPORT_FILE}"):
-                    download_file(f"{uri.rpartition('/')[0]}/{REPORT_FILE}", folder.path / REPORT_FILE)
-                yield folder.path / name
-                return
-            present = set(remote_names(uri))
-            if not present & {BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE}:
-                msg = f"No model at {uri!r}: expected a prefix holding {BOOSTER_MODEL_FILE} or {INCREMENTAL_MODEL_FILE} (written by 'extmem train')."
-                raise OptionError(msg)
-            for name in (BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE):
-                if name in present:
-                    download_file(f"{uri}/{name}", folder.path / name)
+            local = _download_model(uri, folder.path)
         except OSError as exc:
             msg = f"Cannot read the model {uri!r}: {str(exc).splitlines()[0]}"
             raise OptionError(msg) from None
-        yield folder.path
+        yield local
+
+
+def _download_model(uri: str, folder: Path) -> Path:
+    """Copy the model file ``uri`` (and its folder's report), or the model folder ``uri``'s files, into ``folder``; the local model."""
+    if uri.endswith((".ubj", ".npz", ".json")):
+        parent, _, name = uri.rpartition("/")
+        download_file(uri, folder / name)
+        if remote_exists(f"{parent}/{REPORT_FILE}"):
+            download_file(f"{parent}/{REPORT_FILE}", folder / REPORT_FILE)
+        return folder / name
+    present = set(remote_names(uri))
+    if not present & {BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE}:
+        msg = (
+            f"No model at {uri!r}: expected a prefix holding {BOOSTER_MODEL_FILE} or {INCREMENTAL_MODEL_FILE} (written by 'extmem train')."
+        )
+        raise OptionError(msg)
+    for name in (BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE):
+        if name in present:
+            download_file(f"{uri}/{name}", folder / name)
+    return folder
 
 
 def as_model(model: ModelLike) -> Scorer:
