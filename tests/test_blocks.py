@@ -16,6 +16,7 @@ from extmem._contracts import ReadCounters
 from extmem._layout import FeatureLayout
 from extmem.encode._blocks import Encoder, to_csr, to_dense
 from extmem.encode._features import FeatureColumns, wide_features
+from extmem.encode._packed import PackedRows
 from extmem.encode._pages import concat_blocks, pages, read_pages
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
@@ -61,6 +62,26 @@ def test_integer_columns_with_nulls_convert() -> None:
     columns = {"4mer_ACGT": [3, None, 0], "position": [10, 0, None]}
     batch = pa.RecordBatch.from_pydict({k: pa.array(v, pa.int64()) for k, v in columns.items()})
     check_csr(to_csr(features_of(batch), layout), *expected_dense(columns, layout))
+
+
+@given(st.lists(st.booleans(), min_size=2, max_size=8), st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_packed_entries_merge_with_wide_columns_wherever_they_sit(is_packed: list[bool], seed: int) -> None:
+    """Packed positions before, after or between the wide ones: the CSR equals the dense reference, canonical."""
+    rng = np.random.default_rng(seed)
+    rows, names = 6, [f"6mer_{'ACGT'[i % 4] * 5}{'ACGT'[i // 4]}" for i in range(len(is_packed))]
+    layout = FeatureLayout.build(names, r"^\d+mer_")
+    values = rng.choice([0.0, 1.0, 2.0, 7.0], size=(rows, len(names))).astype(np.float32)
+    wide_at = np.flatnonzero(~np.array(is_packed))
+    packed_at = np.flatnonzero(is_packed)
+    batch = pa.RecordBatch.from_arrays([pa.array(values[:, j]) for j in wide_at], names=[names[j] for j in wide_at])
+    kept = values[:, packed_at] != 0
+    entries = PackedRows(
+        np.concatenate([[0], np.cumsum(kept.sum(axis=1))]), np.broadcast_to(packed_at, kept.shape)[kept].astype(np.int32), values[:, packed_at][kept]
+    )
+    features = FeatureColumns(rows, batch, wide_at, entries)
+    X = to_csr(features, layout)
+    check_csr(X, values, values != 0)
 
 
 def test_dense_path_keeps_nan_for_nulls() -> None:

@@ -116,22 +116,29 @@ def _kept_cells(
 
 
 def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:
-    """Row-wise union of a CSR matrix and packed entries of other columns, with sorted indices."""
+    """Row-wise union of a CSR matrix and packed entries of other columns, with sorted indices.
+
+    Each row takes its wide entries, then its packed ones; rows are sorted only where that
+    order is not already the column order (packed columns after the wide ones, the usual layout).
+    """
+    rows = wide.shape[0]
     wide_counts = np.diff(wide.indptr)
     packed_counts = np.diff(packed.offsets)
-    indptr = np.zeros(wide.shape[0] + 1, dtype=np.int64)
+    indptr = np.zeros(rows + 1, dtype=np.int64)
     np.cumsum(wide_counts + packed_counts, out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=np.int32)
     data = np.empty(indptr[-1], dtype=np.float32)
-    wide_rows = np.repeat(np.arange(wide.shape[0]), wide_counts)
-    wide_slots = indptr[wide_rows] + np.arange(wide.nnz) - wide.indptr[wide_rows]
-    packed_rows = np.repeat(np.arange(wide.shape[0]), packed_counts)
-    packed_slots = indptr[packed_rows] + wide_counts[packed_rows] + np.arange(packed.values.size) - packed.offsets[packed_rows]
+    wide_slots = np.arange(wide.nnz) + np.repeat(indptr[:-1] - wide.indptr[:-1], wide_counts)
+    packed_slots = np.arange(packed.values.size) + np.repeat(indptr[:-1] + wide_counts - packed.offsets[:-1], packed_counts)
     indices[wide_slots], data[wide_slots] = wide.indices, wide.data
     indices[packed_slots], data[packed_slots] = packed.positions, packed.values
     merged = sp.csr_matrix((data, indices, indptr), shape=wide.shape)
-    merged.has_sorted_indices = False
-    merged.sort_indices()
+    descending = indices[1:] <= indices[:-1]
+    row_starts = indptr[1:-1]
+    descending[row_starts[(row_starts > 0) & (row_starts < indices.size)] - 1] = False  # a row's first entry follows another row
+    merged.has_sorted_indices = not descending.any()
+    if not merged.has_sorted_indices:
+        merged.sort_indices()
     return merged
 
 

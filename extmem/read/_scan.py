@@ -7,6 +7,8 @@ largest one is part of every memory plan (:attr:`Schema.footer_bytes`).
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -98,7 +100,13 @@ def _packed_fields(schema: pa.Schema, block: PackedBlock, shard: str) -> list[pa
         msg = f"The packed shard {shard!r} holds the column {clash[0]!r} both in its packed block and as a column of its own."
         raise SchemaError(msg)
     fields = [f for f in schema if f.name not in (block.indices, block.values)]
-    return fields + [pa.field(name, pa.float32()) for name in block.columns]
+    return fields + list(_float32_fields(block.columns))
+
+
+@functools.lru_cache(maxsize=4)
+def _float32_fields(names: tuple[str, ...]) -> tuple[pa.Field, ...]:
+    """float32 fields of ``names``: made once for the shards that share a packed block (thousands of fields each)."""
+    return tuple(pa.field(name, pa.float32()) for name in names)
 
 
 def _read_footer(shard: str) -> tuple[list[pa.Field], tuple[int, ...], PackedBlock | None, int]:
