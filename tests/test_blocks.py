@@ -77,7 +77,9 @@ def test_packed_entries_merge_with_wide_columns_wherever_they_sit(is_packed: lis
     batch = pa.RecordBatch.from_arrays([pa.array(values[:, j]) for j in wide_at], names=[names[j] for j in wide_at])
     kept = values[:, packed_at] != 0
     entries = PackedRows(
-        np.concatenate([[0], np.cumsum(kept.sum(axis=1))]), np.broadcast_to(packed_at, kept.shape)[kept].astype(np.int32), values[:, packed_at][kept]
+        np.concatenate([[0], np.cumsum(kept.sum(axis=1))]),
+        np.broadcast_to(packed_at, kept.shape)[kept].astype(np.int32),
+        values[:, packed_at][kept],
     )
     features = FeatureColumns(rows, batch, wide_at, entries)
     X = to_csr(features, layout)

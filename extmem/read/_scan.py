@@ -8,7 +8,6 @@ largest one is part of every memory plan (:attr:`Schema.footer_bytes`).
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 
 import pyarrow as pa
