@@ -11,6 +11,7 @@ from conftest import cache_dirs, write_shard
 
 import extmem
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
+from extmem.run._callbacks import FinalPredictions
 from extmem.run._params import infer_objective, label_range
 
 REPORT_KEYS = {"rows", "features", "peak_rss_bytes", "peak_anon_bytes", "cache_bytes", "seconds", "metrics"}
@@ -144,6 +145,37 @@ def test_final_metrics_equal_evaluating_the_saved_model(small_synth: Path, tmp_p
     for metric in ("accuracy", "macro_f1", "mlogloss"):
         assert reported[metric] == pytest.approx(evaluated[metric], rel=1e-5), metric
     assert cache_dirs(tmp_path) == []
+
+
+def test_final_metrics_of_an_early_stopped_model_equal_evaluating_it(small_synth: Path, held_out: Path, tmp_path: Path) -> None:
+    """Early stopping keeps fewer trees than it trained: those metrics come from the spool, not XGBoost's cache of the last round."""
+    valid = held_out
+    options = {"preset": "splice-sites", "valid": valid, "rounds": 60, "early_stopping_rounds": 2, "params": {"eta": 1.0, "max_depth": 8}}
+    result = extmem.train(small_synth, out=tmp_path / "m", **options)
+    stopping = result.report["early_stopping"]
+    assert stopping["best_iteration"] + 1 == result.booster.num_boosted_rounds() < len(result.report["history"]["valid"]["mlogloss"])
+    evaluated = extmem.evaluate(tmp_path / "m", valid)
+    for metric in ("accuracy", "macro_f1", "mlogloss"):
+        assert result.report["evaluation"]["valid"][metric] == pytest.approx(evaluated[metric], rel=1e-5), metric
+
+
+def test_final_predictions_are_read_from_the_cache_of_the_trained_model_only() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 6))
+    y = (X[:, 0] + rng.normal(scale=0.5, size=500) > 0).astype(float)
+    matrix = xgb.QuantileDMatrix(X, y)
+    params = {"objective": "binary:logistic", "tree_method": "hist"}
+    final = FinalPredictions(matrix)
+    booster = xgb.train(params, matrix, 5, evals=[(matrix, "train")], callbacks=[final])
+    np.testing.assert_allclose(final.predictions, booster.predict(xgb.DMatrix(X)), rtol=1e-6)
+
+    class KeepTwoRounds(xgb.callback.TrainingCallback):
+        def after_training(self, model: xgb.Booster) -> xgb.Booster:
+            return model[:2]
+
+    sliced = FinalPredictions(matrix)
+    xgb.train(params, matrix, 5, evals=[(matrix, "train")], callbacks=[KeepTwoRounds(), sliced])
+    assert sliced.predictions is None
 
 
 def test_progress_bars_have_totals_and_count_each_row_once(small_synth: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xgboost as xgb
 
 from extmem._progress import ProgressBar
@@ -115,6 +116,31 @@ class Checkpoint(xgb.callback.TrainingCallback):
         if model.num_boosted_rounds() % self.every == 0:
             save_checkpoint(model, self.path, self.state())
         return False
+
+
+class FinalPredictions(xgb.callback.TrainingCallback):
+    """The final model's predictions for one of its eval matrices, read from XGBoost's prediction cache.
+
+    Last among the callbacks, it sees the model other callbacks return (early stopping's may
+    have fewer trees, and no cache); ``xgb.train`` releases the cache once they have run. None
+    where the cache does not hold them: a new model, or no round run. Use only with ``gbtree``
+    (``dart`` drops trees from its training predictions).
+    """
+
+    def __init__(self, matrix: xgb.DMatrix) -> None:
+        super().__init__()
+        self.matrix = matrix
+        self.predictions: np.ndarray | None = None
+        self._trained: xgb.Booster | None = None
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: EvalLog) -> bool:
+        self._trained = model
+        return False
+
+    def after_training(self, model: xgb.Booster) -> xgb.Booster:
+        if model is self._trained:
+            self.predictions = model.predict(self.matrix, training=True)  # training=True reads the cache; inference predicts again
+        return model
 
 
 class RoundProgress(xgb.callback.TrainingCallback):

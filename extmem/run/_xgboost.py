@@ -19,7 +19,7 @@ from extmem._stores import is_remote
 from extmem.errors import OptionError, check_positive_int
 from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._plan import Budget
-from extmem.run._callbacks import Checkpoint, ClassMetrics, EarlyStop, History, RoundProgress
+from extmem.run._callbacks import Checkpoint, ClassMetrics, EarlyStop, FinalPredictions, History, RoundProgress
 from extmem.run._checkpoint import load_checkpoint
 from extmem.run._datasets import training_datasets
 from extmem.run._params import SAMPLING_PARAMS, infer_objective, label_range, merged_params
@@ -266,6 +266,8 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
         evals = [(matrix, name) for matrix, name, _ in matrices]
         done = start.booster.num_boosted_rounds() if start else 0
         remaining = 0 if early_stop is not None and early_stop.should_stop() else max(config.rounds - done, 0)
+        evaluation_matrix, evaluation_name, evaluation_info = matrices[-1]
+        final = [FinalPredictions(evaluation_matrix)] if params.get("booster", "gbtree") == "gbtree" else []
         with run.stage("boosting"), ProgressBar(config.rounds, "training", "rounds", progress) as bar:
             bar.update(done)
             rounds = RoundProgress(bar)
@@ -275,15 +277,15 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
                 num_boost_round=remaining,
                 evals=evals,
                 verbose_eval=False,
-                callbacks=[*callbacks, rounds],
+                callbacks=[*callbacks, rounds, *final],
                 xgb_model=start.booster if start else None,
             )
-        booster = _without_training_state(booster)
-        booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
-        model = Model(booster, layout)
         with run.stage("evaluation"):
-            _, evaluation_name, evaluation_info = matrices[-1]
-            evaluation = _metrics(model, evaluation_info)
+            cached = final[0].predictions if final else None
+            booster = _without_training_state(booster)
+            booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
+            model = Model(booster, layout)
+            evaluation = _metrics(model, evaluation_matrix, evaluation_info, cached)
     watched = history.log.get("valid", {}).get(stopping.metric, []) if stopping else []
     common = {
         "rows": train_info.stats.rows,
@@ -305,17 +307,24 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
     return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
 
 
-def _metrics(model: Model, info: MatrixInfo) -> StreamingMetrics:
-    """The model's metrics on the rows of a matrix, predicted from its kept page spool: the rows already encoded, as CSR.
+def _metrics(model: Model, matrix: xgb.DMatrix, info: MatrixInfo, cached: np.ndarray | None) -> StreamingMetrics:
+    """The model's metrics on the rows of a matrix it was trained with: from the ``cached`` predictions if given, else
+    predicted from the matrix's kept page spool (the rows already encoded, as CSR).
 
-    Nothing is decoded again, and XGBoost's prediction from a quantized matrix (in time
-    proportional to rows times features: minutes for hashed feature spaces) is avoided.
+    ``cached``: the final model's predictions for the matrix from XGBoost's prediction cache (see
+    :class:`FinalPredictions`). Either way nothing is decoded again, and XGBoost's
+    prediction from a quantized matrix (in time proportional to rows times features: minutes for hashed feature
+    spaces) is avoided.
     """
     assert info.spool is not None, "the trainer keeps the page spool of its evaluation matrix"
     metrics = StreamingMetrics(model.task, model.classes)
-    for page in info.spool.replay(len(model.layout.names)):
-        assert page.label is not None
-        metrics.update(page.label, model.raw_predict(page.X), page.weight)
+    if cached is not None:
+        weight = matrix.get_weight()
+        metrics.update(matrix.get_label(), cached, weight if weight.size else None)
+    else:
+        for page in info.spool.replay(len(model.layout.names)):
+            assert page.label is not None
+            metrics.update(page.label, model.raw_predict(page.X), page.weight)
     info.spool.clear()
     return metrics
 
