@@ -16,10 +16,12 @@ from conftest import cache_dirs, encoded
 
 import extmem
 from extmem._contracts import DataProfile
+from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._units import format_size, parse_size
 from extmem.encode._probe import profile
+from extmem.read._costs import UNBUDGETED_PAGE_BYTES, page_bytes
 from extmem.read._dataset import Dataset
-from extmem.read._plan import MIN_BATCH_ROWS, Budget, fixed_bytes, plan_memory
+from extmem.read._plan import MAX_PAGE_ROWS, MIN_BATCH_ROWS, MIN_PAGE_ROWS, Budget, fixed_bytes, plan_memory
 from extmem.read._selection import select_dataset
 from extmem.xgb._matrix import matrix_info
 
@@ -53,6 +55,19 @@ def test_sizes_read_like_people_write_them(text: str, size: int) -> None:
 def test_an_unreadable_size_names_itself() -> None:
     with pytest.raises(extmem.OptionError, match="'2 parsecs'"):
         parse_size("2 parsecs")
+
+
+@pytest.mark.parametrize("values_per_row", [2, 120, 4_000])
+@pytest.mark.parametrize("rows", [3_000, 160_000, 5_000_000])
+def test_unbudgeted_pages_are_the_fewest_that_stay_under_the_page_bytes(rows: int, values_per_row: int) -> None:
+    """XGBoost reads each page of its disk cache at every tree level: without a budget, pages are as large as the page bytes allow."""
+    data = DataProfile(rows=rows, arrow_bytes_per_row=8.0 * values_per_row, stored_values_per_row=values_per_row, outputs=3)
+    plan = plan_memory(data, None, batch_rows=2048, cache="disk", fixed=FIXED)
+    assert MIN_PAGE_ROWS <= plan.page_rows <= MAX_PAGE_ROWS
+    building = page_bytes(data, plan.page_rows - MIN_PAGE_ROWS, prefetch=0)  # pages are whole multiples of MIN_PAGE_ROWS
+    assert building <= UNBUDGETED_PAGE_BYTES or plan.page_rows <= DEFAULT_PAGE_ROWS
+    if plan.page_rows < min(rows, MAX_PAGE_ROWS):  # smaller than the data: a larger page would cost too much to build
+        assert page_bytes(data, plan.page_rows + MIN_PAGE_ROWS, prefetch=0) > UNBUDGETED_PAGE_BYTES
 
 
 def test_plans_stay_under_their_budget_and_grow_with_it() -> None:

@@ -88,7 +88,7 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
         type=types.positive,
         default=None,
         metavar="N",
-        help="rows per XGBoost page (under a budget: the most) (default: planned: the largest that fit a budget, else about 8 pages)",
+        help="rows per XGBoost page (under a budget: the most) (default: planned: the largest that fit a budget, else the largest built in under 256 MiB)",
     )
     group.add_argument(
         "--cache",

@@ -63,9 +63,6 @@ HISTOGRAM_BYTES_PER_BIN = 16
 HISTOGRAM_NODES = 34
 """Histograms XGBoost holds at its peak while it grows a tree (default depth 6): 20k rows hashed to 4,096 ... 2M
 features (15k to 4.0M bins) peaked at data sizes 5-10 % under the plan with this figure (table in docs/memory.md)."""
-TARGET_PAGES = 8
-"""Unbudgeted runs size pages so that the data makes about this many (within the page-row limits): XGBoost's cost per
-boosting round grows with the pages it reads (160k rows of 4,122 columns: 0.55 s a round in 17 pages, 0.30 s in 3)."""
 UNBUDGETED_PAGE_BYTES = 256 * MiB
 """Unbudgeted runs keep the bytes of building one page under this."""
 UNBUDGETED_PASS_BYTES = 256 * MiB

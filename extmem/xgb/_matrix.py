@@ -168,7 +168,7 @@ def dmatrix(
     (default: the process's data limit, else the available RAM) with room to spare. Under a
     budget, ``batch_rows`` and ``page_rows`` are the largest sizes allowed. ``page_rows`` None
     plans the pages: the largest that fit the budget, since XGBoost keeps state per page; without
-    one, about 8 pages of at least 8,192 rows (XGBoost's cost per round grows with its pages). ``prefetch`` pages are read ahead in a background thread.
+    one, the largest built in under 256 MiB (XGBoost's cost per round grows with its pages). ``prefetch`` pages are read ahead in a background thread.
     ``missing``, ``enable_categorical``, ``feature_names``, ``feature_types``, ``nthread`` and
     ``max_quantile_batches`` are XGBoost's matrix keywords with XGBoost's meaning (a null is
     always missing; categorical features are those of the dataset's ``categorical`` option, and
