@@ -53,7 +53,19 @@ def _arguments(command: str, data: Path, model: Path, work: Path) -> list[str]:
     """A run of ``command`` that takes minutes, writing only under ``work``."""
     cache = ["--cache-dir", str(work)]
     return {
-        "train": ["train", str(data), "--out", str(work / "out"), "--rounds", "100000", "--batch-rows", "200", *cache],
+        "train": [
+            "train",
+            str(data),
+            "--out",
+            str(work / "out"),
+            "--rounds",
+            "100000",
+            "--batch-rows",
+            "200",
+            "--encoded-cache",
+            str(work / "rows"),
+            *cache,
+        ],
         "predict": ["predict", str(model), str(data), "--out", str(work / "out" / "p.parquet"), "--batch-rows", "1"],
         "evaluate": ["evaluate", str(model), str(data), "--out", str(work / "out" / "m.json"), "--batch-rows", "1"],
         "pack": ["pack", str(data), str(work / "out"), "--batch-rows", "1"],

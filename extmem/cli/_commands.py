@@ -54,8 +54,8 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-_XGBOOST_ONLY_FLAGS = ("rounds", "checkpoint_every", "cache", "prefetch", "sketch_rows", "scheduler")
-_SINGLE_MACHINE_FLAGS = ("checkpoint_every", "cache", "prefetch")
+_XGBOOST_ONLY_FLAGS = ("rounds", "checkpoint_every", "cache", "prefetch", "sketch_rows", "scheduler", "encoded_cache")
+_SINGLE_MACHINE_FLAGS = ("checkpoint_every", "cache", "prefetch", "encoded_cache")
 _INCREMENTAL_ONLY_FLAGS = ("epochs", "class_weight", "seed")
 
 
@@ -130,6 +130,7 @@ def _train(args: argparse.Namespace) -> None:
             sketch_rows=args.sketch_rows,
             cache=args.cache,
             prefetch=args.prefetch,
+            encoded_cache=args.encoded_cache,
             progress=_progress(args),
             **shared,
         ).report

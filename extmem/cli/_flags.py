@@ -113,6 +113,12 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_SKETCH_ROWS:,} with --scheduler)",
     )
     group.add_argument("--cache-dir", metavar="DIR", help="folder for the private cache folders (default: the system temp folder)")
+    group.add_argument(
+        "--encoded-cache",
+        metavar="DIR",
+        help="keep the encoded rows of the first read in DIR: a later run on the same shards with the same options replays "
+        "them instead of reading the parquet (entries are never deleted by extmem)",
+    )
     budget_flag(group, "batch and page sizes and --cache auto")
     kmers = parser.add_argument_group("k-mer features")
     kmers.add_argument(

@@ -35,6 +35,16 @@ def file_size(shard: str) -> int:
     return os.path.getsize(inner) if filesystem is None else int(filesystem.get_file_info(inner).size or 0)
 
 
+def file_stamp(shard: str) -> tuple[int, str]:
+    """The shard's size and modification time (nanoseconds; empty where a store does not say): what tells a rewritten shard."""
+    filesystem, inner = resolve(shard)
+    if filesystem is None:
+        status = os.stat(inner)
+        return status.st_size, str(status.st_mtime_ns)
+    info = filesystem.get_file_info(inner)
+    return int(info.size or 0), str(info.mtime_ns) if info.mtime is not None else ""
+
+
 def absolute(path: str) -> str:
     """A local path made absolute (as recorded in reports and sent to workers); a URI unchanged."""
     return path if is_remote(path) else os.path.abspath(local_path(path))

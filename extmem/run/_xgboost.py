@@ -48,6 +48,7 @@ class TrainConfig:
     cache: str = "auto"
     memory_budget: int | str | None = None
     prefetch: int = DEFAULT_PREFETCH
+    encoded_cache: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -74,6 +75,7 @@ class TrainConfig:
             prefetch=self.prefetch,
             cache=self.cache,
             memory_budget=self.memory_budget,
+            encoded_cache=self.encoded_cache,
         )
 
 
@@ -100,6 +102,7 @@ def matrix_report(info: MatrixInfo) -> dict[str, Any]:
         "row_groups_skipped": stats.read.row_groups_skipped,
         "cuts_from_rows": stats.cuts_from_rows,
         "spooled_bytes": stats.spooled_bytes,
+        "reused_encoded_rows": stats.reused_rows,
         "largest_footer_bytes": info.selection.schema.footer_bytes,
         "seconds": stats.timings(),
     }
@@ -123,6 +126,7 @@ def train(
     cache: str = "auto",
     memory_budget: int | str | None = None,
     prefetch: int = DEFAULT_PREFETCH,
+    encoded_cache: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
     **options: Any,
@@ -144,7 +148,9 @@ def train(
     there every that many rounds (see :func:`resume`). ``progress``: bars on stderr (default:
     when stderr is a terminal). ``cache``, ``memory_budget`` and ``prefetch`` are as in
     :func:`extmem.dmatrix`; the plan is logged and reported. Cache files never outlive the
-    call. Returns the booster and the report (``booster, report = extmem.train(...)``).
+    call, except in ``encoded_cache`` (a folder): there the encoded rows of the first read
+    are kept, and a later run on the same shards with the same options replays them instead of
+    reading the parquet (see :func:`extmem.dmatrix`). Returns the booster and the report (``booster, report = extmem.train(...)``).
     """
     for name, value in (("rounds", rounds), ("checkpoint_every", checkpoint_every)):
         check_positive_int(value, name, allow_none=True)
@@ -170,6 +176,7 @@ def train(
         cache,
         memory_budget,
         prefetch,
+        None if encoded_cache is None else os.fspath(encoded_cache),
     )
     config.matrix_options()  # refuse bad values before any reading
     Budget.resolve(memory_budget)

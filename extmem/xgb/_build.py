@@ -33,6 +33,7 @@ from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_i
 from extmem.read._dataset import no_rows_error
 from extmem.read._reader import row_groups, sample_row_groups
 from extmem.read._selection import Selection
+from extmem.xgb._encoded import keep, spool_for
 from extmem.xgb._iterator import Interrupted, IterStats, PageIter, SignalLatch
 from extmem.xgb._spool import PageSpool
 
@@ -52,6 +53,7 @@ class MatrixOptions:
     False overrides the row count's choice (distributed workers must all choose alike).
     ``spool``: keep the first pass's pages for the later passes (default: on; even packed
     shards, cheap to decode, build 25 % faster from it: 160k rows 7.9 s against 10.6).
+    ``encoded_cache``: a folder keeping the spool for later runs to replay (:mod:`extmem.xgb._encoded`).
     ``prefetch``: pages read ahead in a background thread (0: none). ``cache``: where the quantized
     matrix lives, ``memory``, ``disk`` or ``auto`` (see :mod:`extmem.read._plan`). ``memory_budget``
     (bytes or a size like ``"2GiB"``; default: the process's data limit, if any) bounds the batch
@@ -77,6 +79,7 @@ class MatrixOptions:
     feature_types: tuple[str, ...] | None = None
     nthread: int | None = None
     max_quantile_batches: int | None = None
+    encoded_cache: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("page_rows", "max_bin", "sketch_rows", "nthread", "max_quantile_batches"):
@@ -318,7 +321,7 @@ def build_dmatrix(
     keywords = _xgboost_keywords(selection, options)
     quantile_keywords = _quantile_keywords(keywords, options)
     latch = SignalLatch()
-    spool = PageSpool(cache.path / "spool") if options.spool else None
+    spool, kept_in, identity = spool_for(options.encoded_cache, selection, options.page_rows, cache.path / "spool", wanted=options.spool)
     reading = _Reading(
         selection,
         batch_rows,
@@ -327,7 +330,9 @@ def build_dmatrix(
         ReadCounters(),
     )
     on_disk = options.cache == "disk" or options.sparse_pages
-    prefill = spool is not None and not options.sparse_pages and ref is None  # the cut sample is drawn from the spool
+    prefill = (
+        spool is not None and not spool.complete and not options.sparse_pages and ref is None
+    )  # the cut sample is drawn from the spool
     checks = partial(_first_pass_checks, selection, cache.path if on_disk else None, "to train on" if ref is None else "to evaluate on")
     iterator = _iterator(
         reading,
@@ -369,6 +374,8 @@ def build_dmatrix(
             except Interrupted:
                 pass
         latch.redeliver(cache.cleanup)
+        if kept_in is not None and spool is not None and spool.complete and not spool.reused:
+            keep(spool, kept_in, identity)
     except OSError as exc:
         cache.cleanup()
         msg = f"Cannot write the external-memory cache in {str(cache.path.parent)!r}: {exc.strerror or exc}."
@@ -380,6 +387,7 @@ def build_dmatrix(
         iterator.close()
         if spool is not None:
             iterator.stats.spooled_bytes = spool.bytes
+            iterator.stats.reused_rows = spool.reused
             if not (keep_spool and matrix is not None and spool.complete):
                 spool.clear()
                 spool = None

@@ -79,6 +79,8 @@ class IterStats:
     read: ReadCounters = field(default_factory=ReadCounters)
     cuts_from_rows: int | None = None
     spooled_bytes: int = 0
+    reused_rows: bool = False
+    """Whether the rows were replayed from an encoded-rows cache (see :mod:`extmem.xgb._encoded`) instead of read."""
     build_seconds: float = 0.0
     """Wall time of the whole build (every pass, the cut sample, the spool)."""
     feed_seconds: float = 0.0

@@ -4,7 +4,8 @@ XGBoost reads the iterator several times (shape, sketch, index). Decoding wide p
 slow part, so the first pass writes each page's arrays as ``.npy`` files and later passes map
 them back (file-backed pages, which the kernel can reclaim) instead of decoding again; the
 quantile cuts of a large dataset come from a sample of the spooled pages. The spool
-lives in the DMatrix's private cache folder and goes with it.
+lives in the DMatrix's private cache folder and goes with it; a kept one (see
+:mod:`extmem.xgb._encoded`) lives in the user's encoded-rows cache and stays.
 """
 
 from __future__ import annotations
@@ -29,9 +30,27 @@ class PageSpool:
         self.page_rows: list[int] = []
         self.complete = False
         self.bytes = 0
+        self.reused = False
+        """Whether the pages were recorded by an earlier run (a kept spool, which :meth:`clear` leaves in place)."""
+
+    @classmethod
+    def kept(cls, folder: Path, page_rows: list[int], size: int) -> PageSpool:
+        """The complete spool an earlier run recorded in ``folder``: replayed, never recorded over or cleared."""
+        spool = cls(folder)
+        spool.pages, spool.page_rows, spool.bytes, spool.complete, spool.reused = len(page_rows), page_rows, size, True, True
+        return spool
+
+    def files(self) -> Iterator[Path]:
+        """The files of the recorded pages."""
+        for page in range(self.pages):
+            for part in _PARTS:
+                path = self._path(page, part)
+                if path.exists():
+                    yield path
 
     def record(self, blocks: Iterable[Block]) -> Iterator[Block]:
         """Pass ``blocks`` through, saving each; the spool is complete once they are exhausted."""
+        assert not self.reused, "a kept spool is replayed, not recorded over"
         self.clear()
         self.bytes = 0
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -90,7 +109,9 @@ class PageSpool:
             yield Block(X, self._load(page, "label"), self._load(page, "weight"))
 
     def clear(self) -> None:
-        """Delete the recorded pages and the spool folder."""
+        """Delete the recorded pages and the spool folder (a kept spool stays as it is)."""
+        if self.reused:
+            return
         for page in range(self.pages):
             for part in _PARTS:
                 self._path(page, part).unlink(missing_ok=True)

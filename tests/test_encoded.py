@@ -1,0 +1,122 @@
+"""The encoded-rows cache: a first read's rows kept in a folder, replayed by later runs on the same shards and options."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import xgboost as xgb
+
+import extmem
+from extmem.xgb._encoded import MANIFEST_FILE
+from extmem.xgb._matrix import matrix_info
+
+PARAMS = {"objective": "multi:softprob", "num_class": 3, "tree_method": "hist", "max_depth": 4}
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if (path / MANIFEST_FILE).is_file())
+
+
+def _build(data: Path, folder: Path, cache_root: Path, **options: object) -> xgb.DMatrix:
+    return extmem.dmatrix(data, preset="splice-sites", cache="disk", page_rows=1024, encoded_cache=folder, cache_dir=cache_root, **options)
+
+
+def _copy(source: Path, target: Path) -> Path:
+    target.mkdir()
+    for shard in sorted(source.glob("*.parquet")):
+        (target / shard.name).write_bytes(shard.read_bytes())
+    return target
+
+
+def test_a_second_run_replays_the_rows_and_trains_the_same_model(small_synth: Path, tmp_path: Path) -> None:
+    folder, root = tmp_path / "rows", tmp_path / "caches"
+    root.mkdir()
+    first = _build(small_synth, folder, root)
+    assert not matrix_info(first).stats.reused_rows and matrix_info(first).stats.read.rows == 3000
+    model_first = xgb.train(PARAMS, first, 5).save_raw("ubj")
+    assert len(_entries(folder)) == 1
+    second = _build(small_synth, folder, root)
+    stats = matrix_info(second).stats
+    assert stats.reused_rows and stats.rows == 3000
+    assert stats.read.rows == 0 and stats.decode_seconds == 0  # nothing read from the parquet
+    assert xgb.train(PARAMS, second, 5).save_raw("ubj") == model_first
+    assert [path.name for path in folder.iterdir()] == [_entries(folder)[0].name]  # no staging folder left
+
+
+def test_a_rewritten_shard_or_other_options_make_a_new_entry(small_synth: Path, tmp_path: Path) -> None:
+    data, folder, root = _copy(small_synth, tmp_path / "data"), tmp_path / "rows", tmp_path / "caches"
+    root.mkdir()
+    _build(data, folder, root)
+    assert not matrix_info(_build(data, folder, root, max_rows=2000)).stats.reused_rows
+    assert len(_entries(folder)) == 2
+    shard = min(data.glob("*.parquet"))
+    table = pq.read_table(shard)
+    pq.write_table(table.slice(0, table.num_rows - 1), shard)  # one row fewer: the old rows must not come back
+    rewritten = _build(data, folder, root)
+    assert not matrix_info(rewritten).stats.reused_rows and matrix_info(rewritten).stats.rows == 2999
+    assert len(_entries(folder)) == 3
+
+
+def test_a_failed_first_read_leaves_no_entry(small_synth: Path, tmp_path: Path) -> None:
+    data, folder, root = _copy(small_synth, tmp_path / "data"), tmp_path / "rows", tmp_path / "caches"
+    root.mkdir()
+    last = max(data.glob("*.parquet"))
+    table = pq.read_table(last)
+    labels = table.column("splice_type").to_pylist()
+    labels[-1] = "intron"  # a label the label map does not cover, in the last row read
+    pq.write_table(table.set_column(table.schema.get_field_index("splice_type"), "splice_type", [labels]), last)
+    with pytest.raises(extmem.LabelError, match="intron"):
+        _build(data, folder, root, label_map={"neither": 0, "donor": 1, "acceptor": 2})
+    assert list(folder.iterdir()) == []
+    assert list(root.iterdir()) == []
+
+
+def test_two_runs_at_once_keep_one_entry(small_synth: Path, tmp_path: Path) -> None:
+    folder, root = tmp_path / "rows", tmp_path / "caches"
+    root.mkdir()
+    built: list[xgb.DMatrix] = []
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            built.append(_build(small_synth, folder, root))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(_entries(folder)) == 1 and len(list(folder.iterdir())) == 1
+    models = [xgb.train(PARAMS, matrix, 3).save_raw("ubj") for matrix in built]
+    assert models[0] == models[1]
+    third = _build(small_synth, folder, root)
+    assert matrix_info(third).stats.reused_rows
+    np.testing.assert_array_equal(third.get_label(), built[0].get_label())
+
+
+def test_a_folder_that_cannot_be_one_is_named(small_synth: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(extmem.OptionError, match="'encoded_cache'") as raised:
+        _build(small_synth, blocker / "rows", tmp_path)
+    assert "encoded_cache" in raised.value.options
+    assert os.listdir(tmp_path) == ["file"]
+
+
+def test_training_reports_reused_rows(small_synth: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "rows"
+    options = {"preset": "splice-sites", "rounds": 3, "encoded_cache": folder, "cache_dir": tmp_path, "valid_fraction": 0.2}
+    first = extmem.train(small_synth, **options).report
+    second = extmem.train(small_synth, **options).report
+    assert [first["data"][name]["reused_encoded_rows"] for name in ("train", "valid")] == [False, False]
+    assert [second["data"][name]["reused_encoded_rows"] for name in ("train", "valid")] == [True, True]
+    assert second["history"] == first["history"] and second["evaluation"] == first["evaluation"]
+    assert len(_entries(folder)) == 2  # the training side and the validation side
