@@ -22,7 +22,7 @@ def _entries(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if (path / MANIFEST_FILE).is_file())
 
 
-def _build(data: Path, folder: Path, cache_root: Path, **options: object) -> xgb.DMatrix:
+def _build(data: Path, folder: Path | str, cache_root: Path, **options: object) -> xgb.DMatrix:
     return extmem.dmatrix(data, preset="splice-sites", cache="disk", page_rows=1024, encoded_cache=folder, cache_dir=cache_root, **options)
 
 
@@ -108,6 +108,8 @@ def test_a_folder_that_cannot_be_one_is_named(small_synth: Path, tmp_path: Path)
     with pytest.raises(extmem.OptionError, match="'encoded_cache'") as raised:
         _build(small_synth, blocker / "rows", tmp_path)
     assert "encoded_cache" in raised.value.options
+    with pytest.raises(extmem.OptionError, match="must be a local folder"):
+        _build(small_synth, "s3://bucket/rows", tmp_path)
     assert os.listdir(tmp_path) == ["file"]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from extmem._folders import PrivateFolder
+from extmem._stores import is_remote
 from extmem._version import __version__
 from extmem.errors import OptionError
 from extmem.read._selection import Selection
@@ -36,7 +37,10 @@ _NOT_ENCODING = ("batch_rows",)
 
 
 def check_folder(folder: str | os.PathLike[str]) -> Path:
-    """The cache folder, created if absent; an error naming the option when it cannot be used."""
+    """The cache folder, created if absent; an error naming the option when it cannot be used (a URI: it must be local)."""
+    if is_remote(os.fspath(folder)):
+        msg = f"The 'encoded_cache' folder must be a local folder (the rows are replayed memory-mapped); got {os.fspath(folder)!r}."
+        raise OptionError(msg, options=("encoded_cache",))
     path = Path(folder)
     try:
         path.mkdir(parents=True, exist_ok=True)
