@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from extmem._folders import PrivateFolder
+from extmem._signals import deferred
 from extmem._stores import is_remote
 from extmem._version import __version__
 from extmem.errors import OptionError
@@ -115,7 +116,8 @@ def keep(spool: PageSpool, folder: Path, identity: dict[str, Any]) -> None:
             (staging.path / MANIFEST_FILE).write_text(json.dumps(manifest, default=str))
             if entry.exists():
                 return
-            staging.publish(entry)
+            with deferred():  # the rename and the lock file's removal as one step
+                staging.publish(entry)
     except OSError as exc:
         if entry.exists() and find(folder, identity) is not None:
             return  # another run stored it first
