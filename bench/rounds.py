@@ -8,7 +8,8 @@ alternating. A line through each method's wall times gives its fixed cost (readi
 and its cost per boosting round; the table shows both and the ratio extmem / baseline at every
 rounds count. ``--packed`` also runs extmem on a packed copy of the data (``extmem pack``), where
 the baseline for the work left is XGBoost's own compute: its QuantileDMatrix build plus the rounds,
-from a CSR already in RAM. Writes bench/results/rounds.json.
+from a CSR already in RAM; ``--reused`` also runs extmem replaying the rows that a first, untimed
+run kept with ``encoded_cache``. Writes bench/results/rounds.json.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", default="1,20,200", help="comma-separated rounds counts")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--packed", action="store_true", help="also extmem on a packed copy of the data")
+    parser.add_argument(
+        "--reused", action="store_true", help="also extmem replaying the rows a first (untimed) run kept with --encoded-cache"
+    )
     parser.add_argument("--cache", choices=("disk", "auto", "memory"), default="disk", help="extmem's --cache")
     parser.add_argument("--memory-budget", help="extmem's --memory-budget (e.g. 512MiB)")
     parser.add_argument("--data-dir", type=Path, default=RESULTS / "data")
@@ -56,6 +60,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             extmem.pack(data, packed)
         methods["extmem-packed"] = ("extmem", extmem_options)
         folders["extmem-packed"] = packed
+    if args.reused:
+        kept = {**extmem_options, "encoded_cache": str(args.data_dir / f"encoded-{data.name}")}
+        run_method("extmem", data, 1, kept)  # the first read, untimed: it keeps the rows
+        methods["extmem-reused"] = ("extmem", kept)
+        folders["extmem-reused"] = data
     runs: dict[str, dict[int, list[dict[str, Any]]]] = {name: {rounds: [] for rounds in sweep} for name in methods}
     for _ in range(args.repeats):
         for rounds in sweep:

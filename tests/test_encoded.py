@@ -23,7 +23,8 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _build(data: Path, folder: Path | str, cache_root: Path, **options: object) -> xgb.DMatrix:
-    return extmem.dmatrix(data, preset="splice-sites", cache="disk", page_rows=1024, encoded_cache=folder, cache_dir=cache_root, **options)
+    options = {"page_rows": 1024, **options}
+    return extmem.dmatrix(data, preset="splice-sites", cache="disk", encoded_cache=folder, cache_dir=cache_root, **options)
 
 
 def _copy(source: Path, target: Path) -> Path:
@@ -60,6 +61,19 @@ def test_a_rewritten_shard_or_other_options_make_a_new_entry(small_synth: Path, 
     rewritten = _build(data, folder, root)
     assert not matrix_info(rewritten).stats.reused_rows and matrix_info(rewritten).stats.rows == 2999
     assert len(_entries(folder)) == 3
+
+
+def test_a_run_replays_the_largest_pages_its_plan_allows(small_synth: Path, tmp_path: Path) -> None:
+    """Kept in pages of 1,024 rows: a plan of 2,048-row pages replays them (smaller pages take less memory); one of 512 cannot."""
+    folder, root = tmp_path / "rows", tmp_path / "caches"
+    root.mkdir()
+    _build(small_synth, folder, root)
+    larger = matrix_info(_build(small_synth, folder, root, page_rows=2048)).stats
+    assert larger.reused_rows and larger.pages == 3  # the kept pages of 1,024 rows
+    smaller = matrix_info(_build(small_synth, folder, root, page_rows=512)).stats
+    assert not smaller.reused_rows and smaller.pages == 6
+    assert sorted(int(path.name.rpartition("-")[2]) for path in _entries(folder)) == [512, 1024]
+    assert matrix_info(_build(small_synth, folder, root, page_rows=600)).stats.pages == 6  # the 512-row entry
 
 
 def test_a_failed_first_read_leaves_no_entry(small_synth: Path, tmp_path: Path) -> None:

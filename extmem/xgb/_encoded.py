@@ -3,8 +3,11 @@
 Like LightGBM's binary dataset: decoding and encoding the parquet is most of a build's time
 (640k rows of 4,122 wide columns: about 50 of 66 s), and a run that finds its rows here
 replays them instead. An entry is keyed by everything that decides the encoded rows: each
-shard's path, size and modification time, the dataset's options, the feature layout, the page
-size and the extmem version; any change makes a new entry. An entry appears complete or not at
+shard's path, size and modification time, the dataset's options, the feature layout and the
+extmem version; any change makes a new entry. Entries of the same rows in other page sizes sit
+side by side: a run replays the one with the largest pages its memory plan allows (its planned
+page size may vary a little with the process's memory at planning time), and keeps its own when
+none fits. An entry appears complete or not at
 all: it is written in a private staging folder beside it and renamed into place, so a run that
 stops, or a second run doing the same at the same time, leaves no partial entry. extmem never
 deletes entries: delete the folder (or an entry) to reclaim its space.
@@ -54,56 +57,66 @@ def check_folder(folder: str | os.PathLike[str]) -> Path:
     return path
 
 
-def entry_identity(selection: Selection, page_rows: int | None) -> dict[str, Any]:
-    """What decides the encoded rows of ``selection`` in pages of ``page_rows`` rows (JSON-ready)."""
+def entry_identity(selection: Selection) -> dict[str, Any]:
+    """What decides the encoded rows of ``selection`` (JSON-ready), the page size aside."""
     options = {name: value for name, value in selection.dataset.to_dict().items() if name not in _NOT_ENCODING}
-    return {
+    identity = {
         "extmem_version": __version__,
         "dataset": options,
         "layout": selection.layout.to_json(),
-        "page_rows": page_rows,
         "shards": [[shard, *file_stamp(shard)] for shard in selection.schema.shards],
     }
+    return json.loads(json.dumps(identity, default=str))  # as a manifest holds it
 
 
 def spool_for(
     folder: str | None, selection: Selection, page_rows: int | None, scratch: Path, *, wanted: bool
 ) -> tuple[PageSpool | None, Path | None, dict[str, Any]]:
-    """The spool a build of ``selection`` uses, the encoded-rows cache folder (None: none) and the identity of its entry there.
+    """The spool a build of ``selection`` in pages of at most ``page_rows`` rows uses, the encoded-rows cache folder (None:
+    none) and the identity of its entries there.
 
-    The spool is the entry's, kept by an earlier run, if there is one; else a new one in
-    ``scratch`` when ``wanted`` or when there is a cache folder (to keep it there); else None.
+    The spool is a kept entry's if there is one, in pages of at most ``page_rows`` rows (the
+    largest such; None: any); else a new one in ``scratch`` when ``wanted`` or when there is a cache folder
+    (to keep it there); else None.
     """
     if folder is None:
         return (PageSpool(scratch) if wanted else None), None, {}
-    identity = entry_identity(selection, page_rows)
-    return find(Path(folder), identity) or PageSpool(scratch), Path(folder), identity
+    identity = entry_identity(selection)
+    return find(Path(folder), identity, page_rows) or PageSpool(scratch), Path(folder), identity
 
 
-def _entry_name(identity: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:32]
+def _entry_stem(identity: dict[str, Any]) -> str:
+    """The entries of one identity are ``<stem>-<page rows>``: the same rows, in pages of that many rows."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def find(folder: Path, identity: dict[str, Any]) -> PageSpool | None:
-    """The kept spool of the entry for ``identity`` in ``folder``, or None when there is none (or it cannot be read)."""
-    entry = folder / _entry_name(identity)
-    try:
-        manifest = json.loads((entry / MANIFEST_FILE).read_text())
-        if manifest["identity"] != json.loads(json.dumps(identity, default=str)):
-            return None
-        return PageSpool.kept(entry, [int(rows) for rows in manifest["page_rows"]], int(manifest["bytes"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def find(folder: Path, identity: dict[str, Any], page_rows: int | None) -> PageSpool | None:
+    """The kept spool of ``identity`` in ``folder`` with the largest pages of at most ``page_rows`` rows (the memory plan's
+    page size: smaller pages take less memory), or None when there is none (or it cannot be read)."""
+    stem = _entry_stem(identity)
+    sizes = sorted(
+        (int(path.name.rpartition("-")[2]) for path in folder.glob(f"{stem}-*") if path.name.rpartition("-")[2].isdigit()), reverse=True
+    )
+    for size in (size for size in sizes if page_rows is None or size <= page_rows):
+        entry = folder / f"{stem}-{size}"
+        try:
+            manifest = json.loads((entry / MANIFEST_FILE).read_text())
+            if manifest["identity"] == identity:
+                return PageSpool.kept(entry, [int(rows) for rows in manifest["page_rows"]], int(manifest["bytes"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def keep(spool: PageSpool, folder: Path, identity: dict[str, Any]) -> None:
-    """Store a complete spool as the entry for ``identity`` (files linked where the file system allows, else copied).
+    """Store a complete spool as the entry for ``identity`` and its page size (files linked where the file system allows,
+    else copied).
 
     When another run stored the same entry meanwhile, its entry stays and this one is dropped.
     A failure to write (a full disk) is logged and leaves nothing: the run itself goes on.
     """
     assert spool.complete
-    entry = folder / _entry_name(identity)
+    entry = folder / f"{_entry_stem(identity)}-{max(spool.page_rows, default=0)}"
     try:
         with PrivateFolder(folder, prefix=STAGING_PREFIX, option="encoded_cache") as staging:
             for source in spool.files():
@@ -113,12 +126,12 @@ def keep(spool: PageSpool, folder: Path, identity: dict[str, Any]) -> None:
                 except OSError:
                     shutil.copyfile(source, target)
             manifest = {"identity": identity, "page_rows": spool.page_rows, "bytes": spool.bytes}
-            (staging.path / MANIFEST_FILE).write_text(json.dumps(manifest, default=str))
+            (staging.path / MANIFEST_FILE).write_text(json.dumps(manifest))
             if entry.exists():
                 return
             with deferred():  # the rename and the lock file's removal as one step
                 staging.publish(entry)
     except OSError as exc:
-        if entry.exists() and find(folder, identity) is not None:
+        if (entry / MANIFEST_FILE).is_file():
             return  # another run stored it first
         logger.warning("extmem: the encoded rows could not be kept in %r (%s); this run goes on without.", str(folder), exc.strerror or exc)
