@@ -330,9 +330,8 @@ def build_dmatrix(
         ReadCounters(),
     )
     on_disk = options.cache == "disk" or options.sparse_pages
-    prefill = (
-        spool is not None and not spool.complete and not options.sparse_pages and ref is None
-    )  # the cut sample is drawn from the spool
+    # the cut sample is drawn from a complete spool: fill it first unless it was kept by an earlier run
+    prefill = spool is not None and not spool.complete and not options.sparse_pages and ref is None
     checks = partial(_first_pass_checks, selection, cache.path if on_disk else None, "to train on" if ref is None else "to evaluate on")
     iterator = _iterator(
         reading,
