@@ -13,9 +13,9 @@ import extmem
 from extmem import Dataset, InputPathError, LabelError, SchemaError, ShardReadError
 from extmem._contracts import ReadCounters
 from extmem._layout import FeatureLayout
-from extmem.errors import FilterError
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import read_pages
+from extmem.errors import FilterError
 from extmem.read._discover import discover_shards
 from extmem.read._reader import read_batches
 from extmem.read._scan import scan
