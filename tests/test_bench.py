@@ -61,9 +61,12 @@ def test_xgboost_demo_bench_equals_xgboosts_own_run(tmp_path: Path) -> None:
 
 
 def test_rounds_bench_separates_build_and_round_costs(tmp_path: Path) -> None:
-    args = ["--rows", "400", "--shards", "2", "--k", "3", "--rounds", "1,4", "--packed"]
+    args = ["--rows", "400", "--shards", "2", "--k", "3", "--rounds", "1,4", "--packed", "--reused"]
     payload = rounds.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "rounds.json")])
-    assert set(payload["seconds"]) == {"extmem-disk", "batched-csr", "extmem-packed"}
+    assert set(payload["seconds"]) == {"extmem-disk", "batched-csr", "extmem-packed", "extmem-reused"}
+    reused, read = payload["runs"]["extmem-reused"][4][0], payload["runs"]["extmem-disk"][4][0]
+    assert reused["build_seconds"]["decode"] == 0 < read["build_seconds"]["decode"]  # the kept rows, not the parquet
+    assert reused["mlogloss"] == read["mlogloss"]
     for name, line in payload["fixed_and_per_round"].items():
         assert line["fixed"] > 0, name
     baseline_runs = payload["runs"]["batched-csr"][4]
