@@ -31,8 +31,7 @@ def open_parquet(shard: str, **options: object) -> pq.ParquetFile:
 
 def file_size(shard: str) -> int:
     """The size of a shard in bytes."""
-    filesystem, inner = resolve(shard)
-    return os.path.getsize(inner) if filesystem is None else int(filesystem.get_file_info(inner).size or 0)
+    return file_stamp(shard)[0]
 
 
 def file_stamp(shard: str) -> tuple[int, str]:

@@ -94,9 +94,8 @@ def find(folder: Path, identity: dict[str, Any], page_rows: int | None) -> PageS
     """The kept spool of ``identity`` in ``folder`` with the largest pages of at most ``page_rows`` rows (the memory plan's
     page size: smaller pages take less memory), or None when there is none (or it cannot be read)."""
     stem = _entry_stem(identity)
-    sizes = sorted(
-        (int(path.name.rpartition("-")[2]) for path in folder.glob(f"{stem}-*") if path.name.rpartition("-")[2].isdigit()), reverse=True
-    )
+    suffixes = (path.name.rpartition("-")[2] for path in folder.glob(f"{stem}-*"))
+    sizes = sorted((int(suffix) for suffix in suffixes if suffix.isdigit()), reverse=True)
     for size in (size for size in sizes if page_rows is None or size <= page_rows):
         entry = folder / f"{stem}-{size}"
         try:

@@ -180,8 +180,8 @@ def dmatrix(
     and :func:`QuantileDMatrix` name the three kinds as XGBoost does, for one-line swaps.
     ``encoded_cache``: a folder (created if absent) where the rows, once read and encoded, are
     kept; a later call on the same shards (same sizes and modification times) with the same
-    options and page size replays them instead of reading the parquet, as LightGBM's binary
-    dataset does. Entries appear whole or not at all; extmem never deletes them.
+    options replays them (in the largest kept pages its memory plan allows) instead of reading
+    the parquet, as LightGBM's binary dataset does. Entries appear whole or not at all; extmem never deletes them.
     """
     if label is not None:
         options = {**options, "label": label}

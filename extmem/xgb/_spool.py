@@ -112,9 +112,8 @@ class PageSpool:
         """Delete the recorded pages and the spool folder (a kept spool stays as it is)."""
         if self.reused:
             return
-        for page in range(self.pages):
-            for part in _PARTS:
-                self._path(page, part).unlink(missing_ok=True)
+        for path in list(self.files()):
+            path.unlink(missing_ok=True)
         if self.folder.is_dir():
             self.folder.rmdir()
         self.pages, self.page_rows, self.complete = 0, [], False
