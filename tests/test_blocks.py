@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import scipy.sparse as sp
 from conftest import encoded
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extmem import Dataset
-from extmem._contracts import ReadCounters
+from extmem._contracts import Block, ReadCounters
 from extmem._layout import FeatureLayout
 from extmem.encode._blocks import Encoder, to_csr, to_dense
 from extmem.encode._features import FeatureColumns, wide_features
@@ -64,16 +65,16 @@ def test_integer_columns_with_nulls_convert() -> None:
     check_csr(to_csr(features_of(batch), layout), *expected_dense(columns, layout))
 
 
-@given(st.lists(st.booleans(), min_size=2, max_size=8), st.integers(0, 2**32 - 1))
-@settings(max_examples=40, deadline=None)
-def test_packed_entries_merge_with_wide_columns_wherever_they_sit(is_packed: list[bool], seed: int) -> None:
-    """Packed positions before, after or between the wide ones: the CSR equals the dense reference, canonical."""
+@given(st.lists(st.booleans(), min_size=2, max_size=8), st.integers(0, 2**32 - 1), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_packed_entries_merge_with_wide_columns_wherever_they_sit(is_packed: list[bool], seed: int, descending: bool) -> None:
+    """Packed positions before, after or between the wide ones, in any order within a row: the CSR equals the dense reference, canonical."""
     rng = np.random.default_rng(seed)
     rows, names = 6, [f"6mer_{'ACGT'[i % 4] * 5}{'ACGT'[i // 4]}" for i in range(len(is_packed))]
     layout = FeatureLayout.build(names, r"^\d+mer_")
     values = rng.choice([0.0, 1.0, 2.0, 7.0], size=(rows, len(names))).astype(np.float32)
     wide_at = np.flatnonzero(~np.array(is_packed))
-    packed_at = np.flatnonzero(is_packed)
+    packed_at = np.flatnonzero(is_packed)[:: -1 if descending else 1]
     batch = pa.RecordBatch.from_arrays([pa.array(values[:, j]) for j in wide_at], names=[names[j] for j in wide_at])
     kept = values[:, packed_at] != 0
     entries = PackedRows(
@@ -106,6 +107,25 @@ def test_pages_hold_exactly_page_rows_however_the_rows_were_read(small_synth: Pa
     ):
         for page, expected in zip(other, small, strict=True):
             assert (page.X != expected.X).nnz == 0 and np.array_equal(page.label, expected.label)
+
+
+@pytest.mark.parametrize("page_rows", [4, 7, 10, 25, 100])
+def test_pages_cut_and_join_blocks_with_their_labels_and_weights(page_rows: int) -> None:
+    rng = np.random.default_rng(page_rows)
+    blocks = [
+        Block(sp.random(rows, 6, density=0.4, format="csr", dtype=np.float32, random_state=rows), rng.random(rows), rng.random(rows))
+        for rows in (10, 3, 0, 12)
+    ]
+    paged = list(pages(iter(blocks), page_rows))
+    assert [page.rows for page in paged[:-1]] == [page_rows] * (len(paged) - 1) and 0 < paged[-1].rows <= page_rows
+    for name in ("label", "weight"):
+        np.testing.assert_array_equal(
+            np.concatenate([getattr(page, name) for page in paged]), np.concatenate([getattr(b, name) for b in blocks])
+        )
+    joined = sp.vstack([page.X for page in paged])
+    assert (joined != sp.vstack([b.X for b in blocks])).nnz == 0
+    for page in paged:
+        page.X.check_format(full_check=True)
 
 
 names = st.sampled_from(["3mer_AAA", "3mer_CGT", "3mer_TTT", "score_a", "score_b", "position"])

@@ -119,20 +119,28 @@ def _merge_rows(wide: sp.csr_matrix, packed: PackedRows) -> sp.csr_matrix:
     """Row-wise union of a CSR matrix and packed entries of other columns, with sorted indices.
 
     Each row takes its wide entries, then its packed ones; rows are sorted only where that
-    order is not already the column order (packed columns after the wide ones, the usual layout).
+    order is not already the column order. Where every packed column follows every wide one
+    (the usual layout), the two are joined side by side by scipy's compiled ``hstack``.
     """
-    rows = wide.shape[0]
-    wide_counts = np.diff(wide.indptr)
-    packed_counts = np.diff(packed.offsets)
-    indptr = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(wide_counts + packed_counts, out=indptr[1:])
-    indices = np.empty(indptr[-1], dtype=np.int32)
-    data = np.empty(indptr[-1], dtype=np.float32)
-    wide_slots = np.arange(wide.nnz) + np.repeat(indptr[:-1] - wide.indptr[:-1], wide_counts)
-    packed_slots = np.arange(packed.values.size) + np.repeat(indptr[:-1] + wide_counts - packed.offsets[:-1], packed_counts)
-    indices[wide_slots], data[wide_slots] = wide.indices, wide.data
-    indices[packed_slots], data[packed_slots] = packed.positions, packed.values
-    merged = sp.csr_matrix((data, indices, indptr), shape=wide.shape)
+    rows, columns = wide.shape
+    split = int(packed.positions.min()) if packed.values.size else columns
+    if wide.nnz == 0 or int(wide.indices.max()) < split:
+        left = sp.csr_matrix((wide.data, wide.indices, wide.indptr), shape=(rows, split))
+        right = sp.csr_matrix((packed.values, packed.positions - np.int32(split), packed.offsets), shape=(rows, columns - split))
+        merged = sp.hstack([left, right], format="csr")
+    else:
+        wide_counts = np.diff(wide.indptr)
+        packed_counts = np.diff(packed.offsets)
+        indptr = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(wide_counts + packed_counts, out=indptr[1:])
+        indices = np.empty(indptr[-1], dtype=np.int32)
+        data = np.empty(indptr[-1], dtype=np.float32)
+        wide_slots = np.arange(wide.nnz) + np.repeat(indptr[:-1] - wide.indptr[:-1], wide_counts)
+        packed_slots = np.arange(packed.values.size) + np.repeat(indptr[:-1] + wide_counts - packed.offsets[:-1], packed_counts)
+        indices[wide_slots], data[wide_slots] = wide.indices, wide.data
+        indices[packed_slots], data[packed_slots] = packed.positions, packed.values
+        merged = sp.csr_matrix((data, indices, indptr), shape=wide.shape)
+    indices, indptr = merged.indices, merged.indptr
     descending = indices[1:] <= indices[:-1]
     row_starts = indptr[1:-1]
     descending[row_starts[(row_starts > 0) & (row_starts < indices.size)] - 1] = False  # a row's first entry follows another row
