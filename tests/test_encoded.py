@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import xgboost as xgb
 
 import extmem
-from extmem.xgb._encoded import MANIFEST_FILE
+from extmem.xgb._encoded import MANIFEST_FILE, find
 from extmem.xgb._matrix import matrix_info
 
 PARAMS = {"objective": "multi:softprob", "num_class": 3, "tree_method": "hist", "max_depth": 4}
@@ -136,3 +137,42 @@ def test_training_reports_reused_rows(small_synth: Path, tmp_path: Path) -> None
     assert [second["data"][name]["reused_encoded_rows"] for name in ("train", "valid")] == [True, True]
     assert second["history"] == first["history"] and second["evaluation"] == first["evaluation"]
     assert len(_entries(folder)) == 2  # the training side and the validation side
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_damaged_entry_is_not_replayed_but_replaced(
+    small_synth: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder, root = tmp_path / "rows", tmp_path / "caches"
+    root.mkdir()
+    model = xgb.train(PARAMS, _build(small_synth, folder, root), 3).save_raw("ubj")
+    (entry,) = _entries(folder)
+    page = entry / "page-000001.data.npy"
+    if damage == "truncated":
+        os.truncate(page, page.stat().st_size // 2)
+    else:
+        page.unlink()
+    again = _build(small_synth, folder, root)
+    assert not matrix_info(again).stats.reused_rows and matrix_info(again).stats.read.rows == 3000
+    assert "damaged" in caplog.text and entry.name in caplog.text
+    assert xgb.train(PARAMS, again, 3).save_raw("ubj") == model
+    assert _entries(folder) == [entry] and len(list(folder.iterdir())) == 1  # replaced in place, nothing set aside left
+    replayed = _build(small_synth, folder, root)
+    assert matrix_info(replayed).stats.reused_rows
+    assert xgb.train(PARAMS, replayed, 3).save_raw("ubj") == model
+
+
+def test_a_kept_page_that_cannot_be_read_is_named(small_synth: Path, tmp_path: Path) -> None:
+    """Damage after the entry was found (between two runs' steps): the error names the file and the folder, not a traceback."""
+    folder, root = tmp_path / "rows", tmp_path / "caches"
+    root.mkdir()
+    _build(small_synth, folder, root)
+    (entry,) = _entries(folder)
+    spool = find(entry.parent, json.loads((entry / MANIFEST_FILE).read_text())["identity"], None)
+    assert spool is not None and spool.reused
+    (entry / "page-000002.indices.npy").unlink()
+    with pytest.raises(extmem.CacheError, match=r"page-000002\.indices\.npy of the kept encoded rows in .*delete that folder"):
+        list(spool.replay(10))
+    os.truncate(entry / "page-000001.data.npy", 100)
+    with pytest.raises(extmem.CacheError, match=r"page-000001\.data\.npy"):
+        list(spool.replay(10))

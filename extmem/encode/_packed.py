@@ -63,7 +63,9 @@ def unpack(
         raise SchemaError(msg)
     local = indices.flatten().to_numpy(zero_copy_only=False)
     raw = values.flatten().to_numpy(zero_copy_only=False)
-    data = as_float32(raw.astype(np.float64, copy=False), lambda i: f"entry {int(local[i])} of the packed block", where)
+    if raw.dtype != np.float32:  # float32 values are taken as they are, others checked against float32's range
+        raw = raw.astype(np.float64, copy=False)
+    data = as_float32(raw, lambda i: f"entry {int(local[i])} of the packed block", where)
     if local.size and (int(local.max()) >= column_positions.size or int(local.min()) < 0):
         bad = int(local.max()) if int(local.max()) >= column_positions.size else int(local.min())
         msg = f"A packed index in {where} is {bad}, outside the block's {column_positions.size} columns."

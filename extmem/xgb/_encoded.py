@@ -9,8 +9,10 @@ side by side: a run replays the one with the largest pages its memory plan allow
 page size may vary a little with the process's memory at planning time), and keeps its own when
 none fits. An entry appears complete or not at
 all: it is written in a private staging folder beside it and renamed into place, so a run that
-stops, or a second run doing the same at the same time, leaves no partial entry. extmem never
-deletes entries: delete the folder (or an entry) to reclaim its space.
+stops, or a second run doing the same at the same time, leaves no partial entry. Its manifest
+lists every file's size: an entry whose files are missing or of another size (damaged, or
+changed by hand) is not replayed; the run reads the parquet and replaces it. extmem deletes no
+other entries: delete the folder (or an entry) to reclaim its space.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -92,45 +95,84 @@ def _entry_stem(identity: dict[str, Any]) -> str:
 
 def find(folder: Path, identity: dict[str, Any], page_rows: int | None) -> PageSpool | None:
     """The kept spool of ``identity`` in ``folder`` with the largest pages of at most ``page_rows`` rows (the memory plan's
-    page size: smaller pages take less memory), or None when there is none (or it cannot be read)."""
+    page size: smaller pages take less memory), or None when there is none (or it cannot be read, or is damaged)."""
     stem = _entry_stem(identity)
     suffixes = (path.name.rpartition("-")[2] for path in folder.glob(f"{stem}-*"))
     sizes = sorted((int(suffix) for suffix in suffixes if suffix.isdigit()), reverse=True)
     for size in (size for size in sizes if page_rows is None or size <= page_rows):
         entry = folder / f"{stem}-{size}"
-        try:
-            manifest = json.loads((entry / MANIFEST_FILE).read_text())
-            if manifest["identity"] == identity:
-                return PageSpool.kept(entry, [int(rows) for rows in manifest["page_rows"]], int(manifest["bytes"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        manifest = _manifest(entry, identity)
+        if manifest is None:
             continue
+        if not _intact(entry, manifest):
+            logger.warning(
+                "extmem: the encoded rows in %r are damaged (a file missing or resized); this run reads the parquet again.", str(entry)
+            )
+            continue
+        return PageSpool.kept(entry, [int(rows) for rows in manifest["page_rows"]], int(manifest["bytes"]))
     return None
+
+
+def _manifest(entry: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of ``entry`` if it is one of ``identity``'s, else None."""
+    try:
+        manifest = json.loads((entry / MANIFEST_FILE).read_text())
+        return manifest if isinstance(manifest, dict) and manifest.get("identity") == identity else None
+    except (OSError, ValueError):
+        return None
+
+
+def _intact(entry: Path, manifest: dict[str, Any]) -> bool:
+    """Whether every file the manifest lists is in ``entry`` with the size it had when kept (and the page list is sound)."""
+    files, pages = manifest.get("files"), manifest.get("page_rows")
+    if not isinstance(files, dict) or not files or not isinstance(pages, list) or not isinstance(manifest.get("bytes"), int):
+        return False
+    try:
+        return all(isinstance(size, int) and (entry / name).stat().st_size == size for name, size in files.items())
+    except (OSError, TypeError):
+        return False
 
 
 def keep(spool: PageSpool, folder: Path, identity: dict[str, Any]) -> None:
     """Store a complete spool as the entry for ``identity`` and its page size (files linked where the file system allows,
     else copied).
 
-    When another run stored the same entry meanwhile, its entry stays and this one is dropped.
-    A failure to write (a full disk) is logged and leaves nothing: the run itself goes on.
+    When another run stored the same entry meanwhile, its entry stays and this one is dropped;
+    a damaged one is replaced. A failure to write (a full disk) is logged and leaves nothing: the
+    run itself goes on.
     """
     assert spool.complete
     entry = folder / f"{_entry_stem(identity)}-{max(spool.page_rows, default=0)}"
     try:
         with PrivateFolder(folder, prefix=STAGING_PREFIX, option="encoded_cache") as staging:
+            files = {}
             for source in spool.files():
                 target = staging.path / source.name
                 try:
                     os.link(source, target)
                 except OSError:
                     shutil.copyfile(source, target)
-            manifest = {"identity": identity, "page_rows": spool.page_rows, "bytes": spool.bytes}
+                files[source.name] = target.stat().st_size
+            manifest = {"identity": identity, "page_rows": spool.page_rows, "bytes": spool.bytes, "files": files}
             (staging.path / MANIFEST_FILE).write_text(json.dumps(manifest))
             if entry.exists():
-                return
+                kept = _manifest(entry, identity)
+                if kept is not None and _intact(entry, kept):
+                    return
+                _discard(entry)
             with deferred():  # the rename and the lock file's removal as one step
                 staging.publish(entry)
     except OSError as exc:
         if (entry / MANIFEST_FILE).is_file():
             return  # another run stored it first
         logger.warning("extmem: the encoded rows could not be kept in %r (%s); this run goes on without.", str(folder), exc.strerror or exc)
+
+
+def _discard(entry: Path) -> None:
+    """Move a damaged entry aside (under a staging name, so a later sweep finishes what a stop interrupts) and delete it."""
+    aside = entry.with_name(f"{STAGING_PREFIX}{secrets.token_hex(8)}")
+    try:
+        os.rename(entry, aside)
+    except FileNotFoundError:
+        return  # another run moved it first
+    shutil.rmtree(aside, ignore_errors=True)

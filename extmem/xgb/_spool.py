@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from extmem._contracts import Block
+from extmem.errors import CacheError
 
 _PARTS = ("data", "indices", "indptr", "dense", "label", "weight")
 
@@ -92,9 +93,19 @@ class PageSpool:
     def _path(self, page: int, part: str) -> Path:
         return self.folder / f"page-{page:06d}.{part}.npy"
 
-    def _load(self, page: int, part: str) -> np.ndarray | None:
+    def _load(self, page: int, part: str, *, required: bool = False) -> np.ndarray | None:
         path = self._path(page, part)
-        return np.load(path, mmap_mode="r", allow_pickle=False) if path.exists() else None
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            if not required:
+                return None
+            reason = "it is missing"
+        except (OSError, ValueError) as exc:
+            reason = str(exc)
+        where = "kept encoded rows" if self.reused else "page spool"
+        advice = ": delete that folder, and a later run keeps the rows again" if self.reused else ""
+        raise CacheError(f"Cannot read {path.name} of the {where} in {str(self.folder)!r} ({reason}){advice}.")
 
     def replay(self, n_features: int, pages: Sequence[int] | None = None) -> Iterator[Block]:
         """The recorded pages (or only ``pages``), in order."""
@@ -103,9 +114,10 @@ class PageSpool:
             if dense is not None:
                 X: sp.csr_matrix | np.ndarray = dense
             else:
-                indptr = self._load(page, "indptr")
+                indptr = self._load(page, "indptr", required=True)
                 assert indptr is not None
-                X = sp.csr_matrix((self._load(page, "data"), self._load(page, "indices"), indptr), shape=(indptr.size - 1, n_features))
+                stored = (self._load(page, "data", required=True), self._load(page, "indices", required=True))
+                X = sp.csr_matrix((*stored, indptr), shape=(indptr.size - 1, n_features))
             yield Block(X, self._load(page, "label"), self._load(page, "weight"))
 
     def clear(self) -> None:
