@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import write_shard
@@ -64,6 +65,23 @@ def test_union_promotes_int_and_float_and_keeps_first_seen_order(tmp_path: Path)
     assert str(union.columns["x"].arrow_type) == "double"
     assert union.missing_from("y") == [str(tmp_path / "b.parquet")]
     assert union.rows == 3
+
+
+def test_union_types_and_holders_whatever_order_the_types_come_in(tmp_path: Path) -> None:
+    """A type seen again in the next shard is not merged twice; one seen before, then another, still promotes."""
+    tables = {
+        "a": pa.table({"x": pa.array([1], pa.int64()), "s": pa.array(["u"], pa.string())}),
+        "b": pa.table({"x": pa.array([1.5], pa.float32()), "s": pa.array(["v"], pa.large_string())}),
+        "c": pa.table({"x": pa.array([2.5], pa.float32()), "y": pa.array([3], pa.int32())}),
+        "d": pa.table({"x": pa.array([4], pa.int64()), "y": pa.array([5], pa.int32())}),
+    }
+    for name, table in tables.items():
+        pq.write_table(table, tmp_path / f"{name}.parquet")
+    union = scan(discover_shards([str(tmp_path)]))
+    assert {name: str(column.arrow_type) for name, column in union.columns.items()} == {"x": "double", "s": "large_string", "y": "int32"}
+    assert union.missing_from("x") == [] and union.missing_from("s") == [str(tmp_path / "c.parquet"), str(tmp_path / "d.parquet")]
+    assert union.missing_from("y") == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    assert [union.columns[name].first_shard for name in ("x", "y")] == [str(tmp_path / "a.parquet"), str(tmp_path / "c.parquet")]
 
 
 def test_string_vs_number_conflict_names_both_files(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ largest one is part of every memory plan (:attr:`Schema.footer_bytes`).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -131,7 +131,8 @@ def _read_footer(shard: str) -> tuple[list[pa.Field], tuple[int, ...], PackedBlo
     return fields, row_groups, block, footer
 
 
-def _unify(column: Column, arrow_type: pa.DataType, shard: str, shard_bit: int, packed: bool) -> Column:
+def _unify(column: Column, arrow_type: pa.DataType, shard: str) -> Column:
+    """``column`` once ``shard`` holds it as ``arrow_type``: numeric types promote to float64, strings are large strings."""
     kind = type_kind(arrow_type)
     if kind != column.kind or (kind == OTHER and arrow_type != column.arrow_type):
         msg = (
@@ -139,17 +140,21 @@ def _unify(column: Column, arrow_type: pa.DataType, shard: str, shard_bit: int, 
             f"but {arrow_type} in {shard!r}; drop it or fix the shards."
         )
         raise SchemaError(msg)
-    unified = column.arrow_type
-    if kind == NUMERIC and arrow_type != unified:
-        unified = pa.float64()
-    elif kind == STRING:
-        unified = pa.large_string()
-    return Column(column.name, kind, unified, column.first_shard, column.shards_mask | shard_bit, column.packed or packed)
+    if kind == NUMERIC and arrow_type != column.arrow_type:
+        return replace(column, arrow_type=pa.float64())
+    return column
 
 
 def scan(shards: list[str]) -> Schema:
-    """Read every shard's footer, one at a time, and merge the schemas; numeric types promote to float64."""
+    """Read every shard's footer, one at a time, and merge the schemas; numeric types promote to float64.
+
+    Thousands of columns per shard: a column whose type is the one it had in the last shard
+    holding it costs two dictionary updates, nothing more.
+    """
     columns: dict[str, Column] = {}
+    last_types: dict[str, pa.DataType] = {}
+    masks: dict[str, int] = {}
+    packed_columns: set[str] = set()
     shard_row_groups: dict[str, tuple[int, ...]] = {}
     packed_blocks: dict[str, PackedBlock] = {}
     footer_bytes = 0
@@ -165,14 +170,16 @@ def scan(shards: list[str]) -> Schema:
         shard_row_groups[shard] = row_groups
         if block is not None:
             packed_blocks[shard] = block
-        packed_names = set(block.columns) if block is not None else set()
+            packed_columns.update(block.columns)
         for arrow_field in fields:
-            packed = arrow_field.name in packed_names
-            existing = columns.get(arrow_field.name)
-            if existing is None:
-                kind = type_kind(arrow_field.type)
-                arrow_type = pa.large_string() if kind == STRING else arrow_field.type
-                columns[arrow_field.name] = Column(arrow_field.name, kind, arrow_type, shard, shard_bit, packed)
-            else:
-                columns[arrow_field.name] = _unify(existing, arrow_field.type, shard, shard_bit, packed)
-    return Schema(tuple(shards), columns, shard_row_groups, packed_blocks, footer_bytes)
+            name, arrow_type = arrow_field.name, arrow_field.type
+            last = last_types.get(name)
+            if last is None:
+                kind = type_kind(arrow_type)
+                columns[name] = Column(name, kind, pa.large_string() if kind == STRING else arrow_type, shard, 0)
+            elif arrow_type != last:
+                columns[name] = _unify(columns[name], arrow_type, shard)
+            last_types[name] = arrow_type
+            masks[name] = masks.get(name, 0) | shard_bit
+    merged = {name: replace(column, shards_mask=masks[name], packed=name in packed_columns) for name, column in columns.items()}
+    return Schema(tuple(shards), merged, shard_row_groups, packed_blocks, footer_bytes)
