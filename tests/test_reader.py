@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from extmem._layout import FeatureLayout
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import read_pages
 from extmem.errors import FilterError
+from extmem.read import _scan
 from extmem.read._discover import discover_shards
 from extmem.read._reader import read_batches
 from extmem.read._scan import scan
@@ -82,6 +85,33 @@ def test_union_types_and_holders_whatever_order_the_types_come_in(tmp_path: Path
     assert union.missing_from("x") == [] and union.missing_from("s") == [str(tmp_path / "c.parquet"), str(tmp_path / "d.parquet")]
     assert union.missing_from("y") == [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
     assert [union.columns[name].first_shard for name in ("x", "y")] == [str(tmp_path / "a.parquet"), str(tmp_path / "c.parquet")]
+
+
+@pytest.mark.parametrize("room", [1, 1 << 30])
+def test_footers_parsed_at_once_stay_within_the_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """Each footer takes room for its estimated parsed size (at most the whole room): a room smaller than any footer parses one at a time."""
+    for index in range(12):
+        write_shard(tmp_path / f"s{index:02d}.parquet", {f"c{index}": [index], "x": [float(index)]})
+    reference = scan(discover_shards([str(tmp_path)]))
+    parsing, most = [0], [0]
+    guard = threading.Lock()
+    parse = _scan._parse_footer
+
+    def counted(*args: object) -> object:
+        with guard:
+            parsing[0] += 1
+            most[0] = max(most[0], parsing[0])
+        try:
+            time.sleep(0.01)  # widens the window in which two parses could overlap; the bound holds however long a parse takes
+            return parse(*args)
+        finally:
+            with guard:
+                parsing[0] -= 1
+
+    monkeypatch.setattr(_scan, "FOOTER_ROOM", room)
+    monkeypatch.setattr(_scan, "_parse_footer", counted)
+    assert scan(discover_shards([str(tmp_path)])) == reference
+    assert most[0] == 1 if room == 1 else 1 <= most[0] <= _scan.SCAN_THREADS
 
 
 def test_string_vs_number_conflict_names_both_files(tmp_path: Path) -> None:

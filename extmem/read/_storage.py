@@ -13,20 +13,38 @@ from __future__ import annotations
 
 import os
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from extmem._stores import is_remote, local_path, resolve
 
 
-def open_parquet(shard: str, **options: object) -> pq.ParquetFile:
-    """``pq.ParquetFile`` of a local shard or a URI.
+def open_parquet(shard: str, source: pa.NativeFile | None = None, **options: object) -> pq.ParquetFile:
+    """``pq.ParquetFile`` of a local shard or a URI (read through ``source`` if given: see :func:`open_source`).
 
     A URI's reads are ranged and pre-buffered: the needed column chunks of a row group are
     fetched in a few coalesced requests (a row group's compressed chunks held until decoded),
     not one request per column.
     """
     filesystem, inner = resolve(shard)
+    if source is not None:
+        return pq.ParquetFile(source, pre_buffer=filesystem is not None, **options)  # type: ignore[arg-type]
     return pq.ParquetFile(inner, filesystem=filesystem, pre_buffer=filesystem is not None, **options)  # type: ignore[arg-type]
+
+
+def open_source(shard: str) -> pa.NativeFile:
+    """The shard opened for ranged reads: a local file, or a store's object (its size known, nothing read yet)."""
+    filesystem, inner = resolve(shard)
+    return pa.OSFile(inner) if filesystem is None else filesystem.open_input_file(inner)
+
+
+def footer_length(source: pa.NativeFile) -> int:
+    """The serialized footer's size, from a parquet file's last 8 bytes (0 when they are not a parquet file's end)."""
+    size = source.size()
+    if size < 12:
+        return 0
+    tail = source.read_at(8, size - 8)
+    return int.from_bytes(tail[:4], "little") if tail[4:] == b"PAR1" else 0
 
 
 def file_size(shard: str) -> int:
