@@ -176,3 +176,16 @@ def test_a_kept_page_that_cannot_be_read_is_named(small_synth: Path, tmp_path: P
     os.truncate(entry / "page-000001.data.npy", 100)
     with pytest.raises(extmem.CacheError, match=r"page-000001\.data\.npy"):
         list(spool.replay(10))
+
+
+def test_a_folder_inside_the_model_folder_is_refused_before_any_work(small_synth: Path, tmp_path: Path) -> None:
+    """The run replaces its 'out' folder with the model at the end: rows kept inside it would be lost."""
+    out = tmp_path / "model"
+    for inside in (out / "rows", out):
+        with pytest.raises(extmem.OptionError, match="'encoded_cache' folder .* inside the 'out' folder") as raised:
+            extmem.train(small_synth, preset="splice-sites", rounds=1, out=out, encoded_cache=inside, cache_dir=tmp_path)
+        assert set(raised.value.options) == {"encoded_cache", "out"}
+    assert os.listdir(tmp_path) == []
+    beside = tmp_path / "rows"
+    extmem.train(small_synth, preset="splice-sites", rounds=1, out=out, encoded_cache=beside, cache_dir=tmp_path)
+    assert len(_entries(beside)) == 1 and sorted(os.listdir(out)) == ["model.ubj", "report.json"]

@@ -28,6 +28,7 @@ from extmem.run._stopping import EarlyStopping
 from extmem.score._metrics import StreamingMetrics, task_of
 from extmem.score._model import Model
 from extmem.xgb._build import MatrixOptions
+from extmem.xgb._encoded import check_outside
 from extmem.xgb._matrix import MatrixInfo, free_matrix, open_matrix
 
 logger = logging.getLogger("extmem")
@@ -238,6 +239,7 @@ def _open(config: TrainConfig, run: TrainingRun, progress: bool | None) -> list[
 
 
 def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _Start | None) -> TrainResult:
+    check_outside(config.encoded_cache, run.out)
     params = dict(config.params)
     with run:
         with run.stage("read and build"):

@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from extmem._destinations import RemoteFolder
 from extmem._folders import PrivateFolder
 from extmem._signals import deferred
 from extmem._stores import is_remote
@@ -58,6 +59,19 @@ def check_folder(folder: str | os.PathLike[str]) -> Path:
         msg = f"The 'encoded_cache' folder {str(path)!r} is not writable."
         raise OptionError(msg, options=("encoded_cache",))
     return path
+
+
+def check_outside(folder: str | None, out: Path | RemoteFolder | None) -> None:
+    """Refuse a cache ``folder`` at or inside the local output folder ``out``: a run replaces that folder with its model."""
+    if folder is None or not isinstance(out, Path) or is_remote(folder):
+        return
+    cache, target = Path(folder).resolve(), out.resolve()
+    if cache.is_relative_to(target):
+        msg = (
+            f"The 'encoded_cache' folder {folder!r} is inside the 'out' folder {str(out)!r}, which the run replaces with "
+            "its model at the end: keep the rows elsewhere."
+        )
+        raise OptionError(msg, options=("encoded_cache", "out"))
 
 
 def entry_identity(selection: Selection) -> dict[str, Any]:
