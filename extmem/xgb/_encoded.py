@@ -11,8 +11,8 @@ none fits. An entry appears complete or not at
 all: it is written in a private staging folder beside it and renamed into place, so a run that
 stops, or a second run doing the same at the same time, leaves no partial entry. Its manifest
 lists every file's size: an entry whose files are missing or of another size (damaged, or
-changed by hand) is not replayed; the run reads the parquet and replaces it. extmem deletes no
-other entries: delete the folder (or an entry) to reclaim its space.
+changed by hand) is deleted instead of replayed, and the run reads the parquet. extmem deletes
+no other entries: delete the folder (or an entry) to reclaim its space.
 """
 
 from __future__ import annotations
@@ -120,8 +120,11 @@ def find(folder: Path, identity: dict[str, Any], page_rows: int | None) -> PageS
             continue
         if not _intact(entry, manifest):
             logger.warning(
-                "extmem: the encoded rows in %r are damaged (a file missing or resized); this run reads the parquet again.", str(entry)
+                "extmem: the encoded rows in %r are damaged (a file missing or resized) or were kept by an older extmem; "
+                "they are deleted, and this run reads the parquet again.",
+                str(entry),
             )
+            _discard(entry)
             continue
         return PageSpool.kept(entry, [int(rows) for rows in manifest["page_rows"]], int(manifest["bytes"]))
     return None
