@@ -3,7 +3,6 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -93,16 +92,22 @@ def test_footers_parsed_at_once_stay_within_the_room(tmp_path: Path, monkeypatch
     for index in range(12):
         write_shard(tmp_path / f"s{index:02d}.parquet", {f"c{index}": [index], "x": [float(index)]})
     reference = scan(discover_shards([str(tmp_path)]))
-    parsing, most = [0], [0]
+    parsing, most, calls = [0], [0], [0]
     guard = threading.Lock()
+    overlapped = threading.Event()
     parse = _scan._parse_footer
 
     def counted(*args: object) -> object:
         with guard:
             parsing[0] += 1
             most[0] = max(most[0], parsing[0])
+            if parsing[0] > 1:
+                overlapped.set()
+            first = calls[0] == 0
+            calls[0] += 1
         try:
-            time.sleep(0.01)  # widens the window in which two parses could overlap; the bound holds however long a parse takes
+            if first:  # the first parse holds on until another starts beside it (within the room, none can); the bounds hold either way
+                overlapped.wait(timeout=1.0)
             return parse(*args)
         finally:
             with guard:
