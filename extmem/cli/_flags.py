@@ -117,7 +117,7 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
         "--encoded-cache",
         metavar="DIR",
         help="keep the encoded rows of the first read in DIR: a later run on the same shards with the same options replays "
-        "them instead of reading the parquet (entries are never deleted by extmem)",
+        "them instead of reading the parquet (extmem deletes only damaged entries)",
     )
     budget_flag(group, "batch and page sizes and --cache auto")
     kmers = parser.add_argument_group("k-mer features")

@@ -182,9 +182,6 @@ def _parse_footer(shard: str, source: pa.NativeFile) -> tuple[pa.Schema, tuple[i
 def _footers(shards: list[str]) -> Iterator[_Footer]:
     """Each shard's footer, in order, read ahead by up to ``SCAN_THREADS`` threads within ``FOOTER_ROOM``."""
     room = _Room(FOOTER_ROOM)
-    if len(shards) <= 1:
-        yield from (_read_footer(shard, room) for shard in shards)
-        return
     with ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="extmem-scan") as pool:
         pending: deque[Future[_Footer]] = deque()
         waiting = iter(shards)
@@ -219,7 +216,7 @@ def _unify(column: Column, arrow_type: pa.DataType, shard: str) -> Column:
 
 
 def scan(shards: list[str]) -> Schema:
-    """Read every shard's footer, one at a time, and merge the schemas; numeric types promote to float64.
+    """Read every shard's footer (a few at once, see :func:`_footers`) and merge the schemas in shard order; numeric types promote to float64.
 
     Thousands of columns per shard: a column whose type is the one it had in the last shard
     holding it costs two dictionary updates, nothing more.

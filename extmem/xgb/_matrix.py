@@ -181,7 +181,7 @@ def dmatrix(
     ``encoded_cache``: a folder (created if absent) where the rows, once read and encoded, are
     kept; a later call on the same shards (same sizes and modification times) with the same
     options replays them (in the largest kept pages its memory plan allows) instead of reading
-    the parquet, as LightGBM's binary dataset does. Entries appear whole or not at all; extmem never deletes them.
+    the parquet, as LightGBM's binary dataset does. Entries appear whole or not at all; extmem deletes only damaged ones.
     """
     if label is not None:
         options = {**options, "label": label}
