@@ -18,10 +18,11 @@ from extmem._layout import FeatureLayout
 from extmem.encode._blocks import Encoder, to_csr, to_dense
 from extmem.encode._features import FeatureColumns, wide_features
 from extmem.encode._packed import PackedRows
-from extmem.encode._pages import concat_blocks, pages, read_pages
+from extmem.encode._pages import concat_blocks, page_blocks, pages, read_pages
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
 from extmem.tools._pack import rewrite_shard
+from extmem.xgb._spool import PageSpool
 
 
 def features_of(batch: pa.RecordBatch) -> FeatureColumns:
@@ -126,6 +127,32 @@ def test_pages_cut_and_join_blocks_with_their_labels_and_weights(page_rows: int)
     assert (joined != sp.vstack([b.X for b in blocks])).nnz == 0
     for page in paged:
         page.X.check_format(full_check=True)
+
+
+@pytest.mark.parametrize("page_rows", [4, 25])
+@pytest.mark.parametrize("dense", [False, True])
+def test_spooled_page_blocks_replay_as_the_joined_pages(tmp_path: Path, page_rows: int, dense: bool) -> None:
+    rng = np.random.default_rng(page_rows)
+    blocks = []
+    for rows in (10, 3, 0, 12):
+        X = sp.random(rows, 6, density=0.4, format="csr", dtype=np.float32, random_state=rows)
+        if rows == 12:  # scipy may give a block 64-bit indices: the spool writes one dtype per file
+            X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
+        blocks.append(Block(X.toarray() if dense else X, rng.random(rows).astype(np.float32), None))
+    spool = PageSpool(tmp_path / "spool")
+    rows = list(spool.fill(page_blocks(iter(blocks), page_rows)))
+    expected = list(pages(iter(blocks), page_rows))
+    assert rows == [page.rows for page in expected] and spool.complete
+    for replayed, page in zip(spool.replay(6), expected, strict=True):
+        assert replayed.weight is None
+        np.testing.assert_array_equal(replayed.label, page.label)
+        if dense:
+            np.testing.assert_array_equal(replayed.X, page.X)
+        else:
+            replayed.X.check_format(full_check=True)
+            np.testing.assert_array_equal(replayed.X.toarray(), page.X.toarray())
+    spool.clear()
+    assert not (tmp_path / "spool").exists()
 
 
 names = st.sampled_from(["3mer_AAA", "3mer_CGT", "3mer_TTT", "score_a", "score_b", "position"])

@@ -70,14 +70,14 @@ def unpack(
         bad = int(local.max()) if int(local.max()) >= column_positions.size else int(local.min())
         msg = f"A packed index in {where} is {bad}, outside the block's {column_positions.size} columns."
         raise SchemaError(msg)
-    positions = column_positions[local]
+    positions = column_positions.astype(np.int32, copy=False)[local]
     if column_signs is not None:
         data = data * column_signs[local]
     kept = (positions >= 0) & (data != 0) & ~np.isnan(data)
-    rows = np.repeat(np.arange(index_lengths.size), index_lengths)
     offsets = np.zeros(index_lengths.size + 1, dtype=np.int64)
     if kept.all():
         np.cumsum(index_lengths, out=offsets[1:])
-        return PackedRows(offsets, positions.astype(np.int32, copy=False), data)
+        return PackedRows(offsets, positions, data)
+    rows = np.repeat(np.arange(index_lengths.size), index_lengths)
     np.cumsum(np.bincount(rows[kept], minlength=index_lengths.size), out=offsets[1:])
-    return PackedRows(offsets, positions[kept].astype(np.int32, copy=False), data[kept])
+    return PackedRows(offsets, positions[kept], data[kept])

@@ -26,8 +26,20 @@ def read_pages(
     Row groups of up to half a page come whole, their wide columns decoded in column parts (see
     :mod:`extmem.read._parts`): a page holds such a row group's block with room to spare.
     """
+    return map(concat_blocks, read_page_blocks(selection, encoder, batch_rows, page_rows, refs, counters))
+
+
+def read_page_blocks(
+    selection: Selection,
+    encoder: Encoder,
+    batch_rows: int,
+    page_rows: int,
+    refs: list[RowGroupRef] | None = None,
+    counters: ReadCounters | None = None,
+) -> Iterator[list[Block]]:
+    """:func:`read_pages`, each page as the blocks it is made of (for a writer that needs them not joined)."""
     raw = read_batches(selection, batch_rows, refs, counters, whole_rows=page_rows // 2)
-    return pages(map(encoder, raw), page_rows)
+    return page_blocks(map(encoder, raw), page_rows)
 
 
 def concat_blocks(blocks: list[Block]) -> Block:
@@ -46,19 +58,34 @@ def concat_blocks(blocks: list[Block]) -> Block:
 def _stacked_csr(matrices: list[sp.csr_matrix]) -> sp.csr_matrix:
     """CSR rows of ``matrices`` one after another: their arrays concatenated, ten times faster than ``scipy.sparse.vstack``."""
     rows = sum(matrix.shape[0] for matrix in matrices)
-    indptr = np.empty(rows + 1, dtype=np.int64)
+    data = np.concatenate(stored_parts(matrices, "data"))
+    indices = np.concatenate(stored_parts(matrices, "indices"))
+    return sp.csr_matrix((data, indices, stacked_indptr(matrices)), shape=(rows, matrices[0].shape[1]))
+
+
+def stored_parts(matrices: list[sp.csr_matrix], name: str) -> list[np.ndarray]:
+    """The stored ``data`` or ``indices`` of each CSR matrix (views: a matrix may be rows sliced out of a larger one)."""
+    return [getattr(matrix, name)[matrix.indptr[0] : matrix.indptr[-1]] for matrix in matrices]
+
+
+def stacked_indptr(matrices: list[sp.csr_matrix]) -> np.ndarray:
+    """The row pointers of ``matrices``' rows one after another (int64)."""
+    indptr = np.empty(sum(matrix.shape[0] for matrix in matrices) + 1, dtype=np.int64)
     indptr[0] = start = stored = 0
     for matrix in matrices:
         np.add(matrix.indptr[1:], stored - matrix.indptr[0], out=indptr[start + 1 : start + 1 + matrix.shape[0]])
         start += matrix.shape[0]
         stored += matrix.indptr[-1] - matrix.indptr[0]
-    data = np.concatenate([matrix.data[matrix.indptr[0] : matrix.indptr[-1]] for matrix in matrices])
-    indices = np.concatenate([matrix.indices[matrix.indptr[0] : matrix.indptr[-1]] for matrix in matrices])
-    return sp.csr_matrix((data, indices, indptr), shape=(rows, matrices[0].shape[1]))
+    return indptr
 
 
 def pages(blocks: Iterable[Block], page_rows: int) -> Iterator[Block]:
-    """Group blocks into pages of exactly ``page_rows`` rows (the last may be smaller), cutting blocks where pages end.
+    """Group blocks into pages of exactly ``page_rows`` rows (the last may be smaller); see :func:`page_blocks`."""
+    return map(concat_blocks, page_blocks(blocks, page_rows))
+
+
+def page_blocks(blocks: Iterable[Block], page_rows: int) -> Iterator[list[Block]]:
+    """Group blocks into pages of exactly ``page_rows`` rows (the last may be smaller), cutting blocks where pages end; each page as its blocks.
 
     XGBoost keeps state per external-memory page, so pages of tens of thousands of rows
     keep its memory flat while batches stay small enough to decode cheaply. Pages depend only
@@ -76,10 +103,10 @@ def pages(blocks: Iterable[Block], page_rows: int) -> Iterator[Block]:
             pending_rows += taken
             start += taken
             if pending_rows == page_rows:
-                yield concat_blocks(pending)
+                yield pending
                 pending, pending_rows = [], 0
     if pending:
-        yield concat_blocks(pending)
+        yield pending
 
 
 def _rows(block: Block, start: int, stop: int, *, copy: bool) -> Block:

@@ -28,13 +28,13 @@ from extmem._contracts import Block, ReadCounters, RowGroupRef
 from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder
-from extmem.encode._pages import read_pages
+from extmem.encode._pages import read_page_blocks, read_pages
 from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int
 from extmem.read._dataset import no_rows_error
 from extmem.read._reader import row_groups, sample_row_groups
 from extmem.read._selection import Selection
 from extmem.xgb._encoded import keep, spool_for
-from extmem.xgb._iterator import Interrupted, IterStats, PageIter, SignalLatch
+from extmem.xgb._iterator import Interrupted, IterStats, PageIter, Prefetcher, SignalLatch
 from extmem.xgb._spool import PageSpool
 
 CACHE_BYTES_PER_VALUE = 16
@@ -209,6 +209,11 @@ class _Reading:
         self.counters.reset()
         return read_pages(self.selection, self.encoder, self.batch_rows, self.page_rows, refs, self.counters)
 
+    def page_blocks(self) -> Iterator[list[Block]]:
+        """One pass of every page, each as its blocks (see :meth:`PageSpool.fill`)."""
+        self.counters.reset()
+        return read_page_blocks(self.selection, self.encoder, self.batch_rows, self.page_rows, None, self.counters)
+
 
 def _pass_source(reading: _Reading, spool: PageSpool | None, refs: list[RowGroupRef] | None = None) -> Callable[[], Iterator[Block]]:
     """What each pass of an iterator yields: the spool's pages once it is complete, else pages read (and spooled)."""
@@ -290,6 +295,20 @@ def _sampled_cuts(
     return reference, iterator.stats.rows, iterator.stats.feed_seconds
 
 
+def _fill(spool: PageSpool, reading: _Reading, latch: SignalLatch, prefetch: int, on_rows: Callable[[int], None] | None) -> None:
+    """Record every page in ``spool``, read and encoded ``prefetch`` pages ahead in a background thread while this one writes."""
+    produced = reading.page_blocks()
+    pages = Prefetcher(produced, prefetch) if prefetch > 0 else produced
+    try:
+        for rows in spool.fill(pages):
+            latch.check()
+            if on_rows is not None:
+                on_rows(rows)
+    finally:
+        if isinstance(pages, Prefetcher):
+            pages.close()
+
+
 def _first_pass_checks(selection: Selection, cache_folder: Path | None, purpose: str, stats: IterStats) -> None:
     if stats.rows == 0:
         raise no_rows_error(selection.dataset, purpose)
@@ -357,10 +376,7 @@ def build_dmatrix(
                         if prefill:
                             assert spool is not None
                             filling = time.perf_counter()
-                            for page in spool.record(reading.pages()):
-                                latch.check()
-                                if on_rows is not None:
-                                    on_rows(page.rows)
+                            _fill(spool, reading, latch, options.prefetch, on_rows)
                             iterator.stats.feed_seconds += time.perf_counter() - filling
                         ref, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool, quantile_keywords)
                         iterator.stats.feed_seconds += sample_feed

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from extmem._contracts import Block
+from extmem.encode._pages import stacked_indptr, stored_parts
 from extmem.errors import CacheError
 
 _PARTS = ("data", "indices", "indptr", "dense", "label", "weight")
@@ -49,31 +50,42 @@ class PageSpool:
                 if path.exists():
                     yield path
 
-    def record(self, blocks: Iterable[Block]) -> Iterator[Block]:
-        """Pass ``blocks`` through, saving each; the spool is complete once they are exhausted."""
+    def record(self, pages: Iterable[Block]) -> Iterator[Block]:
+        """Pass ``pages`` through, saving each; the spool is complete once they are exhausted."""
+        for blocks in self._recorded([page] for page in pages):
+            yield blocks[0]
+
+    def fill(self, pages: Iterable[list[Block]]) -> Iterator[int]:
+        """Save pages given as the blocks they are made of, written one after another (never joined in memory); yields each page's rows."""
+        for blocks in self._recorded(pages):
+            yield sum(block.rows for block in blocks)
+
+    def _recorded(self, pages: Iterable[list[Block]]) -> Iterator[list[Block]]:
         assert not self.reused, "a kept spool is replayed, not recorded over"
         self.clear()
         self.bytes = 0
         self.folder.mkdir(parents=True, exist_ok=True)
-        for block in blocks:
-            self._save(block)
-            yield block
+        for blocks in pages:
+            self._save(blocks)
+            yield blocks
         self.complete = True
 
-    def _save(self, block: Block) -> None:
-        parts: dict[str, np.ndarray | None] = {"label": block.label, "weight": block.weight}
-        if sp.issparse(block.X):
-            X = block.X
-            parts.update(data=X.data, indices=X.indices, indptr=X.indptr)
+    def _save(self, blocks: list[Block]) -> None:
+        matrices = [block.X for block in blocks]
+        parts: dict[str, list[np.ndarray] | None] = {
+            name: None if getattr(blocks[0], name) is None else [getattr(block, name) for block in blocks] for name in ("label", "weight")
+        }
+        if sp.issparse(matrices[0]):
+            parts.update(data=stored_parts(matrices, "data"), indices=stored_parts(matrices, "indices"), indptr=[stacked_indptr(matrices)])
         else:
-            parts["dense"] = block.X
-        for name, array in parts.items():
-            if array is not None:
+            parts["dense"] = matrices
+        for name, arrays in parts.items():
+            if arrays is not None:
                 path = self._path(self.pages, name)
-                np.save(path, array, allow_pickle=False)
+                _write_npy(path, arrays)
                 self.bytes += path.stat().st_size
         self.pages += 1
-        self.page_rows.append(block.rows)
+        self.page_rows.append(sum(block.rows for block in blocks))
 
     @property
     def rows(self) -> int:
@@ -129,3 +141,14 @@ class PageSpool:
         if self.folder.is_dir():
             self.folder.rmdir()
         self.pages, self.page_rows, self.complete = 0, [], False
+
+
+def _write_npy(path: Path, arrays: list[np.ndarray]) -> None:
+    """Save ``arrays`` joined along their first axis as one ``.npy`` file, each written in turn (no joined copy in memory)."""
+    dtype = np.result_type(*arrays)
+    shape = (sum(len(array) for array in arrays), *arrays[0].shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    with path.open("wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        for array in arrays:
+            file.write(np.ascontiguousarray(array, dtype=dtype).data)
