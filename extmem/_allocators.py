@@ -32,8 +32,8 @@ measured (XGBoost 3.2, pyarrow 26, Linux x86-64; 284 MiB with two OpenBLAS threa
 loading them or starting their threads fails, and they often abort the process rather than raise an error."""
 ARROW_IO_THREADS = 8
 """Threads of pyarrow's I/O pool."""
-EXTMEM_THREADS = 2
-"""extmem's own threads in a run: the page prefetcher and the memory sampler."""
+EXTMEM_THREADS = 3
+"""extmem's own threads in a run: the page prefetcher, the column-part reader and the memory sampler."""
 THREAD_STACK_BYTES = 2 * MiB
 """The stack of threads started once the allocators are set up (glibc's default is the 8 MiB stack limit): each counts in
 full against a data limit. XGBoost, pyarrow and OpenBLAS run with 512 KiB stacks on macOS."""
@@ -163,7 +163,7 @@ def _default_stack() -> int:
 
 def thread_stack_bytes(running: int = 0) -> int:
     """The stacks of the threads a run uses that are not among the ``running`` ones: XGBoost's (OpenMP), pyarrow's (CPU and
-    I/O pools) and extmem's (the main thread, the prefetcher, the memory sampler). Writable mappings: the data limit counts them."""
+    I/O pools) and extmem's (the main thread, the prefetcher, the part reader, the memory sampler). Writable mappings: the data limit counts them."""
     python_running = threading.active_count() if running else 0
     native = max(0, 2 * (os.cpu_count() or 1) + ARROW_IO_THREADS - max(0, running - python_running))
     python = max(0, 1 + EXTMEM_THREADS - python_running)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,18 @@ def test_a_broken_column_chunk_in_a_part_names_the_shard_and_row_group(tmp_path:
     encoder = Encoder(selection.layout)
     with pytest.raises(ShardReadError, match=r"row group 1 of .*s\.parquet"):
         list(read_pages(selection, encoder, BATCH_ROWS, 1 << 21))
+
+
+def test_the_next_part_is_decoded_ahead_and_closing_the_parts_waits_for_it(wide_synth: Path) -> None:
+    def part_readers() -> list[threading.Thread]:
+        return [thread for thread in threading.enumerate() if thread.name.startswith("extmem-parts")]
+
+    selection = select_dataset(Dataset(wide_synth, preset="splice-sites"))
+    batches = read_batches(selection, BATCH_ROWS, whole_rows=1 << 20)  # holds the shard open
+    first = next(batches)
+    assert first.parts is not None
+    parts = first.parts()
+    next(parts)
+    assert part_readers()  # decoding the second part while the first is in hand
+    parts.close()
+    assert not part_readers()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,7 +73,7 @@ class WholeRowGroups:
 
         A row group comes whole when it holds at most ``whole_rows`` rows and its other columns
         take at most half the decoded bytes of ``batch_rows`` rows of every column; each part
-        then takes at most the rest, and ``PART_BYTES``. A row group of at most ``batch_rows``
+        then takes at most half the rest (two are held: one decoded ahead), and ``PART_BYTES``. A row group of at most ``batch_rows``
         rows whose plain columns make one part is read as one batch instead. Variable-width
         columns count twice their uncompressed size.
         """
@@ -83,7 +84,7 @@ class WholeRowGroups:
         allowance = batch_rows * (other_bytes + rows * sum(self.plain_widths)) // rows
         if 2 * other_bytes > allowance:
             return None
-        room = min(allowance - other_bytes, PART_BYTES)
+        room = min((allowance - other_bytes) // 2, PART_BYTES)  # the next part is decoded while one is encoded
         groups: list[list[str]] = [[]]
         filled = 0
         for name, width in zip(self.plain, self.plain_widths):
@@ -120,22 +121,35 @@ def part_reader(
     counters: ReadCounters,
     reading: list[bool],
 ) -> Callable[[], Iterator[pa.RecordBatch]]:
-    """What :attr:`RawBatch.parts` calls: each group of columns of the row group decoded, its rows ``kept``."""
+    """What :attr:`RawBatch.parts` calls: each group of columns of the row group decoded, its rows ``kept``.
+
+    The next part is decoded in a background thread while the caller encodes the current one
+    (pyarrow decodes without the GIL), so two parts are held at most; closing the iterator
+    waits for that read.
+    """
     taken = None if kept is None else pa.array(kept)
+
+    def decoded(group: list[str]) -> pa.RecordBatch:
+        started = time.perf_counter()
+        try:
+            part = one_batch(file.read_row_group(row_group, columns=group, use_threads=True))
+        except (pa.ArrowException, OSError) as exc:
+            raise read_failure(shard, exc, f"row group {row_group} of ") from None
+        finally:
+            counters.seconds += time.perf_counter() - started
+        return part if taken is None else part.take(taken)
 
     def parts() -> Iterator[pa.RecordBatch]:
         if not reading[0]:
             msg = f"The column parts of row group {row_group} of {shard!r} were asked for after the reader moved on."
             raise RuntimeError(msg)
-        for group in groups:
-            started = time.perf_counter()
-            try:
-                part = one_batch(file.read_row_group(row_group, columns=group, use_threads=True))
-            except (pa.ArrowException, OSError) as exc:
-                raise read_failure(shard, exc, f"row group {row_group} of ") from None
-            finally:
-                counters.seconds += time.perf_counter() - started
-            yield part if taken is None else part.take(taken)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extmem-parts") as ahead:
+            pending = ahead.submit(decoded, groups[0]) if groups else None
+            for following in [*groups[1:], None]:
+                assert pending is not None
+                part = pending.result()
+                pending = None if following is None else ahead.submit(decoded, following)
+                yield part
 
     return parts
 
