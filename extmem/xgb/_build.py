@@ -18,6 +18,7 @@ import shutil
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,13 +29,13 @@ from extmem._contracts import Block, ReadCounters, RowGroupRef
 from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder
-from extmem.encode._pages import read_page_blocks, read_pages
+from extmem.encode._pages import concat_blocks, read_page_blocks
 from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int
 from extmem.read._dataset import no_rows_error
 from extmem.read._reader import row_groups, sample_row_groups
 from extmem.read._selection import Selection
 from extmem.xgb._encoded import keep, spool_for
-from extmem.xgb._iterator import Interrupted, IterStats, PageIter, Prefetcher, SignalLatch
+from extmem.xgb._iterator import Interrupted, IterStats, PageIter, SignalLatch
 from extmem.xgb._spool import PageSpool
 
 CACHE_BYTES_PER_VALUE = 16
@@ -204,15 +205,10 @@ class _Reading:
     encoder: Encoder
     counters: ReadCounters
 
-    def pages(self, refs: list[RowGroupRef] | None = None) -> Iterator[Block]:
-        """One pass of pages (only the row groups ``refs`` if given)."""
+    def page_blocks(self, refs: list[RowGroupRef] | None = None) -> Iterator[list[Block]]:
+        """One pass of pages (only the row groups ``refs`` if given), each as its blocks; :func:`concat_blocks` joins them."""
         self.counters.reset()
-        return read_pages(self.selection, self.encoder, self.batch_rows, self.page_rows, refs, self.counters)
-
-    def page_blocks(self) -> Iterator[list[Block]]:
-        """One pass of every page, each as its blocks (see :meth:`PageSpool.fill`)."""
-        self.counters.reset()
-        return read_page_blocks(self.selection, self.encoder, self.batch_rows, self.page_rows, None, self.counters)
+        return read_page_blocks(self.selection, self.encoder, self.batch_rows, self.page_rows, refs, self.counters)
 
 
 def _pass_source(reading: _Reading, spool: PageSpool | None, refs: list[RowGroupRef] | None = None) -> Callable[[], Iterator[Block]]:
@@ -221,7 +217,7 @@ def _pass_source(reading: _Reading, spool: PageSpool | None, refs: list[RowGroup
     def produce() -> Iterator[Block]:
         if spool is not None and spool.complete:
             return spool.replay(len(reading.selection.layout.names))
-        read = reading.pages(refs)
+        read = map(concat_blocks, reading.page_blocks(refs))
         return spool.record(read) if spool is not None else read
 
     return produce
@@ -295,20 +291,6 @@ def _sampled_cuts(
     return reference, iterator.stats.rows, iterator.stats.feed_seconds
 
 
-def _fill(spool: PageSpool, reading: _Reading, latch: SignalLatch, prefetch: int, on_rows: Callable[[int], None] | None) -> None:
-    """Record every page in ``spool``, read and encoded ``prefetch`` pages ahead in a background thread while this one writes."""
-    produced = reading.page_blocks()
-    pages = Prefetcher(produced, prefetch) if prefetch > 0 else produced
-    try:
-        for rows in spool.fill(pages):
-            latch.check()
-            if on_rows is not None:
-                on_rows(rows)
-    finally:
-        if isinstance(pages, Prefetcher):
-            pages.close()
-
-
 def _first_pass_checks(selection: Selection, cache_folder: Path | None, purpose: str, stats: IterStats) -> None:
     if stats.rows == 0:
         raise no_rows_error(selection.dataset, purpose)
@@ -376,7 +358,11 @@ def build_dmatrix(
                         if prefill:
                             assert spool is not None
                             filling = time.perf_counter()
-                            _fill(spool, reading, latch, options.prefetch, on_rows)
+                            with closing(spool.fill(reading.page_blocks(), prefetch=options.prefetch)) as filled:
+                                for rows in filled:
+                                    latch.check()
+                                    if on_rows is not None:
+                                        on_rows(rows)
                             iterator.stats.feed_seconds += time.perf_counter() - filling
                         ref, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool, quantile_keywords)
                         iterator.stats.feed_seconds += sample_feed

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from extmem._contracts import Block
 from extmem.encode._pages import stacked_indptr, stored_parts
 from extmem.errors import CacheError
+from extmem.xgb._iterator import Prefetcher
 
 _PARTS = ("data", "indices", "indptr", "dense", "label", "weight")
 
@@ -55,10 +56,19 @@ class PageSpool:
         for blocks in self._recorded([page] for page in pages):
             yield blocks[0]
 
-    def fill(self, pages: Iterable[list[Block]]) -> Iterator[int]:
-        """Save pages given as the blocks they are made of, written one after another (never joined in memory); yields each page's rows."""
-        for blocks in self._recorded(pages):
-            yield sum(block.rows for block in blocks)
+    def fill(self, pages: Iterator[list[Block]], *, prefetch: int = 0) -> Iterator[int]:
+        """Save pages given as the blocks they are made of, written one after another (never joined in memory); yields each page's rows.
+
+        With ``prefetch``, pages are produced that many ahead in a background thread while this one
+        writes; closing the iterator stops that thread.
+        """
+        ahead = Prefetcher(pages, prefetch) if prefetch > 0 else pages
+        try:
+            for blocks in self._recorded(ahead):
+                yield sum(block.rows for block in blocks)
+        finally:
+            if isinstance(ahead, Prefetcher):
+                ahead.close()
 
     def _recorded(self, pages: Iterable[list[Block]]) -> Iterator[list[Block]]:
         assert not self.reused, "a kept spool is replayed, not recorded over"
