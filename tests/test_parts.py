@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from conftest import write_shard
 
 import extmem
-from extmem import Dataset, ShardReadError
+from extmem import Dataset, FeatureValueError, ShardReadError
 from extmem._contracts import Block
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import concat_blocks, read_pages
@@ -179,3 +179,20 @@ def test_the_next_part_is_decoded_ahead_and_closing_the_parts_waits_for_it(wide_
     assert part_readers()  # decoding the second part while the first is in hand
     parts.close()
     assert not part_readers()
+
+
+def test_an_error_in_a_part_stops_the_part_decoded_ahead_at_once(tmp_path: Path) -> None:
+    rows = 1000
+    columns: dict[str, list] = {f"3mer_{a}{b}{c}": [1.0] * rows for a in "ACGT" for b in "ACGT" for c in "ACGT"}
+    columns["3mer_ACA"][7] = 1e39  # beyond float32: refused while its part is encoded
+    columns["splice_type"] = ["donor"] * rows
+    write_shard(tmp_path / "d" / "s.parquet", columns, row_group_size=rows)
+    selection = select_dataset(Dataset(tmp_path / "d", preset="splice-sites"))
+    batches = read_batches(selection, BATCH_ROWS, whole_rows=1 << 20)
+    whole = next(batches)
+    assert whole.parts is not None
+    with pytest.raises(FeatureValueError, match="3mer_ACA") as raised:
+        Encoder(selection.layout)(whole)
+    # the traceback still refers to the encoder's frames; the read ahead has ended all the same
+    assert raised.value is not None
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("extmem-parts")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -232,23 +232,30 @@ class Encoder:
         """
         started = time.perf_counter()
         decoding = [0.0]
+        parts = None if batch.parts is None else self._part_features(batch, decoding)
         try:
-            parts = () if batch.parts is None else self._part_features(batch, decoding)
-            return Block(to_matrix(self.features(batch), self.layout, batch.where, parts), batch.label, batch.weight)
+            return Block(to_matrix(self.features(batch), self.layout, batch.where, parts or ()), batch.label, batch.weight)
         finally:
+            if parts is not None:
+                parts.close()  # on an error, at once: the part decoded ahead is waited for while the shard is open
             self.seconds += time.perf_counter() - started - decoding[0]
 
-    def _part_features(self, batch: RawBatch, decoding: list[float]) -> Iterator[FeatureColumns]:
+    def _part_features(self, batch: RawBatch, decoding: list[float]) -> Generator[FeatureColumns, None, None]:
         """The feature values of each of the batch's parts as it is decoded, the decoding time added to ``decoding``."""
         assert batch.parts is not None
         parts = batch.parts()
-        while True:
-            started = time.perf_counter()
-            part = next(parts, None)
-            decoding[0] += time.perf_counter() - started
-            if part is None:
-                return
-            yield self.plan(tuple(part.schema.names), None).features(part, batch.where, self.layout.kmer_offset)
+        try:
+            while True:
+                started = time.perf_counter()
+                part = next(parts, None)
+                decoding[0] += time.perf_counter() - started
+                if part is None:
+                    return
+                yield self.plan(tuple(part.schema.names), None).features(part, batch.where, self.layout.kmer_offset)
+        finally:
+            close = getattr(parts, "close", None)
+            if close is not None:
+                close()
 
 
 def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
