@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import extmem
+from extmem.run import _collective
 from extmem.run._distributed import ClusterError, assign_shards, train_distributed
 
 pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
@@ -161,6 +162,31 @@ def test_killed_worker_fails_clearly_and_leaves_no_cache(shards: Path, tmp_path:
     assert isinstance(error, ClusterError), error
     assert "Distributed training failed on worker" in str(error) and "cache folders were removed" in str(error)
     assert list(cache_root.iterdir()) == []
+
+
+class _StuckTracker:
+    """A tracker whose ``free`` blocks until released, as XGBoost's did after a worker was killed mid-build."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.freed = threading.Event()
+
+    def free(self) -> None:
+        self.release.wait()
+        self.freed.set()
+
+
+def test_a_tracker_that_does_not_stop_after_a_failure_is_left_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_collective, "TRACKER_STOP_SECONDS", 0.1)
+    stuck = _StuckTracker()
+    _collective.stop_tracker(stuck, failed=True)  # type: ignore[arg-type]
+    assert not stuck.freed.is_set()  # returned while free() still blocks
+    stuck.release.set()
+    assert stuck.freed.wait(10)
+    finished = _StuckTracker()
+    threading.Timer(0.2, finished.release.set).start()
+    _collective.stop_tracker(finished, failed=False)  # type: ignore[arg-type]
+    assert finished.freed.is_set()  # after a success, waited for
 
 
 def test_cli_scheduler_local(shards: Path, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -34,6 +33,7 @@ from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._selection import Selection, select_dataset
 from extmem.read._storage import absolute
 from extmem.run._callbacks import EarlyStop, History
+from extmem.run._collective import failure_reason, stop_tracker, tracker_host
 from extmem.run._datasets import training_datasets
 from extmem.run._params import infer_objective, merged_params
 from extmem.run._skeleton import TrainingRun, TrainResult
@@ -231,35 +231,6 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
     }
 
 
-def _reason(error: BaseException | None) -> str:
-    """One line for a worker's error: XGBoost's chain of causes without its stack trace; a worker that died, said so."""
-    if type(error).__name__ == "KilledWorker":
-        return "the worker process died (killed, or out of memory)"
-    lines = str(error).splitlines()
-    causes = [line.split("]: ", 1)[-1] for line in lines if line.startswith("- [")]
-    if causes:
-        return f"XGBoost's collective failed ({'; '.join(causes)}): another worker probably died (killed, or out of memory)"
-    return f"{type(error).__name__}: {lines[0] if lines else error}"
-
-
-def _free(tracker: xgb.tracker.RabitTracker) -> None:
-    """Stop the tracker; after a failed run it reports the failed connections, which the worker's error already told."""
-    try:
-        tracker.free()
-    except xgb.core.XGBoostError as exc:
-        logger.debug("extmem: tracker stopped with: %s", exc)
-
-
-def _tracker_host(client: Client) -> str:
-    """This machine's address as the scheduler's network sees it (the workers connect to the tracker there)."""
-    from distributed.comm import get_address_host
-
-    scheduler_host = get_address_host(client.scheduler.address)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect((scheduler_host, 9))  # no packet is sent: this only picks the interface
-        return str(probe.getsockname()[0])
-
-
 def train_distributed(
     scheduler: str | Client,
     data: DatasetLike,
@@ -361,7 +332,7 @@ def _train_on_cluster(
             msg = "The Dask cluster has no workers."
             raise ClusterError(msg)
         tasks = _worker_tasks(selection, valid_dataset, len(workers), params, rounds, early_stopping_rounds, build, cache_dir)
-        tracker = xgb.tracker.RabitTracker(n_workers=len(tasks), host_ip=_tracker_host(client), sortby="task")
+        tracker = xgb.tracker.RabitTracker(n_workers=len(tasks), host_ip=tracker_host(client), sortby="task")
         tracker.start()
         comm_args = tracker.worker_args()
         futures = [
@@ -375,22 +346,24 @@ def _train_on_cluster(
             )
             for task in tasks
         ]
+        failed = True
         try:
             for future in distributed.as_completed(futures):
                 if future.status == "error":
                     rank = futures.index(future)
                     msg = (
-                        f"Distributed training failed on worker {workers[rank]} (rank {rank}): {_reason(future.exception())}. "
+                        f"Distributed training failed on worker {workers[rank]} (rank {rank}): {failure_reason(future.exception())}. "
                         "The workers' cache folders were removed."
                     )
                     raise ClusterError(msg)
             results = sorted(client.gather(futures), key=lambda result: result["rank"])
             tracker.wait_for()
+            failed = False
         except BaseException:
             client.cancel(futures)
             swept = client.run(_sweep_caches, os.fspath(cache_dir) if cache_dir is not None else None)
             logger.info("extmem: swept stale cache folders on the workers: %s", swept)
             raise
         finally:
-            _free(tracker)
+            stop_tracker(tracker, failed=failed)
     return results
