@@ -16,6 +16,8 @@ from extmem import Dataset, FeatureValueError, ShardReadError
 from extmem._contracts import Block
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import concat_blocks, read_pages
+from extmem.read import _parts
+from extmem.read._parts import one_batch
 from extmem.read._reader import read_batches
 from extmem.read._selection import Selection, select_dataset
 
@@ -166,19 +168,27 @@ def test_a_broken_column_chunk_in_a_part_names_the_shard_and_row_group(tmp_path:
         list(read_pages(selection, encoder, BATCH_ROWS, 1 << 21))
 
 
-def test_the_next_part_is_decoded_ahead_and_closing_the_parts_waits_for_it(wide_synth: Path) -> None:
-    def part_readers() -> list[threading.Thread]:
-        return [thread for thread in threading.enumerate() if thread.name.startswith("extmem-parts")]
+def test_the_next_part_is_decoded_ahead_and_closing_the_parts_waits_for_it(wide_synth: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    decoded: list[str] = []
+    second_decoded = threading.Event()
 
+    def counting(table: pa.Table) -> pa.RecordBatch:
+        decoded.append(threading.current_thread().name)
+        if len(decoded) == 2:
+            second_decoded.set()
+        return one_batch(table)
+
+    monkeypatch.setattr(_parts, "one_batch", counting)
     selection = select_dataset(Dataset(wide_synth, preset="splice-sites"))
     batches = read_batches(selection, BATCH_ROWS, whole_rows=1 << 20)  # holds the shard open
     first = next(batches)
     assert first.parts is not None
     parts = first.parts()
     next(parts)
-    assert part_readers()  # decoding the second part while the first is in hand
+    assert second_decoded.wait(30)  # the second part is decoded before it is asked for
+    assert all(name.startswith("extmem-parts") for name in decoded)
     parts.close()
-    assert not part_readers()
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("extmem-parts")]
 
 
 def test_an_error_in_a_part_stops_the_part_decoded_ahead_at_once(tmp_path: Path) -> None:
