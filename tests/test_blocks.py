@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -129,9 +131,9 @@ def test_pages_cut_and_join_blocks_with_their_labels_and_weights(page_rows: int)
         page.X.check_format(full_check=True)
 
 
-@pytest.mark.parametrize("page_rows", [4, 25])
+@pytest.mark.parametrize(("page_rows", "prefetch"), [(4, 0), (25, 1)])
 @pytest.mark.parametrize("dense", [False, True])
-def test_spooled_page_blocks_replay_as_the_joined_pages(tmp_path: Path, page_rows: int, dense: bool) -> None:
+def test_spooled_page_blocks_replay_as_the_joined_pages(tmp_path: Path, page_rows: int, prefetch: int, dense: bool) -> None:
     rng = np.random.default_rng(page_rows)
     blocks = []
     for rows in (10, 3, 0, 12):
@@ -140,7 +142,7 @@ def test_spooled_page_blocks_replay_as_the_joined_pages(tmp_path: Path, page_row
             X.indices, X.indptr = X.indices.astype(np.int64), X.indptr.astype(np.int64)
         blocks.append(Block(X.toarray() if dense else X, rng.random(rows).astype(np.float32), None))
     spool = PageSpool(tmp_path / "spool")
-    rows = list(spool.fill(page_blocks(iter(blocks), page_rows)))
+    rows = list(spool.fill(page_blocks(iter(blocks), page_rows), prefetch=prefetch))
     expected = list(pages(iter(blocks), page_rows))
     assert rows == [page.rows for page in expected] and spool.complete
     for replayed, page in zip(spool.replay(6), expected, strict=True):
@@ -153,6 +155,20 @@ def test_spooled_page_blocks_replay_as_the_joined_pages(tmp_path: Path, page_row
             np.testing.assert_array_equal(replayed.X.toarray(), page.X.toarray())
     spool.clear()
     assert not (tmp_path / "spool").exists()
+
+
+def test_a_failure_while_pages_are_read_ahead_reaches_the_filling_thread_and_stops_the_reader(tmp_path: Path) -> None:
+    def failing() -> Iterator[list[Block]]:
+        yield [Block(sp.csr_matrix(np.ones((2, 3), dtype=np.float32)), None, None)]
+        raise OSError("the second page cannot be read")
+
+    spool = PageSpool(tmp_path / "spool")
+    filled = spool.fill(failing(), prefetch=1)
+    assert next(filled) == 2
+    with pytest.raises(OSError, match="second page"):
+        next(filled)
+    assert not spool.complete
+    assert not [thread for thread in threading.enumerate() if thread.name == "extmem-prefetch"]
 
 
 names = st.sampled_from(["3mer_AAA", "3mer_CGT", "3mer_TTT", "score_a", "score_b", "position"])
