@@ -9,8 +9,9 @@ after it, not in its middle.
 Python code may swallow the exception: one raised inside a ``__del__``, a weakref callback or
 a ctypes callback (XGBoost's data iterator or logger) is printed and dropped, and a library may
 turn it into an error of its own (numpy's import does). So the signal is also recorded:
-:func:`raise_if_stopped`, called at every progress step, boosting round and packed batch (and
-the matrix build's latch checks it at every page), raises it again, and the command line reports
+:func:`raise_if_stopped`, called at every batch read, footer scanned, progress step, boosting round
+and packed batch, and before each row group synth draws (the matrix build's latch checks it at
+every page), raises it again, and the command line reports
 a recorded signal whatever exception ended the run.
 """
 

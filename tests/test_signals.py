@@ -181,3 +181,28 @@ def test_a_signal_whose_exception_is_dropped_or_replaced_still_stops_the_run(
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "extmem: terminated (SIGTERM); nothing was left behind", err
     assert not out.exists() and _leftovers(tmp_path) == []
     extmem.train(wide_synth, preset="splice-sites", rounds=1, max_rows=200)  # the signal was the command's: later work runs
+
+
+def test_a_signal_dropped_while_synth_scans_a_shard_stops_it_at_the_next_row_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restore_signals: None
+) -> None:
+    """synth draws a shard's row groups once to find its k-mer columns before writing any: that pass checks for a recorded signal too."""
+    from extmem.tools import _synth
+
+    drawn: list[int] = []
+
+    def drawing(*args: Any, **kwargs: Any) -> Any:
+        drawn.append(1)
+        if len(drawn) == 1:
+            _SignalsWhenCollected()  # the Stopped raised in its __del__ is dropped
+        return original(*args, **kwargs)
+
+    original = _synth._row_group
+    monkeypatch.setattr(_synth, "_row_group", drawing)
+    out = tmp_path / "out"
+    status = main(["synth", str(out), "--rows", "100000", "--shards", "1", "--row-group-rows", "1000", "--k", "3", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 143, err
+    assert err.strip().splitlines()[-1] == "extmem: terminated (SIGTERM); nothing was left behind", err
+    assert len(drawn) == 1  # not the shard's other 99 row groups
+    assert not out.exists() and _leftovers(tmp_path) == []

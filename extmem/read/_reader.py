@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from extmem._allocators import release_freed_memory
 from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
 from extmem._layout import KMER_COLUMN, FeatureLayout
+from extmem._signals import raise_if_stopped
 from extmem._stores import resolve
 from extmem.errors import FilterError, LabelError, read_failure
 from extmem.read._filters import quoted
@@ -116,6 +117,7 @@ def read_batches(
                     return
                 batch = _head(batch, remaining)
                 remaining -= batch.rows
+            raise_if_stopped()  # every command reads through here: a signal whose exception something swallowed stops it too
             if batch.rows == 0:
                 continue
             counters.rows += batch.rows

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from extmem._allocators import release_freed_memory
 from extmem._contracts import PackedBlock, RowGroupRef
+from extmem._signals import raise_if_stopped
 from extmem._units import MiB
 from extmem.errors import SchemaError, read_failure
 from extmem.read._costs import FOOTER_BYTES_PER_SERIALIZED_BYTE
@@ -229,6 +230,7 @@ def scan(shards: list[str]) -> Schema:
     packed_blocks: dict[str, PackedBlock] = {}
     footer_bytes = 0
     for index, (shard, (fields, row_groups, block, footer)) in enumerate(zip(shards, _footers(shards), strict=True)):
+        raise_if_stopped()
         shard_bit = 1 << index
         footer_bytes = max(footer_bytes, footer)
         names = [f.name for f in fields]

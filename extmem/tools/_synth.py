@@ -23,6 +23,7 @@ from extmem._atomic import atomic_file, write_json
 from extmem._defaults import DEFAULT_SYNTH_K, DEFAULT_SYNTH_ROW_GROUP_ROWS, DEFAULT_SYNTH_SEQ_LEN, DEFAULT_SYNTH_SHARDS
 from extmem._destinations import MANIFEST_FILE, RemoteFolder, check_output_folder, publish_folder, staging_folder
 from extmem._progress import ProgressBar
+from extmem._signals import raise_if_stopped
 from extmem._version import __version__
 from extmem.errors import OptionError, check_positive_int
 
@@ -199,6 +200,7 @@ def _group_sizes(rows: int, group_rows: int) -> list[int]:
 def _seen_kmers(options: SynthOptions, seeds: list[np.random.SeedSequence], sizes: list[int]) -> np.ndarray:
     seen = np.zeros(4**options.k, dtype=bool)
     for seed, rows in zip(seeds, sizes):
+        raise_if_stopped()  # a pass over a whole shard before its first row is written: no progress step stops it
         _, sequences = _row_group(np.random.default_rng(seed), rows, options)
         seen[np.unique(kmer_codes(sequences, options.k))] = True
     return np.flatnonzero(seen)
