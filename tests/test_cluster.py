@@ -179,8 +179,14 @@ class _StuckTracker:
 def test_a_tracker_that_does_not_stop_after_a_failure_is_left_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_collective, "TRACKER_STOP_SECONDS", 0.1)
     stuck = _StuckTracker()
-    _collective.stop_tracker(stuck, failed=True)  # type: ignore[arg-type]
-    assert not stuck.freed.is_set()  # returned while free() still blocks
+    returned = threading.Event()
+
+    def stop_after_failure() -> None:
+        _collective.stop_tracker(stuck, failed=True)  # type: ignore[arg-type]
+        returned.set()
+
+    threading.Thread(target=stop_after_failure, daemon=True).start()
+    assert returned.wait(30) and not stuck.freed.is_set()  # returned while free() still blocks (a regression fails, not hangs)
     stuck.release.set()
     assert stuck.freed.wait(10)
     finished = _StuckTracker()
