@@ -149,7 +149,7 @@ def test_killed_worker_fails_clearly_and_leaves_no_cache(shards: Path, tmp_path:
             except BaseException as exc:  # noqa: BLE001 - the test inspects it
                 outcome["error"] = exc
 
-        thread = threading.Thread(target=run)
+        thread = threading.Thread(target=run, daemon=True)  # a hang fails the test without keeping pytest alive
         thread.start()
         deadline = time.monotonic() + 120
         while len(list(cache_root.iterdir())) < 2:  # both workers are building their caches
