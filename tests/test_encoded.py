@@ -103,11 +103,12 @@ def test_two_runs_at_once_keep_one_entry(small_synth: Path, tmp_path: Path) -> N
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
-    threads = [threading.Thread(target=build) for _ in range(2)]
+    threads = [threading.Thread(target=build, daemon=True) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(300)
+    assert not any(thread.is_alive() for thread in threads), "a build never ended"
     assert errors == []
     assert len(_entries(folder)) == 1 and len(list(folder.iterdir())) == 1
     models = [xgb.train(PARAMS, matrix, 3).save_raw("ubj") for matrix in built]
