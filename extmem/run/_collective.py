@@ -42,9 +42,12 @@ def stop_tracker(tracker: xgb.tracker.RabitTracker, *, failed: bool) -> None:
         except xgb.core.XGBoostError as exc:
             logger.debug("extmem: tracker stopped with: %s", exc)
 
+    if not failed:
+        free()
+        return
     stopping = threading.Thread(target=free, name="extmem-tracker", daemon=True)
     stopping.start()
-    stopping.join(TRACKER_STOP_SECONDS if failed else None)
+    stopping.join(TRACKER_STOP_SECONDS)
     if stopping.is_alive():
         logger.debug("extmem: XGBoost's tracker did not stop in %s s; it is left to the process's exit", TRACKER_STOP_SECONDS)
 
