@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -64,6 +65,9 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     first = shard("hardlinked", GOOD)
     os.link(first, tmp / "hardlinked" / "b.parquet")
     shard("tiny", {"x": [1.0, 2.0, 3.0, 4.0], "splice_type": ["donor", "neither", "acceptor", "neither"], "g": ["a"] * 4})
+    shard("negative_weights", {**GOOD, "w": [1.0, -1.0, 0.5, 2.0] * 5})
+    shard("zero_weights", {**GOOD, "w": [0.0] * ROWS})
+    shard("partitioned/chrom=1", GOOD)
     _packed(tmp / "packed_negative" / "a.parquet", pa.int32(), [[0, -1], [1]], PACKED_META)
     _packed(tmp / "packed_columns_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "columns": "6mer_AAAAAA"})
     _packed(tmp / "packed_version_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "version": "x", "indices": 5})
@@ -84,6 +88,19 @@ CASES: list[tuple[str, str]] = [
     ("evaluate {numeric_model} {negative}", r"label -1 of 'splice_type' .* is not one of the model's 3 classes"),
     ("evaluate {numeric_model} {beyond}", r"label 7 of 'splice_type' .* is not one of the model's 3 classes"),
     ("evaluate {numeric_model} {ok}", r"model was trained on numeric labels .* 'splice_type' holds strings .* give a --label-map"),
+    # weights XGBoost and scikit-learn refuse with their own words: negative, or 0 in every row
+    (
+        "train {negative_weights} --out {out} --weight w",
+        r"weight column 'w' has 5 negative value\(s\) \(first: -1\) in row group 0 of '.*negative_weights/a\.parquet'",
+    ),
+    ("train {zero_weights} --out {out} --weight w", r"weight column 'w' is 0 in every row of .*zero_weights; there is nothing to train on"),
+    ("train {zero_weights} --out {out} --weight w --algorithm sgd_logistic", r"weight column 'w' is 0 in every row of .*zero_weights"),
+    ("evaluate {model} {zero_weights} --weight w", r"weight column 'w' is 0 in every row of .*zero_weights; there is nothing to evaluate"),
+    # a partitioned dataset's folder holds folders, not shards
+    (
+        "train {partitioned} --out {out}",
+        r"folder '.*partitioned' holds no \.parquet files, but its subfolders do \(such as '.*chrom=1/a\.parquet'\): give a glob such as '.*partitioned/\*\*/\*\.parquet'",
+    ),
     # one file reached twice
     ("train {symlinked} --out {out}", r"shard '.*symlinked/b\.parquet' is the same file as '.*symlinked/a\.parquet'"),
     ("train {hardlinked} --out {out}", r"shard '.*hardlinked/b\.parquet' is the same file as '.*hardlinked/a\.parquet'"),
@@ -139,6 +156,14 @@ def test_adversarial_input_is_one_clear_line_and_leaves_nothing(
     assert re.search(pattern, errors[0]), errors[0]
     assert len(errors[0]) < 600
     assert not (tmp_path / "out").exists() and cache_dirs(cache) == []
+
+
+def test_a_page_of_zero_weights_among_others_trains_incrementally(tmp_path: Path) -> None:
+    weights = [0.0] * 8 + [1.0] * 12  # the first page (8 rows) teaches nothing; scikit-learn refuses such a batch on its own
+    data = write_shard(tmp_path / "data" / "a.parquet", {**GOOD, "w": weights}).parent
+    model, report = extmem.train_incremental(data, label="splice_type", weight="w", page_rows=8, epochs=2, cache_dir=tmp_path)
+    assert report["rows"] == ROWS and report["evaluation"]["train"]["rows"] == ROWS
+    assert model.predict_proba(np.zeros((1, len(model.layout.names)))).shape == (1, 3)
 
 
 def test_string_labels_score_against_a_numeric_model_with_a_label_map(places: dict[str, str]) -> None:

@@ -238,6 +238,15 @@ def as_dataset(data: DatasetLike, options: Mapping[str, Any]) -> Dataset:
     return Dataset.from_options(data, **options)
 
 
+def check_rows(dataset: Dataset, purpose: str, rows: int, weight_total: float) -> None:
+    """Refuse a read of ``dataset`` that left nothing ``purpose`` ("to train on", ...): no row, or only rows of weight 0."""
+    if rows == 0:
+        raise no_rows_error(dataset, purpose)
+    if dataset.weight is not None and weight_total == 0:
+        msg = f"The weight column {dataset.weight!r} is 0 in every row of {', '.join(dataset.paths)}; there is nothing {purpose}."
+        raise NoRowsError(msg, options=("weight",))
+
+
 def no_rows_error(dataset: Dataset, purpose: str) -> NoRowsError:
     """The error for a dataset that yielded no rows, saying which option left none (``purpose``: "to train on", ...)."""
     paths = ", ".join(dataset.paths)

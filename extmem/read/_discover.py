@@ -59,6 +59,18 @@ def discover_remote(uri: str) -> list[str]:
     return [as_uri(path) for path in matches]
 
 
+def _empty_folder_message(path: str) -> str:
+    """Why a folder gave no shards, pointing at a glob when its subfolders (a partitioned dataset) hold some."""
+    nested = next((p for p in glob.iglob(os.path.join(glob.escape(path), "**", "*.parquet"), recursive=True) if os.path.isfile(p)), None)
+    if nested is None:
+        return f"The folder {path!r} holds no .parquet files."
+    pattern = os.path.join(path, "**", "*.parquet")
+    return (
+        f"The folder {path!r} holds no .parquet files, but its subfolders do (such as {nested!r}): "
+        f"give a glob such as {pattern!r} to read them (values in folder names are not read as columns)."
+    )
+
+
 def discover_shards(paths: Iterable[str]) -> list[str]:
     """Expand folders (their ``*.parquet`` files, sorted), globs and files into shard paths; URIs likewise (prefixes for folders).
 
@@ -90,8 +102,7 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
                 entry.path for entry in os.scandir(path) if entry.name.endswith(".parquet") and _visible(entry.name) and entry.is_file()
             )
             if not matches:
-                msg = f"The folder {path!r} holds no .parquet files."
-                raise InputPathError(msg)
+                raise InputPathError(_empty_folder_message(path))
             shards.extend(matches)
         elif os.path.isfile(path):
             shards.append(path)

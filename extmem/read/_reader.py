@@ -269,7 +269,7 @@ def _raw_batch(
     if dataset.label is not None:
         label = _labels(selection, batch.column(dataset.label), where)
     if dataset.weight is not None:
-        weight = finite_values(batch.column(dataset.weight), f"weight column {dataset.weight!r}", where, LabelError)
+        weight = _weights(batch.column(dataset.weight), f"weight column {dataset.weight!r}", where)
     if selection.carry:
         full = _with_columns(selection, batch, selection.carry)
         arrays = [full.column(name).cast(selection.scan_schema.field(name).type) for name in selection.carry]
@@ -290,6 +290,17 @@ def finite_values(values: pa.Array, what: str, where: str, error: type[Exception
     if huge.any():
         raise error(f"The {what} has {int(huge.sum())} value(s) beyond float32's range (first: {array[huge][0]:g}) in {where}.")
     return array.astype(np.float32)
+
+
+def _weights(values: pa.Array, what: str, where: str) -> np.ndarray:
+    """Row weights as float32: finite (see :func:`finite_values`) and never negative."""
+    weights = finite_values(values, what, where, LabelError)
+    negative = weights < 0
+    if negative.any():
+        raise LabelError(
+            f"The {what} has {int(negative.sum())} negative value(s) (first: {weights[negative][0]:g}) in {where}; weights must be 0 or more."
+        )
+    return weights
 
 
 def _labels(selection: Selection, values: pa.Array, where: str) -> np.ndarray:

@@ -34,7 +34,7 @@ from extmem.encode._blocks import Encoder
 from extmem.encode._pages import read_pages
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, check_positive_int
-from extmem.read._dataset import Dataset, DatasetLike, no_rows_error
+from extmem.read._dataset import Dataset, DatasetLike, check_rows
 from extmem.read._plan import MemoryPlan
 from extmem.read._selection import Selection, select_dataset
 from extmem.run._datasets import training_datasets
@@ -100,11 +100,13 @@ def _read(
     plan = plan_pass(selection, memory_budget, extra_bytes=page_bytes)
     spooled = _Spooled(selection, PageSpool(folder), plan)
     encoder = Encoder(selection.layout, strict_categories=dataset.strict_categories)
+    weight_total = 0.0
     for page in spooled.spool.record(read_pages(selection, encoder, plan.batch_rows, page_rows)):
         spooled.stored_values += page.stored_values
+        if page.weight is not None:
+            weight_total += float(np.sum(page.weight, dtype=np.float64))
         on_page(page, selection.layout)
-    if spooled.rows == 0:
-        raise no_rows_error(dataset, "to train on")
+    check_rows(dataset, "to train on", spooled.rows, weight_total)
     return spooled
 
 
@@ -125,6 +127,9 @@ def _epoch(learner: _Learner, data: _Spooled, class_weights: np.ndarray, rng: np
         rows = rng.permutation(block.rows)
         labels = np.asarray(block.label)[rows].astype(np.int64)
         weights = class_weights[labels] if block.weight is None else class_weights[labels] * np.asarray(block.weight)[rows]
+        if not weights.any():  # rows of weight 0 teach nothing, and scikit-learn refuses a batch of them
+            bar.update(block.rows)
+            continue
         learner.partial_fit(FeatureParts.split(block.X[rows], layout), labels, classes, weights)
         bar.update(block.rows)
 

@@ -14,7 +14,7 @@ from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
 from extmem.encode._probe import plan_pass
 from extmem.errors import LabelError, OptionError
-from extmem.read._dataset import DatasetLike, as_dataset, no_rows_error
+from extmem.read._dataset import DatasetLike, as_dataset, check_rows
 from extmem.score._metrics import StreamingMetrics
 from extmem.score._model import ModelLike, as_model
 
@@ -70,8 +70,7 @@ def evaluate(
                     check_class_labels(batch.label, len(trained.classes), f"{dataset.label!r} in {batch.where}")
                 metrics.update(batch.label, raw, batch.weight)
                 bar.update(batch.rows)
-    if metrics.rows == 0:
-        raise no_rows_error(dataset, "to evaluate")
+    check_rows(dataset, "to evaluate", metrics.rows, metrics.weight_total)
     result = metrics.result()
     if plot is not None:
         plot_pr_curves(metrics, plot)

@@ -191,6 +191,11 @@ class StreamingMetrics:
             wanted = 1 if self.task == "binary" else n_classes
             self._scores.extend(ScoreCounts(self._max_distinct) for _ in range(wanted - len(self._scores)))
 
+    @property
+    def weight_total(self) -> float:
+        """The sum of the weights of the rows added (their number, without weights)."""
+        return self._sums.weight
+
     def update(self, labels: np.ndarray, predictions: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Add one batch: ``predictions`` is (n, K) for multi-class, (n,) otherwise.
 

@@ -31,7 +31,7 @@ from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import concat_blocks, read_page_blocks
 from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int
-from extmem.read._dataset import no_rows_error
+from extmem.read._dataset import check_rows
 from extmem.read._reader import row_groups, sample_row_groups
 from extmem.read._selection import Selection
 from extmem.xgb._encoded import keep, spool_for
@@ -292,8 +292,7 @@ def _sampled_cuts(
 
 
 def _first_pass_checks(selection: Selection, cache_folder: Path | None, purpose: str, stats: IterStats) -> None:
-    if stats.rows == 0:
-        raise no_rows_error(selection.dataset, purpose)
+    check_rows(selection.dataset, purpose, stats.rows, stats.weight_total)
     if cache_folder is not None:
         check_cache_room(cache_folder, stats)
 

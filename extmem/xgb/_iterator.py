@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+import numpy as np
 import xgboost as xgb
 
 from extmem._contracts import Block, ReadCounters
@@ -75,6 +76,8 @@ class IterStats:
     passes: int = 0
     rows: int = 0
     stored_values: int = 0
+    weight_total: float = 0.0
+    """Sum of the row weights of one pass (0 without weights)."""
     pages: int = 0
     read: ReadCounters = field(default_factory=ReadCounters)
     cuts_from_rows: int | None = None
@@ -233,6 +236,8 @@ class PageIter(xgb.DataIter):
         if first_pass:
             self.stats.rows += page.rows
             self.stats.stored_values += page.stored_values
+            if page.weight is not None:
+                self.stats.weight_total += float(np.sum(page.weight, dtype=np.float64))
             self.stats.pages += 1
             if self._on_rows is not None:
                 self._on_rows(page.rows)
