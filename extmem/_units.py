@@ -26,5 +26,9 @@ def parse_size(text: str, option: str = "memory_budget") -> int:
 
 
 def format_size(size: float) -> str:
-    """``1.50 GiB``, ``640 MiB``."""
-    return f"{size / GiB:.2f} GiB" if size >= GiB else f"{size / MiB:,.0f} MiB"
+    """``1.50 GiB``, ``640 MiB``; below a MiB, ``0.25 MiB`` or ``512 bytes``."""
+    if size >= GiB:
+        return f"{size / GiB:.2f} GiB"
+    if size >= MiB or size == 0:
+        return f"{size / MiB:,.0f} MiB"
+    return f"{size / MiB:.2f} MiB" if size >= MiB / 100 else f"{size:,.0f} bytes"

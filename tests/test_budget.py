@@ -52,6 +52,14 @@ def test_sizes_read_like_people_write_them(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(3 * 2**29, "1.50 GiB"), (640 * MiB, "640 MiB"), (0, "0 MiB"), (MiB // 4, "0.25 MiB"), (1024, "1,024 bytes")],
+)
+def test_sizes_are_written_so_a_small_one_is_not_zero(size: int, text: str) -> None:
+    assert format_size(size) == text
+
+
 def test_an_unreadable_size_names_itself() -> None:
     with pytest.raises(extmem.OptionError, match="'2 parsecs'"):
         parse_size("2 parsecs")

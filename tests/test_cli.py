@@ -12,6 +12,7 @@ import pytest
 from conftest import cache_dirs, write_shard
 
 import extmem
+from extmem.cli._parser import parse
 
 
 def extmem_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -95,6 +96,22 @@ def test_bad_flag_values_are_usage_errors(tmp_path: Path) -> None:
     assert run.returncode == 2 and "--batch-rows: expected a positive integer, got '-5'" in run.stderr
     run = extmem_cli("train", str(tmp_path), "--out", str(tmp_path / "m"), "--param", "max_depth")
     assert run.returncode == 2 and "--param: expected KEY=VALUE" in run.stderr
+    run = extmem_cli("train", str(tmp_path), "--out", str(tmp_path / "m"), "--label-map", "donor=0,donor=1,neither=2")
+    assert run.returncode == 2 and "--label-map: the label 'donor' is given more than once" in run.stderr
+
+
+@pytest.mark.parametrize(("command", "dest"), [("synth", "out_dir"), ("pack", "dst"), ("prune", "dst")])
+def test_output_folders_are_positional_or_out_like_every_command(command: str, dest: str, capsys: pytest.CaptureFixture[str]) -> None:
+    sources = [] if command == "synth" else ["src"]
+    extra = ["--rows", "10"] if command == "synth" else []
+    assert getattr(parse([command, *sources, "new", *extra]), dest) == "new"
+    given = parse([command, *sources, "--out", "new", *extra])
+    assert getattr(given, dest) == "new" and not [name for name in vars(given) if name.startswith(dest + "_")]
+    for argv in ([command, *sources, "one", "--out", "two", *extra], [command, *sources, *extra]):
+        with pytest.raises(SystemExit) as stopped:
+            parse(argv)
+        assert stopped.value.code == 2
+    assert "--out: not allowed with argument" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -34,6 +34,16 @@ def _add(commands: Any, name: str, help_text: str, examples: str) -> argparse.Ar
     return parser
 
 
+def _destination(parser: argparse.ArgumentParser, dest: str, metavar: str, help_text: str) -> None:
+    """A command's output folder: a positional argument, or ``--out`` as the other commands spell their outputs."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(dest, metavar=metavar, nargs="?", help=help_text)
+    where.add_argument("--out", dest=dest + _FLAG_SPELLING, metavar=metavar, help=f"the same as {metavar}")
+
+
+_FLAG_SPELLING = "_given_as_out"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``extmem`` command and all its sub-commands."""
     parser = types.SuggestingParser(
@@ -47,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=types.SuggestingParser)
 
     synth = _add(commands, "synth", "write a synthetic splice-site dataset", "example:\n  extmem synth data/ --rows 100000 --shards 8")
-    synth.add_argument("out_dir", metavar="OUT_DIR", help="new folder for the shards")
+    _destination(synth, "out_dir", "OUT_DIR", "new folder for the shards")
     synth.add_argument("--rows", type=types.positive, required=True, help="rows in all")
     synth.add_argument("--shards", type=types.positive, default=DEFAULT_SYNTH_SHARDS, help="number of shards")
     synth.add_argument(
@@ -151,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "example:\n  extmem pack shards/ packed/",
     )
     pack.add_argument("src", metavar="SRC", help=DATA_HELP)
-    pack.add_argument("dst", metavar="DST", help="new folder for the packed shards")
+    _destination(pack, "dst", "DST", "new folder for the packed shards")
     pack.add_argument(
         "--block", default=SPLICE_SITES.zero_is_missing, metavar="REGEX", help="regular expression of the count columns to pack"
     )
@@ -168,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "examples:\n  extmem prune shards/ pruned/\n  extmem prune shards/ pruned/ --corr-threshold 0.95 --format wide",
     )
     prune.add_argument("src", metavar="SRC", help=DATA_HELP)
-    prune.add_argument("dst", metavar="DST", help="new folder for the pruned shards and _manifest.json")
+    _destination(prune, "dst", "DST", "new folder for the pruned shards and _manifest.json")
     prune.add_argument("--label", default=SPLICE_SITES.label, help="label column, kept as it is ('' for none)")
     prune.add_argument(
         "--corr-threshold",
@@ -251,4 +261,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if extras:  # reported by the command's own parser, which knows its flags
         commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
         commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
+    for name in [name for name in vars(args) if name.endswith(_FLAG_SPELLING)]:
+        given = vars(args).pop(name)
+        if given is not None:
+            setattr(args, name.removesuffix(_FLAG_SPELLING), given)
     return args

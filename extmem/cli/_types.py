@@ -81,6 +81,9 @@ def label_map(text: str) -> dict[str, int]:
         if not sep or not name.strip() or not value.strip().isdigit():
             msg = f"expected name=id pairs like neither=0,donor=1,acceptor=2; got {item!r}"
             raise argparse.ArgumentTypeError(msg)
+        if name.strip() in mapping:
+            msg = f"the label {name.strip()!r} is given more than once"
+            raise argparse.ArgumentTypeError(msg)
         mapping[name.strip()] = int(value)
     return mapping
 
