@@ -25,6 +25,8 @@ def rows(text: str) -> list[int]:
         ("chrom in ['chr2', 'chrX']", [5]),
         ("chrom not in ('chr2',)", [1, 10]),
         ("is_null(chrom)", [20]),
+        ("chrom is None", [20]),
+        ("(chrom is not None) & (position > 1)", [5, 10]),
         ("field('odd name') >= 0.25", [10, 20]),
         ("position > -1", [1, 5, 10, 20]),
     ],
@@ -49,8 +51,12 @@ def test_filter_reports_its_columns() -> None:
         ("position and chrom == 'chr1'", "expected a condition"),
         ("chrom in chrom", "column in \\[value"),
         ("position.real > 1", "unsupported syntax"),
+        ("chrom is null", "use 'column is None' or is_null\\(column\\) to select nulls"),
+        ("position is 3", "to select nulls"),
     ],
 )
 def test_bad_filters_are_rejected(text: str, match: str) -> None:
-    with pytest.raises(FilterError, match=match):
+    with pytest.raises(FilterError, match=match) as raised:
         parse_filter(text)
+    message = str(raised.value)
+    assert message.count("Invalid 'filter'") == 1 and not message.endswith(".."), message

@@ -6,7 +6,7 @@ Grammar (Python syntax, pyarrow semantics)::
     (chrom == 'chr1') & (strand != '-')          # also: and / or / not, | and ~
     chrom in ['chr1', 'chr2']                    # also: not in
     field('odd name') >= 0.5                     # columns whose names are not identifiers
-    is_null(gene_type) | is_valid(gene_type)
+    is_null(gene_type) | is_valid(gene_type)            # also: gene_type is None, gene_type is not None
 
 A null never satisfies a comparison, ``in`` or ``not in``; select nulls with ``is_null``.
 """
@@ -73,6 +73,8 @@ def parse_filter(text: str) -> RowFilter:
     columns: set[str] = set()
     try:
         expression = _condition(tree.body, text, columns)
+    except FilterError:
+        raise
     except (pa.ArrowException, OverflowError, ValueError, TypeError) as exc:
         msg = f"Invalid 'filter' {quoted(text)}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}."
         raise FilterError(msg, options=("filter",)) from None
@@ -171,6 +173,12 @@ def _compare(node: ast.Compare, text: str, columns: set[str]) -> pc.Expression:
     result: pc.Expression | None = None
     left = _convert(node.left, text, columns)
     for op, right_node in zip(node.ops, node.comparators):
+        if isinstance(op, (ast.Is, ast.IsNot)):
+            if not (isinstance(left, pc.Expression) and isinstance(right_node, ast.Constant) and right_node.value is None):
+                raise _fail(text, node, "use 'column is None' or is_null(column) to select nulls")
+            term = left.is_null() if isinstance(op, ast.Is) else left.is_valid()
+            result = term if result is None else result & term
+            continue
         right = _convert(right_node, text, columns)
         if isinstance(op, (ast.In, ast.NotIn)):
             if not isinstance(left, pc.Expression) or not isinstance(right, list):
