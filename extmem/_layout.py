@@ -70,6 +70,9 @@ class KmerEncoding:
         if not isinstance(self.sequence_column, str):
             msg = f"The 'sequence_column' must be a column name. Got {self.sequence_column!r} instead."
             raise OptionError(msg, options=("sequence_column",))
+        if self.k is None:
+            msg = f"Counting k-mers from the sequence column {self.sequence_column!r} needs 'k', the k-mer length (1 to {MAX_K})."
+            raise OptionError(msg, options=("k", "sequence_column"))
         if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
             msg = f"The 'k' option must be an integer from 1 to {MAX_K}. Got {self.k!r} instead."
             raise OptionError(msg, options=("k",))

@@ -94,6 +94,7 @@ def test_hashed_model_scores_dataframes_and_parquet_alike(small_synth: Path, tmp
         ({"k": 0, "sequence_column": "sequence"}, "The 'k' option must be an integer from 1 to 12"),
         ({"k": 13, "sequence_column": "sequence", "width": 8}, "The 'k' option must be an integer from 1 to 12"),
         ({"k": 9, "sequence_column": "sequence"}, "would be 262,144 features"),
+        ({"sequence_column": "sequence"}, "Counting k-mers from the sequence column 'sequence' needs 'k', the k-mer length \\(1 to 12\\)"),
         ({"width": 0}, "The 'width' of hashed k-mers must be a positive integer"),
         ({"width": 100_000_000}, "Hashed k-mer features \\('width'\\) are at most 16,777,216"),
         ({}, "Folding k-mer columns needs a hash 'width'"),
