@@ -21,7 +21,7 @@ from extmem._units import format_size, parse_size
 from extmem.encode._probe import profile
 from extmem.read._costs import UNBUDGETED_PAGE_BYTES, page_bytes
 from extmem.read._dataset import Dataset
-from extmem.read._plan import MAX_PAGE_ROWS, MIN_BATCH_ROWS, MIN_PAGE_ROWS, Budget, fixed_bytes, plan_memory
+from extmem.read._plan import MAX_PAGE_ROWS, MIN_BATCH_ROWS, MIN_PAGE_ROWS, Budget, data_limit, fixed_bytes, plan_memory
 from extmem.read._selection import select_dataset
 from extmem.xgb._matrix import matrix_info
 
@@ -58,6 +58,18 @@ def test_sizes_read_like_people_write_them(text: str, size: int) -> None:
 )
 def test_sizes_are_written_so_a_small_one_is_not_zero(size: int, text: str) -> None:
     assert format_size(size) == text
+
+
+@pytest.mark.parametrize(("requested", "size"), [(np.int64(2**31), 2**31), (1.5e9, 1_500_000_000), ("2GiB", 2**31)])
+def test_a_budget_is_bytes_or_text(requested: object, size: int) -> None:
+    budget = Budget.resolve(requested)  # type: ignore[arg-type]
+    assert budget is not None and budget.bytes == min(size, data_limit() or size)
+
+
+@pytest.mark.parametrize("requested", [True, 1.5, [2**30]])
+def test_a_budget_of_another_kind_is_refused_not_guessed(requested: object) -> None:
+    with pytest.raises(extmem.OptionError, match=r"The 'memory_budget' must be a size in bytes or text such as '2GiB'"):
+        Budget.resolve(requested)  # type: ignore[arg-type]
 
 
 def test_an_unreadable_size_names_itself() -> None:

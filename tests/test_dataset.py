@@ -60,3 +60,9 @@ def test_a_column_has_one_role(options: dict, roles: str) -> None:
 def test_invalid_options_say_what_was_given(options: dict, match: str) -> None:
     with pytest.raises(OptionError, match=match):
         Dataset("data", **options)
+
+
+@pytest.mark.parametrize(("path", "given"), [([], "an empty list"), (5, "int"), ({"a": 1}, "dict")])
+def test_a_path_of_another_kind_says_what_was_given(path: object, given: str) -> None:
+    with pytest.raises(OptionError, match=f"a file, or a list of these; got {given}\\."):
+        Dataset(path)  # type: ignore[arg-type]

@@ -113,6 +113,20 @@ def test_array_fit_behaves_like_xgboost(small_synth: Path) -> None:
         clf.predict(small_synth)
 
 
+@pytest.mark.parametrize(
+    ("weights", "eval_weights", "match"),
+    [
+        ([1.0, -2.0, 1.0, 1.0], None, r"'sample_weight' values must be 0 or more; 1 are negative \(first: -2\)"),
+        ([1.0, np.nan, 1.0, 1.0], None, r"'sample_weight' values must be finite; 1 are NaN or infinite"),
+        (None, [[0.0, 0.0, 0.0, 0.0]], r"'sample_weight_eval_set\[0\]' values are all zero"),
+    ],
+)
+def test_array_weights_xgboost_refuses_are_refused_by_name(weights: list | None, eval_weights: list | None, match: str) -> None:
+    X, y = np.arange(8.0).reshape(4, 2), np.array([0, 1, 0, 1])
+    with pytest.raises(extmem.OptionError, match=match):
+        extmem.XGBClassifier(n_estimators=2).fit(X, y, sample_weight=weights, eval_set=[(X, y)], sample_weight_eval_set=eval_weights)
+
+
 @pytest.mark.parametrize("given", [{"y": np.zeros(3000)}, {"sample_weight": np.ones(3000)}, {"base_margin": np.zeros(3000)}])
 def test_labels_and_weights_with_a_dataset_are_refused(small_synth: Path, given: dict) -> None:
     with pytest.raises(extmem.OptionError, match=f"pass {next(iter(given))} as None"):

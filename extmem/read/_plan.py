@@ -8,6 +8,7 @@ searches sizes from the largest allowed down until the expected peak fits.
 from __future__ import annotations
 
 import logging
+import numbers
 import resource
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -91,6 +92,10 @@ class Budget:
         limit = data_limit()
         if requested is None:
             return cls(limit, "the process's data limit (prlimit --data)") if limit is not None else None
+        whole = isinstance(requested, numbers.Integral) or (isinstance(requested, float) and requested.is_integer())
+        if isinstance(requested, bool) or not (isinstance(requested, str) or whole):
+            msg = f"The 'memory_budget' must be a size in bytes or text such as '2GiB'. Got {requested!r} instead."
+            raise OptionError(msg, options=("memory_budget",))
         size = parse_size(requested) if isinstance(requested, str) else int(requested)
         if size <= 0:
             msg = f"The memory budget must be positive, got {requested!r}."

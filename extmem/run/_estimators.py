@@ -36,6 +36,22 @@ def _is_dataset(X: Any) -> bool:
     return isinstance(X, (str, os.PathLike, Dataset))
 
 
+def _check_weights(weights: Any, name: str) -> None:
+    """Refuse sample weights XGBoost refuses in its own words: non-finite, negative, or all zero."""
+    if weights is None:
+        return
+    values = np.asarray(weights, dtype=np.float64).ravel()
+    if not np.isfinite(values).all():
+        msg = f"The {name!r} values must be finite; {int((~np.isfinite(values)).sum())} are NaN or infinite."
+        raise OptionError(msg)
+    if (values < 0).any():
+        msg = f"The {name!r} values must be 0 or more; {int((values < 0).sum())} are negative (first: {values[values < 0][0]:g})."
+        raise OptionError(msg)
+    if values.size and not values.any():
+        msg = f"The {name!r} values are all zero: there is nothing to fit."
+        raise OptionError(msg)
+
+
 class _DatasetFitting:
     """The external-memory matrices of one ``fit`` call: the training matrix first, then eval sets."""
 
@@ -122,6 +138,9 @@ class _DatasetMixin:
         """
         options = {"xgb_model": xgb_model, "verbose": verbose, "feature_weights": feature_weights}
         if not _is_dataset(X):
+            _check_weights(sample_weight, "sample_weight")
+            for i, weights in enumerate(sample_weight_eval_set or []):
+                _check_weights(weights, f"sample_weight_eval_set[{i}]")
             arrays = {"sample_weight": sample_weight, "base_margin": base_margin, "sample_weight_eval_set": sample_weight_eval_set}
             return super().fit(X, y, eval_set=eval_set, base_margin_eval_set=base_margin_eval_set, **arrays, **options)  # type: ignore[misc]
         given = {"y": y, "sample_weight": sample_weight, "base_margin": base_margin, "sample_weight_eval_set": sample_weight_eval_set}
