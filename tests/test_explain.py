@@ -182,6 +182,7 @@ def test_plots_and_refusals_on_the_command_line(model_dir: Path, held_out: Path,
         (["--full", "no_such_feature", "--out", str(tmp_path / "new")], "no_such_feature"),
         (["--keep", "predicted", "--out", str(tmp_path / "new")], "'predicted'"),
         (["--group-by", "gene_id", "--out", str(tmp_path / "new")], "gene_id"),
+        (["--group-by", "no_such_column", "--out", str(tmp_path / "new")], "The --group-by column 'no_such_column' is in none"),
         (["--interactions", "nope", "--out", str(tmp_path / "new")], "'nope'"),
     ):
         run = subprocess.run([*command[:6], *flags, "--no-progress"], capture_output=True, text=True, check=False)
@@ -204,6 +205,15 @@ def test_top_contributions_and_the_row_sample() -> None:
         sample.add(np.arange(start, min(start + 700, 10_000), dtype=float)[:, None])
     assert sample.rows is not None and sample.rows.shape == (100, 1) and len(set(sample.rows[:, 0])) == 100
     assert 3000 < sample.rows.mean() < 7000  # uniform over the stream, not its first or last batches
+
+
+def test_groups_of_a_list_column_are_refused_before_reading(model_dir: Path, tmp_path: Path) -> None:
+    data = write_shard(tmp_path / "data" / "a.parquet", {"pairs": [[1, 2], [3]]}).parent
+    with pytest.raises(
+        extmem.ExtmemError, match=r"The 'group_by' column 'pairs' is list<element: int64>; groups must be strings or numbers"
+    ):
+        extmem.explain(model_dir, data, tmp_path / "out", group_by="pairs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_a_bad_shard_leaves_no_output_folder(model_dir: Path, held_out: Path, tmp_path: Path) -> None:

@@ -37,6 +37,10 @@ class Notice:
     options: tuple[str, ...] = ()
 
 
+Carry = Sequence[str] | Mapping[str, str]
+"""Columns passed through unchanged, optionally each with the option that asked for it (for messages; default 'keep')."""
+
+
 @dataclass(frozen=True)
 class Selection:
     """What to read of a dataset: its schema, feature layout and filter, the other columns a pass reads, and what was left out."""
@@ -92,7 +96,7 @@ def _require_column(schema: Schema, name: str, option: str) -> None:
         raise _fail(f"The '{option}' column {name!r} is missing from the shard {missing[0]!r}{more}", option, error=error)
 
 
-def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | None, carry: Sequence[str]) -> None:
+def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> None:
     label, weight = dataset.label, dataset.weight
     if label is not None:
         _require_column(schema, label, "label")
@@ -110,13 +114,20 @@ def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | Non
             raise _fail(f"The 'filter' {quoted(row_filter.text)} names the column {unknown[0]!r}, which is in no shard.", "filter")
     holdout = dataset.holdout
     if holdout is not None and holdout.group_by is not None:
-        _require_column(schema, holdout.group_by, "group_by")
-        if schema.columns[holdout.group_by].kind not in (NUMERIC, STRING):
-            kind = schema.columns[holdout.group_by].arrow_type
-            raise _fail(f"The 'group_by' column {holdout.group_by!r} is {kind}; groups must be strings or numbers.", "group_by")
-    for name in carry:
+        _check_group_column(schema, holdout.group_by)
+    for name, option in (carry if isinstance(carry, Mapping) else dict.fromkeys(carry, "keep")).items():
         if name not in schema.columns:
-            raise _fail(f"The 'keep' column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).", "keep")
+            raise _fail(
+                f"The '{option}' column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).", option
+            )
+        if option == "group_by":
+            _check_group_column(schema, name)
+
+
+def _check_group_column(schema: Schema, name: str) -> None:
+    _require_column(schema, name, "group_by")
+    if schema.columns[name].kind not in (NUMERIC, STRING):
+        raise _fail(f"The 'group_by' column {name!r} is {schema.columns[name].arrow_type}; groups must be strings or numbers.", "group_by")
 
 
 def _extras(dataset: Dataset, row_filter: RowFilter | None, carry: Sequence[str]) -> tuple[str, ...]:
@@ -267,7 +278,7 @@ def select(
     dictionaries: Mapping[str, tuple[str, ...]],
     *,
     layout: FeatureLayout | None = None,
-    carry: Sequence[str] = (),
+    carry: Carry = (),
 ) -> Selection:
     """The selection of ``dataset`` given its scanned ``schema`` and the ``dictionaries`` of its string columns (pure)."""
     row_filter = parse_filter(dataset.filter) if dataset.filter else None
@@ -319,12 +330,12 @@ def _require_column_somewhere(schema: Schema, name: str, option: str) -> None:
         )
 
 
-def select_dataset(dataset: Dataset, *, layout: FeatureLayout | None = None, carry: Sequence[str] = (), announce: bool = True) -> Selection:
+def select_dataset(dataset: Dataset, *, layout: FeatureLayout | None = None, carry: Carry = (), announce: bool = True) -> Selection:
     """Discover and scan ``dataset``'s shards, collect the dictionaries it needs, and select (see :func:`select`).
 
     With ``layout`` (a model's), the dataset is read with exactly those features; columns it
     lacks are missing values. ``carry`` names columns passed through unchanged (ids for
-    predictions). ``announce`` logs the notices (columns left out of the features).
+    predictions), or maps each to the option that named it. ``announce`` logs the notices (columns left out of the features).
     """
     schema = scan(discover_shards(dataset.paths))
     if dataset.label is not None:

@@ -202,7 +202,7 @@ def explain(
     own = trained.own_importance()  # a model without contributions (naive Bayes) fails here, before any reading
     dataset = as_dataset(data, options)
     kept = column_names(keep, "keep")
-    carry = (*kept, *([group_by] if group_by is not None and group_by not in kept else []))
+    carry = dict.fromkeys(kept, "keep") | ({group_by: "group_by"} if group_by is not None and group_by not in kept else {})
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
         selection = trained.select(dataset, carry)

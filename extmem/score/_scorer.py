@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,7 +14,7 @@ from extmem.encode._blocks import Encoder, encode
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset
 from extmem.read._reader import read_batches
-from extmem.read._selection import Selection, select_dataset
+from extmem.read._selection import Carry, Selection, select_dataset
 
 
 class Scorer:
@@ -94,7 +94,7 @@ class Scorer:
     def _output_shape(self) -> tuple[int, ...]:
         return (len(self.classes or []),) if self.task == "multiclass" else ()
 
-    def select(self, dataset: Dataset, carry: Sequence[str] = ()) -> Selection:
+    def select(self, dataset: Dataset, carry: Carry = ()) -> Selection:
         """``dataset`` selected with this model's feature columns (and ``carry`` columns passed through)."""
         return select_dataset(dataset, layout=self.layout, carry=carry)
 
