@@ -104,6 +104,10 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             os.replace(partial, target)
             published = True
         _fsync_folder(target.parent)
+    except OSError as exc:  # a full disk names no file: name the one being written
+        if exc.filename is None or os.fsdecode(exc.filename) == str(partial):
+            exc.filename = os.fspath(path)
+        raise
     finally:
         with deferred():
             if not published:

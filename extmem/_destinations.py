@@ -202,9 +202,9 @@ def _remote_listed(target: RemoteFolder, manifest: str | None) -> set[str] | Non
 def staging_folder(target: Path | RemoteFolder) -> PrivateFolder:
     """A private folder to build ``target`` in: beside it, or in the temp folder for a URI; a killed run's is swept by a later run."""
     if isinstance(target, RemoteFolder):
-        return PrivateFolder(None, prefix="extmem-upload-", option="out")
+        return PrivateFolder(None, prefix="extmem-upload-", option="out", output=target.uri)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return PrivateFolder(target.parent, prefix=f".{target.name}.extmem-staging-", option="out")
+    return PrivateFolder(target.parent, prefix=f".{target.name}.extmem-staging-", option="out", output=target)
 
 
 _RENAME_EXCHANGE = 2

@@ -120,10 +120,20 @@ def sweep_stale(root: str | os.PathLike[str], prefix: str = CACHE_PREFIX) -> lis
 class PrivateFolder:
     """A locked private folder under ``root`` (default: the system temp folder, never the working folder).
 
-    A context manager: the folder and everything in it are deleted on exit, on error too.
+    A context manager: the folder and everything in it are deleted on exit, on error too. A
+    staging folder for an ``output`` names it in the system errors (a full disk) that end its block:
+    they name a file in the folder, or no file at all.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, prefix: str = CACHE_PREFIX, *, option: str = "cache_dir") -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        prefix: str = CACHE_PREFIX,
+        *,
+        option: str = "cache_dir",
+        output: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.output = None if output is None else os.fspath(output)
         root_path = Path(root) if root is not None else Path(tempfile.gettempdir())
         if not root_path.is_dir():
             msg = f"The '{option}' folder {str(root_path)!r} is not an existing folder."
@@ -182,4 +192,16 @@ class PrivateFolder:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if isinstance(exc, OSError) and self.output is not None:
+            exc.filename = self._as_output(exc.filename)
         self.cleanup()
+
+    def _as_output(self, filename: object) -> object:
+        """Where ``filename`` (in this folder, or None) would have been in the output."""
+        if filename is None:
+            return self.output
+        try:
+            inside = Path(os.fsdecode(filename)).relative_to(self.path)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return filename
+        return os.path.join(str(self.output), inside)

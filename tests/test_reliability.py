@@ -226,6 +226,35 @@ def test_a_full_disk_while_caching_is_a_clear_error_and_leaves_nothing(wide_synt
     assert cache_dirs(cache) == [] and not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "written"),
+    [
+        (["synth", "{out}", "--rows", "3000", "--k", "4"], "{out}/batch_00001.parquet"),
+        (["pack", "{data}", "{out}"], "{out}/batch_00001.parquet"),
+        (["prune", "{data}", "{out}"], "{out}/batch_00001.parquet"),
+        (["predict", "{model}", "{data}", "--out", "{out}"], "{out}"),
+        (["explain", "{model}", "{data}", "--out", "{out}"], "{out}/contributions.parquet"),
+    ],
+    ids=["synth", "pack", "prune", "predict", "explain"],
+)
+def test_a_full_disk_while_writing_names_the_output_file_and_leaves_nothing(
+    small_synth: Path, model_dir: Path, tmp_path: Path, command: list[str], written: str
+) -> None:
+    """RLIMIT_FSIZE stands in for a full disk: the first output file that outgrows it fails, and the error names it."""
+    places = {"data": str(small_synth), "model": str(model_dir), "out": str(tmp_path / "out")}
+    argv = [part.format(**places) for part in command]
+    run = subprocess.run(
+        ["prlimit", f"--fsize={16 * 1024}", sys.executable, "-m", "extmem", *argv, "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    errors = [line for line in run.stderr.splitlines() if line.startswith("extmem: error:")]
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert errors == [f"extmem: error: File too large: {written.format(**places)}"], run.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_concurrent_runs_share_data_and_cache_root(small_synth: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()

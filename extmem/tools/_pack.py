@@ -134,6 +134,8 @@ def rewrite_shard(
                     sink.write(rewriter.convert(batch))
             return sink.rows
     except (pa.ArrowException, OSError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None and os.fsdecode(exc.filename) == os.fspath(out):
+            raise  # writing the output failed (a full disk), not reading the shard
         raise read_failure(shard, exc) from None
     finally:
         release_freed_memory()
