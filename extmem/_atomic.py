@@ -28,6 +28,7 @@ from typing import IO, Any
 
 from extmem._signals import deferred
 from extmem._stores import is_remote, local_path, upload_file
+from extmem.errors import OptionError
 
 PARTIAL_SUFFIX = ".extmem-partial"
 _NEW_SUFFIX = ".extmem-new"
@@ -75,8 +76,11 @@ def _create_partial(target: Path) -> tuple[int, Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+def atomic_file(path: str | os.PathLike[str], *, replace: bool = True) -> Iterator[IO[bytes]]:
     """A binary file to write ``path`` through; it replaces ``path`` only when the block ends without error.
+
+    Without ``replace`` the file is only created: if ``path`` appeared meanwhile (another run
+    wrote it), the new file is discarded and OptionError names ``path`` and 'overwrite'.
 
     For a URI the file is written locally, then uploaded by partial name and move (see :mod:`extmem._stores`).
     """
@@ -101,7 +105,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             file.flush()
             os.fsync(file.fileno())
         with deferred():
-            os.replace(partial, target)
+            _publish_file(partial, target, replace)
             published = True
         _fsync_folder(target.parent)
     except OSError as exc:  # a full disk names no file: name the one being written
@@ -116,9 +120,34 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
             os.close(fd)
 
 
-def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
-    """Write ``path`` through ``write(file)`` into a partial file renamed into place when complete."""
-    with atomic_file(path) as file:
+def _publish_file(partial: Path, target: Path, replace: bool) -> None:
+    """Give the complete ``partial`` its final name: over ``target``, or only if no file has it (a hard link cannot replace)."""
+    if replace:
+        os.replace(partial, target)
+        return
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise written_meanwhile(target) from None
+    except OSError as exc:  # a filesystem without hard links: check, then rename
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        if os.path.lexists(target):
+            raise written_meanwhile(target) from None
+        os.replace(partial, target)
+        return
+    partial.unlink()
+
+
+def written_meanwhile(target: str | os.PathLike[str]) -> OptionError:
+    """The error for an output that another run wrote while this one ran, when this one may not replace it."""
+    msg = f"{os.fspath(target)!r} was written by another run while this one ran; pass 'overwrite' to replace it."
+    return OptionError(msg, options=("overwrite",))
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *, replace: bool = True) -> None:
+    """Write ``path`` through ``write(file)`` into a partial file renamed into place when complete (see :func:`atomic_file`)."""
+    with atomic_file(path, replace=replace) as file:
         write(file)
 
 
@@ -134,10 +163,10 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
+def write_json(path: str | os.PathLike[str], data: Any, *, replace: bool = True) -> None:
     """Write ``data`` as indented JSON, atomically (numpy scalars and arrays become numbers and lists)."""
     text = json.dumps(data, indent=2, default=_json_default) + "\n"
-    write_atomically(path, lambda file: file.write(text.encode()))
+    write_atomically(path, lambda file: file.write(text.encode()), replace=replace)
 
 
 def is_partial(name: str) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from extmem._atomic import is_partial
+from extmem._atomic import is_partial, written_meanwhile
 from extmem._folders import LOCK_FILE, PrivateFolder
 from extmem._signals import deferred
 from extmem._stores import (
@@ -228,17 +228,20 @@ def _exchange(first: Path, second: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(second))
 
 
-def publish_folder(staging: PrivateFolder, target: Path | RemoteFolder) -> None:
+def publish_folder(staging: PrivateFolder, target: Path | RemoteFolder, *, replace: bool) -> None:
     """Make the complete ``staging`` folder ``target``, replacing what ``target`` held in one step.
 
-    In object storage each file is uploaded atomically (partial name, then moved), the manifest
+    Without ``replace`` (no 'overwrite') the folder is only created: if another run filled
+    ``target`` while this one ran, nothing is replaced and OptionError says so. In object storage each file is uploaded atomically (partial name, then moved), the manifest
     last, then the objects of the folder's previous contents that the new one lacks are deleted.
     """
     if isinstance(target, RemoteFolder):
+        if not replace and remote_names(target.uri):
+            raise written_meanwhile(target.uri)
         _upload(staging, target)
         return
     with deferred():
-        _publish(staging, target)
+        _publish(staging, target, replace)
 
 
 def _upload(staging: PrivateFolder, target: RemoteFolder) -> None:
@@ -250,7 +253,7 @@ def _upload(staging: PrivateFolder, target: RemoteFolder) -> None:
         delete_remote(f"{target.uri}/{stale}")
 
 
-def _publish(staging: PrivateFolder, target: Path) -> None:
+def _publish(staging: PrivateFolder, target: Path, replace: bool) -> None:
     for _ in range(100):  # another run may publish the same target between two steps: try again
         if not target.exists() or (target.is_dir() and not os.listdir(target)):
             with contextlib.suppress(FileNotFoundError):
@@ -262,6 +265,8 @@ def _publish(staging: PrivateFolder, target: Path) -> None:
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
                 continue
+        if not replace:
+            raise written_meanwhile(target)
         old = staging.path
         if _exchange(staging.path, target):
             staging.published_as(target)

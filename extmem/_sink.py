@@ -24,14 +24,21 @@ DATA_PAGE_BYTES = 1 << 20
 class ParquetSink:
     """Streams record batches into one parquet file, buffered into row groups of ``row_group_rows``.
 
-    Use as a context manager: the file replaces ``path`` on a clean exit and is deleted
-    otherwise. Memory is one row group of output, whatever the number of rows written.
+    Use as a context manager: the file replaces ``path`` on a clean exit (only if no file has
+    that name, without ``replace``) and is deleted otherwise. Memory is one row group of output, whatever the number of rows written.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], schema: pa.Schema, *, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS, compression: str = "zstd"
+        self,
+        path: str | os.PathLike[str],
+        schema: pa.Schema,
+        *,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        compression: str = "zstd",
+        replace: bool = True,
     ) -> None:
         self.path = path
+        self.replace = replace
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.compression = compression
@@ -42,7 +49,7 @@ class ParquetSink:
         self._pending_rows = 0
 
     def __enter__(self) -> Self:
-        file = self._stack.enter_context(atomic_file(self.path))
+        file = self._stack.enter_context(atomic_file(self.path, replace=self.replace))
         self._writer = pq.ParquetWriter(file, self.schema, compression=self.compression, data_page_size=DATA_PAGE_BYTES)
         return self
 
@@ -79,18 +86,18 @@ def check_model_folder(path: str | os.PathLike[str], *, overwrite: bool) -> Path
     return check_output_folder(path, overwrite=overwrite, own_names=MODEL_FOLDER_FILES, manifest=None)
 
 
-def publish_model(folder: Path | RemoteFolder, model_file: str, model: bytes, report: dict[str, Any]) -> dict[str, Any]:
+def publish_model(folder: Path | RemoteFolder, model_file: str, model: bytes, report: dict[str, Any], *, replace: bool) -> dict[str, Any]:
     """Write a model folder, ``model_file`` holding ``model`` and ``report.json``, and swap it in as ``folder`` in one step.
 
     The report records the folder's files and the model file's checksum, which loading checks
     before parsing it; it is returned as written. What ``folder`` held before (a previous model,
-    a finished run's checkpoint) goes.
+    a finished run's checkpoint) goes; without ``replace``, a folder another run filled meanwhile stays.
     """
     report = {**report, "files": sorted({model_file, REPORT_FILE}), "checksums": {model_file: sha256(model)}}
     with staging_folder(folder) as staging:
         write_atomically(staging.path / model_file, lambda file: file.write(model))
         write_json(staging.path / REPORT_FILE, report)
-        publish_folder(staging, folder)
+        publish_folder(staging, folder, replace=replace)
     return report
 
 

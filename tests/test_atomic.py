@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from extmem._atomic import PARTIAL_SUFFIX, atomic_file, sweep_partials, write_json
+from extmem._destinations import publish_folder, staging_folder
 from extmem._sink import ParquetSink
+from extmem.errors import OptionError
 from extmem.read._discover import discover_shards
 
 
@@ -113,3 +115,32 @@ def test_a_parquet_sink_error_leaves_nothing(tmp_path: Path) -> None:
         sink.write(pa.record_batch({"x": [1.0]}))
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_replace_a_file_written_meanwhile_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    meanwhile = r"'.*out\.bin' was written by another run while this one ran; pass 'overwrite'"
+    with pytest.raises(OptionError, match=meanwhile), atomic_file(target, replace=False) as file:
+        file.write(b"mine")
+        target.write_bytes(b"theirs")
+    assert target.read_bytes() == b"theirs"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.bin"]
+    with atomic_file(tmp_path / "new.bin", replace=False) as file:
+        file.write(b"mine")
+    assert (tmp_path / "new.bin").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_folder_filled_meanwhile_is_replaced_only_when_asked(tmp_path: Path, replace: bool) -> None:
+    target = tmp_path / "out"
+    with staging_folder(target) as staging:
+        (staging.path / "mine.txt").write_text("mine")
+        target.mkdir()
+        (target / "theirs.txt").write_text("theirs")
+        if replace:
+            publish_folder(staging, target, replace=True)
+        else:
+            with pytest.raises(OptionError, match=r"'.*out' was written by another run while this one ran"):
+                publish_folder(staging, target, replace=False)
+    assert [path.name for path in tmp_path.iterdir()] == ["out"]
+    assert [path.name for path in target.iterdir()] == (["mine.txt"] if replace else ["theirs.txt"])

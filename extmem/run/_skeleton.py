@@ -12,9 +12,11 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from extmem._defaults import CHECKPOINT_FILE
 from extmem._destinations import destination
 from extmem._folders import PrivateFolder
 from extmem._measure import MemoryMonitor, Stage
@@ -67,6 +69,7 @@ class TrainingRun:
         self.trainer = trainer
         self.algorithm = algorithm
         self.out = destination(out) if out is not None else None
+        self.overwrite = overwrite
         self.cache_dir = cache_dir
         self.monitor = MemoryMonitor()
         self.started_at = ""
@@ -105,5 +108,6 @@ class TrainingRun:
             trainer=self.trainer, algorithm=self.algorithm, started_at=self.started_at, monitor=self.monitor, common=common, details=details
         )
         if self.out is not None:
-            report = publish_model(self.out, model_file, model_bytes(), report)
+            ours = isinstance(self.out, Path) and (self.out / CHECKPOINT_FILE).is_file()  # refused at the start unless 'overwrite'
+            report = publish_model(self.out, model_file, model_bytes(), report, replace=self.overwrite or ours)
         return TrainResult(model, report)

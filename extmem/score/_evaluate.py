@@ -73,12 +73,12 @@ def evaluate(
     check_rows(dataset, "to evaluate", metrics.rows, metrics.weight_total)
     result = metrics.result()
     if plot is not None:
-        plot_pr_curves(metrics, plot)
+        plot_pr_curves(metrics, plot, replace=overwrite)
     result.update(
         seconds=round(time.perf_counter() - started, 3), peak_rss_bytes=monitor.peak_rss_bytes, peak_anon_bytes=monitor.peak_anon_bytes
     )
     if out is not None:
-        write_json(out, result)
+        write_json(out, result, replace=overwrite)
     return result
 
 
@@ -95,7 +95,7 @@ def pyplot() -> Any:
     return plt
 
 
-def plot_pr_curves(metrics: StreamingMetrics, path: str | os.PathLike[str]) -> None:
+def plot_pr_curves(metrics: StreamingMetrics, path: str | os.PathLike[str], *, replace: bool = True) -> None:
     """Write a PNG of each class's precision-recall curve (atomically)."""
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 5))
@@ -107,5 +107,5 @@ def plot_pr_curves(metrics: StreamingMetrics, path: str | os.PathLike[str]) -> N
         )
     axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall by class")
     axes.legend(loc="lower left")
-    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=120))
+    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=120), replace=replace)
     plt.close(figure)

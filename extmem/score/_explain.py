@@ -247,7 +247,7 @@ def explain(
                 files.append(INTERACTIONS_FILE)
             if plot:
                 files.extend(plot_explanations(staging.path, trained, overall, sample, plan.batch_rows))
-            publish_folder(staging, target)
+            publish_folder(staging, target, replace=overwrite)
     return {
         "rows": overall.rows,
         "out": os.fspath(out),

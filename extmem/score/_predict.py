@@ -96,7 +96,7 @@ def predict(
         selection = trained.select(dataset, carry)
         plan = plan_pass(selection, memory_budget)
         schema = _output_schema(trained, selection.carried_schema)
-        with ParquetSink(out, schema) as sink, ProgressBar(selection.rows, "predicting", "rows", progress) as bar:
+        with ParquetSink(out, schema, replace=overwrite) as sink, ProgressBar(selection.rows, "predicting", "rows", progress) as bar:
             for batch, raw in trained.score(selection, plan.batch_rows):
                 sink.write(_output_batch(trained, batch, raw, schema))
                 bar.update(batch.rows)

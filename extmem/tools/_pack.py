@@ -196,7 +196,7 @@ def pack(
             "files": [Path(shard).name for shard in shards],
         }
         write_json(staging.path / MANIFEST_FILE, report)
-        publish_folder(staging, target)
+        publish_folder(staging, target, replace=overwrite)
     return {
         **report,
         "seconds": round(time.perf_counter() - started, 3),

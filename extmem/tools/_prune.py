@@ -327,6 +327,6 @@ def prune(
                 msg = f"Wrote {rows_out} rows but read {stats.rows}; nothing was published."
                 raise RuntimeError(msg)
             write_json(staging.path / MANIFEST_FILE, manifest)
-            publish_folder(staging, target)
+            publish_folder(staging, target, replace=overwrite)
     manifest.update(peak_rss_bytes=monitor.peak_rss_bytes, peak_anon_bytes=monitor.peak_anon_bytes)
     return manifest

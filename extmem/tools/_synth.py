@@ -255,7 +255,7 @@ def synth(
                         writer.close()
         manifest = {"extmem_version": __version__, "command": "synth", "options": asdict(options), "files": shard_names}
         write_json(staging.path / MANIFEST_FILE, manifest)
-        publish_folder(staging, target)
+        publish_folder(staging, target, replace=overwrite)
     if isinstance(target, RemoteFolder):
         return [f"{target.uri}/{name}" for name in shard_names]
     return [target / name for name in shard_names]
