@@ -33,13 +33,13 @@ from extmem._progress import ProgressBar
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import read_pages
 from extmem.encode._probe import plan_pass
-from extmem.errors import OptionError, check_positive_int
+from extmem.errors import LabelError, OptionError, check_positive_int
 from extmem.read._dataset import Dataset, DatasetLike, check_rows
 from extmem.read._plan import MemoryPlan
 from extmem.read._selection import Selection, select_dataset
 from extmem.run._datasets import training_datasets
 from extmem.run._first_pass import FirstPass
-from extmem.run._params import class_count
+from extmem.run._params import MAX_CLASS_ID, class_count
 from extmem.run._skeleton import TrainingRun, TrainResult
 from extmem.run._stopping import EarlyStopping
 from extmem.score._incremental_model import (
@@ -264,7 +264,11 @@ def train_incremental(
         layout = train.selection.layout
         stats = first_pass.stats
         assert stats is not None
-        n_classes = max(class_count(layout, *first_pass.label_range()), 2)
+        low, high, fractional = first_pass.label_range()
+        if layout.label_map is None and high > MAX_CLASS_ID:
+            msg = f"Incremental models are classifiers: the label of {first_pass.label_where} reaches {high:,.0f}, beyond the class ids 0..{MAX_CLASS_ID}."
+            raise LabelError(msg)
+        n_classes = max(class_count(layout, low, high, fractional), 2)
         weights_by_class = first_pass.class_weights(n_classes) if class_weight == "balanced" else np.ones(n_classes)
         learner = _learner(algorithm, _estimators(algorithm, params, layout, seed, estimator), Standardizer(stats.mean.copy(), stats.std))
         trained = IncrementalModel(algorithm, layout, n_classes, learner)

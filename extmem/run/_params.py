@@ -62,6 +62,10 @@ def check_params(params: Mapping[str, Any]) -> None:
             raise OptionError(msg, options=("params",))
 
 
+MAX_CLASS_ID = 999
+"""The largest numeric label read as a class id; larger labels are values (regression)."""
+
+
 def class_count(layout: FeatureLayout, low: float, high: float, fractional: bool) -> int:
     """How many classes labels in [``low``, ``high``] make: the label map's, else 0..max for small non-negative integers, else 0 (values).
 
@@ -70,7 +74,7 @@ def class_count(layout: FeatureLayout, low: float, high: float, fractional: bool
     """
     if layout.label_map is not None:
         return len(set(layout.label_map.values()))
-    if fractional or low < 0 or high >= 1000 or high < 1:
+    if fractional or low < 0 or high > MAX_CLASS_ID or high < 1:
         return 0
     return int(high) + 1
 
