@@ -22,9 +22,11 @@ class Preset:
     label_map: Mapping[str, int] | None = None
     zero_is_missing: str | None = None
 
-    def options(self) -> dict[str, Any]:
-        """The preset as dataset options."""
-        return {"label": self.label, "label_map": dict(self.label_map) if self.label_map else None, "zero_is_missing": self.zero_is_missing}
+    def options(self, label: str | None = None) -> dict[str, Any]:
+        """The preset as dataset options; its label map only for its own label column (``label`` None or the preset's)."""
+        own_label = label is None or label == self.label
+        label_map = dict(self.label_map) if self.label_map and own_label else None
+        return {"label": self.label, "label_map": label_map, "zero_is_missing": self.zero_is_missing}
 
 
 KMER_PATTERN = r"^\d+mer_"

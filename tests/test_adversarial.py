@@ -67,6 +67,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     shard("tiny", {"x": [1.0, 2.0, 3.0, 4.0], "splice_type": ["donor", "neither", "acceptor", "neither"], "g": ["a"] * 4})
     shard("negative_weights", {**GOOD, "w": [1.0, -1.0, 0.5, 2.0] * 5})
     shard("zero_weights", {**GOOD, "w": [0.0] * ROWS})
+    shard("huge_class_ids", {**GOOD, "y": [0, 1_000_000] * (ROWS // 2)})
     shard("partitioned/chrom=1", GOOD)
     _packed(tmp / "packed_negative" / "a.parquet", pa.int32(), [[0, -1], [1]], PACKED_META)
     _packed(tmp / "packed_columns_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "columns": "6mer_AAAAAA"})
@@ -96,6 +97,11 @@ CASES: list[tuple[str, str]] = [
     ("train {zero_weights} --out {out} --weight w", r"weight column 'w' is 0 in every row of .*zero_weights; there is nothing to train on"),
     ("train {zero_weights} --out {out} --weight w --algorithm sgd_logistic", r"weight column 'w' is 0 in every row of .*zero_weights"),
     ("evaluate {model} {zero_weights} --weight w", r"weight column 'w' is 0 in every row of .*zero_weights; there is nothing to evaluate"),
+    # numeric labels too large to be class ids, for a trainer that only classifies
+    (
+        "train {huge_class_ids} --out {out} --label y --algorithm sgd_logistic",
+        r"Incremental models are classifiers: the label of .*huge_class_ids \(column 'y'\) reaches 1,000,000, beyond the class ids 0\.\.999",
+    ),
     # a partitioned dataset's folder holds folders, not shards
     (
         "train {partitioned} --out {out}",
@@ -156,6 +162,13 @@ def test_adversarial_input_is_one_clear_line_and_leaves_nothing(
     assert re.search(pattern, errors[0]), errors[0]
     assert len(errors[0]) < 600
     assert not (tmp_path / "out").exists() and cache_dirs(cache) == []
+
+
+def test_another_string_label_gets_its_own_classes_not_the_presets(places: dict[str, str], tmp_path: Path) -> None:
+    status = main(["train", places["ok"], "--label", "gene_type", "--out", str(tmp_path / "m"), "--rounds", "2", "--no-progress"])
+    assert status == 0
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert report["classes"] == ["a", "b"] and report["params"]["objective"] == "binary:logistic"
 
 
 def test_a_page_of_zero_weights_among_others_trains_incrementally(tmp_path: Path) -> None:

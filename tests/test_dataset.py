@@ -26,6 +26,9 @@ def test_the_library_has_no_domain_defaults_and_a_preset_fills_them_in() -> None
     assert splice.zero_is_missing == r"^\d+mer_"
     own = Dataset("data", preset="splice-sites", label="target", label_map={"no": 0, "yes": 1})
     assert own.label == "target" and own.label_map == {"no": 0, "yes": 1} and own.zero_is_missing == splice.zero_is_missing
+    other_label = Dataset("data", preset="splice-sites", label="target")
+    assert other_label.label_map is None, "the preset's classes belong to its own label column"
+    assert Dataset("data", preset="splice-sites", label="splice_type").label_map == splice.label_map
     with pytest.raises(OptionError, match="The 'preset' option must be one of none, splice-sites"):
         Dataset("data", preset="splice")
 

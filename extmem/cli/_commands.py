@@ -39,11 +39,11 @@ def _row_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    preset = preset_named(args.preset)
+    preset = preset_named(args.preset).options(args.label)
     return {
-        "label": args.label or preset.label,
-        "label_map": args.label_map or preset.label_map,
-        "zero_is_missing": preset.zero_is_missing,
+        "label": args.label or preset["label"],
+        "label_map": args.label_map or preset["label_map"],
+        "zero_is_missing": preset["zero_is_missing"],
         "kmers": _kmer_encoding(args),
         "weight": args.weight,
         "features": args.features,

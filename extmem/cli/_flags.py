@@ -65,7 +65,10 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--label", help="label column (default: the preset's)")
     group.add_argument(
-        "--label-map", type=types.label_map, metavar="NAME=ID,...", help="string labels to class ids (default: the preset's)"
+        "--label-map",
+        type=types.label_map,
+        metavar="NAME=ID,...",
+        help="string labels to class ids (default: the preset's, for the preset's label)",
     )
     group.add_argument("--weight", metavar="COLUMN", help="row-weight column")
     group.add_argument(

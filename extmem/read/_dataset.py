@@ -89,8 +89,8 @@ class Dataset:
     ``"(chrom == 'chr1') & (position > 1000)"``, pushed down to row groups.
     ``zero_is_missing`` is a regular expression: matching (count) columns are stored sparsely,
     a zero meaning 'absent'; other columns keep zeros as values. ``preset`` (a name such as
-    ``"splice-sites"``, or an :class:`extmem.Preset`) fills in ``label``, ``label_map`` and
-    ``zero_is_missing`` where they are not given. ``holdout`` keeps one side of a deterministic
+    ``"splice-sites"``, or an :class:`extmem.Preset`) fills in ``label``, ``label_map`` (for its
+    own label column only) and ``zero_is_missing`` where they are not given. ``holdout`` keeps one side of a deterministic
     train/validation split. ``kmers`` replaces the ``{k}mer_*`` columns by hashed features, or
     builds k-mer features from a sequence column. ``categorical`` string columns become
     categorical features (at most ``max_categories`` values each); when scoring, unseen values
@@ -135,7 +135,7 @@ class Dataset:
         if self.preset is not None:
             preset = preset_named(self.preset)
             set_(self, "preset", preset.name)
-            for name, value in preset.options().items():
+            for name, value in preset.options(self.label).items():
                 if getattr(self, name) is None:
                     set_(self, name, value)
         for option in ("label", "weight", "filter"):
