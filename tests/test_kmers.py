@@ -111,3 +111,10 @@ def test_bad_kmer_sources_are_refused(small_synth: Path, tmp_path: Path) -> None
     write_shard(tmp_path / "plain" / "a.parquet", {"x": [1.0], "splice_type": ["donor"]})
     with pytest.raises(extmem.SchemaError, match="hashed features \\('width'\\) found no k-mer count columns"):
         select_dataset(extmem.Dataset(tmp_path / "plain", preset="splice-sites", kmers=extmem.KmerEncoding(width=8)))
+    layout = select_dataset(
+        extmem.Dataset(small_synth, preset="splice-sites", kmers=extmem.KmerEncoding(k=3, sequence_column="sequence"))
+    ).layout
+    with pytest.raises(
+        extmem.SchemaError, match=r"^The model's sequence column 'sequence' is in none of the 1 shards \(first: '.*plain/a\.parquet'\)\.$"
+    ):
+        select_dataset(extmem.Dataset(tmp_path / "plain"), layout=layout)

@@ -81,19 +81,18 @@ def _fail(message: str, *options: str, error: type[Exception] = SchemaError) -> 
     return error(message, options=options)
 
 
-def _require_column(schema: Schema, name: str, option: str) -> None:
-    """Refuse a column that ``option`` names unless every shard holds it."""
+def _require_column(schema: Schema, name: str, option: str, *, role: str | None = None) -> None:
+    """Refuse a column that ``option`` names unless every shard holds it (``role``: who names it, when not the user's option)."""
     error = LabelError if option == "label" else SchemaError
+    what, options = (role, ()) if role is not None else (f"'{option}' column", (option,))
     if name not in schema.columns:
         raise _fail(
-            f"The '{option}' column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).",
-            option,
-            error=error,
+            f"The {what} {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).", *options, error=error
         )
     missing = schema.missing_from(name)
     if missing:
         more = f" and {len(missing) - 1} more." if len(missing) > 1 else "."
-        raise _fail(f"The '{option}' column {name!r} is missing from the shard {missing[0]!r}{more}", option, error=error)
+        raise _fail(f"The {what} {name!r} is missing from the shard {missing[0]!r}{more}", *options, error=error)
 
 
 def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> None:
@@ -243,14 +242,17 @@ def _choose_features(
     return layout, dropped, notices
 
 
-def _check_sequence_column(schema: Schema, sequence_column: str | None) -> None:
+def _check_sequence_column(schema: Schema, sequence_column: str | None, *, from_model: bool) -> None:
+    """The column k-mers are counted from must hold strings in every shard (named by the user, or by the model's layout)."""
     if sequence_column is None:
         return
-    _require_column(schema, sequence_column, "sequence_column")
+    role = "model's sequence column" if from_model else None
+    _require_column(schema, sequence_column, "sequence_column", role=role)
     column = schema.columns[sequence_column]
     if column.kind != STRING:
-        msg = f"The sequence column {sequence_column!r} ('sequence_column') is {column.arrow_type} (in {column.first_shard!r}); it must hold sequences as strings."
-        raise _fail(msg, "sequence_column")
+        given = " (the model counts k-mers from it)" if from_model else " ('sequence_column')"
+        msg = f"The sequence column {sequence_column!r}{given} is {column.arrow_type} (in {column.first_shard!r}); it must hold sequences as strings."
+        raise _fail(msg, *(() if from_model else ("sequence_column",)))
 
 
 def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label_map: dict[str, int] | None) -> FeatureLayout:
@@ -290,7 +292,7 @@ def select(
             raise SchemaError(f"The column {name!r} is stored in a packed block (first: {column.first_shard!r}); it can only be a feature.")
     label_map = _label_map(schema, dataset, dictionaries, layout)
     kmers = layout.kmers if layout is not None else dataset.kmers
-    _check_sequence_column(schema, kmers.sequence_column if kmers is not None else None)
+    _check_sequence_column(schema, kmers.sequence_column if kmers is not None else None, from_model=layout is not None)
     if layout is None:
         chosen, dropped, notices = _choose_features(schema, dataset, label_map, dictionaries)
     else:
