@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +70,35 @@ def test_packed_columns_fold_like_wide_columns(small_synth: Path, tmp_path: Path
 
 def test_sequence_edge_cases_are_documented_behaviour() -> None:
     sequences = pa.array(["ACGT", "acgt", "ACNGT", None, "AC", "ACGTACGT"])
-    rows, ids = count_kmers(sequences, 3)
+    rows, ids = (np.concatenate(parts) for parts in zip(*count_kmers(sequences, 3), strict=True))
     assert rows.tolist() == [0, 0, 1, 1, 5, 5, 5, 5, 5, 5]  # lower case counts; N breaks windows; null and short rows have none
     assert ids[:2].tolist() == [0 * 16 + 1 * 4 + 2, 1 * 16 + 2 * 4 + 3]  # ACG, CGT
     offsets, positions, values = sequence_entries(sequences.slice(2), extmem.KmerEncoding(k=3, sequence_column="s"), 10)
     assert offsets.tolist() == [0, 0, 0, 0, 4] and positions.min() >= 10 and sorted(values.tolist()) == [1, 1, 2, 2]  # ACG and CGT twice
+
+
+def test_windows_split_between_chunks_are_counted_once() -> None:
+    rng = np.random.default_rng(5)
+    sequences = pa.array(["".join(rng.choice(list("ACGTN"), size=n)) for n in (0, 7, 40, 3, 25)] + [None, "ACGTACGTAC"])
+    whole = [np.concatenate(parts) for parts in zip(*count_kmers(sequences, 4), strict=True)]
+    for chunk in (1, 2, 5, 11):
+        chunked = [np.concatenate(parts) for parts in zip(*count_kmers(sequences, 4, windows_per_chunk=chunk), strict=True)]
+        assert all(np.array_equal(a, b) for a, b in zip(whole, chunked, strict=True)), chunk
+
+
+def test_counting_long_sequences_holds_little_memory() -> None:
+    """10 million bases in one batch (200 rows of 50 kb): the temporaries are bounded by the chunk, not the batch."""
+    rng = np.random.default_rng(0)
+    bases = np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, size=200 * 50_000)]
+    sequences = pa.array([bases[i * 50_000 : (i + 1) * 50_000].tobytes().decode() for i in range(200)])
+    tracemalloc.start()
+    try:
+        offsets, _, values = sequence_entries(sequences, extmem.KmerEncoding(k=4, sequence_column="s"), 0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert offsets[-1] == 200 * 256 and values.sum() == 200 * (50_000 - 3)
+    assert peak < 200 * 2**20, f"{peak / 2**20:.0f} MiB for 10 MB of bases"
 
 
 def test_hashed_model_scores_dataframes_and_parquet_alike(small_synth: Path, tmp_path: Path) -> None:

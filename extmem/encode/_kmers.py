@@ -7,15 +7,16 @@ Hashing follows scikit-learn's ``FeatureHasher``: a k-mer (the text ``ACGTAC``, 
 Python versions (unlike ``hash()``). Folding the columns of a dataset and counting k-mers from
 its sequences therefore give the same features.
 
-Counting from sequences is vectorised over a whole batch: bases map to 2-bit codes (lower case
-as upper case), each window of ``k`` bases becomes an integer, and windows holding any other
-character (``N``, gaps, non-ASCII bytes) or crossing the end of a row are skipped. A null
+Counting from sequences is vectorised over chunks of a batch's windows: bases map to 2-bit codes
+(lower case as upper case), each window of ``k`` bases becomes an integer, and windows holding
+any other character (``N``, gaps, non-ASCII bytes) or crossing the end of a row are skipped. A null
 sequence has no k-mers, so all its k-mer features are missing.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
@@ -55,8 +56,15 @@ def _kmer_table(encoding: KmerEncoding) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p for p, _ in pairs], dtype=np.int64), np.array([s for _, s in pairs], dtype=np.float32)
 
 
-def count_kmers(sequences: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row k-mer ids of a string array: (row of each valid window, k-mer id of it)."""
+WINDOWS_PER_CHUNK = 1 << 20
+"""Windows counted at a time: the temporaries stay near 40 MB however long a batch's sequences are."""
+
+
+def count_kmers(sequences: pa.Array, k: int, *, windows_per_chunk: int = WINDOWS_PER_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per-row k-mer ids of a string array, a chunk of windows at a time: (row of each valid window, k-mer id of it).
+
+    A row may span chunks; its windows are then split between them, none lost or repeated.
+    """
     if isinstance(sequences, pa.ChunkedArray):
         sequences = sequences.combine_chunks()
     if not pa.types.is_string(sequences.type):
@@ -65,26 +73,40 @@ def count_kmers(sequences: pa.Array, k: int) -> tuple[np.ndarray, np.ndarray]:
     buffers = text.buffers()
     offsets = np.frombuffer(buffers[1], dtype=np.int32)[text.offset : text.offset + len(text) + 1].astype(np.int64)
     data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
-    data = data[offsets[0] : offsets[-1]]
+    codes = _CODES[data[offsets[0] : offsets[-1]]]
     offsets -= offsets[0]
-    lengths = np.diff(offsets)
-    codes = _CODES[data]
-    if codes.size < k:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    windows = np.lib.stride_tricks.sliding_window_view(codes, k)
-    ids = windows.astype(np.int64) @ (4 ** np.arange(k - 1, -1, -1, dtype=np.int64))
-    starts = np.arange(windows.shape[0])
-    rows = np.repeat(np.arange(lengths.size), lengths)[: windows.shape[0]]
-    valid = (windows.max(axis=1) < 4) & (starts + k <= offsets[rows + 1])
-    return rows[valid], ids[valid]
+    for first in range(0, max(codes.size - k + 1, 0), windows_per_chunk):
+        starts = np.arange(first, min(first + windows_per_chunk, codes.size - k + 1))
+        ids = np.zeros(starts.size, dtype=np.int64)
+        broken = np.zeros(starts.size, dtype=bool)
+        for j in range(k):  # the k-mer id in base 4, one base at a time: no (windows x k) array
+            base = codes[starts[0] + j : starts[-1] + j + 1]
+            ids = ids * 4 + base
+            broken |= base > 3
+        rows = np.searchsorted(offsets, starts, side="right") - 1
+        valid = ~broken & (starts + k <= offsets[rows + 1])
+        yield rows[valid], ids[valid]
 
 
 def sequence_entries(sequences: pa.Array, encoding: KmerEncoding, first_position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """k-mer features of a batch's sequences as (offsets, positions, values), canonical CSR rows."""
+    """k-mer features of a batch's sequences as (offsets, positions, values), canonical CSR rows.
+
+    Each chunk of windows is reduced to counts per (row, k-mer) before the next is counted, so
+    memory follows the distinct k-mers of the rows, not their length.
+    """
     assert encoding.k is not None
-    rows, ids = count_kmers(sequences, encoding.k)
     positions, signs = _kmer_table(encoding)
-    return canonical_rows(len(sequences), rows, positions[ids] + first_position, signs[ids])
+    span = 4**encoding.k
+    rows, kmers, counts = [], [], []
+    for chunk_rows, ids in count_kmers(sequences, encoding.k):
+        keys, seen = np.unique(chunk_rows * span + ids, return_counts=True)
+        rows.append(keys // span)
+        kmers.append(keys % span)
+        counts.append(seen)
+    if not rows:
+        return canonical_rows(len(sequences), *(np.zeros(0, dtype=np.int64),) * 3)
+    ids = np.concatenate(kmers)
+    return canonical_rows(len(sequences), np.concatenate(rows), positions[ids] + first_position, signs[ids] * np.concatenate(counts))
 
 
 def canonical_rows(n_rows: int, rows: np.ndarray, positions: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
