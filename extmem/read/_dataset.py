@@ -125,7 +125,7 @@ class Dataset:
             or not all(isinstance(p, (str, os.PathLike)) for p in paths)
         ):
             msg = (
-                f"A dataset's 'path' must be a folder of parquet shards, a glob, a file, or a list of these; got {'an empty list' if paths == [] else type(self.path).__name__}. "
+                f"A dataset's 'path' must be a folder of parquet shards, a glob, a file, or a list of these; got {'an empty list' if isinstance(paths, (list, tuple)) and not paths else type(self.path).__name__}. "
                 "A DataFrame (pandas, polars, dask): write it to parquet first (frame.to_parquet(folder))."
             )
             raise OptionError(msg, options=("path",))
