@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,11 +10,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from conftest import cache_dirs
 
 import extmem
 from extmem._defaults import CHECKPOINT_FILE as CHECKPOINT
+from extmem.run._callbacks import Checkpoint
 from extmem.run._checkpoint import load_checkpoint, save_checkpoint
 
 PARAMS = {"max_depth": 5, "eta": 0.05}
@@ -105,6 +108,52 @@ def test_a_damaged_checkpoint_is_one_clear_error(small_synth: Path, tmp_path: Pa
     }
     with pytest.raises(extmem.OptionError, match=match[damage]):
         extmem.resume(tmp_path)
+
+
+def _stopped_after_a_checkpoint(data: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of 6 rounds with checkpoints every 2, stopped as Ctrl-C would stop it once the first is saved."""
+    save = Checkpoint.after_iteration
+
+    def save_then_stop(self: Checkpoint, model: object, epoch: int, evals_log: object) -> bool:
+        save(self, model, epoch, evals_log)  # type: ignore[arg-type]
+        if (out / CHECKPOINT).exists():
+            raise KeyboardInterrupt
+        return False
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Checkpoint, "after_iteration", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            extmem.train(data, preset="splice-sites", out=out, rounds=6, checkpoint_every=2)
+    assert load_checkpoint(out / CHECKPOINT)[0].num_boosted_rounds() == 2
+
+
+@pytest.mark.parametrize("change", ["added", "gone", "rewritten"])
+def test_resuming_on_changed_data_is_refused_and_keeps_the_checkpoint(
+    small_synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(small_synth, data)
+    _stopped_after_a_checkpoint(data, out, monkeypatch)
+    shards = sorted(data.glob("*.parquet"))
+    if change == "added":
+        shutil.copy(shards[0], data / "zz_more.parquet")
+    elif change == "gone":
+        shards[-1].unlink()
+    else:
+        pq.write_table(pq.read_table(shards[1]).slice(0, 10), shards[1])
+    with pytest.raises(extmem.OptionError, match=rf"Cannot resume '.*run': the shard '.*' of its train data (was|is) {change}"):
+        extmem.resume(out)
+    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT]
+
+
+def test_resuming_on_the_same_data_touched_finishes_the_run(small_synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(small_synth, data)
+    _stopped_after_a_checkpoint(data, out, monkeypatch)
+    for shard in data.glob("*.parquet"):
+        os.utime(shard)
+    report = extmem.resume(out).report
+    assert report["rounds"] == 6 and report["details"]["resumed_from_round"] == 2
 
 
 def test_checkpoints_need_an_output_folder(small_synth: Path) -> None:

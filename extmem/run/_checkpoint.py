@@ -1,7 +1,7 @@
 """Checkpoints: the booster of a running training plus the run's state, in one file checked before it is parsed.
 
 The file holds a magic line, the length of a JSON header, the header (the run's configuration,
-metric history and time spent, and the SHA-256 of the booster), then the booster in XGBoost's
+metric history, time spent and the stamp of its data, and the SHA-256 of the booster), then the booster in XGBoost's
 UBJSON. It is written atomically, so a crash leaves the previous checkpoint whole; a damaged or
 foreign file is one clear error, never a crash inside XGBoost's parser.
 """
@@ -18,6 +18,8 @@ import xgboost as xgb
 
 from extmem._atomic import write_atomically
 from extmem.errors import OptionError
+from extmem.read._storage import absolute, file_stamp
+from extmem.xgb._matrix import MatrixInfo
 
 MAGIC = b"extmem-checkpoint 1\n"
 
@@ -62,3 +64,24 @@ def load_checkpoint(path: Path) -> tuple[xgb.Booster, dict[str, Any]]:
         msg = f"{where} holds a booster XGBoost cannot load: {str(exc).splitlines()[0]}"
         raise OptionError(msg) from None
     return booster, state
+
+
+def data_stamp(info: MatrixInfo) -> dict[str, Any]:
+    """What a resumed run must find unchanged in one of its datasets: the shards, their sizes and the rows read (JSON-ready)."""
+    return {"shards": [[absolute(shard), file_stamp(shard)[0]] for shard in info.selection.schema.shards], "rows": int(info.stats.rows)}
+
+
+def data_change(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """How the datasets ``now`` differ from their stamps ``saved`` at a checkpoint, in words; None when they do not."""
+    for name, stamp in now.items():
+        then = saved.get(name)
+        if then is None or then == stamp:
+            continue
+        before, after = dict(map(tuple, then["shards"])), dict(map(tuple, stamp["shards"]))
+        added, removed = sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys())
+        resized = sorted(shard for shard in before.keys() & after.keys() if before[shard] != after[shard])
+        if added or removed or resized:
+            shard, how = (added[0], "was added") if added else (removed[0], "is gone") if removed else (resized[0], "was rewritten")
+            return f"the shard {shard!r} of its {name} data {how}"
+        return f"its {name} data yields {stamp['rows']:,} rows, not {then['rows']:,}"
+    return None

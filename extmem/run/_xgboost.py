@@ -20,7 +20,7 @@ from extmem.errors import OptionError, check_positive_int
 from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._plan import Budget
 from extmem.run._callbacks import Checkpoint, ClassMetrics, EarlyStop, FinalPredictions, History, RoundProgress
-from extmem.run._checkpoint import load_checkpoint
+from extmem.run._checkpoint import data_change, data_stamp, load_checkpoint
 from extmem.run._datasets import training_datasets
 from extmem.run._params import SAMPLING_PARAMS, infer_objective, label_range, merged_params
 from extmem.run._skeleton import TrainingRun, TrainResult
@@ -87,6 +87,8 @@ class _Start:
     booster: xgb.Booster
     history: dict[str, dict[str, list[float]]]
     seconds: float
+    data: dict[str, Any]
+    """The stamps of the datasets the run read (:func:`data_stamp`); empty in checkpoints from before they were kept."""
 
 
 def matrix_report(info: MatrixInfo) -> dict[str, Any]:
@@ -208,7 +210,7 @@ def resume(out: str | os.PathLike[str], *, cache_dir: str | os.PathLike[str] | N
             "/".join(sampled),
         )
     run = TrainingRun("xgboost", "xgboost", out=out, cache_dir=cache_dir, check_out=False)
-    return _run(config, run, progress, _Start(booster, state["history"], float(state["seconds"])))
+    return _run(config, run, progress, _Start(booster, state["history"], float(state["seconds"]), state.get("data", {})))
 
 
 def _open(config: TrainConfig, run: TrainingRun, progress: bool | None) -> list[tuple[xgb.DMatrix, str, MatrixInfo]]:
@@ -244,6 +246,11 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
     with run:
         with run.stage("read and build"):
             matrices = _open(config, run, progress)
+        stamps = {name: data_stamp(info) for _, name, info in matrices}
+        change = data_change(start.data, stamps) if start else None
+        if change is not None:
+            msg = f"Cannot resume {str(run.out)!r}: {change} since the checkpoint, and a resumed run must read the rows it began on. Restore the data, or train anew with 'overwrite'."
+            raise OptionError(msg, options=("overwrite",))
         dtrain, _, train_info = matrices[0]
         layout = train_info.layout
         cache_bytes = sum(info.cache.size_bytes() for _, _, info in matrices)
@@ -269,7 +276,7 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
                 Checkpoint(
                     run.out / CHECKPOINT_FILE,
                     config.checkpoint_every,
-                    lambda: {"config": saved_config, "history": history.log, "seconds": elapsed + run.monitor.seconds},
+                    lambda: {"config": saved_config, "history": history.log, "seconds": elapsed + run.monitor.seconds, "data": stamps},
                 )
             )
         evals = [(matrix, name) for matrix, name, _ in matrices]
