@@ -59,7 +59,7 @@ def _cached_filesystem(root: str, settings: tuple[tuple[str, str], ...]) -> tupl
     import pyarrow.fs as pafs
 
     try:
-        return pafs.FileSystem.from_uri(root)[0], True
+        return pafs.FileSystem.from_uri(_bounded_retries(root))[0], True
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     except OSError as exc:
@@ -76,6 +76,20 @@ def _cached_filesystem(root: str, settings: tuple[tuple[str, str], ...]) -> tupl
         msg = f"Cannot read {root!r}: {str(exc).splitlines()[0]}"
         raise InputPathError(msg) from None
     return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem)), False
+
+
+GCS_RETRY_SECONDS = 60
+"""How long a Google Cloud Storage request is retried (pyarrow's default is 15 minutes, which an unreachable store spends
+in silence); a URI's own ``?retry_limit_seconds=`` wins."""
+
+
+def _bounded_retries(root: str) -> str:
+    """``root`` with a retry limit for the stores whose default one is minutes long."""
+    parts = urlsplit(root)
+    if parts.scheme not in ("gs", "gcs") or "retry_limit_seconds=" in parts.query:
+        return root
+    query = "&".join(filter(None, (parts.query, f"retry_limit_seconds={GCS_RETRY_SECONDS}")))
+    return parts._replace(query=query).geturl()
 
 
 def split_uri(uri: str) -> tuple[str, str, str]:

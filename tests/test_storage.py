@@ -17,6 +17,7 @@ import xgboost as xgb
 from conftest import cache_dirs, with_broken_shard
 
 import extmem
+from extmem._stores import GCS_RETRY_SECONDS, resolve
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import read_pages
 from extmem.read._discover import discover_shards
@@ -281,3 +282,12 @@ except extmem.ShardReadError as exc:
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "row group" in run.stdout and "s3://stopping/d/batch_00001.parquet" in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize(
+    ("uri", "seconds"), [("gs://bucket/data/", GCS_RETRY_SECONDS), ("gs://bucket/data/?retry_limit_seconds=5", 5)], ids=["default", "given"]
+)
+def test_an_unreachable_store_is_retried_for_a_minute_not_fifteen(uri: str, seconds: int) -> None:
+    filesystem, _ = resolve(uri)
+    assert isinstance(filesystem, pafs.GcsFileSystem)
+    assert filesystem.__reduce__()[1][0]["retry_time_limit"].total_seconds() == seconds
