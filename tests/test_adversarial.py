@@ -107,6 +107,16 @@ CASES: list[tuple[str, str]] = [
         "train {partitioned} --out {out}",
         r"folder '.*partitioned' holds no \.parquet files, but its subfolders do \(such as '.*chrom=1/a\.parquet'\): give a glob such as '.*partitioned/\*\*/\*\.parquet'",
     ),
+    # XGBoost parameters at odds with the labels, or with the quantized matrices
+    (
+        "train {ok} --out {out} --param num_class=5",
+        r"num_class \(--param\) is 5, but the label map makes 3 classes \(neither, donor, acceptor\)",
+    ),
+    (
+        "train {ok} --out {out} --param objective=binary:logistic",
+        r"The objective 'binary:logistic' \(--param\) takes two classes; the labels make 3",
+    ),
+    ("train {ok} --out {out} --param booster=gblinear", r"The booster 'gblinear' \(--param\) cannot train on XGBoost's quantized"),
     # one file reached twice
     ("train {symlinked} --out {out}", r"shard '.*symlinked/b\.parquet' is the same file as '.*symlinked/a\.parquet'"),
     ("train {hardlinked} --out {out}", r"shard '.*hardlinked/b\.parquet' is the same file as '.*hardlinked/a\.parquet'"),

@@ -30,6 +30,12 @@ def merged_params(params: Mapping[str, Any] | None, *, methods: tuple[str, ...] 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         msg = f"The XGBoost parameter 'seed' ('params') must be an integer. Got {seed!r} instead."
         raise OptionError(msg, options=("params",))
+    if merged.get("booster") == "gblinear":
+        msg = (
+            "The booster 'gblinear' ('params') cannot train on XGBoost's quantized external-memory matrices; "
+            "use 'gbtree' or 'dart', or a linear model streamed by extmem ('algorithm' sgd_logistic)."
+        )
+        raise OptionError(msg, options=("params", "algorithm"))
     if merged["tree_method"] not in methods:
         msg = f"The tree_method {merged['tree_method']!r} cannot train from external memory; use {' or '.join(repr(m) for m in methods)}."
         raise OptionError(msg)
@@ -90,6 +96,15 @@ def infer_objective(layout: FeatureLayout, low: float, high: float, fractional: 
     if "objective" not in params:
         chosen["objective"] = "binary:logistic" if classes == 2 else "multi:softprob" if classes > 2 else "reg:squarederror"
     objective = str(params.get("objective", chosen.get("objective")))
+    if objective.startswith("binary:") and classes > 2:
+        msg = f"The objective {objective!r} ('params') takes two classes; the labels make {classes}. Use multi:softprob, or leave the objective out."
+        raise OptionError(msg, options=("params",))
+    if layout.label_map is not None and "num_class" in params and params["num_class"] != classes:
+        msg = (
+            f"The XGBoost parameter num_class ('params') is {params['num_class']!r}, but the label map makes {classes} classes "
+            f"({', '.join(layout.classes or [])}); leave num_class out."
+        )
+        raise OptionError(msg, options=("params",))
     if objective.startswith("multi:") and "num_class" not in params:
         if classes < 2:
             msg = f"The objective {objective!r} needs integer class labels or 'num_class'; the labels are not classes."
