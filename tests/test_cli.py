@@ -100,6 +100,19 @@ def test_bad_flag_values_are_usage_errors(tmp_path: Path) -> None:
     assert run.returncode == 2 and "--label-map: the label 'donor' is given more than once" in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("flags", "refused"),
+    [
+        (["--class-weight", "balanced"], "--class-weight applies to the incremental algorithms"),  # the incremental default, typed out
+        (["--class-w", "balanced"], "--class-weight applies to the incremental algorithms"),  # abbreviated
+        (["--algorithm", "sgd_logistic", "--rounds", "100"], "--rounds applies to --algorithm xgboost only"),  # xgboost's default
+    ],
+)
+def test_a_flag_of_another_algorithm_is_refused_even_at_its_default(flags: list[str], refused: str, tmp_path: Path) -> None:
+    run = extmem_cli("train", str(tmp_path), "--out", str(tmp_path / "m"), *flags)
+    assert run.returncode == 2 and refused in run.stderr, run.stderr
+
+
 @pytest.mark.parametrize(("command", "dest"), [("synth", "out_dir"), ("pack", "dst"), ("prune", "dst")])
 def test_output_folders_are_positional_or_out_like_every_command(command: str, dest: str, capsys: pytest.CaptureFixture[str]) -> None:
     sources = [] if command == "synth" else ["src"]

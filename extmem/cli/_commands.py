@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from extmem._presets import preset_named
-from extmem.cli._parser import parse
 from extmem.cli._summary import evaluation_text, explanation_text, memory_text, train_summary
 from extmem.errors import OptionError
 
@@ -60,9 +59,8 @@ _INCREMENTAL_ONLY_FLAGS = ("epochs", "class_weight", "seed")
 
 
 def _given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
-    """The flags among ``names`` set to something other than their default, as typed (``--early-stopping``)."""
-    defaults = parse(["train", "DATA", "--out", "MODEL_DIR"])
-    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) != getattr(defaults, name)]
+    """The flags among ``names`` the command line sets, to any value, as typed (``--early-stopping``)."""
+    return [f"--{name.replace('_', '-')}" for name in names if name in args.given]
 
 
 def _check_train_flags(args: argparse.Namespace) -> None:

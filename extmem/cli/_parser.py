@@ -265,4 +265,16 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         given = vars(args).pop(name)
         if given is not None:
             setattr(args, name.removesuffix(_FLAG_SPELLING), given)
+    args.given = _given_options(argv)
     return args
+
+
+def _given_options(argv: Sequence[str] | None) -> frozenset[str]:
+    """The options the command line sets itself, whatever their values (a default typed out counts)."""
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    for command in {id(p): p for p in commands.choices.values()}.values():
+        for action in command._actions:
+            action.default = argparse.SUPPRESS
+    given, _ = parser.parse_known_args(argv)
+    return frozenset(vars(given))
