@@ -56,6 +56,8 @@ def test_dense_and_sparse_arrays_score_like_parquet(model_dir: Path, held_out: P
     np.testing.assert_allclose(model.predict_proba(dense), streamed, atol=1e-6)
     np.testing.assert_allclose(model.predict_proba(sp.csr_matrix(dense)), streamed, atol=1e-6)
     np.testing.assert_allclose(model.predict_proba(table), streamed, atol=1e-6)
+    np.testing.assert_allclose(model.predict_proba({name: dense[:, i] for i, name in enumerate(model.layout.names)}), streamed, atol=1e-6)
+    assert model.predict_proba(dense[:0]).shape == (0, 3) and model.predict(dense[:0]).shape == (0,)
     pandas = pytest.importorskip("pandas")
     frame = pandas.DataFrame(dense[:, ::-1], columns=list(model.layout.names)[::-1]).assign(gene_id="g1")
     np.testing.assert_allclose(model.predict_proba(frame), streamed, atol=1e-6)

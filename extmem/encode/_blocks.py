@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -178,7 +178,7 @@ def _check_finite(X: sp.csr_matrix | np.ndarray, layout: FeatureLayout, where: s
         column = int(X.indices[first]) if sp.issparse(X) else first % X.shape[1]
         msg = (
             f"The feature column {layout.names[column]!r} holds an infinite value in {where}; "
-            "XGBoost cannot train on it (nulls and NaN are fine: they are missing values)."
+            "XGBoost cannot use it (nulls and NaN are fine: they are missing values)."
         )
         raise FeatureValueError(msg)
 
@@ -259,15 +259,17 @@ class Encoder:
 
 
 def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
-    """In-memory features (numpy, scipy sparse, pyarrow Table/RecordBatch, pandas DataFrame) as the model was trained on them.
+    """In-memory features (numpy, scipy sparse, pyarrow Table/RecordBatch, pandas DataFrame, a dict of columns) as the model was trained on them.
 
-    Tables and DataFrames are matched to the model's features by column name (absent ones
+    Tables, DataFrames and dicts are matched to the model's features by column name (absent ones
     are missing, extra ones ignored). Arrays must hold the model's features in its order.
     Arrays are read as values with NaN for missing; sparse matrices the scipy way (absent
     entries are zeros). Zeros in count columns then become missing, as when training from parquet.
     """
     if type(X).__module__.partition(".")[0] == "pandas":
         X = pa.Table.from_pandas(X, preserve_index=False)
+    if isinstance(X, Mapping):
+        X = pa.table(dict(X))
     if isinstance(X, pa.Table):
         batches = X.combine_chunks().to_batches()
         X = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=X.schema)

@@ -89,7 +89,8 @@ class Scorer:
             selection = self.select(as_dataset(X, {}))
             parts = [raw for _, raw in self.score(selection, selection.dataset.batch_rows)]
             return np.concatenate(parts) if parts else np.zeros((0, *self._output_shape()), dtype=np.float32)
-        return self.raw_predict(encode(X, self.layout))
+        raw = self.raw_predict(encode(X, self.layout))
+        return raw if raw.size else raw.reshape((0, *self._output_shape()))
 
     def _output_shape(self) -> tuple[int, ...]:
         return (len(self.classes or []),) if self.task == "multiclass" else ()
