@@ -117,6 +117,11 @@ CASES: list[tuple[str, str]] = [
         r"The objective 'binary:logistic' \(--param\) takes two classes; the labels make 3",
     ),
     ("train {ok} --out {out} --param booster=gblinear", r"The booster 'gblinear' \(--param\) cannot train on XGBoost's quantized"),
+    # a name thousands of characters long is shown by its two ends
+    (
+        f"train {{ok}} --out {{out}} --features '{'y' * 5000}'",
+        r"^extmem: error: The --features entry 'y{199}\.\.\.y{79}' matches no column",
+    ),
     # one file reached twice
     ("train {symlinked} --out {out}", r"shard '.*symlinked/b\.parquet' is the same file as '.*symlinked/a\.parquet'"),
     ("train {hardlinked} --out {out}", r"shard '.*hardlinked/b\.parquet' is the same file as '.*hardlinked/a\.parquet'"),

@@ -8,6 +8,7 @@ signal at any moment unwinds through the library's clean-up and ends the process
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 import traceback
@@ -125,8 +126,24 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
+_QUOTED = re.compile(r"(?<!\w)'[^'\n]*'(?!\w)")
+"""A quoted name or value in a message (an apostrophe inside a word, as in "model's", opens none)."""
+_LONGEST_QUOTED = 300
+"""Quoted names and values longer than this (a generated column name, a pasted list; not a path) keep their two ends."""
+
+
+def _shortened(message: str) -> str:
+    """``message`` with each quoted name or value too long to read cut to its start and its end."""
+
+    def cut(quoted: re.Match[str]) -> str:
+        text = quoted[0]
+        return text if len(text) <= _LONGEST_QUOTED else f"{text[:200]}...{text[-80:]}"
+
+    return _QUOTED.sub(cut, message)
+
+
 def _error(debug: bool, message: str) -> int:
     if debug:
         traceback.print_exc()
-    print(f"extmem: error: {message}", file=sys.stderr)
+    print(f"extmem: error: {_shortened(message)}", file=sys.stderr)
     return 2
