@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_shard
 
 import extmem
 from extmem.run import _collective
@@ -123,6 +124,15 @@ def test_validation_split_and_early_stopping(client: distributed.Client, shards:
     assert result.report["early_stopping"]["best_iteration"] + 1 == result.booster.num_boosted_rounds() < 200
     assert 3000 < result.report["rows"] < 5500  # the training side only
     assert result.report["metrics"]["valid"]["mlogloss"] == pytest.approx(reference.report["metrics"]["valid"]["mlogloss"], rel=0.05)
+
+
+def test_a_worker_whose_rows_all_weigh_zero_trains_with_the_others(client: distributed.Client, tmp_path: Path, cache_root: Path) -> None:
+    """Weights of 0 in every row of one worker's shards are one share of the total, not a dataset without weight."""
+    rows = {"x": [float(i) for i in range(40)], "splice_type": ["donor", "neither", "acceptor", "neither"] * 10}
+    write_shard(tmp_path / "data" / "a.parquet", {**rows, "w": [0.0] * 40})
+    write_shard(tmp_path / "data" / "b.parquet", {**rows, "w": [1.0] * 40})
+    result = train_distributed(client, tmp_path / "data", preset="splice-sites", weight="w", rounds=2, cache_dir=cache_root)
+    assert result.report["rows"] == 80 and len(result.report["details"]["workers"]) == 2
 
 
 def test_a_dask_dataframe_is_refused_with_the_way_to_train_on_it(client: distributed.Client, shards: Path) -> None:
