@@ -249,6 +249,16 @@ def test_row_weights_and_class_weights_multiply(tmp_path: Path) -> None:
     np.testing.assert_allclose(balanced.model.learner.estimators["counts"].class_count_, weighted * class_weights, rtol=1e-6)
 
 
+def test_array_chunks_of_weight_zero_are_skipped_not_refused() -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.random((40, 3)), np.arange(40) % 2
+    weights = np.r_[np.zeros(36), np.ones(4)]  # most chunks of 4 rows weigh nothing at all
+    clf = extmem.IncrementalClassifier("sgd_logistic", page_rows=4).fit(X, y, sample_weight=weights)
+    assert clf.predict(X).shape == (40,)
+    with pytest.raises(ValueError, match="Sample weights must contain at least one non-zero number"):  # scikit-learn's own check
+        extmem.IncrementalClassifier("sgd_logistic", page_rows=4).fit(X, y, sample_weight=np.zeros(40))
+
+
 def test_classifier_takes_an_estimator_instance_for_datasets(small_synth: Path, tmp_path: Path) -> None:
     from sklearn.linear_model import Perceptron, SGDClassifier
 

@@ -117,7 +117,8 @@ class IncrementalClassifier(ClassifierMixin, BaseEstimator):
             order = order_rng.permutation(ids.size)
             for start in range(0, ids.size, self.page_rows):
                 chunk = np.sort(order[start : start + self.page_rows])
-                base.partial_fit(X[chunk], ids[chunk], classes=classes, sample_weight=weights[chunk])
+                if weights[chunk].any():  # a chunk of weight 0 teaches nothing, and scikit-learn refuses it
+                    base.partial_fit(X[chunk], ids[chunk], classes=classes, sample_weight=weights[chunk])
         self.estimator_ = base
         return self
 
