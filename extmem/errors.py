@@ -19,6 +19,13 @@ class OptionError(ExtmemError):
     """An option or flag has an invalid value."""
 
 
+def check_seed(value: object, option: str = "seed") -> None:
+    """Raise OptionError naming ``option`` unless ``value`` is a non-negative integer (what numpy's generators take)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        msg = f"The '{option}' option must be a non-negative integer. Got {value!r} instead."
+        raise OptionError(msg, options=(option,))
+
+
 def check_positive_int(value: object, option: str, *, allow_none: bool = False) -> None:
     """Raise OptionError naming ``option`` unless ``value`` is a positive integer (or None when allowed)."""
     if value is None and allow_none:

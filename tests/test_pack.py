@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,23 @@ def test_pack_refuses_a_non_empty_destination(small_synth: Path, tmp_path: Path)
     with pytest.raises(extmem.OptionError, match="exists and is not empty"):
         pack(small_synth, tmp_path / "dst")
     assert [p.name for p in (tmp_path / "dst").iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.parametrize(
+    ("run", "option"),
+    [
+        (lambda data, out: pack(data, out, batch_rows=0), "batch_rows"),
+        (lambda data, out: pack(data, out, row_group_rows=-1), "row_group_rows"),
+        (lambda data, out: extmem.prune(data, out, row_group_rows=0), "row_group_rows"),
+        (lambda data, out: extmem.dmatrix(data, preset="splice-sites", seed=-1), "seed"),
+        (lambda data, out: extmem.train_incremental(data, preset="splice-sites", seed=2.5), "seed"),
+    ],
+    ids=["pack-batch", "pack-row-groups", "prune-row-groups", "dmatrix-seed", "incremental-seed"],
+)
+def test_sizes_and_seeds_of_the_wrong_kind_are_refused_by_name(small_synth: Path, tmp_path: Path, run: Callable, option: str) -> None:
+    with pytest.raises(extmem.OptionError, match=f"The '{option}' option must be a"):
+        run(small_synth, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_bad_shard_leaves_no_output(small_synth: Path, tmp_path: Path) -> None:

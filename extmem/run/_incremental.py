@@ -33,7 +33,7 @@ from extmem._progress import ProgressBar
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import read_pages
 from extmem.encode._probe import plan_pass
-from extmem.errors import LabelError, OptionError, check_positive_int
+from extmem.errors import LabelError, OptionError, check_positive_int, check_seed
 from extmem.read._dataset import Dataset, DatasetLike, check_rows
 from extmem.read._plan import MemoryPlan
 from extmem.read._selection import Selection, select_dataset
@@ -254,6 +254,7 @@ def train_incremental(
         estimator, algorithm = algorithm, ESTIMATOR_KIND
     page_rows = DEFAULT_PAGE_ROWS if page_rows is None else page_rows
     epochs = _check_options(algorithm, estimator, params, epochs, class_weight, page_rows)
+    check_seed(seed)
     dataset, valid_dataset = training_datasets(data, label, options, valid, valid_fraction, group_by, seed, early_stopping_rounds)
     first_pass = FirstPass(algorithm == "naive_bayes", f"{', '.join(dataset.paths)} (column {dataset.label!r})")
     name = type(estimator).__name__ if estimator is not None else algorithm

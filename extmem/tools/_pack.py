@@ -34,7 +34,7 @@ from extmem._version import __version__
 from extmem.encode._blocks import to_csr
 from extmem.encode._features import wide_features
 from extmem.encode._packed import DEFAULT_PREFIX, pack_rows, unpack
-from extmem.errors import OptionError, read_failure
+from extmem.errors import OptionError, check_positive_int, read_failure
 from extmem.read._discover import discover_shards
 from extmem.read._scan import NUMERIC, scan, type_kind
 from extmem.read._storage import absolute, file_size, open_parquet
@@ -168,6 +168,8 @@ def pack(
     or be empty, unless ``overwrite`` and extmem wrote it; it appears, complete, only at the end,
     with ``_manifest.json``. Returns rows, bytes and memory.
     """
+    for name, value in (("batch_rows", batch_rows), ("row_group_rows", row_group_rows)):
+        check_positive_int(value, name)
     target = check_output_folder(dst, overwrite=overwrite, option="dst")
     try:
         re.compile(block_pattern)

@@ -243,6 +243,7 @@ def prune(
     Returns the manifest.
     """
     options = options or PruneOptions()
+    check_positive_int(row_group_rows, "row_group_rows")
     if output_format not in ("packed", "wide"):
         msg = f"The 'output_format' option must be 'packed' or 'wide'. Got {output_format!r} instead."
         raise OptionError(msg, options=("output_format",))
