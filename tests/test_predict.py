@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,19 @@ def test_predict_errors_leave_no_output(
     with pytest.raises(error, match=match):
         extmem.predict(model_dir, data, tmp_path / "out" / "preds.parquet", **kwargs)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_predictions_are_not_written_among_the_shards_they_score(model_dir: Path, small_synth: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(small_synth, data)
+    shards = sorted(path.name for path in data.iterdir())
+    for out, source in ((data / "pred.parquet", str(data)), (data / "batch_99.parquet", str(data / "batch_*.parquet"))):
+        with pytest.raises(extmem.OptionError, match="would lie among the shards it scores"):
+            extmem.predict(model_dir, source, out)
+    assert sorted(path.name for path in data.iterdir()) == shards
+    extmem.predict(model_dir, data, data / "_predictions.parquet")  # a hidden name is never a shard
+    extmem.predict(model_dir, str(data / "batch_*.parquet"), data / "pred.parquet")  # outside the pattern
+    assert sorted(path.name for path in data.iterdir()) == sorted([*shards, "_predictions.parquet", "pred.parquet"])
 
 
 def test_predict_on_unrelated_data_is_refused(model_dir: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import glob
 import os
 import re
 from collections.abc import Iterable
+from pathlib import PurePath
 
 import pyarrow.fs as pafs
 
@@ -121,3 +122,20 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
             raise InputPathError(msg)
         seen[(status.st_dev, status.st_ino)] = shard
     return shards
+
+
+def would_be_a_shard(path: str | os.PathLike[str], dataset_paths: Iterable[str]) -> bool:
+    """Whether a file written at ``path`` would be read as a shard of the dataset at ``dataset_paths`` next time (local paths only)."""
+    target = os.path.abspath(local_path(os.fspath(path)))
+    if is_remote(target) or not _visible(os.path.basename(target)):
+        return False
+    for given in dataset_paths:
+        if is_remote(given):
+            continue
+        source = os.path.abspath(local_path(given))
+        if glob.has_magic(given):
+            if PurePath(target).match(source):
+                return True
+        elif os.path.isdir(source) and os.path.dirname(target) == source and target.endswith(".parquet"):
+            return True
+    return False

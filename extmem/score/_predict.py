@@ -20,8 +20,9 @@ from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
 from extmem._sink import ParquetSink
 from extmem.encode._probe import plan_pass
-from extmem.errors import SchemaError
+from extmem.errors import OptionError, SchemaError
 from extmem.read._dataset import DatasetLike, as_dataset, column_names
+from extmem.read._discover import would_be_a_shard
 from extmem.score._model import ModelLike, as_model
 from extmem.score._scorer import Scorer, as_class_columns
 
@@ -90,6 +91,9 @@ def predict(
     check_output_file(out, overwrite=overwrite)
     trained = as_model(model)
     dataset = as_dataset(data, options)
+    if would_be_a_shard(out, dataset.paths):
+        msg = f"The 'out' file {os.fspath(out)!r} would lie among the shards it scores: the next read of {dataset.paths[0]!r} would take it for one. Write it elsewhere."
+        raise OptionError(msg, options=("out",))
     carry = column_names(keep, "keep")
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
