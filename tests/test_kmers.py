@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import tracemalloc
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pyarrow as pa
@@ -12,7 +13,10 @@ from conftest import all_rows, write_shard
 from sklearn.feature_extraction import FeatureHasher
 
 import extmem
+from extmem.encode._blocks import Encoder
 from extmem.encode._kmers import count_kmers, sequence_entries
+from extmem.encode._pages import concat_blocks, read_pages
+from extmem.read import _reader
 from extmem.read._selection import select_dataset
 
 
@@ -38,6 +42,16 @@ def test_counts_from_sequences_equal_the_synth_kmer_columns(small_synth: Path) -
     # the other numeric columns come first, unchanged
     assert "donor_score" in layout.names[: layout.kmer_offset]
     assert not any(name.startswith("4mer_") for name in layout.names[: layout.kmer_offset])
+
+
+def test_counts_from_sequences_of_row_groups_read_in_parts_are_counted_once(tmp_path: Path) -> None:
+    """Row groups of 1,500 rows come whole as pages are built, their value columns in two parts; the sequence is in one place only."""
+    extmem.synth(tmp_path, extmem.SynthOptions(rows=3000, shards=2, k=4, seed=2))
+    selection = select_dataset(extmem.Dataset(tmp_path, preset="splice-sites", kmers=extmem.KmerEncoding(k=3, sequence_column="sequence")))
+    with patch.object(_reader, "part_reader", wraps=_reader.part_reader) as parts:
+        paged = concat_blocks(list(read_pages(selection, Encoder(selection.layout), 2048, 4096))).X
+    assert parts.call_count == 2, "each row group read whole, in parts"
+    assert paged.shape == (3000, len(selection.layout.names)) and (paged != all_rows(selection).X).nnz == 0
 
 
 @pytest.mark.parametrize("signed", [False, True])

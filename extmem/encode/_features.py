@@ -145,8 +145,10 @@ class FeaturePlan:
         if self.fold_names:
             assert self.fold_positions is not None and self.fold_signs is not None
             parts.append(_fold_entries(batch, self.fold_names, self.fold_positions, self.fold_signs))
-        if self.encoding is not None and self.encoding.sequence_column is not None:
-            offsets, positions, values = sequence_entries(batch.column(self.encoding.sequence_column), self.encoding, kmer_offset)
+        sequence_column = self.encoding.sequence_column if self.encoding is not None else None
+        if sequence_column is not None and sequence_column in batch.schema.names:  # of a row group read in parts, one holds it
+            assert self.encoding is not None
+            offsets, positions, values = sequence_entries(batch.column(sequence_column), self.encoding, kmer_offset)
             parts.append((_rows_of(offsets), positions, values))
         if not parts:
             return features
