@@ -232,8 +232,9 @@ def publish_folder(staging: PrivateFolder, target: Path | RemoteFolder, *, repla
     """Make the complete ``staging`` folder ``target``, replacing what ``target`` held in one step.
 
     Without ``replace`` (no 'overwrite') the folder is only created: if another run filled
-    ``target`` while this one ran, nothing is replaced and OptionError says so. In object storage each file is uploaded atomically (partial name, then moved), the manifest
-    last, then the objects of the folder's previous contents that the new one lacks are deleted.
+    ``target`` while this one ran, nothing is replaced and OptionError says so. In object
+    storage each file is uploaded atomically (partial name, then moved), the manifest last, then
+    the objects of the folder's previous contents that the new one lacks are deleted.
     """
     if isinstance(target, RemoteFolder):
         if not replace and remote_names(target.uri):

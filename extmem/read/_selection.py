@@ -113,6 +113,7 @@ def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | Non
             raise _fail(f"The 'filter' {quoted(row_filter.text)} names the column {unknown[0]!r}, which is in no shard.", "filter")
     holdout = dataset.holdout
     if holdout is not None and holdout.group_by is not None:
+        _require_column(schema, holdout.group_by, "group_by")  # a split needs every row's group
         _check_group_column(schema, holdout.group_by)
     for name, option in (carry if isinstance(carry, Mapping) else dict.fromkeys(carry, "keep")).items():
         if name not in schema.columns:
@@ -124,12 +125,11 @@ def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | Non
 
 
 def _check_group_column(schema: Schema, name: str) -> None:
-    _require_column(schema, name, "group_by")
     if schema.columns[name].kind not in (NUMERIC, STRING):
         raise _fail(f"The 'group_by' column {name!r} is {schema.columns[name].arrow_type}; groups must be strings or numbers.", "group_by")
 
 
-def _extras(dataset: Dataset, row_filter: RowFilter | None, carry: Sequence[str]) -> tuple[str, ...]:
+def _extras(dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> tuple[str, ...]:
     filter_columns = sorted(row_filter.columns) if row_filter else []
     group_by = dataset.holdout.group_by if dataset.holdout is not None else None
     names: list[str] = []

@@ -1,9 +1,9 @@
 """Checkpoints: the booster of a running training plus the run's state, in one file checked before it is parsed.
 
 The file holds a magic line, the length of a JSON header, the header (the run's configuration,
-metric history, time spent and the stamp of its data, and the SHA-256 of the booster), then the booster in XGBoost's
-UBJSON. It is written atomically, so a crash leaves the previous checkpoint whole; a damaged or
-foreign file is one clear error, never a crash inside XGBoost's parser.
+metric history, time spent and the stamp of its data, and the SHA-256 of the booster), then the
+booster in XGBoost's UBJSON. It is written atomically, so a crash leaves the previous checkpoint
+whole; a damaged or foreign file is one clear error, never a crash inside XGBoost's parser.
 """
 
 from __future__ import annotations
