@@ -263,7 +263,12 @@ def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label
             f"{schema.shards[0]!r} or the other shards; is this the right dataset?"
         )
         raise SchemaError(msg)
-    _reject_non_numeric(schema, [name for name in layout.names[: layout.kmer_offset] if name not in layout.categories])
+    for name in layout.names[: layout.kmer_offset]:
+        column = schema.columns.get(name)
+        wanted = STRING if name in layout.categories else NUMERIC
+        if column is not None and column.kind != wanted:
+            reads = "strings (a categorical feature)" if wanted == STRING else "numbers"
+            raise SchemaError(f"The column {name!r} is {column.arrow_type} in {column.first_shard!r}, but the model reads it as {reads}.")
     return FeatureLayout(layout.names, layout.zero_is_missing, dataset.label, label_map, layout.kmers, layout.categories)
 
 
