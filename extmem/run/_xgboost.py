@@ -246,7 +246,8 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
     with run:
         with run.stage("read and build"):
             matrices = _open(config, run, progress)
-        stamps = {name: data_stamp(info) for _, name, info in matrices}
+        # what a checkpoint records of the data and a resumption compares: a stat (or a store request) per shard, so only then
+        stamps = {name: data_stamp(info) for _, name, info in matrices} if start or config.checkpoint_every else {}
         change = data_change(start.data, stamps) if start else None
         if change is not None:
             msg = f"Cannot resume {str(run.out)!r}: {change} since the checkpoint, and a resumed run must read the rows it began on. Restore the data, or train anew with 'overwrite'."
