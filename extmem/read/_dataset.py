@@ -238,8 +238,11 @@ def as_dataset(data: DatasetLike, options: Mapping[str, Any]) -> Dataset:
     return Dataset.from_options(data, **options)
 
 
-def check_rows(dataset: Dataset, purpose: str, rows: int, weight_total: float) -> None:
-    """Refuse a read of ``dataset`` that left nothing ``purpose`` ("to train on", ...): no row, or only rows of weight 0."""
+def check_rows(dataset: Dataset, purpose: str, rows: int, weight_total: float | None) -> None:
+    """Refuse a read of ``dataset`` that left nothing ``purpose`` ("to train on", ...): no row, or only rows of weight 0.
+
+    ``weight_total`` None: the rows are a share of the dataset (a distributed worker's), whose weights alone say nothing.
+    """
     if rows == 0:
         raise no_rows_error(dataset, purpose)
     if dataset.weight is not None and weight_total == 0:

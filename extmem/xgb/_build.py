@@ -293,8 +293,8 @@ def _sampled_cuts(
 
 
 def _first_pass_checks(selection: Selection, cache_folder: Path | None, purpose: str, stats: IterStats) -> None:
-    shared = xgb.collective.get_world_size() > 1  # a worker of a distributed run: its rows' weights are one share of the total
-    check_rows(selection.dataset, purpose, stats.rows, 1.0 if shared else stats.weight_total)
+    shared = xgb.collective.get_world_size() > 1  # a worker of a distributed run
+    check_rows(selection.dataset, purpose, stats.rows, None if shared else stats.weight_total)
     if cache_folder is not None:
         check_cache_room(cache_folder, stats)
 
