@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,15 @@ class KmerEncoding:
         return {"width": self.width, "k": self.k, "sequence_column": self.sequence_column, "signed": self.signed, "seed": self.seed}
 
 
+def numeric_keys(label_map: Mapping[str, int]) -> list[float] | None:
+    """The label map's keys as numbers when every one reads as a finite number (a map of numeric labels), else None."""
+    try:
+        numbers = [float(key) for key in label_map]
+    except ValueError:
+        return None
+    return numbers if all(math.isfinite(number) for number in numbers) else None
+
+
 @dataclass(frozen=True)
 class FeatureLayout:
     """Feature columns in matrix order; ``zero_is_missing`` marks count columns stored sparsely.
@@ -155,10 +165,22 @@ class FeatureLayout:
 
     @property
     def classes(self) -> list[str] | None:
-        """Class names in class-id order, when labels are strings."""
+        """Class names in class-id order, when labels map to classes: each id's first label in the map (several may share one)."""
         if self.label_map is None:
             return None
-        return [name for name, _ in sorted(self.label_map.items(), key=lambda item: item[1])]
+        first_label: dict[int, str] = {}
+        for name, class_id in self.label_map.items():
+            first_label.setdefault(class_id, name)
+        return [first_label[class_id] for class_id in sorted(first_label)]
+
+    @property
+    def class_values(self) -> np.ndarray | None:
+        """The label each class id predicts when the label map maps numbers (int64 if all are whole), else None."""
+        classes = self.classes
+        if classes is None or self.label_map is None or numeric_keys(self.label_map) is None:
+            return None
+        values = np.array([float(name) for name in classes])
+        return values.astype(np.int64) if np.all(values == np.round(values)) else values
 
     def class_names(self, num_class: int) -> list[str]:
         """Class names in class-id order: the label map's, or the ids as text for numeric labels."""

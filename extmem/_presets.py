@@ -43,6 +43,11 @@ NO_PRESET = Preset("none", "no defaults: pass --label; string labels become clas
 PRESETS: Mapping[str, Preset] = {preset.name: preset for preset in (SPLICE_SITES, NO_PRESET)}
 
 
+def is_preset_label_map(label_map: Mapping[str, int]) -> bool:
+    """Whether ``label_map`` is a preset's own (class names for string labels, which numeric labels leave unused)."""
+    return any(preset.label_map is not None and dict(preset.label_map) == dict(label_map) for preset in PRESETS.values())
+
+
 def preset_named(name: str | Preset) -> Preset:
     """The preset called ``name`` (or ``name`` itself when it is a :class:`Preset`)."""
     if isinstance(name, Preset):

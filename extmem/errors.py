@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ExtmemError(ValueError):
     """Base class for errors caused by user input (data, paths, options).
@@ -33,6 +35,19 @@ def check_positive_int(value: object, option: str, *, allow_none: bool = False) 
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         msg = f"The '{option}' option must be a positive integer. Got {value!r} instead."
         raise OptionError(msg, options=(option,))
+
+
+_XGBOOST_LOCATION = re.compile(r"^\[[\d:]+\] \S+:\d+: ")
+"""The time and source line XGBoost puts before a message: ``[20:49:34] /__w/xgboost/src/objective/regression_obj.cu:114: ``."""
+_FAILED_CHECK = re.compile(r"^Check failed: (?P<condition>.*?)\s?: (?P<reason>\S.*)$")
+
+
+def xgboost_reason(exc: BaseException) -> str:
+    """The first line of an XGBoost error, without its time, source line and the condition of a check that says why."""
+    line = next((line for line in str(exc).splitlines() if line.strip()), "unknown error")
+    line = _XGBOOST_LOCATION.sub("", line.strip())
+    failed = _FAILED_CHECK.match(line)
+    return failed["reason"] if failed else line.removesuffix(":").strip()
 
 
 class InputPathError(ExtmemError):

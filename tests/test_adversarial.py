@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xgboost
 from conftest import cache_dirs, write_shard
 
 import extmem
@@ -68,6 +69,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     shard("negative_weights", {**GOOD, "w": [1.0, -1.0, 0.5, 2.0] * 5})
     shard("zero_weights", {**GOOD, "w": [0.0] * ROWS})
     shard("huge_class_ids", {**GOOD, "y": [0, 1_000_000] * (ROWS // 2)})
+    shard("signed", {**GOOD, "y": [-1, 1] * (ROWS // 2)})
     shard("partitioned/chrom=1", GOOD)
     _packed(tmp / "packed_negative" / "a.parquet", pa.int32(), [[0, -1], [1]], PACKED_META)
     _packed(tmp / "packed_columns_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "columns": "6mer_AAAAAA"})
@@ -117,6 +119,18 @@ CASES: list[tuple[str, str]] = [
         r"The objective 'binary:logistic' \(--param\) takes two classes; the labels make 3",
     ),
     ("train {ok} --out {out} --param booster=gblinear", r"The booster 'gblinear' \(--param\) cannot train on XGBoost's quantized"),
+    # labels the objective does not take: refused by their range before the build, with the way to map them
+    (
+        "train {signed} --out {out} --label y --param objective=binary:logistic",
+        r"'binary:logistic' \(--param\) takes labels from 0 to 1; the labels of 'y' are whole numbers from -1 to 1\. Map them .* --label-map",
+    ),
+    ("train {signed} --out {out} --label y --param objective=multi:softmax", r"'multi:softmax' \(--param\) takes labels that are class ids 0\.\.K-1"),
+    ("train {signed} --out {out} --label y --param objective=count:poisson", r"'count:poisson' \(--param\) takes labels of 0 or more"),
+    ("train {signed} --out {out} --label y --param objective=survival:aft", r"'survival:aft' \(--param\) needs a lower and an upper bound per row"),
+    ("train {signed} --out {out} --label y --param objective=reg:quantileerror", r"'reg:quantileerror' \(--param\) needs the quantile\(s\) to fit"),
+    # a label map of names for numeric labels, or of numbers that miss one
+    ("train {signed} --out {out} --label y --label-map a=0,b=1", r"label column 'y' holds numbers .* but the label map names \['a', 'b'\]"),
+    ("train {signed} --out {out} --label y --label-map 1=1,-2=0", r"label column 'y' has value\(s\) \[-1\.0\] .* the label map .* does not cover"),
     # a name thousands of characters long is shown by its two ends
     (
         f"train {{ok}} --out {{out}} --features '{'y' * 5000}'",
@@ -251,3 +265,42 @@ def test_byte_flipped_models_are_one_clear_line_never_a_crash(places: dict[str, 
     assert done.returncode == 2, done.stderr[-2000:]
     assert len(errors) == 30 and all("is corrupt: its checksum does not match" in line for line in errors), done.stderr[-2000:]
     assert not any((folder / "p.parquet").exists() for folder in flips)
+
+
+def test_numeric_labels_map_to_classes_and_predictions_are_the_labels(places: dict[str, str], tmp_path: Path) -> None:
+    """Labels -1/1 with the label map 1=1,-1=0: a binary classifier whose predictions are -1 and 1 again (they trained as regression)."""
+    out = tmp_path / "m"
+    assert main(["train", places["signed"], "--label", "y", "--label-map", "1=1,-1=0", "--out", str(out), "--rounds", "2", "--no-progress"]) == 0
+    assert json.loads((out / "report.json").read_text())["params"]["objective"] == "binary:logistic"
+    extmem.predict(out, places["signed"], out=tmp_path / "p.parquet")
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.schema.field("predicted").type == pa.int64() and set(table["predicted"].to_pylist()) <= {-1, 1}
+    assert table.column_names[:2] == ["prob_-1", "prob_1"]
+    assert extmem.evaluate(out, places["signed"], label="y")["confusion_matrix"]["classes"] == ["-1", "1"]
+
+
+def test_labels_sharing_a_class_id_make_one_class(places: dict[str, str], tmp_path: Path) -> None:
+    """A label map sending two labels to one id (acceptor and donor as 'site') has two classes everywhere, named by each id's first label."""
+    label_map = {"neither": 0, "donor": 1, "acceptor": 1}
+    model = extmem.train(places["ok"], label="splice_type", label_map=label_map, out=tmp_path / "m", rounds=2)
+    assert model.report["classes"] == ["neither", "donor"]
+    extmem.predict(tmp_path / "m", places["ok"], out=tmp_path / "p.parquet")
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.column_names == ["prob_neither", "prob_donor", "predicted"]
+    confusion = extmem.evaluate(tmp_path / "m", places["ok"])["confusion_matrix"]
+    assert confusion["classes"] == ["neither", "donor"] and np.sum(confusion["counts"]) == ROWS
+
+
+@pytest.mark.parametrize(("objective", "metric"), [("count:poisson", "poisson-nloglik"), ("binary:hinge", "error"), ("rank:ndcg", "ndcg@32")])
+def test_other_objectives_are_watched_by_their_own_metric(places: dict[str, str], objective: str, metric: str) -> None:
+    """XGBoost's default metric for an objective extmem has no metrics of its own (a hinge loss has no log loss)."""
+    result = extmem.train(places["signed"], label="y", label_map={-1: 0, 1: 1}, params={"objective": objective}, rounds=2)
+    assert result.report["params"]["eval_metric"] == [metric] and list(result.report["metrics"]["train"]) == [metric]
+
+
+def test_feature_constraints_are_checked_against_the_real_features(places: dict[str, str]) -> None:
+    """Constraints for two features pass (XGBoost's check on a one-feature probe refused them); too many are XGBoost's clear words."""
+    result = extmem.train(places["numeric"], label="splice_type", features=["x", "n"], params={"monotone_constraints": "(1,0)"}, rounds=2)
+    assert result.report["features"] == 2
+    with pytest.raises(xgboost.core.XGBoostError, match="monotone constraint should be less or equal to the number of features"):
+        extmem.train(places["numeric"], label="splice_type", features=["x", "n"], params={"monotone_constraints": "(1,0,1)"}, rounds=2)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from extmem._allocators import check_room_for_libraries, limit_allocators
 from extmem._signals import Stopped, forget_signals, ignore_signals, raise_on_signals, received_stop
-from extmem.errors import ExtmemError
+from extmem.errors import ExtmemError, xgboost_reason
 
 _OUT_OF_MEMORY = (
     "out of memory. Give --memory-budget (or run under prlimit --data) so that batch and page sizes are planned to fit, "
@@ -121,7 +121,7 @@ def _main(argv: Sequence[str] | None) -> int:
         xgboost = sys.modules.get("xgboost")
         if xgboost is None or not isinstance(exc, xgboost.core.XGBoostError):
             raise
-        reason = next((line for line in str(exc).splitlines() if line.strip()), "unknown error")
+        reason = xgboost_reason(exc)
         return _error(args.debug, _OUT_OF_MEMORY if "bad_alloc" in reason else f"XGBoost failed: {reason}")
     return 0
 

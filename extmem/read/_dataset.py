@@ -59,16 +59,21 @@ class Holdout:
             raise OptionError(msg, options=("seed",))
 
 
-def _label_map(value: Mapping[str, int] | None) -> dict[str, int] | None:
+def _label_map(value: Mapping[str | int | float, int] | None) -> dict[str, int] | None:
+    """The label map with its keys as text: numeric keys (``{-1: 0, 1: 1}``) map numeric labels."""
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        msg = f"The 'label_map' option must map label strings to class ids. Got {value!r} instead."
+        msg = f"The 'label_map' option must map labels to class ids. Got {value!r} instead."
         raise OptionError(msg, options=("label_map",))
-    label_map = dict(value)
-    bad = [k for k, v in label_map.items() if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int) or v < 0]
-    if not label_map or bad:
-        msg = f"The 'label_map' option must map label strings to non-negative class ids. Got {value!r} instead."
+    bad = [
+        k
+        for k, v in value.items()
+        if isinstance(k, bool) or not isinstance(k, (str, int, float)) or isinstance(v, bool) or not isinstance(v, int) or v < 0
+    ]
+    label_map = {str(key): class_id for key, class_id in value.items()}
+    if not label_map or bad or len(label_map) < len(value):
+        msg = f"The 'label_map' option must map labels (strings or numbers) to non-negative class ids. Got {value!r} instead."
         raise OptionError(msg, options=("label_map",))
     if sorted(set(label_map.values())) != list(range(len(set(label_map.values())))):
         msg = f"The 'label_map' class ids must be 0..K-1 without gaps. Got {sorted(set(label_map.values()))} instead."
@@ -84,8 +89,8 @@ class Dataset:
     ``label`` names the label column (None: no label, e.g. for prediction). ``features``
     selects feature columns (names or glob patterns; default: every numeric column); ``drop``
     removes columns from the features. String columns are never numeric features.
-    ``label_map`` maps string labels to class ids; without it, string labels become classes
-    in sorted order. ``filter`` is a pyarrow-style row filter such as
+    ``label_map`` maps labels to class ids: strings, or numbers such as ``{-1: 0, 1: 1}``; without it,
+    string labels become classes in sorted order and numeric labels are used as they are. ``filter`` is a pyarrow-style row filter such as
     ``"(chrom == 'chr1') & (position > 1000)"``, pushed down to row groups.
     ``zero_is_missing`` is a regular expression: matching (count) columns are stored sparsely,
     a zero meaning 'absent'; other columns keep zeros as values. ``preset`` (a name such as
@@ -102,7 +107,7 @@ class Dataset:
     weight: str | None = None
     features: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
-    label_map: Mapping[str, int] | None = None
+    label_map: Mapping[str, int] | Mapping[int, int] | Mapping[float, int] | None = None
     filter: str | None = None
     max_rows: int | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS

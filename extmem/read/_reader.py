@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from extmem._allocators import release_freed_memory
 from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
-from extmem._layout import KMER_COLUMN, FeatureLayout
+from extmem._layout import KMER_COLUMN, FeatureLayout, numeric_keys
 from extmem._signals import raise_if_stopped
 from extmem._stores import resolve
 from extmem.errors import FilterError, LabelError, read_failure
@@ -311,10 +311,14 @@ def _labels(selection: Selection, values: pa.Array, where: str) -> np.ndarray:
         return finite_values(values, f"label column {label!r}", where, LabelError)
     if pa.types.is_dictionary(values.type):
         values = values.cast(values.type.value_type)
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        values = values.cast(pa.large_string())
     keys = list(label_map)
-    codes = pc.index_in(values, value_set=pa.array(keys, type=values.type))
+    numbers = numeric_keys(label_map)
+    if numbers is not None and not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = values.cast(pa.float64())
+        codes = pc.index_in(values, value_set=pa.array(numbers, type=pa.float64()))
+    else:
+        values = values.cast(pa.large_string())
+        codes = pc.index_in(values, value_set=pa.array(keys, type=pa.large_string()))
     if codes.null_count:
         if values.null_count:
             raise LabelError(f"The label column {label!r} has {values.null_count} null value(s) in {where}.")

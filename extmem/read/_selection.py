@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from extmem._layout import KMER_COLUMN, FeatureLayout
+from extmem._layout import KMER_COLUMN, FeatureLayout, numeric_keys
+from extmem._presets import is_preset_label_map
 from extmem.errors import LabelError, SchemaError
 from extmem.read._dataset import Dataset
 from extmem.read._dictionaries import collect_values, few_valued_columns
@@ -165,12 +166,15 @@ def _label_map(
 ) -> dict[str, int] | None:
     """Class ids of string labels: a model's own, else the dataset's label map, else the label's values in sorted order.
 
-    None for numeric labels, which are class ids or values as they are. A model trained on numeric
-    labels has no names for its classes, so string labels scored against it need a label map.
+    Numeric labels: the map of numbers given (such as -1=0,1=1), else None: class ids or values as
+    they are. A model trained on numeric labels has no names for its classes, so string labels
+    scored against it need a label map.
     """
     label = dataset.label
-    if label is None or schema.columns[label].kind != STRING:
+    if label is None:
         return None
+    if schema.columns[label].kind != STRING:
+        return _numeric_label_map(schema, dataset, model)
     if model is not None and model.label_map is not None:
         return dict(model.label_map)
     if dataset.label_map is not None:
@@ -182,6 +186,23 @@ def _label_map(
         )
         raise LabelError(msg, options=("label_map",))
     return {value: index for index, value in enumerate(dictionaries[label])}
+
+
+def _numeric_label_map(schema: Schema, dataset: Dataset, model: FeatureLayout | None) -> dict[str, int] | None:
+    """The label map of numeric labels: the model's or the dataset's when its keys are numbers; a preset's class names pass."""
+    given = model.label_map if model is not None else dataset.label_map
+    if given is None or (model is not None and numeric_keys(given) is None):
+        return None
+    if numeric_keys(given) is not None:
+        return dict(given)
+    if is_preset_label_map(given):
+        return None
+    label = dataset.label
+    msg = (
+        f"The label column {label!r} holds numbers (first in {schema.columns[str(label)].first_shard!r}), but the label map names "
+        f"{list(given)[:5]}; map the numbers to class ids (e.g. 1=1,-1=0), or leave the label map out."
+    )
+    raise LabelError(msg, options=("label_map",))
 
 
 def _choose_features(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,12 +12,15 @@ import xgboost as xgb
 
 from extmem._defaults import DEFAULT_XGBOOST_PARAMS
 from extmem._layout import FeatureLayout
-from extmem.errors import OptionError
+from extmem.errors import OptionError, xgboost_reason
 
 CLASSIFICATION_METRICS = {"binary": ["logloss", "auc"], "multi": ["mlogloss", "merror"]}
 SAMPLING_PARAMS = ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")
 EXTERNAL_MEMORY_METHODS = ("hist", "approx")
 _UNUSED_PARAMS = re.compile(r"Parameters: \{(.*?)\} are not used")
+_UNSUPPORTED_OBJECTIVES = {
+    "survival:aft": "needs a lower and an upper bound per row, which extmem does not read; use survival:cox (a negative label is censored)"
+}
 
 
 def merged_params(params: Mapping[str, Any] | None, *, methods: tuple[str, ...] = EXTERNAL_MEMORY_METHODS) -> dict[str, Any]:
@@ -36,6 +39,12 @@ def merged_params(params: Mapping[str, Any] | None, *, methods: tuple[str, ...] 
             "use 'gbtree' or 'dart', or a linear model streamed by extmem ('algorithm' sgd_logistic)."
         )
         raise OptionError(msg, options=("params", "algorithm"))
+    objective = str(merged.get("objective", ""))
+    if objective in _UNSUPPORTED_OBJECTIVES:
+        raise OptionError(f"The objective {objective!r} ('params') {_UNSUPPORTED_OBJECTIVES[objective]}.", options=("params",))
+    if objective == "reg:quantileerror" and "quantile_alpha" not in merged:
+        msg = "The objective 'reg:quantileerror' ('params') needs the quantile(s) to fit: quantile_alpha=0.5, for example."
+        raise OptionError(msg, options=("params",))
     if merged["tree_method"] not in methods:
         msg = f"The tree_method {merged['tree_method']!r} cannot train from external memory; use {' or '.join(repr(m) for m in methods)}."
         raise OptionError(msg)
@@ -43,22 +52,33 @@ def merged_params(params: Mapping[str, Any] | None, *, methods: tuple[str, ...] 
     return merged
 
 
+_UNPROBED_PARAMS = ("eval_metric", "monotone_constraints", "interaction_constraints")
+"""Left out of the probe: metrics are checked on the labels, constraints against the features (:func:`check_constraints`)."""
+
+
+def _probe(params: Mapping[str, Any]) -> list[str]:
+    """Train one round with ``params`` on a two-row matrix whose labels every objective takes; XGBoost's metrics for them."""
+    probe = {key: value for key, value in params.items() if key not in _UNPROBED_PARAMS}
+    if str(probe.get("objective", "")).startswith("multi:"):
+        probe.setdefault("num_class", 2)
+    probe.setdefault("base_score", 0.5)
+    matrix = xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array([1.0, 1.0]))
+    result: dict[str, dict[str, list[float]]] = {}
+    xgb.train(probe, matrix, 1, evals=[(matrix, "probe")], evals_result=result, verbose_eval=False)
+    return list(result["probe"])
+
+
 def check_params(params: Mapping[str, Any]) -> None:
     """Refuse parameters XGBoost does not know (it would only warn and ignore them) or rejects.
 
     XGBoost's own check runs on a one-round probe over a two-row matrix.
     """
-    probe = {key: value for key, value in params.items() if key not in ("eval_metric",)}
-    if str(probe.get("objective", "")).startswith("multi:"):
-        probe.setdefault("num_class", 2)
-    matrix = xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array([0.0, 1.0]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            xgb.train(probe, matrix, 1)
+            _probe(params)
         except (xgb.core.XGBoostError, ValueError, TypeError) as exc:
-            reason = next((line for line in str(exc).splitlines() if line.strip()), str(exc))
-            msg = f"XGBoost rejects a parameter ('params'): {reason.split(': ', 1)[-1]}"
+            msg = f"XGBoost rejects a parameter ('params'): {xgboost_reason(exc)}"
             raise OptionError(msg, options=("params",)) from None
     for warning in caught:
         unused = _UNUSED_PARAMS.search(str(warning.message).replace("\n", " "))
@@ -85,11 +105,52 @@ def class_count(layout: FeatureLayout, low: float, high: float, fractional: bool
     return int(high) + 1
 
 
+_LABEL_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float, float, bool], bool]], ...] = (
+    (("binary:", "reg:logistic"), "from 0 to 1", lambda low, high, fractional: low >= 0 and high <= 1),
+    (("count:poisson", "reg:tweedie"), "of 0 or more", lambda low, high, fractional: low >= 0),
+    (("reg:gamma",), "above 0", lambda low, high, fractional: low > 0),
+    (("reg:squaredlogerror",), "above -1", lambda low, high, fractional: low > -1),
+    (("rank:",), "that are whole numbers of 0 or more", lambda low, high, fractional: low >= 0 and not fractional),
+)
+"""Labels each objective takes (by name or prefix), as XGBoost would check them only after the build."""
+
+
+def _check_labels(objective: str, params: Mapping[str, Any], label: str | None, low: float, high: float, fractional: bool) -> None:
+    """Refuse labels the objective does not take, before anything is boosted."""
+    if objective.startswith("multi:"):
+        classes = int(params.get("num_class", 0))
+        rule = f"that are class ids 0..{classes - 1}" if classes else "that are class ids 0..K-1 (or a 'num_class')"
+        ok = low >= 0 and high < classes and not fractional
+    else:
+        rule, ok = next(
+            ((rule, check(low, high, fractional)) for names, rule, check in _LABEL_RULES if objective.startswith(names)), ("", True)
+        )
+    if ok:
+        return
+    what = "whole numbers" if not fractional else "numbers with fractions"
+    msg = f"The objective {objective!r} ('params') takes labels {rule}; the labels of {label!r} are {what} from {low:g} to {high:g}."
+    if objective.startswith(("binary:", "multi:")):
+        msg += " Map them to class ids 0..K-1 with a 'label_map' (e.g. 1=1,-1=0)."
+    raise OptionError(msg, options=("params", "label_map"))
+
+
+def _eval_metrics(objective: str, params: Mapping[str, Any]) -> list[str]:
+    """extmem's metrics for its own objectives; XGBoost's default metric for any other."""
+    if objective in ("binary:logistic", "binary:logitraw"):
+        return CLASSIFICATION_METRICS["binary"]
+    if objective.startswith("multi:"):
+        return CLASSIFICATION_METRICS["multi"]
+    if objective == "reg:squarederror":
+        return ["rmse"]
+    return _probe({**params, "objective": objective})
+
+
 def infer_objective(layout: FeatureLayout, low: float, high: float, fractional: bool, params: Mapping[str, Any]) -> dict[str, Any]:
     """Objective, num_class and eval metrics for labels in [``low``, ``high``] unless ``params`` sets them.
 
     String labels: binary with two classes, multi-class otherwise. Numeric labels: binary if
     all are 0/1, multi-class if all are small non-negative integers, regression otherwise.
+    Labels the objective does not take are refused.
     """
     classes = class_count(layout, low, high, fractional)
     chosen: dict[str, Any] = {}
@@ -105,14 +166,11 @@ def infer_objective(layout: FeatureLayout, low: float, high: float, fractional: 
             f"({', '.join(layout.classes or [])}); leave num_class out."
         )
         raise OptionError(msg, options=("params",))
-    if objective.startswith("multi:") and "num_class" not in params:
-        if classes < 2:
-            msg = f"The objective {objective!r} needs integer class labels or 'num_class'; the labels are not classes."
-            raise OptionError(msg)
+    if objective.startswith("multi:") and "num_class" not in params and classes >= 2:
         chosen["num_class"] = classes
+    _check_labels(objective, {**params, **chosen}, layout.label, low, high, fractional)
     if "eval_metric" not in params:
-        kind = "binary" if objective.startswith("binary:") else "multi" if objective.startswith("multi:") else None
-        chosen["eval_metric"] = CLASSIFICATION_METRICS[kind] if kind else ["rmse"]
+        chosen["eval_metric"] = _eval_metrics(objective, {**params, **chosen})
     return chosen
 
 

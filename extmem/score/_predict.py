@@ -31,6 +31,9 @@ def prediction_field(model: Scorer) -> pa.Field:
     """The column of predicted classes (``predicted``; ``prediction`` values for regression) in predictions and explanations."""
     if model.classes is None:
         return pa.field("prediction", pa.float32())
+    values = model.layout.class_values
+    if values is not None:
+        return pa.field("predicted", pa.from_numpy_dtype(values.dtype))
     return pa.field("predicted", pa.int64() if model.layout.classes is None else pa.string())
 
 
@@ -39,6 +42,9 @@ def prediction_array(model: Scorer, raw: np.ndarray) -> pa.Array:
     if model.classes is None:
         return pa.array(raw.astype(np.float32))
     predicted = raw.astype(np.int64) if model.task == "hard" else as_class_columns(raw, model.task).argmax(axis=1)
+    values = model.layout.class_values
+    if values is not None:
+        return pa.array(values[predicted])
     return pa.array(predicted) if model.layout.classes is None else pa.array(np.asarray(model.classes, dtype=object)[predicted])
 
 
