@@ -304,3 +304,20 @@ def test_feature_constraints_are_checked_against_the_real_features(places: dict[
     assert result.report["features"] == 2
     with pytest.raises(xgboost.core.XGBoostError, match="monotone constraint should be less or equal to the number of features"):
         extmem.train(places["numeric"], label="splice_type", features=["x", "n"], params={"monotone_constraints": "(1,0,1)"}, rounds=2)
+
+
+def test_constraints_name_features_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--param monotone_constraints='{"x": -1}' constrains the column by name (a JSON value); a name that is no feature is one line."""
+    rng = np.random.default_rng(0)
+    x, z = rng.normal(size=2000), rng.normal(size=2000)
+    write_shard(tmp_path / "data" / "a.parquet", {"x": x, "z": z, "y": (np.sin(3 * x) + 0.3 * z > 0).astype(int)})
+    argv = ["train", str(tmp_path / "data"), "--label", "y", "--rounds", "20", "--no-progress", "--param", "max_depth=3"]
+    grid = np.zeros((50, 2))
+    grid[:, 0] = np.linspace(-2, 2, 50)
+    for direction in (1, -1):
+        assert main([*argv, "--out", str(tmp_path / "m"), "--overwrite", "--param", f'monotone_constraints={{"x": {direction}}}']) == 0
+        steps = np.diff(extmem.Model.load(tmp_path / "m").predict_proba(grid)[:, 1])
+        assert (direction * steps >= -1e-6).all() and (direction * steps > 1e-6).any()
+    assert main([*argv, "--out", str(tmp_path / "m2"), "--param", 'interaction_constraints=[["x", "q"]]']) == 2
+    assert "The interaction_constraints (--param) name ['q'], which are not features of this run" in capsys.readouterr().err
+    assert not (tmp_path / "m2").exists()

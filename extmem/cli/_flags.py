@@ -68,7 +68,7 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
         "--label-map",
         type=types.label_map,
         metavar="NAME=ID,...",
-        help="string labels to class ids (default: the preset's, for the preset's label)",
+        help="labels to class ids: strings, or numbers such as 1=1,-1=0 (default: the preset's, for the preset's label)",
     )
     group.add_argument("--weight", metavar="COLUMN", help="row-weight column")
     group.add_argument(
@@ -162,7 +162,8 @@ def train_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a model parameter, repeated for more: XGBoost's (--param max_depth=8 --param eta=0.05) or the scikit-learn "
-        "estimator's (--param alpha=0.01)",
+        "estimator's (--param alpha=0.01); constraints by feature name as JSON: "
+        "--param 'monotone_constraints={\"donor_score\": 1}'",
     )
     parser.add_argument("--valid", metavar="DATA", help="validation dataset (folder, glob or file)")
     parser.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -71,6 +72,12 @@ def param(text: str) -> tuple[str, Any]:
             return key, convert(raw)
         except ValueError:
             pass
+    if raw.startswith(("{", '[["')):  # constraints by feature name: {"donor_score": 1}, [["a", "b"], ["c"]]
+        try:
+            return key, json.loads(raw)
+        except json.JSONDecodeError as exc:
+            msg = f"the value of {key} is not valid JSON ({exc.msg} at character {exc.pos}): {raw!r}"
+            raise argparse.ArgumentTypeError(msg) from None
     return key, {"true": True, "false": False}.get(raw.lower(), raw)
 
 

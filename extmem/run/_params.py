@@ -145,13 +145,37 @@ def _eval_metrics(objective: str, params: Mapping[str, Any]) -> list[str]:
     return _probe({**params, "objective": objective})
 
 
+def _check_constraints(params: Mapping[str, Any], features: tuple[str, ...]) -> None:
+    """Constraints by feature name (``{"donor_score": 1}``, ``[["a", "b"], ["c"]]``) must name features of the run."""
+    named: list[tuple[str, list[Any]]] = []
+    monotone = params.get("monotone_constraints")
+    if isinstance(monotone, Mapping):
+        named.append(("monotone_constraints", list(monotone)))
+        bad = [value for value in monotone.values() if value not in (-1, 0, 1) or isinstance(value, bool)]
+        if bad:
+            msg = f"The monotone_constraints ('params') must be -1, 0 or 1 per feature. Got {bad[0]!r} instead."
+            raise OptionError(msg, options=("params",))
+    interaction = params.get("interaction_constraints")
+    if isinstance(interaction, list):
+        named.append(
+            ("interaction_constraints", [name for group in interaction for name in (group if isinstance(group, list) else [group])])
+        )
+    known = set(features)
+    for option, names in named:
+        unknown = [name for name in names if not isinstance(name, str) or name not in known]
+        if unknown:
+            msg = f"The {option} ('params') name {unknown[:5]}, which are not features of this run ({len(features):,} features, such as {list(features[:3])})."
+            raise OptionError(msg, options=("params",))
+
+
 def infer_objective(layout: FeatureLayout, low: float, high: float, fractional: bool, params: Mapping[str, Any]) -> dict[str, Any]:
     """Objective, num_class and eval metrics for labels in [``low``, ``high``] unless ``params`` sets them.
 
     String labels: binary with two classes, multi-class otherwise. Numeric labels: binary if
     all are 0/1, multi-class if all are small non-negative integers, regression otherwise.
-    Labels the objective does not take are refused.
+    Labels the objective does not take, and constraints naming columns that are not features, are refused.
     """
+    _check_constraints(params, layout.names)
     classes = class_count(layout, low, high, fractional)
     chosen: dict[str, Any] = {}
     if "objective" not in params:
