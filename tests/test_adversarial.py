@@ -124,13 +124,25 @@ CASES: list[tuple[str, str]] = [
         "train {signed} --out {out} --label y --param objective=binary:logistic",
         r"'binary:logistic' \(--param\) takes labels from 0 to 1; the labels of 'y' are whole numbers from -1 to 1\. Map them .* --label-map",
     ),
-    ("train {signed} --out {out} --label y --param objective=multi:softmax", r"'multi:softmax' \(--param\) takes labels that are class ids 0\.\.K-1"),
+    (
+        "train {signed} --out {out} --label y --param objective=multi:softmax",
+        r"'multi:softmax' \(--param\) takes labels that are class ids 0\.\.K-1",
+    ),
     ("train {signed} --out {out} --label y --param objective=count:poisson", r"'count:poisson' \(--param\) takes labels of 0 or more"),
-    ("train {signed} --out {out} --label y --param objective=survival:aft", r"'survival:aft' \(--param\) needs a lower and an upper bound per row"),
-    ("train {signed} --out {out} --label y --param objective=reg:quantileerror", r"'reg:quantileerror' \(--param\) needs the quantile\(s\) to fit"),
+    (
+        "train {signed} --out {out} --label y --param objective=survival:aft",
+        r"'survival:aft' \(--param\) needs a lower and an upper bound per row",
+    ),
+    (
+        "train {signed} --out {out} --label y --param objective=reg:quantileerror",
+        r"'reg:quantileerror' \(--param\) needs the quantile\(s\) to fit",
+    ),
     # a label map of names for numeric labels, or of numbers that miss one
     ("train {signed} --out {out} --label y --label-map a=0,b=1", r"label column 'y' holds numbers .* but the label map names \['a', 'b'\]"),
-    ("train {signed} --out {out} --label y --label-map 1=1,-2=0", r"label column 'y' has value\(s\) \[-1\.0\] .* the label map .* does not cover"),
+    (
+        "train {signed} --out {out} --label y --label-map 1=1,-2=0",
+        r"label column 'y' has value\(s\) \[-1\.0\] .* the label map .* does not cover",
+    ),
     # a name thousands of characters long is shown by its two ends
     (
         f"train {{ok}} --out {{out}} --features '{'y' * 5000}'",
@@ -270,7 +282,10 @@ def test_byte_flipped_models_are_one_clear_line_never_a_crash(places: dict[str, 
 def test_numeric_labels_map_to_classes_and_predictions_are_the_labels(places: dict[str, str], tmp_path: Path) -> None:
     """Labels -1/1 with the label map 1=1,-1=0: a binary classifier whose predictions are -1 and 1 again (they trained as regression)."""
     out = tmp_path / "m"
-    assert main(["train", places["signed"], "--label", "y", "--label-map", "1=1,-1=0", "--out", str(out), "--rounds", "2", "--no-progress"]) == 0
+    assert (
+        main(["train", places["signed"], "--label", "y", "--label-map", "1=1,-1=0", "--out", str(out), "--rounds", "2", "--no-progress"])
+        == 0
+    )
     assert json.loads((out / "report.json").read_text())["params"]["objective"] == "binary:logistic"
     extmem.predict(out, places["signed"], out=tmp_path / "p.parquet")
     table = pq.read_table(tmp_path / "p.parquet")
@@ -291,7 +306,9 @@ def test_labels_sharing_a_class_id_make_one_class(places: dict[str, str], tmp_pa
     assert confusion["classes"] == ["neither", "donor"] and np.sum(confusion["counts"]) == ROWS
 
 
-@pytest.mark.parametrize(("objective", "metric"), [("count:poisson", "poisson-nloglik"), ("binary:hinge", "error"), ("rank:ndcg", "ndcg@32")])
+@pytest.mark.parametrize(
+    ("objective", "metric"), [("count:poisson", "poisson-nloglik"), ("binary:hinge", "error"), ("rank:ndcg", "ndcg@32")]
+)
 def test_other_objectives_are_watched_by_their_own_metric(places: dict[str, str], objective: str, metric: str) -> None:
     """XGBoost's default metric for an objective extmem has no metrics of its own (a hinge loss has no log loss)."""
     result = extmem.train(places["signed"], label="y", label_map={-1: 0, 1: 1}, params={"objective": objective}, rounds=2)
@@ -321,3 +338,16 @@ def test_constraints_name_features_from_the_command_line(tmp_path: Path, capsys:
     assert main([*argv, "--out", str(tmp_path / "m2"), "--param", 'interaction_constraints=[["x", "q"]]']) == 2
     assert "The interaction_constraints (--param) name ['q'], which are not features of this run" in capsys.readouterr().err
     assert not (tmp_path / "m2").exists()
+
+
+def test_a_column_null_in_every_row_of_one_shard_is_absent_there(tmp_path: Path) -> None:
+    """pandas writes an all-None column with arrow's null type: that shard lacks its values, it does not conflict with the others."""
+    write_shard(tmp_path / "data" / "a.parquet", {"x": [1.0, 2.0, 3.0, 4.0] * 5, "c": ["a", "b"] * 10, "y": [0, 1] * 10})
+    write_shard(tmp_path / "data" / "b.parquet", {"x": pa.nulls(ROWS), "c": pa.nulls(ROWS), "y": [1, 0] * 10})
+    result = extmem.train(tmp_path / "data", label="y", categorical=["c"], filter="c != 'b' or c is None", out=tmp_path / "m", rounds=2)
+    assert result.report["rows"] == 30 and result.report["features"] == 2
+    extmem.predict(tmp_path / "m", tmp_path / "data", out=tmp_path / "p.parquet", keep=["x", "c"])
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.schema.field("x").type == pa.float64() and table["x"].null_count == ROWS and table["c"].null_count == ROWS
+    with pytest.raises(extmem.LabelError, match=r"'label' column 'x' is missing \(or null in every row\) from the shard '.*b\.parquet'"):
+        extmem.train(tmp_path / "data", label="x", rounds=1)

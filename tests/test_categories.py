@@ -93,7 +93,7 @@ def test_unseen_categories_are_missing_or_an_error(regions: dict[str, Path], tmp
 def test_bad_categorical_columns_are_refused(regions: dict[str, Path]) -> None:
     with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'region' has more than 3 distinct values"):
         select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="region", max_categories=3))
-    with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'noise' is double"):
+    with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'noise' has more than 1,024 distinct values"):
         select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="noise"))
     with pytest.raises(extmem.SchemaError, match="The 'categorical' column 'nope' is in none"):
         select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="nope"))
@@ -113,3 +113,25 @@ def test_the_notice_suggests_categorical_for_small_string_columns(
     assert "not using 1 non-numeric column(s) as features: region" in caplog.text
     assert "usable as 'categorical': region" in caplog.text
     assert "--categorical" not in caplog.text
+
+
+def test_numbers_are_categories_like_their_text(tmp_path: Path) -> None:
+    """A column of integer codes (chromosome 1..22) as a categorical feature: the same model as the same codes written as strings;
+    a date column is refused by name (categorical columns hold strings or numbers)."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(1, 23, 2000)
+    labels = np.where(np.isin(codes, [2, 7, 11]), "donor", "neither")
+    for name, column in (("numbers", pa.array(codes, pa.int32())), ("text", pa.array(codes.astype(str)))):
+        path = tmp_path / name / "a.parquet"
+        path.parent.mkdir()
+        pq.write_table(pa.table({"chrom": column, "day": pa.array(codes, pa.int32()).cast(pa.date32()), "splice_type": labels}), path)
+    models = {name: extmem.train(tmp_path / name, preset="splice-sites", categorical="chrom", rounds=5) for name in ("numbers", "text")}
+    assert models["numbers"].report["features"] == 1
+    numbers, text = (extmem.Model.from_booster(models[name].booster) for name in ("numbers", "text"))
+    assert numbers.layout.categories == text.layout.categories
+    np.testing.assert_array_equal(numbers.predict_proba(tmp_path / "numbers"), text.predict_proba(tmp_path / "text"))
+    np.testing.assert_array_equal(numbers.predict_proba(tmp_path / "text"), text.predict_proba(tmp_path / "numbers"))
+    with pytest.raises(
+        extmem.SchemaError, match=r"'categorical' column 'day' is date32\[day\] .*; categorical columns hold strings or numbers"
+    ):
+        select_dataset(extmem.Dataset(tmp_path / "numbers", preset="splice-sites", categorical="day"))

@@ -76,7 +76,9 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--drop", metavar="COLUMNS", help="columns to leave out of the features: comma-separated names or globs")
     group.add_argument(
-        "--categorical", metavar="COLUMNS", help="string columns to use as categorical features, e.g. gene_type,chrom,strand"
+        "--categorical",
+        metavar="COLUMNS",
+        help="string (or integer-code) columns to use as categorical features, e.g. gene_type,chrom,strand",
     )
     group.add_argument(
         "--max-categories",

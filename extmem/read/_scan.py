@@ -219,12 +219,16 @@ def _unify(column: Column, arrow_type: pa.DataType, shard: str) -> Column:
 def scan(shards: list[str]) -> Schema:
     """Read every shard's footer (a few at once, see :func:`_footers`) and merge the schemas in shard order; numeric types promote to float64.
 
+    A column of arrow's null type holds no value: a shard storing it so does not hold it (a column
+    null in every shard stays of the null type, not numeric).
+
     Thousands of columns per shard: a column whose type is the one it had in the last shard
     holding it costs two dictionary updates, nothing more.
     """
     columns: dict[str, Column] = {}
     last_types: dict[str, pa.DataType] = {}
     masks: dict[str, int] = {}
+    null_masks: dict[str, int] = {}
     packed_columns: set[str] = set()
     shard_row_groups: dict[str, tuple[int, ...]] = {}
     packed_blocks: dict[str, PackedBlock] = {}
@@ -244,6 +248,10 @@ def scan(shards: list[str]) -> Schema:
             packed_columns.update(block.columns)
         for arrow_field in fields:
             name, arrow_type = arrow_field.name, arrow_field.type
+            if pa.types.is_null(arrow_type):  # all null here (pandas writes an all-None column so): absent from this shard
+                columns.setdefault(name, Column(name, OTHER, arrow_type, shard, 0))
+                null_masks[name] = null_masks.get(name, 0) | shard_bit
+                continue
             last = last_types.get(name)
             if last is None:
                 kind = type_kind(arrow_type)
@@ -252,5 +260,8 @@ def scan(shards: list[str]) -> Schema:
                 columns[name] = _unify(columns[name], arrow_type, shard)
             last_types[name] = arrow_type
             masks[name] = masks.get(name, 0) | shard_bit
-    merged = {name: replace(column, shards_mask=masks[name], packed=name in packed_columns) for name, column in columns.items()}
+    merged = {
+        name: replace(column, shards_mask=masks.get(name) or null_masks[name], packed=name in packed_columns)
+        for name, column in columns.items()
+    }
     return Schema(tuple(shards), merged, shard_row_groups, packed_blocks, footer_bytes)

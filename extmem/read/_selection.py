@@ -22,7 +22,7 @@ from extmem.read._dataset import Dataset
 from extmem.read._dictionaries import collect_values, few_valued_columns
 from extmem.read._discover import discover_shards
 from extmem.read._filters import RowFilter, parse_filter, quoted
-from extmem.read._scan import NUMERIC, STRING, Schema, scan
+from extmem.read._scan import NUMERIC, OTHER, STRING, Schema, scan
 
 logger = logging.getLogger("extmem")
 
@@ -93,7 +93,7 @@ def _require_column(schema: Schema, name: str, option: str, *, role: str | None 
     missing = schema.missing_from(name)
     if missing:
         more = f" and {len(missing) - 1} more." if len(missing) > 1 else "."
-        raise _fail(f"The {what} {name!r} is missing from the shard {missing[0]!r}{more}", *options, error=error)
+        raise _fail(f"The {what} {name!r} is missing (or null in every row) from the shard {missing[0]!r}{more}", *options, error=error)
 
 
 def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> None:
@@ -154,11 +154,21 @@ def _reject_non_numeric(schema: Schema, names: Sequence[str]) -> None:
     for name in names:
         column = schema.columns.get(name)
         if column is not None and column.kind != NUMERIC:
-            msg = (
-                f"The column {name!r} is {column.arrow_type} (in {column.first_shard!r}) and cannot be a numeric feature; "
-                "leave it out of the 'features', or make it a 'categorical' feature."
+            advice = (
+                "leave it out of the 'features', or make it a 'categorical' feature"
+                if column.kind == STRING
+                else "leave it out of the 'features'"
             )
+            msg = f"The column {name!r} is {column.arrow_type} (in {column.first_shard!r}) and cannot be a numeric feature; {advice}."
             raise _fail(msg, "features", "categorical")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _label_map(
@@ -286,10 +296,18 @@ def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label
         raise SchemaError(msg)
     for name in layout.names[: layout.kmer_offset]:
         column = schema.columns.get(name)
-        wanted = STRING if name in layout.categories else NUMERIC
-        if column is not None and column.kind != wanted:
-            reads = "strings (a categorical feature)" if wanted == STRING else "numbers"
-            raise SchemaError(f"The column {name!r} is {column.arrow_type} in {column.first_shard!r}, but the model reads it as {reads}.")
+        if column is None:
+            continue
+        if name in layout.categories:  # strings or numbers, matched as text: numbers never match categories of words
+            categories = layout.categories[name]
+            words = column.kind == NUMERIC and categories and not any(_is_number(category) for category in categories)
+            if column.kind == OTHER or words:
+                raise SchemaError(
+                    f"The column {name!r} is {column.arrow_type} in {column.first_shard!r}, but the model reads it as "
+                    f"a categorical feature of {'strings such as ' + repr(categories[0]) if words else 'strings or numbers'}."
+                )
+        elif column.kind != NUMERIC:
+            raise SchemaError(f"The column {name!r} is {column.arrow_type} in {column.first_shard!r}, but the model reads it as numbers.")
     return FeatureLayout(layout.names, layout.zero_is_missing, dataset.label, label_map, layout.kmers, layout.categories)
 
 
@@ -352,9 +370,10 @@ def _require_column_somewhere(schema: Schema, name: str, option: str) -> None:
     column = schema.columns.get(name)
     if column is None:
         raise _fail(f"The '{option}' column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).", option)
-    if column.kind != STRING:
+    if column.kind == OTHER:
         raise _fail(
-            f"The '{option}' column {name!r} is {column.arrow_type} (in {column.first_shard!r}); categorical columns hold strings.", option
+            f"The '{option}' column {name!r} is {column.arrow_type} (in {column.first_shard!r}); categorical columns hold strings or numbers.",
+            option,
         )
 
 
