@@ -96,13 +96,20 @@ class KmerEncoding:
         return {"width": self.width, "k": self.k, "sequence_column": self.sequence_column, "signed": self.signed, "seed": self.seed}
 
 
+_XGBOOST_NAME_CHARACTERS = str.maketrans({"[": "(", "]": ")", "<": "‹"})
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a finite number (``-1``, ``2.5``)."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def numeric_keys(label_map: Mapping[str, int]) -> list[float] | None:
     """The label map's keys as numbers when every one reads as a finite number (a map of numeric labels), else None."""
-    try:
-        numbers = [float(key) for key in label_map]
-    except ValueError:
-        return None
-    return numbers if all(math.isfinite(number) for number in numbers) else None
+    return [float(key) for key in label_map] if all(is_number(key) for key in label_map) else None
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,19 @@ class FeatureLayout:
     label_map: Mapping[str, int] | None = None
     kmers: KmerEncoding | None = None
     categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    @property
+    def xgboost_names(self) -> list[str]:
+        """The feature names as XGBoost takes them: ``[``, ``]`` and ``<`` (refused there) become ``(``, ``)`` and ``‹``, kept distinct."""
+        names: list[str] = []
+        taken: set[str] = set()
+        for name in self.names:
+            xgboost_name = name.translate(_XGBOOST_NAME_CHARACTERS)
+            while xgboost_name in taken:
+                xgboost_name = f"{xgboost_name}'"  # two names of one translation: the later one is marked
+            names.append(xgboost_name)
+            taken.add(xgboost_name)
+        return names
 
     @property
     def feature_types(self) -> list[str] | None:

@@ -351,3 +351,22 @@ def test_a_column_null_in_every_row_of_one_shard_is_absent_there(tmp_path: Path)
     assert table.schema.field("x").type == pa.float64() and table["x"].null_count == ROWS and table["c"].null_count == ROWS
     with pytest.raises(extmem.LabelError, match=r"'label' column 'x' is missing \(or null in every row\) from the shard '.*b\.parquet'"):
         extmem.train(tmp_path / "data", label="x", rounds=1)
+
+
+def test_column_names_xgboost_refuses_train_and_explain_under_their_own_names(tmp_path: Path) -> None:
+    """'score[0]' and 'len<5' (XGBoost refuses [, ] and < in feature names: a traceback) train, score and explain by their names;
+    a name holding a comma is selected in double quotes, a name with glob characters by itself; a pandas index is no feature."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=400)
+    columns = {"score[0]": x, "score(0)": -x, "len<5": rng.normal(size=400), "a,b": x * 2, "__index_level_0__": np.arange(400)}
+    write_shard(tmp_path / "data" / "a.parquet", {**columns, "y": (x > 0).astype(int)})
+    features = 'score[0],score(0),len<5,"a,b"'
+    argv = ["train", str(tmp_path / "data"), "--label", "y", "--rounds", "3", "--no-progress", "--out", str(tmp_path / "m")]
+    assert main([*argv, "--features", features, "--param", 'monotone_constraints={"score[0]": 1}']) == 0
+    assert extmem.Model.load(tmp_path / "m").layout.names == ("score[0]", "score(0)", "len<5", "a,b")
+    extmem.explain(tmp_path / "m", tmp_path / "data", out=tmp_path / "e")
+    importance = pq.read_table(tmp_path / "e" / "importance.parquet")
+    assert set(importance["feature"].to_pylist()) == {"score[0]", "score(0)", "len<5", "a,b"}
+    assert main([*argv, "--overwrite"]) == 0
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert report["features"] == 4 and "__index_level_0__" in report["dropped_columns"]

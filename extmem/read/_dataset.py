@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -17,10 +18,10 @@ from extmem.read._storage import absolute
 
 
 def column_names(value: str | Sequence[str] | None, option: str) -> tuple[str, ...]:
-    """Column names from a list or comma-separated text; ``option`` names the option in errors."""
+    """Column names from a list or comma-separated text (a name holding a comma in double quotes: ``"a,b",c``); ``option`` names the option in errors."""
     if value is None:
         return ()
-    items = value.split(",") if isinstance(value, str) else list(value)
+    items = next(csv.reader([value], skipinitialspace=True), []) if isinstance(value, str) else list(value)
     if any(not isinstance(item, str) for item in items):
         msg = f"The '{option}' option must be column names (a list or comma-separated text). Got {value!r} instead."
         raise OptionError(msg, options=(option,))

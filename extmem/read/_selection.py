@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from extmem._layout import KMER_COLUMN, FeatureLayout, numeric_keys
+from extmem._layout import KMER_COLUMN, FeatureLayout, is_number, numeric_keys
 from extmem._presets import is_preset_label_map
 from extmem.errors import LabelError, SchemaError
 from extmem.read._dataset import Dataset
@@ -143,7 +144,7 @@ def _extras(dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> tup
 def _matching(schema: Schema, patterns: tuple[str, ...], option: str) -> list[str]:
     selected: list[str] = []
     for pattern in patterns:
-        matches = [name for name in schema.columns if fnmatch.fnmatchcase(name, pattern)]
+        matches = [pattern] if pattern in schema.columns else [name for name in schema.columns if fnmatch.fnmatchcase(name, pattern)]
         if not matches:
             raise _fail(f"The '{option}' entry {pattern!r} matches no column of the dataset.", option)
         selected.extend(m for m in matches if m not in selected)
@@ -161,14 +162,6 @@ def _reject_non_numeric(schema: Schema, names: Sequence[str]) -> None:
             )
             msg = f"The column {name!r} is {column.arrow_type} (in {column.first_shard!r}) and cannot be a numeric feature; {advice}."
             raise _fail(msg, "features", "categorical")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _label_map(
@@ -215,6 +208,10 @@ def _numeric_label_map(schema: Schema, dataset: Dataset, model: FeatureLayout | 
     raise LabelError(msg, options=("label_map",))
 
 
+PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+"""The row index pandas writes as a column: row numbers, never a feature unless named."""
+
+
 def _choose_features(
     schema: Schema, dataset: Dataset, label_map: dict[str, int] | None, dictionaries: Mapping[str, tuple[str, ...]]
 ) -> tuple[FeatureLayout, dict[str, str], list[Notice]]:
@@ -224,12 +221,14 @@ def _choose_features(
         features = [name for name in _matching(schema, dataset.features, "features") if name not in special]
         _reject_non_numeric(schema, features)
     else:
-        features = [name for name in candidates if schema.columns[name].kind == NUMERIC]
+        features = [name for name in candidates if schema.columns[name].kind == NUMERIC and not PANDAS_INDEX.match(name)]
     dropped_names = set(_matching(schema, dataset.drop, "drop"))
     dropped: dict[str, str] = {}
     for name in candidates:
         if name in dropped_names:
             dropped[name] = "in 'drop'"
+        elif PANDAS_INDEX.match(name) and name not in features:
+            dropped[name] = "a pandas index (name it in 'features' to use it)"
         elif name not in features and name not in dataset.categorical:
             dropped[name] = "not numeric" if schema.columns[name].kind != NUMERIC else "not among the 'features'"
     categories = {name: dictionaries[name] for name in dataset.categorical}
@@ -300,7 +299,7 @@ def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label
             continue
         if name in layout.categories:  # strings or numbers, matched as text: numbers never match categories of words
             categories = layout.categories[name]
-            words = column.kind == NUMERIC and categories and not any(_is_number(category) for category in categories)
+            words = column.kind == NUMERIC and categories and not any(is_number(category) for category in categories)
             if column.kind == OTHER or words:
                 raise SchemaError(
                     f"The column {name!r} is {column.arrow_type} in {column.first_shard!r}, but the model reads it as "

@@ -145,39 +145,42 @@ def _eval_metrics(objective: str, params: Mapping[str, Any]) -> list[str]:
     return _probe({**params, "objective": objective})
 
 
-def _check_constraints(params: Mapping[str, Any], features: tuple[str, ...]) -> None:
-    """Constraints by feature name (``{"donor_score": 1}``, ``[["a", "b"], ["c"]]``) must name features of the run."""
-    named: list[tuple[str, list[Any]]] = []
+def _named_constraints(params: Mapping[str, Any], layout: FeatureLayout) -> dict[str, Any]:
+    """Constraints by feature name (``{"donor_score": 1}``, ``[["a", "b"], ["c"]]``), checked against the run's features
+    and renamed to XGBoost's names for them (:attr:`FeatureLayout.xgboost_names`, which they may already use)."""
+    renamed = dict(zip(layout.xgboost_names, layout.xgboost_names)) | dict(zip(layout.names, layout.xgboost_names))
+
+    def xgboost_names(option: str, names: list[Any]) -> list[str]:
+        unknown = [name for name in names if not isinstance(name, str) or name not in renamed]
+        if unknown:
+            msg = f"The {option} ('params') name {unknown[:5]}, which are not features of this run ({len(layout.names):,} features, such as {list(layout.names[:3])})."
+            raise OptionError(msg, options=("params",))
+        return [renamed[name] for name in names]
+
+    constraints: dict[str, Any] = {}
     monotone = params.get("monotone_constraints")
     if isinstance(monotone, Mapping):
-        named.append(("monotone_constraints", list(monotone)))
         bad = [value for value in monotone.values() if value not in (-1, 0, 1) or isinstance(value, bool)]
         if bad:
             msg = f"The monotone_constraints ('params') must be -1, 0 or 1 per feature. Got {bad[0]!r} instead."
             raise OptionError(msg, options=("params",))
+        constraints["monotone_constraints"] = dict(zip(xgboost_names("monotone_constraints", list(monotone)), monotone.values()))
     interaction = params.get("interaction_constraints")
     if isinstance(interaction, list):
-        named.append(
-            ("interaction_constraints", [name for group in interaction for name in (group if isinstance(group, list) else [group])])
-        )
-    known = set(features)
-    for option, names in named:
-        unknown = [name for name in names if not isinstance(name, str) or name not in known]
-        if unknown:
-            msg = f"The {option} ('params') name {unknown[:5]}, which are not features of this run ({len(features):,} features, such as {list(features[:3])})."
-            raise OptionError(msg, options=("params",))
+        groups = [group if isinstance(group, list) else [group] for group in interaction]
+        constraints["interaction_constraints"] = [xgboost_names("interaction_constraints", group) for group in groups]
+    return constraints
 
 
 def infer_objective(layout: FeatureLayout, low: float, high: float, fractional: bool, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Objective, num_class and eval metrics for labels in [``low``, ``high``] unless ``params`` sets them.
+    """Objective, num_class and eval metrics for labels in [``low``, ``high``] unless ``params`` sets them; constraints by XGBoost's names.
 
     String labels: binary with two classes, multi-class otherwise. Numeric labels: binary if
     all are 0/1, multi-class if all are small non-negative integers, regression otherwise.
     Labels the objective does not take, and constraints naming columns that are not features, are refused.
     """
-    _check_constraints(params, layout.names)
     classes = class_count(layout, low, high, fractional)
-    chosen: dict[str, Any] = {}
+    chosen: dict[str, Any] = _named_constraints(params, layout)
     if "objective" not in params:
         chosen["objective"] = "binary:logistic" if classes == 2 else "multi:softprob" if classes > 2 else "reg:squarederror"
     objective = str(params.get("objective", chosen.get("objective")))

@@ -119,7 +119,7 @@ class Model(Scorer):
         return xgb.DMatrix(
             X,
             missing=np.nan,
-            feature_names=list(self.layout.names),
+            feature_names=self.layout.xgboost_names,
             feature_types=self.layout.feature_types,
             enable_categorical=bool(self.layout.categories),
         )
@@ -138,7 +138,7 @@ class Model(Scorer):
 
     def own_importance(self) -> dict[str, np.ndarray]:
         """XGBoost's ``get_score`` per feature: ``xgb_weight``, ``xgb_gain``, ``xgb_cover``, ``xgb_total_gain``, ``xgb_total_cover`` (0: unused)."""
-        position = {name: index for index, name in enumerate(self.layout.names)}
+        position = {name: index for index, name in enumerate(self.layout.xgboost_names)}
         measures = {}
         for kind in ("weight", "gain", "cover", "total_gain", "total_cover"):
             values = np.zeros(len(self.layout.names))

@@ -238,7 +238,7 @@ def _iterator(
     return PageIter(
         produce,
         latch,
-        feature_names=list(options.feature_names or layout.names),
+        feature_names=list(options.feature_names or layout.xgboost_names),
         feature_types=list(options.feature_types) if options.feature_types is not None else layout.feature_types,
         counters=reading.counters,
         cache_prefix=cache_prefix,
