@@ -88,10 +88,10 @@ def _reachable(uri: str, option: str, look: Callable[[], T]) -> T:
 def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out") -> None:
     """Refuse, before any work, an output file that exists (unless ``overwrite``) or cannot be written (a local path or a URI)."""
     text = os.fspath(path)
+    if text.endswith(("/", os.sep)):
+        kind = "a prefix; give an object name" if is_remote(text) else "a folder (it ends in a slash); give a file name"
+        raise OptionError(f"The '{option}' path {text!r} is {kind}.", options=(option,))
     if is_remote(text):
-        if text.endswith("/"):
-            msg = f"The '{option}' path {text!r} is a prefix; give an object name."
-            raise OptionError(msg, options=(option,))
         _reachable(text, option, lambda: check_bucket(text))
         if _reachable(text, option, lambda: remote_exists(text)) and not overwrite:
             msg = f"The '{option}' object {text!r} already exists; pass 'overwrite' to replace it."

@@ -143,6 +143,13 @@ def test_columns_of_another_kind_than_the_model_reads_are_refused_by_name(tmp_pa
     assert not (tmp_path / "p.parquet").exists()
 
 
+def test_an_output_ending_in_a_slash_is_a_folder_not_a_file(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    """--out preds/ (a folder the user means) was written as a file named 'preds'."""
+    with pytest.raises(extmem.OptionError, match=r"The 'out' path '.*preds/' is a folder \(it ends in a slash\); give a file name"):
+        extmem.predict(model_dir, held_out, f"{tmp_path}/preds/")
+    assert not (tmp_path / "preds").exists()
+
+
 def test_predict_on_unrelated_data_is_refused(model_dir: Path, tmp_path: Path) -> None:
     write_shard(tmp_path / "other" / "a.parquet", {"height": [1.0, 2.0], "weight": [3.0, 4.0]})
     with pytest.raises(extmem.SchemaError, match="None of the model's .* feature columns"):
