@@ -264,5 +264,17 @@ def test_the_plan_counts_the_feature_space() -> None:
     )
     fixed = 300 * 2**20
     assert plan_memory(narrow, Budget(2 * 2**30, "test"), batch_rows=2048, cache="disk", fixed=fixed).expected_peak_bytes < 2**30
-    with pytest.raises(extmem.OptionError, match="XGBoost.s state for the feature space"):
+    with pytest.raises(extmem.OptionError, match=r"XGBoost.s state for the feature space \(fewer features or a narrower hash fit better\)"):
         plan_memory(wide, Budget(2 * 10**9, "test"), batch_rows=2048, cache="disk", fixed=fixed)
+
+
+def test_sizes_no_machine_of_this_size_holds_are_refused_without_a_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """page_rows=2 over 160k rows (80,000 pages of XGBoost state, ~100 GiB) ran until the kernel killed it; it is refused up front,
+    naming the pages as the cost, and a budget above the RAM is the way to try anyway."""
+    many = DataProfile(rows=160_000, arrow_bytes_per_row=2_000, stored_values_per_row=120, outputs=3, bins=10_000)
+    fixed = 300 * 2**20
+    monkeypatch.setattr("extmem.read._plan.psutil.virtual_memory", lambda: type("Memory", (), {"available": 16 * 2**30})())
+    with pytest.raises(extmem.OptionError, match=r"16\.00 GiB \(the RAM available; .*state for the feature space \(fewer, larger pages \('page_rows'\)"):
+        plan_memory(many, None, batch_rows=2, page_rows=2, cache="disk", fixed=fixed)
+    assert plan_memory(many, Budget(2**40, "test"), batch_rows=2, page_rows=2, cache="disk", fixed=fixed).expected_peak_bytes > 16 * 2**30
+    assert plan_memory(many, None, batch_rows=2048, cache="disk", fixed=fixed).expected_peak_bytes < 2**30

@@ -231,15 +231,15 @@ def _shrinking(largest: int, smallest: int) -> list[int]:
     return sizes
 
 
-def _refusal(budget: Budget, least: MemoryPlan, detail: str = "") -> OptionError:
+def _refusal(budget: Budget, least: MemoryPlan, profile: DataProfile, detail: str = "") -> OptionError:
     """The refusal of ``budget``, quoting the plan of least peak that was tried and its largest parts."""
     parts = [f"{format_size(least.fixed_bytes)} is the process itself"]
     if least.footer_bytes:
         parts.append(f"{format_size(least.footer_bytes)} a shard's footer")
     if least.feature_space_bytes > least.page_bytes:
-        parts.append(
-            f"{format_size(least.feature_space_bytes)} XGBoost's state for the feature space (fewer features or a narrower hash fit better)"
-        )
+        pages = least.feature_space_bytes > 2 * feature_space_bytes(profile, profile.rows)  # the per-page state dominates
+        better = "fewer, larger pages ('page_rows')" if pages else "fewer features or a narrower hash"
+        parts.append(f"{format_size(least.feature_space_bytes)} XGBoost's state for the feature space ({better} fit better)")
     if least.sketch_bytes > least.page_bytes:
         sampled = "all" if least.sketch_rows is None else f"{least.sketch_rows:,}"
         parts.append(f"{format_size(least.sketch_bytes)} XGBoost's quantile sketch of {sampled} rows")
@@ -247,7 +247,7 @@ def _refusal(budget: Budget, least: MemoryPlan, detail: str = "") -> OptionError
     return OptionError(
         f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) is too small: the leanest plan ({sizes}) "
         f"needs about {format_size(least.expected_peak_bytes)}, of which {' and '.join(parts)}{detail}.",
-        options=("memory_budget", "cache"),
+        options=("memory_budget", "cache", "page_rows"),
     )
 
 
@@ -284,7 +284,7 @@ def plan_batches(
         plan = build(batch)
         if plan.expected_peak_bytes <= budget.bytes:
             return plan
-    raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)))  # the smallest batch is the leanest plan
+    raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)), profile)  # the smallest batch is the leanest plan
 
 
 def plan_memory(
@@ -391,5 +391,8 @@ def plan_memory(
     if plan is None:
         assert budget is not None
         detail = f" and {format_size(least.matrix_bytes)} the in-memory matrix (try 'cache' disk)" if cache == "memory" else ""
-        raise _refusal(budget, least, detail)
+        raise _refusal(budget, least, profile, detail)
+    ram = Budget(int(available / MEMORY_CACHE_SHARE), "the RAM available; a larger 'memory_budget' tries anyway")
+    if budget is None and plan.expected_peak_bytes > ram.bytes:  # sizes given that no machine of this size holds
+        raise _refusal(ram, plan, profile)
     return plan
