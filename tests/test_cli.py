@@ -191,6 +191,7 @@ def test_train_predict_evaluate(small_synth: Path, tmp_path: Path) -> None:
         (["resume", "{tmp}"], "No checkpoint to resume"),
         (["train", "{data}", "--out", "{data}"], "folder .* exists and is not empty; pass --overwrite"),
         (["train", "{data}", "--out", "{tmp}/m", "--group-by", "gene_id"], "The --group-by option needs --valid-fraction"),
+        (["synth", "{tmp}/s", "--rows", "5", "--shards", "10"], r"^extmem: error: The --rows option \(5\) must be at least the number"),
     ],
 )
 def test_command_errors_are_one_line(small_synth: Path, tmp_path: Path, args: list[str], match: str) -> None:

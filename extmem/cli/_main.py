@@ -58,7 +58,11 @@ def _as_flags(text: str, options: tuple[str, ...]) -> str:
 
     for option in options:
         text = text.replace(f"'{option}'", flag_of(option))
-    return text
+    return _OPTION_PHRASE.sub(lambda named: f"{flag_of(named[1])} option", text)
+
+
+_OPTION_PHRASE = re.compile(r"'([a-z][a-z_]*)' option\b")
+"""A library option a message calls one ("The 'rows' option ..."), whether or not the error lists it."""
 
 
 class _FlagNames(logging.Formatter):

@@ -68,13 +68,13 @@ class PruneOptions:
     def __post_init__(self) -> None:
         if not 0 < self.corr_threshold <= 1:
             msg = f"The 'corr_threshold' option must be in (0, 1]. Got {self.corr_threshold!r} instead."
-            raise OptionError(msg)
+            raise OptionError(msg, options=("corr_threshold"))
         for name in ("sample_rows_per_shard", "max_sample_rows"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.max_corr_cols, "max_corr_cols", allow_none=True)
         if self.min_variance < 0:
             msg = f"The 'min_variance' option must be >= 0. Got {self.min_variance!r} instead."
-            raise OptionError(msg)
+            raise OptionError(msg, options=("min_variance"))
 
 
 @dataclass
