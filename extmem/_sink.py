@@ -1,4 +1,4 @@
-"""Streaming parquet output and model folders, written atomically (see :mod:`extmem._atomic`)."""
+"""Streaming parquet (and CSV) output and model folders, written atomically (see :mod:`extmem._atomic`)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,33 @@ from types import TracebackType
 from typing import Any, Self
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from extmem._atomic import atomic_file, write_atomically, write_json
 from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_ROW_GROUP_ROWS, INCREMENTAL_MODEL_FILE, MODEL_FOLDER_FILES, REPORT_FILE
 from extmem._destinations import RemoteFolder, check_output_folder, publish_folder, staging_folder
+from extmem.errors import OptionError
 
 DATA_PAGE_BYTES = 1 << 20
 """Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
 
 
-class ParquetSink:
-    """Streams record batches into one parquet file, buffered into row groups of ``row_group_rows``.
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", "": "parquet"}
+"""Output formats by file suffix (no suffix: parquet)."""
+
+
+def table_format(path: str | os.PathLike[str], option: str = "out") -> str:
+    """The format a table written to ``path`` takes from its suffix: parquet, or CSV for ``.csv``; any other suffix is refused."""
+    suffix = Path(os.fspath(path)).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        msg = f"The '{option}' file {os.fspath(path)!r} ends in {suffix!r}; extmem writes parquet (.parquet) or CSV (.csv) files."
+        raise OptionError(msg, options=(option,))
+    return TABLE_FORMATS[suffix]
+
+
+class TableSink:
+    """Streams record batches into one parquet file (or CSV file, ``file_format="csv"``), buffered into row groups of ``row_group_rows``.
 
     Use as a context manager: the file replaces ``path`` on a clean exit (only if no file has
     that name, without ``replace``) and is deleted otherwise. Memory is one row group of output, whatever the number of rows written.
@@ -36,21 +51,26 @@ class ParquetSink:
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
         compression: str = "zstd",
         replace: bool = True,
+        file_format: str = "parquet",
     ) -> None:
         self.path = path
+        self.file_format = file_format
         self.replace = replace
         self.schema = schema
         self.row_group_rows = row_group_rows
         self.compression = compression
         self.rows = 0
         self._stack = contextlib.ExitStack()
-        self._writer: pq.ParquetWriter | None = None
+        self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
 
     def __enter__(self) -> Self:
         file = self._stack.enter_context(atomic_file(self.path, replace=self.replace))
-        self._writer = pq.ParquetWriter(file, self.schema, compression=self.compression, data_page_size=DATA_PAGE_BYTES)
+        if self.file_format == "csv":
+            self._writer = pa_csv.CSVWriter(file, self.schema)
+        else:
+            self._writer = pq.ParquetWriter(file, self.schema, compression=self.compression, data_page_size=DATA_PAGE_BYTES)
         return self
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -65,8 +85,10 @@ class ParquetSink:
             self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
 
     def _write(self, table: pa.Table) -> None:
-        if table.num_rows and self._writer is not None:
+        if table.num_rows and isinstance(self._writer, pq.ParquetWriter):
             self._writer.write_table(table, row_group_size=table.num_rows)
+        elif table.num_rows and self._writer is not None:
+            self._writer.write_table(table)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
@@ -109,9 +131,10 @@ def sha256(content: bytes) -> str:
 __all__ = [
     "BOOSTER_MODEL_FILE",
     "INCREMENTAL_MODEL_FILE",
-    "ParquetSink",
+    "TableSink",
     "check_model_folder",
     "publish_model",
+    "table_format",
     "write_atomically",
     "write_json",
 ]

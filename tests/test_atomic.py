@@ -14,7 +14,7 @@ import pytest
 
 from extmem._atomic import PARTIAL_SUFFIX, atomic_file, sweep_partials, write_json
 from extmem._destinations import publish_folder, staging_folder
-from extmem._sink import ParquetSink
+from extmem._sink import TableSink
 from extmem.errors import OptionError
 from extmem.read._discover import discover_shards
 
@@ -62,8 +62,8 @@ def test_partial_files_of_killed_writers_are_ignored_by_readers_and_swept_by_the
     pq.write_table(pa.table({"x": [1.0]}), data / "a.parquet")
     script = (
         "import sys, pyarrow as pa\n"
-        "from extmem._sink import ParquetSink\n"
-        "with ParquetSink(sys.argv[1], pa.schema([('x', pa.float64())]), row_group_rows=1) as sink:\n"
+        "from extmem._sink import TableSink\n"
+        "with TableSink(sys.argv[1], pa.schema([('x', pa.float64())]), row_group_rows=1) as sink:\n"
         "    sink.write(pa.record_batch({'x': [1.0]}))\n"
         "    print('writing', flush=True)\n"
         "    sys.stdin.read()\n"
@@ -84,11 +84,11 @@ def test_partial_files_of_killed_writers_are_ignored_by_readers_and_swept_by_the
 
 WRITER = """
 import sys, pyarrow as pa
-from extmem._sink import ParquetSink
+from extmem._sink import TableSink
 path, value, repeats = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 schema = pa.schema([("x", pa.float64())])
 for _ in range(repeats):
-    with ParquetSink(path, schema, row_group_rows=5000) as sink:
+    with TableSink(path, schema, row_group_rows=5000) as sink:
         for _ in range(20):
             sink.write(pa.record_batch({"x": [value] * 5000}))
 """
@@ -111,7 +111,7 @@ def test_concurrent_writers_of_one_file_publish_only_complete_files(tmp_path: Pa
 
 def test_a_parquet_sink_error_leaves_nothing(tmp_path: Path) -> None:
     schema = pa.schema([("x", pa.float64())])
-    with pytest.raises(KeyboardInterrupt), ParquetSink(tmp_path / "p.parquet", schema) as sink:
+    with pytest.raises(KeyboardInterrupt), TableSink(tmp_path / "p.parquet", schema) as sink:
         sink.write(pa.record_batch({"x": [1.0]}))
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []

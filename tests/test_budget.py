@@ -274,7 +274,9 @@ def test_sizes_no_machine_of_this_size_holds_are_refused_without_a_budget(monkey
     many = DataProfile(rows=160_000, arrow_bytes_per_row=2_000, stored_values_per_row=120, outputs=3, bins=10_000)
     fixed = 300 * 2**20
     monkeypatch.setattr("extmem.read._plan.psutil.virtual_memory", lambda: type("Memory", (), {"available": 16 * 2**30})())
-    with pytest.raises(extmem.OptionError, match=r"16\.00 GiB \(the RAM available; .*state for the feature space \(fewer, larger pages \('page_rows'\)"):
+    with pytest.raises(
+        extmem.OptionError, match=r"16\.00 GiB \(the RAM available; .*state for the feature space \(fewer, larger pages \('page_rows'\)"
+    ):
         plan_memory(many, None, batch_rows=2, page_rows=2, cache="disk", fixed=fixed)
     assert plan_memory(many, Budget(2**40, "test"), batch_rows=2, page_rows=2, cache="disk", fixed=fixed).expected_peak_bytes > 16 * 2**30
     assert plan_memory(many, None, batch_rows=2048, cache="disk", fixed=fixed).expected_peak_bytes < 2**30

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
@@ -141,6 +142,19 @@ def test_columns_of_another_kind_than_the_model_reads_are_refused_by_name(tmp_pa
         with pytest.raises(extmem.SchemaError, match=f"The column '{name}' is .* in '.*a.parquet', but the model reads it as {reads}"):
             extmem.predict(model.booster, data, tmp_path / "p.parquet")
     assert not (tmp_path / "p.parquet").exists()
+
+
+def test_predictions_to_a_csv_file_are_csv_and_other_formats_are_refused(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    """p.csv was written as parquet under a .csv name; it is now CSV with the same values, and p.json is refused before any work."""
+    extmem.predict(model_dir, held_out, tmp_path / "p.parquet", keep="gene_id")
+    extmem.predict(model_dir, held_out, tmp_path / "p.csv", keep="gene_id")
+    from_csv = pa.csv.read_csv(tmp_path / "p.csv")
+    from_parquet = pq.read_table(tmp_path / "p.parquet")
+    assert from_csv.column_names == from_parquet.column_names and from_csv["gene_id"].to_pylist() == from_parquet["gene_id"].to_pylist()
+    np.testing.assert_allclose(from_csv["prob_donor"].to_numpy(), from_parquet["prob_donor"].to_numpy(), rtol=1e-6)
+    with pytest.raises(extmem.OptionError, match=r"'out' file '.*p\.json' ends in '\.json'; extmem writes parquet \(\.parquet\) or CSV"):
+        extmem.predict(model_dir, held_out, tmp_path / "p.json")
+    assert not (tmp_path / "p.json").exists()
 
 
 def test_an_output_ending_in_a_slash_is_a_folder_not_a_file(model_dir: Path, held_out: Path, tmp_path: Path) -> None:

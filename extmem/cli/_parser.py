@@ -88,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict = _add(
         commands,
         "predict",
-        "score a dataset with a trained model, streaming, into a parquet file",
+        "score a dataset with a trained model, streaming, into a parquet (or CSV) file",
         "example:\n  extmem predict model/ new_shards/ --out preds.parquet --keep gene_id,position",
     )
     predict.add_argument("model", metavar="MODEL_DIR", help=MODEL_HELP)
     predict.add_argument("data", metavar="DATA", help=DATA_HELP)
-    predict.add_argument("--out", required=True, metavar="FILE", help="output parquet file: prob_<class> columns and predicted")
+    predict.add_argument(
+        "--out", required=True, metavar="FILE", help="output file, parquet (or CSV if it ends in .csv): prob_<class> columns and predicted"
+    )
     predict.add_argument("--keep", metavar="COLUMNS", help="input columns to copy into the output, e.g. gene_id,position")
     rows = predict.add_argument_group("dataset")
     row_flags(rows)

@@ -28,7 +28,7 @@ from extmem._destinations import check_output_folder, publish_folder, staging_fo
 from extmem._layout import FeatureLayout
 from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
-from extmem._sink import ParquetSink
+from extmem._sink import TableSink
 from extmem.encode._blocks import Encoder
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError
@@ -223,7 +223,7 @@ def explain(
         encoder = Encoder(selection.layout, strict_categories=dataset.strict_categories)
         with staging_folder(target) as staging:
             with (
-                ParquetSink(staging.path / CONTRIBUTIONS_FILE, schema) as sink,
+                TableSink(staging.path / CONTRIBUTIONS_FILE, schema) as sink,
                 ProgressBar(selection.rows, "explaining", "rows", progress) as bar,
             ):
                 for batch in read_batches(selection, plan.batch_rows, whole_rows=plan.batch_rows):

@@ -18,7 +18,7 @@ from extmem._contracts import RawBatch
 from extmem._destinations import check_output_file
 from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
-from extmem._sink import ParquetSink
+from extmem._sink import TableSink, table_format
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError
 from extmem.read._dataset import DatasetLike, as_dataset, column_names
@@ -85,7 +85,7 @@ def predict(
     progress: bool | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Stream ``data`` through ``model`` into the parquet file ``out``; mirrors ``extmem predict``.
+    """Stream ``data`` through ``model`` into the parquet file ``out`` (a CSV file if it ends in ``.csv``); mirrors ``extmem predict``.
 
     ``out`` gets one ``prob_<class>`` column per class and ``predicted`` (or ``prediction`` for
     regression), after the ``keep`` columns copied from the input (ids such as ``gene_id``), in
@@ -95,6 +95,7 @@ def predict(
     with ``overwrite``. Returns rows, seconds and peak memory.
     """
     check_output_file(out, overwrite=overwrite)
+    file_format = table_format(out)
     trained = as_model(model)
     dataset = as_dataset(data, options)
     if would_be_a_shard(out, dataset.paths):
@@ -106,7 +107,10 @@ def predict(
         selection = trained.select(dataset, carry)
         plan = plan_pass(selection, memory_budget)
         schema = _output_schema(trained, selection.carried_schema)
-        with ParquetSink(out, schema, replace=overwrite) as sink, ProgressBar(selection.rows, "predicting", "rows", progress) as bar:
+        with (
+            TableSink(out, schema, replace=overwrite, file_format=file_format) as sink,
+            ProgressBar(selection.rows, "predicting", "rows", progress) as bar,
+        ):
             for batch, raw in trained.score(selection, plan.batch_rows):
                 sink.write(_output_batch(trained, batch, raw, schema))
                 bar.update(batch.rows)

@@ -29,7 +29,7 @@ from extmem._measure import MemoryMonitor
 from extmem._presets import KMER_PATTERN
 from extmem._progress import ProgressBar
 from extmem._signals import raise_if_stopped
-from extmem._sink import ParquetSink
+from extmem._sink import TableSink
 from extmem._version import __version__
 from extmem.encode._blocks import to_csr
 from extmem.encode._features import wide_features
@@ -128,7 +128,7 @@ def rewrite_shard(
     try:
         with open_parquet(shard) as file:
             rewriter = ShardRewriter(shard, file, block_pattern=block_pattern, drop=drop, packed_output=packed_output)
-            with ParquetSink(out, rewriter.schema, row_group_rows=row_group_rows) as sink:
+            with TableSink(out, rewriter.schema, row_group_rows=row_group_rows) as sink:
                 for batch in file.iter_batches(batch_size=batch_rows, columns=rewriter.read_columns, use_threads=True):
                     raise_if_stopped()
                     sink.write(rewriter.convert(batch))
