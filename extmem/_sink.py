@@ -23,17 +23,17 @@ DATA_PAGE_BYTES = 1 << 20
 """Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
 
 
-TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", "": "parquet"}
-"""Output formats by file suffix (no suffix: parquet)."""
+OTHER_FORMATS = (".json", ".jsonl", ".tsv", ".txt", ".feather", ".arrow", ".orc", ".avro", ".xlsx", ".h5", ".npy", ".gz", ".zip")
+"""Suffixes of formats extmem does not write: refused rather than written as parquet under a name that says otherwise."""
 
 
 def table_format(path: str | os.PathLike[str], option: str = "out") -> str:
-    """The format a table written to ``path`` takes from its suffix: parquet, or CSV for ``.csv``; any other suffix is refused."""
+    """The format a table written to ``path`` takes: CSV for a ``.csv`` name, else parquet; other formats' suffixes are refused."""
     suffix = Path(os.fspath(path)).suffix.lower()
-    if suffix not in TABLE_FORMATS:
+    if suffix in OTHER_FORMATS:
         msg = f"The '{option}' file {os.fspath(path)!r} ends in {suffix!r}; extmem writes parquet (.parquet) or CSV (.csv) files."
         raise OptionError(msg, options=(option,))
-    return TABLE_FORMATS[suffix]
+    return "csv" if suffix == ".csv" else "parquet"
 
 
 class TableSink:
