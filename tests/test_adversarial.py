@@ -137,6 +137,10 @@ CASES: list[tuple[str, str]] = [
         "train {signed} --out {out} --label y --param objective=reg:quantileerror",
         r"'reg:quantileerror' \(--param\) needs the quantile\(s\) to fit",
     ),
+    (
+        "train {signed} --out {out} --label y --algorithm sgd_logistic",
+        r"Incremental models are classifiers: .* found -1\. Map the labels to class ids 0\.\.K-1 with a --label-map",
+    ),
     # a label map of names for numeric labels, or of numbers that miss one
     ("train {signed} --out {out} --label y --label-map a=0,b=1", r"label column 'y' holds numbers .* but the label map names \['a', 'b'\]"),
     (
@@ -292,6 +296,8 @@ def test_numeric_labels_map_to_classes_and_predictions_are_the_labels(places: di
     assert table.schema.field("predicted").type == pa.int64() and set(table["predicted"].to_pylist()) <= {-1, 1}
     assert table.column_names[:2] == ["prob_-1", "prob_1"]
     assert extmem.evaluate(out, places["signed"], label="y")["confusion_matrix"]["classes"] == ["-1", "1"]
+    incremental, _ = extmem.train_incremental(places["signed"], label="y", label_map={-1: 0, 1: 1}, epochs=1, cache_dir=tmp_path)
+    assert incremental.layout.class_values.tolist() == [-1, 1]
 
 
 def test_labels_sharing_a_class_id_make_one_class(places: dict[str, str], tmp_path: Path) -> None:

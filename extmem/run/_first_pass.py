@@ -71,8 +71,11 @@ class FirstPass:
         labels = np.asarray(page.label)
         if np.any(labels != np.round(labels)) or labels.min(initial=0) < 0:
             bad = float(labels[(labels != np.round(labels)) | (labels < 0)][0])
-            msg = f"Incremental models are classifiers: the label of {self.label_where} must hold class ids or strings; found {bad:g}."
-            raise LabelError(msg)
+            msg = (
+                f"Incremental models are classifiers: the label of {self.label_where} must hold class ids or strings; found {bad:g}. "
+                "Map the labels to class ids 0..K-1 with a 'label_map' (e.g. 1=1,-1=0)."
+            )
+            raise LabelError(msg, options=("label_map",))
         parts = FeatureParts.split(page.X, layout)
         if self.needs_counts:
             _check_counts(parts, layout)
