@@ -52,6 +52,9 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _check_writable_parent(path: Path, what: str, option: str) -> None:
+    if path.is_symlink() and not path.exists():
+        msg = f"The '{option}' path {str(path)!r} is a broken symbolic link (to {os.readlink(path)!r}); remove it or write elsewhere."
+        raise OptionError(msg, options=(option,))
     ancestor = _nearest_existing(path.parent if path.parent != path else path)
     if not ancestor.is_dir():
         msg = f"Cannot write the '{option}' {what} {str(path)!r}: {str(ancestor)!r} is a file, not a folder."

@@ -376,3 +376,15 @@ def test_column_names_xgboost_refuses_train_and_explain_under_their_own_names(tm
     assert main([*argv, "--overwrite"]) == 0
     report = json.loads((tmp_path / "m" / "report.json").read_text())
     assert report["features"] == 4 and "__index_level_0__" in report["dropped_columns"]
+
+
+def test_a_broken_symbolic_link_as_output_is_refused_before_any_work(places: dict[str, str], tmp_path: Path) -> None:
+    """A dangling link at --out: predict ran to the end and then blamed 'another run'; a model folder failed to publish. Both now
+    refuse up front, the link untouched."""
+    for name in ("p.parquet", "m"):
+        (tmp_path / name).symlink_to(tmp_path / "gone" / name)
+    with pytest.raises(extmem.OptionError, match=r"'out' path '.*p\.parquet' is a broken symbolic link \(to '.*gone/p\.parquet'\)"):
+        extmem.predict(places["model"], places["ok"], tmp_path / "p.parquet")
+    with pytest.raises(extmem.OptionError, match=r"'out' path '.*m' is a broken symbolic link"):
+        extmem.train(places["ok"], preset="splice-sites", out=tmp_path / "m", overwrite=True, rounds=1)
+    assert all((tmp_path / name).is_symlink() and not (tmp_path / name).exists() for name in ("p.parquet", "m"))
