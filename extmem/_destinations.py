@@ -17,7 +17,7 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -86,6 +86,40 @@ def _reachable(uri: str, option: str, look: Callable[[], T]) -> T:
     except OSError as exc:
         msg = f"Cannot write the '{option}' {uri!r}: {str(exc).splitlines()[0]}"
         raise OptionError(msg, options=(option,)) from None
+
+
+FILE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".json", ".jsonl", ".txt", ".feather", ".arrow", ".orc", ".avro", ".xlsx", ".h5")
+FILE_SUFFIXES += (".npy", ".gz", ".zip", ".png", ".pdf", ".svg", ".jpg", ".jpeg", ".ubj")
+"""Suffixes that say what a file holds: an output of another kind under one of them is refused, not written misnamed."""
+
+
+def output_format(path: str | os.PathLike[str], formats: Mapping[str, str], option: str = "out") -> str:
+    """The format ``formats`` gives ``path``'s suffix (its ``""`` entry for a suffix that names no format); another format's suffix is refused."""
+    suffix = Path(os.fspath(path).rstrip("/")).suffix.lower()
+    if suffix in formats:
+        return formats[suffix]
+    if suffix in FILE_SUFFIXES:
+        suffixes: dict[str, list[str]] = {}
+        for name, kind in formats.items():
+            if name:
+                suffixes.setdefault(kind, []).append(name)
+        kinds = " or ".join(f"{kind} ({', '.join(names)})" for kind, names in suffixes.items())
+        msg = f"The '{option}' file {os.fspath(path)!r} ends in {suffix!r}; it is written as {kinds}."
+        raise OptionError(msg, options=(option,))
+    return formats[""]
+
+
+def check_distinct_outputs(outputs: Mapping[str, str | os.PathLike[str] | None]) -> None:
+    """Refuse two options naming one output file (the second would replace the first, or fail once all the work is done)."""
+    seen: dict[str, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        key = os.fspath(path) if is_remote(os.fspath(path)) else os.path.realpath(local_path(os.fspath(path)))
+        if key in seen:
+            msg = f"The '{seen[key]}' and '{option}' options name one file, {os.fspath(path)!r}; give each its own."
+            raise OptionError(msg, options=(seen[key], option))
+        seen[key] = option
 
 
 def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out") -> None:

@@ -17,27 +17,17 @@ import pyarrow.parquet as pq
 from extmem._atomic import atomic_file, write_atomically, write_json
 from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_ROW_GROUP_ROWS, INCREMENTAL_MODEL_FILE, MODEL_FOLDER_FILES, REPORT_FILE
 from extmem._destinations import RemoteFolder, check_output_folder, publish_folder, staging_folder
-from extmem.errors import OptionError
 
 DATA_PAGE_BYTES = 1 << 20
 """Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
 
 
-OTHER_FORMATS = (".json", ".jsonl", ".tsv", ".txt", ".feather", ".arrow", ".orc", ".avro", ".xlsx", ".h5", ".npy", ".gz", ".zip")
-"""Suffixes of formats extmem does not write: refused rather than written as parquet under a name that says otherwise."""
-
-
-def table_format(path: str | os.PathLike[str], option: str = "out") -> str:
-    """The format a table written to ``path`` takes: CSV for a ``.csv`` name, else parquet; other formats' suffixes are refused."""
-    suffix = Path(os.fspath(path)).suffix.lower()
-    if suffix in OTHER_FORMATS:
-        msg = f"The '{option}' file {os.fspath(path)!r} ends in {suffix!r}; extmem writes parquet (.parquet) or CSV (.csv) files."
-        raise OptionError(msg, options=(option,))
-    return "csv" if suffix == ".csv" else "parquet"
+TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "CSV", "": "parquet"}
+"""Formats of a streamed table by its file's suffix."""
 
 
 class TableSink:
-    """Streams record batches into one parquet file (or CSV file, ``file_format="csv"``), buffered into row groups of ``row_group_rows``.
+    """Streams record batches into one parquet file (or CSV file, ``file_format="CSV"``), buffered into row groups of ``row_group_rows``.
 
     Use as a context manager: the file replaces ``path`` on a clean exit (only if no file has
     that name, without ``replace``) and is deleted otherwise. Memory is one row group of output, whatever the number of rows written.
@@ -67,7 +57,7 @@ class TableSink:
 
     def __enter__(self) -> Self:
         file = self._stack.enter_context(atomic_file(self.path, replace=self.replace))
-        if self.file_format == "csv":
+        if self.file_format == "CSV":
             self._writer = pa_csv.CSVWriter(file, self.schema)
         else:
             self._writer = pq.ParquetWriter(file, self.schema, compression=self.compression, data_page_size=DATA_PAGE_BYTES)
@@ -131,10 +121,10 @@ def sha256(content: bytes) -> str:
 __all__ = [
     "BOOSTER_MODEL_FILE",
     "INCREMENTAL_MODEL_FILE",
+    "TABLE_FORMATS",
     "TableSink",
     "check_model_folder",
     "publish_model",
-    "table_format",
     "write_atomically",
     "write_json",
 ]

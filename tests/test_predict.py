@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -92,6 +93,23 @@ def test_evaluate_writes_pr_curve_plot(model_dir: Path, held_out: Path, tmp_path
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_outputs_are_distinct_files_of_the_kind_their_names_say(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    """--out m.json --plot m.json evaluated everything, wrote the JSON and then failed on the plot; metrics into m.csv were JSON and
+    a plot into pr.txt a PNG. Now: one name twice, or a name of another format, is refused before any work; pr.pdf is a PDF."""
+    pytest.importorskip("matplotlib")
+    refusals = (
+        ({"out": tmp_path / "m.json", "plot": tmp_path / "m.json"}, r"The 'out' and 'plot' options name one file"),
+        ({"out": tmp_path / "m.csv"}, r"'out' file '.*m\.csv' ends in '\.csv'; it is written as JSON \(\.json\)"),
+        ({"plot": tmp_path / "pr.txt"}, r"'plot' file '.*pr\.txt' ends in '\.txt'; it is written as PNG \(\.png\) or PDF \(\.pdf\) or SVG"),
+    )
+    for outputs, match in refusals:
+        with pytest.raises(extmem.OptionError, match=match):
+            extmem.evaluate(model_dir, held_out, **outputs)
+    assert list(tmp_path.iterdir()) == []
+    extmem.evaluate(model_dir, held_out, out=tmp_path / "m.json", plot=tmp_path / "pr.pdf")
+    assert (tmp_path / "pr.pdf").read_bytes()[:5] == b"%PDF-" and json.loads((tmp_path / "m.json").read_text())["rows"] > 0
+
+
 def test_predict_with_filter_keeps_only_matching_rows(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
     out = tmp_path / "chr1.parquet"
     extmem.predict(model_dir, held_out, out, keep=["chrom"], filter="chrom == 'chr1'")
@@ -152,7 +170,9 @@ def test_predictions_to_a_csv_file_are_csv_and_other_formats_are_refused(model_d
     from_parquet = pq.read_table(tmp_path / "p.parquet")
     assert from_csv.column_names == from_parquet.column_names and from_csv["gene_id"].to_pylist() == from_parquet["gene_id"].to_pylist()
     np.testing.assert_allclose(from_csv["prob_donor"].to_numpy(), from_parquet["prob_donor"].to_numpy(), rtol=1e-6)
-    with pytest.raises(extmem.OptionError, match=r"'out' file '.*p\.json' ends in '\.json'; extmem writes parquet \(\.parquet\) or CSV"):
+    with pytest.raises(
+        extmem.OptionError, match=r"'out' file '.*p\.json' ends in '\.json'; it is written as parquet \(\.parquet, \.pq\) or CSV"
+    ):
         extmem.predict(model_dir, held_out, tmp_path / "p.json")
     assert not (tmp_path / "p.json").exists()
 

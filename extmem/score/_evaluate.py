@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from extmem._atomic import write_atomically, write_json
-from extmem._destinations import check_output_file
+from extmem._destinations import check_distinct_outputs, check_output_file, output_format
 from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
 from extmem.encode._probe import plan_pass
@@ -44,14 +44,17 @@ def evaluate(
 
     Classifiers get accuracy, macro-F1, log-loss, per-class precision/recall/F1/ROC-AUC/PR-AUC
     and a confusion matrix; regressors get RMSE, MAE and R². ``out`` writes them as JSON; ``plot``
-    writes a PNG of the precision-recall curves (needs matplotlib: ``pip install 'extmem[plot]'``,
+    writes the precision-recall curves as PNG (PDF or SVG by the file's suffix) (needs matplotlib: ``pip install 'extmem[plot]'``,
     checked before any work); existing files are replaced only with ``overwrite``.
     ``memory_budget`` bounds the batch rows as in :func:`predict`.
     """
+    check_distinct_outputs({"out": out, "plot": plot})
     if out is not None:
         check_output_file(out, overwrite=overwrite, option="out")
+        output_format(out, {".json": "JSON", "": "JSON"})
     if plot is not None:
         check_output_file(plot, overwrite=overwrite, option="plot")
+        output_format(plot, PLOT_FORMATS, "plot")
         pyplot()
     trained = as_model(model)
     dataset = as_dataset(data, {**options, "label": label or trained.layout.label})
@@ -82,6 +85,10 @@ def evaluate(
     return result
 
 
+PLOT_FORMATS = {".png": "PNG", ".pdf": "PDF", ".svg": "SVG", "": "PNG"}
+"""Image formats of a plot by its file's suffix."""
+
+
 def pyplot() -> Any:
     """matplotlib's pyplot on its file-only backend, or an error naming the extra to install."""
     try:
@@ -107,5 +114,6 @@ def plot_pr_curves(metrics: StreamingMetrics, path: str | os.PathLike[str], *, r
         )
     axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall by class")
     axes.legend(loc="lower left")
-    write_atomically(path, lambda file: figure.savefig(file, format="png", dpi=120), replace=replace)
+    file_format = output_format(path, PLOT_FORMATS, "plot")
+    write_atomically(path, lambda file: figure.savefig(file, format=file_format.lower(), dpi=120), replace=replace)
     plt.close(figure)

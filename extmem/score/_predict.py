@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 
 from extmem._contracts import RawBatch
-from extmem._destinations import check_output_file
+from extmem._destinations import check_output_file, output_format
 from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
-from extmem._sink import TableSink, table_format
+from extmem._sink import TABLE_FORMATS, TableSink
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError
 from extmem.read._dataset import DatasetLike, as_dataset, column_names
@@ -95,7 +95,7 @@ def predict(
     with ``overwrite``. Returns rows, seconds and peak memory.
     """
     check_output_file(out, overwrite=overwrite)
-    file_format = table_format(out)
+    file_format = output_format(out, TABLE_FORMATS)
     trained = as_model(model)
     dataset = as_dataset(data, options)
     if would_be_a_shard(out, dataset.paths):
