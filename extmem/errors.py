@@ -14,7 +14,7 @@ class ExtmemError(ValueError):
 
     def __init__(self, message: str, *, options: tuple[str, ...] = ()) -> None:
         super().__init__(message)
-        self.options = options
+        self.options = (options,) if isinstance(options, str) else tuple(options)
 
 
 class OptionError(ExtmemError):

@@ -236,3 +236,12 @@ def test_a_run_is_reproduced_from_its_report(small_synth: Path, tmp_path: Path) 
         cache_dir=tmp_path,
     )
     assert bytes(again.booster.save_raw("ubj")) == (first / "model.ubj").read_bytes()
+
+
+def test_an_error_naming_one_option_as_text_shows_its_flag() -> None:
+    """options=("k") is the text 'k', not a tuple: every character was an option; an error now takes it as one option."""
+    from extmem.cli._main import _as_flags
+
+    error = extmem.OptionError("The 'min_variance' must be >= 0.", options="min_variance")  # type: ignore[arg-type]
+    assert error.options == ("min_variance",)
+    assert _as_flags(str(error), error.options) == "The --min-variance must be >= 0."

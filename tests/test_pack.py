@@ -141,3 +141,16 @@ def test_sigkill_leaves_nothing_and_the_next_run_sweeps_the_staging_folder(wide_
     assert run.returncode == 0, run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dst"]
     assert sum(pq.ParquetFile(p).metadata.num_rows for p in dst.glob("*.parquet")) == 4000
+
+
+def test_pack_and_prune_never_replace_the_shards_they_read(small_synth: Path, tmp_path: Path) -> None:
+    """pack data data --overwrite (or prune) replaced the dataset with its rewrite, the original gone; now refused, nothing touched."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for shard in sorted(small_synth.iterdir()):
+        (data / shard.name).write_bytes(shard.read_bytes())
+    before = {path.name: path.read_bytes() for path in data.iterdir()}
+    for rewrite in (lambda: pack(data, data, overwrite=True), lambda: extmem.prune(data, data, label="splice_type", overwrite=True)):
+        with pytest.raises(extmem.OptionError, match=r"'dst' folder '.*data' holds the shard '.*data/batch_00001\.parquet' it is written from"):
+            rewrite()
+    assert {path.name: path.read_bytes() for path in data.iterdir()} == before

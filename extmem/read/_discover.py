@@ -12,7 +12,7 @@ from pathlib import PurePath
 import pyarrow.fs as pafs
 
 from extmem._stores import is_remote, local_path, remote, split_uri
-from extmem.errors import InputPathError
+from extmem.errors import InputPathError, OptionError
 
 
 def _visible(name: str) -> bool:
@@ -139,3 +139,14 @@ def would_be_a_shard(path: str | os.PathLike[str], dataset_paths: Iterable[str])
         elif os.path.isdir(source) and os.path.dirname(target) == source and target.endswith(".parquet"):
             return True
     return False
+
+
+def check_not_replacing_input(folder: str | os.PathLike[str], shards: Iterable[str], option: str = "dst") -> None:
+    """Refuse an output folder that holds shards it is written from: publishing it would replace its own input."""
+    target = os.path.realpath(local_path(os.fspath(folder)))
+    if is_remote(os.fspath(folder)):
+        return
+    for shard in shards:
+        if not is_remote(shard) and os.path.realpath(local_path(shard)).startswith(target + os.sep):
+            msg = f"The '{option}' folder {os.fspath(folder)!r} holds the shard {shard!r} it is written from, and the result would replace it. Write elsewhere."
+            raise OptionError(msg, options=(option,))

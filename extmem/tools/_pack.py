@@ -35,7 +35,7 @@ from extmem.encode._blocks import to_csr
 from extmem.encode._features import wide_features
 from extmem.encode._packed import DEFAULT_PREFIX, pack_rows, unpack
 from extmem.errors import OptionError, check_positive_int, read_failure
-from extmem.read._discover import discover_shards
+from extmem.read._discover import check_not_replacing_input, discover_shards
 from extmem.read._scan import NUMERIC, scan, type_kind
 from extmem.read._storage import absolute, file_size, open_parquet
 
@@ -177,6 +177,7 @@ def pack(
         msg = f"The 'block_pattern' {block_pattern!r} is not a regular expression: {exc}"
         raise OptionError(msg, options=("block_pattern",)) from None
     shards = shard_list(src)
+    check_not_replacing_input(dst, shards)
     started = time.perf_counter()
     rows = 0
     with MemoryMonitor() as monitor, staging_folder(target) as staging:

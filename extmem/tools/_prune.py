@@ -40,6 +40,7 @@ from extmem.encode._blocks import Encoder, to_dense
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, check_positive_int
 from extmem.read._dataset import Dataset
+from extmem.read._discover import check_not_replacing_input
 from extmem.read._holdout import splitmix64, text_hash
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
@@ -68,13 +69,13 @@ class PruneOptions:
     def __post_init__(self) -> None:
         if not 0 < self.corr_threshold <= 1:
             msg = f"The 'corr_threshold' option must be in (0, 1]. Got {self.corr_threshold!r} instead."
-            raise OptionError(msg, options=("corr_threshold"))
+            raise OptionError(msg, options=("corr_threshold",))
         for name in ("sample_rows_per_shard", "max_sample_rows"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.max_corr_cols, "max_corr_cols", allow_none=True)
         if self.min_variance < 0:
             msg = f"The 'min_variance' option must be >= 0. Got {self.min_variance!r} instead."
-            raise OptionError(msg, options=("min_variance"))
+            raise OptionError(msg, options=("min_variance",))
 
 
 @dataclass
@@ -249,6 +250,7 @@ def prune(
         raise OptionError(msg, options=("output_format",))
     target = check_output_folder(dst, overwrite=overwrite, option="dst")
     shards = shard_list(src)
+    check_not_replacing_input(dst, shards)
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
         dataset = Dataset(list(shards), label=label, batch_rows=batch_rows, zero_is_missing=block_pattern)

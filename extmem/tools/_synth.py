@@ -75,10 +75,10 @@ class SynthOptions:
             check_positive_int(getattr(self, name), name)
         if not isinstance(self.k, int) or not 1 <= self.k <= 8:
             msg = f"The 'k' option must be an integer from 1 to 8. Got {self.k!r} instead."
-            raise OptionError(msg, options=("k"))
+            raise OptionError(msg, options=("k",))
         if not isinstance(self.seq_len, int) or self.seq_len < max(32, self.k):
             msg = f"The 'seq_len' option must be an integer of at least {max(32, self.k)}. Got {self.seq_len!r} instead."
-            raise OptionError(msg, options=("seq_len"))
+            raise OptionError(msg, options=("seq_len",))
         if self.rows < self.shards:
             msg = f"The 'rows' option ({self.rows}) must be at least the number of shards ({self.shards})."
             raise OptionError(msg, options=("rows", "shards"))
