@@ -192,6 +192,17 @@ def test_plots_and_refusals_on_the_command_line(model_dir: Path, held_out: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs", "why"]
 
 
+def test_full_contributions_of_features_chosen_by_glob(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    """--full '4mer_AA*' (refused as an unknown feature) gives every matching k-mer's contributions, in the model's order."""
+    layout = extmem.Model.load(model_dir).layout
+    matching = [name for name in layout.names if name.startswith("4mer_AA")]
+    extmem.explain(model_dir, held_out, tmp_path / "x", full=["4mer_AA*", matching[0]], max_rows=50)
+    names = pq.read_schema(tmp_path / "x" / "contributions.parquet").names
+    assert len(matching) > 1 and [name for name in names if name.startswith("shap_donor_")] == [f"shap_donor_{m}" for m in matching]
+    with pytest.raises(extmem.OptionError, match=r"The 'full' feature '9mer_\*' matches none of the model's"):
+        extmem.explain(model_dir, held_out, tmp_path / "y", full="9mer_*")
+
+
 def test_top_contributions_and_the_row_sample() -> None:
     phi = np.array([[0.0, -3.0, 1.0, 2.0], [0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
     lists = top_contributions(phi, 2, pa.array(["a", "b", "c", "d"])).to_pylist()

@@ -151,6 +151,8 @@ def test_pack_and_prune_never_replace_the_shards_they_read(small_synth: Path, tm
         (data / shard.name).write_bytes(shard.read_bytes())
     before = {path.name: path.read_bytes() for path in data.iterdir()}
     for rewrite in (lambda: pack(data, data, overwrite=True), lambda: extmem.prune(data, data, label="splice_type", overwrite=True)):
-        with pytest.raises(extmem.OptionError, match=r"'dst' folder '.*data' holds the shard '.*data/batch_00001\.parquet' it is written from"):
+        with pytest.raises(
+            extmem.OptionError, match=r"'dst' folder '.*data' holds the shard '.*data/batch_00001\.parquet' it is written from"
+        ):
             rewrite()
     assert {path.name: path.read_bytes() for path in data.iterdir()} == before

@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--top", type=types.positive, default=DEFAULT_EXPLAIN_TOP, metavar="K", help="features per row and class, by |contribution|"
     )
     explain.add_argument(
-        "--full", metavar="FEATURES", help="instead of the top K: every contribution of these features, e.g. donor_score,6mer_GTAAGT"
+        "--full",
+        metavar="FEATURES",
+        help="instead of the top K: every contribution of these features (names or globs), e.g. donor_score,6mer_GT*",
     )
     explain.add_argument("--group-by", metavar="COLUMN", help="also the importance table per value of this column, e.g. gene_type")
     explain.add_argument(

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,20 @@ MAX_INTERACTION_ROW_BYTES = 4 * 2**20
 
 
 def _feature_positions(layout: FeatureLayout, chosen: Sequence[str], option: str) -> list[int]:
-    """Positions of the ``chosen`` features in the model's layout, refused in one line when one is not the model's."""
-    unknown = [feature for feature in chosen if feature not in layout.names]
-    if unknown:
-        msg = f"The {option!r} feature {unknown[0]!r} is not one of the model's {len(layout.names):,} features (see Model.layout.names)."
-        raise OptionError(msg, options=(option,))
-    return [layout.names.index(feature) for feature in chosen]
+    """Positions of the ``chosen`` features (names, or globs such as ``6mer_AA*``) in the model's layout, in the order chosen;
+    refused in one line when one matches none of the model's features."""
+    positions: list[int] = []
+    for pattern in chosen:
+        found = (
+            [layout.names.index(pattern)]
+            if pattern in layout.names
+            else [i for i, name in enumerate(layout.names) if fnmatchcase(name, pattern)]
+        )
+        if not found:
+            msg = f"The {option!r} feature {pattern!r} matches none of the model's {len(layout.names):,} features (see Model.layout.names)."
+            raise OptionError(msg, options=(option,))
+        positions.extend(position for position in found if position not in positions)
+    return positions
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,8 @@ class ContributionColumns:
         if type(top) is not int or top < 1:
             msg = f"The 'top' option must be a positive number of features. Got {top!r} instead."
             raise OptionError(msg, options=("top",))
-        return cls(top, tuple(full), tuple(_feature_positions(layout, full, "full")), pa.array(layout.names, type=pa.string()))
+        positions = tuple(_feature_positions(layout, full, "full"))
+        return cls(top, tuple(layout.names[i] for i in positions), positions, pa.array(layout.names, type=pa.string()))
 
     def schema(self, trained: Scorer, carried: pa.Schema) -> pa.Schema:
         """The file's schema: the ``carried`` columns, the prediction, then per output its bias and contributions."""
