@@ -184,6 +184,16 @@ def test_an_output_ending_in_a_slash_is_a_folder_not_a_file(model_dir: Path, hel
     assert not (tmp_path / "preds").exists()
 
 
+def test_a_model_feature_no_shard_holds_is_named_not_silently_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Scoring (or validation) data without one of the model's columns was scored as missing without a word."""
+    rows = {"x": [1.0, 2.0] * 10, "score": [0.5, 0.1] * 10, "splice_type": ["donor", "neither"] * 10}
+    model = extmem.train(write_shard(tmp_path / "train" / "a.parquet", rows).parent, preset="splice-sites", rounds=2)
+    data = write_shard(tmp_path / "other" / "a.parquet", {k: v for k, v in rows.items() if k != "score"}).parent
+    with caplog.at_level("INFO", logger="extmem"):
+        extmem.predict(model.booster, data, tmp_path / "p.parquet")
+    assert "1 feature column(s) are in none of the 1 shard(s) (first: " in caplog.text and "missing in every row: score" in caplog.text
+
+
 def test_predict_on_unrelated_data_is_refused(model_dir: Path, tmp_path: Path) -> None:
     write_shard(tmp_path / "other" / "a.parquet", {"height": [1.0, 2.0], "weight": [3.0, 4.0]})
     with pytest.raises(extmem.SchemaError, match="None of the model's .* feature columns"):

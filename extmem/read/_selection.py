@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from extmem._layout import KMER_COLUMN, FeatureLayout, is_number, numeric_keys
-from extmem._presets import is_preset_label_map
+from extmem._layout import KMER_COLUMN, FeatureLayout, is_number
 from extmem.errors import LabelError, SchemaError
 from extmem.read._dataset import Dataset
 from extmem.read._dictionaries import collect_values, few_valued_columns
 from extmem.read._discover import discover_shards
 from extmem.read._filters import RowFilter, parse_filter, quoted
+from extmem.read._labels import label_map_of
 from extmem.read._scan import NUMERIC, OTHER, STRING, Schema, scan
 
 logger = logging.getLogger("extmem")
@@ -164,50 +164,6 @@ def _reject_non_numeric(schema: Schema, names: Sequence[str]) -> None:
             raise _fail(msg, "features", "categorical")
 
 
-def _label_map(
-    schema: Schema, dataset: Dataset, dictionaries: Mapping[str, tuple[str, ...]], model: FeatureLayout | None
-) -> dict[str, int] | None:
-    """Class ids of string labels: a model's own, else the dataset's label map, else the label's values in sorted order.
-
-    Numeric labels: the map of numbers given (such as -1=0,1=1), else None: class ids or values as
-    they are. A model trained on numeric labels has no names for its classes, so string labels
-    scored against it need a label map.
-    """
-    label = dataset.label
-    if label is None:
-        return None
-    if schema.columns[label].kind != STRING:
-        return _numeric_label_map(schema, dataset, model)
-    if model is not None and model.label_map is not None:
-        return dict(model.label_map)
-    if dataset.label_map is not None:
-        return dict(dataset.label_map)
-    if model is not None:
-        msg = (
-            f"The model was trained on numeric labels (class ids), but the label column {label!r} holds strings "
-            f"(first in {schema.columns[label].first_shard!r}); give a 'label_map' from its values to the model's class ids."
-        )
-        raise LabelError(msg, options=("label_map",))
-    return {value: index for index, value in enumerate(dictionaries[label])}
-
-
-def _numeric_label_map(schema: Schema, dataset: Dataset, model: FeatureLayout | None) -> dict[str, int] | None:
-    """The label map of numeric labels: the model's or the dataset's when its keys are numbers; a preset's class names pass."""
-    given = model.label_map if model is not None else dataset.label_map
-    if given is None or (model is not None and numeric_keys(given) is None):
-        return None
-    if numeric_keys(given) is not None:
-        return dict(given)
-    if is_preset_label_map(given):
-        return None
-    label = dataset.label
-    msg = (
-        f"The label column {label!r} holds numbers (first in {schema.columns[str(label)].first_shard!r}), but the label map names "
-        f"{list(given)[:5]}; map the numbers to class ids (e.g. 1=1,-1=0), or leave the label map out."
-    )
-    raise LabelError(msg, options=("label_map",))
-
-
 PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 """The row index pandas writes as a column: row numbers, never a feature unless named."""
 
@@ -310,6 +266,20 @@ def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label
     return FeatureLayout(layout.names, layout.zero_is_missing, dataset.label, label_map, layout.kmers, layout.categories)
 
 
+def _absent_features(schema: Schema, layout: FeatureLayout) -> list[Notice]:
+    """A notice naming the model's feature columns that no shard holds (count columns, often absent, aside): all missing here."""
+    kept = zip(layout.names[: layout.kmer_offset], layout.zero_is_missing, strict=False)
+    absent = [name for name, counts in kept if not counts and name not in schema.columns and name not in layout.categories]
+    if not absent:
+        return []
+    more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
+    return [
+        Notice(
+            f"extmem: {len(absent)} feature column(s) of the model are in none of the shards, so missing in every row: {', '.join(absent[:5])}{more}"
+        )
+    ]
+
+
 def _scan_schema(schema: Schema, layout: FeatureLayout, extras: Sequence[str]) -> pa.Schema:
     columns = schema.columns
     features = set(layout.names)
@@ -333,13 +303,13 @@ def select(
         column = schema.columns.get(name)
         if column is not None and column.packed:
             raise SchemaError(f"The column {name!r} is stored in a packed block (first: {column.first_shard!r}); it can only be a feature.")
-    label_map = _label_map(schema, dataset, dictionaries, layout)
+    label_map = label_map_of(schema, dataset, dictionaries, layout)
     kmers = layout.kmers if layout is not None else dataset.kmers
     _check_sequence_column(schema, kmers.sequence_column if kmers is not None else None, from_model=layout is not None)
     if layout is None:
         chosen, dropped, notices = _choose_features(schema, dataset, label_map, dictionaries)
     else:
-        chosen, dropped, notices = _check_layout(schema, dataset, layout, label_map), {}, []
+        chosen, dropped, notices = _check_layout(schema, dataset, layout, label_map), {}, _absent_features(schema, layout)
     return Selection(
         dataset, schema, chosen, row_filter, tuple(carry), extras, _scan_schema(schema, chosen, extras), dropped, tuple(notices)
     )
