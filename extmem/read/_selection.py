@@ -273,11 +273,8 @@ def _absent_features(schema: Schema, layout: FeatureLayout) -> list[Notice]:
     if not absent:
         return []
     more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
-    return [
-        Notice(
-            f"extmem: {len(absent)} feature column(s) of the model are in none of the shards, so missing in every row: {', '.join(absent[:5])}{more}"
-        )
-    ]
+    where = f"none of the {len(schema.shards)} shard(s) (first: {schema.shards[0]!r})"
+    return [Notice(f"extmem: {len(absent)} feature column(s) are in {where}, so missing in every row: {', '.join(absent[:5])}{more}")]
 
 
 def _scan_schema(schema: Schema, layout: FeatureLayout, extras: Sequence[str]) -> pa.Schema:
