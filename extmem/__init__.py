@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "TrainResult": "extmem.run._xgboost",
     "train": "extmem.run._xgboost",
     "resume": "extmem.run._xgboost",
+    "cross_validate": "extmem.run._cv",
     "IncrementalClassifier": "extmem.run._incremental_estimator",
     "IncrementalModel": "extmem.score._incremental_model",
     "train_incremental": "extmem.run._incremental",
@@ -89,6 +90,7 @@ __all__ = [
     "XGBClassifier",
     "XGBRegressor",
     "__version__",
+    "cross_validate",
     "dmatrix",
     "evaluate",
     "explain",
@@ -135,6 +137,7 @@ if TYPE_CHECKING:
         ShardReadError,
     )
     from extmem.read._dataset import Dataset, Holdout
+    from extmem.run._cv import cross_validate
     from extmem.run._distributed import ClusterError, train_distributed
     from extmem.run._estimators import XGBClassifier, XGBRegressor
     from extmem.run._incremental import train_incremental

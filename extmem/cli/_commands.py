@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from extmem._presets import preset_named
-from extmem.cli._summary import evaluation_text, explanation_text, memory_text, train_summary
+from extmem.cli._summary import cv_summary, evaluation_text, explanation_text, memory_text, train_summary
 from extmem.errors import OptionError
 
 
@@ -133,6 +133,33 @@ def _train(args: argparse.Namespace) -> None:
             **shared,
         ).report
     print(train_summary(report, args.out))
+
+
+def _cv(args: argparse.Namespace) -> None:
+    if args.encoded_cache is not None:
+        raise OptionError("--encoded-cache does not apply to cross-validation: each fold reads other rows.")
+    from extmem.run._cv import cross_validate
+
+    result = cross_validate(
+        args.data,
+        folds=args.folds,
+        group_by=args.group_by,
+        seed=args.seed,
+        rounds=args.rounds,
+        params=_params(args.param),
+        early_stopping_rounds=args.early_stopping,
+        out=args.out,
+        overwrite=args.overwrite,
+        progress=_progress(args),
+        page_rows=args.page_rows,
+        sketch_rows=args.sketch_rows,
+        cache=args.cache,
+        memory_budget=args.memory_budget,
+        prefetch=args.prefetch,
+        cache_dir=args.cache_dir,
+        **_dataset_options(args),
+    )
+    print(cv_summary(result, args.out))
 
 
 def _resume(args: argparse.Namespace) -> None:
@@ -291,6 +318,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train": _train,
+    "cv": _cv,
     "resume": _resume,
     "predict": _predict,
     "evaluate": _evaluate,

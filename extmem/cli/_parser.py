@@ -14,6 +14,7 @@ from extmem._defaults import (
     DEFAULT_CORR_THRESHOLD,
     DEFAULT_EXPLAIN_TOP,
     DEFAULT_MAX_SAMPLE_ROWS,
+    DEFAULT_ROUNDS,
     DEFAULT_ROW_GROUP_ROWS,
     DEFAULT_SAMPLE_ROWS_PER_SHARD,
     DEFAULT_SYNTH_K,
@@ -77,6 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     train_flags(train)
     dataset_flags(train)
     common_flags(train, overwrite="MODEL_DIR")
+
+    cv = _add(
+        commands,
+        "cv",
+        "cross-validate: k folds of the rows (or of --group-by groups), each trained through external memory",
+        "examples:\n  extmem cv shards/ --folds 5 --group-by gene_id --rounds 200 --out cv.json",
+    )
+    cv.add_argument("data", metavar="DATA", help=DATA_HELP)
+    cv.add_argument("--folds", type=types.checked(int, lambda k: 2 <= k <= 100, "an integer from 2 to 100"), default=5, help="folds")
+    cv.add_argument("--group-by", metavar="COLUMN", help="keep each value of this column (e.g. gene_id) in one fold")
+    cv.add_argument("--seed", type=int, default=0, help="seed of the fold each row (or group) falls in")
+    cv.add_argument("--rounds", type=types.positive, default=DEFAULT_ROUNDS, help="boosting rounds")
+    cv.add_argument(
+        "--param", type=types.param, action="append", default=[], metavar="KEY=VALUE", help="an XGBoost parameter, as for train"
+    )
+    cv.add_argument("--early-stopping", type=types.positive, metavar="N", help="stop each fold after N rounds without improvement")
+    cv.add_argument("--out", metavar="FILE", help="also write the results as JSON here")
+    dataset_flags(cv)
+    common_flags(cv, overwrite="FILE")
 
     resume = _add(commands, "resume", "continue a checkpointed training run", "example:\n  extmem resume model/")
     resume.add_argument(

@@ -37,18 +37,24 @@ class Holdout:
 
     Which side a row falls on depends only on its group value (or its shard file name and
     position) and ``seed``, never on batch sizes, filters or machine, so every pass and every
-    run agree. ``side`` says which side a dataset reads.
+    run agree. ``side`` says which side a dataset reads. Each row hashes to a number in [0, 1);
+    the validation rows are those from ``start`` to ``start + fraction`` (folds of cross-validation
+    are ``start = k * fraction``).
     """
 
     fraction: float
     group_by: str | None = None
     seed: int = 0
     side: str = "train"
+    start: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 < self.fraction < 1:
             msg = f"The 'valid_fraction' option must be a number between 0 and 1 (exclusive). Got {self.fraction!r} instead."
             raise OptionError(msg, options=("valid_fraction",))
+        if isinstance(self.start, bool) or not isinstance(self.start, (int, float)) or not 0 <= self.start <= 1 - self.fraction + 1e-9:
+            msg = f"The holdout 'start' must be from 0 to 1 - fraction ({1 - self.fraction:g}). Got {self.start!r} instead."
+            raise OptionError(msg)
         if self.side not in HOLDOUT_SIDES:
             msg = f"The holdout side must be one of {HOLDOUT_SIDES}. Got {self.side!r} instead."
             raise OptionError(msg)

@@ -1,6 +1,6 @@
 """Deterministic train/validation split of rows, by group value or by row position, batch by batch.
 
-Each row (or group) gets a 64-bit hash; it is a validation row when ``hash / 2**64 < fraction``.
+Each row (or group) gets a 64-bit hash; it is a validation row when ``start <= hash / 2**64 < start + fraction``.
 Group values are hashed as text with BLAKE2b (stable across runs, machines and Python
 versions, unlike ``hash()``); rows without ``group_by`` are hashed from their shard's file name,
 row group and position with SplitMix64, so the split never depends on batch sizes or filters.
@@ -58,5 +58,7 @@ def holdout_mask(holdout: Holdout, batch: pa.RecordBatch, shard: str, row_group:
         hashes = _group_hashes(batch.column(holdout.group_by), holdout.seed)
     else:
         hashes = _row_hashes(shard, row_group, first_row, batch.num_rows, holdout.seed)
-    in_valid = (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53 < holdout.fraction
+    position = (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    end = holdout.start + holdout.fraction
+    in_valid = (position >= holdout.start) & ((position < end) | (end > 1 - 1e-9))  # the last fold ends at 1, rounding or not
     return in_valid if holdout.side == "valid" else ~in_valid
