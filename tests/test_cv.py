@@ -55,3 +55,11 @@ def test_cv_on_the_command_line_writes_its_results(small_synth: Path, tmp_path: 
     assert json.loads((tmp_path / "cv.json").read_text())["folds"] == 2
     assert main([*argv, "--out", str(tmp_path / "cv.json")]) == 2 and "already exists" in capsys.readouterr().err
     assert main([*argv, "--encoded-cache", str(tmp_path / "enc")]) == 2 and not (tmp_path / "enc").exists()
+
+
+def test_more_folds_than_groups_is_one_line_about_folds(tmp_path: Path) -> None:
+    from conftest import write_shard
+
+    data = write_shard(tmp_path / "data" / "a.parquet", {"x": list(range(60)), "g": ["a", "b", "c"] * 20, "y": [0, 1] * 30}).parent
+    with pytest.raises(extmem.NoRowsError, match=r"Fold \d of 5 of '.*data' has no validation rows: too few groups of 'g' for 5 folds"):
+        extmem.cross_validate(data, label="y", folds=5, group_by="g", rounds=2)

@@ -16,7 +16,7 @@ import numpy as np
 from extmem._atomic import write_json
 from extmem._defaults import DEFAULT_ROUNDS
 from extmem._destinations import check_output_file, output_format
-from extmem.errors import OptionError
+from extmem.errors import NoRowsError, OptionError
 from extmem.read._dataset import DatasetLike, Holdout, as_dataset
 from extmem.run._xgboost import train
 
@@ -66,15 +66,23 @@ def cross_validate(
     for fold in range(folds):
         start = fold / folds
         holdout = Holdout((fold + 1) / folds - start, group_by, seed, start=start)
-        result = train(
-            replace(dataset, holdout=holdout),
-            valid=replace(dataset, holdout=replace(holdout, side="valid"), max_rows=None),
-            rounds=rounds,
-            params=params,
-            early_stopping_rounds=early_stopping_rounds,
-            progress=progress,
-            **matrix,
-        )
+        try:
+            result = train(
+                replace(dataset, holdout=holdout),
+                valid=replace(dataset, holdout=replace(holdout, side="valid"), max_rows=None),
+                rounds=rounds,
+                params=params,
+                early_stopping_rounds=early_stopping_rounds,
+                progress=progress,
+                **matrix,
+            )
+        except NoRowsError as exc:
+            if " split of " not in str(exc):
+                raise
+            side = "validation" if "validation split" in str(exc) else "training"
+            what = f"groups of {group_by!r}" if group_by else "rows"
+            msg = f"Fold {fold + 1} of {folds} of {dataset.paths[0]!r} has no {side} rows: too few {what} for {folds} folds; use fewer 'folds'."
+            raise NoRowsError(msg, options=("folds",)) from None
         runs.append(result.report)
     summary = _summary(runs, group_by, seed)
     if out is not None:
