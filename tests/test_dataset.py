@@ -47,6 +47,23 @@ def test_a_column_has_one_role(options: dict, roles: str) -> None:
         Dataset("data", **options)
 
 
+def test_a_group_column_named_as_a_feature_is_both(small_synth: Path) -> None:
+    """--group-by chrom --categorical chrom was refused as two roles: grouping the split by a column and learning from it is
+    sound (its values on the validation side are categories the model has not seen); the default features still leave it out."""
+    from extmem.read._dataset import Holdout
+    from extmem.read._selection import select_dataset
+
+    grouped = Holdout(0.3, "chrom")
+    both = select_dataset(Dataset(small_synth, preset="splice-sites", holdout=grouped, categorical=["chrom"]), announce=False)
+    assert "chrom" in both.layout.categories and both.layout.names[-1] == "chrom"
+    plain = select_dataset(Dataset(small_synth, preset="splice-sites", holdout=Holdout(0.3, "position")), announce=False)
+    assert "position" not in plain.layout.names
+    named = select_dataset(
+        Dataset(small_synth, preset="splice-sites", holdout=Holdout(0.3, "position"), features=["position", "4mer_*"]), announce=False
+    )
+    assert "position" in named.layout.names and "4mer_AAAA" in named.layout.names
+
+
 @pytest.mark.parametrize(
     ("options", "match"),
     [

@@ -55,7 +55,7 @@ def test_training_with_a_group_holdout(small_synth: Path) -> None:
     result = extmem.train(small_synth, preset="splice-sites", rounds=5, valid_fraction=0.2, group_by="gene_id", early_stopping_rounds=3)
     train_rows, valid_rows = result.report["rows"], result.report["data"]["valid"]["rows"]
     assert train_rows + valid_rows == 3000 and 0.1 < valid_rows / 3000 < 0.3
-    assert result.report["config"]["data"]["holdout"] == {"fraction": 0.2, "group_by": "gene_id", "seed": 0, "side": "train"}
+    assert result.report["config"]["data"]["holdout"] == {"fraction": 0.2, "group_by": "gene_id", "seed": 0, "side": "train", "start": 0.0}
     per_class = {f"{metric}_{name}" for metric in ("roc_auc", "pr_auc") for name in ("neither", "donor", "acceptor")}
     assert set(result.report["history"]["valid"]) == {"mlogloss", "merror", "macro_f1", "accuracy", *per_class}
     assert set(result.report["history"]["train"]) == {"mlogloss", "merror"}

@@ -186,7 +186,7 @@ class Dataset:
         self._check_roles()
 
     def _check_roles(self) -> None:
-        """A column has one role: label, weight, group and feature columns are distinct."""
+        """A column has one role: label, weight, group and feature columns are distinct, but a group column named as a feature is both."""
         roles = {"label": self.label, "weight": self.weight, "group_by": self.holdout.group_by if self.holdout else None}
         named = [(role, column) for role, column in roles.items() if column is not None]
         named += [("categorical", column) for column in self.categorical]
@@ -194,7 +194,7 @@ class Dataset:
         seen: dict[str, str] = {}
         for role, column in named:
             other = seen.setdefault(column, role)
-            if other != role:
+            if other != role and not (other == "group_by" and role in ("categorical", "features")):
                 msg = f"The column {column!r} is both the '{other}' and in the '{role}' option; a column can have one role only."
                 raise OptionError(msg, options=(other, role))
 

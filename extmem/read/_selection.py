@@ -172,9 +172,10 @@ def _choose_features(
     schema: Schema, dataset: Dataset, label_map: dict[str, int] | None, dictionaries: Mapping[str, tuple[str, ...]]
 ) -> tuple[FeatureLayout, dict[str, str], list[Notice]]:
     special = {dataset.label, dataset.weight, dataset.holdout.group_by if dataset.holdout else None}
-    candidates = [name for name in schema.columns if name not in special]
+    named = {*dataset.features, *dataset.categorical}  # a group column named outright is a feature too
+    candidates = [name for name in schema.columns if name not in special or name in named]
     if dataset.features:
-        features = [name for name in _matching(schema, dataset.features, "features") if name not in special]
+        features = [name for name in _matching(schema, dataset.features, "features") if name not in special or name in named]
         _reject_non_numeric(schema, features)
     else:
         features = [name for name in candidates if schema.columns[name].kind == NUMERIC and not PANDAS_INDEX.match(name)]
