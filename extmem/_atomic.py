@@ -151,7 +151,8 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], 
         write(file)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """JSON for numpy scalars and arrays (``json.dumps(..., default=json_default)``); any other object as its text."""
     import numpy as np
 
     if isinstance(value, np.integer):
@@ -165,7 +166,7 @@ def _json_default(value: Any) -> Any:
 
 def write_json(path: str | os.PathLike[str], data: Any, *, replace: bool = True) -> None:
     """Write ``data`` as indented JSON, atomically (numpy scalars and arrays become numbers and lists)."""
-    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    text = json.dumps(data, indent=2, default=json_default) + "\n"
     write_atomically(path, lambda file: file.write(text.encode()), replace=replace)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from extmem._defaults import MAX_EXACT_K, MAX_K
-from extmem.errors import OptionError, SchemaError
+from extmem.errors import OptionError, SchemaError, is_integer
 
 LAYOUT_VERSION = 1
 LAYOUT_ATTRIBUTE = "extmem_layout"
@@ -51,7 +51,7 @@ class KmerEncoding:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.width is not None and (isinstance(self.width, bool) or not isinstance(self.width, int) or self.width <= 0):
+        if self.width is not None and (not is_integer(self.width) or self.width <= 0):
             msg = f"The 'width' of hashed k-mers must be a positive integer. Got {self.width!r} instead."
             raise OptionError(msg, options=("width",))
         if self.width is not None and self.width > MAX_HASH_WIDTH:
@@ -60,9 +60,12 @@ class KmerEncoding:
                 f"2,000,000 features already take about 4 GiB). Got {self.width:,}."
             )
             raise OptionError(msg, options=("width",))
-        if not isinstance(self.signed, bool) or isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if not isinstance(self.signed, bool) or not is_integer(self.seed):
             msg = f"The k-mer hash needs a boolean 'signed' and an integer 'seed'. Got {self.signed!r} and {self.seed!r} instead."
             raise OptionError(msg, options=("signed", "seed"))
+        for name in ("width", "k", "seed"):  # numpy integers become Python's: the encoding is stored as JSON with the model
+            if is_integer(getattr(self, name)):
+                object.__setattr__(self, name, int(getattr(self, name)))
         if self.sequence_column is None:
             if self.width is None:
                 msg = "Folding k-mer columns needs a hash 'width'."
@@ -74,7 +77,7 @@ class KmerEncoding:
         if self.k is None:
             msg = f"Counting k-mers from the sequence column {self.sequence_column!r} needs 'k', the k-mer length (1 to {MAX_K})."
             raise OptionError(msg, options=("k", "sequence_column"))
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
+        if not is_integer(self.k) or not 1 <= self.k <= MAX_K:
             msg = f"The 'k' option must be an integer from 1 to {MAX_K}. Got {self.k!r} instead."
             raise OptionError(msg, options=("k",))
         if self.width is None and self.k > MAX_EXACT_K:

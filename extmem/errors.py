@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import re
 
 
@@ -21,9 +22,14 @@ class OptionError(ExtmemError):
     """An option or flag has an invalid value."""
 
 
+def is_integer(value: object) -> bool:
+    """Whether ``value`` is an integer, Python's or numpy's (``np.int64`` from a grid of options), and not a boolean."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy's booleans are no Integral
+
+
 def check_seed(value: object, option: str = "seed") -> None:
     """Raise OptionError naming ``option`` unless ``value`` is a non-negative integer (what numpy's generators take)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_integer(value) or value < 0:  # type: ignore[operator]
         msg = f"The '{option}' option must be a non-negative integer. Got {value!r} instead."
         raise OptionError(msg, options=(option,))
 
@@ -32,7 +38,7 @@ def check_positive_int(value: object, option: str, *, allow_none: bool = False) 
     """Raise OptionError naming ``option`` unless ``value`` is a positive integer (or None when allowed)."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_integer(value) or value <= 0:  # type: ignore[operator]
         msg = f"The '{option}' option must be a positive integer. Got {value!r} instead."
         raise OptionError(msg, options=(option,))
 

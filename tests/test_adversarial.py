@@ -388,3 +388,26 @@ def test_a_broken_symbolic_link_as_output_is_refused_before_any_work(places: dic
     with pytest.raises(extmem.OptionError, match=r"'out' path '.*m' is a broken symbolic link"):
         extmem.train(places["ok"], preset="splice-sites", out=tmp_path / "m", overwrite=True, rounds=1)
     assert all((tmp_path / name).is_symlink() and not (tmp_path / name).exists() for name in ("p.parquet", "m"))
+
+
+def test_numpy_integers_are_integers_for_every_option(places: dict[str, str], tmp_path: Path) -> None:
+    """Options from a numpy grid (np.int64) were refused ('must be a positive integer. Got np.int64(3)'), and where they slipped
+    through, a holdout seed crashed its hash; now they are taken as integers and stored as such."""
+    result = extmem.train(
+        places["ok"],
+        preset="splice-sites",
+        out=tmp_path / "m",
+        rounds=np.int64(2),
+        checkpoint_every=np.int64(1),
+        page_rows=np.int64(8),
+        batch_rows=np.int64(8),
+        max_rows=np.int64(16),
+        valid_fraction=0.3,
+        group_by="gene_id",
+        params={"max_depth": np.int64(2), "seed": np.int64(4)},
+        kmers=None,
+    )
+    assert result.report["rounds"] == 2 and json.loads((tmp_path / "m" / "report.json").read_text())["config"]["data"]["max_rows"] == 16
+    assert extmem.cross_validate(places["ok"], preset="splice-sites", folds=np.int64(2), rounds=np.int64(1), seed=np.int64(1))["folds"] == 2
+    assert extmem.explain(tmp_path / "m", places["ok"], tmp_path / "e", top=np.int64(2))["rows"] == ROWS
+    assert extmem.KmerEncoding(width=np.int64(8)).to_dict()["width"] == 8

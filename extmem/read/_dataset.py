@@ -12,7 +12,7 @@ from typing import Any
 from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_MAX_CATEGORIES, MAX_BATCH_ROWS
 from extmem._layout import KmerEncoding
 from extmem._presets import Preset, preset_named
-from extmem.errors import NoRowsError, OptionError, check_positive_int
+from extmem.errors import NoRowsError, OptionError, check_positive_int, is_integer
 from extmem.read._filters import quoted
 from extmem.read._storage import absolute
 
@@ -61,9 +61,10 @@ class Holdout:
         if self.group_by is not None and (not isinstance(self.group_by, str) or not self.group_by):
             msg = f"The 'group_by' option must be a column name. Got {self.group_by!r} instead."
             raise OptionError(msg, options=("group_by",))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if not is_integer(self.seed):
             msg = f"The holdout 'seed' must be an integer. Got {self.seed!r} instead."
             raise OptionError(msg, options=("seed",))
+        object.__setattr__(self, "seed", int(self.seed))  # numpy's integers too: the seed keys a hash
 
 
 def _label_map(value: Mapping[str | int | float, int] | None) -> dict[str, int] | None:
@@ -73,11 +74,7 @@ def _label_map(value: Mapping[str | int | float, int] | None) -> dict[str, int] 
     if not isinstance(value, Mapping):
         msg = f"The 'label_map' option must map labels to class ids. Got {value!r} instead."
         raise OptionError(msg, options=("label_map",))
-    bad = [
-        k
-        for k, v in value.items()
-        if isinstance(k, bool) or not isinstance(k, (str, int, float)) or isinstance(v, bool) or not isinstance(v, int) or v < 0
-    ]
+    bad = [k for k, v in value.items() if isinstance(k, bool) or not isinstance(k, (str, int, float)) or not is_integer(v) or v < 0]
     label_map = {str(key): class_id for key, class_id in value.items()}
     if not label_map or bad or len(label_map) < len(value):
         msg = f"The 'label_map' option must map labels (strings or numbers) to non-negative class ids. Got {value!r} instead."
@@ -160,6 +157,10 @@ class Dataset:
             set_(self, option, column_names(getattr(self, option), option))
         check_positive_int(self.max_categories, "max_categories")
         check_positive_int(self.max_rows, "max_rows", allow_none=True)
+        check_positive_int(self.batch_rows, "batch_rows")
+        for option in ("max_categories", "max_rows", "batch_rows"):  # numpy's integers become Python's, as stored in reports
+            if getattr(self, option) is not None:
+                set_(self, option, int(getattr(self, option)))
         if not isinstance(self.strict_categories, bool):
             msg = f"The 'strict_categories' option must be True or False. Got {self.strict_categories!r} instead."
             raise OptionError(msg, options=("strict_categories",))
@@ -169,7 +170,6 @@ class Dataset:
         except (re.error, TypeError) as exc:
             msg = f"The 'zero_is_missing' option must be a regular expression. Got {self.zero_is_missing!r} instead ({exc})."
             raise OptionError(msg, options=("zero_is_missing",)) from None
-        check_positive_int(self.batch_rows, "batch_rows")
         if self.batch_rows > MAX_BATCH_ROWS:
             msg = (
                 f"The 'batch_rows' option must be at most {MAX_BATCH_ROWS:,}. Got {self.batch_rows:,} instead: "

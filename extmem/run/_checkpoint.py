@@ -16,7 +16,7 @@ from typing import Any
 
 import xgboost as xgb
 
-from extmem._atomic import write_atomically
+from extmem._atomic import json_default, write_atomically
 from extmem.errors import OptionError
 from extmem.read._storage import absolute, file_stamp
 from extmem.xgb._matrix import MatrixInfo
@@ -27,7 +27,7 @@ MAGIC = b"extmem-checkpoint 1\n"
 def save_checkpoint(booster: xgb.Booster, path: Path, state: dict[str, Any]) -> None:
     """Write ``booster`` with the run's ``state`` to ``path``, atomically."""
     model = bytes(booster.save_raw("ubj"))
-    header = json.dumps({"state": state, "booster_sha256": hashlib.sha256(model).hexdigest()}).encode()
+    header = json.dumps({"state": state, "booster_sha256": hashlib.sha256(model).hexdigest()}, default=json_default).encode()
     write_atomically(path, lambda file: file.write(MAGIC + struct.pack("<Q", len(header)) + header + model))
 
 

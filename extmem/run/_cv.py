@@ -16,7 +16,7 @@ import numpy as np
 from extmem._atomic import write_json
 from extmem._defaults import DEFAULT_ROUNDS
 from extmem._destinations import check_output_file, output_format
-from extmem.errors import NoRowsError, OptionError
+from extmem.errors import NoRowsError, OptionError, is_integer
 from extmem.read._dataset import DatasetLike, Holdout, as_dataset
 from extmem.run._xgboost import train
 
@@ -51,7 +51,7 @@ def cross_validate(
     ``xgboost.cv``, up to the fewest rounds a fold kept), ``metrics`` (the same at the end of each
     fold's run), and per fold its rows, best iteration and metrics; ``out`` also writes it as JSON.
     """
-    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= MAX_FOLDS:
+    if not is_integer(folds) or not 2 <= folds <= MAX_FOLDS:
         msg = f"The 'folds' option must be an integer from 2 to {MAX_FOLDS}. Got {folds!r} instead."
         raise OptionError(msg, options=("folds",))
     if out is not None:

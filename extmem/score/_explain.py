@@ -32,7 +32,7 @@ from extmem._progress import ProgressBar
 from extmem._sink import TableSink
 from extmem.encode._blocks import Encoder
 from extmem.encode._probe import plan_pass
-from extmem.errors import OptionError
+from extmem.errors import OptionError, is_integer
 from extmem.read._dataset import DatasetLike, as_dataset, column_names, no_rows_error
 from extmem.read._reader import read_batches
 from extmem.score._attributions import (
@@ -114,7 +114,7 @@ class ContributionColumns:
     @classmethod
     def of(cls, layout: FeatureLayout, top: int, full: Sequence[str]) -> ContributionColumns:
         """The columns for ``layout``, refused in one line when ``top`` is not a positive integer or a ``full`` feature unknown."""
-        if type(top) is not int or top < 1:
+        if not is_integer(top) or top < 1:
             msg = f"The 'top' option must be a positive number of features. Got {top!r} instead."
             raise OptionError(msg, options=("top",))
         positions = tuple(_feature_positions(layout, full, "full"))

@@ -28,7 +28,7 @@ from sklearn.base import clone, is_classifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import GaussianNB, MultinomialNB
 
-from extmem._atomic import write_atomically
+from extmem._atomic import json_default, write_atomically
 from extmem._defaults import INCREMENTAL_MODEL_FILE, INCREMENTAL_MODELS
 from extmem._layout import FeatureLayout
 from extmem.errors import OptionError
@@ -287,7 +287,11 @@ class IncrementalModel(Scorer):
             "layout": json.loads(self.layout.to_json()),
             "estimators": {name: {"class": type(est).__name__, "params": est.get_params()} for name, est in estimators.items()},
         }
-        arrays = {"meta": np.array(json.dumps(meta)), "mean": self.learner.standardizer.mean, "scale": self.learner.standardizer.scale}
+        arrays = {
+            "meta": np.array(json.dumps(meta, default=json_default)),
+            "mean": self.learner.standardizer.mean,
+            "scale": self.learner.standardizer.scale,
+        }
         for name, estimator in estimators.items():
             if type(estimator).__name__ not in _FITTED_ATTRIBUTES:
                 msg = (

@@ -25,7 +25,7 @@ from extmem._destinations import MANIFEST_FILE, RemoteFolder, check_output_folde
 from extmem._progress import ProgressBar
 from extmem._signals import raise_if_stopped
 from extmem._version import __version__
-from extmem.errors import OptionError, check_positive_int
+from extmem.errors import OptionError, check_positive_int, is_integer
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
 CLASSES = ("neither", "donor", "acceptor")
@@ -73,10 +73,10 @@ class SynthOptions:
     def __post_init__(self) -> None:
         for name in ("rows", "shards", "row_group_rows"):
             check_positive_int(getattr(self, name), name)
-        if not isinstance(self.k, int) or not 1 <= self.k <= 8:
+        if not is_integer(self.k) or not 1 <= self.k <= 8:
             msg = f"The 'k' option must be an integer from 1 to 8. Got {self.k!r} instead."
             raise OptionError(msg, options=("k",))
-        if not isinstance(self.seq_len, int) or self.seq_len < max(32, self.k):
+        if not is_integer(self.seq_len) or self.seq_len < max(32, self.k):
             msg = f"The 'seq_len' option must be an integer of at least {max(32, self.k)}. Got {self.seq_len!r} instead."
             raise OptionError(msg, options=("seq_len",))
         if self.rows < self.shards:

@@ -30,7 +30,7 @@ from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import concat_blocks, read_page_blocks
-from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int, check_seed
+from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int, check_seed, is_integer
 from extmem.read._dataset import check_rows
 from extmem.read._reader import row_groups, sample_row_groups
 from extmem.read._selection import Selection
@@ -86,7 +86,7 @@ class MatrixOptions:
         for name in ("page_rows", "max_bin", "sketch_rows", "nthread", "max_quantile_batches"):
             check_positive_int(getattr(self, name), name, allow_none=True)
         check_seed(self.seed)
-        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) or self.prefetch < 0:
+        if not is_integer(self.prefetch) or self.prefetch < 0:
             msg = f"The 'prefetch' option must be a non-negative integer (pages read ahead). Got {self.prefetch!r} instead."
             raise OptionError(msg, options=("prefetch",))
         if isinstance(self.missing, bool) or not isinstance(self.missing, (int, float)):

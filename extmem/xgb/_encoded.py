@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from extmem._atomic import json_default
 from extmem._destinations import RemoteFolder
 from extmem._folders import PrivateFolder
 from extmem._signals import deferred
@@ -104,7 +105,7 @@ def spool_for(
 
 def _entry_stem(identity: dict[str, Any]) -> str:
     """The entries of one identity are ``<stem>-<page rows>``: the same rows, in pages of that many rows."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=json_default).encode()).hexdigest()[:32]
 
 
 def find(folder: Path, identity: dict[str, Any], page_rows: int | None) -> PageSpool | None:
