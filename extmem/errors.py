@@ -43,7 +43,7 @@ def check_positive_int(value: object, option: str, *, allow_none: bool = False) 
         raise OptionError(msg, options=(option,))
 
 
-_XGBOOST_LOCATION = re.compile(r"^\[[\d:]+\] \S+:\d+: ")
+_XGBOOST_LOCATION = re.compile(r"^\[[\d:]+\] (?:WARNING: )?\S+:\d+: ")
 """The time and source line XGBoost puts before a message: ``[20:49:34] /__w/xgboost/src/objective/regression_obj.cu:114: ``."""
 _FAILED_CHECK = re.compile(r"^Check failed: (?P<condition>.*?)\s?: (?P<reason>\S.*)$")
 

@@ -119,6 +119,7 @@ CASES: list[tuple[str, str]] = [
         r"The objective 'binary:logistic' \(--param\) takes two classes; the labels make 3",
     ),
     ("train {ok} --out {out} --param booster=gblinear", r"The booster 'gblinear' \(--param\) cannot train on XGBoost's quantized"),
+    ("train {ok} --out {out} --param eval_metric=foo", r"XGBoost has no eval_metric 'foo' \(--param\): Unknown metric function foo"),
     # labels the objective does not take: refused by their range before the build, with the way to map them
     (
         "train {signed} --out {out} --label y --param objective=binary:logistic",

@@ -245,3 +245,15 @@ def test_an_error_naming_one_option_as_text_shows_its_flag() -> None:
     error = extmem.OptionError("The 'min_variance' must be >= 0.", options="min_variance")  # type: ignore[arg-type]
     assert error.options == ("min_variance",)
     assert _as_flags(str(error), error.options) == "The --min-variance must be >= 0."
+
+
+def test_library_warnings_are_one_line_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """XGBoost's warnings came with their time, source path and the Python line that called it."""
+    import warnings
+
+    from extmem.cli._main import _command_logging
+
+    with _command_logging(), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("[22:06:38] WARNING: /__w/xgboost/src/context.cc:53: No visible GPU is found, setting device to CPU.", stacklevel=1)
+    assert capsys.readouterr().err == "extmem: warning: No visible GPU is found, setting device to CPU.\n"

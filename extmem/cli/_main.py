@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -82,12 +83,20 @@ def _command_logging() -> Iterator[None]:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    show_warning = warnings.showwarning
+    warnings.showwarning = _one_line_warning
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
         logger.propagate = propagate
+        warnings.showwarning = show_warning
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: object, **__: object) -> None:
+    """A library's warning (XGBoost's "No visible GPU is found, ...") as one line, without its time and source lines."""
+    print(f"extmem: warning: {xgboost_reason(Exception(str(message)))}", file=sys.stderr)
 
 
 @contextmanager

@@ -56,6 +56,19 @@ _UNPROBED_PARAMS = ("eval_metric", "monotone_constraints", "interaction_constrai
 """Left out of the probe: metrics are checked on the labels, constraints against the features (:func:`check_constraints`)."""
 
 
+def _check_metrics(metrics: Any) -> None:
+    """Refuse an eval metric XGBoost does not know (it would fail only once the matrices are built)."""
+    matrix = xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array([0.0, 1.0]))
+    for metric in [metrics] if isinstance(metrics, str) else list(metrics or []):
+        try:
+            xgb.train({"eval_metric": metric}, matrix, 1, evals=[(matrix, "probe")], verbose_eval=False)
+        except xgb.core.XGBoostError as exc:
+            if "Unknown metric" in str(exc):
+                raise OptionError(
+                    f"XGBoost has no eval_metric {metric!r} ('params'): {xgboost_reason(exc)}.", options=("params",)
+                ) from None
+
+
 def _probe(params: Mapping[str, Any]) -> list[str]:
     """Train one round with ``params`` on a two-row matrix whose labels every objective takes; XGBoost's metrics for them."""
     probe = {key: value for key, value in params.items() if key not in _UNPROBED_PARAMS}
@@ -80,6 +93,7 @@ def check_params(params: Mapping[str, Any]) -> None:
         except (xgb.core.XGBoostError, ValueError, TypeError) as exc:
             msg = f"XGBoost rejects a parameter ('params'): {xgboost_reason(exc)}"
             raise OptionError(msg, options=("params",)) from None
+    _check_metrics(params.get("eval_metric"))
     for warning in caught:
         unused = _UNUSED_PARAMS.search(str(warning.message).replace("\n", " "))
         if unused:
