@@ -28,6 +28,7 @@ def rows(text: str) -> list[int]:
         ("chrom is None", [20]),
         ("(chrom is not None) & (position > 1)", [5, 10]),
         ("field('odd name') >= 0.25", [10, 20]),
+        ("`odd name` >= 0.25 and `position` < 20", [10]),
         ("position > -1", [1, 5, 10, 20]),
     ],
 )
@@ -47,6 +48,7 @@ def test_filter_reports_its_columns() -> None:
         ("__import__('os').system('x')", "expected a condition"),
         ("position + 1 > 2", "unsupported syntax"),
         ("1 < 2", "needs a column"),
+        ("'odd name' > 0", r"needs a column; 'odd name' is a string: a column named so is `odd name` or field\('odd name'\)"),
         ("position", "expected a condition"),
         ("position and chrom == 'chr1'", "expected a condition"),
         ("chrom in chrom", "column in \\[value"),

@@ -5,7 +5,7 @@ Grammar (Python syntax, pyarrow semantics)::
     position > 1000
     (chrom == 'chr1') & (strand != '-')          # also: and / or / not, | and ~
     chrom in ['chr1', 'chr2']                    # also: not in
-    field('odd name') >= 0.5                     # columns whose names are not identifiers
+    field('odd name') >= 0.5                     # columns whose names are not identifiers; also `odd name` >= 0.5
     is_null(gene_type) | is_valid(gene_type)            # also: gene_type is None, gene_type is not None
 
 A null never satisfies a comparison, ``in`` or ``not in``; select nulls with ``is_null``.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ MAX_DEPTH = 200
 """Deepest nesting of a filter's syntax tree: ``a & b & c ...`` nests one level per term."""
 _INT64 = (-(2**63), 2**63 - 1)
 _SHOWN_CHARS = 80
+_BACKQUOTED = re.compile(r"`([^`]*)`")
+"""A column name in backquotes, as pandas' query writes one that is not an identifier."""
 
 
 def quoted(text: str) -> str:
@@ -60,7 +63,7 @@ def parse_filter(text: str) -> RowFilter:
         msg = f"Invalid 'filter' {quoted(text)}: {len(text):,} characters, more than the {MAX_FILTER_CHARS:,} a filter may have."
         raise FilterError(msg, options=("filter",))
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(_BACKQUOTED.sub(lambda name: f"field({name[1]!r})", text.strip()), mode="eval")
     except SyntaxError as exc:
         msg = f"Invalid 'filter' {quoted(text)}: {exc.msg} at column {exc.offset}."
         raise FilterError(msg, options=("filter",)) from None
@@ -187,7 +190,9 @@ def _compare(node: ast.Compare, text: str, columns: set[str]) -> pc.Expression:
             term = (~term & left.is_valid()) if isinstance(op, ast.NotIn) else term
         elif type(op) in _COMPARE:
             if not isinstance(left, pc.Expression) and not isinstance(right, pc.Expression):
-                raise _fail(text, node, "a comparison needs a column")
+                named = next((side for side in (left, right) if isinstance(side, str)), None)
+                hint = f"; {named!r} is a string: a column named so is `{named}` or field({named!r})" if named is not None else ""
+                raise _fail(text, node, f"a comparison needs a column{hint}")
             term = _COMPARE[type(op)](left, right)
         else:
             raise _fail(text, node, "unsupported comparison")
