@@ -144,6 +144,9 @@ def test_outputs_go_to_the_store_complete_or_not_at_all(store: Store, remote_syn
         extmem.Model.load(f"{out}/nothing-here")
     extmem.predict(tmp_path / "m", small_synth, tmp_path / "preds.parquet", keep="gene_id")
     assert _object(store, f"{out}/preds.parquet") == (tmp_path / "preds.parquet").read_bytes()
+    extmem.predict(tmp_path / "m", remote_synth, f"{out}/preds.csv", keep="gene_id")
+    extmem.predict(tmp_path / "m", small_synth, tmp_path / "preds.csv", keep="gene_id")
+    assert _object(store, f"{out}/preds.csv") == (tmp_path / "preds.csv").read_bytes()
     extmem.explain(tmp_path / "m", remote_synth, f"{out}/why", top=3)
     assert _objects(store, "out/why") == ["contributions.parquet", "importance.json", "importance.parquet", "kmers.parquet"]
     extmem.prune(remote_synth, f"{out}/pruned", label="splice_type")
