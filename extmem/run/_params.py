@@ -53,7 +53,7 @@ def merged_params(params: Mapping[str, Any] | None, *, methods: tuple[str, ...] 
 
 
 _UNPROBED_PARAMS = ("eval_metric", "monotone_constraints", "interaction_constraints")
-"""Left out of the probe: metrics are checked on the labels, constraints against the features (:func:`check_constraints`)."""
+"""Left out of the probe: metrics are checked one by one (:func:`_check_metrics`), constraints against the features (:func:`_named_constraints`)."""
 
 
 def _check_metrics(metrics: Any) -> None:
