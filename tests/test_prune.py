@@ -175,3 +175,12 @@ def test_statistics_merge_exactly_across_batches() -> None:
     np.testing.assert_allclose(stats.variance, np.nanvar(wide, axis=0), rtol=1e-9)
     np.testing.assert_array_equal(stats.present, (~np.isnan(values)).sum(axis=0))
     np.testing.assert_array_equal(stats.minimum, np.nanmin(wide, axis=0))
+
+
+def test_pruning_every_feature_away_is_refused_before_writing(tmp_path: Path) -> None:
+    """Constant columns only: prune wrote a dataset without features, which the next train refused; now nothing is written."""
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"a": [1.0] * 50, "b": [2.0] * 50, "y": [0, 1] * 25}), tmp_path / "data" / "a.parquet")
+    with pytest.raises(extmem.SchemaError, match=r"would drop every one of its 2 feature columns \(2 constant\): nothing would be left"):
+        extmem.prune(tmp_path / "data", tmp_path / "pruned", label="y")
+    assert not (tmp_path / "pruned").exists()

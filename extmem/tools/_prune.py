@@ -38,7 +38,7 @@ from extmem._progress import ProgressBar
 from extmem._version import __version__
 from extmem.encode._blocks import Encoder, to_dense
 from extmem.encode._probe import plan_pass
-from extmem.errors import OptionError, check_positive_int
+from extmem.errors import OptionError, SchemaError, check_positive_int
 from extmem.read._dataset import Dataset
 from extmem.read._discover import check_not_replacing_input
 from extmem.read._holdout import splitmix64, text_hash
@@ -294,6 +294,13 @@ def prune(
         del sampled
         dropped.update(_correlation_reasons(sample, names, candidates, stats, options))
         del sample
+        if len(dropped) == len(names):
+            reasons = ", ".join(
+                f"{sum(1 for d in dropped.values() if d['reason'] == reason)} {reason}"
+                for reason in dict.fromkeys(d["reason"] for d in dropped.values())
+            )
+            msg = f"Pruning {os.fspath(src)!r} would drop every one of its {len(names):,} feature columns ({reasons}): nothing would be left to train on."
+            raise SchemaError(msg)
         rows_out = 0
         with staging_folder(target) as staging, ProgressBar(len(shards), "writing", "shards", progress) as bar:
             for shard in shards:
