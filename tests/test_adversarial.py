@@ -70,6 +70,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     shard("zero_weights", {**GOOD, "w": [0.0] * ROWS})
     shard("huge_class_ids", {**GOOD, "y": [0, 1_000_000] * (ROWS // 2)})
     shard("signed", {**GOOD, "y": [-1, 1] * (ROWS // 2)})
+    shard("one_class", {**GOOD, "splice_type": ["donor"] * ROWS})
     shard("partitioned/chrom=1", GOOD)
     _packed(tmp / "packed_negative" / "a.parquet", pa.int32(), [[0, -1], [1]], PACKED_META)
     _packed(tmp / "packed_columns_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "columns": "6mer_AAAAAA"})
@@ -141,6 +142,15 @@ CASES: list[tuple[str, str]] = [
     (
         "train {signed} --out {out} --label y --algorithm sgd_logistic",
         r"Incremental models are classifiers: .* found -1\. Map the labels to class ids 0\.\.K-1 with a --label-map",
+    ),
+    # string labels of one class were trained as regression (rmse 0)
+    (
+        "train {one_class} --out {out} --preset none --label splice_type",
+        r"The labels of 'splice_type' make one class \('donor'\); a classifier needs two",
+    ),
+    (
+        "train {one_class} --out {out} --preset none --label splice_type --algorithm sgd_logistic",
+        r"The labels of 'splice_type' make one class \('donor'\)",
     ),
     # a label map of names for numeric labels, or of numbers that miss one
     ("train {signed} --out {out} --label y --label-map a=0,b=1", r"label column 'y' holds numbers .* but the label map names \['a', 'b'\]"),

@@ -113,7 +113,11 @@ def class_count(layout: FeatureLayout, low: float, high: float, fractional: bool
     those a filter leaves without rows.
     """
     if layout.label_map is not None:
-        return len(set(layout.label_map.values()))
+        classes = len(set(layout.label_map.values()))
+        if classes < 2:
+            msg = f"The labels of {layout.label!r} make one class ({', '.join(repr(name) for name in layout.label_map)}); a classifier needs two or more."
+            raise OptionError(msg, options=("label_map",))
+        return classes
     if fractional or low < 0 or high > MAX_CLASS_ID or high < 1:
         return 0
     return int(high) + 1
