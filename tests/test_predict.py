@@ -192,6 +192,11 @@ def test_a_model_feature_no_shard_holds_is_named_not_silently_missing(tmp_path: 
     with caplog.at_level("INFO", logger="extmem"):
         extmem.predict(model.booster, data, tmp_path / "p.parquet")
     assert "1 feature column(s) are in none of the 1 shard(s) (first: " in caplog.text and "missing in every row: score" in caplog.text
+    write_shard(tmp_path / "train" / "b.parquet", {k: v for k, v in rows.items() if k != "score"})
+    caplog.clear()
+    with caplog.at_level("INFO", logger="extmem"):
+        extmem.train(tmp_path / "train", preset="splice-sites", rounds=1)
+    assert "1 feature column(s) are in only some of the 2 shards, so missing in the others' rows: score" in caplog.text
 
 
 def test_predict_on_unrelated_data_is_refused(model_dir: Path, tmp_path: Path) -> None:

@@ -226,7 +226,7 @@ def _choose_features(
         categories=categories,
         kmers=encoding,
     )
-    return layout, dropped, notices
+    return layout, dropped, [*notices, *_missing_features(schema, layout)]
 
 
 def _check_sequence_column(schema: Schema, sequence_column: str | None, *, from_model: bool) -> None:
@@ -267,15 +267,21 @@ def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label
     return FeatureLayout(layout.names, layout.zero_is_missing, dataset.label, label_map, layout.kmers, layout.categories)
 
 
-def _absent_features(schema: Schema, layout: FeatureLayout) -> list[Notice]:
-    """A notice naming the model's feature columns that no shard holds (count columns, often absent, aside): all missing here."""
-    kept = zip(layout.names[: layout.kmer_offset], layout.zero_is_missing, strict=False)
-    absent = [name for name, counts in kept if not counts and name not in schema.columns and name not in layout.categories]
-    if not absent:
-        return []
-    more = f" and {len(absent) - 5} more" if len(absent) > 5 else ""
-    where = f"none of the {len(schema.shards)} shard(s) (first: {schema.shards[0]!r})"
-    return [Notice(f"extmem: {len(absent)} feature column(s) are in {where}, so missing in every row: {', '.join(absent[:5])}{more}")]
+def _missing_features(schema: Schema, layout: FeatureLayout) -> list[Notice]:
+    """Notices naming the feature columns some or all shards lack (count columns aside, which are often absent): missing there."""
+    every = (1 << len(schema.shards)) - 1
+    kept = [name for name, counts in zip(layout.names[: layout.kmer_offset], layout.zero_is_missing, strict=False) if not counts]
+    absent = [name for name in kept if name not in schema.columns]
+    partial = [name for name in kept if name in schema.columns and schema.columns[name].shards_mask != every]
+    notices = []
+    for names, where in (
+        (absent, f"none of the {len(schema.shards)} shard(s) (first: {schema.shards[0]!r}), so missing in every row"),
+        (partial, f"only some of the {len(schema.shards)} shards, so missing in the others' rows"),
+    ):
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            notices.append(Notice(f"extmem: {len(names)} feature column(s) are in {where}: {shown}"))
+    return notices
 
 
 def _scan_schema(schema: Schema, layout: FeatureLayout, extras: Sequence[str]) -> pa.Schema:
@@ -307,7 +313,7 @@ def select(
     if layout is None:
         chosen, dropped, notices = _choose_features(schema, dataset, label_map, dictionaries)
     else:
-        chosen, dropped, notices = _check_layout(schema, dataset, layout, label_map), {}, _absent_features(schema, layout)
+        chosen, dropped, notices = _check_layout(schema, dataset, layout, label_map), {}, _missing_features(schema, layout)
     return Selection(
         dataset, schema, chosen, row_filter, tuple(carry), extras, _scan_schema(schema, chosen, extras), dropped, tuple(notices)
     )
