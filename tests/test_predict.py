@@ -108,6 +108,12 @@ def test_evaluate_outputs_are_distinct_files_of_the_kind_their_names_say(model_d
     assert list(tmp_path.iterdir()) == []
     extmem.evaluate(model_dir, held_out, out=tmp_path / "m.json", plot=tmp_path / "pr.pdf")
     assert (tmp_path / "pr.pdf").read_bytes()[:5] == b"%PDF-" and json.loads((tmp_path / "m.json").read_text())["rows"] > 0
+    regression = extmem.train(held_out, label="position", rounds=1).booster  # no classes: its plot was an empty frame
+    with pytest.raises(
+        extmem.OptionError, match=r"curves \('plot'\) need class probabilities; this model's objective is 'reg:squarederror'"
+    ):
+        extmem.evaluate(regression, held_out, label="position", plot=tmp_path / "reg.png")
+    assert not (tmp_path / "reg.png").exists()
 
 
 def test_predict_with_filter_keeps_only_matching_rows(model_dir: Path, held_out: Path, tmp_path: Path) -> None:

@@ -57,6 +57,9 @@ def evaluate(
         output_format(plot, PLOT_FORMATS, "plot")
         pyplot()
     trained = as_model(model)
+    if plot is not None and trained.task not in ("binary", "multiclass"):
+        msg = f"Precision-recall curves ('plot') need class probabilities; this model's objective is {trained.objective!r}."
+        raise OptionError(msg, options=("plot",))
     dataset = as_dataset(data, {**options, "label": label or trained.layout.label})
     if dataset.label is None:
         msg = "Evaluation needs a label column; the model records none, so give 'label'."
