@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from extmem._atomic import atomic_file, write_atomically, write_json
 from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_ROW_GROUP_ROWS, INCREMENTAL_MODEL_FILE, MODEL_FOLDER_FILES, REPORT_FILE
 from extmem._destinations import RemoteFolder, check_output_folder, publish_folder, staging_folder
+from extmem.errors import OptionError
 
 DATA_PAGE_BYTES = 1 << 20
 """Parquet data page size: pages of about 1 MiB keep decoding buffers small and reads selective."""
@@ -24,6 +25,18 @@ DATA_PAGE_BYTES = 1 << 20
 
 TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "CSV", "": "parquet"}
 """Formats of a streamed table by its file's suffix."""
+
+
+def check_writable(schema: pa.Schema, file_format: str, path: str | os.PathLike[str], option: str = "out") -> None:
+    """Refuse, before any work, a column the format cannot hold (CSV has no lists, structs or maps)."""
+    if file_format != "CSV":
+        return
+    for field in schema:
+        try:
+            pa_csv.write_csv(pa.schema([field]).empty_table(), pa.BufferOutputStream())
+        except pa.ArrowException:
+            msg = f"The column {field.name!r} is {field.type}, which a CSV file cannot hold ('{option}' {os.fspath(path)!r}); write parquet instead."
+            raise OptionError(msg, options=(option,)) from None
 
 
 class TableSink:
@@ -124,6 +137,7 @@ __all__ = [
     "TABLE_FORMATS",
     "TableSink",
     "check_model_folder",
+    "check_writable",
     "publish_model",
     "write_atomically",
     "write_json",

@@ -18,7 +18,7 @@ from extmem._contracts import RawBatch
 from extmem._destinations import check_output_file, output_format
 from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
-from extmem._sink import TABLE_FORMATS, TableSink
+from extmem._sink import TABLE_FORMATS, TableSink, check_writable
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError
 from extmem.read._dataset import DatasetLike, as_dataset, column_names
@@ -107,6 +107,7 @@ def predict(
         selection = trained.select(dataset, carry)
         plan = plan_pass(selection, memory_budget)
         schema = _output_schema(trained, selection.carried_schema)
+        check_writable(schema, file_format, out)
         with (
             TableSink(out, schema, replace=overwrite, file_format=file_format) as sink,
             ProgressBar(selection.rows, "predicting", "rows", progress) as bar,
