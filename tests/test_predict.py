@@ -181,6 +181,10 @@ def test_predictions_to_a_csv_file_are_csv_and_other_formats_are_refused(model_d
     ):
         extmem.predict(model_dir, held_out, tmp_path / "p.json")
     assert not (tmp_path / "p.json").exists()
+    data = write_shard(tmp_path / "lists" / "a.parquet", {"4mer_AAAA": [1.0, 2.0], "pairs": [[1, 2], [3]]}).parent
+    with pytest.raises(extmem.OptionError, match=r"column 'pairs' is list<element: int64>, which a CSV file cannot hold"):
+        extmem.predict(model_dir, data, tmp_path / "lists.csv", keep="pairs")  # a traceback from the CSV writer
+    assert not (tmp_path / "lists.csv").exists()
 
 
 def test_an_output_ending_in_a_slash_is_a_folder_not_a_file(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
