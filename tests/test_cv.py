@@ -63,3 +63,21 @@ def test_more_folds_than_groups_is_one_line_about_folds(tmp_path: Path) -> None:
     data = write_shard(tmp_path / "data" / "a.parquet", {"x": list(range(60)), "g": ["a", "b", "c"] * 20, "y": [0, 1] * 30}).parent
     with pytest.raises(extmem.NoRowsError, match=r"Fold \d of 5 of '.*data' has no validation rows: too few groups of 'g' for 5 folds"):
         extmem.cross_validate(data, label="y", folds=5, group_by="g", rounds=2)
+
+
+def test_a_metric_a_fold_lacks_is_left_out_of_its_mean() -> None:
+    """An AUC a fold cannot have (no positives among its validation rows) is None there: the spread is over the other folds."""
+    from extmem.run._cv import _summary
+
+    def report(auc: float | None, losses: list[float]) -> dict:
+        valid = {"logloss": losses[-1], "auc": auc}
+        return {
+            "history": {"valid": {"logloss": losses, "auc": [auc] * len(losses)}},
+            "metrics": {"valid": valid},
+            "data": {"train": {"rows": 8}, "valid": {"rows": 2}},
+            "early_stopping": None,
+        }
+
+    summary = _summary([report(None, [0.7, 0.5]), report(0.8, [0.6, 0.4, 0.3])], None, 0)
+    assert summary["metrics"]["auc"] == {"mean": 0.8, "std": 0.0}
+    assert summary["history"]["logloss"]["mean"] == pytest.approx([0.65, 0.45]) and summary["history"]["auc"]["mean"] == [0.8, 0.8]

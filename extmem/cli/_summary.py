@@ -101,6 +101,7 @@ def cv_summary(result: dict[str, Any], out: str | None) -> str:
     """Folds, and each validation metric's mean and standard deviation over them at the end of their runs."""
     groups = f" by {result['group_by']!r}" if result["group_by"] else ""
     rows = ", ".join(f"{fold['valid_rows']:,}" for fold in result["per_fold"])
-    metrics = ", ".join(f"{name} {value['mean']:.4f} ± {value['std']:.4f}" for name, value in list(result["metrics"].items())[:4])
+    shown = [(name, value) for name, value in result["metrics"].items() if value["mean"] is not None][:4]
+    metrics = ", ".join(f"{name} {value['mean']:.4f} ± {value['std']:.4f}" for name, value in shown)
     lines = [f"{result['folds']} folds{groups} (validation rows {rows})", f"valid: {metrics}"]
     return "\n".join([*lines, f"results: {out}"] if out else lines)

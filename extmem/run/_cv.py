@@ -8,6 +8,7 @@ never lies on both sides. Each fold is one :func:`extmem.train` run through exte
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -95,18 +96,20 @@ def _summary(reports: list[dict[str, Any]], group_by: str | None, seed: int) -> 
     names = [name for name in histories[0] if all(name in history for history in histories)]
     kept = min(len(history[name]) for history in histories for name in names) if names else 0
 
-    def spread(values: np.ndarray) -> dict[str, Any]:
-        return {"mean": values.mean(axis=0).tolist(), "std": values.std(axis=0).tolist()}
+    def spread(values: list[Any]) -> dict[str, Any]:
+        """Mean and standard deviation over folds of the folds' values (None where a fold has none, as an AUC without positives)."""
+        array = np.array(values, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a round no fold has a value for
+            mean, std = np.nanmean(array, axis=0), np.nanstd(array, axis=0)
+        return {"mean": np.where(np.isnan(mean), None, mean).tolist(), "std": np.where(np.isnan(std), None, std).tolist()}
 
     return {
         "folds": len(reports),
         "group_by": group_by,
         "seed": seed,
-        "history": {name: spread(np.array([history[name][:kept] for history in histories])) for name in names},
-        "metrics": {
-            name: {key: float(value) for key, value in spread(np.array([report["metrics"]["valid"][name] for report in reports])).items()}
-            for name in names
-        },
+        "history": {name: spread([history[name][:kept] for history in histories]) for name in names},
+        "metrics": {name: spread([report["metrics"]["valid"][name] for report in reports]) for name in names},
         "per_fold": [
             {
                 "train_rows": report["data"]["train"]["rows"],
