@@ -143,9 +143,9 @@ def would_be_a_shard(path: str | os.PathLike[str], dataset_paths: Iterable[str])
 
 def check_not_replacing_input(folder: str | os.PathLike[str], shards: Iterable[str], option: str = "dst") -> None:
     """Refuse an output folder that holds shards it is written from: publishing it would replace its own input."""
-    target = os.path.realpath(local_path(os.fspath(folder)))
     if is_remote(os.fspath(folder)):
         return
+    target = os.path.realpath(local_path(os.fspath(folder)))
     for shard in shards:
         if not is_remote(shard) and os.path.realpath(local_path(shard)).startswith(target + os.sep):
             msg = f"The '{option}' folder {os.fspath(folder)!r} holds the shard {shard!r} it is written from, and the result would replace it. Write elsewhere."

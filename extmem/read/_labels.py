@@ -41,11 +41,11 @@ def label_map_of(
 def _numeric_label_map(schema: Schema, dataset: Dataset, model: FeatureLayout | None) -> dict[str, int] | None:
     """The label map of numeric labels: the model's or the dataset's when its keys are numbers; a preset's class names pass."""
     given = model.label_map if model is not None else dataset.label_map
-    if given is None or (model is not None and numeric_keys(given) is None):
+    if given is None:
         return None
     if numeric_keys(given) is not None:
         return dict(given)
-    if is_preset_label_map(given):
+    if model is not None or is_preset_label_map(given):  # a model's class names, or a preset's: the numbers are class ids
         return None
     label = dataset.label
     msg = (

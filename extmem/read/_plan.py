@@ -321,7 +321,8 @@ def plan_memory(
     page_rows = min(page_rows, MAX_PAGE_ROWS, max(profile.rows, MIN_PAGE_ROWS))
     batch_rows = min(batch_rows, page_rows)
     limit = budget.bytes if budget is not None else None
-    available = psutil.virtual_memory().available * MEMORY_CACHE_SHARE
+    ram = Budget(psutil.virtual_memory().available, "the RAM available; a larger 'memory_budget' tries anyway")
+    available = ram.bytes * MEMORY_CACHE_SHARE
 
     def build(kind: Literal["memory", "disk"], batch: int, page: int, reason: str) -> MemoryPlan:
         plan = MemoryPlan(
@@ -392,7 +393,6 @@ def plan_memory(
         assert budget is not None
         detail = f" and {format_size(least.matrix_bytes)} the in-memory matrix (try 'cache' disk)" if cache == "memory" else ""
         raise _refusal(budget, least, profile, detail)
-    ram = Budget(int(available / MEMORY_CACHE_SHARE), "the RAM available; a larger 'memory_budget' tries anyway")
     if budget is None and plan.expected_peak_bytes > ram.bytes:  # sizes given that no machine of this size holds
         raise _refusal(ram, plan, profile)
     return plan

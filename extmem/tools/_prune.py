@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -294,11 +295,9 @@ def prune(
         del sampled
         dropped.update(_correlation_reasons(sample, names, candidates, stats, options))
         del sample
+        dropped_counts = Counter(d["reason"] for d in dropped.values())
         if len(dropped) == len(names):
-            reasons = ", ".join(
-                f"{sum(1 for d in dropped.values() if d['reason'] == reason)} {reason}"
-                for reason in dict.fromkeys(d["reason"] for d in dropped.values())
-            )
+            reasons = ", ".join(f"{count} {reason}" for reason, count in dropped_counts.items())
             msg = f"Pruning {os.fspath(src)!r} would drop every one of its {len(names):,} feature columns ({reasons}): nothing would be left to train on."
             raise SchemaError(msg)
         rows_out = 0
@@ -325,10 +324,7 @@ def prune(
                 "sample_rows": int(sum(min(rows, per_shard) for rows in shard_rows.values())),
                 "kept": [name for name in names if name not in dropped],
                 "dropped": dropped,
-                "dropped_counts": {
-                    reason: sum(1 for d in dropped.values() if d["reason"] == reason)
-                    for reason in ("constant", "low variance", "duplicate", "correlated")
-                },
+                "dropped_counts": {reason: dropped_counts[reason] for reason in ("constant", "low variance", "duplicate", "correlated")},
                 "seconds": round(time.perf_counter() - started, 3),
                 "memory_plan": plan.to_dict(),
                 "files": [Path(shard).name for shard in shards],
