@@ -48,9 +48,9 @@ _XGBOOST_LOCATION = re.compile(r"^\[[\d:]+\] (?:WARNING: )?\S+:\d+: ")
 _FAILED_CHECK = re.compile(r"^Check failed: (?P<condition>.*?)\s?: (?P<reason>\S.*)$")
 
 
-def xgboost_reason(exc: BaseException) -> str:
-    """The first line of an XGBoost error, without its time, source line and the condition of a check that says why."""
-    line = next((line for line in str(exc).splitlines() if line.strip()), "unknown error")
+def xgboost_reason(error: BaseException | Warning | str) -> str:
+    """The first line of an XGBoost error (or warning), without its time, source line and the condition of a check that says why."""
+    line = next((line for line in str(error).splitlines() if line.strip()), "unknown error")
     line = _XGBOOST_LOCATION.sub("", line.strip())
     failed = _FAILED_CHECK.match(line)
     return failed["reason"] if failed else line.removesuffix(":").strip()

@@ -138,7 +138,7 @@ def _train(args: argparse.Namespace) -> None:
 def _cv(args: argparse.Namespace) -> None:
     if args.encoded_cache is not None:
         raise OptionError("--encoded-cache does not apply to cross-validation: each fold reads other rows.")
-    from extmem.run._cv import cross_validate
+    from extmem.run._cv import MATRIX_OPTIONS, cross_validate
 
     result = cross_validate(
         args.data,
@@ -151,12 +151,7 @@ def _cv(args: argparse.Namespace) -> None:
         out=args.out,
         overwrite=args.overwrite,
         progress=_progress(args),
-        page_rows=args.page_rows,
-        sketch_rows=args.sketch_rows,
-        cache=args.cache,
-        memory_budget=args.memory_budget,
-        prefetch=args.prefetch,
-        cache_dir=args.cache_dir,
+        **{name: getattr(args, name) for name in MATRIX_OPTIONS},
         **_dataset_options(args),
     )
     print(cv_summary(result, args.out))

@@ -138,6 +138,11 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def param_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--param KEY=VALUE``, repeated: the model parameters (read by :func:`extmem.cli._commands._params`)."""
+    parser.add_argument("--param", type=types.param, action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--algorithm",
@@ -157,13 +162,9 @@ def train_flags(parser: argparse.ArgumentParser) -> None:
         help="incremental models: weight classes by rows / (classes x class rows)",
     )
     parser.add_argument("--seed", type=int, default=0, help="incremental models: seed of the shuffled page and row order")
-    parser.add_argument(
-        "--param",
-        type=types.param,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a model parameter, repeated for more: XGBoost's (--param max_depth=8 --param eta=0.05) or the scikit-learn "
+    param_flag(
+        parser,
+        "a model parameter, repeated for more: XGBoost's (--param max_depth=8 --param eta=0.05) or the scikit-learn "
         "estimator's (--param alpha=0.01); constraints by feature name as JSON: "
         "--param 'monotone_constraints={\"donor_score\": 1}'",
     )

@@ -96,7 +96,7 @@ def _command_logging() -> Iterator[None]:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: object, **__: object) -> None:
     """A library's warning (XGBoost's "No visible GPU is found, ...") as one line, without its time and source lines."""
-    print(f"extmem: warning: {xgboost_reason(Exception(str(message)))}", file=sys.stderr)
+    print(f"extmem: warning: {xgboost_reason(message)}", file=sys.stderr)
 
 
 @contextmanager

@@ -25,7 +25,17 @@ from extmem._defaults import (
 from extmem._presets import SPLICE_SITES
 from extmem._version import __version__
 from extmem.cli import _types as types
-from extmem.cli._flags import DATA_HELP, MODEL_HELP, TRAIN_EXAMPLES, budget_flag, common_flags, dataset_flags, row_flags, train_flags
+from extmem.cli._flags import (
+    DATA_HELP,
+    MODEL_HELP,
+    TRAIN_EXAMPLES,
+    budget_flag,
+    common_flags,
+    dataset_flags,
+    param_flag,
+    row_flags,
+    train_flags,
+)
 
 
 def _add(commands: Any, name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
@@ -90,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--group-by", metavar="COLUMN", help="keep each value of this column (e.g. gene_id) in one fold")
     cv.add_argument("--seed", type=int, default=0, help="seed of the fold each row (or group) falls in")
     cv.add_argument("--rounds", type=types.positive, default=DEFAULT_ROUNDS, help="boosting rounds")
-    cv.add_argument(
-        "--param", type=types.param, action="append", default=[], metavar="KEY=VALUE", help="an XGBoost parameter, as for train"
-    )
+    param_flag(cv, "an XGBoost parameter, as for train")
     cv.add_argument("--early-stopping", type=types.positive, metavar="N", help="stop each fold after N rounds without improvement")
     cv.add_argument("--out", metavar="FILE", help="also write the results as JSON here")
     dataset_flags(cv)
@@ -281,22 +289,23 @@ _FLAGS = {
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line (exits with status 2 and a usage message on a usage error)."""
     parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     args, extras = parser.parse_known_args(argv)
     if extras:  # reported by the command's own parser, which knows its flags
-        commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
         commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
     for name in [name for name in vars(args) if name.endswith(_FLAG_SPELLING)]:
         given = vars(args).pop(name)
         if given is not None:
             setattr(args, name.removesuffix(_FLAG_SPELLING), given)
-    args.given = _given_options(argv)
+    args.given = _given_options(parser, commands, argv)
     return args
 
 
-def _given_options(argv: Sequence[str] | None) -> frozenset[str]:
-    """The options the command line sets itself, whatever their values (a default typed out counts)."""
-    parser = build_parser()
-    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+def _given_options(parser: argparse.ArgumentParser, commands: argparse._SubParsersAction, argv: Sequence[str] | None) -> frozenset[str]:
+    """The options the command line sets itself, whatever their values (a default typed out counts).
+
+    Parses ``argv`` again with ``parser`` once its commands' defaults are suppressed: the parser is spent afterwards.
+    """
     for command in {id(p): p for p in commands.choices.values()}.values():
         for action in command._actions:
             action.default = argparse.SUPPRESS
