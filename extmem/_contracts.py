@@ -98,7 +98,8 @@ class RawBatch:
 
     ``columns`` holds the feature columns this shard has (and a packed ``block``'s two list
     columns, a sequence column to count k-mers from); ``label`` is class ids or values,
-    ``weight`` row weights, ``carried`` the columns passed through unchanged (predictions' ids).
+    ``weight`` row weights, ``qid`` query ids (int64, non-decreasing), ``carried`` the columns
+    passed through unchanged (predictions' ids).
     ``parts``, when set, gives the rest of the feature columns (plain numeric ones), decoded a
     subset of columns at a time when called, each part holding all the batch's rows: the reader
     hands over a whole row group so, and the call is valid until it is asked for its next batch.
@@ -112,6 +113,7 @@ class RawBatch:
     weight: np.ndarray | None = None
     carried: pa.RecordBatch | None = None
     parts: Callable[[], Iterator[pa.RecordBatch]] | None = None
+    qid: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -125,11 +127,12 @@ class RawBatch:
 
 @dataclass(frozen=True)
 class Block:
-    """Rows in layout column order (float32 CSR, or dense with NaN for missing), with labels and weights."""
+    """Rows in layout column order (float32 CSR, or dense with NaN for missing), with labels, weights and query ids."""
 
     X: sp.csr_matrix | np.ndarray
     label: np.ndarray | None
     weight: np.ndarray | None
+    qid: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -141,6 +144,10 @@ class Block:
         if sp.issparse(self.X):
             return int(self.X.nnz)
         return int(np.count_nonzero(~np.isnan(self.X)))
+
+
+ROW_ARRAYS = ("label", "weight", "qid")
+"""The per-row arrays that travel with a batch's or block's rows (None where the dataset has no such column)."""
 
 
 @dataclass(frozen=True)

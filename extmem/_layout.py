@@ -123,7 +123,8 @@ class FeatureLayout:
     missing. In every other column zeros are stored as values and only nulls are missing.
     With ``kmers``, the last features are k-mer features built by that encoding (hashed or
     counted from sequences), not read from columns of those names. ``categories`` holds the
-    dictionary of each categorical feature; ``label_map`` the class of each string label.
+    dictionary of each categorical feature; ``label_map`` the class of each string label;
+    ``qid`` the query-id column a ranking model was trained with.
     """
 
     names: tuple[str, ...]
@@ -132,6 +133,7 @@ class FeatureLayout:
     label_map: Mapping[str, int] | None = None
     kmers: KmerEncoding | None = None
     categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    qid: str | None = None
 
     @property
     def xgboost_names(self) -> list[str]:
@@ -169,6 +171,7 @@ class FeatureLayout:
         always_sparse: Collection[str] = (),
         categories: Mapping[str, tuple[str, ...]] | None = None,
         kmers: KmerEncoding | None = None,
+        qid: str | None = None,
     ) -> FeatureLayout:
         """``names`` (then the k-mer features of ``kmers``, all sparse counts), with count columns marked.
 
@@ -179,7 +182,7 @@ class FeatureLayout:
         categories = dict(categories or {})
         sparse = [name not in categories and (name in always_sparse or bool(pattern and pattern.search(name))) for name in names]
         kmer_names = kmers.feature_names() if kmers is not None else []
-        return cls((*names, *kmer_names), (*sparse, *([True] * len(kmer_names))), label, label_map, kmers, categories)
+        return cls((*names, *kmer_names), (*sparse, *([True] * len(kmer_names))), label, label_map, kmers, categories, qid)
 
     @property
     def sparse_mask(self) -> np.ndarray:
@@ -220,6 +223,7 @@ class FeatureLayout:
                 "label_map": dict(self.label_map) if self.label_map is not None else None,
                 "kmers": self.kmers.to_dict() if self.kmers is not None else None,
                 "categories": {name: list(values) for name, values in self.categories.items()},
+                "qid": self.qid,
             }
         )
 
@@ -249,9 +253,9 @@ def _layout_from(data: Any) -> FeatureLayout:
         msg = "a feature name is repeated"
         raise ValueError(msg)
     sparse = set(_strings(data["zero_is_missing"], "zero_is_missing"))
-    label = data.get("label")
-    if label is not None and not isinstance(label, str):
-        msg = "the label must be a column name"
+    label, qid = data.get("label"), data.get("qid")
+    if any(column is not None and not isinstance(column, str) for column in (label, qid)):
+        msg = "the label and query-id columns must be column names"
         raise TypeError(msg)
     label_map = data.get("label_map")
     if label_map is not None:
@@ -274,4 +278,4 @@ def _layout_from(data: Any) -> FeatureLayout:
     if not set(categories) <= set(names) or (kmers is not None and kmers.feature_count > len(names)):
         msg = "categories or k-mer features name columns the layout lacks"
         raise ValueError(msg)
-    return FeatureLayout(names, tuple(name in sparse for name in names), label, label_map, kmers, categories)
+    return FeatureLayout(names, tuple(name in sparse for name in names), label, label_map, kmers, categories, qid)

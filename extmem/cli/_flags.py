@@ -72,6 +72,11 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--weight", metavar="COLUMN", help="row-weight column")
     group.add_argument(
+        "--qid",
+        metavar="COLUMN",
+        help="query-id column (integers, each query's rows together in non-decreasing order): learn to rank, rank:ndcg unless given",
+    )
+    group.add_argument(
         "--features", metavar="COLUMNS", help="feature columns: comma-separated names or globs (default: every numeric column)"
     )
     group.add_argument("--drop", metavar="COLUMNS", help="columns to leave out of the features: comma-separated names or globs")

@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-map", type=types.label_map, metavar="NAME=ID,...", help="string labels to the model's class ids (default: the model's)"
     )
     evaluate.add_argument("--weight", metavar="COLUMN", help="row-weight column")
+    evaluate.add_argument("--qid", metavar="COLUMN", help="a ranking model's query-id column (default: the model's)")
     evaluate.add_argument("--out", metavar="FILE", help="also write the metrics as JSON here")
     evaluate.add_argument("--plot", metavar="FILE", help="write precision-recall curves as a PNG here (pip install 'extmem[plot]')")
     rows = evaluate.add_argument_group("dataset")

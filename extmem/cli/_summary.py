@@ -63,7 +63,8 @@ def train_summary(report: dict[str, Any], out: str) -> str:
 
 def evaluation_text(result: dict[str, Any]) -> str:
     shown = {k: v for k, v in result.items() if isinstance(v, float) and k != "seconds"}
-    lines = [f"{result['rows']:,} rows: " + ", ".join(f"{name} {value:.4f}" for name, value in shown.items())]
+    queries = f" in {result['queries']:,} queries" if "queries" in result else ""
+    lines = [f"{result['rows']:,} rows{queries}: " + ", ".join(f"{name} {value:.4f}" for name, value in shown.items())]
     per_class = result.get("per_class", {})
     if per_class:
         columns = [c for c in ("precision", "recall", "f1", "roc_auc", "pr_auc", "support") if c in next(iter(per_class.values()))]

@@ -226,7 +226,7 @@ class Encoder:
         return plan.features(batch.columns, batch.where, self.layout.kmer_offset)
 
     def __call__(self, batch: RawBatch) -> Block:
-        """The batch as a block of float32 rows (see :func:`to_matrix`), with its labels and weights.
+        """The batch as a block of float32 rows (see :func:`to_matrix`), with its labels, weights and query ids.
 
         The time spent decoding the batch's parts counts for the reader, not here.
         """
@@ -234,7 +234,7 @@ class Encoder:
         decoding = [0.0]
         parts = None if batch.parts is None else self._part_features(batch, decoding)
         try:
-            return Block(to_matrix(self.features(batch), self.layout, batch.where, parts or ()), batch.label, batch.weight)
+            return Block(to_matrix(self.features(batch), self.layout, batch.where, parts or ()), batch.label, batch.weight, batch.qid)
         finally:
             if parts is not None:
                 parts.close()  # on an error, at once: the part decoded ahead is waited for while the shard is open

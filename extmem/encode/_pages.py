@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 
-from extmem._contracts import Block, ReadCounters, RowGroupRef
+from extmem._contracts import ROW_ARRAYS, Block, ReadCounters, RowGroupRef
 from extmem.encode._blocks import Encoder
 from extmem.read._reader import read_batches
 from extmem.read._selection import Selection
@@ -43,16 +44,15 @@ def read_page_blocks(
 
 
 def concat_blocks(blocks: list[Block]) -> Block:
-    """Stack blocks vertically (labels and weights too)."""
+    """Stack blocks vertically (labels, weights and query ids too)."""
     if len(blocks) == 1:
         return blocks[0]
     if sp.issparse(blocks[0].X):
         X: sp.csr_matrix | np.ndarray = _stacked_csr([b.X for b in blocks])
     else:
         X = np.vstack([b.X for b in blocks])
-    label = None if blocks[0].label is None else np.concatenate([b.label for b in blocks])
-    weight = None if blocks[0].weight is None else np.concatenate([b.weight for b in blocks])
-    return Block(X, label, weight)
+    arrays = {name: None if getattr(blocks[0], name) is None else np.concatenate([getattr(b, name) for b in blocks]) for name in ROW_ARRAYS}
+    return Block(X, **arrays)
 
 
 def _stacked_csr(matrices: list[sp.csr_matrix]) -> sp.csr_matrix:
@@ -92,6 +92,14 @@ def page_blocks(blocks: Iterable[Block], page_rows: int) -> Iterator[list[Block]
     on the rows and ``page_rows``, not on how they were read (row batches or whole row groups,
     a local folder or a store), so neither changes the model.
     """
+    stream = iter(blocks)
+    first = next(stream, None)
+    if first is not None:
+        blocks = itertools.chain([first], stream)
+        yield from (_query_page_blocks if first.qid is not None else _page_blocks)(blocks, page_rows)
+
+
+def _page_blocks(blocks: Iterable[Block], page_rows: int) -> Iterator[list[Block]]:
     pending: list[Block] = []
     pending_rows = 0
     for block in blocks:
@@ -109,6 +117,45 @@ def page_blocks(blocks: Iterable[Block], page_rows: int) -> Iterator[list[Block]
         yield pending
 
 
+def _query_page_blocks(blocks: Iterable[Block], page_rows: int) -> Iterator[list[Block]]:
+    """Pages of blocks with query ids: as :func:`_page_blocks`, but a page ends only where a query ends.
+
+    XGBoost takes a query cut by a page boundary for two queries. A page ends before the
+    query that would not fit; a query longer than a page makes a page of its own.
+    """
+    pending: list[Block] = []
+    pending_rows = 0
+    for block in blocks:
+        qid = block.qid
+        assert qid is not None
+        start = 0
+        while start < block.rows:
+            last = pending[-1].qid[-1] if pending else None  # type: ignore[index]
+            query_end = int(np.searchsorted(qid, qid[start], side="right"))
+            if pending and qid[start] != last and (pending_rows >= page_rows or pending_rows + query_end - start > page_rows):
+                yield pending  # the next query starts a page: this one is full, or the query would not fit in it
+                pending, pending_rows = [], 0
+                continue
+            if pending_rows >= page_rows or qid[start] == last:
+                end = query_end  # the page's last query goes on in this block: the rest of it joins the page
+            else:
+                end = min(block.rows, start + page_rows - pending_rows)
+                if (
+                    end < block.rows and qid[end] == qid[end - 1]
+                ):  # the cut would split a query: end before it (or after, if it starts the page)
+                    query_start = int(np.searchsorted(qid, qid[end - 1], side="left"))
+                    end = query_start if query_start > start else query_end
+            whole = start == 0 and end == block.rows
+            pending.append(block if whole else _rows(block, start, end, copy=end == block.rows))
+            pending_rows += end - start
+            start = end
+            if start < block.rows and pending_rows >= page_rows:
+                yield pending
+                pending, pending_rows = [], 0
+    if pending:
+        yield pending
+
+
 def _rows(block: Block, start: int, stop: int, *, copy: bool) -> Block:
     """Rows ``start:stop`` of a block: views of its arrays, or a copy."""
     X = block.X
@@ -117,7 +164,7 @@ def _rows(block: Block, start: int, stop: int, *, copy: bool) -> Block:
         X = sp.csr_matrix((X.data[first:last], X.indices[first:last], X.indptr[start : stop + 1] - first), shape=(stop - start, X.shape[1]))
     else:
         X = X[start:stop]
-    parts = [X, *(None if array is None else array[start:stop] for array in (block.label, block.weight))]
     if copy:
-        parts = [None if part is None else part.copy() for part in parts]
-    return Block(*parts)
+        X = X.copy()
+    arrays = {name: None if getattr(block, name) is None else getattr(block, name)[start:stop] for name in ROW_ARRAYS}
+    return Block(X, **{name: array.copy() if copy and array is not None else array for name, array in arrays.items()})

@@ -94,7 +94,9 @@ class Dataset:
     selects feature columns (names or glob patterns; default: every numeric column); ``drop``
     removes columns from the features. String columns are never numeric features.
     ``label_map`` maps labels to class ids: strings, or numbers such as ``{-1: 0, 1: 1}``; without it,
-    string labels become classes in sorted order and numeric labels are used as they are. ``filter`` is a pyarrow-style row filter such as
+    string labels become classes in sorted order and numeric labels are used as they are. ``qid`` names the
+    query-id column of a ranking dataset (integers; each query's rows together, the ids in
+    non-decreasing order through the shards, as XGBoost requires). ``filter`` is a pyarrow-style row filter such as
     ``"(chrom == 'chr1') & (position > 1000)"``, pushed down to row groups.
     ``zero_is_missing`` is a regular expression: matching (count) columns are stored sparsely,
     a zero meaning 'absent'; other columns keep zeros as values. ``preset`` (a name such as
@@ -109,6 +111,7 @@ class Dataset:
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     label: str | None = None
     weight: str | None = None
+    qid: str | None = None
     features: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     label_map: Mapping[str, int] | Mapping[int, int] | Mapping[float, int] | None = None
@@ -147,7 +150,7 @@ class Dataset:
             for name, value in preset.options(self.label).items():
                 if getattr(self, name) is None:
                     set_(self, name, value)
-        for option in ("label", "weight", "filter"):
+        for option in ("label", "weight", "qid", "filter"):
             value = getattr(self, option)
             if value is not None and (not isinstance(value, str) or not value):
                 what = "a row filter" if option == "filter" else "a column name"
@@ -183,12 +186,18 @@ class Dataset:
             msg = f"The 'holdout' option must be an extmem.Holdout. Got {self.holdout!r} instead."
             raise OptionError(msg, options=("holdout",))
         set_(self, "label_map", _label_map(self.label_map))
+        if self.qid is not None and self.weight is not None:
+            msg = "The 'weight' option cannot go with 'qid': XGBoost weighs a ranking dataset by query, not by row."
+            raise OptionError(msg, options=("weight", "qid"))
         self._check_roles()
 
     def _check_roles(self) -> None:
-        """A column has one role: label, weight, group and feature columns are distinct, but a group column named as a feature is both."""
-        roles = {"label": self.label, "weight": self.weight, "group_by": self.holdout.group_by if self.holdout else None}
+        """A column has one role: label, weight, query, group and feature columns are distinct, but a group column may also be
+        the query column or named as a feature."""
+        roles = {"label": self.label, "weight": self.weight, "qid": self.qid}
         named = [(role, column) for role, column in roles.items() if column is not None]
+        if self.holdout is not None and self.holdout.group_by is not None and self.holdout.group_by != self.qid:
+            named.append(("group_by", self.holdout.group_by))
         named += [("categorical", column) for column in self.categorical]
         named += [("features", column) for column in self.features if not any(char in column for char in "*?[")]
         seen: dict[str, str] = {}

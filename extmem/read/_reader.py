@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from extmem._allocators import release_freed_memory
-from extmem._contracts import PackedBlock, RawBatch, ReadCounters, RowGroupRef
+from extmem._contracts import ROW_ARRAYS, PackedBlock, RawBatch, ReadCounters, RowGroupRef
 from extmem._layout import KMER_COLUMN, FeatureLayout, numeric_keys
 from extmem._signals import raise_if_stopped
 from extmem._stores import resolve
@@ -107,6 +107,7 @@ def read_batches(
         wanted = {}
         for ref in refs:
             wanted.setdefault(ref.shard, set()).add(ref.index)
+    last_qid: int | None = None
     for shard in selection.schema.shards:
         if wanted is not None and shard not in wanted:
             continue
@@ -120,6 +121,10 @@ def read_batches(
             raise_if_stopped()  # every command reads through here: a signal whose exception something swallowed stops it too
             if batch.rows == 0:
                 continue
+            if batch.qid is not None:  # each batch is in order (see _query_ids); from one batch to the next too
+                if last_qid is not None and batch.qid[0] < last_qid:
+                    _query_order_error(selection.dataset.qid or "", last_qid, int(batch.qid[0]), batch.where)
+                last_qid = int(batch.qid[-1])
             counters.rows += batch.rows
             counters.batches += 1
             yield batch
@@ -141,13 +146,11 @@ def _timed(batches: Iterator[RawBatch], counters: ReadCounters) -> Iterator[RawB
 def _head(batch: RawBatch, rows: int) -> RawBatch:
     if batch.rows <= rows:
         return batch
-    sliced = {name: getattr(batch, name)[:rows] if getattr(batch, name) is not None else None for name in ("label", "weight")}
+    sliced = {name: getattr(batch, name)[:rows] if getattr(batch, name) is not None else None for name in ROW_ARRAYS}
     carried = batch.carried.slice(0, rows) if batch.carried is not None else None
     parts = batch.parts
     head_parts = None if parts is None else lambda: (part.slice(0, rows) for part in parts())
-    return replace(
-        batch, columns=batch.columns.slice(0, rows), label=sliced["label"], weight=sliced["weight"], carried=carried, parts=head_parts
-    )
+    return replace(batch, columns=batch.columns.slice(0, rows), carried=carried, parts=head_parts, **sliced)
 
 
 def _open(selection: Selection, shard: str) -> tuple[pq.ParquetFile, set[int] | None]:
@@ -265,18 +268,39 @@ def _raw_batch(
 ) -> RawBatch:
     where = f"row group {row_group} of {shard!r}"
     dataset = selection.dataset
-    label = weight = carried = None
+    label = weight = qid = carried = None
     if dataset.label is not None:
         label = _labels(selection, batch.column(dataset.label), where)
     if dataset.weight is not None:
         weight = _weights(batch.column(dataset.weight), f"weight column {dataset.weight!r}", where)
+    if dataset.qid is not None:
+        qid = _query_ids(batch.column(dataset.qid), dataset.qid, where)
     if selection.carry:
         full = _with_columns(selection, batch, selection.carry)
         arrays = [full.column(name).cast(selection.scan_schema.field(name).type) for name in selection.carry]
         carried = pa.RecordBatch.from_arrays(arrays, schema=selection.carried_schema)
     index = {name: i for i, name in enumerate(batch.schema.names)}
     columns = batch.select([index[name] for name in features])  # keeps the row count when no feature is in the shard
-    return RawBatch(columns, shard, row_group, block, label, weight, carried)
+    return RawBatch(columns, shard, row_group, block, label, weight, carried, qid=qid)
+
+
+def _query_ids(values: pa.Array, column: str, where: str) -> np.ndarray:
+    """Query ids as int64, refusing nulls and ids that go down within the batch (see :func:`_check_query_order` across batches)."""
+    if values.null_count:
+        raise LabelError(f"The 'qid' column {column!r} has {values.null_count} null value(s) in {where}; every row needs its query.")
+    ids = values.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    down = np.flatnonzero(ids[1:] < ids[:-1])
+    if down.size:
+        _query_order_error(column, int(ids[down[0]]), int(ids[down[0] + 1]), where)
+    return ids
+
+
+def _query_order_error(column: str, before: int, after: int, where: str) -> None:
+    msg = (
+        f"The 'qid' column {column!r} goes down from {before} to {after} in {where}. XGBoost needs each query's rows "
+        "together and the query ids in non-decreasing order through the shards (in file-name order); sort the rows by it."
+    )
+    raise LabelError(msg, options=("qid",))
 
 
 def finite_values(values: pa.Array, what: str, where: str, error: type[Exception]) -> np.ndarray:

@@ -109,6 +109,12 @@ def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | Non
         _require_column(schema, weight, "weight")
         if schema.columns[weight].kind != NUMERIC:
             raise _fail(f"The 'weight' column {weight!r} must be numeric; it is {schema.columns[weight].arrow_type}.", "weight")
+    if dataset.qid is not None:
+        _require_column(schema, dataset.qid, "qid")
+        if not pa.types.is_integer(schema.columns[dataset.qid].arrow_type):
+            raise _fail(
+                f"The 'qid' column {dataset.qid!r} must hold integers (query ids); it is {schema.columns[dataset.qid].arrow_type}.", "qid"
+            )
     if row_filter is not None:
         unknown = sorted(row_filter.columns - set(schema.columns))
         if unknown:
@@ -135,7 +141,7 @@ def _extras(dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> tup
     filter_columns = sorted(row_filter.columns) if row_filter else []
     group_by = dataset.holdout.group_by if dataset.holdout is not None else None
     names: list[str] = []
-    for name in (dataset.label, dataset.weight, group_by, *filter_columns, *carry):
+    for name in (dataset.label, dataset.weight, dataset.qid, group_by, *filter_columns, *carry):
         if name is not None and name not in names:
             names.append(name)
     return tuple(names)
@@ -171,7 +177,7 @@ PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 def _choose_features(
     schema: Schema, dataset: Dataset, label_map: dict[str, int] | None, dictionaries: Mapping[str, tuple[str, ...]]
 ) -> tuple[FeatureLayout, dict[str, str], list[Notice]]:
-    special = {dataset.label, dataset.weight, dataset.holdout.group_by if dataset.holdout else None}
+    special = {dataset.label, dataset.weight, dataset.qid, dataset.holdout.group_by if dataset.holdout else None}
     named = {*dataset.features, *dataset.categorical}  # a group column named outright is a feature too
     candidates = [name for name in schema.columns if name not in special or name in named]
     if dataset.features:
@@ -225,6 +231,7 @@ def _choose_features(
         always_sparse=packed,
         categories=categories,
         kmers=encoding,
+        qid=dataset.qid,
     )
     return layout, dropped, [*notices, *_missing_features(schema, layout)]
 
@@ -264,7 +271,7 @@ def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label
                 )
         elif column.kind != NUMERIC:
             raise SchemaError(f"The column {name!r} is {column.arrow_type} in {column.first_shard!r}, but the model reads it as numbers.")
-    return FeatureLayout(layout.names, layout.zero_is_missing, dataset.label, label_map, layout.kmers, layout.categories)
+    return FeatureLayout(layout.names, layout.zero_is_missing, dataset.label, label_map, layout.kmers, layout.categories, layout.qid)
 
 
 def _missing_features(schema: Schema, layout: FeatureLayout) -> list[Notice]:

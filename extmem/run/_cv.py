@@ -43,7 +43,7 @@ def cross_validate(
 ) -> dict[str, Any]:
     """K-fold cross-validation of XGBoost on a parquet dataset, each fold trained through external memory.
 
-    Fold k validates on the rows (the ``group_by`` groups, if given) whose hash, keyed by ``seed``,
+    Fold k validates on the rows (the ``group_by`` groups if given, else a ``qid`` column's queries) whose hash, keyed by ``seed``,
     falls in [k/folds, (k+1)/folds), and trains on all others. ``params``, ``rounds``,
     ``early_stopping_rounds`` (per fold) and the matrix options of :func:`extmem.train`
     (``page_rows``, ``sketch_rows``, ``cache``, ``memory_budget``, ``prefetch``, ``cache_dir``)
@@ -66,7 +66,7 @@ def cross_validate(
     runs = []
     for fold in range(folds):
         start = fold / folds
-        holdout = Holdout((fold + 1) / folds - start, group_by, seed, start=start)
+        holdout = Holdout((fold + 1) / folds - start, group_by if group_by is not None else dataset.qid, seed, start=start)
         try:
             result = train(
                 replace(dataset, holdout=holdout),

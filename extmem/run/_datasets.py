@@ -19,13 +19,16 @@ def training_datasets(
     group_by: str | None,
     seed: int,
     early_stopping_rounds: int | None = None,
+    *,
+    queries: bool = False,
 ) -> tuple[Dataset, Dataset | None]:
     """The training dataset and its validation dataset, if any.
 
     ``label`` (unless None) and ``options`` are :class:`Dataset` fields applied over ``data``. Validation data is either
     ``valid`` (read with the training options that define the features and labels) or the
-    ``valid_fraction`` of rows split off deterministically (by ``group_by`` groups if given,
-    with ``seed``). ``early_stopping_rounds`` needs one of them.
+    ``valid_fraction`` of rows split off deterministically (by ``group_by`` groups if given, else
+    by the ``qid`` queries, with ``seed``). ``early_stopping_rounds`` needs one of them.
+    ``queries``: the trainer takes query groups (a ``qid`` column); others refuse one.
     """
     check_positive_int(early_stopping_rounds, "early_stopping_rounds", allow_none=True)
     if early_stopping_rounds is not None and valid is None and valid_fraction is None:
@@ -35,11 +38,14 @@ def training_datasets(
     if dataset.label is None:
         msg = "Training needs a label column: give 'label' (or a 'preset' that names one, such as 'splice-sites')."
         raise OptionError(msg, options=("label", "preset"))
+    if dataset.qid is not None and not queries:
+        msg = "Query groups ('qid') are for XGBoost's ranking objectives on one machine; the incremental and distributed trainers take no 'qid'."
+        raise OptionError(msg, options=("qid",))
     if valid_fraction is not None:
         if valid is not None:
             msg = "Give either 'valid' or 'valid_fraction', not both."
             raise OptionError(msg, options=("valid", "valid_fraction"))
-        holdout = Holdout(valid_fraction, group_by, seed)
+        holdout = Holdout(valid_fraction, group_by if group_by is not None else dataset.qid, seed)  # a query stays whole
         training = replace(dataset, holdout=holdout)
         return training, replace(training, holdout=replace(holdout, side="valid"), max_rows=None)
     if group_by is not None:
@@ -50,6 +56,7 @@ def training_datasets(
     shared = {
         "label": dataset.label,
         "weight": dataset.weight,
+        "qid": dataset.qid,
         "label_map": dataset.label_map,
         "filter": dataset.filter,
         "batch_rows": dataset.batch_rows,

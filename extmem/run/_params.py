@@ -23,12 +23,19 @@ _UNSUPPORTED_OBJECTIVES = {
 }
 
 
-def merged_params(params: Mapping[str, Any] | None, *, methods: tuple[str, ...] = EXTERNAL_MEMORY_METHODS) -> dict[str, Any]:
-    """``params`` over extmem's defaults (``hist``, eta 0.1, depth 6, seed 0), checked by XGBoost itself."""
+def merged_params(
+    params: Mapping[str, Any] | None, *, methods: tuple[str, ...] = EXTERNAL_MEMORY_METHODS, qid: str | None = None
+) -> dict[str, Any]:
+    """``params`` over extmem's defaults (``hist``, eta 0.1, depth 6, seed 0), checked by XGBoost itself.
+
+    With query groups (a ``qid`` column) the objective is a ranking one, ``rank:ndcg`` unless given;
+    without, ranking objectives are refused (every row would be one query).
+    """
     if params is not None and not isinstance(params, Mapping):
         msg = f"The 'params' option must map XGBoost parameter names to values. Got {params!r} instead."
         raise OptionError(msg, options=("params",))
     merged: dict[str, Any] = {**DEFAULT_XGBOOST_PARAMS, **(params or {})}
+    _check_ranking(merged, qid)
     seed = merged["seed"]
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         msg = f"The XGBoost parameter 'seed' ('params') must be an integer. Got {seed!r} instead."
@@ -50,6 +57,20 @@ def merged_params(params: Mapping[str, Any] | None, *, methods: tuple[str, ...] 
         raise OptionError(msg)
     check_params(merged)
     return merged
+
+
+def _check_ranking(params: dict[str, Any], qid: Any) -> None:
+    """A ranking objective exactly when there are query groups; ``rank:ndcg`` (XGBRanker's) by default."""
+    objective = params.get("objective")
+    ranking = isinstance(objective, str) and objective.startswith("rank:")
+    if qid is None and ranking:
+        msg = f"The objective {objective!r} ('params') ranks rows within queries: name the query-id column with 'qid' (without it, all rows would be one query)."
+        raise OptionError(msg, options=("params", "qid"))
+    if qid is not None and objective is None:
+        params["objective"] = "rank:ndcg"
+    elif qid is not None and not ranking:
+        msg = f"The 'qid' option gives query groups to ranking objectives (rank:ndcg, rank:pairwise, rank:map); the objective {objective!r} ('params') has none."
+        raise OptionError(msg, options=("qid", "params"))
 
 
 _UNPROBED_PARAMS = ("eval_metric", "monotone_constraints", "interaction_constraints")
@@ -128,7 +149,8 @@ _LABEL_RULES: tuple[tuple[tuple[str, ...], str, Callable[[float, float, bool], b
     (("count:poisson", "reg:tweedie"), "of 0 or more", lambda low, high, fractional: low >= 0),
     (("reg:gamma",), "above 0", lambda low, high, fractional: low > 0),
     (("reg:squaredlogerror",), "above -1", lambda low, high, fractional: low > -1),
-    (("rank:",), "that are whole numbers of 0 or more", lambda low, high, fractional: low >= 0 and not fractional),
+    (("rank:map",), "of 0 or 1", lambda low, high, fractional: low >= 0 and high <= 1 and not fractional),
+    (("rank:",), "that are whole numbers from 0 to 31", lambda low, high, fractional: low >= 0 and high <= 31 and not fractional),
 )
 """Labels each objective takes (by name or prefix), as XGBoost would check them only after the build."""
 
@@ -139,6 +161,8 @@ def _check_labels(objective: str, params: Mapping[str, Any], label: str | None, 
         classes = int(params.get("num_class", 0))
         rule = f"that are class ids 0..{classes - 1}" if classes else "that are class ids 0..K-1 (or a 'num_class')"
         ok = low >= 0 and high < classes and not fractional
+    elif objective.startswith("rank:") and objective != "rank:map" and str(params.get("ndcg_exp_gain", "")).lower() in ("false", "0"):
+        rule, ok = "that are whole numbers of 0 or more", low >= 0 and not fractional  # 2**label - 1 gains need labels up to 31
     else:
         rule, ok = next(
             ((rule, check(low, high, fractional)) for names, rule, check in _LABEL_RULES if objective.startswith(names)), ("", True)

@@ -27,6 +27,7 @@ from extmem.run._skeleton import TrainingRun, TrainResult
 from extmem.run._stopping import EarlyStopping
 from extmem.score._metrics import StreamingMetrics, task_of
 from extmem.score._model import Model
+from extmem.score._ranking import RankingMetrics
 from extmem.xgb._build import MatrixOptions
 from extmem.xgb._encoded import check_outside
 from extmem.xgb._matrix import MatrixInfo, free_matrix, open_matrix
@@ -157,9 +158,9 @@ def train(
     """
     for name, value in (("rounds", rounds), ("checkpoint_every", checkpoint_every)):
         check_positive_int(value, name, allow_none=True)
-    merged = merged_params(params)
+    merged = merged_params(params, qid=options.get("qid", data.qid if isinstance(data, Dataset) else None))
     dataset, valid_dataset = training_datasets(
-        data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds
+        data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds, queries=True
     )
     if checkpoint_every is not None and (out is None or is_remote(os.fspath(out))):
         msg = "The 'checkpoint_every' option needs a local output folder ('out'): checkpoints are rewritten as the run goes."
@@ -302,7 +303,9 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
             booster = _without_training_state(booster)
             booster.set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})
             model = Model(booster, layout)
-            evaluation = _metrics(model, evaluation_matrix, evaluation_info, cached)
+            evaluation = _metrics(
+                model, evaluation_matrix, evaluation_info, cached, [str(name) for name in np.atleast_1d(params["eval_metric"])]
+            )
     watched = history.log.get("valid", {}).get(stopping.metric, []) if stopping else []
     common = {
         "rows": train_info.stats.rows,
@@ -324,9 +327,12 @@ def _run(config: TrainConfig, run: TrainingRun, progress: bool | None, start: _S
     return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
 
 
-def _metrics(model: Model, matrix: xgb.DMatrix, info: MatrixInfo, cached: np.ndarray | None) -> StreamingMetrics:
+def _metrics(
+    model: Model, matrix: xgb.DMatrix, info: MatrixInfo, cached: np.ndarray | None, eval_metrics: list[str]
+) -> StreamingMetrics | RankingMetrics:
     """The model's metrics on the rows of a matrix it was trained with: from the ``cached`` predictions if given, else
-    predicted from the matrix's kept page spool (the rows already encoded, as CSR).
+    predicted from the matrix's kept page spool (the rows already encoded, as CSR). A ranking model's are its
+    ranking ``eval_metrics`` over the matrix's queries.
 
     ``cached``: the final model's predictions for the matrix from XGBoost's prediction cache (see
     :class:`FinalPredictions`). Either way nothing is decoded again, and XGBoost's
@@ -334,6 +340,17 @@ def _metrics(model: Model, matrix: xgb.DMatrix, info: MatrixInfo, cached: np.nda
     spaces) is avoided.
     """
     assert info.spool is not None, "the trainer keeps the page spool of its evaluation matrix"
+    if model.ranking:
+        ranking = model.ranking_metrics(eval_metrics)
+        if cached is not None:
+            sizes = matrix.get_group()
+            ranking.update(matrix.get_label(), cached, np.repeat(np.arange(sizes.size), sizes))
+        else:
+            for page in info.spool.replay(len(model.layout.names)):
+                assert page.label is not None and page.qid is not None
+                ranking.update(page.label, model.raw_predict(page.X), page.qid)
+        info.spool.clear()
+        return ranking
     metrics = StreamingMetrics(model.task, model.classes)
     if cached is not None:
         weight = matrix.get_weight()

@@ -43,7 +43,8 @@ def evaluate(
     """Streaming metrics of ``model`` on ``data`` (label: the model's, unless ``label`` is given); mirrors ``extmem evaluate``.
 
     Classifiers get accuracy, macro-F1, log-loss, per-class precision/recall/F1/ROC-AUC/PR-AUC
-    and a confusion matrix; regressors get RMSE, MAE and R². ``out`` writes them as JSON; ``plot``
+    and a confusion matrix; regressors get RMSE, MAE and R²; ranking models XGBoost's NDCG and MAP
+    over the queries of ``qid`` (the model's query column, unless given). ``out`` writes them as JSON; ``plot``
     writes the precision-recall curves as PNG (PDF or SVG by the file's suffix) (needs matplotlib: ``pip install 'extmem[plot]'``,
     checked before any work); existing files are replaced only with ``overwrite``.
     ``memory_budget`` bounds the batch rows as in :func:`predict`.
@@ -60,24 +61,34 @@ def evaluate(
     if plot is not None and trained.task not in ("binary", "multiclass"):
         msg = f"Precision-recall curves ('plot') need class probabilities; this model's objective is {trained.objective!r}."
         raise OptionError(msg, options=("plot",))
-    dataset = as_dataset(data, {**options, "label": label or trained.layout.label})
+    defaults = {"label": label or trained.layout.label, "qid": options.get("qid") or trained.layout.qid}
+    dataset = as_dataset(data, {**options, **(defaults if trained.ranking else {"label": defaults["label"]})})
     if dataset.label is None:
         msg = "Evaluation needs a label column; the model records none, so give 'label'."
         raise OptionError(msg, options=("label",))
+    if trained.ranking and dataset.qid is None:
+        msg = f"Evaluating a ranking model ({trained.objective}) needs the data's query groups; give the query-id column as 'qid'."
+        raise OptionError(msg, options=("qid",))
     started = time.perf_counter()
     metrics = StreamingMetrics(trained.task, trained.classes)
+    ranking = trained.ranking_metrics() if trained.ranking else None
     with MemoryMonitor() as monitor:
         selection = trained.select(dataset)
         plan = plan_pass(selection, memory_budget)
         with ProgressBar(selection.rows, "evaluating", "rows", progress) as bar:
             for batch, raw in trained.score(selection, plan.batch_rows):
                 assert batch.label is not None
-                if trained.classes is not None:
-                    check_class_labels(batch.label, len(trained.classes), f"{dataset.label!r} in {batch.where}")
-                metrics.update(batch.label, raw, batch.weight)
+                if ranking is not None:
+                    assert batch.qid is not None
+                    ranking.update(batch.label, raw, batch.qid)
+                else:
+                    if trained.classes is not None:
+                        check_class_labels(batch.label, len(trained.classes), f"{dataset.label!r} in {batch.where}")
+                    metrics.update(batch.label, raw, batch.weight)
                 bar.update(batch.rows)
-    check_rows(dataset, "to evaluate", metrics.rows, metrics.weight_total)
-    result = metrics.result()
+    rows = ranking.rows if ranking is not None else metrics.rows
+    check_rows(dataset, "to evaluate", rows, None if ranking is not None else metrics.weight_total)
+    result = ranking.result() if ranking is not None else metrics.result()
     if plot is not None:
         plot_pr_curves(metrics, plot, replace=overwrite)
     result.update(

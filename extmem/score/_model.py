@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +26,7 @@ from extmem._sink import sha256
 from extmem._stores import download_file, is_remote, remote_exists, remote_names
 from extmem.errors import OptionError
 from extmem.score._metrics import task_of
+from extmem.score._ranking import DEFAULT_RANKING_METRICS, RankingMetrics
 from extmem.score._scorer import Scorer
 
 
@@ -89,6 +90,12 @@ class Model(Scorer):
     @cached_property
     def objective(self) -> str:
         return str(json.loads(self.booster.save_config())["learner"]["objective"]["name"])
+
+    def ranking_metrics(self, metrics: Sequence[str] = DEFAULT_RANKING_METRICS) -> RankingMetrics:
+        """An accumulator of ranking ``metrics`` with this model's NDCG gain (XGBoost's ``ndcg_exp_gain``)."""
+        objective = json.loads(self.booster.save_config())["learner"]["objective"]
+        exp_gain = objective.get("lambdarank_param", {}).get("ndcg_exp_gain", "1") not in ("0", "false")
+        return RankingMetrics(metrics, exp_gain=exp_gain)
 
     @property
     def task(self) -> str:

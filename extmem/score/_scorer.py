@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset
 from extmem.read._reader import read_batches
 from extmem.read._selection import Carry, Selection, select_dataset
+from extmem.score._ranking import DEFAULT_RANKING_METRICS, RankingMetrics, is_ranking
 
 
 class Scorer:
@@ -35,6 +36,15 @@ class Scorer:
     @property
     def task(self) -> str:
         raise NotImplementedError
+
+    @property
+    def ranking(self) -> bool:
+        """Whether the model ranks rows within query groups (a ``rank:`` objective)."""
+        return is_ranking(self.objective)
+
+    def ranking_metrics(self, metrics: Sequence[str] = DEFAULT_RANKING_METRICS) -> RankingMetrics:
+        """An accumulator of a ranking model's ``metrics`` over query groups."""
+        return RankingMetrics(metrics)
 
     @property
     def classes(self) -> list[str] | None:

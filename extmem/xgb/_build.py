@@ -377,7 +377,7 @@ def build_dmatrix(
                 pass
         latch.redeliver(cache.cleanup)
         if kept_in is not None and spool is not None and spool.complete and not spool.reused:
-            keep(spool, kept_in, identity)
+            keep(spool, kept_in, identity, options.page_rows)
     except OSError as exc:
         cache.cleanup()
         msg = f"Cannot write the external-memory cache in {str(cache.path.parent)!r}: {exc.strerror or exc}."

@@ -151,16 +151,17 @@ def _intact(entry: Path, manifest: dict[str, Any]) -> bool:
         return False
 
 
-def keep(spool: PageSpool, folder: Path, identity: dict[str, Any]) -> None:
+def keep(spool: PageSpool, folder: Path, identity: dict[str, Any], page_rows: int | None) -> None:
     """Store a complete spool as the entry for ``identity`` and its page size (files linked where the file system allows,
-    else copied).
+    else copied): its largest page, or ``page_rows``, the size it was built for, where pages ending with a whole query went past it.
 
     When another run stored the same entry meanwhile, its entry stays and this one is dropped;
     a damaged one is replaced. A failure to write (a full disk) is logged and leaves nothing: the
     run itself goes on.
     """
     assert spool.complete
-    entry = folder / f"{_entry_stem(identity)}-{max(spool.page_rows, default=0)}"
+    largest = max(spool.page_rows, default=0)
+    entry = folder / f"{_entry_stem(identity)}-{largest if page_rows is None else min(largest, page_rows)}"
     try:
         with PrivateFolder(folder, prefix=STAGING_PREFIX, option="encoded_cache") as staging:
             files = {}

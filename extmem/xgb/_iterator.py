@@ -243,5 +243,5 @@ class PageIter(xgb.DataIter):
                 self._on_rows(page.rows)
         # XGBoost's proxy matrix keeps the names and types it was given; checking thousands of names costs ~45 ms a page
         described = {"feature_names": self._feature_names, "feature_types": self._feature_types} if pass_starts else {}
-        input_data(data=page.X, label=page.label, weight=page.weight, **described)
+        input_data(data=page.X, label=page.label, weight=page.weight, qid=page.qid, **described)
         return True

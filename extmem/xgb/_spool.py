@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from extmem._contracts import Block
+from extmem._contracts import ROW_ARRAYS, Block
 from extmem.encode._pages import stacked_indptr, stored_parts
 from extmem.errors import CacheError
 from extmem.xgb._iterator import Prefetcher
 
-_PARTS = ("data", "indices", "indptr", "dense", "label", "weight")
+_PARTS = ("data", "indices", "indptr", "dense", *ROW_ARRAYS)
 
 
 class PageSpool:
@@ -83,7 +83,7 @@ class PageSpool:
     def _save(self, blocks: list[Block]) -> None:
         matrices = [block.X for block in blocks]
         parts: dict[str, list[np.ndarray] | None] = {
-            name: None if getattr(blocks[0], name) is None else [getattr(block, name) for block in blocks] for name in ("label", "weight")
+            name: None if getattr(blocks[0], name) is None else [getattr(block, name) for block in blocks] for name in ROW_ARRAYS
         }
         if sp.issparse(matrices[0]):
             parts.update(data=stored_parts(matrices, "data"), indices=stored_parts(matrices, "indices"), indptr=[stacked_indptr(matrices)])
@@ -140,7 +140,7 @@ class PageSpool:
                 assert indptr is not None
                 stored = (self._load(page, "data", required=True), self._load(page, "indices", required=True))
                 X = sp.csr_matrix((*stored, indptr), shape=(indptr.size - 1, n_features))
-            yield Block(X, self._load(page, "label"), self._load(page, "weight"))
+            yield Block(X, **{name: self._load(page, name) for name in ROW_ARRAYS})
 
     def clear(self) -> None:
         """Delete the recorded pages and the spool folder (a kept spool stays as it is)."""

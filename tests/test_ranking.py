@@ -1,0 +1,172 @@
+"""Learning to rank: query groups (``qid``) kept whole through batches and pages, XGBoost's ranking, metrics and refusals."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import scipy.sparse as sp
+import xgboost as xgb
+from conftest import all_rows, write_shard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import extmem
+from extmem._contracts import Block
+from extmem.cli import main
+from extmem.encode._pages import concat_blocks, page_blocks
+from extmem.read._selection import select_dataset
+from extmem.run._datasets import training_datasets
+from extmem.score._ranking import RankingMetrics
+
+FEATURES = 6
+
+
+def _ranking_rows(rows: int, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, relevance labels 0..4 and sorted query ids."""
+    rng = np.random.default_rng(seed)
+    qid = np.sort(rng.integers(0, queries, rows))
+    X = rng.normal(size=(rows, FEATURES)).astype(np.float32)
+    relevance = np.clip(np.round(X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.7, size=rows)) + 1, 0, 4).astype(np.int64)
+    return X, relevance, qid
+
+
+def _write(folder: Path, X: np.ndarray, relevance: np.ndarray, qid: np.ndarray, cuts: list[int], row_group_size: int = 700) -> Path:
+    """Shards split at ``cuts`` (inside queries, mostly), in row groups that split queries too."""
+    bounds = [0, *cuts, len(qid)]
+    for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
+        columns = {"query": qid[start:stop], "rel": relevance[start:stop], **{f"f{j}": X[start:stop, j] for j in range(FEATURES)}}
+        write_shard(folder / f"part-{i}.parquet", columns, row_group_size=row_group_size)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ranked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
+    X, relevance, qid = _ranking_rows(12_000, 900)
+    return _write(tmp_path_factory.mktemp("ranked") / "data", X, relevance, qid, [4_001, 7_999]), X, relevance, qid
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 60), min_size=1, max_size=8),
+    queries=st.integers(1, 40),
+    page_rows=st.integers(1, 50),
+    seed=st.integers(0, 2**16),
+)
+def test_pages_end_only_where_a_query_ends(sizes: list[int], queries: int, page_rows: int, seed: int) -> None:
+    """Whatever the blocks and page size: the rows come through in order, no query is on two pages, and a page grows past
+    ``page_rows`` only by the query it ends with."""
+    rng = np.random.default_rng(seed)
+    rows = sum(sizes)
+    qid = np.sort(rng.integers(0, queries, rows))
+    X = sp.random(rows, 3, density=0.5, format="csr", random_state=seed, dtype=np.float32)
+    bounds = np.cumsum([0, *sizes])
+    blocks = [Block(X[a:b], qid[a:b].astype(np.float32), None, qid[a:b]) for a, b in itertools.pairwise(bounds)]
+    pages = [concat_blocks(page) for page in page_blocks(blocks, page_rows)]
+    assert np.array_equal(np.concatenate([page.qid for page in pages]), qid)
+    assert (sp.vstack([page.X for page in pages]) != X).nnz == 0
+    assert all(before.qid[-1] != after.qid[0] for before, after in itertools.pairwise(pages))
+    assert all(page.rows - np.count_nonzero(page.qid == page.qid[-1]) < page_rows for page in pages)
+
+
+@pytest.mark.parametrize(("cache", "page_rows"), [("disk", 1_000), ("memory", 450), ("disk", None)])
+def test_ranking_equals_xgboosts_in_memory_ranking(ranked: tuple, cache: str, page_rows: int | None, cache_root: Path) -> None:
+    """Queries cut by shards, row groups and pages train the model XGBoost trains on the whole matrix in RAM (a query cut by
+    a page would be two queries to XGBoost)."""
+    folder, X, relevance, qid = ranked
+    result = extmem.train(folder, label="rel", qid="query", rounds=6, cache=cache, page_rows=page_rows, cache_dir=cache_root)
+    assert result.report["params"]["objective"] == "rank:ndcg"
+    assert result.report["data"]["train"]["pages"] > (1 if page_rows else 0)
+    log: dict[str, dict[str, list[float]]] = {}
+    matrix = xgb.QuantileDMatrix(X, relevance, qid=qid)
+    booster = xgb.train(result.report["params"], matrix, 6, evals=[(matrix, "train")], evals_result=log, verbose_eval=False)
+    np.testing.assert_array_equal(result.report["history"]["train"]["ndcg@32"], log["train"]["ndcg@32"])
+    evaluation = result.report["evaluation"]["train"]
+    assert evaluation["queries"] == len(np.unique(qid)) and evaluation["ndcg@32"] == pytest.approx(log["train"]["ndcg@32"][-1], abs=1e-6)
+    np.testing.assert_allclose(result.model.inplace_predict(X), booster.inplace_predict(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("metrics", [["ndcg", "ndcg@3", "ndcg@32", "ndcg-", "ndcg@3-"], ["map", "map@3", "map@5-", "map-", "ndcg@5"]])
+def test_ranking_metrics_are_xgboosts_over_batches_that_cut_queries(metrics: list[str]) -> None:
+    X, relevance, qid = _ranking_rows(5_000, 500, seed=3)
+    labels = (relevance > 2).astype(np.float64) if metrics[0] == "map" else relevance.astype(np.float64)
+    labels[qid % 17 == 0] = 0  # queries without a relevant row: 1, or 0 with the trailing '-'
+    matrix = xgb.DMatrix(X, labels, qid=qid)
+    booster = xgb.train({"objective": "rank:ndcg", "max_depth": 3}, matrix, 4)
+    scores = booster.predict(matrix)
+    ranking = RankingMetrics([*metrics, "auc"])
+    cuts = [0, *sorted(np.random.default_rng(1).choice(len(qid), 40, replace=False)), len(qid)]
+    for start, stop in itertools.pairwise(cuts):
+        ranking.update(labels[start:stop], scores[start:stop], qid[start:stop])
+    result = ranking.result()
+    assert "auc" not in result and result["queries"] == len(np.unique(qid)) and result["rows"] == len(qid)
+    for name in metrics:
+        alone = xgb.Booster(model_file=booster.save_raw())  # eval metrics add up on one booster
+        alone.set_param({"eval_metric": name})
+        assert result[name] == pytest.approx(float(alone.eval(matrix).split(":")[1]), abs=1e-9), name
+
+
+def test_kept_encoded_rows_replay_whole_queries(ranked: tuple, tmp_path: Path) -> None:
+    """Pages that end with a whole query run past the page size; the rows kept with them are still found and replayed."""
+    folder, *_ = ranked
+    runs = [
+        extmem.train(folder, label="rel", qid="query", rounds=3, page_rows=1_000, encoded_cache=tmp_path / "rows").report for _ in range(2)
+    ]
+    assert [run["data"]["train"]["reused_encoded_rows"] for run in runs] == [False, True]
+    assert runs[0]["history"] == runs[1]["history"]
+
+
+def test_holdout_and_folds_keep_each_query_on_one_side(ranked: tuple, tmp_path: Path) -> None:
+    """valid_fraction and cross-validation split by query without being told: no query is both trained on and validated."""
+    folder, *_ = ranked
+    training, validation = training_datasets(folder, "rel", {"qid": "query"}, None, 0.25, None, 0, queries=True)
+    assert validation is not None
+    sides = [set(np.unique(all_rows(select_dataset(dataset)).qid)) for dataset in (training, validation)]
+    assert not sides[0] & sides[1] and len(sides[0]) + len(sides[1]) == 900 and 150 < len(sides[1]) < 300
+    result = extmem.train(folder, label="rel", qid="query", rounds=3, valid_fraction=0.25, out=tmp_path / "m")
+    assert result.report["config"]["data"]["holdout"]["group_by"] == "query"
+    assert result.report["evaluation"]["valid"]["queries"] == len(sides[1])
+    folds = extmem.cross_validate(folder, label="rel", qid="query", folds=3, rounds=2)
+    assert sum(fold["valid_rows"] for fold in folds["per_fold"]) == 12_000
+    assert "ndcg@32" in folds["metrics"]
+
+
+def test_evaluate_uses_the_models_query_column(ranked: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, *_ = ranked
+    argv = ["train", str(folder), "--preset", "none", "--label", "rel", "--qid", "query", "--rounds", "4", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "m")]) == 0
+    report = json.loads((tmp_path / "m" / "report.json").read_text())
+    assert main(["evaluate", str(tmp_path / "m"), str(folder), "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
+    assert "ndcg@32" in capsys.readouterr().out
+    evaluation = json.loads((tmp_path / "e.json").read_text())
+    assert evaluation["ndcg@32"] == pytest.approx(report["evaluation"]["train"]["ndcg@32"], abs=1e-6)
+    assert evaluation["queries"] == report["evaluation"]["train"]["queries"]
+
+
+def test_ranking_refusals_name_the_option(ranked: tuple, tmp_path: Path) -> None:
+    folder, X, relevance, qid = ranked
+    with pytest.raises(extmem.OptionError, match="name the query-id column with 'qid'"):
+        extmem.train(folder, label="rel", params={"objective": "rank:pairwise"}, rounds=2)
+    with pytest.raises(extmem.OptionError, match="'qid' option gives query groups to ranking objectives"):
+        extmem.train(folder, label="rel", qid="query", params={"objective": "reg:squarederror"}, rounds=2)
+    with pytest.raises(extmem.OptionError, match="cannot go with 'qid'"):
+        extmem.train(folder, label="rel", qid="query", weight="f0", rounds=2)
+    with pytest.raises(extmem.OptionError, match="take no 'qid'"):
+        extmem.train_incremental(folder, label="rel", qid="query", epochs=1)
+    with pytest.raises(extmem.OptionError, match="rank:map.*takes labels of 0 or 1"):
+        extmem.train(folder, label="rel", qid="query", params={"objective": "rank:map"}, rounds=2)
+    with pytest.raises(extmem.SchemaError, match="'qid' column 'f1' must hold integers"):
+        extmem.train(folder, label="rel", qid="f1", rounds=2)
+    shuffled = tmp_path / "shuffled"
+    order = np.r_[np.arange(6_000, 12_000), np.arange(6_000)]  # the second shard's queries come first
+    _write(shuffled, X[order], relevance[order], qid[order], [6_000])
+    with pytest.raises(extmem.LabelError, match=r"goes down from \d+ to \d+ in row group 0 of '.*part-1.parquet'"):
+        extmem.train(shuffled, label="rel", qid="query", rounds=2)
+    nulls = tmp_path / "nulls" / "a.parquet"
+    write_shard(nulls, {"query": pa.array([1, None, 2]), "rel": [0, 1, 2], "f0": [0.1, 0.2, 0.3]})
+    with pytest.raises(extmem.LabelError, match="'qid' column 'query' has 1 null"):
+        extmem.train(nulls.parent, label="rel", qid="query", rounds=2)
