@@ -46,6 +46,15 @@ def test_discovery_sorts_folder_shards_and_expands_globs(tmp_path: Path) -> None
     assert discover_shards([str(tmp_path / "batch_*2.parquet")]) == [str(tmp_path / "batch_00002.parquet")]
 
 
+def test_an_existing_path_named_with_glob_characters_is_itself(tmp_path: Path) -> None:
+    """A folder 'run[1]' or a file 'a?.parquet' that exists is read as named; only absent paths are patterns."""
+    write_shard(tmp_path / "run[1]" / "a?.parquet", {"x": [1]})
+    write_shard(tmp_path / "run1" / "b.parquet", {"x": [2]})
+    assert discover_shards([str(tmp_path / "run[1]")]) == [str(tmp_path / "run[1]" / "a?.parquet")]
+    assert discover_shards([str(tmp_path / "run[1]" / "a?.parquet")]) == [str(tmp_path / "run[1]" / "a?.parquet")]
+    assert discover_shards([str(tmp_path / "run[0-9]" / "*.parquet")]) == [str(tmp_path / "run1" / "b.parquet")]
+
+
 @pytest.mark.parametrize(
     ("make", "match"),
     [

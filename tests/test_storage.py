@@ -105,6 +105,9 @@ def test_globs_prefixes_and_missing_objects(store: Store, remote_synth: str) -> 
     assert len(every) == 3 and all(shard.startswith(f"{remote_synth}/") and shard.endswith(".parquet") for shard in every)
     assert discover_shards([f"{remote_synth}/*.parquet"]) == every
     assert discover_shards([every[1]]) == [every[1]]
+    odd = f"{remote_synth}-odd/run[1].parquet"  # an object named with glob characters is itself
+    store.client.copy_file(every[0].removeprefix("s3://"), odd.removeprefix("s3://"))
+    assert discover_shards([odd]) == [odd]
     with pytest.raises(extmem.InputPathError, match="does not exist"):
         discover_shards([f"{remote_synth}/nothing.parquet"])
     with pytest.raises(extmem.InputPathError, match="no-such-bucket"):

@@ -31,7 +31,7 @@ def discover_remote(uri: str) -> list[str]:
         return f"{root.split('://', 1)[0]}://{found.lstrip('/')}{options}"
 
     try:
-        if glob.has_magic(inner):
+        if glob.has_magic(inner) and filesystem.get_file_info(inner).type == pafs.FileType.NotFound:  # an existing name is itself
             base = inner[: re.search(r"[*?[]", inner).start()].rsplit("/", 1)[0]  # type: ignore[union-attr]
             listed = filesystem.get_file_info(pafs.FileSelector(base, recursive=True))
             matches = sorted(
@@ -75,6 +75,8 @@ def _empty_folder_message(path: str) -> str:
 def discover_shards(paths: Iterable[str]) -> list[str]:
     """Expand folders (their ``*.parquet`` files, sorted), globs and files into shard paths; URIs likewise (prefixes for folders).
 
+    A path that exists is a file or folder even when its name holds glob characters (``run[1]/``).
+
     Folders and globs skip hidden and ``_``-prefixed files, as pyarrow's datasets do (extmem's
     own partial files are hidden). Two paths to one file (a symbolic or hard link) are refused:
     the file would be read twice.
@@ -92,7 +94,7 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
             shards.extend(found)
             continue
         path = local_path(path)
-        if glob.has_magic(path):
+        if glob.has_magic(path) and not os.path.exists(path):  # a file or folder named with '[' or '?' is itself, not a pattern
             matches = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p) and _visible(os.path.basename(p)))
             if not matches:
                 msg = f"No file matches the pattern {path!r}."
@@ -133,7 +135,7 @@ def would_be_a_shard(path: str | os.PathLike[str], dataset_paths: Iterable[str])
         if is_remote(given):
             continue
         source = os.path.abspath(local_path(given))
-        if glob.has_magic(given):
+        if glob.has_magic(given) and not os.path.exists(source):
             if PurePath(target).match(source):
                 return True
         elif os.path.isdir(source) and os.path.dirname(target) == source and target.endswith(".parquet"):
