@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,23 @@ def test_dense_and_sparse_arrays_score_like_parquet(model_dir: Path, held_out: P
     naive = model.booster.inplace_predict(dense.astype(np.float32))
     assert np.abs(naive - streamed).max() > 1e-3
     assert model.predict(table).tolist() == streamed.argmax(axis=1).tolist()
+
+
+def test_in_memory_input_lacking_a_feature_column_is_named(model_dir: Path) -> None:
+    """A frame without a (non-count) feature column scores it as missing, with a warning naming it; count columns may be absent
+    (their zeros); a Series is refused in one line instead of an AttributeError."""
+    pandas = pytest.importorskip("pandas")
+    model = extmem.Model.load(model_dir)
+    plain = [name for name, counts in zip(model.layout.names, model.layout.zero_is_missing) if not counts]
+    frame = pandas.DataFrame({name: [0.5, 1.0] for name in plain})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = model.predict_proba(frame)
+    with pytest.warns(UserWarning, match=rf"lacks 1 of the model's feature columns \('{plain[0]}'\); they are read as missing"):
+        lacking = model.predict_proba(frame.drop(columns=plain[0]))
+    assert full.shape == lacking.shape == (2, 3)
+    with pytest.raises(extmem.SchemaError, match="is a pandas Series"):
+        model.predict_proba(frame.iloc[0])
 
 
 def test_evaluate_equals_sklearn_on_concatenated_predictions(model_dir: Path, held_out: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import warnings
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -267,6 +268,9 @@ def encode(X: Any, layout: FeatureLayout) -> sp.csr_matrix | np.ndarray:
     entries are zeros). Zeros in count columns then become missing, as when training from parquet.
     """
     if type(X).__module__.partition(".")[0] == "pandas":
+        if not hasattr(X, "columns"):
+            msg = f"The input is a pandas {type(X).__name__}; pass a DataFrame of rows (a Series of one row: series.to_frame().T)."
+            raise SchemaError(msg)
         X = pa.Table.from_pandas(X, preserve_index=False)
     if isinstance(X, Mapping):
         X = pa.table(dict(X))
@@ -333,6 +337,10 @@ def _named_features(batch: pa.RecordBatch, layout: FeatureLayout) -> FeatureColu
     if not plan.wide_names and not plan.fold_names and (layout.kmers is None or layout.kmers.sequence_column not in names):
         msg = f"None of the model's {len(layout.names)} feature columns (first: {layout.names[0]!r}) is in the input's columns."
         raise SchemaError(msg)
+    absent = [name for name, counts in zip(layout.names[: layout.kmer_offset], layout.zero_is_missing) if not counts and name not in names]
+    if absent:  # a count column's absence is its zeros; any other's is more likely a misspelt or forgotten column
+        shown = ", ".join(repr(name) for name in absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        warnings.warn(f"The input lacks {len(absent)} of the model's feature columns ({shown}); they are read as missing.", stacklevel=5)
     for name in plan.wide_names:
         if name in layout.categories:
             continue
