@@ -153,6 +153,10 @@ def test_ranking_refusals_name_the_option(ranked: tuple, tmp_path: Path) -> None
         extmem.train(folder, label="rel", params={"objective": "rank:pairwise"}, rounds=2)
     with pytest.raises(extmem.OptionError, match="'qid' option gives query groups to ranking objectives"):
         extmem.train(folder, label="rel", qid="query", params={"objective": "reg:squarederror"}, rounds=2)
+    with pytest.raises(
+        extmem.OptionError, match="'qid' option gives a ranking model's query groups; this model's objective is 'multi:softprob'"
+    ):
+        extmem.evaluate(extmem.train(folder, label="rel", rounds=1).model, folder, qid="query")
     with pytest.raises(extmem.OptionError, match="cannot go with 'qid'"):
         extmem.train(folder, label="rel", qid="query", weight="f0", rounds=2)
     with pytest.raises(extmem.OptionError, match="take no 'qid'"):

@@ -66,6 +66,9 @@ def evaluate(
     if dataset.label is None:
         msg = "Evaluation needs a label column; the model records none, so give 'label'."
         raise OptionError(msg, options=("label",))
+    if not trained.ranking and dataset.qid is not None:
+        msg = f"The 'qid' option gives a ranking model's query groups; this model's objective is {trained.objective!r}."
+        raise OptionError(msg, options=("qid",))
     if trained.ranking and dataset.qid is None:
         msg = f"Evaluating a ranking model ({trained.objective}) needs the data's query groups; give the query-id column as 'qid'."
         raise OptionError(msg, options=("qid",))
