@@ -208,6 +208,12 @@ def test_xgboost_keywords_keep_xgboosts_meaning(tmp_path: Path, cache_root: Path
         extmem.dmatrix(folder, label="y", feature_names=["a", "b"], cache_dir=cache_root)
     with pytest.raises(extmem.OptionError, match="'missing' option must be a number"):
         extmem.dmatrix(folder, label="y", missing="NA", cache_dir=cache_root)
+    with pytest.raises(
+        extmem.OptionError, match="keyword 'group' is not one extmem.dmatrix takes: give each row's query id in a column named by 'qid'"
+    ):
+        extmem.dmatrix(folder, label="y", group=[500, 500], cache_dir=cache_root)
+    with pytest.raises(extmem.OptionError, match="'weight' option names a column of the dataset, not values"):
+        extmem.dmatrix(folder, label="y", weight=np.ones(1000), cache_dir=cache_root)
     assert not list(cache_root.iterdir())
     ours = extmem.dmatrix(folder, label="y", missing=-999.0, feature_names=["a", "b", "c", "d"], nthread=1, cache_dir=cache_root)
     theirs = xgb.ExtMemQuantileDMatrix(_ArrayIter(batches, tmp_path), missing=-999.0)

@@ -155,6 +155,8 @@ class Dataset:
             if value is not None and (not isinstance(value, str) or not value):
                 what = "a row filter" if option == "filter" else "a column name"
                 msg = f"The '{option}' option must be {what}. Got {value!r} instead."
+                if option != "filter" and hasattr(value, "__len__") and not isinstance(value, (str, bytes)):
+                    msg = f"The '{option}' option names a column of the dataset, not values (got a {type(value).__name__}): extmem reads each row's {option} from the shards, so add it to them as a column."
                 raise OptionError(msg, options=(option,))
         for option in ("features", "drop", "categorical"):
             set_(self, option, column_names(getattr(self, option), option))

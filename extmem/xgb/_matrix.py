@@ -183,6 +183,12 @@ def dmatrix(
     options replays them (in the largest kept pages its memory plan allows) instead of reading
     the parquet, as LightGBM's binary dataset does. Entries appear whole or not at all; extmem deletes only damaged ones.
     """
+    unsupported = sorted(set(options) & set(_XGBOOST_KEYWORDS_NOT_TAKEN))
+    if unsupported:
+        name = unsupported[0]
+        raise OptionError(
+            f"XGBoost's matrix keyword '{name}' is not one extmem.dmatrix takes: {_XGBOOST_KEYWORDS_NOT_TAKEN[name]}.", options=(name,)
+        )
     if label is not None:
         options = {**options, "label": label}
     dataset = as_dataset(data, options)
@@ -206,6 +212,18 @@ def dmatrix(
     )
     matrix, _ = open_matrix(dataset, PrivateFolder(cache_dir), build, ref=ref)
     return matrix
+
+
+_XGBOOST_KEYWORDS_NOT_TAKEN = {
+    "group": "give each row's query id in a column named by 'qid'",
+    "base_margin": "extmem reads no per-row margins; train on top of a model with xgb.train(..., xgb_model=booster) instead",
+    "label_lower_bound": "extmem reads no label bounds (survival:aft); use survival:cox",
+    "label_upper_bound": "extmem reads no label bounds (survival:aft); use survival:cox",
+    "feature_weights": "set them on the matrix it returns, matrix.set_info(feature_weights=...)",
+    "silent": "XGBoost itself no longer takes it; leave it out",
+    "data_split_mode": "extmem splits rows only (one matrix per worker in extmem.train_distributed)",
+}
+"""Keywords of ``xgboost.DMatrix`` that :func:`dmatrix` does not take, with what to do instead."""
 
 
 def DMatrix(data: DatasetLike, label: str | None = None, **keywords: Any) -> xgb.DMatrix:
