@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "train_distributed": "extmem.run._distributed",
     "XGBClassifier": "extmem.run._estimators",
     "XGBRegressor": "extmem.run._estimators",
+    "XGBRanker": "extmem.run._estimators",
     "Model": "extmem.score._model",
     "predict": "extmem.score._predict",
     "evaluate": "extmem.score._evaluate",
@@ -88,6 +89,7 @@ __all__ = [
     "SynthOptions",
     "TrainResult",
     "XGBClassifier",
+    "XGBRanker",
     "XGBRegressor",
     "__version__",
     "cross_validate",
@@ -139,7 +141,7 @@ if TYPE_CHECKING:
     from extmem.read._dataset import Dataset, Holdout
     from extmem.run._cv import cross_validate
     from extmem.run._distributed import ClusterError, train_distributed
-    from extmem.run._estimators import XGBClassifier, XGBRegressor
+    from extmem.run._estimators import XGBClassifier, XGBRanker, XGBRegressor
     from extmem.run._incremental import train_incremental
     from extmem.run._incremental_estimator import IncrementalClassifier
     from extmem.run._xgboost import TrainResult, resume, train

@@ -174,3 +174,23 @@ def test_ranking_refusals_name_the_option(ranked: tuple, tmp_path: Path) -> None
     write_shard(nulls, {"query": pa.array([1, None, 2]), "rel": [0, 1, 2], "f0": [0.1, 0.2, 0.3]})
     with pytest.raises(extmem.LabelError, match="'qid' column 'query' has 1 null"):
         extmem.train(nulls.parent, label="rel", qid="query", rounds=2)
+
+
+def test_xgbranker_fits_a_dataset_as_xgboosts_fits_the_arrays(ranked: tuple, cache_root: Path) -> None:
+    """extmem.XGBRanker on a dataset with a qid column gives XGBoost's XGBRanker on the same arrays; arrays still go to XGBoost."""
+    folder, X, relevance, qid = ranked
+    dataset = extmem.Dataset(folder, label="rel", qid="query")
+    ours = extmem.XGBRanker(n_estimators=5, max_depth=4, page_rows=1_000, cache="disk", cache_dir=cache_root, eval_metric="ndcg@10")
+    ours.fit(dataset, eval_set=[dataset])
+    theirs = xgb.XGBRanker(n_estimators=5, max_depth=4, eval_metric="ndcg@10").fit(
+        X, relevance, qid=qid, eval_set=[(X, relevance)], eval_qid=[qid]
+    )
+    np.testing.assert_array_equal(ours.evals_result()["validation_0"]["ndcg@10"], theirs.evals_result()["validation_0"]["ndcg@10"])
+    np.testing.assert_allclose(ours.predict(dataset), theirs.predict(X), rtol=1e-6)
+    assert ours.score(dataset) == pytest.approx(extmem.evaluate(extmem.Model(ours.get_booster(), ours.layout), dataset)["ndcg@32"])
+    arrays = extmem.XGBRanker(n_estimators=5, max_depth=4).fit(X, relevance, qid=qid)
+    np.testing.assert_allclose(arrays.predict(X), xgb.XGBRanker(n_estimators=5, max_depth=4).fit(X, relevance, qid=qid).predict(X))
+    with pytest.raises(extmem.OptionError, match="query groups come from its 'qid' column: pass qid as None"):
+        extmem.XGBRanker().fit(dataset, qid=qid)
+    with pytest.raises(extmem.OptionError, match="needs its query-id column"):
+        extmem.XGBRanker().fit(extmem.Dataset(folder, label="rel"))

@@ -80,7 +80,7 @@ class _DatasetFitting:
         """The training matrix for the training dataset; a new one (same columns and cuts) for an eval set."""
         if data is self.dataset:
             return self.train_matrix
-        shared = {"label": self.dataset.label, "label_map": self.dataset.label_map, "zero_is_missing": self.dataset.zero_is_missing}
+        shared = {name: getattr(self.dataset, name) for name in ("label", "label_map", "zero_is_missing", "qid")}
         dataset = data if isinstance(data, Dataset) else as_dataset(data, shared)
         return self._open(dataset, ref if ref is not None else self.train_matrix)
 
@@ -205,14 +205,21 @@ class _DatasetMixin:
         """XGBoost's ``predict``; a dataset ``X`` is streamed batch by batch."""
         if _is_dataset(X) and not output_margin and base_margin is None:
             return self._model(iteration_range).predict(X)
-        return super().predict(self._encoded(X), output_margin, validate_features, base_margin, iteration_range)  # type: ignore[misc]
+        return super().predict(  # type: ignore[misc]
+            self._encoded(X),
+            output_margin=output_margin,
+            validate_features=validate_features,
+            base_margin=base_margin,
+            iteration_range=iteration_range,
+        )
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
-        """Accuracy (classifier) or R² (regressor), as scikit-learn's; a dataset ``X`` is scored streaming with its own labels."""
+        """Accuracy (classifier) or R² (regressor), as scikit-learn's; a dataset ``X`` is scored streaming with its own labels
+        (a ranker's score: NDCG@32 over its queries)."""
         if not _is_dataset(X):
             return super().score(self._encoded(X), y, sample_weight)  # type: ignore[misc]
         metrics = evaluate(self._model(None), X)
-        return float(metrics["accuracy"] if "accuracy" in metrics else metrics["r2"])
+        return float(next(metrics[name] for name in ("accuracy", "r2", "ndcg@32") if name in metrics))
 
 
 class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
@@ -237,7 +244,9 @@ class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
         """XGBoost's ``predict_proba``; a dataset ``X`` is streamed batch by batch."""
         if _is_dataset(X) and base_margin is None:
             return self._model(iteration_range).predict_proba(X)
-        return super().predict_proba(self._encoded(X), validate_features, base_margin, iteration_range)
+        return super().predict_proba(
+            self._encoded(X), validate_features=validate_features, base_margin=base_margin, iteration_range=iteration_range
+        )
 
 
 class XGBRegressor(_DatasetMixin, xgb.XGBRegressor):
@@ -246,3 +255,55 @@ class XGBRegressor(_DatasetMixin, xgb.XGBRegressor):
     ``cache_dir``, ``page_rows`` and ``sketch_rows`` set up the external-memory matrices (see
     :func:`extmem.dmatrix`); every other argument is XGBoost's.
     """
+
+
+class XGBRanker(_DatasetMixin, xgb.XGBRanker):
+    """``xgboost.XGBRanker`` that also fits and scores parquet datasets with a query-id column through external memory.
+
+    A dataset to fit on names its query column: ``extmem.Dataset(path, label=..., qid=...)``
+    (each query's rows together, ids in non-decreasing order); eval-set datasets read the same
+    columns. Arrays and DataFrames go to XGBoost's ``fit`` with ``group``/``qid`` unchanged.
+    """
+
+    def fit(  # type: ignore[override]
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        group: Any = None,
+        qid: Any = None,
+        sample_weight: Any = None,
+        base_margin: Any = None,
+        eval_set: Sequence[Any] | None = None,
+        eval_group: Sequence[Any] | None = None,
+        eval_qid: Sequence[Any] | None = None,
+        verbose: bool | int | None = False,
+        xgb_model: Any = None,
+        sample_weight_eval_set: Sequence[Any] | None = None,
+        base_margin_eval_set: Sequence[Any] | None = None,
+        feature_weights: Any = None,
+    ) -> XGBRanker:
+        """XGBoost's ``fit``, with its signature; ``X`` (and each ``eval_set`` entry) may also be a dataset with a ``qid`` column."""
+        options = {"sample_weight": sample_weight, "base_margin": base_margin, "eval_set": eval_set, "verbose": verbose}
+        options |= {"xgb_model": xgb_model, "sample_weight_eval_set": sample_weight_eval_set}
+        options |= {"base_margin_eval_set": base_margin_eval_set, "feature_weights": feature_weights}
+        if not _is_dataset(X):
+            return xgb.XGBRanker.fit(self, X, y, group=group, qid=qid, eval_group=eval_group, eval_qid=eval_qid, **options)
+        given = [
+            name
+            for name, value in {"group": group, "qid": qid, "eval_group": eval_group, "eval_qid": eval_qid}.items()
+            if value is not None
+        ]
+        if given:
+            msg = f"With a dataset as X, query groups come from its 'qid' column: pass {', '.join(given)} as None."
+            raise OptionError(msg, options=("qid",))
+        if as_dataset(X, {}).qid is None:
+            msg = "A dataset to rank needs its query-id column: pass extmem.Dataset(path, label=..., qid='column')."
+            raise OptionError(msg, options=("qid",))
+        return _DatasetMixin.fit(self, X, y, **options)  # type: ignore[return-value]
+
+    def _create_ltr_dmatrix(self, ref: xgb.DMatrix | None, data: Any, qid: Any, **kwargs: Any) -> xgb.DMatrix:
+        fitting: _DatasetFitting | None = self.__dict__.get("_extmem_fitting")
+        if fitting is not None and _is_dataset(data):
+            return fitting.matrix(data, ref)
+        return super()._create_ltr_dmatrix(ref, data, qid, **kwargs)
