@@ -97,7 +97,11 @@ def atomic_file(path: str | os.PathLike[str], *, replace: bool = True) -> Iterat
         raise IsADirectoryError(errno.EISDIR, msg, os.fspath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_partials(target.parent)
-    fd, partial = _create_partial(target)
+    try:
+        fd, partial = _create_partial(target)
+    except OSError as exc:  # the partial's hidden name means nothing to the user: name the file being written
+        exc.filename = os.fspath(path)
+        raise
     published = False
     try:
         with os.fdopen(os.dup(fd), "wb") as file:

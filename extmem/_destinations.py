@@ -125,6 +125,9 @@ def check_distinct_outputs(outputs: Mapping[str, str | os.PathLike[str] | None])
 def check_output_file(path: str | os.PathLike[str], *, overwrite: bool, option: str = "out") -> None:
     """Refuse, before any work, an output file that exists (unless ``overwrite``) or cannot be written (a local path or a URI)."""
     text = os.fspath(path)
+    if text == "-":
+        msg = f"The '{option}' file '-': extmem writes files (whole, or not at all), not standard output; give a file name."
+        raise OptionError(msg, options=(option,))
     if text.endswith(("/", os.sep)):
         kind = "a prefix; give an object name" if is_remote(text) else "a folder (it ends in a slash); give a file name"
         raise OptionError(f"The '{option}' path {text!r} is {kind}.", options=(option,))

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from extmem._atomic import PARTIAL_SUFFIX, atomic_file, sweep_partials, write_json
-from extmem._destinations import publish_folder, staging_folder
+from extmem._destinations import check_output_file, publish_folder, staging_folder
 from extmem._sink import TableSink
 from extmem.errors import OptionError
 from extmem.read._discover import discover_shards
@@ -27,6 +27,24 @@ def test_an_error_while_writing_leaves_the_old_file_and_no_partial(tmp_path: Pat
         raise RuntimeError
     assert target.read_text() == '{\n  "version": 1\n}\n'
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_a_folder_that_takes_no_new_file_is_named_by_the_file_being_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder that refuses new files (/proc, a read-only mount) names the output, not the hidden partial extmem made there."""
+    target = tmp_path / "out.parquet"
+
+    def refuse(path: str | os.PathLike[str], *args: object) -> int:
+        raise OSError(30, "Read-only file system", os.fspath(path))
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(OSError, match="Read-only file system") as raised, atomic_file(target):
+        pass
+    assert raised.value.filename == str(target)
+
+
+def test_standard_output_is_refused_as_an_output_file() -> None:
+    with pytest.raises(OptionError, match="extmem writes files .* not standard output"):
+        check_output_file("-", overwrite=True)
 
 
 def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path: Path) -> None:
