@@ -132,7 +132,7 @@ def test_holdout_and_folds_keep_each_query_on_one_side(ranked: tuple, tmp_path: 
     assert result.report["evaluation"]["valid"]["queries"] == len(sides[1])
     folds = extmem.cross_validate(folder, label="rel", qid="query", folds=3, rounds=2)
     assert sum(fold["valid_rows"] for fold in folds["per_fold"]) == 12_000
-    assert "ndcg@32" in folds["metrics"]
+    assert "ndcg@32" in folds["metrics"] and folds["group_by"] == "query"
 
 
 def test_evaluate_uses_the_models_query_column(ranked: tuple, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

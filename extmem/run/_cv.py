@@ -63,10 +63,11 @@ def cross_validate(
     if dataset.holdout is not None:
         msg = "Cross-validation makes its own splits: give a dataset without a 'holdout'."
         raise OptionError(msg, options=("holdout",))
+    group_by = group_by if group_by is not None else dataset.qid  # a query stays whole
     runs = []
     for fold in range(folds):
         start = fold / folds
-        holdout = Holdout((fold + 1) / folds - start, group_by if group_by is not None else dataset.qid, seed, start=start)
+        holdout = Holdout((fold + 1) / folds - start, group_by, seed, start=start)
         try:
             result = train(
                 replace(dataset, holdout=holdout),
