@@ -25,7 +25,7 @@ from extmem.encode._blocks import Encoder
 from extmem.encode._kmers import sequence_entries
 from extmem.encode._pages import read_pages
 from extmem.read._dataset import DatasetLike, as_dataset
-from extmem.read._discover import discover_shards
+from extmem.read._discover import discover_shards, partition_values
 from extmem.read._scan import NUMERIC, Schema, scan
 from extmem.read._selection import Selection, select_dataset
 from extmem.xgb._iterator import IterStats
@@ -50,7 +50,8 @@ __all__ = [
 
 def schema_of(data: str) -> Schema:
     """The union schema extmem scans from the footers of ``data``'s shards (columns, kinds, row groups)."""
-    return scan(discover_shards([data]))
+    shards = discover_shards([data])
+    return scan(shards, partition_values([data], shards))
 
 
 def selection_of(data: DatasetLike, **options: Any) -> Selection:

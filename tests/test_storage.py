@@ -116,6 +116,18 @@ def test_globs_prefixes_and_missing_objects(store: Store, remote_synth: str) -> 
         discover_shards([remote_synth, every[0]])
 
 
+def test_a_partitioned_dataset_in_object_storage(store: Store, tmp_path: Path) -> None:
+    """key=value prefixes are read as columns, as from a local folder; a filter on them skips the other objects."""
+    for chrom, rows in (("chr1", [1.0, 2.0]), ("chr2", [3.0, 4.0, 5.0])):
+        pq.write_table(
+            pa.table({"x": rows, "y": [0, 1, 0][: len(rows)]}), f"{BUCKET}/parts/chrom={chrom}/p.parquet", filesystem=store.client
+        )
+    uri = f"s3://{BUCKET}/parts"
+    assert [shard.rpartition("/parts/")[2] for shard in discover_shards([uri])] == ["chrom=chr1/p.parquet", "chrom=chr2/p.parquet"]
+    result = extmem.train(uri, label="y", filter="chrom == 'chr2'", rounds=1, cache_dir=tmp_path)
+    assert result.report["rows"] == 3 and result.report["data"]["train"]["row_groups_skipped"] == 1
+
+
 def _object(store: Store, uri: str) -> bytes:
     with store.client.open_input_stream(uri.removeprefix("s3://")) as stream:
         return bytes(stream.read())

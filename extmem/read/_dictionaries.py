@@ -36,24 +36,29 @@ def collect_values(schema: Schema, limits: dict[str, tuple[int, str]]) -> dict[s
     A column with more values than its limit is an error naming the option that set it.
     """
     seen: dict[str, set[str]] = {name: set() for name in limits}
+
+    def add(name: str, values: pa.Array, shard: str) -> None:
+        seen[name].update(pc.unique(as_strings(values).drop_null()).to_pylist())
+        most, option = limits[name]
+        if len(seen[name]) > most:
+            hint = "raise 'max_categories' or leave the column out" if option == "categorical" else "is it the right label column?"
+            msg = f"The '{option}' column {name!r} has more than {most:,} distinct values (reached in {shard!r}); {hint}."
+            raise SchemaError(msg, options=(option, "max_categories"))
+
     for shard in schema.shards:
-        present = [name for name in limits if schema.columns[name].shards_mask >> schema.shards.index(shard) & 1]
+        folder_values = schema.partitions.get(shard, {})
+        for name in (name for name in limits if name in folder_values):  # a partition column: its value is in the folder's name
+            add(name, pa.array([folder_values[name]]), shard)
+        present = [
+            name for name in limits if schema.columns[name].shards_mask >> schema.shards.index(shard) & 1 and name not in folder_values
+        ]
         if not present:
             continue
         try:
             with open_parquet(shard) as file:
                 for batch in file.iter_batches(batch_size=65536, columns=present):
                     for name in present:
-                        seen[name].update(pc.unique(as_strings(batch.column(name)).drop_null()).to_pylist())
-                        most, option = limits[name]
-                        if len(seen[name]) > most:
-                            hint = (
-                                "raise 'max_categories' or leave the column out"
-                                if option == "categorical"
-                                else "is it the right label column?"
-                            )
-                            msg = f"The '{option}' column {name!r} has more than {most:,} distinct values (reached in {shard!r}); {hint}."
-                            raise SchemaError(msg, options=(option, "max_categories"))
+                        add(name, batch.column(name), shard)
         except (pa.ArrowException, OSError) as exc:
             raise read_failure(shard, exc) from None
         finally:
@@ -73,6 +78,9 @@ def few_valued_columns(schema: Schema, names: Sequence[str]) -> list[str]:
     finally:
         file = None
         release_freed_memory()
+    folders = [name for name in names if name in schema.columns and schema.columns[name].kind == STRING and name not in present]
+    folder_values = {name: {values.get(name) for values in schema.partitions.values()} for name in folders}
+    few = [name for name, values in folder_values.items() if values != {None} and len(values) < SUGGEST_CATEGORIES_BELOW]
     if table is None:
-        return []
-    return [name for name in present if len(pc.unique(table.column(name))) < SUGGEST_CATEGORIES_BELOW]
+        return few
+    return [name for name in present if len(pc.unique(table.column(name))) < SUGGEST_CATEGORIES_BELOW] + few

@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import PurePath
+from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
@@ -18,6 +19,59 @@ from extmem.errors import InputPathError, OptionError
 def _visible(name: str) -> bool:
     """Data files a folder or glob contributes: not hidden, not ``_metadata``-style, not an extmem partial file."""
     return not name.startswith((".", "_"))
+
+
+PARTITION_FOLDER = re.compile(r"([^=/]+)=([^/]*)")
+"""A hive partition folder's name, ``key=value`` (as Spark, dask and pyarrow write them)."""
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+"""The value Spark and pyarrow write for a null partition value."""
+
+
+def _partition_folders(relative: str) -> dict[str, str | None] | None:
+    """The partition values of a file at ``relative`` (below its dataset folder), or None when a folder is no ``key=value``."""
+    values: dict[str, str | None] = {}
+    for folder in relative.split("/")[:-1]:
+        match = PARTITION_FOLDER.fullmatch(folder)
+        if match is None or not _visible(folder):
+            return None
+        value = unquote(match.group(2))
+        values[unquote(match.group(1))] = None if value == HIVE_NULL else value
+    return values
+
+
+def _root(path: str) -> str:
+    """The folder a dataset path's shards lie below: the folder itself, or a glob's part before its first wildcard."""
+    if glob.has_magic(path) and not (not is_remote(path) and os.path.exists(path)):
+        return path[: re.search(r"[*?[]", path).start()].rsplit("/", 1)[0]  # type: ignore[union-attr]
+    return path.split("?", 1)[0].rstrip("/") if is_remote(path) or os.path.isdir(path) else ""
+
+
+def partition_values(paths: Iterable[str], shards: Iterable[str]) -> dict[str, dict[str, str | None]]:
+    """Each shard's hive partition values, from the ``key=value`` folders between its dataset folder (or glob base) and itself.
+
+    Text as written in the folder names (URL-decoded; Spark's null marker as None); shards outside partition folders have none.
+    """
+    roots = [root for root in (_root(local_path(path) if not is_remote(path) else path) for path in paths) if root]
+    found: dict[str, dict[str, str | None]] = {}
+    for shard in shards:
+        plain = shard.split("?", 1)[0] if is_remote(shard) else shard
+        for root in roots:
+            if plain.startswith(root + "/"):
+                values = _partition_folders(plain[len(root) + 1 :])
+                if values:
+                    found[shard] = values
+                break
+    return found
+
+
+def _hive_files(folder: str) -> list[str]:
+    """The visible ``*.parquet`` files in the ``key=value`` folders below ``folder`` (a partitioned dataset), sorted."""
+    files: list[str] = []
+    for current, folders, names in os.walk(folder):
+        folders[:] = sorted(name for name in folders if _visible(name) and PARTITION_FOLDER.fullmatch(name))
+        if current != folder:
+            files.extend(os.path.join(current, name) for name in names if name.endswith(".parquet") and _visible(name))
+    return sorted(files)
 
 
 def discover_remote(uri: str) -> list[str]:
@@ -54,6 +108,21 @@ def discover_remote(uri: str) -> list[str]:
         msg = f"Cannot read the dataset path {uri!r}: {str(exc).splitlines()[0]}"
         raise InputPathError(msg) from None
     matches = sorted(info.path for info in listed if info.is_file and info.base_name.endswith(".parquet") and _visible(info.base_name))
+    if not matches:  # a partitioned dataset: its objects under key=value prefixes
+        try:
+            below = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
+        except OSError as exc:
+            msg = f"Cannot read the dataset path {uri!r}: {str(exc).splitlines()[0]}"
+            raise InputPathError(msg) from None
+        base = inner.rstrip("/")
+        matches = sorted(
+            info.path
+            for info in below
+            if info.is_file
+            and info.base_name.endswith(".parquet")
+            and _visible(info.base_name)
+            and _partition_folders(info.path.lstrip("/")[len(base.lstrip("/")) + 1 :])
+        )
     if not matches:
         msg = f"The prefix {uri!r} holds no .parquet objects."
         raise InputPathError(msg)
@@ -68,7 +137,7 @@ def _empty_folder_message(path: str) -> str:
     pattern = os.path.join(path, "**", "*.parquet")
     return (
         f"The folder {path!r} holds no .parquet files, but its subfolders do (such as {nested!r}): "
-        f"give a glob such as {pattern!r} to read them (values in folder names are not read as columns)."
+        f"give a glob such as {pattern!r} to read them (only key=value subfolders, a partitioned dataset's, are read without one)."
     )
 
 
@@ -76,6 +145,8 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
     """Expand folders (their ``*.parquet`` files, sorted), globs and files into shard paths; URIs likewise (prefixes for folders).
 
     A path that exists is a file or folder even when its name holds glob characters (``run[1]/``).
+    A folder without shards of its own is read as a partitioned dataset when its ``key=value``
+    subfolders hold some (see :func:`partition_values`).
 
     Folders and globs skip hidden and ``_``-prefixed files, as pyarrow's datasets do (extmem's
     own partial files are hidden). Two paths to one file (a symbolic or hard link) are refused:
@@ -104,6 +175,7 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
             matches = sorted(
                 entry.path for entry in os.scandir(path) if entry.name.endswith(".parquet") and _visible(entry.name) and entry.is_file()
             )
+            matches = matches or _hive_files(path)
             if not matches:
                 raise InputPathError(_empty_folder_message(path))
             shards.extend(matches)

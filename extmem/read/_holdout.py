@@ -2,7 +2,7 @@
 
 Each row (or group) gets a 64-bit hash; it is a validation row when ``start <= hash / 2**64 < start + fraction``.
 Group values are hashed as text with BLAKE2b (stable across runs, machines and Python
-versions, unlike ``hash()``); rows without ``group_by`` are hashed from their shard's file name,
+versions, unlike ``hash()``); rows without ``group_by`` are hashed from their shard's file name (with its partition folders),
 row group and position with SplitMix64, so the split never depends on batch sizes or filters.
 """
 
@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from extmem.read._dataset import Holdout
+from extmem.read._discover import PARTITION_FOLDER
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -45,8 +46,20 @@ def _group_hashes(values: pa.Array, seed: int) -> np.ndarray:
     return keys[codes]
 
 
+def shard_name(shard: str) -> str:
+    """A shard's name as the split knows it: its file name, with its partition folders (``chrom=chr1/part-0.parquet``),
+    so that a dataset moved or copied splits alike, and the like-named shards of partitions do not."""
+    parts = shard.split("?", 1)[0].replace(os.sep, "/").split("/")
+    name = [parts[-1]]
+    for folder in reversed(parts[:-1]):
+        if not PARTITION_FOLDER.fullmatch(folder):
+            break
+        name.insert(0, folder)
+    return "/".join(name)
+
+
 def _row_hashes(shard: str, row_group: int, first_row: int, rows: int, seed: int) -> np.ndarray:
-    base = text_hash(f"{os.path.basename(shard)}\0{row_group}", seed)
+    base = text_hash(f"{shard_name(shard)}\0{row_group}", seed)
     positions = np.arange(first_row, first_row + rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         return splitmix64(positions ^ np.uint64(base))

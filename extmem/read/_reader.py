@@ -13,6 +13,8 @@ columns stay arrow columns for the encode step.
 
 from __future__ import annotations
 
+import functools
+import operator
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -158,7 +160,16 @@ def _open(selection: Selection, shard: str) -> tuple[pq.ParquetFile, set[int] | 
     if selection.row_filter is None:
         return open_parquet(shard), None
     filesystem, inner = resolve(shard)
-    fragment = _PARQUET.make_fragment(os.path.abspath(inner) if filesystem is None else inner, filesystem=filesystem or _LOCAL)
+    known = [
+        pc.field(key) == pa.scalar(value, selection.schema.columns[key].arrow_type)
+        for key, value in selection.schema.partitions.get(shard, {}).items()
+        if value is not None
+    ]
+    fragment = _PARQUET.make_fragment(
+        os.path.abspath(inner) if filesystem is None else inner,
+        filesystem=filesystem or _LOCAL,
+        partition_expression=functools.reduce(operator.and_, known) if known else None,
+    )  # what its folders say of the shard: a filter on them skips it whole
     fragment.ensure_complete_metadata()
     try:
         matching = fragment.subset(filter=selection.row_filter.expression, schema=selection.scan_schema).row_groups
@@ -179,12 +190,15 @@ def _shard_batches(
 ) -> Iterator[RawBatch]:
     row_group = -1
     block = selection.schema.packed_blocks.get(shard)
+    partition = selection.schema.partitions.get(shard, {})
     try:
         file, matching = _open(selection, shard)
         with file:
-            present = file.schema_arrow.names
+            present = file.schema_arrow.names + list(partition)
             features = shard_columns(selection.layout, present, block)
             columns = features + [name for name in selection.extras if name in present and name not in features]
+            folder_values = {name: partition[name] for name in columns if name in partition}  # columns the folder names give
+            columns = [name for name in columns if name not in partition]
             whole_groups = WholeRowGroups.of(selection, file, columns) if whole_rows > 0 else None
             plain = set(whole_groups.plain) if whole_groups is not None else set()
             row_features = [name for name in features if name not in plain]  # a whole row group's features besides its parts
@@ -194,10 +208,11 @@ def _shard_batches(
                 counters.row_groups_read += 1
                 parts = None if whole_groups is None else whole_groups.parts(file.metadata.row_group(row_group), batch_rows, whole_rows)
                 if parts is None:
-                    yield from _row_batches(selection, file, shard, row_group, columns, features, batch_rows, block)
+                    yield from _row_batches(selection, file, shard, row_group, columns, features, batch_rows, block, folder_values)
                     continue
                 assert whole_groups is not None
                 whole = one_batch(file.read_row_group(row_group, columns=whole_groups.others, use_threads=True))
+                whole = _with_folder_values(selection, whole, folder_values)
                 whole, kept = _kept_rows(selection, whole, shard, row_group)
                 reading = [True]  # the parts can be read until this generator resumes
                 read_part = part_reader(file, shard, row_group, parts, kept, counters, reading)
@@ -218,11 +233,13 @@ def _row_batches(
     features: list[str],
     batch_rows: int,
     block: PackedBlock | None,
+    folder_values: dict[str, int | str | None],
 ) -> Iterator[RawBatch]:
-    """A row group in batches of ``batch_rows`` rows of every column read."""
+    """A row group in batches of ``batch_rows`` rows of every column read (and of the columns its folder names give)."""
     holdout = selection.dataset.holdout
     first_row = 0
     for batch in file.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns, use_threads=True):
+        batch = _with_folder_values(selection, batch, folder_values)
         if holdout is not None:
             rows = batch.num_rows
             batch = batch.filter(pa.array(holdout_mask(holdout, batch, shard, row_group, first_row)))
@@ -245,6 +262,15 @@ def _kept_rows(selection: Selection, batch: pa.RecordBatch, shard: str, row_grou
         taken = tagged.column(_ROW).to_numpy()
         batch, positions = batch.take(pa.array(taken)), positions[taken]
     return batch, positions
+
+
+def _with_folder_values(selection: Selection, batch: pa.RecordBatch, values: dict[str, int | str | None]) -> pa.RecordBatch:
+    """Add a partitioned shard's columns from its ``key=value`` folders: each value in every row."""
+    for name, value in values.items():
+        kind = selection.schema.columns[name].arrow_type
+        column = pa.nulls(batch.num_rows, kind) if value is None else pa.repeat(pa.scalar(value, kind), batch.num_rows)
+        batch = batch.append_column(name, column)
+    return batch
 
 
 def _with_columns(selection: Selection, batch: pa.RecordBatch, names: Iterable[str]) -> pa.RecordBatch:

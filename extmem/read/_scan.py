@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -78,6 +78,8 @@ class Schema:
     """The packed block of each packed shard (absent for wide shards)."""
     footer_bytes: int = 0
     """The largest serialized footer among the shards."""
+    partitions: dict[str, dict[str, int | str | None]] = field(default_factory=dict)
+    """Each partitioned shard's column values from its ``key=value`` folders (integers where every value of the key is one)."""
 
     @property
     def shard_rows(self) -> tuple[int, ...]:
@@ -216,11 +218,32 @@ def _unify(column: Column, arrow_type: pa.DataType, shard: str) -> Column:
     return column
 
 
-def scan(shards: list[str]) -> Schema:
+def _typed_partitions(partitions: dict[str, dict[str, str | None]]) -> tuple[dict[str, dict[str, int | str | None]], dict[str, pa.Field]]:
+    """Partition values typed as pyarrow's and Spark's hive partitioning reads them: a key whose values are all integers is
+    int64, any other large strings; and the field of each key."""
+    keys = list(dict.fromkeys(key for values in partitions.values() for key in values))
+    numeric = {key: all(_is_int(v[key]) for v in partitions.values() if v.get(key) is not None) for key in keys}
+    typed = {
+        shard: {key: int(value) if numeric[key] and value is not None else value for key, value in values.items()}
+        for shard, values in partitions.items()
+    }
+    return typed, {key: pa.field(key, pa.int64() if numeric[key] else pa.large_string()) for key in keys}
+
+
+def _is_int(text: str | None) -> bool:
+    try:
+        int(text or "")
+    except ValueError:
+        return False
+    return True
+
+
+def scan(shards: list[str], partitions: dict[str, dict[str, str | None]] | None = None) -> Schema:
     """Read every shard's footer (a few at once, see :func:`_footers`) and merge the schemas in shard order; numeric types promote to float64.
 
     A column of arrow's null type holds no value: a shard storing it so does not hold it (a column
-    null in every shard stays of the null type, not numeric).
+    null in every shard stays of the null type, not numeric). ``partitions`` (see
+    :func:`extmem.read._discover.partition_values`) adds each partitioned shard's folder values as columns.
 
     Thousands of columns per shard: a column whose type is the one it had in the last shard
     holding it costs two dictionary updates, nothing more.
@@ -233,6 +256,7 @@ def scan(shards: list[str]) -> Schema:
     shard_row_groups: dict[str, tuple[int, ...]] = {}
     packed_blocks: dict[str, PackedBlock] = {}
     footer_bytes = 0
+    typed, partition_fields = _typed_partitions(partitions or {})
     for index, (shard, (fields, row_groups, block, footer)) in enumerate(zip(shards, _footers(shards), strict=True)):
         raise_if_stopped()
         shard_bit = 1 << index
@@ -242,6 +266,11 @@ def scan(shards: list[str]) -> Schema:
             duplicate = next(n for n in names if names.count(n) > 1)
             msg = f"The shard {shard!r} has the column {duplicate!r} more than once."
             raise SchemaError(msg)
+        clash = [key for key in typed.get(shard, {}) if key in names]
+        if clash:
+            msg = f"The shard {shard!r} holds the column {clash[0]!r}, which its folder name ({clash[0]}=...) gives too; rename one."
+            raise SchemaError(msg)
+        fields = fields + [partition_fields[key] for key in typed.get(shard, {})]
         shard_row_groups[shard] = row_groups
         if block is not None:
             packed_blocks[shard] = block
@@ -264,4 +293,4 @@ def scan(shards: list[str]) -> Schema:
         name: replace(column, shards_mask=masks.get(name) or null_masks[name], packed=name in packed_columns)
         for name, column in columns.items()
     }
-    return Schema(tuple(shards), merged, shard_row_groups, packed_blocks, footer_bytes)
+    return Schema(tuple(shards), merged, shard_row_groups, packed_blocks, footer_bytes, typed)

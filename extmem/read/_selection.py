@@ -20,7 +20,7 @@ from extmem._layout import KMER_COLUMN, FeatureLayout, is_number
 from extmem.errors import LabelError, SchemaError
 from extmem.read._dataset import Dataset
 from extmem.read._dictionaries import collect_values, few_valued_columns
-from extmem.read._discover import discover_shards
+from extmem.read._discover import discover_shards, partition_values
 from extmem.read._filters import RowFilter, parse_filter, quoted
 from extmem.read._labels import label_map_of
 from extmem.read._scan import NUMERIC, OTHER, STRING, Schema, scan
@@ -364,7 +364,8 @@ def select_dataset(dataset: Dataset, *, layout: FeatureLayout | None = None, car
     lacks are missing values. ``carry`` names columns passed through unchanged (ids for
     predictions), or maps each to the option that named it. ``announce`` logs the notices (columns left out of the features).
     """
-    schema = scan(discover_shards(dataset.paths))
+    shards = discover_shards(dataset.paths)
+    schema = scan(shards, partition_values(dataset.paths, shards))
     if dataset.label is not None:
         _require_column(schema, dataset.label, "label")
     dictionaries = collect_values(schema, _dictionary_limits(schema, dataset, layout))

@@ -35,7 +35,7 @@ from extmem.encode._blocks import to_csr
 from extmem.encode._features import wide_features
 from extmem.encode._packed import DEFAULT_PREFIX, pack_rows, unpack
 from extmem.errors import OptionError, check_positive_int, read_failure
-from extmem.read._discover import check_not_replacing_input, discover_shards
+from extmem.read._discover import check_not_replacing_input, discover_shards, partition_values
 from extmem.read._scan import NUMERIC, scan, type_kind
 from extmem.read._storage import absolute, file_size, open_parquet
 
@@ -142,14 +142,24 @@ def rewrite_shard(
 
 
 def shard_list(src: str | os.PathLike[str]) -> tuple[str, ...]:
-    """The shards of ``src`` (footers checked), refusing two with the same file name."""
-    shards = scan(discover_shards([os.fspath(src)])).shards
+    """The shards of ``src`` (footers checked), refusing two with the same file name and a partitioned dataset."""
+    shards = discover_shards([os.fspath(src)])
+    partitioned = partition_values([os.fspath(src)], shards)
+    if partitioned:
+        shard, values = next(iter(partitioned.items()))
+        folders = "/".join(f"{key}={value}" for key, value in values.items())
+        msg = (
+            f"{os.fspath(src)!r} is a partitioned dataset ({shard!r} is in {folders!r}): its columns from folder names would be "
+            "lost in one folder of rewritten shards. Rewrite one partition's folder at a time."
+        )
+        raise OptionError(msg)
+    shards = list(scan(shards).shards)
     names = [Path(shard).name for shard in shards]
     if len(set(names)) != len(names):
         duplicate = next(name for name in names if names.count(name) > 1)
         msg = f"Two input shards are named {duplicate!r}; the output folder holds every shard under its own name."
         raise OptionError(msg)
-    return shards
+    return tuple(shards)
 
 
 def pack(
