@@ -140,9 +140,8 @@ def _query_page_blocks(blocks: Iterable[Block], page_rows: int) -> Iterator[list
                 end = query_end  # the page's last query goes on in this block: the rest of it joins the page
             else:
                 end = min(block.rows, start + page_rows - pending_rows)
-                if (
-                    end < block.rows and qid[end] == qid[end - 1]
-                ):  # the cut would split a query: end before it (or after, if it starts the page)
+                if end < block.rows and qid[end] == qid[end - 1]:
+                    # the cut would split a query: end before it (or after it, if it starts the page)
                     query_start = int(np.searchsorted(qid, qid[end - 1], side="left"))
                     end = query_start if query_start > start else query_end
             whole = start == 0 and end == block.rows
