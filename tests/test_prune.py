@@ -13,6 +13,7 @@ from conftest import all_rows, kill_while_staging
 
 import extmem
 from extmem._destinations import MANIFEST_FILE
+from extmem.cli import main
 from extmem.read._discover import discover_shards
 from extmem.read._selection import select_dataset
 from extmem.tools._prune import ColumnStats, PruneOptions, prune
@@ -184,3 +185,22 @@ def test_pruning_every_feature_away_is_refused_before_writing(tmp_path: Path) ->
     with pytest.raises(extmem.SchemaError, match=r"would drop every one of its 2 feature columns \(2 constant\): nothing would be left"):
         extmem.prune(tmp_path / "data", tmp_path / "pruned", label="y")
     assert not (tmp_path / "pruned").exists()
+
+
+def test_keep_columns_pass_through_unpruned(tmp_path: Path) -> None:
+    """A constant weight and a coordinate correlated with another were dropped, and a later run needing them failed; --keep
+    leaves such columns as they are (names or globs), and names an unknown one before any work."""
+    rng = np.random.default_rng(0)
+    rows = 2_000
+    columns = {"x": rng.normal(size=rows), "w": np.ones(rows), "start": np.arange(rows) * 10.0, "end": np.arange(rows) * 10.0 + 5}
+    pq.write_table(pa.table({**columns, "y": rng.integers(0, 2, rows)}), tmp_path / "a.parquet")
+    plain = prune(tmp_path / "a.parquet", tmp_path / "plain", label="y")
+    assert set(plain["dropped"]) == {"w", "end"}
+    assert main(["prune", str(tmp_path / "a.parquet"), str(tmp_path / "kept"), "--label", "y", "--keep", "w,en*", "--format", "wide"]) == 0
+    manifest = json.loads((tmp_path / "kept" / MANIFEST_FILE).read_text())
+    assert manifest["dropped"] == {} and manifest["parameters"]["keep"] == ["w", "en*"]
+    assert pq.read_table(tmp_path / "kept").select(["w", "end"]).equals(pa.table(columns).select(["w", "end"]))
+    extmem.train(tmp_path / "kept", label="y", weight="w", rounds=1)
+    with pytest.raises(extmem.SchemaError, match="The 'keep' column 'wt' is in none of the shards"):
+        prune(tmp_path / "a.parquet", tmp_path / "none", label="y", keep="wt")
+    assert not (tmp_path / "none").exists()

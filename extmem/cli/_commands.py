@@ -257,6 +257,7 @@ def _prune(args: argparse.Namespace) -> None:
         args.src,
         args.dst,
         label=args.label or None,
+        keep=args.keep,
         options=options,
         output_format=args.format,
         batch_rows=args.batch_rows,

@@ -208,11 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "prune",
         "drop constant, duplicate and correlated feature columns, streaming, into a new (packed) dataset",
-        "examples:\n  extmem prune shards/ pruned/\n  extmem prune shards/ pruned/ --corr-threshold 0.95 --format wide",
+        "examples:\n  extmem prune shards/ pruned/\n  extmem prune shards/ pruned/ --corr-threshold 0.95 --format wide\n  extmem prune shards/ pruned/ --keep weight,position",
     )
     prune.add_argument("src", metavar="SRC", help=DATA_HELP)
     _destination(prune, "dst", "DST", "new folder for the pruned shards and _manifest.json")
     prune.add_argument("--label", default=SPLICE_SITES.label, help="label column, kept as it is ('' for none)")
+    prune.add_argument(
+        "--keep",
+        metavar="COLUMNS",
+        help="numeric columns kept as they are, never pruned: weights, query ids, coordinates (comma-separated names or globs)",
+    )
     prune.add_argument(
         "--corr-threshold",
         type=types.checked(float, lambda r: 0 < r <= 1, "a number in (0, 1]"),

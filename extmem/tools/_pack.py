@@ -36,7 +36,7 @@ from extmem.encode._features import wide_features
 from extmem.encode._packed import DEFAULT_PREFIX, pack_rows, unpack
 from extmem.errors import OptionError, check_positive_int, read_failure
 from extmem.read._discover import check_not_replacing_input, discover_shards, partition_values
-from extmem.read._scan import NUMERIC, scan, type_kind
+from extmem.read._scan import NUMERIC, Schema, scan, type_kind
 from extmem.read._storage import absolute, file_size, open_parquet
 
 
@@ -141,8 +141,8 @@ def rewrite_shard(
         release_freed_memory()
 
 
-def shard_list(src: str | os.PathLike[str]) -> tuple[str, ...]:
-    """The shards of ``src`` (footers checked), refusing two with the same file name and a partitioned dataset."""
+def scanned_shards(src: str | os.PathLike[str]) -> Schema:
+    """The scanned schema of ``src``'s shards, refusing two with the same file name and a partitioned dataset."""
     shards = discover_shards([os.fspath(src)])
     partitioned = partition_values([os.fspath(src)], shards)
     if partitioned:
@@ -153,13 +153,13 @@ def shard_list(src: str | os.PathLike[str]) -> tuple[str, ...]:
             "lost in one folder of rewritten shards. Rewrite one partition's folder at a time."
         )
         raise OptionError(msg)
-    shards = list(scan(shards).shards)
-    names = [Path(shard).name for shard in shards]
+    schema = scan(shards)
+    names = [Path(shard).name for shard in schema.shards]
     if len(set(names)) != len(names):
         duplicate = next(name for name in names if names.count(name) > 1)
         msg = f"Two input shards are named {duplicate!r}; the output folder holds every shard under its own name."
         raise OptionError(msg)
-    return tuple(shards)
+    return schema
 
 
 def pack(
@@ -186,7 +186,7 @@ def pack(
     except re.error as exc:
         msg = f"The 'block_pattern' {block_pattern!r} is not a regular expression: {exc}"
         raise OptionError(msg, options=("block_pattern",)) from None
-    shards = shard_list(src)
+    shards = scanned_shards(src).shards
     check_not_replacing_input(dst, shards)
     started = time.perf_counter()
     rows = 0

@@ -13,10 +13,12 @@ and nulls of other columns as missing.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +42,13 @@ from extmem._version import __version__
 from extmem.encode._blocks import Encoder, to_dense
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError, check_positive_int
-from extmem.read._dataset import Dataset
+from extmem.read._dataset import Dataset, column_names
 from extmem.read._discover import check_not_replacing_input
 from extmem.read._holdout import splitmix64, text_hash
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
 from extmem.read._storage import absolute
-from extmem.tools._pack import rewrite_shard, shard_list
+from extmem.tools._pack import rewrite_shard, scanned_shards
 
 _GRAM_BLOCK = 512
 _SAMPLE_BYTES_PER_VALUE = 24
@@ -224,6 +226,7 @@ def prune(
     dst: str | os.PathLike[str],
     *,
     label: str | None = None,
+    keep: str | Sequence[str] | None = None,
     block_pattern: str = KMER_PATTERN,
     options: PruneOptions | None = None,
     output_format: str = "packed",
@@ -237,7 +240,8 @@ def prune(
 
     Drops columns that are constant over the whole dataset, duplicates of an earlier column,
     and columns correlated at ``|r| >= corr_threshold`` (on a uniform sample of rows) with an
-    earlier kept column. String, label and weight columns are kept as they are; ``block_pattern``
+    earlier kept column. String columns, the label and the ``keep`` columns (names or globs: weights,
+    query ids, coordinates a later run needs) are kept as they are; ``block_pattern``
     names the count columns (absent counts are zeros; they form the packed block). The output is
     written packed (``output_format="wide"`` keeps ordinary columns) and replaces ``dst`` only when
     complete; ``dst/_manifest.json`` lists kept and dropped columns with reasons. Under
@@ -250,11 +254,22 @@ def prune(
         msg = f"The 'output_format' option must be 'packed' or 'wide'. Got {output_format!r} instead."
         raise OptionError(msg, options=("output_format",))
     target = check_output_folder(dst, overwrite=overwrite, option="dst")
-    shards = shard_list(src)
+    scanned = scanned_shards(src)
+    shards = scanned.shards
     check_not_replacing_input(dst, shards)
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
         dataset = Dataset(list(shards), label=label, batch_rows=batch_rows, zero_is_missing=block_pattern)
+        kept_as_is = column_names(keep, "keep")
+        if kept_as_is:
+            unmatched = [
+                name
+                for name in kept_as_is
+                if name not in scanned.columns and not any(fnmatch.fnmatchcase(c, name) for c in scanned.columns)
+            ]
+            if unmatched:
+                raise SchemaError(f"The 'keep' column {unmatched[0]!r} is in none of the shards of {os.fspath(src)!r}.", options=("keep",))
+            dataset = replace(dataset, drop=kept_as_is)  # not features: never tested, so never dropped
         selection = select_dataset(dataset, announce=False)
         names = selection.layout.names
         stats = ColumnStats(len(names))
@@ -318,7 +333,13 @@ def prune(
                 "source": [absolute(shard) for shard in shards],
                 "command": "prune",
                 "format": output_format,
-                "parameters": {**options.__dict__, "label": label, "batch_rows": batch_rows, "row_group_rows": row_group_rows},
+                "parameters": {
+                    **options.__dict__,
+                    "label": label,
+                    "keep": list(kept_as_is),
+                    "batch_rows": batch_rows,
+                    "row_group_rows": row_group_rows,
+                },
                 "rows_in": stats.rows,
                 "rows_out": rows_out,
                 "sample_rows": int(sum(min(rows, per_shard) for rows in shard_rows.values())),
