@@ -71,7 +71,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     shard("huge_class_ids", {**GOOD, "y": [0, 1_000_000] * (ROWS // 2)})
     shard("signed", {**GOOD, "y": [-1, 1] * (ROWS // 2)})
     shard("one_class", {**GOOD, "splice_type": ["donor"] * ROWS})
-    shard("partitioned/chrom=1", GOOD)
+    shard("nested/batch1", GOOD)
     _packed(tmp / "packed_negative" / "a.parquet", pa.int32(), [[0, -1], [1]], PACKED_META)
     _packed(tmp / "packed_columns_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "columns": "6mer_AAAAAA"})
     _packed(tmp / "packed_version_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "version": "x", "indices": 5})
@@ -105,10 +105,10 @@ CASES: list[tuple[str, str]] = [
         "train {huge_class_ids} --out {out} --label y --algorithm sgd_logistic",
         r"Incremental models are classifiers: the label of .*huge_class_ids \(column 'y'\) reaches 1,000,000, beyond the class ids 0\.\.999",
     ),
-    # a partitioned dataset's folder holds folders, not shards
+    # a folder of folders that are not key=value partitions holds no shards of its own
     (
-        "train {partitioned} --out {out}",
-        r"folder '.*partitioned' holds no \.parquet files, but its subfolders do \(such as '.*chrom=1/a\.parquet'\): give a glob such as '.*partitioned/\*\*/\*\.parquet'",
+        "train {nested} --out {out}",
+        r"folder '.*nested' holds no \.parquet files, but its subfolders do \(such as '.*batch1/a\.parquet'\): give a glob such as '.*nested/\*\*/\*\.parquet'",
     ),
     # XGBoost parameters at odds with the labels, or with the quantized matrices
     (
