@@ -68,8 +68,9 @@ def test_predictions_keep_folder_columns(frames: tuple[Path, Path], tmp_path: Pa
 
 
 def test_null_values_clashes_and_rewrites(tmp_path: Path) -> None:
-    """Spark's null marker is a null; a column both in a shard and in its folder name is refused, and so is packing a
-    partitioned dataset into one folder (its folder columns would be lost)."""
+    """Spark's null marker is a null; a column both in a shard and in its folder name is refused, and so are packing a
+    partitioned dataset into one folder (its folder columns would be lost) and a folder with shards both of its own and in
+    partitions (one kind would go unread)."""
     write_shard(tmp_path / "data" / "g=a" / "p.parquet", {"x": [1.0, 2.0], "y": [0, 1]})
     write_shard(tmp_path / "data" / f"g={HIVE_NULL}" / "p.parquet", {"x": [3.0, 4.0], "y": [1, 0]})
     schema = schema_of(str(tmp_path / "data"))
@@ -77,6 +78,9 @@ def test_null_values_clashes_and_rewrites(tmp_path: Path) -> None:
     with pytest.raises(extmem.OptionError, match="partitioned dataset .* Rewrite one partition's folder at a time"):
         extmem.pack(tmp_path / "data", tmp_path / "packed")
     assert not (tmp_path / "packed").exists()
+    write_shard(tmp_path / "data" / "own.parquet", {"x": [5.0], "y": [1]})
+    with pytest.raises(extmem.InputPathError, match="holds shards of its own .* and in partition folders"):
+        extmem.train(tmp_path / "data", label="y", rounds=1)
     write_shard(tmp_path / "clash" / "g=a" / "p.parquet", {"x": [1.0], "g": ["b"], "y": [0]})
     with pytest.raises(extmem.SchemaError, match="holds the column 'g', which its folder name"):
         extmem.train(tmp_path / "clash", label="y", rounds=1)

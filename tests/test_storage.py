@@ -126,6 +126,9 @@ def test_a_partitioned_dataset_in_object_storage(store: Store, tmp_path: Path) -
     assert [shard.rpartition("/parts/")[2] for shard in discover_shards([uri])] == ["chrom=chr1/p.parquet", "chrom=chr2/p.parquet"]
     result = extmem.train(uri, label="y", filter="chrom == 'chr2'", rounds=1, cache_dir=tmp_path)
     assert result.report["rows"] == 3 and result.report["data"]["train"]["row_groups_skipped"] == 1
+    pq.write_table(pa.table({"x": [6.0], "y": [1]}), f"{BUCKET}/parts/own.parquet", filesystem=store.client)
+    with pytest.raises(extmem.InputPathError, match="holds shards of its own .* and in partition folders"):
+        discover_shards([uri])
 
 
 def _object(store: Store, uri: str) -> bytes:

@@ -64,6 +64,16 @@ def partition_values(paths: Iterable[str], shards: Iterable[str]) -> dict[str, d
     return found
 
 
+def _refuse_mixed(path: str, shards: list[str], nested: list[str]) -> None:
+    """Refuse a folder holding shards of its own beside shards in ``key=value`` partition folders: one kind would be left unread."""
+    if shards and nested:
+        msg = (
+            f"The folder {path!r} holds shards of its own (such as {shards[0]!r}) and in partition folders (such as "
+            f"{nested[0]!r}); read one or the other: move its own shards into a partition, or give a glob."
+        )
+        raise InputPathError(msg)
+
+
 def _hive_files(folder: str) -> list[str]:
     """The visible ``*.parquet`` files in the ``key=value`` folders below ``folder`` (a partitioned dataset), sorted."""
     files: list[str] = []
@@ -108,14 +118,15 @@ def discover_remote(uri: str) -> list[str]:
         msg = f"Cannot read the dataset path {uri!r}: {str(exc).splitlines()[0]}"
         raise InputPathError(msg) from None
     matches = sorted(info.path for info in listed if info.is_file and info.base_name.endswith(".parquet") and _visible(info.base_name))
-    if not matches:  # a partitioned dataset: its objects under key=value prefixes
+    partitioned = any(info.type == pafs.FileType.Directory and PARTITION_FOLDER.fullmatch(info.base_name) for info in listed)
+    if partitioned or not matches:  # a partitioned dataset: its objects under key=value prefixes
         try:
             below = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
         except OSError as exc:
             msg = f"Cannot read the dataset path {uri!r}: {str(exc).splitlines()[0]}"
             raise InputPathError(msg) from None
         base = inner.rstrip("/")
-        matches = sorted(
+        nested = sorted(
             info.path
             for info in below
             if info.is_file
@@ -123,6 +134,8 @@ def discover_remote(uri: str) -> list[str]:
             and _visible(info.base_name)
             and _partition_folders(info.path.lstrip("/")[len(base.lstrip("/")) + 1 :])
         )
+        _refuse_mixed(uri, matches, nested)
+        matches = matches or nested
     if not matches:
         msg = f"The prefix {uri!r} holds no .parquet objects."
         raise InputPathError(msg)
@@ -172,10 +185,14 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
                 raise InputPathError(msg)
             shards.extend(matches)
         elif os.path.isdir(path):
+            entries = list(os.scandir(path))
             matches = sorted(
-                entry.path for entry in os.scandir(path) if entry.name.endswith(".parquet") and _visible(entry.name) and entry.is_file()
+                entry.path for entry in entries if entry.name.endswith(".parquet") and _visible(entry.name) and entry.is_file()
             )
-            matches = matches or _hive_files(path)
+            partitioned = any(entry.is_dir() and PARTITION_FOLDER.fullmatch(entry.name) and _visible(entry.name) for entry in entries)
+            nested = _hive_files(path) if partitioned else []
+            _refuse_mixed(path, matches, nested)
+            matches = matches or nested
             if not matches:
                 raise InputPathError(_empty_folder_message(path))
             shards.extend(matches)
