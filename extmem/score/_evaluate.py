@@ -61,8 +61,10 @@ def evaluate(
     if plot is not None and trained.task not in ("binary", "multiclass"):
         msg = f"Precision-recall curves ('plot') need class probabilities; this model's objective is {trained.objective!r}."
         raise OptionError(msg, options=("plot",))
-    defaults = {"label": label or trained.layout.label, "qid": options.get("qid") or trained.layout.qid}
-    dataset = as_dataset(data, {**options, **(defaults if trained.ranking else {"label": defaults["label"]})})
+    given = {**options, "label": label or trained.layout.label}
+    if trained.ranking and given.get("qid") is None:
+        given["qid"] = trained.layout.qid  # the query column the model was trained with
+    dataset = as_dataset(data, given)
     if dataset.label is None:
         msg = "Evaluation needs a label column; the model records none, so give 'label'."
         raise OptionError(msg, options=("label",))
