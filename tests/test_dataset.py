@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from extmem import Dataset, OptionError
@@ -11,6 +12,12 @@ from extmem.read._dataset import as_dataset
 def test_names_accept_lists_and_comma_text() -> None:
     dataset = Dataset("data", preset="splice-sites", features="a, b,,c", drop=["x"])
     assert dataset.features == ("a", "b", "c") and dataset.drop == ("x",)
+
+
+def test_a_label_map_of_numpy_numbers_is_a_label_map() -> None:
+    """Keys and class ids from numpy (a grid's values, np.unique's labels) map as Python's do, stored as text and ints."""
+    label_map = Dataset("data", label_map={np.int64(-1): np.int64(0), np.float64(1.5): 1}).label_map
+    assert label_map == {"-1": 0, "1.5": 1} and all(type(class_id) is int for class_id in label_map.values())
 
 
 def test_options_apply_over_a_dataset_and_keep_the_rest() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import numbers
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -78,8 +79,8 @@ def _label_map(value: Mapping[str | int | float, int] | None) -> dict[str, int] 
     if not isinstance(value, Mapping):
         msg = f"The 'label_map' option must map labels to class ids. Got {value!r} instead."
         raise OptionError(msg, options=("label_map",))
-    bad = [k for k, v in value.items() if isinstance(k, bool) or not isinstance(k, (str, int, float)) or not is_integer(v) or v < 0]
-    label_map = {str(key): class_id for key, class_id in value.items()}
+    bad = [k for k, v in value.items() if isinstance(k, bool) or not isinstance(k, (str, numbers.Real)) or not is_integer(v) or v < 0]
+    label_map = {str(key): int(class_id) for key, class_id in value.items() if key not in bad}  # numpy's numbers too
     if not label_map or bad or len(label_map) < len(value):
         msg = f"The 'label_map' option must map labels (strings or numbers) to non-negative class ids. Got {value!r} instead."
         raise OptionError(msg, options=("label_map",))
