@@ -27,6 +27,11 @@ def is_integer(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy's booleans are no Integral
 
 
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a real number, Python's or numpy's (``np.float32``), and not a boolean."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_seed(value: object, option: str = "seed") -> None:
     """Raise OptionError naming ``option`` unless ``value`` is a non-negative integer (what numpy's generators take)."""
     if not is_integer(value) or value < 0:  # type: ignore[operator]

@@ -5,8 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extmem import Dataset, OptionError
+from extmem import Dataset, Holdout, OptionError
 from extmem.read._dataset import as_dataset
+from extmem.read._plan import Budget
+from extmem.xgb._build import MatrixOptions
 
 
 def test_names_accept_lists_and_comma_text() -> None:
@@ -18,6 +20,16 @@ def test_a_label_map_of_numpy_numbers_is_a_label_map() -> None:
     """Keys and class ids from numpy (a grid's values, np.unique's labels) map as Python's do, stored as text and ints."""
     label_map = Dataset("data", label_map={np.int64(-1): np.int64(0), np.float64(1.5): 1}).label_map
     assert label_map == {"-1": 0, "1.5": 1} and all(type(class_id) is int for class_id in label_map.values())
+
+
+def test_numpy_floats_are_numbers_wherever_python_floats_are() -> None:
+    """np.float32 is no Python float: a split fraction, a budget and XGBoost's 'missing' from numpy were refused; now stored as floats."""
+    holdout = Holdout(np.float32(0.25), start=np.float32(0.5))
+    assert (holdout.fraction, holdout.start) == (0.25, 0.5) and type(holdout.fraction) is float
+    assert Budget.resolve(np.float32(2**30)).bytes == 2**30  # type: ignore[union-attr]
+    assert MatrixOptions(missing=np.float32(-1)).missing == -1.0
+    with pytest.raises(OptionError, match="'valid_fraction' option must be a number between 0 and 1"):
+        Holdout(np.bool_(True))  # type: ignore[arg-type]
 
 
 def test_options_apply_over_a_dataset_and_keep_the_rest() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_MAX_CATEGORIES, MAX_BATCH_ROWS
 from extmem._layout import KmerEncoding
 from extmem._presets import Preset, preset_named
-from extmem.errors import NoRowsError, OptionError, check_positive_int, is_integer
+from extmem.errors import NoRowsError, OptionError, check_positive_int, is_integer, is_number
 from extmem.read._filters import quoted
 from extmem.read._storage import absolute
 
@@ -54,10 +54,10 @@ class Holdout:
     start: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) or not 0 < self.fraction < 1:
+        if not is_number(self.fraction) or not 0 < self.fraction < 1:
             msg = f"The 'valid_fraction' option must be a number between 0 and 1 (exclusive). Got {self.fraction!r} instead."
             raise OptionError(msg, options=("valid_fraction",))
-        if isinstance(self.start, bool) or not isinstance(self.start, (int, float)) or not 0 <= self.start <= 1 - self.fraction + 1e-9:
+        if not is_number(self.start) or not 0 <= self.start <= 1 - self.fraction + 1e-9:
             msg = f"The holdout 'start' must be from 0 to 1 - fraction ({1 - self.fraction:g}). Got {self.start!r} instead."
             raise OptionError(msg)
         if self.side not in HOLDOUT_SIDES:
@@ -69,7 +69,9 @@ class Holdout:
         if not is_integer(self.seed):
             msg = f"The holdout 'seed' must be an integer. Got {self.seed!r} instead."
             raise OptionError(msg, options=("seed",))
-        object.__setattr__(self, "seed", int(self.seed))  # numpy's integers too: the seed keys a hash
+        object.__setattr__(self, "seed", int(self.seed))  # numpy's numbers too: the seed keys a hash, the others are stored
+        object.__setattr__(self, "fraction", float(self.fraction))
+        object.__setattr__(self, "start", float(self.start))
 
 
 def _label_map(value: Mapping[str | int | float, int] | None) -> dict[str, int] | None:

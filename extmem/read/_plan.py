@@ -8,7 +8,6 @@ searches sizes from the largest allowed down until the expected peak fits.
 from __future__ import annotations
 
 import logging
-import numbers
 import resource
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -27,7 +26,7 @@ from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._measure import anonymous_rss_bytes, data_bytes
 from extmem._units import format_size, parse_size
-from extmem.errors import OptionError
+from extmem.errors import OptionError, is_number
 from extmem.read._costs import (
     LIMITED_RUNTIME_RESERVE,
     MIN_SKETCH_ROWS,
@@ -92,7 +91,7 @@ class Budget:
         limit = data_limit()
         if requested is None:
             return cls(limit, "the process's data limit (prlimit --data)") if limit is not None else None
-        whole = isinstance(requested, numbers.Integral) or (isinstance(requested, float) and requested.is_integer())
+        whole = is_number(requested) and float(requested).is_integer()  # type: ignore[arg-type]
         if isinstance(requested, bool) or not (isinstance(requested, str) or whole):
             msg = f"The 'memory_budget' must be a size in bytes or text such as '2GiB'. Got {requested!r} instead."
             raise OptionError(msg, options=("memory_budget",))

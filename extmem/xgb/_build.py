@@ -30,7 +30,7 @@ from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import concat_blocks, read_page_blocks
-from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int, check_seed, is_integer
+from extmem.errors import CacheError, NoRowsError, OptionError, check_positive_int, check_seed, is_integer, is_number
 from extmem.read._dataset import check_rows
 from extmem.read._reader import row_groups, sample_row_groups
 from extmem.read._selection import Selection
@@ -89,9 +89,10 @@ class MatrixOptions:
         if not is_integer(self.prefetch) or self.prefetch < 0:
             msg = f"The 'prefetch' option must be a non-negative integer (pages read ahead). Got {self.prefetch!r} instead."
             raise OptionError(msg, options=("prefetch",))
-        if isinstance(self.missing, bool) or not isinstance(self.missing, (int, float)):
+        if not is_number(self.missing):
             msg = f"The 'missing' option must be a number (the value XGBoost treats as missing). Got {self.missing!r} instead."
             raise OptionError(msg, options=("missing",))
+        object.__setattr__(self, "missing", float(self.missing))  # numpy's numbers too
         if self.cache not in CACHE_KINDS:
             msg = f"The 'cache' option must be one of {', '.join(CACHE_KINDS)}. Got {self.cache!r} instead."
             raise OptionError(msg, options=("cache",))
