@@ -14,8 +14,7 @@ from conftest import write_shard
 import extmem
 from extmem.cli import main
 from extmem.diagnostics import schema_of
-from extmem.read._discover import HIVE_NULL
-from extmem.read._holdout import shard_name
+from extmem.read._discover import HIVE_NULL, discover_shards, partition_path, partition_values
 
 ROWS = 3_000
 
@@ -89,6 +88,15 @@ def test_null_values_clashes_and_rewrites(tmp_path: Path) -> None:
 def test_like_named_shards_of_partitions_split_apart() -> None:
     """Without group_by, rows are split by shard name and position: partitions' part-0.parquet files are told apart, and a plain
     folder's shards keep the names they always had (a split does not change)."""
-    assert shard_name("/data/chrom=chr1/year=2020/part-0.parquet") == "chrom=chr1/year=2020/part-0.parquet"
-    assert shard_name("/data/run/batch_00001.parquet") == "batch_00001.parquet"
-    assert shard_name("s3://bucket/set/g=a/p.parquet?endpoint_override=x") == "g=a/p.parquet"
+    assert partition_path("/data/chrom=chr1/year=2020/part-0.parquet") == "chrom=chr1/year=2020/part-0.parquet"
+    assert partition_path("/data/run/batch_00001.parquet") == "batch_00001.parquet"
+    assert partition_path("s3://bucket/set/g=a/p.parquet?endpoint_override=x") == "g=a/p.parquet"
+
+
+def test_a_shard_named_as_a_file_keeps_its_folder_values(frames: tuple[Path, Path]) -> None:
+    """A distributed worker is given its shards as files: it reads the folder values the whole dataset's scan gave them."""
+    hive, _ = frames
+    shards = discover_shards([str(hive)])
+    assert partition_values(shards, shards) == partition_values([str(hive)], shards)
+    one = str(hive / "chrom=chr2")  # a partition read as a dataset: only the folders below it give columns
+    assert [set(values) for values in partition_values([one], discover_shards([one])).values()] == [{"year"}, {"year"}]

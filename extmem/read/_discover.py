@@ -46,8 +46,18 @@ def _root(path: str) -> str:
     return path.split("?", 1)[0].rstrip("/") if is_remote(path) or os.path.isdir(path) else ""
 
 
+def partition_path(shard: str) -> str:
+    """A shard's file name with the ``key=value`` folders right above it (``chrom=chr1/part-0.parquet``)."""
+    parts = shard.split("?", 1)[0].replace(os.sep, "/").split("/")
+    kept = len(parts) - 1
+    while kept > 0 and _visible(parts[kept - 1]) and PARTITION_FOLDER.fullmatch(parts[kept - 1]):
+        kept -= 1
+    return "/".join(parts[kept:])
+
+
 def partition_values(paths: Iterable[str], shards: Iterable[str]) -> dict[str, dict[str, str | None]]:
-    """Each shard's hive partition values, from the ``key=value`` folders between its dataset folder (or glob base) and itself.
+    """Each shard's hive partition values, from the ``key=value`` folders between its dataset folder (or glob base) and itself;
+    for a shard named as a file, from those right above it (so a worker given a partitioned dataset's files reads them alike).
 
     Text as written in the folder names (URL-decoded; Spark's null marker as None); shards outside partition folders have none.
     """
@@ -55,12 +65,10 @@ def partition_values(paths: Iterable[str], shards: Iterable[str]) -> dict[str, d
     found: dict[str, dict[str, str | None]] = {}
     for shard in shards:
         plain = shard.split("?", 1)[0] if is_remote(shard) else shard
-        for root in roots:
-            if plain.startswith(root + "/"):
-                values = _partition_folders(plain[len(root) + 1 :])
-                if values:
-                    found[shard] = values
-                break
+        root = next((root for root in roots if plain.startswith(root + "/")), None)
+        values = _partition_folders(plain[len(root) + 1 :] if root is not None else partition_path(plain))
+        if values:
+            found[shard] = values
     return found
 
 

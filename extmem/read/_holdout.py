@@ -9,14 +9,13 @@ row group and position with SplitMix64, so the split never depends on batch size
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from extmem.read._dataset import Holdout
-from extmem.read._discover import PARTITION_FOLDER
+from extmem.read._discover import partition_path
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
@@ -46,20 +45,9 @@ def _group_hashes(values: pa.Array, seed: int) -> np.ndarray:
     return keys[codes]
 
 
-def shard_name(shard: str) -> str:
-    """A shard's name as the split knows it: its file name, with its partition folders (``chrom=chr1/part-0.parquet``),
-    so that a dataset moved or copied splits alike, and the like-named shards of partitions do not."""
-    parts = shard.split("?", 1)[0].replace(os.sep, "/").split("/")
-    name = [parts[-1]]
-    for folder in reversed(parts[:-1]):
-        if not PARTITION_FOLDER.fullmatch(folder):
-            break
-        name.insert(0, folder)
-    return "/".join(name)
-
-
 def _row_hashes(shard: str, row_group: int, first_row: int, rows: int, seed: int) -> np.ndarray:
-    base = text_hash(f"{shard_name(shard)}\0{row_group}", seed)
+    # the file name with its partition folders: a dataset moved or copied splits alike, and like-named shards of partitions do not
+    base = text_hash(f"{partition_path(shard)}\0{row_group}", seed)
     positions = np.arange(first_row, first_row + rows, dtype=np.uint64)
     with np.errstate(over="ignore"):
         return splitmix64(positions ^ np.uint64(base))
