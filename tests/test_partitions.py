@@ -67,16 +67,12 @@ def test_predictions_keep_folder_columns(frames: tuple[Path, Path], tmp_path: Pa
 
 
 def test_null_values_clashes_and_rewrites(tmp_path: Path) -> None:
-    """Spark's null marker is a null; a column both in a shard and in its folder name is refused, and so are packing a
-    partitioned dataset into one folder (its folder columns would be lost) and a folder with shards both of its own and in
-    partitions (one kind would go unread)."""
+    """Spark's null marker is a null; a column both in a shard and in its folder name is refused, and so is a folder with
+    shards both of its own and in partitions (one kind would go unread)."""
     write_shard(tmp_path / "data" / "g=a" / "p.parquet", {"x": [1.0, 2.0], "y": [0, 1]})
     write_shard(tmp_path / "data" / f"g={HIVE_NULL}" / "p.parquet", {"x": [3.0, 4.0], "y": [1, 0]})
     schema = schema_of(str(tmp_path / "data"))
     assert sorted(values["g"] or "" for values in schema.partitions.values()) == ["", "a"]
-    with pytest.raises(extmem.OptionError, match="partitioned dataset .* Rewrite one partition's folder at a time"):
-        extmem.pack(tmp_path / "data", tmp_path / "packed")
-    assert not (tmp_path / "packed").exists()
     write_shard(tmp_path / "data" / "own.parquet", {"x": [5.0], "y": [1]})
     with pytest.raises(extmem.InputPathError, match="holds shards of its own .* and in partition folders"):
         extmem.train(tmp_path / "data", label="y", rounds=1)
@@ -100,3 +96,17 @@ def test_a_shard_named_as_a_file_keeps_its_folder_values(frames: tuple[Path, Pat
     assert partition_values(shards, shards) == partition_values([str(hive)], shards)
     one = str(hive / "chrom=chr2")  # a partition read as a dataset: only the folders below it give columns
     assert [set(values) for values in partition_values([one], discover_shards([one])).values()] == [{"year"}, {"year"}]
+
+
+def test_pack_and_prune_keep_the_folder_values_as_columns(frames: tuple[Path, Path], tmp_path: Path) -> None:
+    """Their flat output holds each shard's folder values as its own columns (the shard named by its partition path), so
+    nothing is lost: the rows read back equal the flat copy's."""
+    hive, flat = frames
+    expected = pq.read_table(flat / "all.parquet").select(["x", "chrom", "year", "y"])
+    extmem.pack(hive, tmp_path / "packed")
+    assert min(path.name for path in (tmp_path / "packed").glob("*.parquet")) == "chrom=chr%203__year=2020__part-0.parquet"
+    manifest = extmem.prune(hive, tmp_path / "pruned", label="y", output_format="wide")
+    assert "year" in manifest["kept"] and len(manifest["files"]) == 6
+    for folder in ("packed", "pruned"):
+        read = ds.dataset(tmp_path / folder).to_table(columns=["x", "chrom", "year", "y"]).cast(expected.schema)
+        assert read.sort_by("x").equals(expected.sort_by("x")), folder

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from extmem.encode._blocks import to_csr
 from extmem.encode._features import wide_features
 from extmem.encode._packed import DEFAULT_PREFIX, pack_rows, unpack
 from extmem.errors import OptionError, check_positive_int, read_failure
-from extmem.read._discover import check_not_replacing_input, discover_shards, partition_values
+from extmem.read._discover import check_not_replacing_input, discover_shards, partition_path, partition_values
 from extmem.read._scan import NUMERIC, Schema, scan, type_kind
 from extmem.read._storage import absolute, file_size, open_parquet
 
@@ -51,6 +51,7 @@ class ShardRewriter:
         block_pattern: str,
         drop: Collection[str],
         packed_output: bool,
+        folder_values: Mapping[str, pa.Scalar] | None = None,
     ) -> None:
         self.shard = shard
         schema = file.schema_arrow
@@ -64,6 +65,8 @@ class ShardRewriter:
             physical = set(block_names)
         self.kept_block = [name for name in block_names if name not in drop]
         self.others = [f for f in schema if f.name not in physical and f.name not in drop and f.name not in block_names]
+        self.folder_values = dict(folder_values)
+        self.others += [pa.field(name, value.type) for name, value in self.folder_values.items()]
         self.packed_output = packed_output
         new_index = {name: i for i, name in enumerate(self.kept_block)}
         self.block_positions = np.array([new_index.get(name, -1) for name in block_names], dtype=np.int64)
@@ -87,7 +90,7 @@ class ShardRewriter:
             block_fields = [pa.field(name, kinds.get(name, pa.float32())) for name in self.kept_block]
             metadata = {k: v for k, v in (schema.metadata or {}).items() if k != PACKED_METADATA_KEY}
         self.schema = pa.schema([*self.others, *block_fields], metadata=metadata)
-        self.read_columns = [f.name for f in self.others] + (
+        self.read_columns = [f.name for f in self.others if f.name not in self.folder_values] + (
             [self.input_block.indices, self.input_block.values] if self.input_block is not None else self.kept_block
         )
 
@@ -103,7 +106,10 @@ class ShardRewriter:
 
     def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """One input batch as an output batch."""
-        arrays = [batch.column(f.name) for f in self.others]
+        arrays = [
+            pa.repeat(self.folder_values[f.name], batch.num_rows) if f.name in self.folder_values else batch.column(f.name)
+            for f in self.others
+        ]
         if self.output_block is not None:
             arrays.extend(pack_rows(self._block_csr(batch), self.output_block))
         elif self.input_block is None:
@@ -123,11 +129,14 @@ def rewrite_shard(
     packed_output: bool = True,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    folder_values: Mapping[str, pa.Scalar] | None = None,
 ) -> int:
-    """Write ``shard`` to ``out`` through a :class:`ShardRewriter`; returns the rows written."""
+    """Write ``shard`` to ``out`` through a :class:`ShardRewriter` (with ``folder_values`` as columns); returns the rows written."""
     try:
         with open_parquet(shard) as file:
-            rewriter = ShardRewriter(shard, file, block_pattern=block_pattern, drop=drop, packed_output=packed_output)
+            rewriter = ShardRewriter(
+                shard, file, block_pattern=block_pattern, drop=drop, packed_output=packed_output, folder_values=folder_values
+            )
             with TableSink(out, rewriter.schema, row_group_rows=row_group_rows) as sink:
                 for batch in file.iter_batches(batch_size=batch_rows, columns=rewriter.read_columns, use_threads=True):
                     raise_if_stopped()
@@ -142,24 +151,26 @@ def rewrite_shard(
 
 
 def scanned_shards(src: str | os.PathLike[str]) -> Schema:
-    """The scanned schema of ``src``'s shards, refusing two with the same file name and a partitioned dataset."""
+    """The scanned schema of ``src``'s shards (partition folders' values included), refusing two with the same output name."""
     shards = discover_shards([os.fspath(src)])
-    partitioned = partition_values([os.fspath(src)], shards)
-    if partitioned:
-        shard, values = next(iter(partitioned.items()))
-        folders = "/".join(f"{key}={value}" for key, value in values.items())
-        msg = (
-            f"{os.fspath(src)!r} is a partitioned dataset ({shard!r} is in {folders!r}): its columns from folder names would be "
-            "lost in one folder of rewritten shards. Rewrite one partition's folder at a time."
-        )
-        raise OptionError(msg)
-    schema = scan(shards)
-    names = [Path(shard).name for shard in schema.shards]
+    schema = scan(shards, partition_values([os.fspath(src)], shards))
+    names = [output_name(schema, shard) for shard in schema.shards]
     if len(set(names)) != len(names):
         duplicate = next(name for name in names if names.count(name) > 1)
         msg = f"Two input shards are named {duplicate!r}; the output folder holds every shard under its own name."
         raise OptionError(msg)
     return schema
+
+
+def output_name(schema: Schema, shard: str) -> str:
+    """The file name of ``shard``'s rewrite: its own, or for a partitioned shard its partition path (``chrom=chr1__part-0.parquet``)."""
+    return partition_path(shard).replace("/", "__") if shard in schema.partitions else Path(shard).name
+
+
+def folder_columns(schema: Schema, shard: str, drop: Collection[str] = ()) -> dict[str, pa.Scalar]:
+    """The columns a partitioned shard's folders give it (as scanned), which its rewrite holds as columns of its own."""
+    values = schema.partitions.get(shard, {})
+    return {name: pa.scalar(value, schema.columns[name].arrow_type) for name, value in values.items() if name not in drop}
 
 
 def pack(
@@ -186,15 +197,22 @@ def pack(
     except re.error as exc:
         msg = f"The 'block_pattern' {block_pattern!r} is not a regular expression: {exc}"
         raise OptionError(msg, options=("block_pattern",)) from None
-    shards = scanned_shards(src).shards
+    schema = scanned_shards(src)
+    shards = schema.shards
     check_not_replacing_input(dst, shards)
     started = time.perf_counter()
     rows = 0
     with MemoryMonitor() as monitor, staging_folder(target) as staging:
         with ProgressBar(len(shards), "packing", "shards", progress) as bar:
             for shard in shards:
-                out = staging.path / Path(shard).name
-                rows += rewrite_shard(shard, out, block_pattern=block_pattern, batch_rows=batch_rows, row_group_rows=row_group_rows)
+                rows += rewrite_shard(
+                    shard,
+                    staging.path / output_name(schema, shard),
+                    block_pattern=block_pattern,
+                    batch_rows=batch_rows,
+                    row_group_rows=row_group_rows,
+                    folder_values=folder_columns(schema, shard),
+                )
                 bar.update(1)
         output_bytes = sum(entry.stat().st_size for entry in staging.path.glob("*.parquet"))
         report = {
@@ -206,7 +224,7 @@ def pack(
             "rows": rows,
             "input_bytes": sum(file_size(shard) for shard in shards),
             "output_bytes": output_bytes,
-            "files": [Path(shard).name for shard in shards],
+            "files": [output_name(schema, shard) for shard in shards],
         }
         write_json(staging.path / MANIFEST_FILE, report)
         publish_folder(staging, target, replace=overwrite)

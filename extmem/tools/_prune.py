@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +47,7 @@ from extmem.read._holdout import splitmix64, text_hash
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
 from extmem.read._storage import absolute
-from extmem.tools._pack import rewrite_shard, scanned_shards
+from extmem.tools._pack import folder_columns, output_name, rewrite_shard, scanned_shards
 
 _GRAM_BLOCK = 512
 _SAMPLE_BYTES_PER_VALUE = 24
@@ -259,7 +258,7 @@ def prune(
     check_not_replacing_input(dst, shards)
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
-        dataset = Dataset(list(shards), label=label, batch_rows=batch_rows, zero_is_missing=block_pattern)
+        dataset = Dataset(os.fspath(src), label=label, batch_rows=batch_rows, zero_is_missing=block_pattern)
         kept_as_is = column_names(keep, "keep")
         if kept_as_is:
             unmatched = [
@@ -320,12 +319,13 @@ def prune(
             for shard in shards:
                 rows_out += rewrite_shard(
                     shard,
-                    staging.path / Path(shard).name,
+                    staging.path / output_name(scanned, shard),
                     block_pattern=block_pattern,
                     drop=set(dropped),
                     packed_output=output_format == "packed",
                     batch_rows=batch_rows,
                     row_group_rows=row_group_rows,
+                    folder_values=folder_columns(scanned, shard, drop=dropped),
                 )
                 bar.update(1)
             manifest = {
@@ -348,7 +348,7 @@ def prune(
                 "dropped_counts": {reason: dropped_counts[reason] for reason in ("constant", "low variance", "duplicate", "correlated")},
                 "seconds": round(time.perf_counter() - started, 3),
                 "memory_plan": plan.to_dict(),
-                "files": [Path(shard).name for shard in shards],
+                "files": [output_name(scanned, shard) for shard in shards],
             }
             if rows_out != stats.rows:
                 msg = f"Wrote {rows_out} rows but read {stats.rows}; nothing was published."
