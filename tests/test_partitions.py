@@ -62,6 +62,8 @@ def test_predictions_keep_folder_columns(frames: tuple[Path, Path], tmp_path: Pa
     hive, flat = frames
     extmem.train(hive, label="y", out=tmp_path / "m", rounds=2)
     assert main(["predict", str(tmp_path / "m"), str(hive), "--out", str(tmp_path / "p.parquet"), "--keep", "chrom,year,x"]) == 0
+    inside = hive / "chrom=chr1" / "year=2020" / "p.parquet"  # the next read of the dataset would take it for a shard
+    assert main(["predict", str(tmp_path / "m"), str(hive), "--out", str(inside)]) == 2 and not inside.exists()
     kept = pq.read_table(tmp_path / "p.parquet").select(["chrom", "year", "x"]).sort_by("x")
     assert kept.equals(pq.read_table(flat / "all.parquet").select(["chrom", "year", "x"]).cast(kept.schema).sort_by("x"))
 

@@ -235,8 +235,10 @@ def would_be_a_shard(path: str | os.PathLike[str], dataset_paths: Iterable[str])
         if glob.has_magic(given) and not os.path.exists(source):
             if PurePath(target).match(source):
                 return True
-        elif os.path.isdir(source) and os.path.dirname(target) == source and target.endswith(".parquet"):
-            return True
+        elif os.path.isdir(source) and target.endswith(".parquet") and target.startswith(source + os.sep):
+            inside = os.path.relpath(target, source).replace(os.sep, "/")
+            if "/" not in inside or _partition_folders(inside):  # in the folder, or in its partition folders
+                return True
     return False
 
 
