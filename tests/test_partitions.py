@@ -96,6 +96,8 @@ def test_a_shard_named_as_a_file_keeps_its_folder_values(frames: tuple[Path, Pat
     hive, _ = frames
     shards = discover_shards([str(hive)])
     assert partition_values(shards, shards) == partition_values([str(hive)], shards)
+    one_glob = str(hive / "chrom=chr2" / "*" / "*.parquet")  # a glob of one partition keeps the folders above its shards
+    assert {values["chrom"] for values in partition_values([one_glob], discover_shards([one_glob])).values()} == {"chr2"}
     one = str(hive / "chrom=chr2")  # a partition read as a dataset: only the folders below it give columns
     assert [set(values) for values in partition_values([one], discover_shards([one])).values()] == [{"year"}, {"year"}]
 

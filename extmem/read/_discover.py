@@ -40,9 +40,9 @@ def _partition_folders(relative: str) -> dict[str, str | None] | None:
 
 
 def _root(path: str) -> str:
-    """The folder a dataset path's shards lie below: the folder itself, or a glob's part before its first wildcard."""
+    """The folder a dataset path names, whose own name gives no column ("" for a file or a glob)."""
     if glob.has_magic(path) and not (not is_remote(path) and os.path.exists(path)):
-        return path[: re.search(r"[*?[]", path).start()].rsplit("/", 1)[0]  # type: ignore[union-attr]
+        return ""
     return path.split("?", 1)[0].rstrip("/") if is_remote(path) or os.path.isdir(path) else ""
 
 
@@ -56,8 +56,9 @@ def partition_path(shard: str) -> str:
 
 
 def partition_values(paths: Iterable[str], shards: Iterable[str]) -> dict[str, dict[str, str | None]]:
-    """Each shard's hive partition values, from the ``key=value`` folders between its dataset folder (or glob base) and itself;
-    for a shard named as a file, from those right above it (so a worker given a partitioned dataset's files reads them alike).
+    """Each shard's hive partition values, from the ``key=value`` folders between its dataset folder and itself; for a shard
+    named as a file or matched by a glob, from those right above it (so a worker given a partitioned dataset's files, or a
+    glob of one partition, reads them alike).
 
     Text as written in the folder names (URL-decoded; Spark's null marker as None); shards outside partition folders have none.
     """
