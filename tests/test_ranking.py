@@ -21,6 +21,7 @@ from extmem.cli import main
 from extmem.encode._pages import concat_blocks, page_blocks
 from extmem.read._selection import select_dataset
 from extmem.run._datasets import training_datasets
+from extmem.score import _ranking as ranking_module
 from extmem.score._ranking import RankingMetrics
 
 FEATURES = 6
@@ -91,7 +92,7 @@ def test_ranking_equals_xgboosts_in_memory_ranking(ranked: tuple, cache: str, pa
 
 
 @pytest.mark.parametrize("metrics", [["ndcg", "ndcg@3", "ndcg@32", "ndcg-", "ndcg@3-"], ["map", "map@3", "map@5-", "map-", "ndcg@5"]])
-def test_ranking_metrics_are_xgboosts_over_batches_that_cut_queries(metrics: list[str]) -> None:
+def test_ranking_metrics_are_xgboosts_over_batches_that_cut_queries(metrics: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     X, relevance, qid = _ranking_rows(5_000, 500, seed=3)
     labels = (relevance > 2).astype(np.float64) if metrics[0] == "map" else relevance.astype(np.float64)
     labels[qid % 17 == 0] = 0  # queries without a relevant row: 1, or 0 with the trailing '-'
@@ -103,6 +104,10 @@ def test_ranking_metrics_are_xgboosts_over_batches_that_cut_queries(metrics: lis
     for start, stop in itertools.pairwise(cuts):
         ranking.update(labels[start:stop], scores[start:stop], qid[start:stop])
     result = ranking.result()
+    monkeypatch.setattr(ranking_module, "UPDATE_CHUNK_ROWS", 13)  # one call, taken in chunks that cut queries too
+    chunked = RankingMetrics(metrics)
+    chunked.update(labels, scores, qid)
+    assert chunked.result() == pytest.approx({k: v for k, v in result.items() if k != "auc"}, abs=1e-12)
     assert "auc" not in result and result["queries"] == len(np.unique(qid)) and result["rows"] == len(qid)
     for name in metrics:
         alone = xgb.Booster(model_file=booster.save_raw())  # eval metrics add up on one booster

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from extmem.score._metrics import UPDATE_CHUNK_ROWS
+
 RANKING_METRIC = re.compile(r"(ndcg|map)(?:@(\d+))?(-?)")
 """The metrics :class:`RankingMetrics` computes, named as XGBoost's ``eval_metric``: a trailing ``-`` scores a query
 without relevant rows 0 instead of 1."""
@@ -41,9 +43,16 @@ class RankingMetrics:
         self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def update(self, labels: np.ndarray, predictions: np.ndarray, qid: np.ndarray) -> None:
-        """Add a batch of rows: their relevance labels, predicted scores and (non-decreasing) query ids."""
-        if len(labels) == 0:
-            return
+        """Add a batch of rows: their relevance labels, predicted scores and (non-decreasing) query ids.
+
+        Large batches are taken ``UPDATE_CHUNK_ROWS`` rows at a time, so the sorts' temporaries stay small
+        whatever the size of the arrays given (a whole training matrix's predictions, say).
+        """
+        for start in range(0, len(labels), UPDATE_CHUNK_ROWS):
+            stop = start + UPDATE_CHUNK_ROWS
+            self._update(labels[start:stop], predictions[start:stop], qid[start:stop])
+
+    def _update(self, labels: np.ndarray, predictions: np.ndarray, qid: np.ndarray) -> None:
         self.rows += len(labels)
         arrays = (np.asarray(labels, dtype=np.float64), np.asarray(predictions, dtype=np.float64).reshape(-1), np.asarray(qid))
         if self._pending is not None:
