@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -231,3 +232,31 @@ def test_without_dask_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(extmem.OptionError, match=r"pip install 'extmem\[dask\]'"):
         train_distributed("local:2", shards, preset="splice-sites")
+
+
+def test_ranking_on_workers_gives_the_single_machine_model(client: distributed.Client, tmp_path: Path, cache_root: Path) -> None:
+    """Queries whole in each shard (the footers' qid statistics say so) rank on two workers as on one machine (integer
+    features: exact cuts); a query that may span two shards is refused before any worker starts."""
+    rng = np.random.default_rng(5)
+    rows = 4_000
+    qid = np.sort(rng.integers(0, 400, rows))
+    X = rng.integers(0, 8, size=(rows, 3)).astype(np.float64)
+    relevance = np.clip(X[:, 0] // 2 + rng.integers(0, 2, rows), 0, 4).astype(np.int64)
+    cuts = [0, *(int(np.searchsorted(qid, q)) for q in (100, 200, 300)), rows]  # shards end where queries end
+    for i, (start, stop) in enumerate(itertools.pairwise(cuts)):
+        columns = {"query": qid[start:stop], "rel": relevance[start:stop], **{f"f{j}": X[start:stop, j] for j in range(3)}}
+        write_shard(tmp_path / "ranked" / f"part-{i}.parquet", columns, row_group_size=300)
+    options = {"label": "rel", "qid": "query", "rounds": 5}
+    ours = train_distributed(client, tmp_path / "ranked", cache_dir=cache_root, **options)
+    reference = extmem.train(tmp_path / "ranked", cache="disk", sketch_rows=1 << 40, **options)
+    assert ours.report["params"]["objective"] == "rank:ndcg"
+    np.testing.assert_allclose(ours.report["history"]["train"]["ndcg@32"], reference.report["history"]["train"]["ndcg@32"], rtol=1e-6)
+    np.testing.assert_allclose(ours.booster.inplace_predict(X), reference.booster.inplace_predict(X), rtol=1e-5, atol=1e-6)
+    cut = int(np.searchsorted(qid, 250)) + 1  # inside query 250
+    for i, (start, stop) in enumerate([(0, cut), (cut, rows)]):
+        write_shard(
+            tmp_path / "cut" / f"part-{i}.parquet", {"query": qid[start:stop], "rel": relevance[start:stop], "f0": X[start:stop, 0]}
+        )
+    with pytest.raises(extmem.OptionError, match=r"The query 250 \('qid' column 'query'\) may span the shards"):
+        train_distributed(client, tmp_path / "cut", cache_dir=cache_root, **options)
+    assert list(cache_root.iterdir()) == []

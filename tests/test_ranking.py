@@ -164,7 +164,7 @@ def test_ranking_refusals_name_the_option(ranked: tuple, tmp_path: Path) -> None
         extmem.evaluate(extmem.train(folder, label="rel", rounds=1).model, folder, qid="query")
     with pytest.raises(extmem.OptionError, match="cannot go with 'qid'"):
         extmem.train(folder, label="rel", qid="query", weight="f0", rounds=2)
-    with pytest.raises(extmem.OptionError, match="take no 'qid'"):
+    with pytest.raises(extmem.OptionError, match="incremental trainer takes no 'qid'"):
         extmem.train_incremental(folder, label="rel", qid="query", epochs=1)
     with pytest.raises(extmem.OptionError, match="rank:map.*takes labels of 0 or 1"):
         extmem.train(folder, label="rel", qid="query", params={"objective": "rank:map"}, rounds=2)

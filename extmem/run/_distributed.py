@@ -30,6 +30,7 @@ from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._measure import MemoryMonitor
 from extmem.errors import ExtmemError, OptionError
 from extmem.read._dataset import Dataset, DatasetLike
+from extmem.read._scan import Schema, query_ranges
 from extmem.read._selection import Selection, select_dataset
 from extmem.read._storage import absolute
 from extmem.run._callbacks import EarlyStop, History
@@ -262,9 +263,9 @@ def train_distributed(
     ``model.ubj`` and ``report.json`` there, as ``extmem train`` does (``overwrite`` as there).
     """
     distributed = _import_distributed()
-    merged = merged_params(params, methods=("hist",))
+    merged = merged_params(params, methods=("hist",), qid=options.get("qid", data.qid if isinstance(data, Dataset) else None))
     dataset, valid_dataset = training_datasets(
-        data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds
+        data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds, queries=True
     )
     build = MatrixOptions(
         page_rows,
@@ -278,6 +279,8 @@ def train_distributed(
     with run:
         with run.stage("footers and planning"):
             selection = select_dataset(dataset)
+            if dataset.qid is not None:
+                _check_whole_queries(selection.schema, dataset.qid)
         with run.stage("workers"):
             results = _train_on_cluster(
                 scheduler, distributed, selection, valid_dataset, merged, rounds, early_stopping_rounds, build, cache_dir
@@ -311,6 +314,22 @@ def train_distributed(
         "worker_peak_anon_bytes": max(result["peak_anon_bytes"] for result in results),
     }
     return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
+
+
+def _check_whole_queries(schema: Schema, column: str) -> None:
+    """Refuse query groups that a shard boundary may cut: workers read whole shards, and a query split between two would be two."""
+    ranges = query_ranges(schema, column)
+    for index, (shard, span) in enumerate(zip(schema.shards, ranges)):
+        if span is None:
+            msg = f"The footer of {shard!r} keeps no statistics of the 'qid' column {column!r}: distributed training cannot tell that no query spans two shards."
+            raise OptionError(msg, options=("qid",))
+        following = ranges[index + 1] if index + 1 < len(ranges) else None
+        if following is not None and following[0] <= span[1]:
+            msg = (
+                f"The query {span[1]} ('qid' column {column!r}) may span the shards {shard!r} and {schema.shards[index + 1]!r}; "
+                "distributed workers read whole shards, so each query must lie in one shard, with ids rising from shard to shard."
+            )
+            raise OptionError(msg, options=("qid",))
 
 
 def _train_on_cluster(
