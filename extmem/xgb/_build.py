@@ -92,7 +92,6 @@ class MatrixOptions:
         if not is_number(self.missing):
             msg = f"The 'missing' option must be a number (the value XGBoost treats as missing). Got {self.missing!r} instead."
             raise OptionError(msg, options=("missing",))
-        object.__setattr__(self, "missing", float(self.missing))  # numpy's numbers too
         if self.cache not in CACHE_KINDS:
             msg = f"The 'cache' option must be one of {', '.join(CACHE_KINDS)}. Got {self.cache!r} instead."
             raise OptionError(msg, options=("cache",))
@@ -118,7 +117,7 @@ def _xgboost_keywords(selection: Selection, options: MatrixOptions) -> dict[str,
     if options.enable_categorical is False and layout.categories:
         msg = f"The dataset has categorical features ({', '.join(sorted(layout.categories))}) and 'enable_categorical' is False."
         raise OptionError(msg, options=("enable_categorical",))
-    keywords: dict[str, object] = {"missing": options.missing, "enable_categorical": bool(layout.categories)}
+    keywords: dict[str, object] = {"missing": float(options.missing), "enable_categorical": bool(layout.categories)}  # numpy's too
     if options.nthread is not None:
         keywords["nthread"] = options.nthread
     return keywords
