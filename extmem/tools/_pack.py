@@ -65,7 +65,7 @@ class ShardRewriter:
             physical = set(block_names)
         self.kept_block = [name for name in block_names if name not in drop]
         self.others = [f for f in schema if f.name not in physical and f.name not in drop and f.name not in block_names]
-        self.folder_values = dict(folder_values)
+        self.folder_values = dict(folder_values or {})
         self.others += [pa.field(name, value.type) for name, value in self.folder_values.items()]
         self.packed_output = packed_output
         new_index = {name: i for i, name in enumerate(self.kept_block)}
