@@ -74,6 +74,9 @@ def test_null_values_clashes_and_rewrites(tmp_path: Path) -> None:
     write_shard(tmp_path / "data" / f"g={HIVE_NULL}" / "p.parquet", {"x": [3.0, 4.0], "y": [1, 0]})
     schema = schema_of(str(tmp_path / "data"))
     assert sorted(values["g"] or "" for values in schema.partitions.values()) == ["", "a"]
+    write_shard(tmp_path / "wide" / "n=1" / "p.parquet", {"x": [1.0], "y": [0]})
+    write_shard(tmp_path / "wide" / f"n={2**64}" / "p.parquet", {"x": [2.0], "y": [1]})
+    assert str(schema_of(str(tmp_path / "wide")).columns["n"].arrow_type) == "large_string"  # beyond int64: text, not an overflow
     write_shard(tmp_path / "data" / "own.parquet", {"x": [5.0], "y": [1]})
     with pytest.raises(extmem.InputPathError, match="holds shards of its own .* and in partition folders"):
         extmem.train(tmp_path / "data", label="y", rounds=1)

@@ -231,11 +231,11 @@ def _typed_partitions(partitions: dict[str, dict[str, str | None]]) -> tuple[dic
 
 
 def _is_int(text: str | None) -> bool:
+    """Whether a folder's value reads as an int64 (larger integers stay text, as pyarrow's partitioning keeps them)."""
     try:
-        int(text or "")
+        return -(2**63) <= int(text or "") < 2**63
     except ValueError:
         return False
-    return True
 
 
 def scan(shards: list[str], partitions: dict[str, dict[str, str | None]] | None = None) -> Schema:
