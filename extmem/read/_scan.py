@@ -231,7 +231,7 @@ def _typed_partitions(partitions: dict[str, dict[str, str | None]]) -> tuple[dic
 
 
 def _is_int(text: str | None) -> bool:
-    """Whether a folder's value reads as an int64 (larger integers stay text, as pyarrow's partitioning keeps them)."""
+    """Whether a folder's value reads as an int64 (larger integers stay text)."""
     try:
         return -(2**63) <= int(text or "") < 2**63
     except ValueError:
