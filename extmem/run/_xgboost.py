@@ -340,27 +340,25 @@ def _metrics(
     spaces) is avoided.
     """
     assert info.spool is not None, "the trainer keeps the page spool of its evaluation matrix"
-    if model.ranking:
-        ranking = model.ranking_metrics(eval_metrics)
-        if cached is not None:
-            sizes = matrix.get_group()
-            ranking.update(matrix.get_label(), cached, np.repeat(np.arange(sizes.size), sizes))
-        else:
-            for page in info.spool.replay(len(model.layout.names)):
-                assert page.label is not None and page.qid is not None
-                ranking.update(page.label, model.raw_predict(page.X), page.qid)
-        info.spool.clear()
-        return ranking
+    ranking = model.ranking_metrics(eval_metrics) if model.ranking else None
     metrics = StreamingMetrics(model.task, model.classes)
+
+    def add(labels: np.ndarray, predictions: np.ndarray, weight: np.ndarray | None, qid: np.ndarray | None) -> None:
+        if ranking is not None:
+            assert qid is not None
+            ranking.update(labels, predictions, qid)
+        else:
+            metrics.update(labels, predictions, weight)
+
     if cached is not None:
-        weight = matrix.get_weight()
-        metrics.update(matrix.get_label(), cached, weight if weight.size else None)
+        weight, sizes = matrix.get_weight(), matrix.get_group()
+        add(matrix.get_label(), cached, weight if weight.size else None, np.repeat(np.arange(sizes.size), sizes))
     else:
         for page in info.spool.replay(len(model.layout.names)):
             assert page.label is not None
-            metrics.update(page.label, model.raw_predict(page.X), page.weight)
+            add(page.label, model.raw_predict(page.X), page.weight, page.qid)
     info.spool.clear()
-    return metrics
+    return ranking if ranking is not None else metrics
 
 
 def _without_training_state(booster: xgb.Booster) -> xgb.Booster:
