@@ -115,6 +115,20 @@ def test_ranking_metrics_are_xgboosts_over_batches_that_cut_queries(metrics: lis
         assert result[name] == pytest.approx(float(alone.eval(matrix).split(":")[1]), abs=1e-9), name
 
 
+def test_text_query_ids_rank_as_their_integer_numbers(ranked: tuple, tmp_path: Path, cache_root: Path) -> None:
+    """Query ids as text (session ids, sorted) are numbered query by query, across batches and shards: the same model as the
+    integers; text that goes down is refused naming the values."""
+    folder, X, relevance, qid = ranked
+    text = np.array([f"q{number:05d}" for number in qid])
+    _write(tmp_path / "text", X, relevance, text, [4_001, 7_999])  # type: ignore[arg-type]
+    options = {"label": "rel", "qid": "query", "rounds": 4, "page_rows": 1_000, "cache": "disk", "cache_dir": cache_root}
+    assert extmem.train(tmp_path / "text", **options).report["history"] == extmem.train(folder, **options).report["history"]
+    order = np.r_[np.arange(6_000, 12_000), np.arange(6_000)]
+    _write(tmp_path / "down", X[order], relevance[order], text[order], [6_000])  # type: ignore[arg-type]
+    with pytest.raises(extmem.LabelError, match=r"goes down from 'q\d+' to 'q\d+' in row group 0 of '.*part-1.parquet'"):
+        extmem.train(tmp_path / "down", **options)
+
+
 def test_kept_encoded_rows_replay_whole_queries(ranked: tuple, tmp_path: Path) -> None:
     """Pages that end with a whole query run past the page size; the rows kept with them are still found and replayed."""
     folder, *_ = ranked

@@ -74,7 +74,7 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--qid",
         metavar="COLUMN",
-        help="query-id column (integers, each query's rows together in non-decreasing order): learn to rank, rank:ndcg unless given",
+        help="query-id column (integers or text, each query's rows together in non-decreasing order): learn to rank, rank:ndcg unless given",
     )
     group.add_argument(
         "--features", metavar="COLUMNS", help="feature columns: comma-separated names or globs (default: every numeric column)"

@@ -102,7 +102,7 @@ class Dataset:
     removes columns from the features. String columns are never numeric features.
     ``label_map`` maps labels to class ids: strings, or numbers such as ``{-1: 0, 1: 1}``; without it,
     string labels become classes in sorted order and numeric labels are used as they are. ``qid`` names the
-    query-id column of a ranking dataset (integers; each query's rows together, the ids in
+    query-id column of a ranking dataset (integers or text; each query's rows together, the ids in
     non-decreasing order through the shards, as XGBoost requires). ``filter`` is a pyarrow-style row filter such as
     ``"(chrom == 'chr1') & (position > 1000)"``, pushed down to row groups.
     ``zero_is_missing`` is a regular expression: matching (count) columns are stored sparsely,

@@ -36,6 +36,7 @@ from extmem.errors import FilterError, LabelError, read_failure
 from extmem.read._filters import quoted
 from extmem.read._holdout import holdout_mask
 from extmem.read._parts import WholeRowGroups, one_batch, part_reader
+from extmem.read._queries import QueryIds, query_ids
 from extmem.read._selection import Selection
 from extmem.read._storage import open_parquet
 
@@ -109,7 +110,7 @@ def read_batches(
         wanted = {}
         for ref in refs:
             wanted.setdefault(ref.shard, set()).add(ref.index)
-    last_qid: int | None = None
+    numbered = QueryIds(selection.dataset.qid or "")
     for shard in selection.schema.shards:
         if wanted is not None and shard not in wanted:
             continue
@@ -123,10 +124,7 @@ def read_batches(
             raise_if_stopped()  # every command reads through here: a signal whose exception something swallowed stops it too
             if batch.rows == 0:
                 continue
-            if batch.qid is not None:  # each batch is in order (see _query_ids); from one batch to the next too
-                if last_qid is not None and batch.qid[0] < last_qid:
-                    _query_order_error(selection.dataset.qid or "", last_qid, int(batch.qid[0]), batch.where)
-                last_qid = int(batch.qid[-1])
+            batch = numbered(batch)  # each batch is in order (see query_ids); from one batch to the next too
             counters.rows += batch.rows
             counters.batches += 1
             yield batch
@@ -300,7 +298,7 @@ def _raw_batch(
     if dataset.weight is not None:
         weight = _weights(batch.column(dataset.weight), f"weight column {dataset.weight!r}", where)
     if dataset.qid is not None:
-        qid = _query_ids(batch.column(dataset.qid), dataset.qid, where)
+        qid = query_ids(batch.column(dataset.qid), dataset.qid, where)
     if selection.carry:
         full = _with_columns(selection, batch, selection.carry)
         arrays = [full.column(name).cast(selection.scan_schema.field(name).type) for name in selection.carry]
@@ -308,25 +306,6 @@ def _raw_batch(
     index = {name: i for i, name in enumerate(batch.schema.names)}
     columns = batch.select([index[name] for name in features])  # keeps the row count when no feature is in the shard
     return RawBatch(columns, shard, row_group, block, label, weight, carried, qid=qid)
-
-
-def _query_ids(values: pa.Array, column: str, where: str) -> np.ndarray:
-    """Query ids as int64, refusing nulls and ids that go down within the batch (see :func:`_check_query_order` across batches)."""
-    if values.null_count:
-        raise LabelError(f"The 'qid' column {column!r} has {values.null_count} null value(s) in {where}; every row needs its query.")
-    ids = values.cast(pa.int64()).to_numpy(zero_copy_only=False)
-    down = np.flatnonzero(ids[1:] < ids[:-1])
-    if down.size:
-        _query_order_error(column, int(ids[down[0]]), int(ids[down[0] + 1]), where)
-    return ids
-
-
-def _query_order_error(column: str, before: int, after: int, where: str) -> None:
-    msg = (
-        f"The 'qid' column {column!r} goes down from {before} to {after} in {where}. XGBoost needs each query's rows "
-        "together and the query ids in non-decreasing order through the shards (in file-name order); sort the rows by it."
-    )
-    raise LabelError(msg, options=("qid",))
 
 
 def finite_values(values: pa.Array, what: str, where: str, error: type[Exception]) -> np.ndarray:

@@ -294,26 +294,3 @@ def scan(shards: list[str], partitions: dict[str, dict[str, str | None]] | None 
         for name, column in columns.items()
     }
     return Schema(tuple(shards), merged, shard_row_groups, packed_blocks, footer_bytes, typed)
-
-
-def query_ranges(schema: Schema, column: str) -> list[tuple[int, int] | None]:
-    """Each shard's smallest and largest query id in ``column``, from its footer's statistics (or its partition folder's
-    value); None where the footer keeps none."""
-    ranges: list[tuple[int, int] | None] = []
-    for shard in schema.shards:
-        folder_value = schema.partitions.get(shard, {}).get(column)
-        if folder_value is not None:
-            ranges.append((int(folder_value), int(folder_value)))
-            continue
-        try:
-            with open_parquet(shard) as file:
-                metadata = file.metadata
-                index = file.schema_arrow.get_field_index(column)
-                found = [metadata.row_group(i).column(index).statistics for i in range(metadata.num_row_groups)] if index >= 0 else []
-        except (pa.ArrowException, OSError) as exc:
-            raise read_failure(shard, exc) from None
-        finally:
-            release_freed_memory()
-        known = [stats for stats in found if stats is not None and stats.has_min_max]
-        ranges.append((int(min(s.min for s in known)), int(max(s.max for s in known))) if known and len(known) == len(found) else None)
-    return ranges

@@ -111,10 +111,9 @@ def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | Non
             raise _fail(f"The 'weight' column {weight!r} must be numeric; it is {schema.columns[weight].arrow_type}.", "weight")
     if dataset.qid is not None:
         _require_column(schema, dataset.qid, "qid")
-        if not pa.types.is_integer(schema.columns[dataset.qid].arrow_type):
-            raise _fail(
-                f"The 'qid' column {dataset.qid!r} must hold integers (query ids); it is {schema.columns[dataset.qid].arrow_type}.", "qid"
-            )
+        column = schema.columns[dataset.qid]
+        if not (pa.types.is_integer(column.arrow_type) or column.kind == STRING):
+            raise _fail(f"The 'qid' column {dataset.qid!r} must hold integers or text (query ids); it is {column.arrow_type}.", "qid")
     if row_filter is not None:
         unknown = sorted(row_filter.columns - set(schema.columns))
         if unknown:

@@ -30,7 +30,8 @@ from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._measure import MemoryMonitor
 from extmem.errors import ExtmemError, OptionError
 from extmem.read._dataset import Dataset, DatasetLike
-from extmem.read._scan import Schema, query_ranges
+from extmem.read._queries import query_ranges
+from extmem.read._scan import Schema
 from extmem.read._selection import Selection, select_dataset
 from extmem.read._storage import absolute
 from extmem.run._callbacks import EarlyStop, History

@@ -1,0 +1,86 @@
+"""Query ids of a ranking dataset: numbered and checked in order, batch by batch, and their range per shard from the footers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from extmem._allocators import release_freed_memory
+from extmem._contracts import RawBatch
+from extmem.errors import LabelError, read_failure
+from extmem.read._scan import Schema
+from extmem.read._storage import open_parquet
+
+
+def query_ids(values: pa.Array, column: str, where: str) -> np.ndarray:
+    """Query ids as int64 (or text, as objects), refusing nulls and ids that go down within the batch (across batches, see
+    :class:`QueryIds`)."""
+    if values.null_count:
+        raise LabelError(f"The 'qid' column {column!r} has {values.null_count} null value(s) in {where}; every row needs its query.")
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_string_view(values.type)
+    ids = values.to_numpy(zero_copy_only=False) if text else values.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    down = np.flatnonzero(ids[1:] < ids[:-1])
+    if down.size:
+        _query_order_error(column, ids[down[0]], ids[down[0] + 1], where)
+    return ids
+
+
+def _query_order_error(column: str, before: object, after: object, where: str) -> None:
+    before, after = (value.item() if isinstance(value, np.generic) else value for value in (before, after))
+    msg = (
+        f"The 'qid' column {column!r} goes down from {before!r} to {after!r} in {where}. XGBoost needs each query's rows "
+        "together and the query ids in non-decreasing order through the shards (in file-name order); sort the rows by it."
+    )
+    raise LabelError(msg, options=("qid",))
+
+
+class QueryIds:
+    """The query ids of one pass, batch after batch: refuses ids that go down from one batch to the next, and numbers text
+    ids (in non-decreasing order, as integers must be) 0, 1, 2... by query, a query going on into the next batch keeping its number."""
+
+    def __init__(self, column: str) -> None:
+        self.column = column
+        self.last: object = None
+        self.next_number = 0
+
+    def __call__(self, batch: RawBatch) -> RawBatch:
+        ids = batch.qid
+        if ids is None:
+            return batch
+        if self.last is not None and ids[0] < self.last:
+            _query_order_error(self.column, self.last, ids[0], batch.where)
+        if ids.dtype == object:
+            going_on = self.last is not None and ids[0] == self.last
+            numbers = np.concatenate([[0], np.cumsum(ids[1:] != ids[:-1])]) + self.next_number - int(going_on)
+            self.last, self.next_number = ids[-1], int(numbers[-1]) + 1
+            return replace(batch, qid=numbers.astype(np.int64))
+        self.last = ids[-1]
+        return batch
+
+
+def query_ranges(schema: Schema, column: str) -> list[tuple[Any, Any] | None]:
+    """Each shard's smallest and largest query id in ``column``, from its footer's statistics (or its partition folder's
+    value); None where the footer keeps none."""
+    ranges: list[tuple[int, int] | None] = []
+    for shard in schema.shards:
+        folder_value = schema.partitions.get(shard, {}).get(column)
+        if folder_value is not None:
+            ranges.append((folder_value, folder_value))
+            continue
+        try:
+            with open_parquet(shard) as file:
+                metadata = file.metadata
+                index = file.schema_arrow.get_field_index(column)
+                found = [metadata.row_group(i).column(index).statistics for i in range(metadata.num_row_groups)] if index >= 0 else []
+        except (pa.ArrowException, OSError) as exc:
+            raise read_failure(shard, exc) from None
+        finally:
+            release_freed_memory()
+        known = [stats for stats in found if stats is not None and stats.has_min_max]
+        ranges.append((min(s.min for s in known), max(s.max for s in known)) if known and len(known) == len(found) else None)
+    return ranges
