@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 import extmem
 from extmem._contracts import Block
 from extmem.cli import main
+from extmem.diagnostics import schema_of
 from extmem.encode._pages import concat_blocks, page_blocks
+from extmem.read._queries import query_ranges
 from extmem.read._selection import select_dataset
 from extmem.run._datasets import training_datasets
 from extmem.score import _ranking as ranking_module
@@ -213,3 +215,11 @@ def test_xgbranker_fits_a_dataset_as_xgboosts_fits_the_arrays(ranked: tuple, cac
         extmem.XGBRanker().fit(dataset, qid=qid)
     with pytest.raises(extmem.OptionError, match="needs its query-id column"):
         extmem.XGBRanker().fit(extmem.Dataset(folder, label="rel"))
+
+
+def test_query_ranges_come_from_the_query_column_whatever_comes_before_it(tmp_path: Path) -> None:
+    """A struct column before the query ids holds two parquet columns: the footer's statistics are looked up by the column's
+    path, not by its arrow position (which named the struct's second field's statistics)."""
+    write_shard(tmp_path / "a.parquet", {"s": pa.array([{"u": 100, "v": 200}] * 3), "query": [5, 6, 7], "rel": [0, 1, 2]}, row_group_size=2)
+    write_shard(tmp_path / "b.parquet", {"s": pa.array([{"u": 1, "v": 2}] * 2), "query": [9, 12], "rel": [1, 0]})
+    assert query_ranges(schema_of(str(tmp_path)), "query") == [(5, 7), (9, 12)]

@@ -66,7 +66,7 @@ class QueryIds:
 def query_ranges(schema: Schema, column: str) -> list[tuple[Any, Any] | None]:
     """Each shard's smallest and largest query id in ``column``, from its footer's statistics (or its partition folder's
     value); None where the footer keeps none."""
-    ranges: list[tuple[int, int] | None] = []
+    ranges: list[tuple[Any, Any] | None] = []
     for shard in schema.shards:
         folder_value = schema.partitions.get(shard, {}).get(column)
         if folder_value is not None:
@@ -75,7 +75,8 @@ def query_ranges(schema: Schema, column: str) -> list[tuple[Any, Any] | None]:
         try:
             with open_parquet(shard) as file:
                 metadata = file.metadata
-                index = file.schema_arrow.get_field_index(column)
+                leaves = [metadata.schema.column(j).path for j in range(metadata.num_columns)]  # parquet's columns, not arrow's fields
+                index = leaves.index(column) if column in leaves else -1
                 found = [metadata.row_group(i).column(index).statistics for i in range(metadata.num_row_groups)] if index >= 0 else []
         except (pa.ArrowException, OSError) as exc:
             raise read_failure(shard, exc) from None
