@@ -102,7 +102,7 @@ class KmerEncoding:
 _XGBOOST_NAME_CHARACTERS = str.maketrans({"[": "(", "]": ")", "<": "‹"})
 
 
-def is_number(text: str) -> bool:
+def reads_as_number(text: str) -> bool:
     """Whether ``text`` reads as a finite number (``-1``, ``2.5``)."""
     try:
         return math.isfinite(float(text))
@@ -112,7 +112,7 @@ def is_number(text: str) -> bool:
 
 def numeric_keys(label_map: Mapping[str, int]) -> list[float] | None:
     """The label map's keys as numbers when every one reads as a finite number (a map of numeric labels), else None."""
-    return [float(key) for key in label_map] if all(is_number(key) for key in label_map) else None
+    return [float(key) for key in label_map] if all(reads_as_number(key) for key in label_map) else None
 
 
 @dataclass(frozen=True)

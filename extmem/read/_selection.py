@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from extmem._layout import KMER_COLUMN, FeatureLayout, is_number
+from extmem._layout import KMER_COLUMN, FeatureLayout, reads_as_number
 from extmem.errors import LabelError, SchemaError
 from extmem.read._dataset import Dataset
 from extmem.read._dictionaries import collect_values, few_valued_columns
@@ -262,7 +262,7 @@ def _check_layout(schema: Schema, dataset: Dataset, layout: FeatureLayout, label
             continue
         if name in layout.categories:  # strings or numbers, matched as text: numbers never match categories of words
             categories = layout.categories[name]
-            words = column.kind == NUMERIC and categories and not any(is_number(category) for category in categories)
+            words = column.kind == NUMERIC and categories and not any(reads_as_number(category) for category in categories)
             if column.kind == OTHER or words:
                 raise SchemaError(
                     f"The column {name!r} is {column.arrow_type} in {column.first_shard!r}, but the model reads it as "
