@@ -92,7 +92,7 @@ class Budget:
         if requested is None:
             return cls(limit, "the process's data limit (prlimit --data)") if limit is not None else None
         whole = is_number(requested) and float(requested).is_integer()  # type: ignore[arg-type]
-        if isinstance(requested, bool) or not (isinstance(requested, str) or whole):
+        if not (isinstance(requested, str) or whole):  # is_number refuses booleans
             msg = f"The 'memory_budget' must be a size in bytes or text such as '2GiB'. Got {requested!r} instead."
             raise OptionError(msg, options=("memory_budget",))
         size = parse_size(requested) if isinstance(requested, str) else int(requested)

@@ -12,7 +12,7 @@ import xgboost as xgb
 
 from extmem._defaults import DEFAULT_XGBOOST_PARAMS
 from extmem._layout import FeatureLayout
-from extmem.errors import OptionError, xgboost_reason
+from extmem.errors import OptionError, is_integer, xgboost_reason
 
 CLASSIFICATION_METRICS = {"binary": ["logloss", "auc"], "multi": ["mlogloss", "merror"]}
 SAMPLING_PARAMS = ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")
@@ -37,7 +37,7 @@ def merged_params(
     merged: dict[str, Any] = {**DEFAULT_XGBOOST_PARAMS, **(params or {})}
     _check_ranking(merged, qid)
     seed = merged["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_integer(seed):
         msg = f"The XGBoost parameter 'seed' ('params') must be an integer. Got {seed!r} instead."
         raise OptionError(msg, options=("params",))
     if merged.get("booster") == "gblinear":
