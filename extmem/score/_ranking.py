@@ -64,9 +64,10 @@ class RankingMetrics:
     def _add(self, labels: np.ndarray, scores: np.ndarray, qid: np.ndarray) -> None:
         if len(labels) == 0:
             return
-        query = np.concatenate([[0], np.cumsum(qid[1:] != qid[:-1])])
+        first = np.concatenate([[True], qid[1:] != qid[:-1]])  # where each query's rows begin
+        query = np.cumsum(first) - 1
         queries = int(query[-1]) + 1
-        starts = np.flatnonzero(np.concatenate([[True], qid[1:] != qid[:-1]]))
+        starts = np.flatnonzero(first)
         by_score = np.lexsort((-scores, query))  # each query's rows, best score first (ties in row order)
         rank = np.arange(len(labels)) - starts[query]  # rank of the row at each position of by_score
         for name in self.metrics:
