@@ -42,7 +42,7 @@ from extmem.encode._blocks import Encoder, to_dense
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError, check_positive_int
 from extmem.read._dataset import Dataset, column_names
-from extmem.read._discover import check_not_replacing_input
+from extmem.read._discover import check_not_replacing_input, partition_path
 from extmem.read._holdout import splitmix64, text_hash
 from extmem.read._reader import read_batches
 from extmem.read._selection import select_dataset
@@ -216,7 +216,7 @@ def _correlation_reasons(
 
 def _sample_positions(rows: int, wanted: int, seed: int, shard: str) -> np.ndarray:
     """Sorted row positions drawn uniformly without replacement from a shard of ``rows`` rows."""
-    rng = np.random.default_rng([seed, text_hash(os.path.basename(shard), seed)])
+    rng = np.random.default_rng([seed, text_hash(partition_path(shard), seed)])  # like-named shards of partitions draw apart
     return np.sort(rng.choice(rows, size=min(rows, wanted), replace=False))
 
 
