@@ -10,6 +10,11 @@ from extmem.errors import OptionError, check_positive_int
 from extmem.read._dataset import Dataset, DatasetLike, Holdout, as_dataset
 
 
+def query_column(data: DatasetLike, options: Mapping[str, Any]) -> str | None:
+    """The ``qid`` column a run's options (or its :class:`Dataset`) name, known before the datasets are built."""
+    return options.get("qid", data.qid if isinstance(data, Dataset) else None)
+
+
 def training_datasets(
     data: DatasetLike,
     label: str | None,

@@ -36,7 +36,7 @@ from extmem.read._selection import Selection, select_dataset
 from extmem.read._storage import absolute
 from extmem.run._callbacks import EarlyStop, History
 from extmem.run._collective import failure_reason, stop_tracker, tracker_host
-from extmem.run._datasets import training_datasets
+from extmem.run._datasets import query_column, training_datasets
 from extmem.run._params import infer_objective, merged_params
 from extmem.run._skeleton import TrainingRun, TrainResult
 from extmem.run._stopping import EarlyStopping
@@ -264,7 +264,7 @@ def train_distributed(
     ``model.ubj`` and ``report.json`` there, as ``extmem train`` does (``overwrite`` as there).
     """
     distributed = _import_distributed()
-    merged = merged_params(params, methods=("hist",), qid=options.get("qid", data.qid if isinstance(data, Dataset) else None))
+    merged = merged_params(params, methods=("hist",), qid=query_column(data, options))
     dataset, valid_dataset = training_datasets(
         data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds, queries=True
     )

@@ -21,7 +21,7 @@ from extmem.read._dataset import Dataset, DatasetLike
 from extmem.read._plan import Budget
 from extmem.run._callbacks import Checkpoint, ClassMetrics, EarlyStop, FinalPredictions, History, RoundProgress
 from extmem.run._checkpoint import data_change, data_stamp, load_checkpoint
-from extmem.run._datasets import training_datasets
+from extmem.run._datasets import query_column, training_datasets
 from extmem.run._params import SAMPLING_PARAMS, infer_objective, label_range, merged_params
 from extmem.run._skeleton import TrainingRun, TrainResult
 from extmem.run._stopping import EarlyStopping
@@ -158,7 +158,7 @@ def train(
     """
     for name, value in (("rounds", rounds), ("checkpoint_every", checkpoint_every)):
         check_positive_int(value, name, allow_none=True)
-    merged = merged_params(params, qid=options.get("qid", data.qid if isinstance(data, Dataset) else None))
+    merged = merged_params(params, qid=query_column(data, options))
     dataset, valid_dataset = training_datasets(
         data, label, options, valid, valid_fraction, group_by, int(merged["seed"]), early_stopping_rounds, queries=True
     )
