@@ -55,8 +55,20 @@ SGD_FAILURES = {
 }
 
 
+_ANY_LABELS = "extmem's classifier takes any class labels, as scikit-learn's do: classes_ holds them, predict returns them"
 PASSED_BY_EXTMEM = {
     "check_all_zero_sample_weights_error": "extmem's estimators check sample weights before XGBoost: all zero, negative or not finite is refused naming them",
+    "check_estimators_overwrite_params": "extmem's classifier leaves 'objective' as given; the booster holds the multi-class objective",
+    "check_dont_overwrite_parameters": "the same",
+    "check_estimators_dtypes": _ANY_LABELS,
+    "check_sample_weights_pandas_series": _ANY_LABELS,
+    "check_sample_weights_not_an_array": _ANY_LABELS,
+    "check_sample_weights_shape": _ANY_LABELS,
+    "check_sample_weights_not_overwritten": _ANY_LABELS,
+    "check_classifier_data_not_an_array": _ANY_LABELS,
+    "check_classifiers_classes": _ANY_LABELS,
+    "check_fit2d_1sample": _ANY_LABELS,
+    "check_fit2d_1feature": _ANY_LABELS,
 }
 """Checks XGBoost's estimators fail and extmem's pass."""
 

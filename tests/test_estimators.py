@@ -113,6 +113,40 @@ def test_array_fit_behaves_like_xgboost(small_synth: Path) -> None:
         clf.predict(small_synth)
 
 
+@pytest.mark.parametrize("labels", [["acceptor", "donor", "neither"], [-1, 1, 7], [1.0, 2.0, 5.0]])
+def test_array_fit_takes_any_class_labels_and_keeps_them(labels: list, tmp_path: Path) -> None:
+    """Labels other than 0..K-1 (XGBoost refuses them) train the model of their positions in sorted order."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    ids = (X[:, 0] > -0.4).astype(int) + (X[:, 1] > 0.4)
+    y = np.asarray(labels)[ids]
+    clf = extmem.XGBClassifier(n_estimators=4).fit(X, y, eval_set=[(X[:50], y[:50])], verbose=False)
+    reference = xgb.XGBClassifier(n_estimators=4).fit(X, ids, eval_set=[(X[:50], ids[:50])], verbose=False)
+    assert clf.classes_.tolist() == sorted(labels) and clf.objective == "binary:logistic"
+    np.testing.assert_array_equal(clf.predict_proba(X), reference.predict_proba(X))
+    np.testing.assert_array_equal(clf.predict(X), np.asarray(labels)[reference.predict(X)])
+    assert clf.score(X, y) == reference.score(X, ids)
+    clf.save_model(tmp_path / "m.json")
+    loaded = extmem.XGBClassifier()
+    loaded.load_model(tmp_path / "m.json")
+    assert loaded.classes_.tolist() == clf.classes_.tolist()
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    eval_labels = np.concatenate([y[:1], ["other" if isinstance(labels[0], str) else 99]])
+    with pytest.raises(extmem.OptionError, match=rf"eval_set\[0\] hold {eval_labels.tolist()[1]!r}, which is not a class of y"):
+        extmem.XGBClassifier(n_estimators=2).fit(X, y, eval_set=[(X[:2], eval_labels)])
+
+
+def test_array_labels_0_to_k_train_as_xgboost_and_a_refit_forgets_old_classes(tmp_path: Path) -> None:
+    X, y = np.arange(20.0).reshape(10, 2), np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    clf = extmem.XGBClassifier(n_estimators=2).fit(X, np.array(list("abcabcabca")))
+    clf.fit(X, y)
+    assert clf.classes_.tolist() == [0, 1, 2] and clf.get_booster().attr("extmem_classes") is None
+    np.testing.assert_array_equal(clf.predict(X), xgb.XGBClassifier(n_estimators=2).fit(X, y).predict(X))
+    for mixed_or_continuous in (np.array([0, "a"] * 5, dtype=object), y + 0.5):
+        with pytest.raises(ValueError, match="Unknown label type"):  # scikit-learn's own check
+            clf.fit(X, mixed_or_continuous)
+
+
 @pytest.mark.parametrize(
     ("weights", "eval_weights", "match"),
     [

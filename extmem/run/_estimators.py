@@ -12,12 +12,14 @@ fitted on a dataset they are first converted to the representation it was traine
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
+from sklearn.utils.multiclass import check_classification_targets
 
 from extmem._folders import PrivateFolder
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
@@ -50,6 +52,46 @@ def _check_weights(weights: Any, name: str) -> None:
     if values.size and not values.any():
         msg = f"The {name!r} values are all zero: there is nothing to fit."
         raise OptionError(msg)
+
+
+CLASSES_ATTRIBUTE = "extmem_classes"
+"""The booster attribute holding the class labels of a classifier fitted on arrays of labels other than 0..K-1."""
+
+
+def _label_classes(y: Any) -> np.ndarray | None:
+    """The sorted class labels of 1-d ``y`` when they are not XGBoost's own 0..K-1 (None: give ``y`` to XGBoost as it is)."""
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        return None  # multi-label targets: XGBoost's indicator columns
+    check_classification_targets(labels)  # refuses continuous labels in scikit-learn's words
+    classes = np.unique(labels)
+    if classes.dtype.kind in "iuf" and np.array_equal(classes, np.arange(classes.size)):
+        return None
+    return classes
+
+
+def _class_ids(y: Any, classes: np.ndarray, name: str) -> np.ndarray:
+    """``y`` as positions in ``classes``; a label outside them is refused naming ``name``."""
+    labels = np.asarray(y)
+    try:
+        ids = np.searchsorted(classes, labels).clip(0, classes.size - 1)
+        known = classes[ids] == labels
+    except TypeError:  # object labels that do not compare with the classes
+        members = set(classes.tolist())
+        known = np.fromiter((label in members for label in labels.tolist()), bool, labels.size)
+    if not known.all():
+        msg = f"The labels of {name} hold {labels[~known].tolist()[0]!r}, which is not a class of y ({', '.join(map(repr, classes.tolist()))})."
+        raise OptionError(msg)
+    return ids
+
+
+def _classes_to_json(classes: np.ndarray) -> str:
+    return json.dumps({"dtype": classes.dtype.str, "values": classes.tolist()})
+
+
+def _classes_from_json(text: str) -> np.ndarray:
+    stored = json.loads(text)
+    return np.asarray(stored["values"], dtype=np.dtype(stored["dtype"]))
 
 
 class _DatasetFitting:
@@ -137,14 +179,24 @@ class _DatasetMixin:
         dataset ``y``, ``sample_weight`` and the ``base_margin`` options must be None.
         """
         options = {"xgb_model": xgb_model, "verbose": verbose, "feature_weights": feature_weights}
-        if not _is_dataset(X):
+        objective = self.objective  # type: ignore[attr-defined]
+        if _is_dataset(X):
+            given = {"y": y, "sample_weight": sample_weight, "base_margin": base_margin}
+            given |= {"sample_weight_eval_set": sample_weight_eval_set, "base_margin_eval_set": base_margin_eval_set}
+            self._fit_dataset(X, given, eval_set, options)
+        else:
             _check_weights(sample_weight, "sample_weight")
             for i, weights in enumerate(sample_weight_eval_set or []):
                 _check_weights(weights, f"sample_weight_eval_set[{i}]")
             arrays = {"sample_weight": sample_weight, "base_margin": base_margin, "sample_weight_eval_set": sample_weight_eval_set}
-            return super().fit(X, y, eval_set=eval_set, base_margin_eval_set=base_margin_eval_set, **arrays, **options)  # type: ignore[misc]
-        given = {"y": y, "sample_weight": sample_weight, "base_margin": base_margin, "sample_weight_eval_set": sample_weight_eval_set}
-        given["base_margin_eval_set"] = base_margin_eval_set
+            self._fit_arrays(X, y, eval_set=eval_set, base_margin_eval_set=base_margin_eval_set, **arrays, **options)
+        self.objective = objective  # scikit-learn's contract: fit leaves parameters as given (XGBoost's classifier rewrites this one)
+        return self
+
+    def _fit_arrays(self, X: Any, y: Any, **options: Any) -> None:
+        super().fit(X, y, **options)  # type: ignore[misc]
+
+    def _fit_dataset(self, X: Any, given: dict[str, Any], eval_set: Sequence[Any] | None, options: dict[str, Any]) -> None:
         passed = [name for name, value in given.items() if value is not None]
         if passed:
             msg = (
@@ -166,7 +218,6 @@ class _DatasetMixin:
             del self._extmem_fitting
             fitting.close()
         self.get_booster().set_attr(**{LAYOUT_ATTRIBUTE: layout.to_json()})  # type: ignore[attr-defined]
-        return self
 
     def _fit_labels(self, matrix: xgb.DMatrix, layout: FeatureLayout) -> np.ndarray:
         """What XGBoost's ``fit`` reads as ``y`` (the matrix itself holds the labels)."""
@@ -228,10 +279,51 @@ class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
     ``cache_dir``, ``page_rows`` and ``sketch_rows`` set up the external-memory matrices (see
     :func:`extmem.dmatrix`); every other argument is XGBoost's. Fitted on a dataset, its classes
     follow the rule of :func:`extmem.train`: the label map's, else 0..max label, all of them even
-    when a filter leaves some without rows.
+    when a filter leaves some without rows. Fitted on arrays, any class labels work, as in
+    scikit-learn (strings, or numbers other than 0..K-1): ``classes_`` holds them, sorted,
+    ``predict`` returns them, and ``save_model`` keeps them; labels 0..K-1 train as XGBoost's.
+    ``fit`` leaves the ``objective`` parameter as given (XGBoost's rewrites it for multi-class).
     """
 
+    def _fit_arrays(self, X: Any, y: Any, **options: Any) -> None:
+        classes = _label_classes(y)
+        if classes is not None:
+            y = _class_ids(y, classes, "y")
+            if options["eval_set"] is not None:
+                options["eval_set"] = [(Xe, _class_ids(ye, classes, f"eval_set[{i}]")) for i, (Xe, ye) in enumerate(options["eval_set"])]
+        self._label_classes = None  # XGBoost's fit checks the ids of y against classes_
+        super()._fit_arrays(X, y, **options)
+        self.get_booster().set_attr(**{CLASSES_ATTRIBUTE: None if classes is None else _classes_to_json(classes)})
+        self._label_classes = classes
+
+    def _load_model_attributes(self, config: dict) -> None:
+        super()._load_model_attributes(config)
+        text = self.get_booster().attr(CLASSES_ATTRIBUTE)
+        self._label_classes = None if text is None else _classes_from_json(text)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The class labels: those of ``y`` when fitted on arrays of other labels than 0..K-1, else 0..K-1."""
+        classes = self.__dict__.get("_label_classes")
+        return classes if classes is not None else np.arange(self.n_classes_)
+
+    def predict(
+        self,
+        X: Any,
+        output_margin: bool = False,
+        validate_features: bool = True,
+        base_margin: Any = None,
+        iteration_range: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """XGBoost's ``predict``; a dataset ``X`` is streamed batch by batch; class labels as fitted."""
+        predictions = super().predict(X, output_margin, validate_features, base_margin, iteration_range)
+        classes = self.__dict__.get("_label_classes")
+        if classes is None or output_margin or _is_dataset(X):
+            return predictions
+        return classes[np.asarray(predictions, dtype=np.intp)]
+
     def _fit_labels(self, matrix: xgb.DMatrix, layout: FeatureLayout) -> np.ndarray:
+        self._label_classes = None  # a dataset's classes are its label map's ids
         labels = matrix.get_label()
         classes = class_count(layout, *label_range(labels))
         if classes == 0:
