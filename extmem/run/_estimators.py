@@ -12,14 +12,12 @@ fitted on a dataset they are first converted to the representation it was traine
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
-from sklearn.utils.multiclass import check_classification_targets
 
 from extmem._folders import PrivateFolder
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
@@ -27,6 +25,7 @@ from extmem.encode._blocks import encode
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset
 from extmem.read._plan import CacheKind
+from extmem.run._class_labels import CLASSES_ATTRIBUTE, class_ids, classes_from_json, classes_to_json, label_classes
 from extmem.run._params import class_count, label_range
 from extmem.score._evaluate import evaluate
 from extmem.score._model import Model
@@ -52,46 +51,6 @@ def _check_weights(weights: Any, name: str) -> None:
     if values.size and not values.any():
         msg = f"The {name!r} values are all zero: there is nothing to fit."
         raise OptionError(msg)
-
-
-CLASSES_ATTRIBUTE = "extmem_classes"
-"""The booster attribute holding the class labels of a classifier fitted on arrays of labels other than 0..K-1."""
-
-
-def _label_classes(y: Any) -> np.ndarray | None:
-    """The sorted class labels of 1-d ``y`` when they are not XGBoost's own 0..K-1 (None: give ``y`` to XGBoost as it is)."""
-    labels = np.asarray(y)
-    if labels.ndim != 1:
-        return None  # multi-label targets: XGBoost's indicator columns
-    check_classification_targets(labels)  # refuses continuous labels in scikit-learn's words
-    classes = np.unique(labels)
-    if classes.dtype.kind in "iuf" and np.array_equal(classes, np.arange(classes.size)):
-        return None
-    return classes
-
-
-def _class_ids(y: Any, classes: np.ndarray, name: str) -> np.ndarray:
-    """``y`` as positions in ``classes``; a label outside them is refused naming ``name``."""
-    labels = np.asarray(y)
-    try:
-        ids = np.searchsorted(classes, labels).clip(0, classes.size - 1)
-        known = classes[ids] == labels
-    except TypeError:  # object labels that do not compare with the classes
-        members = set(classes.tolist())
-        known = np.fromiter((label in members for label in labels.tolist()), bool, labels.size)
-    if not known.all():
-        msg = f"The labels of {name} hold {labels[~known].tolist()[0]!r}, which is not a class of y ({', '.join(map(repr, classes.tolist()))})."
-        raise OptionError(msg)
-    return ids
-
-
-def _classes_to_json(classes: np.ndarray) -> str:
-    return json.dumps({"dtype": classes.dtype.str, "values": classes.tolist()})
-
-
-def _classes_from_json(text: str) -> np.ndarray:
-    stored = json.loads(text)
-    return np.asarray(stored["values"], dtype=np.dtype(stored["dtype"]))
 
 
 class _DatasetFitting:
@@ -286,20 +245,20 @@ class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
     """
 
     def _fit_arrays(self, X: Any, y: Any, **options: Any) -> None:
-        classes = _label_classes(y)
+        classes = label_classes(y)
         if classes is not None:
-            y = _class_ids(y, classes, "y")
+            y = class_ids(y, classes, "y")
             if options["eval_set"] is not None:
-                options["eval_set"] = [(Xe, _class_ids(ye, classes, f"eval_set[{i}]")) for i, (Xe, ye) in enumerate(options["eval_set"])]
+                options["eval_set"] = [(Xe, class_ids(ye, classes, f"eval_set[{i}]")) for i, (Xe, ye) in enumerate(options["eval_set"])]
         self._label_classes = None  # XGBoost's fit checks the ids of y against classes_
         super()._fit_arrays(X, y, **options)
-        self.get_booster().set_attr(**{CLASSES_ATTRIBUTE: None if classes is None else _classes_to_json(classes)})
+        self.get_booster().set_attr(**{CLASSES_ATTRIBUTE: None if classes is None else classes_to_json(classes)})
         self._label_classes = classes
 
     def _load_model_attributes(self, config: dict) -> None:
         super()._load_model_attributes(config)
         text = self.get_booster().attr(CLASSES_ATTRIBUTE)
-        self._label_classes = None if text is None else _classes_from_json(text)
+        self._label_classes = None if text is None else classes_from_json(text)
 
     @property
     def classes_(self) -> np.ndarray:

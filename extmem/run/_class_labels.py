@@ -1,0 +1,52 @@
+"""Class labels of a classifier fitted on arrays: any labels scikit-learn takes, as XGBoost's class ids 0..K-1."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
+
+from extmem.errors import OptionError
+
+CLASSES_ATTRIBUTE = "extmem_classes"
+"""The booster attribute holding the class labels of a classifier fitted on arrays of labels other than 0..K-1."""
+
+
+def label_classes(y: Any) -> np.ndarray | None:
+    """The sorted class labels of 1-d ``y`` when they are not XGBoost's own 0..K-1 (None: give ``y`` to XGBoost as it is)."""
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        return None  # multi-label targets: XGBoost's indicator columns
+    check_classification_targets(labels)  # refuses continuous labels in scikit-learn's words
+    classes = np.unique(labels)
+    if classes.dtype.kind in "iuf" and np.array_equal(classes, np.arange(classes.size)):
+        return None
+    return classes
+
+
+def class_ids(y: Any, classes: np.ndarray, name: str) -> np.ndarray:
+    """``y`` as positions in ``classes``; a label outside them is refused naming ``name``."""
+    labels = np.asarray(y)
+    try:
+        ids = np.searchsorted(classes, labels).clip(0, classes.size - 1)
+        known = classes[ids] == labels
+    except TypeError:  # object labels that do not compare with the classes
+        members = set(classes.tolist())
+        known = np.fromiter((label in members for label in labels.tolist()), bool, labels.size)
+    if not known.all():
+        msg = f"The labels of {name} hold {labels[~known].tolist()[0]!r}, which is not a class of y ({', '.join(map(repr, classes.tolist()))})."
+        raise OptionError(msg)
+    return ids
+
+
+def classes_to_json(classes: np.ndarray) -> str:
+    """The class labels as text for a booster attribute, their dtype kept."""
+    return json.dumps({"dtype": classes.dtype.str, "values": classes.tolist()})
+
+
+def classes_from_json(text: str) -> np.ndarray:
+    """The class labels :func:`classes_to_json` wrote."""
+    stored = json.loads(text)
+    return np.asarray(stored["values"], dtype=np.dtype(stored["dtype"]))
