@@ -1,4 +1,5 @@
-"""The ecosystem's own conformance suites: scikit-learn's estimator checks on every extmem estimator.
+"""The ecosystem's own conformance suites: scikit-learn's estimator checks on every extmem estimator,
+and XGBoost's own test routines for its estimators (shipped in its wheel) with extmem's in their place.
 
 extmem's XGBoost estimators may fail only the checks XGBoost's own estimators fail (the shared
 list below, each entry explained, and a test that XGBoost's estimators still fail exactly
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.slow  # the fast set: pytest -m "not slow"
 
 _CLASS_IDS = "XGBoost requires class labels 0..K-1 and refuses others (1 and 2, or strings) instead of encoding them"
 XGBOOST_CLASSIFIER_FAILURES = {
-    "check_estimators_overwrite_params": "XGBoost sets the public 'objective' parameter to multi:softprob for more than two classes",
+    "check_estimators_overwrite_params": "XGBoost sets the public 'objective' parameter to multi:softprob for more than two classes (its own tests assert it)",
     "check_dont_overwrite_parameters": "the same: XGBoost writes 'objective' during fit",
     "check_estimators_dtypes": _CLASS_IDS,
     "check_sample_weights_pandas_series": "XGBoost does not take a pandas Series as sample_weight with its labels",
@@ -58,8 +60,6 @@ SGD_FAILURES = {
 _ANY_LABELS = "extmem's classifier takes any class labels, as scikit-learn's do: classes_ holds them, predict returns them"
 PASSED_BY_EXTMEM = {
     "check_all_zero_sample_weights_error": "extmem's estimators check sample weights before XGBoost: all zero, negative or not finite is refused naming them",
-    "check_estimators_overwrite_params": "extmem's classifier leaves 'objective' as given; the booster holds the multi-class objective",
-    "check_dont_overwrite_parameters": "the same",
     "check_estimators_dtypes": _ANY_LABELS,
     "check_sample_weights_pandas_series": _ANY_LABELS,
     "check_sample_weights_not_an_array": _ANY_LABELS,
@@ -295,3 +295,55 @@ def test_sample_weight_reaches_fit_through_meta_estimators_and_routing() -> None
         scores.append((boosted.predict_proba(X), validated))
     np.testing.assert_array_equal(scores[0][0], scores[1][0])
     np.testing.assert_array_equal(scores[0][1], scores[1][1])
+
+
+# XGBoost's own test routines for its scikit-learn estimators, shipped in its wheel (xgboost.testing),
+# run with extmem's estimators in place of XGBoost's: every name they construct an estimator by.
+
+
+def _xgboost_routines() -> dict[str, Callable[[], None]]:
+    from sklearn.datasets import make_classification
+    from xgboost.testing import intercept, multi_target, ranking, updater, with_skl
+
+    X, y = make_classification(200, 8, n_informative=5, random_state=0)
+    X3, y3 = make_classification(300, 8, n_informative=5, n_classes=3, random_state=0)
+    routines: dict[str, Callable[[], None]] = {
+        "boost_from_prediction_binary": lambda: with_skl.run_boost_from_prediction_binary("hist", "cpu", X, y, None),
+        "boost_from_prediction_multi_class": lambda: with_skl.run_boost_from_prediction_multi_clasas(
+            extmem.XGBClassifier, "hist", "cpu", X3, y3, None
+        ),
+        "recoding": lambda: with_skl.run_recoding("cpu"),
+        "intercept": lambda: with_skl.run_intercept("cpu"),
+        "init_estimation": lambda: intercept.run_init_estimation("hist", "cpu"),
+        "adaptive": lambda: intercept.run_adaptive("hist", True, "cpu"),
+        "exp_family": lambda: intercept.run_exp_family("cpu"),
+        "logistic_degenerate": lambda: intercept.run_logistic_degenerate("cpu"),
+        "quantile_loss": lambda: updater.check_quantile_loss("hist", True, "cpu"),
+        "max_cat": lambda: updater.run_max_cat("hist", "cpu"),
+        "invalid_category": lambda: updater.run_invalid_category("hist", "cpu"),
+        "ranking_qid_in_a_dataframe": lambda: ranking.run_ranking_qid_df(pandas, "hist", "cpu"),
+        "ranking_categorical": lambda: ranking.run_ranking_categorical("cpu"),
+        "ranking_normalization": lambda: ranking.run_normalization("cpu"),
+        "ranking_score_normalization": lambda: ranking.run_score_normalization("cpu", "rank:ndcg"),
+        "multiclass_vector_leaf": lambda: multi_target.run_multiclass("cpu", None),
+        "multilabel_vector_leaf": lambda: multi_target.run_multilabel("cpu", None),
+    }
+    for objective in multi_target.all_reg_objectives():
+        routines[objective.__name__.removeprefix("run_")] = lambda objective=objective: objective("cpu")
+    return routines
+
+
+XGBOOST_ROUTINES = _xgboost_routines()
+
+
+@pytest.mark.parametrize("name", sorted(XGBOOST_ROUTINES))
+def test_xgboosts_own_estimator_routines_pass_with_extmems_estimators(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from xgboost.testing import intercept, multi_target, updater, with_skl
+
+    for module in (xgb, with_skl, intercept, multi_target, updater):
+        for estimator in ("XGBClassifier", "XGBRegressor", "XGBRanker"):
+            if hasattr(module, estimator):
+                monkeypatch.setattr(module, estimator, getattr(extmem, estimator))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        XGBOOST_ROUTINES[name]()

@@ -138,7 +138,6 @@ class _DatasetMixin:
         dataset ``y``, ``sample_weight`` and the ``base_margin`` options must be None.
         """
         options = {"xgb_model": xgb_model, "verbose": verbose, "feature_weights": feature_weights}
-        objective = self.objective  # type: ignore[attr-defined]
         if _is_dataset(X):
             given = {"y": y, "sample_weight": sample_weight, "base_margin": base_margin}
             given |= {"sample_weight_eval_set": sample_weight_eval_set, "base_margin_eval_set": base_margin_eval_set}
@@ -149,7 +148,6 @@ class _DatasetMixin:
                 _check_weights(weights, f"sample_weight_eval_set[{i}]")
             arrays = {"sample_weight": sample_weight, "base_margin": base_margin, "sample_weight_eval_set": sample_weight_eval_set}
             self._fit_arrays(X, y, eval_set=eval_set, base_margin_eval_set=base_margin_eval_set, **arrays, **options)
-        self.objective = objective  # scikit-learn's contract: fit leaves parameters as given (XGBoost's classifier rewrites this one)
         return self
 
     def _fit_arrays(self, X: Any, y: Any, **options: Any) -> None:
@@ -227,7 +225,8 @@ class _DatasetMixin:
         """Accuracy (classifier) or R² (regressor), as scikit-learn's; a dataset ``X`` is scored streaming with its own labels
         (a ranker's score: NDCG@32 over its queries)."""
         if not _is_dataset(X):
-            return super().score(self._encoded(X), y, sample_weight)  # type: ignore[misc]
+            weights = () if sample_weight is None else (sample_weight,)  # XGBoost's ranker's score takes none
+            return super().score(self._encoded(X), y, *weights)  # type: ignore[misc]
         metrics = evaluate(self._model(None), X)
         return float(next(metrics[name] for name in ("accuracy", "r2", "ndcg@32") if name in metrics))
 
@@ -241,7 +240,6 @@ class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
     when a filter leaves some without rows. Fitted on arrays, any class labels work, as in
     scikit-learn (strings, or numbers other than 0..K-1): ``classes_`` holds them, sorted,
     ``predict`` returns them, and ``save_model`` keeps them; labels 0..K-1 train as XGBoost's.
-    ``fit`` leaves the ``objective`` parameter as given (XGBoost's rewrites it for multi-class).
     """
 
     def _fit_arrays(self, X: Any, y: Any, **options: Any) -> None:
@@ -339,7 +337,7 @@ class XGBRanker(_DatasetMixin, xgb.XGBRanker):
         options |= {"xgb_model": xgb_model, "sample_weight_eval_set": sample_weight_eval_set}
         options |= {"base_margin_eval_set": base_margin_eval_set, "feature_weights": feature_weights}
         if not _is_dataset(X):
-            return xgb.XGBRanker.fit(self, X, y, group=group, qid=qid, eval_group=eval_group, eval_qid=eval_qid, **options)
+            return super(_DatasetMixin, self).fit(X, y, group=group, qid=qid, eval_group=eval_group, eval_qid=eval_qid, **options)
         given = [
             name
             for name, value in {"group": group, "qid": qid, "eval_group": eval_group, "eval_qid": eval_qid}.items()
