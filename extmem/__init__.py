@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "XGBClassifier": "extmem.run._estimators",
     "XGBRegressor": "extmem.run._estimators",
     "XGBRanker": "extmem.run._estimators",
+    "XGBRFClassifier": "extmem.run._estimators",
+    "XGBRFRegressor": "extmem.run._estimators",
     "Model": "extmem.score._model",
     "predict": "extmem.score._predict",
     "evaluate": "extmem.score._evaluate",
@@ -89,6 +91,8 @@ __all__ = [
     "SynthOptions",
     "TrainResult",
     "XGBClassifier",
+    "XGBRFClassifier",
+    "XGBRFRegressor",
     "XGBRanker",
     "XGBRegressor",
     "__version__",
@@ -141,7 +145,7 @@ if TYPE_CHECKING:
     from extmem.read._dataset import Dataset, Holdout
     from extmem.run._cv import cross_validate
     from extmem.run._distributed import ClusterError, train_distributed
-    from extmem.run._estimators import XGBClassifier, XGBRanker, XGBRegressor
+    from extmem.run._estimators import XGBClassifier, XGBRanker, XGBRegressor, XGBRFClassifier, XGBRFRegressor
     from extmem.run._incremental import train_incremental
     from extmem.run._incremental_estimator import IncrementalClassifier
     from extmem.run._xgboost import TrainResult, resume, train

@@ -51,6 +51,11 @@ XGBOOST_REGRESSOR_FAILURES = {
     "check_all_zero_sample_weights_error": "XGBoost's own error for all-zero weights does not say 'weight' and 'zero' in scikit-learn's words",
     "check_regressor_multioutput": "XGBoost predicts float32, not float64",
 }
+_RANDOM_FOREST = "XGBoost's random forest subsamples rows (subsample=0.8): weights are not the same as repeated rows"
+RANDOM_FOREST_FAILURES = {
+    "check_sample_weight_equivalence_on_dense_data": _RANDOM_FOREST,
+    "check_sample_weight_equivalence_on_sparse_data": _RANDOM_FOREST,
+}
 SGD_FAILURES = {
     "check_sample_weight_equivalence_on_dense_data": "SGDClassifier fails it itself: weights are not the same as repeated rows for SGD",
     "check_sample_weight_equivalence_on_sparse_data": "SGDClassifier fails it itself, as above",
@@ -78,6 +83,10 @@ def _extmem_failures(upstream: dict[str, str]) -> dict[str, str]:
 
 
 def _expected_failures(estimator: object) -> dict[str, str]:
+    if isinstance(estimator, extmem.XGBRFClassifier):
+        return _extmem_failures(XGBOOST_CLASSIFIER_FAILURES | RANDOM_FOREST_FAILURES)
+    if isinstance(estimator, extmem.XGBRFRegressor):
+        return _extmem_failures(XGBOOST_REGRESSOR_FAILURES | RANDOM_FOREST_FAILURES)
     if isinstance(estimator, extmem.XGBClassifier):
         return _extmem_failures(XGBOOST_CLASSIFIER_FAILURES)
     if isinstance(estimator, extmem.XGBRegressor):
@@ -92,6 +101,8 @@ def _expected_failures(estimator: object) -> dict[str, str]:
 ESTIMATORS = [
     extmem.XGBClassifier(n_estimators=5),
     extmem.XGBRegressor(n_estimators=5),
+    extmem.XGBRFClassifier(n_estimators=5),
+    extmem.XGBRFRegressor(n_estimators=5),
     extmem.IncrementalClassifier(SGDClassifier(loss="log_loss")),
     extmem.IncrementalClassifier(GaussianNB()),
     extmem.IncrementalClassifier("sgd_logistic"),
@@ -110,9 +121,11 @@ def test_scikit_learn_estimator_checks(estimator: object, check: object) -> None
     [
         (xgb.XGBClassifier(n_estimators=5), extmem.XGBClassifier(n_estimators=5), XGBOOST_CLASSIFIER_FAILURES),
         (xgb.XGBRegressor(n_estimators=5), extmem.XGBRegressor(n_estimators=5), XGBOOST_REGRESSOR_FAILURES),
+        (xgb.XGBRFClassifier(n_estimators=5), extmem.XGBRFClassifier(n_estimators=5), XGBOOST_CLASSIFIER_FAILURES | RANDOM_FOREST_FAILURES),
+        (xgb.XGBRFRegressor(n_estimators=5), extmem.XGBRFRegressor(n_estimators=5), XGBOOST_REGRESSOR_FAILURES | RANDOM_FOREST_FAILURES),
         (SGDClassifier(loss="log_loss"), extmem.IncrementalClassifier(SGDClassifier(loss="log_loss")), SGD_FAILURES),
     ],
-    ids=["XGBClassifier", "XGBRegressor", "SGDClassifier"],
+    ids=["XGBClassifier", "XGBRegressor", "XGBRFClassifier", "XGBRFRegressor", "SGDClassifier"],
 )
 def test_the_expected_failures_are_upstreams_own(upstream: object, ours: object, expected: dict[str, str]) -> None:
     """The shared list is exactly what the upstream estimator fails, and extmem's passes and skips no more than it."""

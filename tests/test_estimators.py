@@ -175,3 +175,14 @@ def test_classes_follow_the_trainers_rule_when_a_filter_leaves_some_out(small_sy
     assert list(clf.classes_) == [0, 1, 2] and clf.n_classes_ == 3
     assert report["params"]["num_class"] == 3
     assert clf.predict_proba(data).shape == extmem.Model.from_booster(model).predict_proba(data).shape == (report["rows"], 3)
+
+
+@pytest.mark.parametrize("forest", [extmem.XGBRFClassifier, extmem.XGBRFRegressor])
+def test_random_forests_fitted_on_datasets_equal_xgboosts_on_the_same_rows(forest: type, small_synth: Path) -> None:
+    X, y, _ = _in_memory(small_synth)
+    streamed = forest(n_estimators=6, max_depth=4, random_state=0).fit(extmem.Dataset(small_synth, preset="splice-sites"))
+    in_memory = getattr(xgb, forest.__name__)(n_estimators=6, max_depth=4, random_state=0).fit(X, y)
+    assert streamed.get_booster().num_boosted_rounds() == 1 and streamed.get_params()["learning_rate"] == 1.0
+    scores = "predict_proba" if hasattr(forest, "predict_proba") else "predict"
+    dataset = extmem.Dataset(small_synth, preset="splice-sites")
+    np.testing.assert_allclose(getattr(streamed, scores)(dataset), getattr(in_memory, scores)(X), rtol=1e-5, atol=1e-6)

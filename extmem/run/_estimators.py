@@ -306,6 +306,16 @@ class XGBRegressor(_DatasetMixin, xgb.XGBRegressor):
     """
 
 
+class XGBRFClassifier(XGBClassifier, xgb.XGBRFClassifier):
+    """``xgboost.XGBRFClassifier`` (a random forest: one round of ``n_estimators`` parallel trees) that also
+    fits and scores parquet datasets, with the class labels of :class:`XGBClassifier`."""
+
+
+class XGBRFRegressor(XGBRegressor, xgb.XGBRFRegressor):
+    """``xgboost.XGBRFRegressor`` (a random forest: one round of ``n_estimators`` parallel trees) that also
+    fits and scores parquet datasets."""
+
+
 class XGBRanker(_DatasetMixin, xgb.XGBRanker):
     """``xgboost.XGBRanker`` that also fits and scores parquet datasets with a query-id column through external memory.
 
