@@ -225,6 +225,20 @@ def test_matrices_match_xgboosts_own_external_memory(
     np.testing.assert_allclose(our_booster.inplace_predict(X), their_booster.inplace_predict(X), rtol=1e-6, atol=1e-5)
 
 
+def test_what_xgboost_reads_itself_goes_to_xgboosts_own_matrix_classes(tmp_path: Path) -> None:
+    """Swapping xgb.QuantileDMatrix for extmem's everywhere in a script keeps its arrays and iterators working."""
+    batches = _regression_batches(2, 400, 5)
+    X, y = batches[0]
+    for ours, theirs in ((extmem.QuantileDMatrix, xgb.QuantileDMatrix), (extmem.DMatrix, xgb.DMatrix)):
+        matrix, reference = ours(X, label=y, weight=np.ones(400)), theirs(X, label=y, weight=np.ones(400))
+        assert type(matrix) is type(reference) and matrix.num_row() == 400
+        np.testing.assert_array_equal(_train(matrix, "hist")[1], _train(reference, "hist")[1])
+    streamed = extmem.ExtMemQuantileDMatrix(_ArrayIter(batches, tmp_path), max_bin=16, missing=np.nan)
+    assert type(streamed) is xgb.ExtMemQuantileDMatrix and streamed.num_row() == 800
+    with pytest.raises(extmem.OptionError, match="gives its labels with its batches"):
+        extmem.ExtMemQuantileDMatrix(_ArrayIter(batches, tmp_path), label="y")
+
+
 def test_xgboost_keywords_keep_xgboosts_meaning(tmp_path: Path, cache_root: Path) -> None:
     batches = _regression_batches(2, 500, 4)
     batches[0][0][:50, 0] = -999.0

@@ -226,19 +226,41 @@ _XGBOOST_KEYWORDS_NOT_TAKEN = {
 """Keywords of ``xgboost.DMatrix`` that :func:`dmatrix` does not take, with what to do instead."""
 
 
-def DMatrix(data: DatasetLike, label: str | None = None, **keywords: Any) -> xgb.DMatrix:
+def _is_xgboost_input(data: Any) -> bool:
+    """Whether ``data`` is for XGBoost's own matrix classes (arrays, frames, an ``xgboost.DataIter``), not a dataset."""
+    paths = data if isinstance(data, (list, tuple)) else [data]
+    return not paths or not all(isinstance(item, (str, os.PathLike, Dataset)) for item in paths)
+
+
+def DMatrix(data: DatasetLike | Any, label: str | Any = None, **keywords: Any) -> xgb.DMatrix:
     """XGBoost's paged external-memory ``DMatrix``, which ``tree_method="approx"`` needs: :func:`dmatrix` with ``sparse_pages=True``.
 
     Replaces ``xgboost.DMatrix(iterator, ...)`` in external-memory code; ``keywords`` as for :func:`dmatrix`.
+    What XGBoost reads itself (arrays, frames, an ``xgboost.DataIter``) goes to ``xgboost.DMatrix`` unchanged.
     """
+    if _is_xgboost_input(data):
+        return xgb.DMatrix(data, label, **keywords)
     return dmatrix(data, label, sparse_pages=True, **keywords)
 
 
-def ExtMemQuantileDMatrix(data: DatasetLike, label: str | None = None, **keywords: Any) -> xgb.DMatrix:
-    """XGBoost's ``ExtMemQuantileDMatrix`` (``hist``, pages in extmem's cache folder): :func:`dmatrix` with ``cache="disk"``."""
+def ExtMemQuantileDMatrix(data: DatasetLike | xgb.DataIter, label: str | None = None, **keywords: Any) -> xgb.DMatrix:
+    """XGBoost's ``ExtMemQuantileDMatrix`` (``hist``, pages in extmem's cache folder): :func:`dmatrix` with ``cache="disk"``.
+
+    An ``xgboost.DataIter`` goes to ``xgboost.ExtMemQuantileDMatrix`` unchanged.
+    """
+    if _is_xgboost_input(data):
+        if label is not None:
+            msg = "An xgboost.DataIter gives its labels with its batches (input_data(label=...)); 'label' names a column of a dataset."
+            raise OptionError(msg, options=("label",))
+        return xgb.ExtMemQuantileDMatrix(data, **keywords)
     return dmatrix(data, label, cache="disk", **keywords)
 
 
-def QuantileDMatrix(data: DatasetLike, label: str | None = None, **keywords: Any) -> xgb.DMatrix:
-    """XGBoost's in-memory ``QuantileDMatrix`` (``hist``), read through the same stream: :func:`dmatrix` with ``cache="memory"``."""
+def QuantileDMatrix(data: DatasetLike | Any, label: str | Any = None, **keywords: Any) -> xgb.DMatrix:
+    """XGBoost's in-memory ``QuantileDMatrix`` (``hist``), read through the same stream: :func:`dmatrix` with ``cache="memory"``.
+
+    What XGBoost reads itself (arrays, frames, an ``xgboost.DataIter``) goes to ``xgboost.QuantileDMatrix`` unchanged.
+    """
+    if _is_xgboost_input(data):
+        return xgb.QuantileDMatrix(data, label, **keywords)
     return dmatrix(data, label, cache="memory", **keywords)
