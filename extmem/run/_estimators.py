@@ -213,13 +213,18 @@ class _DatasetMixin:
         """XGBoost's ``predict``; a dataset ``X`` is streamed batch by batch."""
         if _is_dataset(X) and not output_margin and base_margin is None:
             return self._model(iteration_range).predict(X)
-        return super().predict(  # type: ignore[misc]
+        predictions = super().predict(  # type: ignore[misc]
             self._encoded(X),
             output_margin=output_margin,
             validate_features=validate_features,
             base_margin=base_margin,
             iteration_range=iteration_range,
         )
+        return predictions if output_margin else self._as_labels(predictions)
+
+    def _as_labels(self, predictions: np.ndarray) -> np.ndarray:
+        """XGBoost's predictions of arrays as the labels fitted on (the classifier's class labels)."""
+        return predictions
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Accuracy (classifier) or R² (regressor), as scikit-learn's; a dataset ``X`` is scored streaming with its own labels
@@ -264,20 +269,9 @@ class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
         classes = self.__dict__.get("_label_classes")
         return classes if classes is not None else np.arange(self.n_classes_)
 
-    def predict(
-        self,
-        X: Any,
-        output_margin: bool = False,
-        validate_features: bool = True,
-        base_margin: Any = None,
-        iteration_range: tuple[int, int] | None = None,
-    ) -> np.ndarray:
-        """XGBoost's ``predict``; a dataset ``X`` is streamed batch by batch; class labels as fitted."""
-        predictions = super().predict(X, output_margin, validate_features, base_margin, iteration_range)
+    def _as_labels(self, predictions: np.ndarray) -> np.ndarray:
         classes = self.__dict__.get("_label_classes")
-        if classes is None or output_margin or _is_dataset(X):
-            return predictions
-        return classes[np.asarray(predictions, dtype=np.intp)]
+        return predictions if classes is None else classes[np.asarray(predictions, dtype=np.intp)]
 
     def _fit_labels(self, matrix: xgb.DMatrix, layout: FeatureLayout) -> np.ndarray:
         self._label_classes = None  # a dataset's classes are its label map's ids
