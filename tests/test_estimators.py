@@ -186,3 +186,17 @@ def test_random_forests_fitted_on_datasets_equal_xgboosts_on_the_same_rows(fores
     scores = "predict_proba" if hasattr(forest, "predict_proba") else "predict"
     dataset = extmem.Dataset(small_synth, preset="splice-sites")
     np.testing.assert_allclose(getattr(streamed, scores)(dataset), getattr(in_memory, scores)(X), rtol=1e-5, atol=1e-6)
+
+
+def test_apply_gives_xgboosts_leaves_of_the_training_representation(small_synth: Path) -> None:
+    """A dataset is streamed, arrays are converted first (zeros in count columns missing), as predict does."""
+    X, _, layout = _in_memory(small_synth)
+    data = extmem.Dataset(small_synth, preset="splice-sites")
+    clf = extmem.XGBClassifier(n_estimators=4, max_depth=3).fit(data)
+    expected = clf.get_booster().predict(xgb.DMatrix(X, missing=np.nan, feature_names=list(layout.xgboost_names)), pred_leaf=True)
+    assert expected.shape == (X.shape[0], 4 * 3)
+    np.testing.assert_array_equal(clf.apply(data), expected)
+    np.testing.assert_array_equal(clf.apply(X.toarray()[:50]), expected[:50])
+    np.testing.assert_array_equal(clf.apply(data, iteration_range=(0, 2)), expected[:, : 2 * 3])
+    nothing = extmem.Dataset(small_synth, preset="splice-sites", filter="splice_type == 'none of these'")
+    assert clf.apply(nothing).shape == (0, 12)

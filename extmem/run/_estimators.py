@@ -226,6 +226,12 @@ class _DatasetMixin:
         """XGBoost's predictions of arrays as the labels fitted on (the classifier's class labels)."""
         return predictions
 
+    def apply(self, X: Any, iteration_range: tuple[int, int] | None = None) -> np.ndarray:
+        """XGBoost's ``apply`` (each row's leaf in every tree); a dataset ``X`` is streamed batch by batch."""
+        if self.layout is None and not _is_dataset(X):
+            return super().apply(X, iteration_range)  # type: ignore[misc]
+        return self._model(iteration_range).leaves(X)
+
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Accuracy (classifier) or R² (regressor), as scikit-learn's; a dataset ``X`` is scored streaming with its own labels
         (a ranker's score: NDCG@32 over its queries)."""

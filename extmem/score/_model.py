@@ -136,6 +136,15 @@ class Model(Scorer):
         values = self.booster.predict(self._matrix(X), pred_contribs=True, iteration_range=self.iteration_range)
         return values.reshape(values.shape[0], len(self.explained_outputs), values.shape[-1])
 
+    def leaves(self, X: Any) -> np.ndarray:
+        """XGBoost's ``pred_leaf``: each row's leaf in every tree, (rows, trees); ``X`` a dataset (streamed) or in-memory features."""
+
+        def predict(features: Any) -> np.ndarray:
+            return self.booster.predict(self._matrix(features), pred_leaf=True, iteration_range=self.iteration_range)
+
+        trees = predict(np.full((1, len(self.layout.names)), np.nan, dtype=np.float32)).shape[1:]
+        return self.each_row(X, predict, trees)
+
     has_interactions = True
 
     def interactions(self, X: Any) -> np.ndarray:

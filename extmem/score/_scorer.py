@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -95,15 +95,20 @@ class Scorer:
         return raw
 
     def _predict_any(self, X: Any) -> np.ndarray:
+        shape = (len(self.classes or []),) if self.task == "multiclass" else ()
+        return self.each_row(X, self.raw_predict, shape)
+
+    def each_row(self, X: Any, predict: Callable[[Any], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+        """``predict`` of features in the model's representation, over a dataset (batch by batch) or in-memory ``X``;
+        each row's output has ``shape``."""
         if isinstance(X, (str, os.PathLike, Dataset)):
             selection = self.select(as_dataset(X, {}))
-            parts = [raw for _, raw in self.score(selection, selection.dataset.batch_rows)]
-            return np.concatenate(parts) if parts else np.zeros((0, *self._output_shape()), dtype=np.float32)
-        raw = self.raw_predict(encode(X, self.layout))
-        return raw if raw.size else raw.reshape((0, *self._output_shape()))
-
-    def _output_shape(self) -> tuple[int, ...]:
-        return (len(self.classes or []),) if self.task == "multiclass" else ()
+            encoder = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)
+            batch_rows = selection.dataset.batch_rows
+            parts = [predict(encoder(batch).X) for batch in read_batches(selection, batch_rows, whole_rows=batch_rows)]
+            return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=np.float32)
+        output = predict(encode(X, self.layout))
+        return output if output.size else output.reshape((0, *shape))
 
     def select(self, dataset: Dataset, carry: Carry = ()) -> Selection:
         """``dataset`` selected with this model's feature columns (and ``carry`` columns passed through)."""
