@@ -188,8 +188,8 @@ def test_random_forests_fitted_on_datasets_equal_xgboosts_on_the_same_rows(fores
     np.testing.assert_allclose(getattr(streamed, scores)(dataset), getattr(in_memory, scores)(X), rtol=1e-5, atol=1e-6)
 
 
-def test_apply_gives_xgboosts_leaves_of_the_training_representation(small_synth: Path) -> None:
-    """A dataset is streamed, arrays are converted first (zeros in count columns missing), as predict does."""
+def test_apply_and_margins_are_xgboosts_of_the_training_representation(small_synth: Path) -> None:
+    """Leaves and margins: a dataset is streamed, arrays are converted first (zeros in count columns missing), as predict does."""
     X, _, layout = _in_memory(small_synth)
     data = extmem.Dataset(small_synth, preset="splice-sites")
     clf = extmem.XGBClassifier(n_estimators=4, max_depth=3).fit(data)
@@ -200,3 +200,9 @@ def test_apply_gives_xgboosts_leaves_of_the_training_representation(small_synth:
     np.testing.assert_array_equal(clf.apply(data, iteration_range=(0, 2)), expected[:, : 2 * 3])
     nothing = extmem.Dataset(small_synth, preset="splice-sites", filter="splice_type == 'none of these'")
     assert clf.apply(nothing).shape == (0, 12)
+    margins = clf.get_booster().predict(xgb.DMatrix(X, missing=np.nan, feature_names=list(layout.xgboost_names)), output_margin=True)
+    np.testing.assert_allclose(clf.predict(data, output_margin=True), margins, rtol=1e-6)
+    np.testing.assert_allclose(clf.predict(X.toarray()[:50], output_margin=True), margins[:50], rtol=1e-6)
+    assert clf.predict(nothing, output_margin=True).shape == (0, 3)
+    with pytest.raises(extmem.OptionError, match="With a dataset as X, base_margin must be None"):
+        clf.predict_proba(data, base_margin=margins)

@@ -199,6 +199,15 @@ class _DatasetMixin:
         booster = self.get_booster()  # type: ignore[attr-defined]
         return Model(booster, self.layout, self._get_iteration_range(iteration_range))  # type: ignore[attr-defined]
 
+    def _dataset_model(self, X: Any, base_margin: Any, iteration_range: tuple[int, int] | None) -> Model | None:
+        """The model that streams ``X`` when it is a dataset (None: arrays, for XGBoost)."""
+        if not _is_dataset(X):
+            return None
+        if base_margin is not None:
+            msg = "With a dataset as X, base_margin must be None: extmem reads no per-row margins (add them to the margins it predicts)."
+            raise OptionError(msg, options=("base_margin",))
+        return self._model(iteration_range)
+
     def _encoded(self, X: Any) -> Any:
         return X if self.layout is None else encode(X, self.layout)
 
@@ -211,8 +220,9 @@ class _DatasetMixin:
         iteration_range: tuple[int, int] | None = None,
     ) -> np.ndarray:
         """XGBoost's ``predict``; a dataset ``X`` is streamed batch by batch."""
-        if _is_dataset(X) and not output_margin and base_margin is None:
-            return self._model(iteration_range).predict(X)
+        model = self._dataset_model(X, base_margin, iteration_range)
+        if model is not None:
+            return model.margins(X) if output_margin else model.predict(X)
         predictions = super().predict(  # type: ignore[misc]
             self._encoded(X),
             output_margin=output_margin,
@@ -291,8 +301,9 @@ class XGBClassifier(_DatasetMixin, xgb.XGBClassifier):
         self, X: Any, validate_features: bool = True, base_margin: Any = None, iteration_range: tuple[int, int] | None = None
     ) -> np.ndarray:
         """XGBoost's ``predict_proba``; a dataset ``X`` is streamed batch by batch."""
-        if _is_dataset(X) and base_margin is None:
-            return self._model(iteration_range).predict_proba(X)
+        model = self._dataset_model(X, base_margin, iteration_range)
+        if model is not None:
+            return model.predict_proba(X)
         return super().predict_proba(
             self._encoded(X), validate_features=validate_features, base_margin=base_margin, iteration_range=iteration_range
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -138,12 +138,23 @@ class Model(Scorer):
 
     def leaves(self, X: Any) -> np.ndarray:
         """XGBoost's ``pred_leaf``: each row's leaf in every tree, (rows, trees); ``X`` a dataset (streamed) or in-memory features."""
+        return self._each_row_of(
+            X, lambda features: self.booster.predict(self._matrix(features), pred_leaf=True, iteration_range=self.iteration_range)
+        )
 
-        def predict(features: Any) -> np.ndarray:
-            return self.booster.predict(self._matrix(features), pred_leaf=True, iteration_range=self.iteration_range)
+    def margins(self, X: Any) -> np.ndarray:
+        """XGBoost's ``output_margin``: untransformed predictions, (rows,) or (rows, outputs); ``X`` as for :meth:`leaves`."""
+        return self._each_row_of(
+            X,
+            lambda features: self.booster.inplace_predict(
+                features, missing=np.nan, predict_type="margin", iteration_range=self.iteration_range
+            ),
+        )
 
-        trees = predict(np.full((1, len(self.layout.names)), np.nan, dtype=np.float32)).shape[1:]
-        return self.each_row(X, predict, trees)
+    def _each_row_of(self, X: Any, predict: Callable[[Any], np.ndarray]) -> np.ndarray:
+        """:meth:`each_row` of ``predict``, whose output per row has the shape it gives an all-missing row."""
+        shape = predict(np.full((1, len(self.layout.names)), np.nan, dtype=np.float32)).shape[1:]
+        return self.each_row(X, predict, shape)
 
     has_interactions = True
 
