@@ -206,3 +206,17 @@ def test_apply_and_margins_are_xgboosts_of_the_training_representation(small_syn
     assert clf.predict(nothing, output_margin=True).shape == (0, 3)
     with pytest.raises(extmem.OptionError, match="With a dataset as X, base_margin must be None"):
         clf.predict_proba(data, base_margin=margins)
+
+
+def test_an_in_memory_eval_set_of_a_dataset_fit_is_read_as_the_training_rows(small_synth: Path) -> None:
+    """Arrays in eval_set get the training representation and names; text labels go through the label map."""
+    X, y, _ = _in_memory(small_synth)
+    data = extmem.Dataset(small_synth, preset="splice-sites")
+    names = np.array(["neither", "donor", "acceptor"])[y.astype(int)]
+    clf = extmem.XGBClassifier(n_estimators=4, eval_metric="mlogloss")
+    clf.fit(data, eval_set=[data, (X.toarray(), y), (X, names)], verbose=False)
+    logs = [clf.evals_result()[f"validation_{i}"]["mlogloss"] for i in range(3)]
+    np.testing.assert_allclose(logs[1], logs[0], rtol=1e-6)
+    np.testing.assert_allclose(logs[2], logs[0], rtol=1e-6)
+    with pytest.raises(extmem.OptionError, match="hold 'Donor', which is not a class of the training data"):
+        clf.fit(data, eval_set=[(X, np.where(names == "donor", "Donor", names))])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -50,3 +51,13 @@ def classes_from_json(text: str) -> np.ndarray:
     """The class labels :func:`classes_to_json` wrote."""
     stored = json.loads(text)
     return np.asarray(stored["values"], dtype=np.dtype(stored["dtype"]))
+
+
+def class_ids_of(y: Any, label_map: Mapping[str, int], name: str) -> np.ndarray:
+    """Text labels ``y`` as the class ids of a dataset's ``label_map``; a label outside it is refused naming ``name``."""
+    labels = np.asarray(y).tolist()
+    unknown = [label for label in labels if label not in label_map]
+    if unknown:
+        msg = f"The labels of {name} hold {unknown[0]!r}, which is not a class of the training data ({', '.join(map(repr, label_map))})."
+        raise OptionError(msg)
+    return np.array([label_map[label] for label in labels], dtype=np.float32)

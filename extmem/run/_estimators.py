@@ -25,7 +25,7 @@ from extmem.encode._blocks import encode
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset
 from extmem.read._plan import CacheKind
-from extmem.run._class_labels import CLASSES_ATTRIBUTE, class_ids, classes_from_json, classes_to_json, label_classes
+from extmem.run._class_labels import CLASSES_ATTRIBUTE, class_ids, class_ids_of, classes_from_json, classes_to_json, label_classes
 from extmem.run._params import class_count, label_range
 from extmem.score._evaluate import evaluate
 from extmem.score._model import Model
@@ -84,6 +84,21 @@ class _DatasetFitting:
         shared = {name: getattr(self.dataset, name) for name in ("label", "label_map", "zero_is_missing", "qid")}
         dataset = data if isinstance(data, Dataset) else as_dataset(data, shared)
         return self._open(dataset, ref if ref is not None else self.train_matrix)
+
+    def in_memory(self, keywords: dict[str, Any]) -> dict[str, Any]:
+        """XGBoost's matrix keywords for an in-memory eval set, its features in the training representation and
+        text labels through the training label map (numbers are class ids, as for XGBoost)."""
+        layout = matrix_info(self.train_matrix).layout
+        label = keywords.get("label")
+        if label is not None and layout.label_map is not None and np.asarray(label).dtype.kind in "OSU":
+            label = class_ids_of(label, layout.label_map, "the eval set's labels")
+        return keywords | {
+            "data": encode(keywords["data"], layout),
+            "label": label,
+            "feature_names": layout.xgboost_names,
+            "feature_types": layout.feature_types,
+            "enable_categorical": bool(layout.categories),
+        }
 
     def close(self) -> None:
         for matrix in reversed(self.matrices):
@@ -182,9 +197,11 @@ class _DatasetMixin:
 
     def _create_dmatrix(self, ref: xgb.DMatrix | None, **kwargs: Any) -> xgb.DMatrix:
         fitting: _DatasetFitting | None = self.__dict__.get("_extmem_fitting")
-        if fitting is not None and _is_dataset(kwargs["data"]):
+        if fitting is None:
+            return super()._create_dmatrix(ref, **kwargs)  # type: ignore[misc]
+        if _is_dataset(kwargs["data"]):
             return fitting.matrix(kwargs["data"], ref)
-        return super()._create_dmatrix(ref, **kwargs)  # type: ignore[misc]
+        return super()._create_dmatrix(ref, **fitting.in_memory(kwargs))  # type: ignore[misc]
 
     @property
     def layout(self) -> FeatureLayout | None:
