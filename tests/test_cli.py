@@ -12,6 +12,7 @@ import pytest
 from conftest import cache_dirs, write_shard
 
 import extmem
+from extmem.cli._main import main
 from extmem.cli._parser import parse
 
 
@@ -245,6 +246,15 @@ def test_an_error_naming_one_option_as_text_shows_its_flag() -> None:
     error = extmem.OptionError("The 'min_variance' must be >= 0.", options="min_variance")  # type: ignore[arg-type]
     assert error.options == ("min_variance",)
     assert _as_flags(str(error), error.options) == "The --min-variance must be >= 0."
+
+
+@pytest.mark.parametrize("option", ["qid", "weight", "label"])
+def test_a_column_named_as_its_option_keeps_its_name_in_errors(option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--qid qid: the option became its flag, and so did the column's name ("The --qid column --qid")."""
+    write_shard(tmp_path / "data" / "a.parquet", {"x": [1.0, 2.0], "y": [0, 1]})
+    flags = {"label": ["--label", "label"], "qid": ["--label", "y", "--qid", "qid"], "weight": ["--label", "y", "--weight", "weight"]}
+    assert main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "m"), *flags[option]]) != 0
+    assert f"The --{option} column '{option}' is in none of the 1 shards" in capsys.readouterr().err
 
 
 def test_library_warnings_are_one_line_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,11 +54,14 @@ def _stopped_status(status: int) -> int:
 
 
 def _as_flags(text: str, options: tuple[str, ...]) -> str:
-    """``text`` with the library options it names (``'valid_fraction'``) shown as their flags (``--valid-fraction``)."""
+    """``text`` with the library options it names (``'valid_fraction'``) shown as their flags (``--valid-fraction``).
+
+    Only an option's first mention is its name: a value quoted later may be the same word (the 'qid' column 'qid').
+    """
     from extmem.cli._parser import flag_of
 
     for option in options:
-        text = text.replace(f"'{option}'", flag_of(option))
+        text = text.replace(f"'{option}'", flag_of(option), 1)
     return _OPTION_PHRASE.sub(lambda named: f"{flag_of(named[1])} option", text)
 
 
