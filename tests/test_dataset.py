@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+import extmem
 from extmem import Dataset, Holdout, OptionError
 from extmem.read._dataset import as_dataset
 from extmem.read._plan import Budget
@@ -97,7 +99,7 @@ def test_a_group_column_named_as_a_feature_is_both(small_synth: Path) -> None:
         ({"weight": [1.0, 2.0]}, "'weight' option names a column of the dataset, not values \\(got a list\\)"),
         ({"label_map": {"a": 0, "b": 2}}, "class ids must be 0..K-1"),
         ({"label_map": {"a": -1}}, "non-negative class ids"),
-        ({"extra": {"bach_rows": 5}}, "Unknown dataset option\\(s\\): bach_rows"),
+        ({"extra": {"bach_rows": 5}}, "Dataset takes no option\\(s\\) bach_rows \\(did you mean batch_rows\\?\\)"),
         ({"zero_is_missing": "^(kmer"}, "'zero_is_missing' option must be a regular expression"),
     ],
 )
@@ -110,3 +112,22 @@ def test_invalid_options_say_what_was_given(options: dict, match: str) -> None:
 def test_a_path_of_another_kind_says_what_was_given(path: object, given: str) -> None:
     with pytest.raises(OptionError, match=f"a file, or a list of these; got {given}\\."):
         Dataset(path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("call", "misspelt", "nearest"),
+    [
+        (lambda **kw: extmem.train("data", **kw), "early_stoping_rounds", "early_stopping_rounds"),
+        (lambda **kw: extmem.cross_validate("data", **kw), "fold", "folds"),
+        (lambda **kw: extmem.dmatrix("data", **kw), "page_row", "page_rows"),
+        (lambda **kw: extmem.predict("model", "data", "out.parquet", **kw), "kep", "keep"),
+        (lambda **kw: extmem.evaluate("model", "data", **kw), "plott", "plot"),
+        (lambda **kw: extmem.explain("model", "data", "why", **kw), "topp", "top"),
+        (lambda **kw: extmem.train_incremental("data", **kw), "epoch", "epochs"),
+        (lambda **kw: extmem.train("data", **kw), "filtre", "filter"),
+    ],
+)
+def test_a_misspelt_keyword_is_refused_by_the_function_with_the_nearest_name(call: Any, misspelt: str, nearest: str) -> None:
+    """Every function whose **options are dataset options: its own keywords were missing from the error ("Unknown dataset option")."""
+    with pytest.raises(OptionError, match=rf"takes no option\(s\) {misspelt} \(did you mean {nearest}\?\)"):
+        call(**{misspelt: 1})

@@ -111,7 +111,8 @@ def test_approx_uses_paged_matrix(small_synth: Path) -> None:
         ({"params": {"tree_method": "exact"}}, "tree_method 'exact' cannot train from external memory"),
         ({"batch_rows": -5}, "'batch_rows' option must be a positive integer. Got -5"),
         ({"page_rows": 0}, "'page_rows' option must be a positive integer"),
-        ({"bogus": 1}, "Unknown dataset option.*bogus"),
+        ({"bogus": 1}, r"extmem.train takes no option\(s\) bogus\. It takes: data, label, out, rounds"),
+        ({"early_stopping": 3}, r"takes no option\(s\) early_stopping \(did you mean early_stopping_rounds\?\)"),
     ],
 )
 def test_bad_options_are_rejected(small_synth: Path, tmp_path: Path, kwargs: dict, match: str) -> None:

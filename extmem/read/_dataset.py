@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import difflib
+import functools
+import inspect
 import numbers
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_MAX_CATEGORIES, MAX_BATCH_ROWS
 from extmem._layout import KmerEncoding
@@ -149,8 +152,7 @@ class Dataset:
             )
             raise OptionError(msg, options=("path",))
         if self.extra:
-            msg = f"Unknown dataset option(s): {', '.join(sorted(self.extra))}. Known: {', '.join(Dataset.option_names())}."
-            raise OptionError(msg)
+            raise unknown_options_error("Dataset", sorted(self.extra), Dataset.option_names())
         if self.preset is not None:
             preset = preset_named(self.preset)
             set_(self, "preset", preset.name)
@@ -261,6 +263,37 @@ class Dataset:
 
 
 DatasetLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Dataset
+
+
+def unknown_options_error(taker: str, unknown: Sequence[str], known: Sequence[str]) -> OptionError:
+    """The error for keyword options ``taker`` does not take, suggesting the nearest it does."""
+    nearest = {name: difflib.get_close_matches(name, known, n=1, cutoff=0.6) for name in unknown}
+    named = ", ".join(f"{name} (did you mean {near[0]}?)" if near else name for name, near in nearest.items())
+    msg = f"{taker} takes no option(s) {named}. It takes: {', '.join(known)}."
+    return OptionError(msg)
+
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def takes_dataset_options(passed_on: Sequence[str] = ()) -> Callable[[Function], Function]:
+    """A decorator: the function's ``**options`` are dataset options (and the names ``passed_on``, which it
+    checks itself); any other keyword is refused before it runs, naming the function and the nearest names it takes."""
+
+    def decorate(function: Function) -> Function:
+        parameters = inspect.signature(function).parameters.values()
+        known = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)] + Dataset.option_names()
+
+        @functools.wraps(function)
+        def checked(*args: Any, **keywords: Any) -> Any:
+            unknown = [name for name in keywords if name not in known and name not in passed_on]
+            if unknown:
+                raise unknown_options_error(f"extmem.{function.__name__}", unknown, known)
+            return function(*args, **keywords)
+
+        return checked  # type: ignore[return-value]
+
+    return decorate
 
 
 def as_dataset(data: DatasetLike, options: Mapping[str, Any]) -> Dataset:

@@ -18,7 +18,7 @@ from extmem._atomic import write_json
 from extmem._defaults import DEFAULT_ROUNDS
 from extmem._destinations import check_output_file, output_format
 from extmem.errors import NoRowsError, OptionError, is_integer
-from extmem.read._dataset import DatasetLike, Holdout, as_dataset
+from extmem.read._dataset import DatasetLike, Holdout, as_dataset, takes_dataset_options
 from extmem.run._xgboost import train
 
 MAX_FOLDS = 100
@@ -26,6 +26,7 @@ MATRIX_OPTIONS = ("page_rows", "sketch_rows", "cache", "memory_budget", "prefetc
 """Options of :func:`extmem.train` that shape each fold's matrices rather than the dataset."""
 
 
+@takes_dataset_options(passed_on=MATRIX_OPTIONS)
 def cross_validate(
     data: DatasetLike,
     label: str | None = None,

@@ -29,7 +29,7 @@ from extmem._folders import PrivateFolder, sweep_stale
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._measure import MemoryMonitor
 from extmem.errors import ExtmemError, OptionError
-from extmem.read._dataset import Dataset, DatasetLike
+from extmem.read._dataset import Dataset, DatasetLike, takes_dataset_options
 from extmem.read._queries import query_ranges
 from extmem.read._scan import Schema
 from extmem.read._selection import Selection, select_dataset
@@ -233,6 +233,7 @@ def _train_on_worker(task: _WorkerTask) -> dict[str, Any]:
     }
 
 
+@takes_dataset_options()
 def train_distributed(
     scheduler: str | Client,
     data: DatasetLike,

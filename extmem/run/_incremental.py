@@ -34,7 +34,7 @@ from extmem.encode._blocks import Encoder
 from extmem.encode._pages import read_pages
 from extmem.encode._probe import plan_pass
 from extmem.errors import LabelError, OptionError, check_positive_int, check_seed
-from extmem.read._dataset import Dataset, DatasetLike, check_rows
+from extmem.read._dataset import Dataset, DatasetLike, check_rows, takes_dataset_options
 from extmem.read._plan import MemoryPlan
 from extmem.read._selection import Selection, select_dataset
 from extmem.run._datasets import training_datasets
@@ -211,6 +211,7 @@ def _spool_datasets(
     return spooled
 
 
+@takes_dataset_options()
 def train_incremental(
     data: DatasetLike,
     label: str | None = None,

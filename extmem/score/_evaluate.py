@@ -14,7 +14,7 @@ from extmem._measure import MemoryMonitor
 from extmem._progress import ProgressBar
 from extmem.encode._probe import plan_pass
 from extmem.errors import LabelError, OptionError
-from extmem.read._dataset import DatasetLike, as_dataset, check_rows
+from extmem.read._dataset import DatasetLike, as_dataset, check_rows, takes_dataset_options
 from extmem.score._metrics import StreamingMetrics
 from extmem.score._model import ModelLike, as_model
 
@@ -28,6 +28,7 @@ def check_class_labels(labels: np.ndarray, n_classes: int, where: str) -> None:
         raise LabelError(msg)
 
 
+@takes_dataset_options()
 def evaluate(
     model: ModelLike,
     data: DatasetLike,

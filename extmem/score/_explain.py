@@ -33,7 +33,7 @@ from extmem._sink import TableSink
 from extmem.encode._blocks import Encoder
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, is_integer
-from extmem.read._dataset import DatasetLike, as_dataset, column_names, no_rows_error
+from extmem.read._dataset import DatasetLike, as_dataset, column_names, no_rows_error, takes_dataset_options
 from extmem.read._reader import read_batches
 from extmem.score._attributions import (
     TOP_TYPE,
@@ -171,6 +171,7 @@ def _interaction_features(trained: Scorer, chosen: Sequence[str]) -> list[int]:
     return positions
 
 
+@takes_dataset_options()
 def explain(
     model: ModelLike,
     data: DatasetLike,

@@ -21,7 +21,7 @@ from extmem._progress import ProgressBar
 from extmem._sink import TABLE_FORMATS, TableSink, check_writable
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError
-from extmem.read._dataset import DatasetLike, as_dataset, column_names
+from extmem.read._dataset import DatasetLike, as_dataset, column_names, takes_dataset_options
 from extmem.read._discover import would_be_a_shard
 from extmem.score._model import ModelLike, as_model
 from extmem.score._scorer import Scorer, as_class_columns
@@ -74,6 +74,7 @@ def _output_batch(model: Scorer, batch: RawBatch, raw: np.ndarray, schema: pa.Sc
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+@takes_dataset_options()
 def predict(
     model: ModelLike,
     data: DatasetLike,

@@ -19,7 +19,7 @@ from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
 from extmem.encode._probe import profile
 from extmem.errors import OptionError
-from extmem.read._dataset import Dataset, DatasetLike, as_dataset
+from extmem.read._dataset import Dataset, DatasetLike, as_dataset, takes_dataset_options
 from extmem.read._plan import Budget, MemoryPlan, plan_memory
 from extmem.read._selection import Selection, select_dataset
 from extmem.xgb._build import MatrixOptions, build_dmatrix
@@ -129,6 +129,19 @@ def open_matrix(
     return matrix, info
 
 
+_XGBOOST_KEYWORDS_NOT_TAKEN = {
+    "group": "give each row's query id in a column named by 'qid'",
+    "base_margin": "extmem reads no per-row margins; train on top of a model with xgb.train(..., xgb_model=booster) instead",
+    "label_lower_bound": "extmem reads no label bounds (survival:aft); use survival:cox",
+    "label_upper_bound": "extmem reads no label bounds (survival:aft); use survival:cox",
+    "feature_weights": "set them on the matrix it returns, matrix.set_info(feature_weights=...)",
+    "silent": "XGBoost itself no longer takes it; leave it out",
+    "data_split_mode": "extmem splits rows only (one matrix per worker in extmem.train_distributed)",
+}
+"""Keywords of ``xgboost.DMatrix`` that :func:`dmatrix` does not take, with what to do instead."""
+
+
+@takes_dataset_options(passed_on=tuple(_XGBOOST_KEYWORDS_NOT_TAKEN))
 def dmatrix(
     data: DatasetLike,
     label: str | None = None,
@@ -212,18 +225,6 @@ def dmatrix(
     )
     matrix, _ = open_matrix(dataset, PrivateFolder(cache_dir), build, ref=ref)
     return matrix
-
-
-_XGBOOST_KEYWORDS_NOT_TAKEN = {
-    "group": "give each row's query id in a column named by 'qid'",
-    "base_margin": "extmem reads no per-row margins; train on top of a model with xgb.train(..., xgb_model=booster) instead",
-    "label_lower_bound": "extmem reads no label bounds (survival:aft); use survival:cox",
-    "label_upper_bound": "extmem reads no label bounds (survival:aft); use survival:cox",
-    "feature_weights": "set them on the matrix it returns, matrix.set_info(feature_weights=...)",
-    "silent": "XGBoost itself no longer takes it; leave it out",
-    "data_split_mode": "extmem splits rows only (one matrix per worker in extmem.train_distributed)",
-}
-"""Keywords of ``xgboost.DMatrix`` that :func:`dmatrix` does not take, with what to do instead."""
 
 
 def _is_xgboost_input(data: Any) -> bool:
