@@ -201,8 +201,14 @@ def test_dirty_but_valid_input_trains(tmp_path: Path) -> None:
 
 def test_unknown_param_keys_are_refused_by_the_api(tmp_path: Path) -> None:
     write_shard(tmp_path / "d" / "a.parquet", GOOD)
-    with pytest.raises(extmem.OptionError, match="XGBoost parameter 'colsample_by_tree' \\('params'\\) is unknown"):
+    with pytest.raises(
+        extmem.OptionError, match="XGBoost parameter 'colsample_by_tree' \\('params'\\) is unknown \\(did you mean 'colsample_bytree'\\?\\)"
+    ):
         extmem.train(tmp_path / "d", preset="splice-sites", rounds=2, params={"colsample_by_tree": 0.5})
+    with pytest.raises(
+        extmem.OptionError, match="XGBoost parameter 'eval_metrik' \\('params'\\) is unknown \\(did you mean 'eval_metric'\\?\\)"
+    ):
+        extmem.train(tmp_path / "d", preset="splice-sites", rounds=2, params={"eval_metrik": "auc"})
     assert extmem.train(
         tmp_path / "d", preset="splice-sites", rounds=2, params={"learning_rate": 0.3, "reg_lambda": 2, "nthread": 1}
     ).booster

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -119,8 +121,24 @@ def check_params(params: Mapping[str, Any]) -> None:
         unused = _UNUSED_PARAMS.search(str(warning.message).replace("\n", " "))
         if unused:
             names = [name.strip().strip('"') for name in unused.group(1).split(",") if name.strip()]
-            msg = f"XGBoost parameter {names[0]!r} ('params') is unknown; XGBoost would silently ignore it."
+            nearest = difflib.get_close_matches(names[0], _xgboost_parameter_names(), n=1, cutoff=0.7)
+            hint = f" (did you mean {nearest[0]!r}?)" if nearest else ""
+            msg = f"XGBoost parameter {names[0]!r} ('params') is unknown{hint}; XGBoost would silently ignore it."
             raise OptionError(msg, options=("params",))
+
+
+def _xgboost_parameter_names() -> list[str]:
+    """The parameter names in a trained booster's configuration (learner, booster, tree, objective), and XGBoost's aliases."""
+    matrix = xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array([0.0, 1.0]))
+    pending = [json.loads(xgb.train({}, matrix, 1).save_config())]
+    names = {"eval_metric", "learning_rate", "min_split_loss", "reg_alpha", "reg_lambda", "random_state"}
+    while pending:
+        for key, value in pending.pop().items():
+            if isinstance(value, dict):
+                pending.append(value)
+            else:
+                names.add(key)
+    return sorted(names)
 
 
 MAX_CLASS_ID = 999
