@@ -82,6 +82,17 @@ def test_objective_is_inferred_from_numeric_labels(labels: list[float], objectiv
     assert extra.items() <= chosen.items()
 
 
+def test_a_num_class_asks_for_a_multi_class_model_and_only_fits_one(tmp_path: Path) -> None:
+    """0/1 labels with num_class=3 (a class without rows yet): multi-class; with a binary objective XGBoost only said 'Invalid shape of labels'."""
+    chosen = infer_objective(FeatureLayout(("x",), (False,)), 0.0, 1.0, False, {"num_class": 3})
+    assert chosen["objective"] == "multi:softprob" and "num_class" not in chosen
+    write_shard(tmp_path / "data" / "a.parquet", {"x": [0.0, 1.0, 2.0, 3.0], "y": [0, 1, 0, 1]})
+    result = extmem.train(tmp_path / "data", label="y", rounds=2, params={"num_class": 3})
+    assert result.report["params"]["objective"] == "multi:softprob" and result.report["params"]["num_class"] == 3
+    with pytest.raises(extmem.OptionError, match=r"num_class \('params'\) is for multi-class objectives .* not 'binary:logistic'"):
+        extmem.train(tmp_path / "data", label="y", rounds=2, params={"num_class": 3, "objective": "binary:logistic"})
+
+
 def test_user_objective_is_kept() -> None:
     chosen = infer_objective(FeatureLayout(("x",), (False,)), 0.0, 1.0, False, {"objective": "reg:logistic"})
     assert "objective" not in chosen and chosen["eval_metric"] == ["rmse"]

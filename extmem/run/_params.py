@@ -109,6 +109,10 @@ def check_params(params: Mapping[str, Any]) -> None:
 
     XGBoost's own check runs on a one-round probe over a two-row matrix.
     """
+    objective = str(params.get("objective", "multi:"))  # without one, a num_class makes the objective multi-class
+    if "num_class" in params and not objective.startswith("multi:"):
+        msg = f"The XGBoost parameter num_class ('params') is for multi-class objectives (multi:softprob, multi:softmax), not {objective!r}; leave it out."
+        raise OptionError(msg, options=("params",))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -242,8 +246,10 @@ def infer_objective(layout: FeatureLayout, low: float, high: float, fractional: 
     classes = class_count(layout, low, high, fractional)
     chosen: dict[str, Any] = _named_constraints(params, layout)
     if "objective" not in params:
-        chosen["objective"] = "binary:logistic" if classes == 2 else "multi:softprob" if classes > 2 else "reg:squarederror"
+        multi = classes > 2 or "num_class" in params  # a num_class asks for a multi-class model
+        chosen["objective"] = "multi:softprob" if multi else "binary:logistic" if classes == 2 else "reg:squarederror"
     objective = str(params.get("objective", chosen.get("objective")))
+
     if objective.startswith("binary:") and classes > 2:
         msg = f"The objective {objective!r} ('params') takes two classes; the labels make {classes}. Use multi:softprob, or leave the objective out."
         raise OptionError(msg, options=("params",))
