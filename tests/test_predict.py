@@ -142,6 +142,18 @@ def test_predict_with_filter_keeps_only_matching_rows(model_dir: Path, held_out:
     assert len(chroms) == _read_all(held_out).column("chrom").to_pylist().count("chr1")
 
 
+def test_kept_columns_come_once_and_patterns_match_columns(model_dir: Path, held_out: Path, tmp_path: Path) -> None:
+    """--keep gene_id,gene_id wrote two columns of one name; --keep 'gene_*' matched nothing."""
+    extmem.predict(model_dir, held_out, tmp_path / "a.parquet", keep="gene_id,gene_id,position")
+    assert pq.read_table(tmp_path / "a.parquet").column_names[:2] == ["gene_id", "position"]
+    extmem.predict(model_dir, held_out, tmp_path / "b.parquet", keep="gene_*,position")
+    kept = pq.read_table(tmp_path / "b.parquet").column_names[:-4]
+    assert kept == [name for name in pq.read_schema(next(held_out.glob("*.parquet"))).names if name.startswith("gene_")] + ["position"]
+    assert "gene_id" in kept and len(kept) > 2
+    with pytest.raises(extmem.SchemaError, match=r"'keep' entry 'nothing_\*' matches no column"):
+        extmem.predict(model_dir, held_out, tmp_path / "c.parquet", keep="nothing_*")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--out", required=True, metavar="FILE", help="output file, parquet (or CSV if it ends in .csv): prob_<class> columns and predicted"
     )
-    predict.add_argument("--keep", metavar="COLUMNS", help="input columns to copy into the output, e.g. gene_id,position")
+    predict.add_argument(
+        "--keep", metavar="COLUMNS", help="input columns to copy into the output (names or patterns), e.g. gene_id,position or 'gene_*'"
+    )
     rows = predict.add_argument_group("dataset")
     row_flags(rows)
     budget_flag(rows, "batch sizes")
@@ -166,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="new folder: contributions.parquet, importance.parquet/.json, kmers.parquet (and importance_groups.parquet, plots)",
     )
-    explain.add_argument("--keep", metavar="COLUMNS", help="input columns to copy into contributions.parquet, e.g. gene_id,position")
+    explain.add_argument(
+        "--keep", metavar="COLUMNS", help="input columns to copy into contributions.parquet (names or patterns), e.g. gene_id,position"
+    )
     explain.add_argument(
         "--top", type=types.positive, default=DEFAULT_EXPLAIN_TOP, metavar="K", help="features per row and class, by |contribution|"
     )

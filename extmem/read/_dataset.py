@@ -29,7 +29,7 @@ def column_names(value: str | Sequence[str] | None, option: str) -> tuple[str, .
     if any(not isinstance(item, str) for item in items):
         msg = f"The '{option}' option must be column names (a list or comma-separated text). Got {value!r} instead."
         raise OptionError(msg, options=(option,))
-    names = tuple(item.strip() for item in items if item.strip())
+    names = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))  # each once: "a,a" is a
     if isinstance(value, str) and not names:  # an empty shell variable, say: not the same as leaving the option out
         msg = f"The '{option}' option names no column (got {value!r}); leave it out, or name columns."
         raise OptionError(msg, options=(option,))

@@ -97,7 +97,7 @@ def _require_column(schema: Schema, name: str, option: str, *, role: str | None 
         raise _fail(f"The {what} {name!r} is missing (or null in every row) from the shard {missing[0]!r}{more}", *options, error=error)
 
 
-def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> None:
+def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | None, carry: Mapping[str, str]) -> None:
     label, weight = dataset.label, dataset.weight
     if label is not None:
         _require_column(schema, label, "label")
@@ -122,13 +122,23 @@ def _check_columns(schema: Schema, dataset: Dataset, row_filter: RowFilter | Non
     if holdout is not None and holdout.group_by is not None:
         _require_column(schema, holdout.group_by, "group_by")  # a split needs every row's group
         _check_group_column(schema, holdout.group_by)
-    for name, option in (carry if isinstance(carry, Mapping) else dict.fromkeys(carry, "keep")).items():
+    for name, option in carry.items():
         if name not in schema.columns:
             raise _fail(
                 f"The '{option}' column {name!r} is in none of the {len(schema.shards)} shards (first: {schema.shards[0]!r}).", option
             )
         if option == "group_by":
             _check_group_column(schema, name)
+
+
+def _carried(schema: Schema, carry: Carry) -> dict[str, str]:
+    """``carry`` as column → option, each column once; a name that is no column but a pattern (``gene_*``) gives the columns it matches."""
+    carried: dict[str, str] = {}
+    for name, option in (carry if isinstance(carry, Mapping) else dict.fromkeys(carry, "keep")).items():
+        is_pattern = name not in schema.columns and any(char in name for char in "*?[")
+        for column in _matching(schema, (name,), option) if is_pattern else [name]:
+            carried.setdefault(column, option)
+    return carried
 
 
 def _check_group_column(schema: Schema, name: str) -> None:
@@ -307,6 +317,7 @@ def select(
 ) -> Selection:
     """The selection of ``dataset`` given its scanned ``schema`` and the ``dictionaries`` of its string columns (pure)."""
     row_filter = parse_filter(dataset.filter) if dataset.filter else None
+    carry = _carried(schema, carry)
     _check_columns(schema, dataset, row_filter, carry)
     extras = _extras(dataset, row_filter, carry)
     for name in extras:
