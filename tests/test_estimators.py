@@ -132,7 +132,7 @@ def test_array_fit_takes_any_class_labels_and_keeps_them(labels: list, tmp_path:
     assert loaded.classes_.tolist() == clf.classes_.tolist()
     np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
     eval_labels = np.concatenate([y[:1], ["other" if isinstance(labels[0], str) else 99]])
-    with pytest.raises(extmem.OptionError, match=rf"eval_set\[0\] hold {eval_labels.tolist()[1]!r}, which is not a class of y"):
+    with pytest.raises(extmem.OptionError, match=rf"eval_set\[0\] hold {eval_labels.tolist()[1]!r}, which is not one of the classes"):
         extmem.XGBClassifier(n_estimators=2).fit(X, y, eval_set=[(X[:2], eval_labels)])
 
 
@@ -218,5 +218,5 @@ def test_an_in_memory_eval_set_of_a_dataset_fit_is_read_as_the_training_rows(sma
     logs = [clf.evals_result()[f"validation_{i}"]["mlogloss"] for i in range(3)]
     np.testing.assert_allclose(logs[1], logs[0], rtol=1e-6)
     np.testing.assert_allclose(logs[2], logs[0], rtol=1e-6)
-    with pytest.raises(extmem.OptionError, match="hold 'Donor', which is not a class of the training data"):
+    with pytest.raises(extmem.OptionError, match="hold 'Donor', which is not one of the classes"):
         clf.fit(data, eval_set=[(X, np.where(names == "donor", "Donor", names))])

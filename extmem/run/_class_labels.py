@@ -37,7 +37,7 @@ def class_ids(y: Any, classes: np.ndarray, name: str) -> np.ndarray:
         members = set(classes.tolist())
         known = np.fromiter((label in members for label in labels.tolist()), bool, labels.size)
     if not known.all():
-        msg = f"The labels of {name} hold {labels[~known].tolist()[0]!r}, which is not a class of y ({', '.join(map(repr, classes.tolist()))})."
+        msg = f"The labels of {name} hold {labels[~known].tolist()[0]!r}, which is not one of the classes ({', '.join(map(repr, classes.tolist()))})."
         raise OptionError(msg)
     return ids
 
@@ -55,9 +55,5 @@ def classes_from_json(text: str) -> np.ndarray:
 
 def class_ids_of(y: Any, label_map: Mapping[str, int], name: str) -> np.ndarray:
     """Text labels ``y`` as the class ids of a dataset's ``label_map``; a label outside it is refused naming ``name``."""
-    labels = np.asarray(y).tolist()
-    unknown = [label for label in labels if label not in label_map]
-    if unknown:
-        msg = f"The labels of {name} hold {unknown[0]!r}, which is not a class of the training data ({', '.join(map(repr, label_map))})."
-        raise OptionError(msg)
-    return np.array([label_map[label] for label in labels], dtype=np.float32)
+    classes = np.array(sorted(label_map))
+    return np.array([label_map[label] for label in classes.tolist()], dtype=np.float32)[class_ids(y, classes, name)]
