@@ -249,7 +249,6 @@ def infer_objective(layout: FeatureLayout, low: float, high: float, fractional: 
         multi = classes > 2 or "num_class" in params  # a num_class asks for a multi-class model
         chosen["objective"] = "multi:softprob" if multi else "binary:logistic" if classes == 2 else "reg:squarederror"
     objective = str(params.get("objective", chosen.get("objective")))
-
     if objective.startswith("binary:") and classes > 2:
         msg = f"The objective {objective!r} ('params') takes two classes; the labels make {classes}. Use multi:softprob, or leave the objective out."
         raise OptionError(msg, options=("params",))

@@ -103,9 +103,7 @@ class Scorer:
         each row's output has ``shape``."""
         if isinstance(X, (str, os.PathLike, Dataset)):
             selection = self.select(as_dataset(X, {}))
-            encoder = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)
-            batch_rows = selection.dataset.batch_rows
-            parts = [predict(encoder(batch).X) for batch in read_batches(selection, batch_rows, whole_rows=batch_rows)]
+            parts = [output for _, output in self.score(selection, selection.dataset.batch_rows, predict)]
             return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=np.float32)
         output = predict(encode(X, self.layout))
         return output if output.size else output.reshape((0, *shape))
@@ -114,11 +112,13 @@ class Scorer:
         """``dataset`` selected with this model's feature columns (and ``carry`` columns passed through)."""
         return select_dataset(dataset, layout=self.layout, carry=carry)
 
-    def score(self, selection: Selection, batch_rows: int) -> Iterator[tuple[RawBatch, np.ndarray]]:
-        """Each batch of ``selection`` with the model's raw predictions for it, in dataset order."""
+    def score(
+        self, selection: Selection, batch_rows: int, predict: Callable[[Any], np.ndarray] | None = None
+    ) -> Iterator[tuple[RawBatch, np.ndarray]]:
+        """Each batch of ``selection`` with ``predict`` of its features (default: the raw predictions), in dataset order."""
         encoder = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)
         for batch in read_batches(selection, batch_rows, whole_rows=batch_rows):
-            yield batch, self.raw_predict(encoder(batch).X)
+            yield batch, (predict or self.raw_predict)(encoder(batch).X)
 
 
 def as_class_columns(raw: np.ndarray, task: str) -> np.ndarray:
