@@ -38,11 +38,14 @@ def _ranking_rows(rows: int, queries: int, seed: int = 0) -> tuple[np.ndarray, n
     return X, relevance, qid
 
 
-def _write(folder: Path, X: np.ndarray, relevance: np.ndarray, qid: np.ndarray, cuts: list[int], row_group_size: int = 700) -> Path:
-    """Shards split at ``cuts`` (inside queries, mostly), in row groups that split queries too."""
+def _write(
+    folder: Path, X: np.ndarray, relevance: np.ndarray, qid: np.ndarray, cuts: list[int], row_group_size: int = 700, **more: np.ndarray
+) -> Path:
+    """Shards split at ``cuts`` (inside queries, mostly), in row groups that split queries too; ``more``: other columns."""
     bounds = [0, *cuts, len(qid)]
     for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
         columns = {"query": qid[start:stop], "rel": relevance[start:stop], **{f"f{j}": X[start:stop, j] for j in range(FEATURES)}}
+        columns |= {name: values[start:stop] for name, values in more.items()}
         write_shard(folder / f"part-{i}.parquet", columns, row_group_size=row_group_size)
     return folder
 
@@ -91,6 +94,33 @@ def test_ranking_equals_xgboosts_in_memory_ranking(ranked: tuple, cache: str, pa
     evaluation = result.report["evaluation"]["train"]
     assert evaluation["queries"] == len(np.unique(qid)) and evaluation["ndcg@32"] == pytest.approx(log["train"]["ndcg@32"][-1], abs=1e-6)
     np.testing.assert_allclose(result.model.inplace_predict(X), booster.inplace_predict(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("cache", "page_rows"), [("disk", 20_000), ("memory", 20_000), ("disk", 1_000)])
+def test_query_weights_train_and_score_as_xgboosts_group_weights(
+    ranked: tuple, tmp_path: Path, cache: str, page_rows: int, cache_root: Path
+) -> None:
+    """A weight column constant within each query is XGBoost's per-query weight. On one page: XGBoost's model on the arrays.
+    On many: XGBoost merges weighted sketches page by page (its own iterator's cuts differ from its arrays' too), and the
+    weighted metrics still equal XGBoost's for the model trained."""
+    _, X, relevance, qid = ranked
+    queries, sizes = np.unique(qid, return_counts=True)
+    query_weight = np.random.default_rng(1).uniform(0.2, 3.0, queries.size).round(2)
+    folder = _write(tmp_path / "weighted", X, relevance, qid, [4_001, 7_999], w=np.repeat(query_weight, sizes))
+    result = extmem.train(folder, label="rel", qid="query", weight="w", rounds=6, cache=cache, page_rows=page_rows, cache_dir=cache_root)
+    matrix = xgb.QuantileDMatrix(X, relevance, qid=qid, weight=query_weight, feature_names=[f"f{j}" for j in range(FEATURES)])
+    rows = xgb.DMatrix(X, relevance, qid=qid, weight=query_weight, feature_names=[f"f{j}" for j in range(FEATURES)])
+    theirs = float(result.model.eval(rows).split("ndcg@32:")[1].split()[0])  # XGBoost's weighted NDCG of the model trained
+    assert result.report["history"]["train"]["ndcg@32"][-1] == pytest.approx(theirs, abs=1e-6)
+    assert result.report["evaluation"]["train"]["ndcg@32"] == pytest.approx(theirs, abs=1e-6)
+    assert extmem.evaluate(result.model, folder, weight="w")["ndcg@32"] == pytest.approx(theirs, abs=1e-6)
+    unweighted = extmem.evaluate(result.model, folder)["ndcg@32"]
+    assert unweighted != pytest.approx(theirs, abs=1e-4)  # the weights count
+    if page_rows > len(qid):
+        log: dict[str, dict[str, list[float]]] = {}
+        booster = xgb.train(result.report["params"], matrix, 6, evals=[(matrix, "train")], evals_result=log, verbose_eval=False)
+        np.testing.assert_array_equal(result.report["history"]["train"]["ndcg@32"], log["train"]["ndcg@32"])
+        np.testing.assert_allclose(result.model.inplace_predict(X), booster.inplace_predict(X), rtol=1e-6)
 
 
 @pytest.mark.parametrize("metrics", [["ndcg", "ndcg@3", "ndcg@32", "ndcg-", "ndcg@3-"], ["map", "map@3", "map@5-", "map-", "ndcg@5"]])
@@ -178,8 +208,8 @@ def test_ranking_refusals_name_the_option(ranked: tuple, tmp_path: Path) -> None
         extmem.OptionError, match="'qid' option gives a ranking model's query groups; this model's objective is 'multi:softprob'"
     ):
         extmem.evaluate(extmem.train(folder, label="rel", rounds=1).model, folder, qid="query")
-    with pytest.raises(extmem.OptionError, match="cannot go with 'qid'"):
-        extmem.train(folder, label="rel", qid="query", weight="f0", rounds=2)
+    with pytest.raises(extmem.LabelError, match=r"'weight' column 'rel' gives the rows of query 0 \(of 'query'\) the weights"):
+        extmem.train(folder, label="f0", qid="query", weight="rel", rounds=2, params={"objective": "rank:pairwise"})
     with pytest.raises(extmem.OptionError, match="incremental trainer takes no 'qid'"):
         extmem.train_incremental(folder, label="rel", qid="query", epochs=1)
     with pytest.raises(extmem.OptionError, match="rank:map.*takes labels of 0 or 1"):

@@ -197,9 +197,6 @@ class Dataset:
             msg = f"The 'holdout' option must be an extmem.Holdout. Got {self.holdout!r} instead."
             raise OptionError(msg, options=("holdout",))
         set_(self, "label_map", _label_map(self.label_map))
-        if self.qid is not None and self.weight is not None:
-            msg = "The 'weight' option cannot go with 'qid': XGBoost weighs a ranking dataset by query, not by row."
-            raise OptionError(msg, options=("weight", "qid"))
         self._check_roles()
 
     def _check_roles(self) -> None:

@@ -41,11 +41,16 @@ def _query_order_error(column: str, before: object, after: object, where: str) -
 
 class QueryIds:
     """The query ids of one pass, batch after batch: refuses ids that go down from one batch to the next, and numbers text
-    ids (in non-decreasing order, as integers must be) 0, 1, 2... by query, a query going on into the next batch keeping its number."""
+    ids (in non-decreasing order, as integers must be) 0, 1, 2... by query, a query going on into the next batch keeping its number.
 
-    def __init__(self, column: str) -> None:
+    With a ``weight`` column, each query's rows must weigh the same (XGBoost weighs a ranking dataset's queries, not its rows).
+    """
+
+    def __init__(self, column: str, weight: str | None = None) -> None:
         self.column = column
+        self.weight = weight
         self.last: object = None
+        self.last_weight: float | None = None
         self.next_number = 0
 
     def __call__(self, batch: RawBatch) -> RawBatch:
@@ -54,6 +59,8 @@ class QueryIds:
             return batch
         if self.last is not None and ids[0] < self.last:
             _query_order_error(self.column, self.last, ids[0], batch.where)
+        if batch.weight is not None:
+            self._check_weights(ids, batch.weight, batch.where)
         if ids.dtype == object:
             going_on = self.last is not None and ids[0] == self.last
             numbers = np.concatenate([[0], np.cumsum(ids[1:] != ids[:-1])]) + self.next_number - int(going_on)
@@ -61,6 +68,29 @@ class QueryIds:
             return replace(batch, qid=numbers.astype(np.int64))
         self.last = ids[-1]
         return batch
+
+    def _check_weights(self, ids: np.ndarray, weights: np.ndarray, where: str) -> None:
+        same_query = ids[1:] == ids[:-1]
+        differs = np.flatnonzero(same_query & (weights[1:] != weights[:-1]))
+        if differs.size:
+            _query_weight_error(self.column, self.weight, ids[differs[0]], weights[differs[0]], weights[differs[0] + 1], where)
+        if self.last is not None and ids[0] == self.last and weights[0] != self.last_weight:
+            _query_weight_error(self.column, self.weight, ids[0], self.last_weight, weights[0], where)
+        self.last_weight = float(weights[-1])
+
+
+def query_weights(qid: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """One weight per query of rows ordered by query (each query's rows weigh the same; see :class:`QueryIds`)."""
+    return weight[np.flatnonzero(np.concatenate([[True], qid[1:] != qid[:-1]]))]
+
+
+def _query_weight_error(column: str, weight: str | None, query: object, first: object, second: object, where: str) -> None:
+    query, first, second = (value.item() if isinstance(value, np.generic) else value for value in (query, first, second))
+    msg = (
+        f"The 'weight' column {weight!r} gives the rows of query {query!r} (of {column!r}) the weights {first!r} and {second!r} "
+        f"in {where}; XGBoost weighs a ranking dataset by query, so each query's rows must weigh the same."
+    )
+    raise LabelError(msg, options=("weight",))
 
 
 def query_ranges(schema: Schema, column: str) -> list[tuple[Any, Any] | None]:

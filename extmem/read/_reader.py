@@ -110,7 +110,7 @@ def read_batches(
         wanted = {}
         for ref in refs:
             wanted.setdefault(ref.shard, set()).add(ref.index)
-    numbered = QueryIds(selection.dataset.qid or "")
+    numbered = QueryIds(selection.dataset.qid or "", selection.dataset.weight)
     for shard in selection.schema.shards:
         if wanted is not None and shard not in wanted:
             continue

@@ -347,12 +347,14 @@ def _metrics(
     def add(labels: np.ndarray, predictions: np.ndarray, weight: np.ndarray | None, qid: np.ndarray | None) -> None:
         if ranking is not None:
             assert qid is not None
-            ranking.update(labels, predictions, qid)
+            ranking.update(labels, predictions, qid, weight)
         else:
             metrics.update(labels, predictions, weight)
 
     if cached is not None:
         weight, sizes = matrix.get_weight(), matrix.get_group()
+        if ranking is not None and weight.size:
+            weight = np.repeat(weight, sizes)  # a ranking matrix holds one weight per query
         add(matrix.get_label(), cached, weight if weight.size else None, np.repeat(np.arange(sizes.size), sizes))
     else:
         for page in info.spool.replay(len(model.layout.names)):

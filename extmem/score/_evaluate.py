@@ -86,7 +86,7 @@ def evaluate(
                 assert batch.label is not None
                 if ranking is not None:
                     assert batch.qid is not None
-                    ranking.update(batch.label, raw, batch.qid)
+                    ranking.update(batch.label, raw, batch.qid, batch.weight)
                 else:
                     if trained.classes is not None:
                         check_class_labels(batch.label, len(trained.classes), f"{dataset.label!r} in {batch.where}")

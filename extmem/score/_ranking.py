@@ -29,7 +29,8 @@ class RankingMetrics:
     """Mean per-query NDCG and MAP, as XGBoost computes them, over rows given in batches ordered by query id.
 
     A query may go on from one batch to the next: the rows of each batch's last query wait for
-    the next batch (or :meth:`result`). ``exp_gain``: NDCG's gain is ``2**label - 1`` (XGBoost's
+    the next batch (or :meth:`result`). With weights (one per query, repeated on its rows), the
+    means are weighted by them, as XGBoost weighs a ranking dataset's queries. ``exp_gain``: NDCG's gain is ``2**label - 1`` (XGBoost's
     ``ndcg_exp_gain``, its default), else the label. Only the names in ``metrics`` that match
     :data:`RANKING_METRIC` are computed.
     """
@@ -40,34 +41,37 @@ class RankingMetrics:
         self.rows = 0
         self.queries = 0
         self._sums = dict.fromkeys(self.metrics, 0.0)
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._weight_total = 0.0
+        self._pending: tuple[np.ndarray, ...] | None = None
 
-    def update(self, labels: np.ndarray, predictions: np.ndarray, qid: np.ndarray) -> None:
-        """Add a batch of rows: their relevance labels, predicted scores and (non-decreasing) query ids.
+    def update(self, labels: np.ndarray, predictions: np.ndarray, qid: np.ndarray, weight: np.ndarray | None = None) -> None:
+        """Add a batch of rows: their relevance labels, predicted scores, (non-decreasing) query ids and query weights.
 
         Large batches are taken ``UPDATE_CHUNK_ROWS`` rows at a time, so the sorts' temporaries stay small
         whatever the size of the arrays given (a whole training matrix's predictions, say).
         """
+        weights = np.ones(len(labels)) if weight is None else np.asarray(weight, dtype=np.float64)
         for start in range(0, len(labels), UPDATE_CHUNK_ROWS):
             stop = start + UPDATE_CHUNK_ROWS
-            self._update(labels[start:stop], predictions[start:stop], qid[start:stop])
+            self._update(labels[start:stop], predictions[start:stop], qid[start:stop], weights[start:stop])
 
-    def _update(self, labels: np.ndarray, predictions: np.ndarray, qid: np.ndarray) -> None:
+    def _update(self, labels: np.ndarray, predictions: np.ndarray, qid: np.ndarray, weight: np.ndarray) -> None:
         self.rows += len(labels)
-        arrays = (np.asarray(labels, dtype=np.float64), np.asarray(predictions, dtype=np.float64).reshape(-1), np.asarray(qid))
+        arrays = (np.asarray(labels, dtype=np.float64), np.asarray(predictions, dtype=np.float64).reshape(-1), np.asarray(qid), weight)
         if self._pending is not None:
             arrays = tuple(np.concatenate([waiting, new]) for waiting, new in zip(self._pending, arrays))  # type: ignore[assignment]
         last_start = int(np.searchsorted(arrays[2], arrays[2][-1], side="left"))
         self._pending = tuple(array[last_start:].copy() for array in arrays)  # type: ignore[assignment]
         self._add(*(array[:last_start] for array in arrays))
 
-    def _add(self, labels: np.ndarray, scores: np.ndarray, qid: np.ndarray) -> None:
+    def _add(self, labels: np.ndarray, scores: np.ndarray, qid: np.ndarray, weight: np.ndarray) -> None:
         if len(labels) == 0:
             return
         first = np.concatenate([[True], qid[1:] != qid[:-1]])  # where each query's rows begin
         query = np.cumsum(first) - 1
         queries = int(query[-1]) + 1
         starts = np.flatnonzero(first)
+        query_weight = weight[starts]
         by_score = np.lexsort((-scores, query))  # each query's rows, best score first (ties in row order)
         rank = np.arange(len(labels)) - starts[query]  # rank of the row at each position of by_score
         for name in self.metrics:
@@ -77,8 +81,9 @@ class RankingMetrics:
                 per_query = self._ndcg(labels, query, queries, by_score, rank, k, bool(minus))
             else:
                 per_query = _average_precision(labels[by_score] > 0, query, queries, rank, k, bool(minus))
-            self._sums[name] += float(per_query.sum())
+            self._sums[name] += float(per_query @ query_weight)
         self.queries += queries
+        self._weight_total += float(query_weight.sum())
 
     def _ndcg(
         self, labels: np.ndarray, query: np.ndarray, queries: int, by_score: np.ndarray, rank: np.ndarray, k: int, minus: bool
@@ -91,11 +96,11 @@ class RankingMetrics:
             return np.where(ideal > 0, dcg / ideal, 0.0 if minus else 1.0)
 
     def result(self) -> dict[str, Any]:
-        """The mean of each metric over the queries, with the numbers of queries and rows."""
+        """The (weighted) mean of each metric over the queries, with the numbers of queries and rows."""
         if self._pending is not None:
             self._add(*self._pending)
             self._pending = None
-        means = {name: total / self.queries if self.queries else None for name, total in self._sums.items()}
+        means = {name: total / self._weight_total if self._weight_total else None for name, total in self._sums.items()}
         return {"rows": self.rows, "queries": self.queries, **means}
 
 

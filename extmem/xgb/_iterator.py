@@ -22,6 +22,7 @@ import xgboost as xgb
 
 from extmem._contracts import Block, ReadCounters
 from extmem._signals import STOP_SIGNALS, received_stop
+from extmem.read._queries import query_weights
 
 
 class Interrupted(Exception):
@@ -243,5 +244,6 @@ class PageIter(xgb.DataIter):
                 self._on_rows(page.rows)
         # XGBoost's proxy matrix keeps the names and types it was given; checking thousands of names costs ~45 ms a page
         described = {"feature_names": self._feature_names, "feature_types": self._feature_types} if pass_starts else {}
-        input_data(data=page.X, label=page.label, weight=page.weight, qid=page.qid, **described)
+        weight = page.weight if page.qid is None or page.weight is None else query_weights(page.qid, page.weight)  # pages end with queries
+        input_data(data=page.X, label=page.label, weight=weight, qid=page.qid, **described)
         return True
