@@ -54,6 +54,8 @@ def test_assign_shards_balances_rows() -> None:
     assert loads == [700, 800]
     assert shares[0] == sorted(shares[0]) and shares[1] == sorted(shares[1])  # dataset order within a worker
     assert assign_shards(["a"], [10], 3) == [["a"]]  # workers without shards sit out
+    together = assign_shards(["a", "b", "c", "d", "e"], [500, 100, 400, 300, 200], 2, together=[[1, 2, 3]])  # b, c, d share a query
+    assert sorted(together) == [["a", "e"], ["b", "c", "d"]]
 
 
 def test_exact_cuts_give_the_single_machine_model(client: distributed.Client, shards: Path, cache_root: Path) -> None:
@@ -236,7 +238,7 @@ def test_without_dask_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch,
 
 def test_ranking_on_workers_gives_the_single_machine_model(client: distributed.Client, tmp_path: Path, cache_root: Path) -> None:
     """Queries whole in each shard (the footers' qid statistics say so) rank on two workers as on one machine (integer
-    features: exact cuts); a query that may span two shards is refused before any worker starts."""
+    features: exact cuts); shards that share a query go to one worker together, and rank as on one machine too."""
     rng = np.random.default_rng(5)
     rows = 4_000
     qid = np.sort(rng.integers(0, 400, rows))
@@ -252,11 +254,18 @@ def test_ranking_on_workers_gives_the_single_machine_model(client: distributed.C
     assert ours.report["params"]["objective"] == "rank:ndcg"
     np.testing.assert_allclose(ours.report["history"]["train"]["ndcg@32"], reference.report["history"]["train"]["ndcg@32"], rtol=1e-6)
     np.testing.assert_allclose(ours.booster.inplace_predict(X), reference.booster.inplace_predict(X), rtol=1e-5, atol=1e-6)
-    cut = int(np.searchsorted(qid, 250)) + 1  # inside query 250
-    for i, (start, stop) in enumerate([(0, cut), (cut, rows)]):
-        write_shard(
-            tmp_path / "cut" / f"part-{i}.parquet", {"query": qid[start:stop], "rel": relevance[start:stop], "f0": X[start:stop, 0]}
-        )
-    with pytest.raises(extmem.OptionError, match=r"The query 250 \('qid' column 'query'\) may span the shards"):
-        train_distributed(client, tmp_path / "cut", cache_dir=cache_root, **options)
+    inside = int(np.searchsorted(qid, 250)) + 1  # inside query 250: part-1 and part-2 share it
+    cuts = [0, int(np.searchsorted(qid, 120)), inside, int(np.searchsorted(qid, 330)), rows]
+    for i, (start, stop) in enumerate(itertools.pairwise(cuts)):
+        columns = {"query": qid[start:stop], "rel": relevance[start:stop], **{f"f{j}": X[start:stop, j] for j in range(3)}}
+        write_shard(tmp_path / "cut" / f"part-{i}.parquet", columns, row_group_size=300)
+    ours = train_distributed(client, tmp_path / "cut", cache_dir=cache_root, **options)
+    reference = extmem.train(tmp_path / "cut", cache="disk", sketch_rows=1 << 40, **options)
+    np.testing.assert_allclose(ours.report["history"]["train"]["ndcg@32"], reference.report["history"]["train"]["ndcg@32"], rtol=1e-6)
+    np.testing.assert_allclose(ours.booster.inplace_predict(X), reference.booster.inplace_predict(X), rtol=1e-5, atol=1e-6)
+    part_rows = np.diff(cuts).tolist()
+    expected = assign_shards(["0", "1", "2", "3"], part_rows, 2, together=[[1, 2]])
+    assert sorted(worker["rows"] for worker in ours.report["details"]["workers"]) == sorted(
+        sum(part_rows[int(part)] for part in share) for share in expected
+    )
     assert list(cache_root.iterdir()) == []

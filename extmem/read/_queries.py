@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from extmem._allocators import release_freed_memory
 from extmem._contracts import RawBatch
-from extmem.errors import LabelError, read_failure
+from extmem.errors import LabelError, OptionError, read_failure
 from extmem.read._scan import Schema
 from extmem.read._storage import open_parquet
 
@@ -115,3 +115,20 @@ def query_ranges(schema: Schema, column: str) -> list[tuple[Any, Any] | None]:
         known = [stats for stats in found if stats is not None and stats.has_min_max]
         ranges.append((min(s.min for s in known), max(s.max for s in known)) if known and len(known) == len(found) else None)
     return ranges
+
+
+def shards_sharing_queries(schema: Schema, column: str) -> list[list[int]]:
+    """The shards (indices, in order) in runs that a query may span, from the footers' statistics of ``column``: a shard
+    whose smallest id is the previous shard's largest continues its run. A shard whose footer keeps no statistics is refused."""
+    runs: list[list[int]] = []
+    previous: tuple[Any, Any] | None = None
+    for index, (shard, span) in enumerate(zip(schema.shards, query_ranges(schema, column))):
+        if span is None:
+            msg = f"The footer of {shard!r} keeps no statistics of the 'qid' column {column!r}: extmem cannot tell which queries it shares with its neighbours."
+            raise OptionError(msg, options=("qid",))
+        if previous is not None and span[0] <= previous[1]:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+        previous = span
+    return runs

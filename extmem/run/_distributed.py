@@ -30,7 +30,7 @@ from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._measure import MemoryMonitor
 from extmem.errors import ExtmemError, OptionError
 from extmem.read._dataset import Dataset, DatasetLike, takes_dataset_options
-from extmem.read._queries import query_ranges
+from extmem.read._queries import shards_sharing_queries
 from extmem.read._scan import Schema
 from extmem.read._selection import Selection, select_dataset
 from extmem.read._storage import absolute
@@ -94,17 +94,20 @@ def connect(scheduler: str | Client) -> tuple[Client, ExitStack]:
         raise OptionError(msg, options=("scheduler",)) from None
 
 
-def assign_shards(shards: Sequence[str], rows: Sequence[int], workers: int) -> list[list[str]]:
+def assign_shards(shards: Sequence[str], rows: Sequence[int], workers: int, together: Sequence[Sequence[int]] = ()) -> list[list[str]]:
     """Whole shards per worker, largest first to the worker with the fewest rows so far (balanced by rows).
 
-    Workers beyond the number of shards get none. Each worker's shards keep their dataset order.
+    Workers beyond the number of shards get none. Each worker's shards keep their dataset order. ``together``: runs of
+    shards (indices) that go to one worker as a unit (a ranking dataset's shards that share a query).
     """
+    grouped = {index for run in together for index in run}
+    units = [list(run) for run in together] + [[index] for index in range(len(shards)) if index not in grouped]
     loads = [0] * workers
     assigned: list[list[int]] = [[] for _ in range(workers)]
-    for index in sorted(range(len(shards)), key=lambda i: -rows[i]):
+    for unit in sorted(units, key=lambda unit: -sum(rows[i] for i in unit)):
         worker = min(range(workers), key=lambda w: (loads[w], w))
-        assigned[worker].append(index)
-        loads[worker] += rows[index]
+        assigned[worker].extend(unit)
+        loads[worker] += sum(rows[i] for i in unit)
     return [[shards[i] for i in sorted(indices)] for indices in assigned if indices]
 
 
@@ -145,11 +148,12 @@ def _worker_tasks(
     """
     dataset, schema = selection.dataset, selection.schema
     rows_of = {absolute(shard): rows for shard, rows in zip(schema.shards, schema.shard_rows)}
-    shares = assign_shards(list(rows_of), list(rows_of.values()), workers)
+    shares = assign_shards(list(rows_of), list(rows_of.values()), workers, _query_runs(schema, dataset.qid))
     valid_shares: list[list[str]] = []
     if valid is not None and valid.holdout is None:
         valid_schema = select_dataset(valid, layout=selection.layout, announce=False).schema
-        valid_shares = assign_shards([absolute(shard) for shard in valid_schema.shards], valid_schema.shard_rows, len(shares))
+        valid_paths = [absolute(shard) for shard in valid_schema.shards]
+        valid_shares = assign_shards(valid_paths, valid_schema.shard_rows, len(shares), _query_runs(valid_schema, valid.qid))
         if len(valid_shares) < len(shares):
             msg = f"The validation data has {len(valid_schema.shards)} shard(s), fewer than the {len(shares)} training workers: every worker needs some."
             raise OptionError(msg)
@@ -281,8 +285,6 @@ def train_distributed(
     with run:
         with run.stage("footers and planning"):
             selection = select_dataset(dataset)
-            if dataset.qid is not None:
-                _check_whole_queries(selection.schema, dataset.qid)
         with run.stage("workers"):
             results = _train_on_cluster(
                 scheduler, distributed, selection, valid_dataset, merged, rounds, early_stopping_rounds, build, cache_dir
@@ -318,20 +320,9 @@ def train_distributed(
     return run.finish(booster, BOOSTER_MODEL_FILE, lambda: bytes(booster.save_raw("ubj")), common, details)
 
 
-def _check_whole_queries(schema: Schema, column: str) -> None:
-    """Refuse query groups that a shard boundary may cut: workers read whole shards, and a query split between two would be two."""
-    ranges = query_ranges(schema, column)
-    for index, (shard, span) in enumerate(zip(schema.shards, ranges)):
-        if span is None:
-            msg = f"The footer of {shard!r} keeps no statistics of the 'qid' column {column!r}: distributed training cannot tell that no query spans two shards."
-            raise OptionError(msg, options=("qid",))
-        following = ranges[index + 1] if index + 1 < len(ranges) else None
-        if following is not None and following[0] <= span[1]:
-            msg = (
-                f"The query {span[1]} ('qid' column {column!r}) may span the shards {shard!r} and {schema.shards[index + 1]!r}; "
-                "distributed workers read whole shards, so each query must lie in one shard, with ids rising from shard to shard."
-            )
-            raise OptionError(msg, options=("qid",))
+def _query_runs(schema: Schema, column: str | None) -> list[list[int]]:
+    """A ranking dataset's runs of shards that share a query (each run goes to one worker, whose rows stay in order)."""
+    return [run for run in shards_sharing_queries(schema, column) if len(run) > 1] if column is not None else []
 
 
 def _train_on_cluster(
