@@ -1,4 +1,5 @@
-"""Query ids of a ranking dataset: numbered and checked in order, batch by batch, and their range per shard from the footers."""
+"""Query ids of a ranking dataset: numbered and checked in order (with one weight per query), batch by batch, and the shards
+that share a query, from the footers."""
 
 from __future__ import annotations
 
