@@ -99,6 +99,15 @@ def test_bad_categorical_columns_are_refused(regions: dict[str, Path]) -> None:
         select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="nope"))
 
 
+def test_categorical_takes_patterns_as_features_do(regions: dict[str, Path]) -> None:
+    """--categorical 'reg*' was "the column 'reg*' is in none of the shards"; --features and --drop took patterns."""
+    by_name = select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="region"))
+    by_pattern = select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="reg*"))
+    assert by_pattern.layout == by_name.layout and by_pattern.dataset.categorical == ("region",)
+    with pytest.raises(extmem.SchemaError, match=r"The 'categorical' entry 'nothing_\*' matches no column"):
+        select_dataset(extmem.Dataset(regions["train"], preset="splice-sites", categorical="nothing_*"))
+
+
 def test_the_notice_suggests_categorical_for_small_string_columns(
     regions: dict[str, Path], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

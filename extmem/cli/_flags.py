@@ -83,7 +83,7 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--categorical",
         metavar="COLUMNS",
-        help="string (or integer-code) columns to use as categorical features, e.g. gene_type,chrom,strand",
+        help="string (or integer-code) columns to use as categorical features (names or patterns), e.g. gene_type,chrom,strand",
     )
     group.add_argument(
         "--max-categories",

@@ -12,7 +12,7 @@ import fnmatch
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
@@ -135,8 +135,7 @@ def _carried(schema: Schema, carry: Carry) -> dict[str, str]:
     """``carry`` as column → option, each column once; a name that is no column but a pattern (``gene_*``) gives the columns it matches."""
     carried: dict[str, str] = {}
     for name, option in (carry if isinstance(carry, Mapping) else dict.fromkeys(carry, "keep")).items():
-        is_pattern = name not in schema.columns and any(char in name for char in "*?[")
-        for column in _matching(schema, (name,), option) if is_pattern else [name]:
+        for column in _matching(schema, (name,), option) if _is_pattern(schema, name) else [name]:
             carried.setdefault(column, option)
     return carried
 
@@ -154,6 +153,11 @@ def _extras(dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> tup
         if name is not None and name not in names:
             names.append(name)
     return tuple(names)
+
+
+def _is_pattern(schema: Schema, name: str) -> bool:
+    """Whether ``name`` is a pattern of column names (``gene_*``) rather than a column (names match exactly first)."""
+    return name not in schema.columns and any(char in name for char in "*?[")
 
 
 def _matching(schema: Schema, patterns: tuple[str, ...], option: str) -> list[str]:
@@ -376,6 +380,8 @@ def select_dataset(dataset: Dataset, *, layout: FeatureLayout | None = None, car
     """
     shards = discover_shards(dataset.paths)
     schema = scan(shards, partition_values(dataset.paths, shards))
+    if any(_is_pattern(schema, name) for name in dataset.categorical):
+        dataset = replace(dataset, categorical=tuple(_matching(schema, dataset.categorical, "categorical")))  # patterns: 'gene_*'
     if dataset.label is not None:
         _require_column(schema, dataset.label, "label")
     dictionaries = collect_values(schema, _dictionary_limits(schema, dataset, layout))
