@@ -237,6 +237,8 @@ def test_what_xgboost_reads_itself_goes_to_xgboosts_own_matrix_classes(tmp_path:
     assert type(streamed) is xgb.ExtMemQuantileDMatrix and streamed.num_row() == 800
     with pytest.raises(extmem.OptionError, match="gives its labels with its batches"):
         extmem.ExtMemQuantileDMatrix(_ArrayIter(batches, tmp_path), label="y")
+    with pytest.raises(extmem.OptionError, match="got an empty list"):  # no data at all is a dataset's error, not XGBoost's
+        extmem.QuantileDMatrix([])
 
 
 def test_xgboost_keywords_keep_xgboosts_meaning(tmp_path: Path, cache_root: Path) -> None:

@@ -230,7 +230,7 @@ def dmatrix(
 def _is_xgboost_input(data: Any) -> bool:
     """Whether ``data`` is for XGBoost's own matrix classes (arrays, frames, an ``xgboost.DataIter``), not a dataset."""
     paths = data if isinstance(data, (list, tuple)) else [data]
-    return not paths or not all(isinstance(item, (str, os.PathLike, Dataset)) for item in paths)
+    return bool(paths) and not all(isinstance(item, (str, os.PathLike, Dataset)) for item in paths)  # []: a dataset's error
 
 
 def DMatrix(data: DatasetLike | Any, label: str | Any = None, **keywords: Any) -> xgb.DMatrix:
