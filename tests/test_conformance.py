@@ -332,7 +332,7 @@ def test_sample_weight_reaches_fit_through_meta_estimators_and_routing() -> None
 
 def _xgboost_routines() -> dict[str, Callable[[], None]]:
     from sklearn.datasets import make_classification
-    from xgboost.testing import intercept, multi_target, ranking, updater, with_skl
+    from xgboost.testing import intercept, metrics, multi_target, ranking, updater, with_skl
 
     X, y = make_classification(200, 8, n_informative=5, random_state=0)
     X3, y3 = make_classification(300, 8, n_informative=5, n_classes=3, random_state=0)
@@ -356,6 +356,13 @@ def _xgboost_routines() -> dict[str, Callable[[], None]]:
         "ranking_score_normalization": lambda: ranking.run_score_normalization("cpu", "rank:ndcg"),
         "multiclass_vector_leaf": lambda: multi_target.run_multiclass("cpu", None),
         "multilabel_vector_leaf": lambda: multi_target.run_multilabel("cpu", None),
+        "precision_score": lambda: metrics.check_precision_score("hist", "cpu"),
+        "quantile_error": lambda: metrics.check_quantile_error("hist", "cpu"),
+        "roc_auc_binary": lambda: metrics.run_roc_auc_binary("hist", 128, "cpu"),
+        "pr_auc_multi": lambda: metrics.run_pr_auc_multi("hist", "cpu"),
+        "roc_auc_multi_weighted": lambda: metrics.run_roc_auc_multi("hist", 256, True, "cpu"),
+        "pr_auc_ranking": lambda: metrics.run_pr_auc_ltr("hist", "cpu"),
+        "pr_auc_binary": lambda: metrics.run_pr_auc_binary("hist", "cpu"),
     }
     for objective in multi_target.all_reg_objectives():
         routines[objective.__name__.removeprefix("run_")] = lambda objective=objective: objective("cpu")
@@ -367,9 +374,9 @@ XGBOOST_ROUTINES = _xgboost_routines()
 
 @pytest.mark.parametrize("name", sorted(XGBOOST_ROUTINES))
 def test_xgboosts_own_estimator_routines_pass_with_extmems_estimators(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from xgboost.testing import intercept, multi_target, updater, with_skl
+    from xgboost.testing import intercept, metrics, multi_target, updater, with_skl
 
-    for module in (xgb, with_skl, intercept, multi_target, updater):
+    for module in (xgb, with_skl, intercept, metrics, multi_target, updater):
         for estimator in ("XGBClassifier", "XGBRegressor", "XGBRanker"):
             if hasattr(module, estimator):
                 monkeypatch.setattr(module, estimator, getattr(extmem, estimator))
