@@ -220,3 +220,13 @@ def test_an_in_memory_eval_set_of_a_dataset_fit_is_read_as_the_training_rows(sma
     np.testing.assert_allclose(logs[2], logs[0], rtol=1e-6)
     with pytest.raises(extmem.OptionError, match="hold 'Donor', which is not one of the classes"):
         clf.fit(data, eval_set=[(X, np.where(names == "donor", "Donor", names))])
+
+
+@pytest.mark.parametrize("estimator", [extmem.XGBClassifier, extmem.XGBRanker])
+def test_a_dataset_eval_set_of_an_array_fit_is_refused_by_name(estimator: type, small_synth: Path) -> None:
+    """XGBoost read the path as a text-file URI ("URI parameter `format` is required") or failed to unpack a Dataset."""
+    X, y = np.arange(8.0).reshape(4, 2), np.array([0, 1, 0, 1])
+    arrays = {"qid": np.zeros(4)} if estimator is extmem.XGBRanker else {}
+    for item in (str(small_synth), extmem.Dataset(small_synth, preset="splice-sites"), (str(small_synth), None)):
+        with pytest.raises(extmem.OptionError, match=r"eval_set\[1\] is a dataset, but X is in memory"):
+            estimator(n_estimators=2).fit(X, y, eval_set=[(X, y), item], **arrays)

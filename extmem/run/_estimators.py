@@ -25,32 +25,22 @@ from extmem.encode._blocks import encode
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset
 from extmem.read._plan import CacheKind
-from extmem.run._class_labels import CLASSES_ATTRIBUTE, class_ids, class_ids_of, classes_from_json, classes_to_json, label_classes
+from extmem.run._array_fit import (
+    CLASSES_ATTRIBUTE,
+    check_array_evals,
+    check_weights,
+    class_ids,
+    class_ids_of,
+    classes_from_json,
+    classes_to_json,
+    is_dataset,
+    label_classes,
+)
 from extmem.run._params import class_count, label_range
 from extmem.score._evaluate import evaluate
 from extmem.score._model import Model
 from extmem.xgb._build import MatrixOptions
 from extmem.xgb._matrix import free_matrix, matrix_info, open_matrix
-
-
-def _is_dataset(X: Any) -> bool:
-    return isinstance(X, (str, os.PathLike, Dataset))
-
-
-def _check_weights(weights: Any, name: str) -> None:
-    """Refuse sample weights XGBoost refuses in its own words: non-finite, negative, or all zero."""
-    if weights is None:
-        return
-    values = np.asarray(weights, dtype=np.float64).ravel()
-    if not np.isfinite(values).all():
-        msg = f"The {name!r} values must be finite; {int((~np.isfinite(values)).sum())} are NaN or infinite."
-        raise OptionError(msg)
-    if (values < 0).any():
-        msg = f"The {name!r} values must be 0 or more; {int((values < 0).sum())} are negative (first: {values[values < 0][0]:g})."
-        raise OptionError(msg)
-    if values.size and not values.any():
-        msg = f"The {name!r} values are all zero: there is nothing to fit."
-        raise OptionError(msg)
 
 
 class _DatasetFitting:
@@ -153,14 +143,15 @@ class _DatasetMixin:
         dataset ``y``, ``sample_weight`` and the ``base_margin`` options must be None.
         """
         options = {"xgb_model": xgb_model, "verbose": verbose, "feature_weights": feature_weights}
-        if _is_dataset(X):
+        if is_dataset(X):
             given = {"y": y, "sample_weight": sample_weight, "base_margin": base_margin}
             given |= {"sample_weight_eval_set": sample_weight_eval_set, "base_margin_eval_set": base_margin_eval_set}
             self._fit_dataset(X, given, eval_set, options)
         else:
-            _check_weights(sample_weight, "sample_weight")
+            check_array_evals(eval_set)
+            check_weights(sample_weight, "sample_weight")
             for i, weights in enumerate(sample_weight_eval_set or []):
-                _check_weights(weights, f"sample_weight_eval_set[{i}]")
+                check_weights(weights, f"sample_weight_eval_set[{i}]")
             arrays = {"sample_weight": sample_weight, "base_margin": base_margin, "sample_weight_eval_set": sample_weight_eval_set}
             self._fit_arrays(X, y, eval_set=eval_set, base_margin_eval_set=base_margin_eval_set, **arrays, **options)
         return self
@@ -180,7 +171,7 @@ class _DatasetMixin:
         if dataset.label is None:
             msg = "A dataset to fit on needs a label column: pass extmem.Dataset(path, label=...) (or preset='splice-sites')."
             raise OptionError(msg, options=("label", "preset"))
-        evals = None if eval_set is None else [(item, None) if _is_dataset(item) else tuple(item) for item in eval_set]
+        evals = None if eval_set is None else [(item, None) if is_dataset(item) else tuple(item) for item in eval_set]
         fitting = _DatasetFitting(self, dataset)
         self._extmem_fitting = fitting
         try:
@@ -199,7 +190,7 @@ class _DatasetMixin:
         fitting: _DatasetFitting | None = self.__dict__.get("_extmem_fitting")
         if fitting is None:
             return super()._create_dmatrix(ref, **kwargs)  # type: ignore[misc]
-        if _is_dataset(kwargs["data"]):
+        if is_dataset(kwargs["data"]):
             return fitting.matrix(kwargs["data"], ref)
         return super()._create_dmatrix(ref, **fitting.in_memory(kwargs))  # type: ignore[misc]
 
@@ -218,7 +209,7 @@ class _DatasetMixin:
 
     def _dataset_model(self, X: Any, base_margin: Any, iteration_range: tuple[int, int] | None) -> Model | None:
         """The model that streams ``X`` when it is a dataset (None: arrays, for XGBoost)."""
-        if not _is_dataset(X):
+        if not is_dataset(X):
             return None
         if base_margin is not None:
             msg = "With a dataset as X, base_margin must be None: extmem reads no per-row margins (add them to the margins it predicts)."
@@ -255,14 +246,14 @@ class _DatasetMixin:
 
     def apply(self, X: Any, iteration_range: tuple[int, int] | None = None) -> np.ndarray:
         """XGBoost's ``apply`` (each row's leaf in every tree); a dataset ``X`` is streamed batch by batch."""
-        if self.layout is None and not _is_dataset(X):
+        if self.layout is None and not is_dataset(X):
             return super().apply(X, iteration_range)  # type: ignore[misc]
         return self._model(iteration_range).leaves(X)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Accuracy (classifier) or R² (regressor), as scikit-learn's; a dataset ``X`` is scored streaming with its own labels
         (a ranker's score: NDCG@32 over its queries)."""
-        if not _is_dataset(X):
+        if not is_dataset(X):
             weights = () if sample_weight is None else (sample_weight,)  # XGBoost's ranker's score takes none
             return super().score(self._encoded(X), y, *weights)  # type: ignore[misc]
         metrics = evaluate(self._model(None), X)
@@ -374,7 +365,8 @@ class XGBRanker(_DatasetMixin, xgb.XGBRanker):
         options = {"sample_weight": sample_weight, "base_margin": base_margin, "eval_set": eval_set, "verbose": verbose}
         options |= {"xgb_model": xgb_model, "sample_weight_eval_set": sample_weight_eval_set}
         options |= {"base_margin_eval_set": base_margin_eval_set, "feature_weights": feature_weights}
-        if not _is_dataset(X):
+        if not is_dataset(X):
+            check_array_evals(eval_set)
             return super(_DatasetMixin, self).fit(X, y, group=group, qid=qid, eval_group=eval_group, eval_qid=eval_qid, **options)
         given = [
             name
@@ -391,6 +383,6 @@ class XGBRanker(_DatasetMixin, xgb.XGBRanker):
 
     def _create_ltr_dmatrix(self, ref: xgb.DMatrix | None, data: Any, qid: Any, **kwargs: Any) -> xgb.DMatrix:
         fitting: _DatasetFitting | None = self.__dict__.get("_extmem_fitting")
-        if fitting is not None and _is_dataset(data):
+        if fitting is not None and is_dataset(data):
             return fitting.matrix(data, ref)
         return super()._create_ltr_dmatrix(ref, data, qid, **kwargs)

@@ -1,15 +1,18 @@
-"""Class labels of a classifier fitted on arrays: any labels scikit-learn takes, as XGBoost's class ids 0..K-1."""
+"""A fit on in-memory arrays: any class labels scikit-learn takes (as XGBoost's class ids 0..K-1), sample weights and eval
+sets checked before XGBoost sees them."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 
 from extmem.errors import OptionError
+from extmem.read._dataset import Dataset
 
 CLASSES_ATTRIBUTE = "extmem_classes"
 """The booster attribute holding the class labels of a classifier fitted on arrays of labels other than 0..K-1."""
@@ -57,3 +60,32 @@ def class_ids_of(y: Any, label_map: Mapping[str, int], name: str) -> np.ndarray:
     """Text labels ``y`` as the class ids of a dataset's ``label_map``; a label outside it is refused naming ``name``."""
     classes = np.array(sorted(label_map))
     return np.array([label_map[label] for label in classes.tolist()], dtype=np.float32)[class_ids(y, classes, name)]
+
+
+def is_dataset(X: Any) -> bool:
+    """Whether ``X`` names a parquet dataset (a path or a :class:`Dataset`) rather than in-memory data."""
+    return isinstance(X, (str, os.PathLike, Dataset))
+
+
+def check_array_evals(eval_set: Sequence[Any] | None) -> None:
+    """Refuse a dataset in the eval sets of a fit on arrays (XGBoost would read a path as a text-file URI)."""
+    for i, item in enumerate(eval_set or []):
+        if is_dataset(item) or (isinstance(item, (tuple, list)) and item and is_dataset(item[0])):
+            msg = f"eval_set[{i}] is a dataset, but X is in memory: evaluate arrays on (X, y) pairs, or fit on a dataset to evaluate datasets."
+            raise OptionError(msg, options=("eval_set",))
+
+
+def check_weights(weights: Any, name: str) -> None:
+    """Refuse sample weights XGBoost refuses in its own words: non-finite, negative, or all zero."""
+    if weights is None:
+        return
+    values = np.asarray(weights, dtype=np.float64).ravel()
+    if not np.isfinite(values).all():
+        msg = f"The {name!r} values must be finite; {int((~np.isfinite(values)).sum())} are NaN or infinite."
+        raise OptionError(msg)
+    if (values < 0).any():
+        msg = f"The {name!r} values must be 0 or more; {int((values < 0).sum())} are negative (first: {values[values < 0][0]:g})."
+        raise OptionError(msg)
+    if values.size and not values.any():
+        msg = f"The {name!r} values are all zero: there is nothing to fit."
+        raise OptionError(msg)
