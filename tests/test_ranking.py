@@ -247,6 +247,22 @@ def test_xgbranker_fits_a_dataset_as_xgboosts_fits_the_arrays(ranked: tuple, cac
         extmem.XGBRanker().fit(extmem.Dataset(folder, label="rel"))
 
 
+def test_an_in_memory_eval_set_of_a_dataset_ranker_takes_its_query_column(ranked: tuple, cache_root: Path) -> None:
+    """A DataFrame eval set with the dataset's query column (or XGBoost's 'qid') scores as the dataset does; it lost its
+    query ids and features' names before."""
+    pandas = pytest.importorskip("pandas")
+    folder, X, relevance, qid = ranked
+    dataset = extmem.Dataset(folder, label="rel", qid="query")
+    frame = pandas.DataFrame({"query": qid, **{f"f{j}": X[:, j] for j in range(FEATURES)}})
+    ranker = extmem.XGBRanker(n_estimators=4, max_depth=4, cache_dir=cache_root, eval_metric="ndcg@10")
+    ranker.fit(dataset, eval_set=[dataset, (frame, relevance), (frame.rename(columns={"query": "qid"}), relevance)])
+    logs = [ranker.evals_result()[f"validation_{i}"]["ndcg@10"] for i in range(3)]
+    np.testing.assert_allclose(logs[1], logs[0], rtol=1e-9)
+    np.testing.assert_allclose(logs[2], logs[0], rtol=1e-9)
+    with pytest.raises(extmem.OptionError, match="needs its query ids: a column 'query'"):
+        ranker.fit(dataset, eval_set=[(frame.drop(columns="query"), relevance)])
+
+
 def test_query_ranges_come_from_the_query_column_whatever_comes_before_it(tmp_path: Path) -> None:
     """A struct column before the query ids holds two parquet columns: the footer's statistics are looked up by the column's
     path, not by its arrow position (which named the struct's second field's statistics)."""

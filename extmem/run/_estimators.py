@@ -383,6 +383,13 @@ class XGBRanker(_DatasetMixin, xgb.XGBRanker):
 
     def _create_ltr_dmatrix(self, ref: xgb.DMatrix | None, data: Any, qid: Any, **kwargs: Any) -> xgb.DMatrix:
         fitting: _DatasetFitting | None = self.__dict__.get("_extmem_fitting")
-        if fitting is not None and is_dataset(data):
+        if fitting is None:
+            return super()._create_ltr_dmatrix(ref, data, qid, **kwargs)
+        if is_dataset(data):
             return fitting.matrix(data, ref)
-        return super()._create_ltr_dmatrix(ref, data, qid, **kwargs)
+        # an in-memory eval set of a dataset fit: its query ids in the dataset's query column (or XGBoost's 'qid')
+        column = next((name for name in (fitting.dataset.qid, "qid") if name in getattr(data, "columns", ())), None)
+        if column is None:
+            msg = f"An in-memory eval set of a ranker fitted on a dataset needs its query ids: a column {fitting.dataset.qid!r} (or 'qid')."
+            raise OptionError(msg, options=("eval_set",))
+        return self._create_dmatrix(ref, data=data.drop(columns=column), qid=data[column], **kwargs)
