@@ -210,7 +210,9 @@ def test_ranking_refusals_name_the_option(ranked: tuple, tmp_path: Path) -> None
         extmem.evaluate(extmem.train(folder, label="rel", rounds=1).model, folder, qid="query")
     with pytest.raises(extmem.LabelError, match=r"'weight' column 'rel' gives the rows of query 0 \(of 'query'\) the weights"):
         extmem.train(folder, label="f0", qid="query", weight="rel", rounds=2, params={"objective": "rank:pairwise"})
-    with pytest.raises(extmem.OptionError, match="incremental trainer takes no 'qid'"):
+    with pytest.raises(
+        extmem.OptionError, match=r"Query groups \('qid'\) are for XGBoost's ranking objectives; the incremental trainer takes none"
+    ):
         extmem.train_incremental(folder, label="rel", qid="query", epochs=1)
     with pytest.raises(extmem.OptionError, match="rank:map.*takes labels of 0 or 1"):
         extmem.train(folder, label="rel", qid="query", params={"objective": "rank:map"}, rounds=2)

@@ -44,7 +44,7 @@ def training_datasets(
         msg = "Training needs a label column: give 'label' (or a 'preset' that names one, such as 'splice-sites')."
         raise OptionError(msg, options=("label", "preset"))
     if dataset.qid is not None and not queries:
-        msg = "Query groups ('qid') are for XGBoost's ranking objectives; the incremental trainer takes no 'qid'."
+        msg = "Query groups ('qid') are for XGBoost's ranking objectives; the incremental trainer takes none."
         raise OptionError(msg, options=("qid",))
     if valid_fraction is not None:
         if valid is not None:
