@@ -262,6 +262,11 @@ class Dataset:
 DatasetLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Dataset
 
 
+def is_dataset(data: Any) -> bool:
+    """Whether ``data`` names a parquet dataset (a path or a :class:`Dataset`) rather than in-memory data."""
+    return isinstance(data, (str, os.PathLike, Dataset))
+
+
 def unknown_options_error(taker: str, unknown: Sequence[str], known: Sequence[str]) -> OptionError:
     """The error for keyword options ``taker`` does not take, suggesting the nearest it does."""
     nearest = {name: difflib.get_close_matches(name, known, n=1, cutoff=0.6) for name in unknown}

@@ -4,7 +4,6 @@ sets checked before XGBoost sees them."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +11,7 @@ import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 
 from extmem.errors import OptionError
-from extmem.read._dataset import Dataset
+from extmem.read._dataset import is_dataset
 
 CLASSES_ATTRIBUTE = "extmem_classes"
 """The booster attribute holding the class labels of a classifier fitted on arrays of labels other than 0..K-1."""
@@ -60,11 +59,6 @@ def class_ids_of(y: Any, label_map: Mapping[str, int], name: str) -> np.ndarray:
     """Text labels ``y`` as the class ids of a dataset's ``label_map``; a label outside it is refused naming ``name``."""
     classes = np.array(sorted(label_map))
     return np.array([label_map[label] for label in classes.tolist()], dtype=np.float32)[class_ids(y, classes, name)]
-
-
-def is_dataset(X: Any) -> bool:
-    """Whether ``X`` names a parquet dataset (a path or a :class:`Dataset`) rather than in-memory data."""
-    return isinstance(X, (str, os.PathLike, Dataset))
 
 
 def check_array_evals(eval_set: Sequence[Any] | None) -> None:

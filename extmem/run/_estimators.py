@@ -23,7 +23,7 @@ from extmem._folders import PrivateFolder
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem.encode._blocks import encode
 from extmem.errors import OptionError
-from extmem.read._dataset import Dataset, as_dataset
+from extmem.read._dataset import Dataset, as_dataset, is_dataset
 from extmem.read._plan import CacheKind
 from extmem.run._array_fit import (
     CLASSES_ATTRIBUTE,
@@ -33,7 +33,6 @@ from extmem.run._array_fit import (
     class_ids_of,
     classes_from_json,
     classes_to_json,
-    is_dataset,
     label_classes,
 )
 from extmem.run._params import class_count, label_range

@@ -15,14 +15,10 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from extmem._defaults import DEFAULT_EPOCHS, DEFAULT_PAGE_ROWS, INCREMENTAL_MODELS
 from extmem.errors import OptionError
-from extmem.read._dataset import Dataset
+from extmem.read._dataset import is_dataset
 from extmem.run._incremental import train_incremental
 from extmem.score._evaluate import evaluate
 from extmem.score._incremental_model import IncrementalModel, _estimators, check_estimator_kind
-
-
-def _is_dataset(X: Any) -> bool:
-    return isinstance(X, (str, os.PathLike, Dataset))
 
 
 def _fitted_has(method: str) -> Callable[[IncrementalClassifier], bool]:
@@ -100,7 +96,7 @@ class IncrementalClassifier(ClassifierMixin, BaseEstimator):
         """Fit on a dataset (``y`` None; ``dataset_options`` as :class:`extmem.Dataset`'s) or on arrays ``X, y``."""
         for name in ("model_", "report_", "estimator_", "n_iter_"):
             self.__dict__.pop(name, None)
-        if _is_dataset(X):
+        if is_dataset(X):
             return self._fit_dataset(X, y, sample_weight, dataset_options)
         if dataset_options:
             msg = f"Dataset options ({', '.join(sorted(dataset_options))}) apply only when X is a dataset."
@@ -181,7 +177,7 @@ class IncrementalClassifier(ClassifierMixin, BaseEstimator):
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Accuracy: of a dataset against its own labels (streamed), or scikit-learn's on arrays."""
-        if _is_dataset(X):
+        if is_dataset(X):
             check_is_fitted(self)
             if "model_" not in self.__dict__:
                 msg = "This classifier was fitted on arrays; score arrays with it, not a dataset."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -12,7 +11,7 @@ from extmem._contracts import RawBatch
 from extmem._layout import FeatureLayout
 from extmem.encode._blocks import Encoder, encode
 from extmem.errors import OptionError
-from extmem.read._dataset import Dataset, as_dataset
+from extmem.read._dataset import Dataset, as_dataset, is_dataset
 from extmem.read._reader import read_batches
 from extmem.read._selection import Carry, Selection, select_dataset
 from extmem.score._ranking import DEFAULT_RANKING_METRICS, RankingMetrics, is_ranking
@@ -101,7 +100,7 @@ class Scorer:
     def each_row(self, X: Any, predict: Callable[[Any], np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
         """``predict`` of features in the model's representation, over a dataset (batch by batch) or in-memory ``X``;
         each row's output has ``shape``."""
-        if isinstance(X, (str, os.PathLike, Dataset)):
+        if is_dataset(X):
             selection = self.select(as_dataset(X, {}))
             parts = [output for _, output in self.score(selection, selection.dataset.batch_rows, predict)]
             return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=np.float32)

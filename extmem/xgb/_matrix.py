@@ -19,7 +19,7 @@ from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
 from extmem.encode._probe import profile
 from extmem.errors import OptionError
-from extmem.read._dataset import Dataset, DatasetLike, as_dataset, takes_dataset_options
+from extmem.read._dataset import Dataset, DatasetLike, as_dataset, is_dataset, takes_dataset_options
 from extmem.read._plan import Budget, MemoryPlan, plan_memory
 from extmem.read._selection import Selection, select_dataset
 from extmem.xgb._build import MatrixOptions, build_dmatrix
@@ -230,7 +230,7 @@ def dmatrix(
 def _is_xgboost_input(data: Any) -> bool:
     """Whether ``data`` is for XGBoost's own matrix classes (arrays, frames, an ``xgboost.DataIter``), not a dataset."""
     paths = data if isinstance(data, (list, tuple)) else [data]
-    return bool(paths) and not all(isinstance(item, (str, os.PathLike, Dataset)) for item in paths)  # []: a dataset's error
+    return bool(paths) and not all(is_dataset(item) for item in paths)  # []: a dataset's error
 
 
 def DMatrix(data: DatasetLike | Any, label: str | Any = None, **keywords: Any) -> xgb.DMatrix:
