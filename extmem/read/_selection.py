@@ -9,6 +9,7 @@ against that layout instead of choosing features.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -157,7 +158,7 @@ def _extras(dataset: Dataset, row_filter: RowFilter | None, carry: Carry) -> tup
 
 def _is_pattern(schema: Schema, name: str) -> bool:
     """Whether ``name`` is a pattern of column names (``gene_*``) rather than a column (names match exactly first)."""
-    return name not in schema.columns and any(char in name for char in "*?[")
+    return name not in schema.columns and glob.has_magic(name)
 
 
 def _matching(schema: Schema, patterns: tuple[str, ...], option: str) -> list[str]:

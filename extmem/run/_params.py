@@ -79,9 +79,14 @@ _UNPROBED_PARAMS = ("eval_metric", "monotone_constraints", "interaction_constrai
 """Left out of the probe: metrics are checked one by one (:func:`_check_metrics`), constraints against the features (:func:`_named_constraints`)."""
 
 
+def _two_rows(labels: tuple[float, float] = (0.0, 1.0)) -> xgb.DMatrix:
+    """The two-row matrix XGBoost's checks train one round on."""
+    return xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array(labels))
+
+
 def _check_metrics(metrics: Any) -> None:
     """Refuse an eval metric XGBoost does not know (it would fail only once the matrices are built)."""
-    matrix = xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array([0.0, 1.0]))
+    matrix = _two_rows()
     for metric in [metrics] if isinstance(metrics, str) else list(metrics or []):
         try:
             xgb.train({"eval_metric": metric}, matrix, 1, evals=[(matrix, "probe")], verbose_eval=False)
@@ -98,7 +103,7 @@ def _probe(params: Mapping[str, Any]) -> list[str]:
     if str(probe.get("objective", "")).startswith("multi:"):
         probe.setdefault("num_class", 2)
     probe.setdefault("base_score", 0.5)
-    matrix = xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array([1.0, 1.0]))
+    matrix = _two_rows((1.0, 1.0))
     result: dict[str, dict[str, list[float]]] = {}
     xgb.train(probe, matrix, 1, evals=[(matrix, "probe")], evals_result=result, verbose_eval=False)
     return list(result["probe"])
@@ -133,8 +138,7 @@ def check_params(params: Mapping[str, Any]) -> None:
 
 def _xgboost_parameter_names() -> list[str]:
     """The parameter names in a trained booster's configuration (learner, booster, tree, objective), and XGBoost's aliases."""
-    matrix = xgb.DMatrix(np.array([[0.0], [1.0]], dtype=np.float32), label=np.array([0.0, 1.0]))
-    pending = [json.loads(xgb.train({}, matrix, 1).save_config())]
+    pending = [json.loads(xgb.train({}, _two_rows(), 1).save_config())]
     names = {"eval_metric", "learning_rate", "min_split_loss", "reg_alpha", "reg_lambda", "random_state"}
     while pending:
         for key, value in pending.pop().items():
