@@ -298,12 +298,16 @@ def test_concurrent_runs_share_data_and_cache_root(small_synth: Path, tmp_path: 
     assert os.listdir(tmp_path / "m0") == os.listdir(tmp_path / "m1")
 
 
-def test_without_spool_the_cache_size_is_checked_before_xgboost_writes(wide_synth: Path, tmp_path: Path) -> None:
-    """XGBoost aborts the process when its own cache write fails; extmem refuses first, with an error."""
+@pytest.mark.parametrize("cuts", ["", ", sketch_rows=1000"], ids=["own cuts", "cuts from a sample"])
+def test_without_spool_the_cache_size_is_checked_before_xgboost_writes(wide_synth: Path, tmp_path: Path, cuts: str) -> None:
+    """XGBoost aborts the process when its own cache write fails; extmem refuses first, with an error.
+
+    With cuts from a sample, the sample's own external-memory matrix is the first cache written.
+    """
     script = (
         "import signal, extmem; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "try:\n"
-        f"    extmem.dmatrix({str(wide_synth)!r}, spool=False, cache='disk', cache_dir={str(tmp_path)!r})\n"
+        f"    extmem.dmatrix({str(wide_synth)!r}, spool=False, cache='disk', cache_dir={str(tmp_path)!r}{cuts})\n"
         "except extmem.CacheError as exc:\n"
         "    print(exc)\n"
     )

@@ -276,12 +276,13 @@ def _sampled_cuts(
     else:
         produce = _pass_source(reading, None, sample_row_groups(selection, options.sketch_rows, options.seed))
 
-    def refuse_empty(stats: IterStats) -> None:
+    def checks(stats: IterStats) -> None:  # XGBoost aborts the process when a cache write fails: refuse before it writes
         if stats.rows == 0:
             raise NoRowsError("")
+        check_cache_room(cache.path, stats)
 
     iterator = _iterator(
-        reading, options, latch, produce, cache_prefix=str(cache.path / "cuts"), prefetch=options.prefetch, on_first_pass_end=refuse_empty
+        reading, options, latch, produce, cache_prefix=str(cache.path / "cuts"), prefetch=options.prefetch, on_first_pass_end=checks
     )
     try:
         reference = xgb.ExtMemQuantileDMatrix(iterator, **quantile_keywords)
@@ -367,8 +368,7 @@ def build_dmatrix(
                             iterator.stats.feed_seconds += time.perf_counter() - filling
                         ref, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool, quantile_keywords)
                         iterator.stats.feed_seconds += sample_feed
-                    quantile = CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix
-                    matrix = quantile(iterator, ref=ref, **quantile_keywords)
+                    matrix = (CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix)(iterator, ref=ref, **quantile_keywords)
                     ref = None
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
