@@ -28,6 +28,7 @@ from extmem._signals import deferred
 from extmem._stores import (
     PARTIAL_UPLOAD_SUFFIX,
     check_bucket,
+    child,
     delete_remote,
     is_remote,
     local_path,
@@ -235,7 +236,7 @@ def _check_entries(
 def _remote_listed(target: RemoteFolder, manifest: str | None) -> set[str] | None:
     if manifest is None:
         return None
-    text = read_remote_text(f"{target.uri}/{manifest}")
+    text = read_remote_text(child(target.uri, manifest))
     return _manifest_files(text, manifest) if text is not None else None
 
 
@@ -289,9 +290,9 @@ def _upload(staging: PrivateFolder, target: RemoteFolder) -> None:
     names = sorted(name for name in _entries(staging.path) if (staging.path / name).is_file())
     names.sort(key=lambda name: name == MANIFEST_FILE)  # the manifest, which lists the rest, comes last
     for name in names:
-        upload_file(staging.path / name, f"{target.uri}/{name}")
+        upload_file(staging.path / name, child(target.uri, name))
     for stale in set(remote_names(target.uri)) - set(names):
-        delete_remote(f"{target.uri}/{stale}")
+        delete_remote(child(target.uri, stale))
 
 
 def _publish(staging: PrivateFolder, target: Path, replace: bool) -> None:

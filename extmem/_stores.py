@@ -15,7 +15,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from extmem.errors import InputPathError
 
@@ -93,11 +93,30 @@ def _bounded_retries(root: str) -> str:
 
 
 def split_uri(uri: str) -> tuple[str, str, str]:
-    """A URI's root (scheme, authority, options: what picks its filesystem), its path within that filesystem, and its options."""
+    """A URI's root (scheme, authority, options: what picks its filesystem), its path within that filesystem, and its options.
+
+    The path's ``%XX`` escapes are decoded, as pyarrow decodes them (see :func:`key_uri`).
+    """
     parts = urlsplit(uri)
     options = f"?{parts.query}" if parts.query else ""
     root = f"{parts.scheme}://{parts.netloc}/{options}"
-    return root, f"{parts.netloc}{parts.path}".rstrip("/") if parts.netloc else parts.path, options
+    path = unquote(parts.path)
+    return root, f"{parts.netloc}{path}".rstrip("/") if parts.netloc else path, options
+
+
+def key_uri(scheme: str, key: str, options: str) -> str:
+    """The URI of the object ``key`` (bucket first) listed from a store: the characters a URI gives a meaning (``%``, ``?``,
+    ``#``) escaped in its path, so that :func:`split_uri` gives the key back."""
+    escaped = key.lstrip("/").replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+    return f"{scheme}://{escaped}{options}"
+
+
+def child(location: str, name: str) -> str:
+    """The path or URI of ``name`` in the folder or prefix ``location`` (a URI's options stay at its end)."""
+    if not is_remote(location):
+        return os.path.join(location, name)
+    base, mark, options = location.partition("?")
+    return f"{base.rstrip('/')}/{name}{mark}{options}"
 
 
 def resolve(path: str) -> tuple[pafs.FileSystem | None, str]:

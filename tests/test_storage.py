@@ -131,6 +131,44 @@ def test_a_partitioned_dataset_in_object_storage(store: Store, tmp_path: Path) -
         discover_shards([uri])
 
 
+def test_object_keys_with_uri_characters_and_escaped_partition_values(store: Store, small_synth: Path, tmp_path: Path) -> None:
+    """Keys holding ``#``, ``?``, ``%`` or spaces are read as listed (not cut at a URI's fragment or query); a partition value
+    escaped by its writer (Spark writes ``:`` as ``%3A``) reads as the local folder's does."""
+    table = pa.table({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+    local = tmp_path / "local"
+    for key in ("odd/a#b?.parquet", "odd/100% c.parquet", "parts/t=00%3A30/p.parquet", "parts/t=01%3A00/p.parquet"):
+        pq.write_table(table, f"{BUCKET}/keys/{key}", filesystem=store.client)
+        (local / key).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, local / key)
+    shards = discover_shards([f"s3://{BUCKET}/keys/odd"])
+    assert len(shards) == 2 and extmem.train(f"s3://{BUCKET}/keys/odd", label="y", rounds=1, cache_dir=tmp_path).report["rows"] == 6
+    assert [resolve(shard)[1] for shard in shards] == [f"{BUCKET}/keys/odd/100% c.parquet", f"{BUCKET}/keys/odd/a#b?.parquet"]
+    for parts in (f"s3://{BUCKET}/keys/parts", str(local / "parts")):
+        rows = extmem.train(parts, label="y", filter="t == '01:00'", rounds=1, cache_dir=tmp_path).report["rows"]
+        assert rows == 3, parts
+
+
+def test_outputs_that_would_become_their_own_input_in_the_store_are_refused(store: Store, remote_synth: str, tmp_path: Path) -> None:
+    """As for local folders: predictions written among the shards they score, a pruned dataset replacing its own shards."""
+    extmem.train(remote_synth, preset="splice-sites", out=tmp_path / "m", rounds=1)
+    with pytest.raises(extmem.OptionError, match="would lie among the shards it scores"):
+        extmem.predict(tmp_path / "m", remote_synth, f"{remote_synth}/preds.parquet")
+    pruned = f"s3://{BUCKET}/self-pruned"
+    extmem.prune(remote_synth, pruned, label="splice_type")
+    before = _objects(store, "self-pruned")
+    with pytest.raises(extmem.OptionError, match="holds the shard .* it is written from"):
+        extmem.prune(pruned, pruned, label="splice_type", overwrite=True)  # a folder extmem wrote, so only this check stops it
+    assert _objects(store, "self-pruned") == before
+    run = subprocess.run(
+        [sys.executable, "-m", "extmem", "train", remote_synth, "--out", f"s3://{BUCKET}/cli-model", "--rounds", "1", "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert f"model: s3://{BUCKET}/cli-model/model.ubj; report: s3://{BUCKET}/cli-model/report.json" in run.stdout
+
+
 def _object(store: Store, uri: str) -> bytes:
     with store.client.open_input_stream(uri.removeprefix("s3://")) as stream:
         return bytes(stream.read())

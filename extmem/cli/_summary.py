@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from extmem._defaults import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE
+from extmem._stores import child
 
 MiB = 2**20
 
@@ -57,7 +57,7 @@ def train_summary(report: dict[str, Any], out: str) -> str:
         if per_class:
             lines.append(f"{data_name} ROC-AUC/PR-AUC: " + ", ".join(per_class))
     model_file = INCREMENTAL_MODEL_FILE if trainer == "incremental" else BOOSTER_MODEL_FILE
-    lines.append(f"model: {Path(out) / model_file}; report: {Path(out) / REPORT_FILE}")
+    lines.append(f"model: {child(out, model_file)}; report: {child(out, REPORT_FILE)}")
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
-from extmem._stores import is_remote, local_path, remote, split_uri
+from extmem._stores import is_remote, key_uri, local_path, remote, split_uri
 from extmem.errors import InputPathError, OptionError
 
 
@@ -67,7 +67,8 @@ def partition_values(paths: Iterable[str], shards: Iterable[str]) -> dict[str, d
     for shard in shards:
         plain = shard.split("?", 1)[0] if is_remote(shard) else shard
         root = next((root for root in roots if plain.startswith(root + "/")), None)
-        values = _partition_folders(plain[len(root) + 1 :] if root is not None else partition_path(plain))
+        relative = plain[len(root) + 1 :] if root is not None else partition_path(plain)
+        values = _partition_folders(unquote(relative) if is_remote(shard) else relative)  # a URI's path is escaped (key_uri)
         if values:
             found[shard] = values
     return found
@@ -101,7 +102,7 @@ def discover_remote(uri: str) -> list[str]:
     def as_uri(found: str) -> str:
         if isinstance(filesystem, pafs.PyFileSystem):
             return str(filesystem.handler.fs.unstrip_protocol(found))
-        return f"{root.split('://', 1)[0]}://{found.lstrip('/')}{options}"
+        return key_uri(root.split("://", 1)[0], found, options)
 
     try:
         if glob.has_magic(inner) and filesystem.get_file_info(inner).type == pafs.FileType.NotFound:  # an existing name is itself
@@ -224,20 +225,30 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
     return shards
 
 
+def _location(path: str, *, real: bool = False) -> tuple[str, str]:
+    """Where ``path`` points, comparable however it is spelt: ("", its absolute local path) or (a store's scheme, its key)."""
+    path = local_path(path)
+    if is_remote(path):
+        root, inner, _ = split_uri(path)
+        return root.split("://", 1)[0], inner
+    return "", os.path.realpath(path) if real else os.path.abspath(path)
+
+
 def would_be_a_shard(path: str | os.PathLike[str], dataset_paths: Iterable[str]) -> bool:
-    """Whether a file written at ``path`` would be read as a shard of the dataset at ``dataset_paths`` next time (local paths only)."""
-    target = os.path.abspath(local_path(os.fspath(path)))
-    if is_remote(target) or not _visible(os.path.basename(target)):
+    """Whether a file written at ``path`` would be read as a shard of the dataset at ``dataset_paths`` next time."""
+    store, target = _location(os.fspath(path))
+    separator = "/" if store else os.sep
+    if not _visible(target.rsplit(separator, 1)[-1]):
         return False
     for given in dataset_paths:
-        if is_remote(given):
+        given_store, source = _location(given)
+        if given_store != store:
             continue
-        source = os.path.abspath(local_path(given))
-        if glob.has_magic(given) and not os.path.exists(source):
-            if PurePath(target).match(source):
+        if glob.has_magic(given) and not (store or os.path.exists(source)):
+            if fnmatch.fnmatchcase(target, source) if store else PurePath(target).match(source):
                 return True
-        elif os.path.isdir(source) and target.endswith(".parquet") and target.startswith(source + os.sep):
-            inside = os.path.relpath(target, source).replace(os.sep, "/")
+        elif (store or os.path.isdir(source)) and target.endswith(".parquet") and target.startswith(source.rstrip(separator) + separator):
+            inside = target[len(source.rstrip(separator)) + 1 :].replace(os.sep, "/")
             if "/" not in inside or _partition_folders(inside):  # in the folder, or in its partition folders
                 return True
     return False
@@ -245,10 +256,10 @@ def would_be_a_shard(path: str | os.PathLike[str], dataset_paths: Iterable[str])
 
 def check_not_replacing_input(folder: str | os.PathLike[str], shards: Iterable[str], option: str = "dst") -> None:
     """Refuse an output folder that holds shards it is written from: publishing it would replace its own input."""
-    if is_remote(os.fspath(folder)):
-        return
-    target = os.path.realpath(local_path(os.fspath(folder)))
+    store, target = _location(os.fspath(folder), real=True)
+    separator = "/" if store else os.sep
     for shard in shards:
-        if not is_remote(shard) and os.path.realpath(local_path(shard)).startswith(target + os.sep):
+        shard_store, source = _location(shard, real=True)
+        if shard_store == store and source.startswith(target.rstrip(separator) + separator):
             msg = f"The '{option}' folder {os.fspath(folder)!r} holds the shard {shard!r} it is written from, and the result would replace it. Write elsewhere."
             raise OptionError(msg, options=(option,))

@@ -23,7 +23,7 @@ from extmem._defaults import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_
 from extmem._folders import PrivateFolder
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._sink import sha256
-from extmem._stores import download_file, is_remote, remote_exists, remote_names
+from extmem._stores import child, download_file, is_remote, remote_exists, remote_names
 from extmem.errors import OptionError
 from extmem.score._metrics import task_of
 from extmem.score._ranking import DEFAULT_RANKING_METRICS, RankingMetrics
@@ -193,11 +193,13 @@ def _downloaded(uri: str) -> Iterator[Path]:
 
 def _download_model(uri: str, folder: Path) -> Path:
     """Copy the model file ``uri`` (and its folder's report), or the model folder ``uri``'s files, into ``folder``; the local model."""
-    if uri.endswith((".ubj", ".npz", ".json")):
-        parent, _, name = uri.rpartition("/")
+    path, mark, options = uri.partition("?")
+    if path.endswith((".ubj", ".npz", ".json")):
+        parent, _, name = path.rpartition("/")
         download_file(uri, folder / name)
-        if remote_exists(f"{parent}/{REPORT_FILE}"):
-            download_file(f"{parent}/{REPORT_FILE}", folder / REPORT_FILE)
+        report = child(parent + mark + options, REPORT_FILE)
+        if remote_exists(report):
+            download_file(report, folder / REPORT_FILE)
         return folder / name
     present = set(remote_names(uri))
     if not present & {BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE}:
@@ -207,7 +209,7 @@ def _download_model(uri: str, folder: Path) -> Path:
         raise OptionError(msg)
     for name in (BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_FILE):
         if name in present:
-            download_file(f"{uri}/{name}", folder / name)
+            download_file(child(uri, name), folder / name)
     return folder
 
 
