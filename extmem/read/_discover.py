@@ -43,12 +43,17 @@ def _root(path: str) -> str:
     """The folder a dataset path names, whose own name gives no column ("" for a file or a glob)."""
     if glob.has_magic(path) and not (not is_remote(path) and os.path.exists(path)):
         return ""
-    return path.split("?", 1)[0].rstrip("/") if is_remote(path) or os.path.isdir(path) else ""
+    return _unescaped(path).rstrip("/") if is_remote(path) or os.path.isdir(path) else ""
+
+
+def _unescaped(path: str) -> str:
+    """A URI without its options, its path's escapes decoded (see :func:`extmem._stores.key_uri`); a local path as it is."""
+    return unquote(path.split("?", 1)[0]) if is_remote(path) else path
 
 
 def partition_path(shard: str) -> str:
-    """A shard's file name with the ``key=value`` folders right above it (``chrom=chr1/part-0.parquet``)."""
-    parts = shard.split("?", 1)[0].replace(os.sep, "/").split("/")
+    """A shard's file name with the ``key=value`` folders right above it (``chrom=chr1/part-0.parquet``), as its store names them."""
+    parts = _unescaped(shard).replace(os.sep, "/").split("/")
     kept = len(parts) - 1
     while kept > 0 and _visible(parts[kept - 1]) and PARTITION_FOLDER.fullmatch(parts[kept - 1]):
         kept -= 1
@@ -65,10 +70,9 @@ def partition_values(paths: Iterable[str], shards: Iterable[str]) -> dict[str, d
     roots = [root for root in (_root(local_path(path) if not is_remote(path) else path) for path in paths) if root]
     found: dict[str, dict[str, str | None]] = {}
     for shard in shards:
-        plain = shard.split("?", 1)[0] if is_remote(shard) else shard
+        plain = _unescaped(shard)
         root = next((root for root in roots if plain.startswith(root + "/")), None)
-        relative = plain[len(root) + 1 :] if root is not None else partition_path(plain)
-        values = _partition_folders(unquote(relative) if is_remote(shard) else relative)  # a URI's path is escaped (key_uri)
+        values = _partition_folders(plain[len(root) + 1 :] if root is not None else partition_path(plain))
         if values:
             found[shard] = values
     return found

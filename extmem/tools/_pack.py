@@ -164,7 +164,8 @@ def scanned_shards(src: str | os.PathLike[str]) -> Schema:
 
 def output_name(schema: Schema, shard: str) -> str:
     """The file name of ``shard``'s rewrite: its own, or for a partitioned shard its partition path (``chrom=chr1__part-0.parquet``)."""
-    return partition_path(shard).replace("/", "__") if shard in schema.partitions else Path(shard).name
+    path = partition_path(shard)  # as its store names it
+    return path.replace("/", "__") if shard in schema.partitions else path.rsplit("/", 1)[-1]
 
 
 def folder_columns(schema: Schema, shard: str, drop: Collection[str] = ()) -> dict[str, pa.Scalar]:
