@@ -145,6 +145,8 @@ def test_array_labels_0_to_k_train_as_xgboost_and_a_refit_forgets_old_classes(tm
     for mixed_or_continuous in (np.array([0, "a"] * 5, dtype=object), y + 0.5):
         with pytest.raises(ValueError, match="Unknown label type"):  # scikit-learn's own check
             clf.fit(X, mixed_or_continuous)
+    with pytest.raises(ValueError, match=r"mix kinds that cannot be ordered as classes \(NoneType, str\)"):
+        clf.fit(X, np.array(["a", None] * 5, dtype=object))  # a missing text label
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,13 @@ def label_classes(y: Any) -> np.ndarray | None:
     labels = np.asarray(y)
     if labels.ndim != 1:
         return None  # multi-label targets: XGBoost's indicator columns
-    check_classification_targets(labels)  # refuses continuous labels in scikit-learn's words
-    classes = np.unique(labels)
+    try:
+        check_classification_targets(labels)  # refuses continuous labels in scikit-learn's words
+        classes = np.unique(labels)
+    except TypeError:  # object labels that do not sort together, such as text and None
+        kinds = sorted({type(label).__name__ for label in labels.tolist()})
+        msg = f"The labels y mix kinds that cannot be ordered as classes ({', '.join(kinds)}); give labels of one kind, none missing."
+        raise ValueError(msg) from None
     if classes.dtype.kind in "iuf" and np.array_equal(classes, np.arange(classes.size)):
         return None
     return classes
