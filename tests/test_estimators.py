@@ -145,8 +145,13 @@ def test_array_labels_0_to_k_train_as_xgboost_and_a_refit_forgets_old_classes(tm
     for mixed_or_continuous in (np.array([0, "a"] * 5, dtype=object), y + 0.5):
         with pytest.raises(ValueError, match="Unknown label type"):  # scikit-learn's own check
             clf.fit(X, mixed_or_continuous)
+
+
+@pytest.mark.parametrize("estimator", [extmem.XGBClassifier, extmem.XGBRFClassifier, extmem.IncrementalClassifier])
+def test_labels_that_are_no_classes_are_refused_in_words(estimator: type) -> None:
+    X = np.arange(20.0).reshape(10, 2)
     with pytest.raises(ValueError, match=r"mix kinds that cannot be ordered as classes \(NoneType, str\)"):
-        clf.fit(X, np.array(["a", None] * 5, dtype=object))  # a missing text label
+        estimator().fit(X, np.array(["a", None] * 5, dtype=object))  # a missing text label
 
 
 @pytest.mark.parametrize(

@@ -22,16 +22,21 @@ def label_classes(y: Any) -> np.ndarray | None:
     labels = np.asarray(y)
     if labels.ndim != 1:
         return None  # multi-label targets: XGBoost's indicator columns
-    try:
-        check_classification_targets(labels)  # refuses continuous labels in scikit-learn's words
-        classes = np.unique(labels)
-    except TypeError:  # object labels that do not sort together, such as text and None
-        kinds = sorted({type(label).__name__ for label in labels.tolist()})
-        msg = f"The labels y mix kinds that cannot be ordered as classes ({', '.join(kinds)}); give labels of one kind, none missing."
-        raise ValueError(msg) from None
+    classes, _ = sorted_classes(labels)
     if classes.dtype.kind in "iuf" and np.array_equal(classes, np.arange(classes.size)):
         return None
     return classes
+
+
+def sorted_classes(y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted class labels of ``y`` and each label's position among them; labels that are no classes are refused."""
+    try:
+        check_classification_targets(y)  # refuses continuous labels in scikit-learn's words
+        return np.unique(y, return_inverse=True)
+    except TypeError:  # object labels that do not sort together, such as text and None
+        kinds = sorted({type(label).__name__ for label in np.asarray(y).tolist()})
+        msg = f"The labels y mix kinds that cannot be ordered as classes ({', '.join(kinds)}); give labels of one kind, none missing."
+        raise ValueError(msg) from None
 
 
 def class_ids(y: Any, classes: np.ndarray, name: str) -> np.ndarray:

@@ -10,12 +10,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils import Tags, get_tags
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from extmem._defaults import DEFAULT_EPOCHS, DEFAULT_PAGE_ROWS, INCREMENTAL_MODELS
 from extmem.errors import OptionError
 from extmem.read._dataset import is_dataset
+from extmem.run._array_fit import sorted_classes
 from extmem.run._incremental import train_incremental
 from extmem.score._evaluate import evaluate
 from extmem.score._incremental_model import IncrementalModel, _estimators, check_estimator_kind
@@ -102,8 +102,7 @@ class IncrementalClassifier(ClassifierMixin, BaseEstimator):
             msg = f"Dataset options ({', '.join(sorted(dataset_options))}) apply only when X is a dataset."
             raise OptionError(msg)
         X, y = validate_data(self, X, y, accept_sparse="csr")
-        check_classification_targets(y)
-        self.classes_, ids = np.unique(y, return_inverse=True)
+        self.classes_, ids = sorted_classes(y)
         weights = _check_sample_weight(sample_weight, X) * self._class_weights(ids, _check_sample_weight(sample_weight, X))[ids]
         base = self._base_estimator()
         order_rng = np.random.default_rng(self._seed())
