@@ -5,6 +5,9 @@ from __future__ import annotations
 import numbers
 import re
 
+_ENDED_TWICE = re.compile(r"(?:(?<=[?!])|(?<=[^.]\.))\.$")
+"""A final period after a sentence that had ended ("...: File too large.." or "...column?."), not an ellipsis's."""
+
 
 class ExtmemError(ValueError):
     """Base class for errors caused by user input (data, paths, options).
@@ -14,7 +17,7 @@ class ExtmemError(ValueError):
     """
 
     def __init__(self, message: str, *, options: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
+        super().__init__(_ENDED_TWICE.sub("", message))  # a quoted reason that ends a sentence itself ends it once
         self.options = (options,) if isinstance(options, str) else tuple(options)
 
 

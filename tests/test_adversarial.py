@@ -71,6 +71,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     shard("huge_class_ids", {**GOOD, "y": [0, 1_000_000] * (ROWS // 2)})
     shard("signed", {**GOOD, "y": [-1, 1] * (ROWS // 2)})
     shard("one_class", {**GOOD, "splice_type": ["donor"] * ROWS})
+    shard("id_as_label", {"x": [float(i) for i in range(1100)], "y": [f"id{i}" for i in range(1100)]})
     shard("nested/batch1", GOOD)
     _packed(tmp / "packed_negative" / "a.parquet", pa.int32(), [[0, -1], [1]], PACKED_META)
     _packed(tmp / "packed_columns_text" / "a.parquet", pa.uint16(), [[0, 1], [1]], {**PACKED_META, "columns": "6mer_AAAAAA"})
@@ -185,6 +186,10 @@ CASES: list[tuple[str, str]] = [
     ("train {ok} --out {out} --filter \"x in [1, 'a']\"", r"Invalid --filter .*a list mixing numbers, strings and booleans"),
     (f"train {{ok}} --out {{out}} --filter '{DEEP_AND}'", r"Invalid --filter '\(x > 1\) & .{40,80}\.\.\.': nested too deeply"),
     ("train {ok} --out {out} --filter 'gene_type > 3'", r"--filter 'gene_type > 3' cannot be applied to the columns it names"),
+    (
+        "train {id_as_label} --out {out} --label y",
+        r"--label column 'y' has more than 1,024 distinct values .*; is it the right label column\?$",
+    ),
     # parameters and split options
     ("train {ok} --out {out} --param seed=abc", r"XGBoost parameter 'seed' \(--param\) must be an integer\. Got 'abc'"),
     (
@@ -216,7 +221,7 @@ def test_adversarial_input_is_one_clear_line_and_leaves_nothing(
     assert status == 2, captured.err
     assert len(errors) == 1 and "Traceback" not in captured.err, captured.err
     assert re.search(pattern, errors[0]), errors[0]
-    assert len(errors[0]) < 600
+    assert len(errors[0]) < 600 and not re.search(r"[.?!:;,]\.$", errors[0]), errors[0]  # one sentence, ended once
     assert not (tmp_path / "out").exists() and cache_dirs(cache) == []
 
 

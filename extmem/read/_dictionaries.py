@@ -41,8 +41,8 @@ def collect_values(schema: Schema, limits: dict[str, tuple[int, str]]) -> dict[s
         seen[name].update(pc.unique(as_strings(values).drop_null()).to_pylist())
         most, option = limits[name]
         if len(seen[name]) > most:
-            hint = "raise 'max_categories' or leave the column out" if option == "categorical" else "is it the right label column?"
-            msg = f"The '{option}' column {name!r} has more than {most:,} distinct values (reached in {shard!r}); {hint}."
+            hint = "raise 'max_categories' or leave the column out." if option == "categorical" else "is it the right label column?"
+            msg = f"The '{option}' column {name!r} has more than {most:,} distinct values (reached in {shard!r}); {hint}"
             raise SchemaError(msg, options=(option, "max_categories"))
 
     for shard in schema.shards:
