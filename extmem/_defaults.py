@@ -15,6 +15,8 @@ MAX_BATCH_ROWS = 1 << 20
 DEFAULT_PAGE_ROWS = 8192
 DEFAULT_SKETCH_ROWS = 32768
 DEFAULT_PREFETCH = 1
+DEFAULT_MAX_BIN = 256
+"""XGBoost's default ``max_bin``."""
 CACHE_KINDS: tuple[str, ...] = ("auto", "memory", "disk")
 DEFAULT_MAX_CATEGORIES = 1024
 MAX_K = 12

@@ -191,6 +191,11 @@ CASES: list[tuple[str, str]] = [
         r"--label column 'y' has more than 1,024 distinct values .*; is it the right label column\?$",
     ),
     # parameters and split options
+    (
+        "train {ok} --out {out} --sketch-rows 100",
+        r"--sketch-rows option must be at least the 256 bins per feature \(XGBoost's max_bin\)\. Got 100",
+    ),
+    ("train {ok} --out {out} --sketch-rows 100 --param max_bin=101", r"at least the 101 bins per feature"),
     ("train {ok} --out {out} --param seed=abc", r"XGBoost parameter 'seed' \(--param\) must be an integer\. Got 'abc'"),
     (
         "train {ok} --out {out} --valid-fraction 0.3 --group-by pairs",

@@ -193,6 +193,6 @@ def test_sample_emptied_by_the_filter_falls_back_to_all_rows(tmp_path: Path, cac
     )
     sample = sample_row_groups(select_dataset(Dataset(tmp_path, preset="splice-sites", filter="x >= 3800")), 200, seed=1)
     assert {ref.index for ref in sample}.isdisjoint({38, 39}), "the seeded sample must miss the only matching row groups"
-    matrix = extmem.dmatrix(tmp_path, preset="splice-sites", filter="x >= 3800", sketch_rows=200, seed=1, cache_dir=cache_root)
+    matrix = extmem.dmatrix(tmp_path, preset="splice-sites", filter="x >= 3800", sketch_rows=200, max_bin=128, seed=1, cache_dir=cache_root)
     assert matrix.num_row() == 200
     assert matrix_info(matrix).stats.cuts_from_rows == 200, "cuts come from every filtered row, not the empty sample"

@@ -118,7 +118,7 @@ def dataset_flags(parser: argparse.ArgumentParser) -> None:
         "--sketch-rows",
         type=types.positive,
         metavar="N",
-        help="above N rows, quantile cuts come from a uniform sample of about N rows "
+        help="above N rows, quantile cuts come from a uniform sample of about N rows, N at least max_bin "
         "(default: from all rows when their sketch fits the memory plan, else the largest sample that fits; "
         f"{DEFAULT_SKETCH_ROWS:,} with --scheduler)",
     )

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from extmem._contracts import DataProfile
+from extmem._defaults import DEFAULT_MAX_BIN
 from extmem.encode._blocks import Encoder
 from extmem.read._plan import Budget, MemoryPlan, plan_batches
 from extmem.read._reader import read_batches
@@ -18,8 +19,6 @@ from extmem.read._selection import Selection
 logger = logging.getLogger("extmem")
 
 PROBE_ROWS = 256
-DEFAULT_MAX_BIN = 256
-"""XGBoost's default ``max_bin``."""
 
 
 def estimated_bins(X: sp.csr_matrix | np.ndarray, max_bin: int | None = None) -> int:

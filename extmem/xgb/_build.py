@@ -26,7 +26,7 @@ from pathlib import Path
 import xgboost as xgb
 
 from extmem._contracts import Block, ReadCounters, RowGroupRef
-from extmem._defaults import CACHE_KINDS, DEFAULT_PREFETCH
+from extmem._defaults import CACHE_KINDS, DEFAULT_MAX_BIN, DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
 from extmem.encode._blocks import Encoder
 from extmem.encode._pages import concat_blocks, read_page_blocks
@@ -85,6 +85,9 @@ class MatrixOptions:
     def __post_init__(self) -> None:
         for name in ("page_rows", "max_bin", "sketch_rows", "nthread", "max_quantile_batches"):
             check_positive_int(getattr(self, name), name, allow_none=True)
+        if self.sketch_rows is not None and self.sketch_rows < (bins := self.max_bin or DEFAULT_MAX_BIN):  # cuts from fewer rows than bins
+            msg = f"The 'sketch_rows' option must be at least the {bins} bins per feature (XGBoost's max_bin). Got {self.sketch_rows!r} instead."
+            raise OptionError(msg, options=("sketch_rows",))
         check_seed(self.seed)
         if not is_integer(self.prefetch) or self.prefetch < 0:
             msg = f"The 'prefetch' option must be a non-negative integer (pages read ahead). Got {self.prefetch!r} instead."
@@ -269,10 +272,7 @@ def _sampled_cuts(
     assert options.sketch_rows is not None
     if spool is not None:
         chosen = spool.sample(options.sketch_rows, options.seed)
-        n_features = len(selection.layout.names)
-
-        def produce() -> Iterator[Block]:
-            return spool.replay(n_features, chosen)
+        produce: Callable[[], Iterator[Block]] = partial(spool.replay, len(selection.layout.names), chosen)
     else:
         produce = _pass_source(reading, None, sample_row_groups(selection, options.sketch_rows, options.seed))
 
