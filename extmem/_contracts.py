@@ -165,3 +165,7 @@ class DataProfile:
     features: int = 0
     max_bin: int = 256
     """XGBoost's ``max_bin``: with the features and their density, the size of its quantile sketch."""
+    row_group_rows: int = 0
+    """Rows of the largest row group: one read in many row batches holds more while it is decoded (see ``decode_bytes``)."""
+    columns: int = 0
+    """Parquet columns decoded per batch (the probe's)."""

@@ -6,6 +6,7 @@ import re
 
 from extmem.errors import OptionError
 
+KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
 _BINARY = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

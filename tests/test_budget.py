@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -10,6 +11,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import xgboost as xgb
 from conftest import cache_dirs, encoded
@@ -19,7 +22,7 @@ from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._units import format_size, parse_size
 from extmem.encode._probe import profile
-from extmem.read._costs import UNBUDGETED_PAGE_BYTES, page_bytes
+from extmem.read._costs import LARGE_GROUP_BATCHES, UNBUDGETED_PAGE_BYTES, decode_bytes, page_bytes
 from extmem.read._dataset import Dataset
 from extmem.read._plan import MAX_PAGE_ROWS, MIN_BATCH_ROWS, MIN_PAGE_ROWS, Budget, data_limit, fixed_bytes, plan_memory
 from extmem.read._selection import select_dataset
@@ -123,6 +126,53 @@ def test_memory_cache_on_request_is_refused_when_the_matrix_cannot_fit() -> None
 def test_without_a_budget_the_given_sizes_stand() -> None:
     plan = plan_memory(WIDE, None, batch_rows=4096, page_rows=16384, cache="disk", fixed=FIXED)
     assert (plan.batch_rows, plan.page_rows, plan.cache, plan.reason) == (4096, 16384, "disk", "asked for")
+
+
+def test_row_batches_of_a_large_row_group_are_planned_larger() -> None:
+    """One row group of 120,000 rows (as ``DataFrame.to_parquet`` writes a shard) decodes in row batches at about twice the
+    memory of 4,096-row groups; read whole (a row group of at most half a page), it decodes in column parts."""
+    small = DataProfile(rows=640_000, arrow_bytes_per_row=37_000, stored_values_per_row=120, outputs=3, row_group_rows=4096, columns=4099)
+    large = DataProfile(**{**small.__dict__, "row_group_rows": 120_000})
+    assert decode_bytes(large, 2048) >= 1.7 * decode_bytes(small, 2048)
+    assert decode_bytes(large, 2048, whole_rows=120_000) == decode_bytes(small, 2048)
+    assert decode_bytes(small, 4096 // LARGE_GROUP_BATCHES) == decode_bytes(small, 4096 // LARGE_GROUP_BATCHES, whole_rows=0)
+    lean, spacious = (plan_memory(data, _budget("1GiB"), batch_rows=2048, page_rows=32768, fixed=FIXED) for data in (large, small))
+    assert lean.expected_peak_bytes <= 2**30 and lean.batch_rows * lean.page_rows < spacious.batch_rows * spacious.page_rows
+
+
+@pytest.fixture(scope="module")
+def one_large_row_group(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60,000 rows of the 4,096 6-mer count columns (uint8, mostly zero) in a single row group."""
+    folder = tmp_path_factory.mktemp("one_row_group")
+    rng = np.random.default_rng(0)
+    rows = 60_000
+    columns: dict[str, np.ndarray] = {}
+    for kmer in itertools.product("ACGT", repeat=6):
+        counts = np.zeros(rows, dtype=np.uint8)
+        counts[rng.integers(0, rows, rows // 40)] = rng.integers(1, 4, rows // 40)
+        columns["6mer_" + "".join(kmer)] = counts
+    columns["splice_type"] = np.array(["neither", "donor", "acceptor"])[rng.integers(0, 3, rows)]
+    pq.write_table(pa.table(columns), folder / "a.parquet", row_group_size=rows)
+    return folder
+
+
+def test_a_budget_accepted_for_one_large_row_group_holds(one_large_row_group: Path, tmp_path: Path) -> None:
+    """Under the kernel's data limit, the run completes or refuses the budget before any work: never out of memory.
+
+    The plan counted row batches of such a row group as of small ones, and 512 MiB ran out of memory after its first pages.
+    """
+    for limit in (512 * MiB, 768 * MiB):
+        out = tmp_path / f"m{limit}"
+        command = ["prlimit", f"--data={limit}", sys.executable, "-m", "extmem", "train", str(one_large_row_group), "--out", str(out)]
+        run = subprocess.run(
+            [*command, "--rounds", "2", "--no-progress", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=False
+        )
+        assert "out of memory" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert run.returncode == 0 or "is too small: the leanest plan" in run.stderr, run.stderr
+        if run.returncode == 0:
+            assert json.loads((out / "report.json").read_text())["peak_data_bytes"] <= limit
+    assert (tmp_path / f"m{768 * MiB}" / "model.ubj").is_file(), "768 MiB holds a plan"
+    assert cache_dirs(tmp_path) == []
 
 
 def test_the_profile_measures_the_first_rows(wide_synth: Path) -> None:

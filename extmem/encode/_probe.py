@@ -43,8 +43,9 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         batches.close()
     features = len(selection.layout.names)
     max_bin = max_bin or DEFAULT_MAX_BIN
+    group_rows = max((max(groups, default=0) for groups in selection.schema.shard_row_groups.values()), default=0)
     if raw is None:
-        return DataProfile(selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features, features, max_bin)
+        return DataProfile(selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features, features, max_bin, group_rows)
     block = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)(raw)
     decoded = raw.columns.nbytes + (raw.carried.nbytes if raw.carried is not None else 0) + 8 * raw.rows
     bins = estimated_bins(block.X, max_bin)
@@ -57,6 +58,8 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         bins,
         features,
         max_bin,
+        group_rows,
+        raw.columns.num_columns + (raw.carried.num_columns if raw.carried is not None else 0),
     )
 
 

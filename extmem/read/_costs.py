@@ -28,10 +28,18 @@ the data size that the kernel's limit counts.
 from __future__ import annotations
 
 from extmem._contracts import DataProfile
-from extmem._units import MiB
+from extmem._units import KiB, MiB
 
 DECODE_BYTES_PER_ARROW_BYTE = 4
 """Peak bytes while pyarrow decodes a batch, per byte of the decoded Arrow columns (measured ~3.6)."""
+LARGE_GROUP_BATCHES = 4
+"""A row group of more rows than this many batches, read in row batches, is a large one (see ``decode_bytes``)."""
+LARGE_GROUP_DECODE_BYTES_PER_ARROW_BYTE = 7
+LARGE_GROUP_BYTES_PER_COLUMN = 40 * KiB
+"""Decoding row batches of a large row group takes more, per batch and per column read: pyarrow keeps a reader per column
+for the whole row group and glibc's heap fragments around them. One shard of 120,000 rows in one row group of 4,099
+columns (as ``DataFrame.to_parquet`` writes one) peaked at 660 MiB of data size in batches of 2,048 rows and 412 in
+batches of 1,024 (decoding and encoding), against 306 and 200 in row groups of 4,096 rows."""
 PAGE_BYTES_PER_VALUE = 28
 """Bytes per stored value while a page is built: blocks and their concatenation (2 x 8) and XGBoost's copy (12)."""
 QUEUED_PAGE_BYTES_PER_VALUE = 8
@@ -87,8 +95,12 @@ def footer_bytes(profile: DataProfile) -> int:
     return FOOTER_BYTES_PER_SERIALIZED_BYTE * profile.footer_bytes
 
 
-def decode_bytes(profile: DataProfile, batch_rows: int) -> int:
-    return int(DECODE_BYTES_PER_ARROW_BYTE * profile.arrow_bytes_per_row * batch_rows)
+def decode_bytes(profile: DataProfile, batch_rows: int, whole_rows: int = 0) -> int:
+    """Peak bytes of decoding a batch; row groups of up to ``whole_rows`` rows are read whole, in column parts, not in batches."""
+    arrow = profile.arrow_bytes_per_row * batch_rows
+    if profile.row_group_rows > max(LARGE_GROUP_BATCHES * batch_rows, whole_rows):
+        return int(LARGE_GROUP_DECODE_BYTES_PER_ARROW_BYTE * arrow + LARGE_GROUP_BYTES_PER_COLUMN * profile.columns)
+    return int(DECODE_BYTES_PER_ARROW_BYTE * arrow)
 
 
 def page_bytes(profile: DataProfile, page_rows: int, prefetch: int) -> int:

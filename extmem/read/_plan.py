@@ -331,7 +331,7 @@ def plan_memory(
             kind,
             reason,
             fixed,
-            decode_bytes(profile, batch),
+            decode_bytes(profile, batch, page // 2),
             page_bytes(profile, page, prefetch),
             training,
             matrix_bytes(profile, kind, page),
