@@ -39,6 +39,12 @@ def check_writable(schema: pa.Schema, file_format: str, path: str | os.PathLike[
             raise OptionError(msg, options=(option,)) from None
 
 
+PENDING_PIECES = 8
+"""Output batches a sink holds apart before joining them. Under the command line's allocator settings, small output
+batches held until a row group fills pinned glibc's heap between the batches decoded meanwhile: predictions of 120,000
+rows of 4,099 columns in one row group, in 256-row batches, peaked at 2.3 GiB; joined every 8 batches, 0.5 GiB."""
+
+
 class TableSink:
     """Streams record batches into one parquet file (or CSV file, ``file_format="CSV"``), buffered into row groups of ``row_group_rows``.
 
@@ -81,6 +87,8 @@ class TableSink:
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         self.rows += batch.num_rows
+        if len(self._pending) >= PENDING_PIECES:  # one block, not many small ones pinning the heap between the batches read meanwhile
+            self._pending = pa.Table.from_batches(self._pending, self.schema).combine_chunks().to_batches()
         while self._pending_rows >= self.row_group_rows:
             table = pa.Table.from_batches(self._pending, self.schema)
             self._write(table.slice(0, self.row_group_rows))

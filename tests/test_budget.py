@@ -156,22 +156,43 @@ def one_large_row_group(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_a_budget_accepted_for_one_large_row_group_holds(one_large_row_group: Path, tmp_path: Path) -> None:
-    """Under the kernel's data limit, the run completes or refuses the budget before any work: never out of memory.
+@pytest.fixture(scope="module")
+def large_group_model(one_large_row_group: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = tmp_path_factory.mktemp("large_group") / "model"
+    extmem.train(one_large_row_group, preset="splice-sites", out=model, rounds=2)
+    return model
 
-    The plan counted row batches of such a row group as of small ones, and 512 MiB ran out of memory after its first pages.
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "predict", "explain"])
+def test_a_budget_accepted_for_one_large_row_group_holds(
+    one_large_row_group: Path, large_group_model: Path, tmp_path: Path, command: str
+) -> None:
+    """Under the kernel's data limit, a run completes or refuses the budget before any work: never out of memory.
+
+    The plan counted row batches of such a row group as of small ones (512 MiB ran out of memory in training), and the
+    output sink's small pending batches pinned glibc's heap (explain ran out of memory under 512 MiB).
     """
+    model = large_group_model
+    completed = []
     for limit in (512 * MiB, 768 * MiB):
-        out = tmp_path / f"m{limit}"
-        command = ["prlimit", f"--data={limit}", sys.executable, "-m", "extmem", "train", str(one_large_row_group), "--out", str(out)]
+        out = tmp_path / f"{command}-{limit}" / ("p.parquet" if command == "predict" else "o")
+        arguments = (
+            [str(one_large_row_group), "--out", str(out)]
+            if command == "train"
+            else [str(model), str(one_large_row_group), "--out", str(out)]
+        )
+        limited = ["prlimit", f"--data={limit}", sys.executable, "-m", "extmem", command, *arguments, "--no-progress"]
         run = subprocess.run(
-            [*command, "--rounds", "2", "--no-progress", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=False
+            [*limited, *(["--rounds", "2", "--cache-dir", str(tmp_path)] if command == "train" else [])],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert "out of memory" not in run.stderr and "Traceback" not in run.stderr, run.stderr
         assert run.returncode == 0 or "is too small: the leanest plan" in run.stderr, run.stderr
-        if run.returncode == 0:
-            assert json.loads((out / "report.json").read_text())["peak_data_bytes"] <= limit
-    assert (tmp_path / f"m{768 * MiB}" / "model.ubj").is_file(), "768 MiB holds a plan"
+        completed.append(run.returncode == 0)
+    assert completed[-1], "768 MiB holds a plan"
     assert cache_dirs(tmp_path) == []
 
 
