@@ -47,8 +47,8 @@ def _root(path: str) -> str:
 
 
 def _unescaped(path: str) -> str:
-    """A URI without its options, its path's escapes decoded (see :func:`extmem._stores.key_uri`); a local path as it is."""
-    return unquote(path.split("?", 1)[0]) if is_remote(path) else path
+    """A URI without its options, its path decoded as :func:`extmem._stores.split_uri` decodes it; a local path as it is."""
+    return "://".join(_location(path)) if is_remote(path) else path
 
 
 def partition_path(shard: str) -> str:
