@@ -45,6 +45,9 @@ MANIFEST_FILE = "_manifest.json"
 """The file that lists what a dataset folder written by extmem holds (a leading ``_`` makes parquet readers skip it)."""
 
 
+_PROBE_PREFIX = ".extmem-probe-"
+
+
 def _nearest_existing(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.exists():
@@ -63,6 +66,8 @@ def _check_writable_parent(path: Path, what: str, option: str) -> None:
     if not os.access(ancestor, os.W_OK | os.X_OK):
         msg = f"Cannot write the '{option}' {what} {str(path)!r}: the folder {str(ancestor)!r} is not writable."
         raise OptionError(msg, options=(option,))
+    with PrivateFolder(ancestor, prefix=_PROBE_PREFIX, option=option, output=path):
+        pass  # what access() cannot tell (a read-only or special file system, a full quota, root's rights): try
 
 
 @dataclass(frozen=True)

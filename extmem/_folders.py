@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from extmem._signals import deferred
+from extmem._stores import is_remote
 from extmem.errors import OptionError
 
 CACHE_PREFIX = "extmem-cache-"
@@ -134,12 +135,25 @@ class PrivateFolder:
         output: str | os.PathLike[str] | None = None,
     ) -> None:
         self.output = None if output is None else os.fspath(output)
-        root_path = Path(root) if root is not None else Path(tempfile.gettempdir())
+        root_text = os.fspath(root) if root is not None else tempfile.gettempdir()
+        if is_remote(root_text):
+            msg = f"The '{option}' folder {root_text!r} must be a local folder: XGBoost maps its cache files into memory."
+            raise OptionError(msg, options=(option,))
+        root_path = Path(root_text)
         if not root_path.is_dir():
             msg = f"The '{option}' folder {str(root_path)!r} is not an existing folder."
             raise OptionError(msg, options=(option,))
         sweep_stale(root_path, prefix)
-        new = Path(tempfile.mkdtemp(prefix=_NEW_PREFIX, dir=root_path))
+        try:
+            new = Path(tempfile.mkdtemp(prefix=_NEW_PREFIX, dir=root_path))
+        except OSError as exc:
+            where = (
+                f"Cannot write the '{option}' {self.output!r}"
+                if self.output is not None
+                else f"The '{option}' folder {root_text!r} is unusable"
+            )
+            msg = f"{where}: no folder can be created in {root_text!r} ({exc.strerror or exc})."
+            raise OptionError(msg, options=(option,)) from None
         try:
             self._lock = os.open(new / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except BaseException:
