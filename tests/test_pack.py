@@ -105,6 +105,12 @@ def test_pack_refuses_a_non_empty_destination(small_synth: Path, tmp_path: Path)
     assert [p.name for p in (tmp_path / "dst").iterdir()] == ["keep.txt"]
 
 
+def test_a_block_pattern_matching_no_column_is_refused_before_writing(small_synth: Path, tmp_path: Path) -> None:
+    with pytest.raises(extmem.OptionError, match=r"The 'block_pattern' '\^kmer_' matches no numeric column of .*: there are no count"):
+        pack(small_synth, tmp_path / "dst", block_pattern="^kmer_")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("run", "option"),
     [

@@ -174,6 +174,16 @@ def folder_columns(schema: Schema, shard: str, drop: Collection[str] = ()) -> di
     return {name: pa.scalar(value, schema.columns[name].arrow_type) for name, value in values.items() if name not in drop}
 
 
+def _check_block_matches(schema: Schema, block_pattern: str, src: str | os.PathLike[str]) -> None:
+    """Refuse a ``block_pattern`` that matches no numeric column of a wide dataset: the rewrite would pack nothing, silently."""
+    pattern = re.compile(block_pattern)
+    from_folders = {name for values in schema.partitions.values() for name in values}  # never packed
+    stored = (name for name, column in schema.columns.items() if column.kind == NUMERIC and name not in from_folders)
+    if not schema.packed_blocks and not any(pattern.search(name) for name in stored):
+        msg = f"The 'block_pattern' {block_pattern!r} matches no numeric column of {os.fspath(src)!r}: there are no count columns to pack."
+        raise OptionError(msg, options=("block_pattern",))
+
+
 def pack(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -201,6 +211,7 @@ def pack(
     schema = scanned_shards(src)
     shards = schema.shards
     check_not_replacing_input(dst, shards)
+    _check_block_matches(schema, block_pattern, src)
     started = time.perf_counter()
     rows = 0
     with MemoryMonitor() as monitor, staging_folder(target) as staging:
