@@ -196,6 +196,29 @@ def test_a_budget_accepted_for_one_large_row_group_holds(
     assert cache_dirs(tmp_path) == []
 
 
+@pytest.mark.slow
+def test_a_budget_accepted_for_long_sequences_counted_into_kmers_holds(tmp_path: Path) -> None:
+    """8,192 windows of 10,000 bases (k=6: ~3,700 distinct k-mers a row) under 768 MiB and 1 GiB data limits: counting a
+    batch summed all its windows at once (940 MiB for 2,048 rows) and ran out of memory under 1 GiB; rows are now finished
+    chunk by chunk."""
+    rng = np.random.default_rng(0)
+    rows, length = 8192, 10_000
+    bases = np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, size=rows * length)].tobytes()
+    offsets = pa.py_buffer(np.arange(0, rows * length + 1, length, dtype=np.int64).tobytes())
+    sequences = pa.LargeStringArray.from_buffers(rows, offsets, pa.py_buffer(bases))
+    labels = np.array(["neither", "donor", "acceptor"])[rng.integers(0, 3, rows)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"sequence": sequences, "splice_type": labels}), tmp_path / "data" / "a.parquet", row_group_size=rows)
+    del bases, sequences
+    command = [sys.executable, "-m", "extmem", "train", str(tmp_path / "data"), "--out", str(tmp_path / "m"), "--kmers-from", "sequence"]
+    command += ["--k", "6", "--rounds", "2", "--cache-dir", str(tmp_path), "--no-progress"]
+    for limit in (768 * MiB, 1024 * MiB):  # the larger limit plans larger batches
+        run = subprocess.run(["prlimit", f"--data={limit}", *command, "--overwrite"], capture_output=True, text=True, check=False)
+        assert run.returncode == 0, f"{limit // MiB} MiB: {run.stderr}"
+        assert json.loads((tmp_path / "m" / "report.json").read_text())["features"] == 4**6
+    assert cache_dirs(tmp_path) == []
+
+
 def test_the_profile_measures_the_first_rows(wide_synth: Path) -> None:
     source = select_dataset(Dataset(wide_synth, preset="splice-sites"))
     measured = profile(source, outputs=3)

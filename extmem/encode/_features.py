@@ -149,6 +149,8 @@ class FeaturePlan:
         if sequence_column is not None and sequence_column in batch.schema.names:  # of a row group read in parts, one holds it
             assert self.encoding is not None
             offsets, positions, values = sequence_entries(batch.column(sequence_column), self.encoding, kmer_offset)
+            if not parts:  # canonical already: summing them again would take many times their memory
+                return FeatureColumns(features.rows, features.wide, features.positions, PackedRows(offsets, positions, values))
             parts.append((_rows_of(offsets), positions, values))
         if not parts:
             return features

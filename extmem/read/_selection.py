@@ -192,6 +192,7 @@ def _choose_features(
     schema: Schema, dataset: Dataset, label_map: dict[str, int] | None, dictionaries: Mapping[str, tuple[str, ...]]
 ) -> tuple[FeatureLayout, dict[str, str], list[Notice]]:
     special = {dataset.label, dataset.weight, dataset.qid, dataset.holdout.group_by if dataset.holdout else None}
+    special.add(dataset.kmers.sequence_column if dataset.kmers else None)  # its k-mers are features, not its text
     named = {*dataset.features, *dataset.categorical}  # a group column named outright is a feature too
     candidates = [name for name in schema.columns if name not in special or name in named]
     if dataset.features:
