@@ -169,3 +169,5 @@ class DataProfile:
     """Rows of the largest row group: one read in many row batches holds more while it is decoded (see ``decode_bytes``)."""
     columns: int = 0
     """Parquet columns decoded per batch (the probe's)."""
+    carried_bytes_per_row: float = 0.0
+    """Arrow bytes per row of the columns carried to an output (``keep``), part of ``arrow_bytes_per_row``."""

@@ -34,6 +34,18 @@ INCREMENTAL_MODELS: tuple[str, ...] = ("sgd_logistic", "sgd_hinge", "passive_agg
 
 # Writing
 DEFAULT_ROW_GROUP_ROWS = 65536
+OUTPUT_ROW_GROUP_BYTES = 32 * 2**20
+"""Most bytes an output row group holds: wide output rows (every contribution of thousands of features, long kept
+sequences) make row groups of fewer rows, so an output sink's memory stays bounded whatever its rows hold..."""
+OUTPUT_CHUNK_BYTES = 8 * 2**10
+"""...but never under this per column: the writer keeps about 1 KiB of metadata per column chunk until the file closes."""
+
+
+def output_row_group_bytes(columns: int) -> int:
+    """Most bytes an output row group of ``columns`` columns holds."""
+    return max(OUTPUT_ROW_GROUP_BYTES, columns * OUTPUT_CHUNK_BYTES)
+
+
 BOOSTER_MODEL_FILE = "model.ubj"
 """An XGBoost model in a model folder."""
 INCREMENTAL_MODEL_FILE = "model.npz"

@@ -15,7 +15,14 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from extmem._atomic import atomic_file, write_atomically, write_json
-from extmem._defaults import BOOSTER_MODEL_FILE, DEFAULT_ROW_GROUP_ROWS, INCREMENTAL_MODEL_FILE, MODEL_FOLDER_FILES, REPORT_FILE
+from extmem._defaults import (
+    BOOSTER_MODEL_FILE,
+    DEFAULT_ROW_GROUP_ROWS,
+    INCREMENTAL_MODEL_FILE,
+    MODEL_FOLDER_FILES,
+    REPORT_FILE,
+    output_row_group_bytes,
+)
 from extmem._destinations import RemoteFolder, check_output_folder, publish_folder, staging_folder
 from extmem.errors import OptionError
 
@@ -48,8 +55,10 @@ rows of 4,099 columns in one row group, in 256-row batches, peaked at 2.3 GiB; j
 class TableSink:
     """Streams record batches into one parquet file (or CSV file, ``file_format="CSV"``), buffered into row groups of ``row_group_rows``.
 
-    Use as a context manager: the file replaces ``path`` on a clean exit (only if no file has
-    that name, without ``replace``) and is deleted otherwise. Memory is one row group of output, whatever the number of rows written.
+    A row group ends early once it holds ``row_group_bytes`` (default: see :func:`output_row_group_bytes`). Use as a context
+    manager: the file replaces ``path`` on a clean exit (only if no file has that name, without
+    ``replace``) and is deleted otherwise. Memory is one row group of output (see
+    :func:`extmem.read._costs.sink_bytes`), whatever the number of rows written.
     """
 
     def __init__(
@@ -58,6 +67,7 @@ class TableSink:
         schema: pa.Schema,
         *,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        row_group_bytes: int | None = None,
         compression: str = "zstd",
         replace: bool = True,
         file_format: str = "parquet",
@@ -67,12 +77,14 @@ class TableSink:
         self.replace = replace
         self.schema = schema
         self.row_group_rows = row_group_rows
+        self.row_group_bytes = output_row_group_bytes(len(schema)) if row_group_bytes is None else row_group_bytes
         self.compression = compression
         self.rows = 0
         self._stack = contextlib.ExitStack()
         self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
 
     def __enter__(self) -> Self:
         file = self._stack.enter_context(atomic_file(self.path, replace=self.replace))
@@ -86,14 +98,19 @@ class TableSink:
         """Queue ``batch`` (whose schema must equal the sink's); each full row group is written at once."""
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
+        self._pending_bytes += batch.nbytes
         self.rows += batch.num_rows
+        if self._pending_bytes >= self.row_group_bytes and self._pending_rows < self.row_group_rows:
+            self._write(pa.Table.from_batches(self._pending, self.schema))  # a row group of fewer, wider rows
+            self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+            return
         if len(self._pending) >= PENDING_PIECES:  # one block, not many small ones pinning the heap between the batches read meanwhile
             self._pending = pa.Table.from_batches(self._pending, self.schema).combine_chunks().to_batches()
         while self._pending_rows >= self.row_group_rows:
             table = pa.Table.from_batches(self._pending, self.schema)
             self._write(table.slice(0, self.row_group_rows))
             rest = table.slice(self.row_group_rows)
-            self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+            self._pending, self._pending_rows, self._pending_bytes = rest.to_batches(), rest.num_rows, rest.nbytes
 
     def _write(self, table: pa.Table) -> None:
         if table.num_rows and isinstance(self._writer, pq.ParquetWriter):
@@ -105,7 +122,7 @@ class TableSink:
         try:
             if exc_type is None and self._pending:
                 self._write(pa.Table.from_batches(self._pending, self.schema))
-            self._pending, self._pending_rows = [], 0
+            self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
             if self._writer is not None:
                 self._writer.close()
         except BaseException:

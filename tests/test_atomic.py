@@ -162,3 +162,19 @@ def test_a_folder_filled_meanwhile_is_replaced_only_when_asked(tmp_path: Path, r
                 publish_folder(staging, target, replace=False)
     assert [path.name for path in tmp_path.iterdir()] == ["out"]
     assert [path.name for path in target.iterdir()] == (["mine.txt"] if replace else ["theirs.txt"])
+
+
+def test_wide_rows_make_row_groups_of_fewer_rows_bounded_in_bytes(tmp_path: Path) -> None:
+    """Rows of 10 kB (a kept sequence) end a row group once it holds the byte bound, not at 65,536 rows (655 MB held)."""
+    schema = pa.schema([("sequence", pa.string()), ("i", pa.int64())])
+    with TableSink(tmp_path / "wide.parquet", schema, row_group_bytes=2**20) as sink:
+        for start in range(0, 2000, 50):
+            sink.write(pa.record_batch({"sequence": ["ACGT" * 2500] * 50, "i": list(range(start, start + 50))}, schema=schema))
+    metadata = pq.ParquetFile(tmp_path / "wide.parquet").metadata
+    rows = [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)]
+    assert sum(rows) == 2000 and max(rows) <= 150  # 1 MiB of 10 kB rows, and the batch that crossed it
+    assert pq.read_table(tmp_path / "wide.parquet").column("i").to_pylist() == list(range(2000))
+    with TableSink(tmp_path / "narrow.parquet", schema, row_group_rows=1000) as sink:  # the default bound: 32 MiB
+        for start in range(0, 2000, 50):
+            sink.write(pa.record_batch({"sequence": ["ACGT"] * 50, "i": list(range(start, start + 50))}, schema=schema))
+    assert pq.ParquetFile(tmp_path / "narrow.parquet").metadata.num_row_groups == 2

@@ -219,6 +219,30 @@ def test_a_budget_accepted_for_long_sequences_counted_into_kmers_holds(tmp_path:
     assert cache_dirs(tmp_path) == []
 
 
+@pytest.mark.slow
+def test_a_budget_accepted_for_wide_output_rows_holds(one_large_row_group: Path, large_group_model: Path, tmp_path: Path) -> None:
+    """Outputs whose rows are wide: predictions keeping a 20 kB text column, every contribution of 4,096 features. Their
+    sinks held 65,536 rows (predict ran out of memory under 768 MiB) and the parquet writer's metadata of every row group
+    grew with the columns (explain aborted on std::bad_alloc under 1 GiB); each now completes or refuses before any work."""
+    rng = np.random.default_rng(0)
+    rows = 20_000
+    table = pa.table({"x": rng.normal(size=rows), "note": ["A" * 20_000] * rows, "y": rng.integers(0, 2, rows)})
+    (tmp_path / "notes").mkdir()
+    pq.write_table(table, tmp_path / "notes" / "a.parquet")
+    extmem.train(tmp_path / "notes", label="y", out=tmp_path / "m", rounds=2, cache_dir=tmp_path)
+    cases = {
+        "predict": ([str(tmp_path / "m"), str(tmp_path / "notes"), "--keep", "note", "--out", str(tmp_path / "p.parquet")], 768),
+        "explain": ([str(large_group_model), str(one_large_row_group), "--full", "*", "--out", str(tmp_path / "e")], 1024),
+    }
+    for command, (arguments, limit) in cases.items():
+        limited = ["prlimit", f"--data={limit * MiB}", sys.executable, "-m", "extmem", command, *arguments, "--no-progress"]
+        run = subprocess.run(limited, capture_output=True, text=True, check=False)
+        assert run.returncode in (0, 2) and "out of memory" not in run.stderr and "Traceback" not in run.stderr, run.stderr
+        assert run.returncode == 0 or "is too small: the leanest plan" in run.stderr, run.stderr
+    assert (tmp_path / "p.parquet").exists(), "the predictions fit 768 MiB"
+    assert pq.read_table(tmp_path / "p.parquet", columns=["note"]).num_rows == rows
+
+
 def test_the_profile_measures_the_first_rows(wide_synth: Path) -> None:
     source = select_dataset(Dataset(wide_synth, preset="splice-sites"))
     measured = profile(source, outputs=3)

@@ -60,6 +60,7 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         max_bin,
         group_rows,
         raw.columns.num_columns + (raw.carried.num_columns if raw.carried is not None else 0),
+        (raw.carried.nbytes if raw.carried is not None else 0) / raw.rows,
     )
 
 

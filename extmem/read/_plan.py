@@ -242,6 +242,10 @@ def _refusal(budget: Budget, least: MemoryPlan, profile: DataProfile, detail: st
     if least.sketch_bytes > least.page_bytes:
         sampled = "all" if least.sketch_rows is None else f"{least.sketch_rows:,}"
         parts.append(f"{format_size(least.sketch_bytes)} XGBoost's quantile sketch of {sampled} rows")
+    if least.cache == "none" and least.matrix_bytes > least.page_bytes:  # a pass without a matrix: what it holds besides its batches
+        parts.append(
+            f"{format_size(least.matrix_bytes)} what the pass holds besides its batches (its output's row group and metadata, sums)"
+        )
     sizes = f"{least.batch_rows:,} rows per batch" + (f" and {least.page_rows:,} per page" if least.cache != "none" else "")
     return OptionError(
         f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) is too small: the leanest plan ({sizes}) "

@@ -33,6 +33,7 @@ from extmem._sink import TableSink
 from extmem.encode._blocks import Encoder
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, is_integer
+from extmem.read._costs import sink_bytes
 from extmem.read._dataset import DatasetLike, as_dataset, column_names, no_rows_error, takes_dataset_options
 from extmem.read._reader import read_batches
 from extmem.score._attributions import (
@@ -132,6 +133,12 @@ class ContributionColumns:
         check_no_clash(carried, [f.name for f in fields])
         return pa.schema([*carried, *fields])
 
+    def row_bytes(self, outputs: int) -> int:
+        """Bytes of a row of the file besides the carried columns: the prediction, and per output its bias and contributions."""
+        name_bytes = self.names.nbytes / max(len(self.names), 1)  # a top entry's feature name, with its offset
+        per_output = 4 * len(self.full) if self.full else 4 + self.top * (4 + name_bytes)
+        return int(8 + outputs * (4 + per_output))
+
     def batch(
         self, trained: Scorer, batch: RawBatch, values: np.ndarray, raw: np.ndarray, schema: pa.Schema, keep: Sequence[str]
     ) -> pa.RecordBatch:
@@ -224,7 +231,10 @@ def explain(
 
         def held(profile: DataProfile) -> int:
             tables = (1 + (MAX_GROUPS if group_by is not None else 0)) * len(outputs) * features * SUM_BYTES_PER_FEATURE
-            return int(tables + (SAMPLE_ROWS * max(profile.stored_values_per_row, 1) * SAMPLE_BYTES_PER_VALUE if plot else 0))
+            sampled = SAMPLE_ROWS * max(profile.stored_values_per_row, 1) * SAMPLE_BYTES_PER_VALUE if plot else 0
+            return int(
+                tables + sampled + sink_bytes(profile.carried_bytes_per_row + columns.row_bytes(len(outputs)), profile.rows, len(schema))
+            )
 
         plan = plan_pass(selection, memory_budget, extra_bytes=held, row_bytes=row_bytes)
         overall = AttributionSums(len(outputs), features)

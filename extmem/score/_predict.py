@@ -21,6 +21,7 @@ from extmem._progress import ProgressBar
 from extmem._sink import TABLE_FORMATS, TableSink, check_writable
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError
+from extmem.read._costs import sink_bytes
 from extmem.read._dataset import DatasetLike, as_dataset, column_names, takes_dataset_options
 from extmem.read._discover import would_be_a_shard
 from extmem.score._model import ModelLike, as_model
@@ -106,8 +107,13 @@ def predict(
     started = time.perf_counter()
     with MemoryMonitor() as monitor:
         selection = trained.select(dataset, carry)
-        plan = plan_pass(selection, memory_budget)
         schema = _output_schema(trained, selection.carried_schema)
+        written = 4 * len(schema) + 8  # bytes per row besides the carried columns (an upper bound)
+        plan = plan_pass(
+            selection,
+            memory_budget,
+            extra_bytes=lambda profile: sink_bytes(profile.carried_bytes_per_row + written, profile.rows, len(schema)),
+        )
         check_writable(schema, file_format, out)
         with (
             TableSink(out, schema, replace=overwrite, file_format=file_format) as sink,

@@ -41,6 +41,7 @@ from extmem._version import __version__
 from extmem.encode._blocks import Encoder, to_dense
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError, check_positive_int
+from extmem.read._costs import sink_bytes
 from extmem.read._dataset import Dataset, column_names
 from extmem.read._discover import check_not_replacing_input, partition_path
 from extmem.read._holdout import splitmix64, text_hash
@@ -276,13 +277,15 @@ def prune(
         sample_rows = min(selection.schema.rows, per_shard * len(shards))
         tested = min(len(names), options.max_corr_cols or len(names))
 
-        def sample_and_correlations(profile: DataProfile) -> int:
-            return int(sample_rows * profile.stored_values_per_row * _SAMPLE_BYTES_PER_VALUE + _CORRELATION_BYTES_PER_CELL * tested**2)
+        shard_rows = dict(zip(selection.schema.shards, selection.schema.shard_rows))
+
+        def sample_and_correlations(profile: DataProfile) -> int:  # and the rewrite's output row group (its rows about the input's)
+            sample = sample_rows * profile.stored_values_per_row * _SAMPLE_BYTES_PER_VALUE + _CORRELATION_BYTES_PER_CELL * tested**2
+            return int(sample + sink_bytes(profile.arrow_bytes_per_row, max(shard_rows.values()), len(scanned.columns), row_group_rows))
 
         plan = plan_pass(selection, memory_budget, dense=True, extra_bytes=sample_and_correlations)
         batch_rows = plan.batch_rows
         sampled: list[sp.csr_matrix] = []
-        shard_rows = dict(zip(selection.schema.shards, selection.schema.shard_rows))
         current, offset, positions = "", 0, np.zeros(0, dtype=np.int64)
         sparse_mask = selection.layout.sparse_mask
         encoder = Encoder(selection.layout)
