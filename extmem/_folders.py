@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from extmem._signals import deferred
-from extmem._stores import is_remote
+from extmem._stores import is_remote, local_path
 from extmem.errors import OptionError
 
 CACHE_PREFIX = "extmem-cache-"
@@ -139,7 +139,7 @@ class PrivateFolder:
         if is_remote(root_text):
             msg = f"The '{option}' folder {root_text!r} must be a local folder: XGBoost maps its cache files into memory."
             raise OptionError(msg, options=(option,))
-        root_path = Path(root_text)
+        root_path = Path(local_path(root_text))
         if not root_path.is_dir():
             msg = f"The '{option}' folder {str(root_path)!r} is not an existing folder."
             raise OptionError(msg, options=(option,))

@@ -33,8 +33,9 @@ def is_uri(path: str) -> bool:
 
 
 def local_path(path: str) -> str:
-    """A ``file://`` URI as the local path it names; anything else unchanged."""
-    return path.removeprefix("file://")
+    """A ``file://`` URI as the local path it names, ``~`` as the home folder (as a shell would, or pandas); anything else unchanged."""
+    path = path.removeprefix("file://")
+    return os.path.expanduser(path) if path.startswith("~") else path
 
 
 def is_remote(path: str) -> bool:

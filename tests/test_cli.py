@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,3 +268,18 @@ def test_library_warnings_are_one_line_on_the_command_line(capsys: pytest.Captur
         warnings.simplefilter("always")
         warnings.warn("[22:06:38] WARNING: /__w/xgboost/src/context.cc:53: No visible GPU is found, setting device to CPU.", stacklevel=1)
     assert capsys.readouterr().err == "extmem: warning: No visible GPU is found, setting device to CPU.\n"
+
+
+def test_a_quoted_tilde_is_the_home_folder_for_data_outputs_models_and_caches(
+    small_synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'~/data' reaches extmem unexpanded when quoted (or from a config file); it names the home folder, as in a shell or pandas."""
+    home = tmp_path / "home"
+    shutil.copytree(small_synth, home / "data")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    train = ["train", "~/data", "--out", "~/model", "--rounds", "1", "--cache-dir", "~", "--encoded-cache", "~/rows", "--no-progress"]
+    assert main([*train, "--preset", "splice-sites"]) == 0
+    assert main(["predict", "~/model", "~/data", "--out", "~/predictions.parquet", "--no-progress"]) == 0
+    assert sorted(path.name for path in home.iterdir()) == ["data", "model", "predictions.parquet", "rows"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home"]  # no folder named '~'

@@ -23,7 +23,7 @@ from extmem._defaults import BOOSTER_MODEL_FILE, INCREMENTAL_MODEL_FILE, REPORT_
 from extmem._folders import PrivateFolder
 from extmem._layout import LAYOUT_ATTRIBUTE, FeatureLayout
 from extmem._sink import sha256
-from extmem._stores import child, download_file, is_remote, remote_exists, remote_names
+from extmem._stores import child, download_file, is_remote, local_path, remote_exists, remote_names
 from extmem.errors import OptionError
 from extmem.score._metrics import task_of
 from extmem.score._ranking import DEFAULT_RANKING_METRICS, RankingMetrics
@@ -64,7 +64,7 @@ class Model(Scorer):
         if is_remote(os.fspath(path)):
             with _downloaded(os.fspath(path)) as local:
                 return cls.load(local)
-        file = Path(path)
+        file = Path(local_path(os.fspath(path)))
         if file.is_dir():
             file = file / BOOSTER_MODEL_FILE
         if not file.is_file():
@@ -225,7 +225,7 @@ def as_model(model: ModelLike) -> Scorer:
     if is_remote(os.fspath(model)):
         with _downloaded(os.fspath(model)) as local:
             return as_model(local)
-    path = Path(model)
+    path = Path(local_path(os.fspath(model)))
     if (path / INCREMENTAL_MODEL_FILE).is_file() or path.suffix == ".npz":
         from extmem.score._incremental_model import IncrementalModel
 

@@ -30,7 +30,7 @@ from extmem._atomic import json_default
 from extmem._destinations import RemoteFolder
 from extmem._folders import PrivateFolder
 from extmem._signals import deferred
-from extmem._stores import is_remote
+from extmem._stores import is_remote, local_path
 from extmem._version import __version__
 from extmem.errors import OptionError
 from extmem.read._selection import Selection
@@ -50,7 +50,7 @@ def check_folder(folder: str | os.PathLike[str]) -> Path:
     if is_remote(os.fspath(folder)):
         msg = f"The 'encoded_cache' folder must be a local folder (the rows are replayed memory-mapped); got {os.fspath(folder)!r}."
         raise OptionError(msg, options=("encoded_cache",))
-    path = Path(folder)
+    path = Path(local_path(os.fspath(folder)))
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -66,7 +66,7 @@ def check_outside(folder: str | None, out: Path | RemoteFolder | None) -> None:
     """Refuse a cache ``folder`` at or inside the local output folder ``out``: a run replaces that folder with its model."""
     if folder is None or not isinstance(out, Path) or is_remote(folder):
         return
-    cache, target = Path(folder).resolve(), out.resolve()
+    cache, target = Path(local_path(folder)).resolve(), out.resolve()
     if cache.is_relative_to(target):
         msg = (
             f"The 'encoded_cache' folder {folder!r} is inside the 'out' folder {str(out)!r}, which the run replaces with "
@@ -100,7 +100,8 @@ def spool_for(
     if folder is None:
         return (PageSpool(scratch) if wanted else None), None, {}
     identity = entry_identity(selection)
-    return find(Path(folder), identity, page_rows) or PageSpool(scratch), Path(folder), identity
+    kept_in = Path(local_path(folder))
+    return find(kept_in, identity, page_rows) or PageSpool(scratch), kept_in, identity
 
 
 def _entry_stem(identity: dict[str, Any]) -> str:
