@@ -271,7 +271,6 @@ def plan_batches(
     without a budget, batches keep that under ``UNBUDGETED_PASS_BYTES``.
     """
     fixed = fixed_bytes() if fixed is None else fixed
-
     batch_rows = min(batch_rows, max(profile.rows, MIN_BATCH_ROWS))
     if budget is None and row_bytes:
         batch_rows = min(batch_rows, max(MIN_BATCH_ROWS, UNBUDGETED_PASS_BYTES // row_bytes))
