@@ -216,6 +216,7 @@ CASES: list[tuple[str, str]] = [
     ("pack {ok} /sys/extmem-packed", r"Cannot write the DST .*'/sys/extmem-packed'"),
     ("train {ok} --out {out} --cache-dir /proc", r"The --cache-dir folder '/proc' is unusable: no folder can be created in '/proc'"),
     ("train {ok} --out {out} --cache-dir s3://bkt/cache", r"The --cache-dir folder 's3://bkt/cache' must be a local folder"),
+    ("train /dev/null --out {out}", r"The dataset path '/dev/null' is not a file or a folder \(a pipe or a device"),
 ]
 
 

@@ -213,8 +213,8 @@ def discover_shards(paths: Iterable[str]) -> list[str]:
         elif os.path.isfile(path):
             shards.append(path)
         else:
-            msg = f"The dataset path {path!r} does not exist."
-            raise InputPathError(msg)
+            what = "is not a file or a folder (a pipe or a device: write the data to a file)" if os.path.exists(path) else "does not exist"
+            raise InputPathError(f"The dataset path {path!r} {what}.")
     seen: dict[tuple[int, int], str] = {}
     for shard in shards:
         if shard in remote:
