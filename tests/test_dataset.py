@@ -8,8 +8,8 @@ import pytest
 
 import extmem
 from extmem import Dataset, Holdout, OptionError
+from extmem.read._budget import Budget
 from extmem.read._dataset import as_dataset
-from extmem.read._plan import Budget
 from extmem.xgb._build import MatrixOptions
 
 

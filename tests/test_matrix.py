@@ -196,3 +196,30 @@ def test_sample_emptied_by_the_filter_falls_back_to_all_rows(tmp_path: Path, cac
     matrix = extmem.dmatrix(tmp_path, preset="splice-sites", filter="x >= 3800", sketch_rows=200, max_bin=128, seed=1, cache_dir=cache_root)
     assert matrix.num_row() == 200
     assert matrix_info(matrix).stats.cuts_from_rows == 200, "cuts come from every filtered row, not the empty sample"
+
+
+FAILED_BUILD = """
+import gc, sys, warnings, extmem
+from extmem.xgb import _build
+failure = RuntimeError("the full build failed") if sys.argv[3] == "error" else OSError(28, "No space left on device")
+def fail(*args, **kwargs):
+    raise failure
+_build.CachedQuantileDMatrix.__init__ = fail
+warnings.simplefilter("always")
+try:
+    extmem.dmatrix(sys.argv[1], preset="splice-sites", sketch_rows=256, cache="disk", cache_dir=sys.argv[2])
+except (RuntimeError, extmem.CacheError) as exc:
+    print("raised:", exc)
+gc.collect()
+"""
+
+
+@pytest.mark.parametrize("failure", ["error", "full disk"])
+def test_a_failed_build_frees_the_cut_samples_matrix_before_its_folder_goes(small_synth: Path, tmp_path: Path, failure: str) -> None:
+    """The quantile-cut sample is an external-memory matrix of its own in the cache folder. Alive past the folder's removal
+    (held by the failed build's frames), XGBoost warned when it was freed that it could not remove its cache files."""
+    command = [sys.executable, "-c", FAILED_BUILD, str(small_synth), str(tmp_path), failure]
+    run = subprocess.run(command, check=False, capture_output=True, text=True)
+    assert "raised:" in run.stdout and run.returncode == 0, run.stderr
+    assert "cache file" not in run.stderr, run.stderr
+    assert cache_dirs(tmp_path) == []

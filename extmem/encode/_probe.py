@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_MAX_BIN
 from extmem.encode._blocks import Encoder
-from extmem.read._plan import Budget, MemoryPlan, plan_batches
+from extmem.read._budget import Budget
+from extmem.read._plan import MemoryPlan, plan_batches
 from extmem.read._reader import read_batches
 from extmem.read._selection import Selection
 
 logger = logging.getLogger("extmem")
 
 PROBE_ROWS = 256
+WIDE_PROBE_COLUMNS = 16_384
+"""Above this many plain feature columns, the probe reads a first row group (of up to ``WIDE_PROBE_ROWS`` rows) whole, in
+column parts, instead of a row batch of every column at once."""
+WIDE_PROBE_ROWS = 8192
 
 
 def estimated_bins(X: sp.csr_matrix | np.ndarray, max_bin: int | None = None) -> int:
@@ -34,20 +41,36 @@ def estimated_bins(X: sp.csr_matrix | np.ndarray, max_bin: int | None = None) ->
     return int(np.clip(distinct + 1, 2, most).sum())
 
 
+def _counted(parts: Callable[[], Iterator[pa.RecordBatch]], seen: list[int]) -> Iterator[pa.RecordBatch]:
+    """The column parts ``parts()`` yields, their bytes and columns added to ``seen``."""
+    for part in parts():
+        seen[0] += part.nbytes
+        seen[1] += part.num_columns
+        yield part
+
+
 def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS, max_bin: int | None = None) -> DataProfile:
     """Rows and the largest footer from the metadata; Arrow bytes, stored values and histogram bins from the first ``probe_rows`` rows."""
-    batches = read_batches(selection, probe_rows)
-    try:
-        raw = next(batches, None)
-    finally:
-        batches.close()
     features = len(selection.layout.names)
     max_bin = max_bin or DEFAULT_MAX_BIN
     group_rows = max((max(groups, default=0) for groups in selection.schema.shard_row_groups.values()), default=0)
-    if raw is None:
-        return DataProfile(selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features, features, max_bin, group_rows)
-    block = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)(raw)
-    decoded = raw.columns.nbytes + (raw.carried.nbytes if raw.carried is not None else 0) + 8 * raw.rows
+    columns = selection.schema.columns
+    wide = sum(1 for name in selection.layout.names if name in columns and not columns[name].packed) > WIDE_PROBE_COLUMNS
+    # a reader per column for a row batch of every column costs ~10 KiB each: very wide row groups come whole, in column parts
+    batches = read_batches(selection, probe_rows, whole_rows=min(group_rows, WIDE_PROBE_ROWS) if wide else 0)
+    parts = [0, 0]  # bytes and columns of the column parts decoded
+    try:
+        raw = next(batches, None)
+        if raw is None:
+            return DataProfile(
+                selection.rows, 0.0, 0.0, outputs, selection.schema.footer_bytes, 2 * features, features, max_bin, group_rows
+            )
+        if raw.parts is not None:
+            raw = replace(raw, parts=partial(_counted, raw.parts, parts))
+        block = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)(raw)
+    finally:
+        batches.close()
+    decoded = raw.columns.nbytes + parts[0] + (raw.carried.nbytes if raw.carried is not None else 0) + 8 * raw.rows
     bins = estimated_bins(block.X, max_bin)
     return DataProfile(
         selection.rows,
@@ -59,7 +82,7 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         features,
         max_bin,
         group_rows,
-        raw.columns.num_columns + (raw.carried.num_columns if raw.carried is not None else 0),
+        raw.columns.num_columns + parts[1] + (raw.carried.num_columns if raw.carried is not None else 0),
         (raw.carried.nbytes if raw.carried is not None else 0) / raw.rows,
     )
 

@@ -8,7 +8,6 @@ searches sizes from the largest allowed down until the expected peak fits.
 from __future__ import annotations
 
 import logging
-import resource
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -17,7 +16,6 @@ import psutil
 from extmem._allocators import (
     allocators_limited,
     heap_free_bytes,
-    limit_allocators,
     release_freed_memory,
     running_threads,
     thread_stack_bytes,
@@ -25,8 +23,9 @@ from extmem._allocators import (
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._measure import anonymous_rss_bytes, data_bytes
-from extmem._units import format_size, parse_size
-from extmem.errors import OptionError, is_number
+from extmem._units import format_size
+from extmem.errors import OptionError
+from extmem.read._budget import PLANNED_SHARE, Budget, data_limit
 from extmem.read._costs import (
     LIMITED_RUNTIME_RESERVE,
     MIN_SKETCH_ROWS,
@@ -58,50 +57,6 @@ MIN_PAGE_ROWS = 1024
 MAX_PAGE_ROWS = 65536
 MEMORY_CACHE_SHARE = 0.75
 """``auto`` keeps the quantized matrix in memory only when the whole plan then fits in this share of the budget."""
-
-
-def data_limit() -> int | None:
-    """The process's RLIMIT_DATA soft limit (``prlimit --data``), or None when unlimited."""
-    soft = resource.getrlimit(resource.RLIMIT_DATA)[0]
-    return None if soft == resource.RLIM_INFINITY else int(soft)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Bytes a run may use, and where that figure came from."""
-
-    bytes: int
-    origin: str
-
-    @classmethod
-    def resolve(cls, requested: int | str | None) -> Budget | None:
-        """The budget to plan for: ``requested`` (bytes or a size), else the data limit the process runs under.
-
-        A request above the data limit is lowered to it, since the kernel would refuse the rest.
-        Under a budget the allocators are set up as the command line sets them up (see
-        :func:`extmem._allocators.limit_allocators`), for the rest of the process.
-        """
-        budget = cls._resolve(requested)
-        if budget is not None:
-            limit_allocators()
-        return budget
-
-    @classmethod
-    def _resolve(cls, requested: int | str | None) -> Budget | None:
-        limit = data_limit()
-        if requested is None:
-            return cls(limit, "the process's data limit (prlimit --data)") if limit is not None else None
-        whole = is_number(requested) and float(requested).is_integer()  # type: ignore[arg-type]
-        if not (isinstance(requested, str) or whole):  # is_number refuses booleans
-            msg = f"The 'memory_budget' must be a size in bytes or text such as '2GiB'. Got {requested!r} instead."
-            raise OptionError(msg, options=("memory_budget",))
-        size = parse_size(requested) if isinstance(requested, str) else int(requested)
-        if size <= 0:
-            msg = f"The memory budget must be positive, got {requested!r}."
-            raise OptionError(msg)
-        if limit is not None and limit < size:
-            return cls(limit, f"the process's data limit (prlimit --data), below the requested {format_size(size)}")
-        return cls(size, "'memory_budget'")
 
 
 def fixed_bytes() -> int:
@@ -249,7 +204,8 @@ def _refusal(budget: Budget, least: MemoryPlan, profile: DataProfile, detail: st
     sizes = f"{least.batch_rows:,} rows per batch" + (f" and {least.page_rows:,} per page" if least.cache != "none" else "")
     return OptionError(
         f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) is too small: the leanest plan ({sizes}) "
-        f"needs about {format_size(least.expected_peak_bytes)}, of which {' and '.join(parts)}{detail}.",
+        f"needs about {format_size(least.expected_peak_bytes)} (a plan fills at most {PLANNED_SHARE:.0%} of a budget), "
+        f"of which {' and '.join(parts)}{detail}.",
         options=("memory_budget", "cache", "page_rows"),
     )
 
@@ -284,7 +240,7 @@ def plan_batches(
         return build(batch_rows)
     for batch in _shrinking(batch_rows, MIN_BATCH_ROWS):
         plan = build(batch)
-        if plan.expected_peak_bytes <= budget.bytes:
+        if plan.expected_peak_bytes <= budget.plannable:
             return plan
     raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)), profile)  # the smallest batch is the leanest plan
 
@@ -322,7 +278,7 @@ def plan_memory(
         page_rows = MAX_PAGE_ROWS if budget is not None else unbudgeted_page_rows(profile)
     page_rows = min(page_rows, MAX_PAGE_ROWS, max(profile.rows, MIN_PAGE_ROWS))
     batch_rows = min(batch_rows, page_rows)
-    limit = budget.bytes if budget is not None else None
+    limit = budget.plannable if budget is not None else None
     ram = Budget(psutil.virtual_memory().available, "the RAM available; a larger 'memory_budget' tries anyway")
     available = ram.bytes * MEMORY_CACHE_SHARE
 

@@ -17,8 +17,8 @@ from extmem._layout import LAYOUT_ATTRIBUTE
 from extmem._progress import ProgressBar
 from extmem._stores import is_remote
 from extmem.errors import OptionError, check_positive_int
+from extmem.read._budget import Budget
 from extmem.read._dataset import Dataset, DatasetLike, takes_dataset_options
-from extmem.read._plan import Budget
 from extmem.run._callbacks import Checkpoint, ClassMetrics, EarlyStop, FinalPredictions, History, RoundProgress
 from extmem.run._checkpoint import data_change, data_stamp, load_checkpoint
 from extmem.run._datasets import query_column, training_datasets

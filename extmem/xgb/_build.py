@@ -13,9 +13,8 @@ Every file XGBoost writes goes to the private cache folder, never to the working
 from __future__ import annotations
 
 import atexit
-import resource
-import shutil
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -35,11 +34,8 @@ from extmem.read._dataset import check_rows
 from extmem.read._reader import row_groups, sample_row_groups
 from extmem.read._selection import Selection
 from extmem.xgb._encoded import keep, spool_for
-from extmem.xgb._iterator import Interrupted, IterStats, PageIter, SignalLatch
+from extmem.xgb._iterator import Interrupted, IterStats, PageIter, SignalLatch, check_cache_room
 from extmem.xgb._spool import PageSpool
-
-CACHE_BYTES_PER_VALUE = 16
-"""A generous bound on XGBoost's cache bytes per stored value (measured: about 13 with row pointers)."""
 
 
 @dataclass(frozen=True)
@@ -132,29 +128,6 @@ def _quantile_keywords(keywords: dict[str, object], options: MatrixOptions) -> d
     if options.max_quantile_batches is not None:
         extra["max_quantile_batches"] = options.max_quantile_batches
     return keywords | extra
-
-
-def check_cache_room(folder: Path, stats: IterStats) -> None:
-    """Refuse, before XGBoost writes its cache, when the disk or the file-size limit cannot hold it.
-
-    XGBoost writes its cache from a background thread and aborts the whole process when a
-    write fails, so the only clean error is one given before the writing starts.
-    """
-    needed = stats.stored_values * CACHE_BYTES_PER_VALUE + stats.rows * 16
-    free = shutil.disk_usage(folder).free
-    file_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if needed > free:
-        msg = (
-            f"Cannot write the external-memory cache in {str(folder.parent)!r}: it needs about {needed / 2**20:,.0f} MiB "
-            f"and {free / 2**20:,.0f} MiB are free; give a 'cache_dir' elsewhere."
-        )
-        raise CacheError(msg, options=("cache_dir",))
-    if file_limit != resource.RLIM_INFINITY and needed > file_limit:
-        msg = (
-            f"Cannot write the external-memory cache in {str(folder.parent)!r}: it needs about {needed / 2**20:,.0f} MiB in one file, "
-            f"above the file-size limit (ulimit -f) of {file_limit / 2**20:,.1f} MiB."
-        )
-        raise CacheError(msg)
 
 
 class _CacheOwner:
@@ -354,7 +327,7 @@ def build_dmatrix(
                 if options.sparse_pages:
                     matrix = CachedPagedDMatrix(iterator, **keywords)
                 else:
-                    own_cuts = ref is None
+                    own_cuts, cuts = ref is None, ref
                     sample_rows = 0
                     if own_cuts:
                         if prefill:
@@ -366,10 +339,12 @@ def build_dmatrix(
                                     if on_rows is not None:
                                         on_rows(rows)
                             iterator.stats.feed_seconds += time.perf_counter() - filling
-                        ref, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool, quantile_keywords)
+                        cuts, sample_rows, sample_feed = _sampled_cuts(reading, cache, latch, options, spool, quantile_keywords)
                         iterator.stats.feed_seconds += sample_feed
-                    matrix = (CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix)(iterator, ref=ref, **quantile_keywords)
-                    ref = None
+                    try:
+                        matrix = (CachedQuantileDMatrix if on_disk else InMemoryQuantileDMatrix)(iterator, ref=cuts, **quantile_keywords)
+                    finally:
+                        cuts = None  # a sample's matrix deletes its cache files when freed: before its folder goes, on error too
                     if own_cuts:
                         iterator.stats.cuts_from_rows = sample_rows or iterator.stats.rows
                 matrix.own(cache)
@@ -379,10 +354,12 @@ def build_dmatrix(
         if kept_in is not None and spool is not None and spool.complete and not spool.reused:
             keep(spool, kept_in, identity, options.page_rows)
     except OSError as exc:
+        traceback.clear_frames(exc.__traceback__)  # XGBoost's frames may hold the sample's matrix: freed before its folder goes
         cache.cleanup()
         msg = f"Cannot write the external-memory cache in {str(cache.path.parent)!r}: {exc.strerror or exc}."
         raise CacheError(msg) from None
-    except BaseException:
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)
         cache.cleanup()
         raise
     finally:

@@ -1,4 +1,4 @@
-"""The ``xgboost.DataIter`` that feeds pages to XGBoost, its prefetch thread, and signals during its callbacks.
+"""The ``xgboost.DataIter`` that feeds pages to XGBoost, its prefetch thread, signals during its callbacks, and the cache room check.
 
 XGBoost calls ``next()`` from C++ and swallows what it raises until the build ends, and a
 KeyboardInterrupt raised inside that callback would be lost. So while a DMatrix is built,
@@ -9,12 +9,15 @@ deleted, and the signal is delivered again to the handler that was in place befo
 from __future__ import annotations
 
 import queue
+import resource
+import shutil
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -22,6 +25,7 @@ import xgboost as xgb
 
 from extmem._contracts import Block, ReadCounters
 from extmem._signals import STOP_SIGNALS, received_stop
+from extmem.errors import CacheError
 from extmem.read._queries import query_weights
 
 
@@ -247,3 +251,30 @@ class PageIter(xgb.DataIter):
         weight = page.weight if page.qid is None or page.weight is None else query_weights(page.qid, page.weight)  # pages end with queries
         input_data(data=page.X, label=page.label, weight=weight, qid=page.qid, **described)
         return True
+
+
+CACHE_BYTES_PER_VALUE = 16
+"""A generous bound on XGBoost's cache bytes per stored value (measured: about 13 with row pointers)."""
+
+
+def check_cache_room(folder: Path, stats: IterStats) -> None:
+    """Refuse, before XGBoost writes its cache, when the disk or the file-size limit cannot hold it.
+
+    XGBoost writes its cache from a background thread and aborts the whole process when a
+    write fails, so the only clean error is one given before the writing starts.
+    """
+    needed = stats.stored_values * CACHE_BYTES_PER_VALUE + stats.rows * 16
+    free = shutil.disk_usage(folder).free
+    file_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if needed > free:
+        msg = (
+            f"Cannot write the external-memory cache in {str(folder.parent)!r}: it needs about {needed / 2**20:,.0f} MiB "
+            f"and {free / 2**20:,.0f} MiB are free; give a 'cache_dir' elsewhere."
+        )
+        raise CacheError(msg, options=("cache_dir",))
+    if file_limit != resource.RLIM_INFINITY and needed > file_limit:
+        msg = (
+            f"Cannot write the external-memory cache in {str(folder.parent)!r}: it needs about {needed / 2**20:,.0f} MiB in one file, "
+            f"above the file-size limit (ulimit -f) of {file_limit / 2**20:,.1f} MiB."
+        )
+        raise CacheError(msg)

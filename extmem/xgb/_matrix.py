@@ -19,8 +19,9 @@ from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
 from extmem.encode._probe import profile
 from extmem.errors import OptionError
+from extmem.read._budget import Budget
 from extmem.read._dataset import Dataset, DatasetLike, as_dataset, is_dataset, takes_dataset_options
-from extmem.read._plan import Budget, MemoryPlan, plan_memory
+from extmem.read._plan import MemoryPlan, plan_memory
 from extmem.read._selection import Selection, select_dataset
 from extmem.xgb._build import MatrixOptions, build_dmatrix
 from extmem.xgb._encoded import check_folder
