@@ -246,6 +246,31 @@ def test_a_budget_accepted_for_wide_output_rows_holds(one_large_row_group: Path,
     assert pq.read_table(tmp_path / "p.parquet", columns=["note"]).num_rows == rows
 
 
+@pytest.mark.slow
+def test_a_budget_accepted_for_tens_of_thousands_of_columns_holds(tmp_path: Path) -> None:
+    """30,000 8-mer count columns: a reader per column (10 KiB each) for a row batch of every column, in the probe before
+    any plan and in batches the plan did not count, aborted on std::bad_alloc under 512 MiB and ran out of memory under 640."""
+    rng = np.random.default_rng(0)
+    rows = 2000
+    columns: dict[str, np.ndarray] = {}
+    for kmer in itertools.islice(itertools.product("ACGT", repeat=8), 30_000):
+        counts = np.zeros(rows, dtype=np.uint8)
+        counts[rng.integers(0, rows, 8)] = 1
+        columns["8mer_" + "".join(kmer)] = counts
+    columns["splice_type"] = np.array(["neither", "donor", "acceptor"])[rng.integers(0, 3, rows)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table(columns), tmp_path / "data" / "a.parquet", row_group_size=1000)
+    del columns
+    command = [sys.executable, "-m", "extmem", "train", str(tmp_path / "data"), "--out", str(tmp_path / "m"), "--rounds", "2"]
+    command += ["--preset", "splice-sites", "--cache-dir", str(tmp_path), "--overwrite", "--no-progress"]
+    for limit in (512 * MiB, 640 * MiB):
+        run = subprocess.run(["prlimit", f"--data={limit}", *command], capture_output=True, text=True, check=False)
+        assert run.returncode in (0, 2) and "out of memory" not in run.stderr, f"{limit // MiB} MiB: {run.stderr}"
+        assert run.returncode == 0 or "is too small: the leanest plan" in run.stderr, run.stderr
+    assert run.returncode == 0, "640 MiB holds a plan"
+    assert cache_dirs(tmp_path) == []
+
+
 def test_the_profile_measures_the_first_rows(wide_synth: Path) -> None:
     source = select_dataset(Dataset(wide_synth, preset="splice-sites"))
     measured = profile(source, outputs=3)
