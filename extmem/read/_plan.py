@@ -190,6 +190,8 @@ def _refusal(budget: Budget, least: MemoryPlan, profile: DataProfile, detail: st
     parts = [f"{format_size(least.fixed_bytes)} is the process itself"]
     if least.footer_bytes:
         parts.append(f"{format_size(least.footer_bytes)} a shard's footer")
+    if least.decode_bytes > max(least.page_bytes, least.fixed_bytes // 2):  # a reader for each of thousands of columns
+        parts.append(f"{format_size(least.decode_bytes)} decoding a batch of {profile.columns:,} columns (packed shards decode two)")
     if least.feature_space_bytes > least.page_bytes:
         pages = least.feature_space_bytes > 2 * feature_space_bytes(profile, profile.rows)  # the per-page state dominates
         better = "fewer, larger pages ('page_rows')" if pages else "fewer features or a narrower hash"
