@@ -72,6 +72,8 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         batches.close()
     decoded = raw.columns.nbytes + parts[0] + (raw.carried.nbytes if raw.carried is not None else 0) + 8 * raw.rows
     bins = estimated_bins(block.X, max_bin)
+    # XGBoost gives a categorical feature a bin per category, max_bin aside: the probe's rows see few of them
+    bins += sum(max(len(dictionary) - max_bin, 0) for dictionary in selection.layout.categories.values())
     return DataProfile(
         selection.rows,
         decoded / raw.rows,

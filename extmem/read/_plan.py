@@ -194,7 +194,7 @@ def _refusal(budget: Budget, least: MemoryPlan, profile: DataProfile, detail: st
         parts.append(f"{format_size(least.decode_bytes)} decoding a batch of {profile.columns:,} columns (packed shards decode two)")
     if least.feature_space_bytes > least.page_bytes:
         pages = least.feature_space_bytes > 2 * feature_space_bytes(profile, profile.rows)  # the per-page state dominates
-        better = "fewer, larger pages ('page_rows')" if pages else "fewer features or a narrower hash"
+        better = "fewer, larger pages ('page_rows')" if pages else "fewer features, categories or hash buckets"
         parts.append(f"{format_size(least.feature_space_bytes)} XGBoost's state for the feature space ({better} fit better)")
     if least.sketch_bytes > least.page_bytes:
         sampled = "all" if least.sketch_rows is None else f"{least.sketch_rows:,}"
