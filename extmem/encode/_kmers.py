@@ -109,7 +109,10 @@ def sequence_entries(
 
     def finish(keys: np.ndarray, counts: np.ndarray) -> None:
         rows, ids = keys // span, keys % span
-        rows, kept_positions, kept_values = _canonical_entries(rows, features[ids] + first_position, signs[ids] * counts)
+        if encoding.width is None:  # one feature per k-mer, in k-mer order: the keys are these entries, sorted and distinct
+            kept_positions, kept_values = ids + first_position, counts.astype(np.float32)
+        else:  # k-mers hashed to a bucket: those sharing one in a row are summed (or cancel, signed)
+            rows, kept_positions, kept_values = _canonical_entries(rows, features[ids] + first_position, signs[ids] * counts)
         row_entries[:] += np.bincount(rows, minlength=n_rows)
         positions.append(kept_positions.astype(np.int32))
         values.append(kept_values)
