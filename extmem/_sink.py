@@ -83,8 +83,6 @@ class TableSink:
         self._stack = contextlib.ExitStack()
         self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
         self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-        self._pending_bytes = 0
 
     def __enter__(self) -> Self:
         file = self._stack.enter_context(atomic_file(self.path, replace=self.replace))
@@ -97,12 +95,10 @@ class TableSink:
     def write(self, batch: pa.RecordBatch) -> None:
         """Queue ``batch`` (whose schema must equal the sink's); each full row group is written at once."""
         self._pending.append(batch)
-        self._pending_rows += batch.num_rows
-        self._pending_bytes += batch.nbytes
         self.rows += batch.num_rows
-        if self._pending_bytes >= self.row_group_bytes and self._pending_rows < self.row_group_rows:
+        if sum(piece.nbytes for piece in self._pending) >= self.row_group_bytes and self._pending_rows < self.row_group_rows:
             self._write(pa.Table.from_batches(self._pending, self.schema))  # a row group of fewer, wider rows
-            self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+            self._pending = []
             return
         if len(self._pending) >= PENDING_PIECES:  # one block, not many small ones pinning the heap between the batches read meanwhile
             self._pending = pa.Table.from_batches(self._pending, self.schema).combine_chunks().to_batches()
@@ -110,7 +106,11 @@ class TableSink:
             table = pa.Table.from_batches(self._pending, self.schema)
             self._write(table.slice(0, self.row_group_rows))
             rest = table.slice(self.row_group_rows)
-            self._pending, self._pending_rows, self._pending_bytes = rest.to_batches(), rest.num_rows, rest.nbytes
+            self._pending = rest.to_batches()
+
+    @property
+    def _pending_rows(self) -> int:
+        return sum(piece.num_rows for piece in self._pending)
 
     def _write(self, table: pa.Table) -> None:
         if table.num_rows and isinstance(self._writer, pq.ParquetWriter):
@@ -122,7 +122,7 @@ class TableSink:
         try:
             if exc_type is None and self._pending:
                 self._write(pa.Table.from_batches(self._pending, self.schema))
-            self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+            self._pending = []
             if self._writer is not None:
                 self._writer.close()
         except BaseException:

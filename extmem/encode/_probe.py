@@ -70,7 +70,8 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         block = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)(raw)
     finally:
         batches.close()
-    decoded = raw.columns.nbytes + parts[0] + (raw.carried.nbytes if raw.carried is not None else 0) + 8 * raw.rows
+    carried_bytes, carried_columns = (raw.carried.nbytes, raw.carried.num_columns) if raw.carried is not None else (0, 0)
+    decoded = raw.columns.nbytes + parts[0] + carried_bytes + 8 * raw.rows
     bins = estimated_bins(block.X, max_bin)
     # XGBoost gives a categorical feature a bin per category, max_bin aside: the probe's rows see few of them
     bins += sum(max(len(dictionary) - max_bin, 0) for dictionary in selection.layout.categories.values())
@@ -84,8 +85,8 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
         features,
         max_bin,
         group_rows,
-        raw.columns.num_columns + parts[1] + (raw.carried.num_columns if raw.carried is not None else 0),
-        (raw.carried.nbytes if raw.carried is not None else 0) / raw.rows,
+        raw.columns.num_columns + parts[1] + carried_columns,
+        carried_bytes / raw.rows,
     )
 
 
