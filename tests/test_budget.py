@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,15 @@ from extmem._defaults import DEFAULT_PAGE_ROWS
 from extmem._units import format_size, parse_size
 from extmem.encode._probe import profile
 from extmem.read._budget import Budget, data_limit
-from extmem.read._costs import LARGE_GROUP_BATCHES, READER_BYTES_PER_COLUMN, UNBUDGETED_PAGE_BYTES, decode_bytes, page_bytes
+from extmem.read._costs import (
+    LARGE_GROUP_BATCHES,
+    READER_BYTES_PER_COLUMN,
+    UNBUDGETED_PAGE_BYTES,
+    decode_bytes,
+    page_bytes,
+)
 from extmem.read._dataset import Dataset
-from extmem.read._plan import MAX_PAGE_ROWS, MIN_BATCH_ROWS, MIN_PAGE_ROWS, fixed_bytes, plan_memory
+from extmem.read._plan import MAX_PAGE_ROWS, MIN_BATCH_ROWS, MIN_PAGE_ROWS, fixed_bytes, plan_batches, plan_memory
 from extmem.read._selection import select_dataset
 from extmem.xgb._matrix import matrix_info
 
@@ -136,10 +143,24 @@ def test_row_batches_of_a_large_row_group_are_planned_larger() -> None:
     large = DataProfile(**{**small.__dict__, "row_group_rows": 120_000})
     assert decode_bytes(large, 2048) >= 1.7 * decode_bytes(small, 2048)
     assert decode_bytes(large, 2048, whole_rows=120_000) == decode_bytes(small, 2048, whole_rows=4096)  # whole, in column parts
-    assert decode_bytes(small, 2048) - decode_bytes(small, 2048, whole_rows=4096) == READER_BYTES_PER_COLUMN * 4099  # a reader each
+    in_batches, whole = decode_bytes(small, 2048), decode_bytes(small, 2048, whole_rows=4096)
+    assert in_batches - whole == READER_BYTES_PER_COLUMN * 4099  # a reader each
     assert decode_bytes(small, 4096 // LARGE_GROUP_BATCHES) == decode_bytes(small, 4096 // LARGE_GROUP_BATCHES, whole_rows=0)
     lean, spacious = (plan_memory(data, _budget("1GiB"), batch_rows=2048, page_rows=32768, fixed=FIXED) for data in (large, small))
     assert lean.expected_peak_bytes <= 2**30 and lean.batch_rows * lean.page_rows < spacious.batch_rows * spacious.page_rows
+
+
+def test_a_pass_reads_row_groups_whole_where_that_holds_less() -> None:
+    """55,000 columns in row groups of 4,000 rows: row batches of every column hold a reader per column (537 MiB), so a
+    pass reads each row group whole, in column parts, and handles its rows at once; unless those rows hold more (explain)."""
+    wide = DataProfile(rows=8000, arrow_bytes_per_row=500_000, stored_values_per_row=300, outputs=3, row_group_rows=4000, columns=55_000)
+    predict = plan_batches(wide, _budget("1GiB"), batch_rows=2048, fixed=FIXED)
+    assert predict.page_rows == 4000 and predict.batch_rows < 4000
+    assert predict.decode_bytes < decode_bytes(wide, predict.batch_rows) - READER_BYTES_PER_COLUMN * 55_000  # no reader per column
+    explain = plan_batches(wide, None, batch_rows=2048, row_bytes=3 * 55_000 * 4 * 3, fixed=FIXED)  # every contribution
+    assert explain.page_rows == explain.batch_rows < 4000
+    narrow = replace(wide, arrow_bytes_per_row=900, row_group_rows=1000, columns=100)
+    assert plan_batches(narrow, None, batch_rows=2048, fixed=FIXED).page_rows == 2048  # groups smaller than a batch come whole anyway
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +270,9 @@ def test_a_budget_accepted_for_wide_output_rows_holds(one_large_row_group: Path,
 @pytest.mark.slow
 def test_a_budget_accepted_for_tens_of_thousands_of_columns_holds(tmp_path: Path) -> None:
     """30,000 8-mer count columns: a reader per column (10 KiB each) for a row batch of every column, in the probe before
-    any plan and in batches the plan did not count, aborted on std::bad_alloc under 512 MiB and ran out of memory under 640."""
+    any plan and in batches the plan did not count, aborted on std::bad_alloc under 512 MiB and ran out of memory under 640.
+    Predictions read row groups larger than their batches in row batches of every column, refused under 640 MiB (1.6 GiB
+    planned; 3.8 GiB unbudgeted for 55,000 columns); they read them whole, in column parts, as training does."""
     rng = np.random.default_rng(0)
     rows = 2000
     columns: dict[str, np.ndarray] = {}
@@ -269,6 +292,12 @@ def test_a_budget_accepted_for_tens_of_thousands_of_columns_holds(tmp_path: Path
         assert run.returncode == 0 or "is too small: the leanest plan" in run.stderr, run.stderr
     assert run.returncode == 0, "640 MiB holds a plan"
     assert cache_dirs(tmp_path) == []
+    predict = [sys.executable, "-m", "extmem", "predict", str(tmp_path / "m"), str(tmp_path / "data"), "--out", str(tmp_path / "p.parquet")]
+    predict += ["--batch-rows", "256", "--no-progress"]  # row groups larger than a batch
+    run = subprocess.run(["prlimit", f"--data={640 * MiB}", *predict], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "row groups of up to 1,000 rows whole" in run.stderr
+    assert pq.read_metadata(tmp_path / "p.parquet").num_rows == rows
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -231,11 +231,19 @@ class Encoder:
 
         The time spent decoding the batch's parts counts for the reader, not here.
         """
+        return Block(self._converted(batch, to_matrix), batch.label, batch.weight, batch.qid)
+
+    def dense(self, batch: RawBatch) -> np.ndarray:
+        """The batch's features as dense float32 rows of every feature (see :func:`to_dense`), whatever the layout."""
+        return self._converted(batch, to_dense)
+
+    def _converted(self, batch: RawBatch, convert: Callable[..., Any]) -> Any:
+        """``convert`` of the batch's features and of its parts, decoded one at a time."""
         started = time.perf_counter()
         decoding = [0.0]
         parts = None if batch.parts is None else self._part_features(batch, decoding)
         try:
-            return Block(to_matrix(self.features(batch), self.layout, batch.where, parts or ()), batch.label, batch.weight, batch.qid)
+            return convert(self.features(batch), self.layout, batch.where, parts or ())
         finally:
             if parts is not None:
                 parts.close()  # on an error, at once: the part decoded ahead is waited for while the shard is open

@@ -114,8 +114,10 @@ class MemoryPlan:
     def describe(self) -> str:
         budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
         if self.cache == "none":
+            whole = f" (row groups of up to {self.page_rows:,} rows whole, in column parts)" if self.page_rows > self.batch_rows else ""
             return (
-                f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows; expected peak {format_size(self.expected_peak_bytes)}"
+                f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows{whole}; "
+                f"expected peak {format_size(self.expected_peak_bytes)}"
             )
         return (
             f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows, pages of {self.page_rows:,} rows, "
@@ -223,7 +225,9 @@ def plan_batches(
 ) -> MemoryPlan:
     """Batch rows for a pass that handles rows batch by batch without an XGBoost matrix (predict, evaluate, prune, explain).
 
-    ``batch_rows`` is the largest allowed; under a budget it shrinks until the plan fits.
+    ``batch_rows`` is the largest allowed; under a budget it shrinks until the plan fits. The plan's
+    ``page_rows`` are the most rows the pass handles at once: its batches', or its largest row group's
+    where reading row groups whole, in column parts, holds less (pass it as ``read_batches``' ``whole_rows``).
     ``extra_bytes`` is what the pass holds besides its batches (prune's row sample and correlations);
     ``row_bytes`` what it holds per batch row besides the batch's features (explain's contributions):
     without a budget, batches keep that under ``UNBUDGETED_PASS_BYTES``.
@@ -233,18 +237,25 @@ def plan_batches(
     if budget is None and row_bytes:
         batch_rows = min(batch_rows, max(MIN_BATCH_ROWS, UNBUDGETED_PASS_BYTES // row_bytes))
 
-    def build(batch: int) -> MemoryPlan:
-        block = int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * batch) + row_bytes * batch
-        footer = footer_bytes(profile)
-        return MemoryPlan(batch, batch, 0, "none", "", fixed, decode_bytes(profile, batch), block, 0, extra_bytes, budget, footer)
+    def build(batch: int, block_rows: int) -> MemoryPlan:
+        block = int(PAGE_BYTES_PER_VALUE * profile.stored_values_per_row * block_rows) + row_bytes * block_rows
+        decode = decode_bytes(profile, batch, whole_rows=block_rows)
+        return MemoryPlan(batch, block_rows, 0, "none", "", fixed, decode, block, 0, extra_bytes, budget, footer_bytes(profile))
+
+    def leanest(batch: int) -> MemoryPlan:
+        """Row batches, or whole row groups in column parts where that holds less (wide data: no reader per column)."""
+        in_batches = build(batch, batch)
+        if profile.row_group_rows <= batch:
+            return in_batches
+        return min(build(batch, profile.row_group_rows), in_batches, key=lambda plan: plan.expected_peak_bytes)
 
     if budget is None:
-        return build(batch_rows)
+        return leanest(batch_rows)
     for batch in _shrinking(batch_rows, MIN_BATCH_ROWS):
-        plan = build(batch)
+        plan = leanest(batch)
         if plan.expected_peak_bytes <= budget.plannable:
             return plan
-    raise _refusal(budget, build(min(batch_rows, MIN_BATCH_ROWS)), profile)  # the smallest batch is the leanest plan
+    raise _refusal(budget, leanest(min(batch_rows, MIN_BATCH_ROWS)), profile)  # the smallest batch is the leanest plan
 
 
 def plan_memory(

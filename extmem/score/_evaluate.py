@@ -82,7 +82,7 @@ def evaluate(
         selection = trained.select(dataset)
         plan = plan_pass(selection, memory_budget)
         with ProgressBar(selection.rows, "evaluating", "rows", progress) as bar:
-            for batch, raw in trained.score(selection, plan.batch_rows):
+            for batch, raw in trained.score(selection, plan.batch_rows, whole_rows=plan.page_rows):
                 assert batch.label is not None
                 if ranking is not None:
                     assert batch.qid is not None

@@ -247,7 +247,7 @@ def explain(
                 TableSink(staging.path / CONTRIBUTIONS_FILE, schema) as sink,
                 ProgressBar(selection.rows, "explaining", "rows", progress) as bar,
             ):
-                for batch in read_batches(selection, plan.batch_rows, whole_rows=plan.batch_rows):
+                for batch in read_batches(selection, plan.batch_rows, whole_rows=plan.page_rows):
                     X = encoder(batch).X
                     values = trained.contributions(X)
                     overall.add(values)

@@ -119,7 +119,7 @@ def predict(
             TableSink(out, schema, replace=overwrite, file_format=file_format) as sink,
             ProgressBar(selection.rows, "predicting", "rows", progress) as bar,
         ):
-            for batch, raw in trained.score(selection, plan.batch_rows):
+            for batch, raw in trained.score(selection, plan.batch_rows, whole_rows=plan.page_rows):
                 sink.write(_output_batch(trained, batch, raw, schema))
                 bar.update(batch.rows)
     return {

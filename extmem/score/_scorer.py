@@ -112,11 +112,19 @@ class Scorer:
         return select_dataset(dataset, layout=self.layout, carry=carry)
 
     def score(
-        self, selection: Selection, batch_rows: int, predict: Callable[[Any], np.ndarray] | None = None
+        self,
+        selection: Selection,
+        batch_rows: int,
+        predict: Callable[[Any], np.ndarray] | None = None,
+        *,
+        whole_rows: int | None = None,
     ) -> Iterator[tuple[RawBatch, np.ndarray]]:
-        """Each batch of ``selection`` with ``predict`` of its features (default: the raw predictions), in dataset order."""
+        """Each batch of ``selection`` with ``predict`` of its features (default: the raw predictions), in dataset order.
+
+        Row groups of up to ``whole_rows`` rows (default: ``batch_rows``) come whole, in column parts (see :func:`read_batches`).
+        """
         encoder = Encoder(selection.layout, strict_categories=selection.dataset.strict_categories)
-        for batch in read_batches(selection, batch_rows, whole_rows=batch_rows):
+        for batch in read_batches(selection, batch_rows, whole_rows=whole_rows or batch_rows):
             yield batch, (predict or self.raw_predict)(encoder(batch).X)
 
 

@@ -38,7 +38,7 @@ from extmem._measure import MemoryMonitor
 from extmem._presets import KMER_PATTERN
 from extmem._progress import ProgressBar
 from extmem._version import __version__
-from extmem.encode._blocks import Encoder, to_dense
+from extmem.encode._blocks import Encoder
 from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError, SchemaError, check_positive_int
 from extmem.read._costs import sink_bytes
@@ -290,11 +290,11 @@ def prune(
         sparse_mask = selection.layout.sparse_mask
         encoder = Encoder(selection.layout)
         with ProgressBar(selection.schema.rows, "statistics", "rows", progress) as bar:
-            for batch in read_batches(selection, batch_rows):
+            for batch in read_batches(selection, batch_rows, whole_rows=plan.page_rows):
                 if batch.shard != current:
                     current, offset = batch.shard, 0
                     positions = _sample_positions(shard_rows[current], per_shard, options.seed, current)
-                values = to_dense(encoder.features(batch), selection.layout, batch.where)
+                values = encoder.dense(batch)
                 counts = values[:, sparse_mask]
                 counts[np.isnan(counts)] = 0
                 values[:, sparse_mask] = counts
