@@ -283,3 +283,27 @@ def test_a_quoted_tilde_is_the_home_folder_for_data_outputs_models_and_caches(
     assert main(["predict", "~/model", "~/data", "--out", "~/predictions.parquet", "--no-progress"]) == 0
     assert sorted(path.name for path in home.iterdir()) == ["data", "model", "predictions.parquet", "rows"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["home"]  # no folder named '~'
+
+
+@pytest.mark.parametrize(
+    ("command", "advised", "not_advised"),
+    [
+        (["pack", "{data}", "{out}"], ["--batch-rows", "--row-group-rows"], ["--memory-budget", "--page-rows", "extmem pack"]),
+        (["train", "{data}", "--out", "{out}"], ["--memory-budget", "--batch-rows", "--page-rows", "extmem pack"], []),
+    ],
+)
+def test_out_of_memory_advice_names_only_the_flags_of_the_command(
+    small_synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command, advised, not_advised
+) -> None:
+    """pack has no memory budget: running out of memory advised it to give one, and to pack the data first."""
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr("extmem.read._selection.scan", exhausted)
+    monkeypatch.setattr("extmem.tools._pack.scan", exhausted)
+    argv = [part.format(data=small_synth, out=tmp_path / "out") for part in command]
+    assert main([*argv, "--no-progress"]) == 2
+    message = capsys.readouterr().err
+    assert "out of memory" in message
+    assert all(flag in message for flag in advised) and not any(flag in message for flag in not_advised), message

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 from conftest import all_rows, kill_while_staging, write_shard
 
 import extmem
@@ -162,3 +164,28 @@ def test_pack_and_prune_never_replace_the_shards_they_read(small_synth: Path, tm
         ):
             rewrite()
     assert {path.name: path.read_bytes() for path in data.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_packing_tens_of_thousands_of_columns_reads_row_groups_in_column_parts(tmp_path: Path) -> None:
+    """30,000 count columns: row batches of every column hold a reader per column (packing 65,536 columns took 3 GiB) and ran
+    out of a 512 MiB data limit; row groups are read whole, their count columns in parts, and the shards are the same."""
+    rng = np.random.default_rng(0)
+    rows, width = 2000, 30_000
+    names = [f"8mer_{i:05d}" for i in range(width)]
+    counts = np.zeros((width, rows), dtype=np.uint8)
+    counts[rng.integers(0, width, 4 * rows), rng.integers(0, rows, 4 * rows)] = 1
+    table = pa.table({**dict(zip(names, counts)), "splice_type": np.array(["neither", "donor"])[rng.integers(0, 2, rows)]})
+    (tmp_path / "data").mkdir()
+    pq.write_table(table, tmp_path / "data" / "a.parquet", row_group_size=1000)
+    limited = ["prlimit", f"--data={512 * 2**20}", sys.executable, "-m", "extmem", "pack", str(tmp_path / "data"), str(tmp_path / "packed")]
+    run = subprocess.run([*limited, "--block", "^8mer_", "--no-progress"], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    packed = pq.read_table(tmp_path / "packed" / "a.parquet")
+    offsets = packed.column("kmer_indices").combine_chunks().offsets.to_numpy()
+    indices = packed.column("kmer_indices").combine_chunks().flatten().to_numpy()
+    values = packed.column("kmer_values").combine_chunks().flatten().to_numpy()
+    expected = sp.csr_matrix(counts.T.astype(np.float32))
+    assert np.array_equal(offsets, expected.indptr) and np.array_equal(indices, expected.indices)
+    assert np.array_equal(values, expected.data)
+    assert packed.column("splice_type").equals(table.column("splice_type"))

@@ -7,6 +7,7 @@ signal at any moment unwinds through the library's clean-up and ends the process
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import signal
@@ -20,10 +21,22 @@ from extmem._allocators import check_room_for_libraries, limit_allocators
 from extmem._signals import Stopped, forget_signals, ignore_signals, raise_on_signals, received_stop
 from extmem.errors import ExtmemError, xgboost_reason
 
-_OUT_OF_MEMORY = (
-    "out of memory. Give --memory-budget (or run under prlimit --data) so that batch and page sizes are planned to fit, "
-    "lower --batch-rows or --page-rows, or pack the data first (extmem pack), which decodes in a fraction of the memory."
-)
+_SIZE_FLAGS = (("--batch-rows", "batch_rows"), ("--page-rows", "page_rows"), ("--row-group-rows", "row_group_rows"))
+
+
+def _out_of_memory(args: argparse.Namespace) -> str:
+    """The advice for a command that ran out of memory, in the flags that command has."""
+    advice = []
+    if hasattr(args, "memory_budget"):
+        advice.append("give --memory-budget (or run under prlimit --data) so that batch and page sizes are planned to fit")
+    if lower := [flag for flag, name in _SIZE_FLAGS if hasattr(args, name)]:
+        advice.append(f"lower {' or '.join(lower)}")
+    if hasattr(args, "memory_budget"):
+        advice.append("pack the data first (extmem pack), which decodes in a fraction of the memory")
+    if not advice:
+        return "out of memory."
+    text = ", or ".join([", ".join(advice[:-1]), advice[-1]]) if len(advice) > 1 else advice[0]
+    return f"out of memory. {text[0].upper()}{text[1:]}."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,11 +138,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except ExtmemError as exc:
         return _error(args.debug, _as_flags(str(exc), exc.options))
     except MemoryError:
-        return _error(args.debug, _OUT_OF_MEMORY)
+        return _error(args.debug, _out_of_memory(args))
     except RuntimeError as exc:
         if "can't start new thread" not in str(exc):  # a thread's stack refused by the data limit
             raise
-        return _error(args.debug, _OUT_OF_MEMORY)
+        return _error(args.debug, _out_of_memory(args))
     except OSError as exc:  # the environment, not extmem: a full disk, a file-size limit, permissions
         where = f": {exc.filename}" if exc.filename else ""
         return _error(args.debug, f"{exc.strerror or exc}{where}")
@@ -138,7 +151,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if xgboost is None or not isinstance(exc, xgboost.core.XGBoostError):
             raise
         reason = xgboost_reason(exc)
-        return _error(args.debug, _OUT_OF_MEMORY if "bad_alloc" in reason else f"XGBoost failed: {reason}")
+        return _error(args.debug, _out_of_memory(args) if "bad_alloc" in reason else f"XGBoost failed: {reason}")
     return 0
 
 

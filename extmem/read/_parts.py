@@ -62,11 +62,11 @@ class WholeRowGroups:
             return None
         chosen = set(plain)
         others = [name for name in columns if name not in chosen]
-        fixed = [name for name in others if _byte_width(kinds[name]) is not None]
+        fixed = [name for name in others if byte_width(kinds[name]) is not None]
         variable = set(others) - set(fixed)
-        leaves = _leaves(file.metadata, variable) if variable else []
-        plain_widths = [_byte_width(kinds[name]) or 0 for name in plain]
-        return cls(plain, others, plain_widths, sum(_byte_width(kinds[name]) or 0 for name in fixed), leaves)
+        leaves = leaf_columns(file.metadata, variable) if variable else []
+        plain_widths = [byte_width(kinds[name]) or 0 for name in plain]
+        return cls(plain, others, plain_widths, sum(byte_width(kinds[name]) or 0 for name in fixed), leaves)
 
     def parts(self, metadata: pq.RowGroupMetaData, batch_rows: int, whole_rows: int) -> list[list[str]] | None:
         """Groups of the plain columns to decode the row group ``metadata`` describes, or None to read it in row batches.
@@ -85,18 +85,24 @@ class WholeRowGroups:
         if 2 * other_bytes > allowance:
             return None
         room = min((allowance - other_bytes) // 2, PART_BYTES)  # the next part is decoded while one is encoded
-        groups: list[list[str]] = [[]]
-        filled = 0
-        for name, width in zip(self.plain, self.plain_widths):
-            if groups[-1] and filled + rows * width > room:
-                groups.append([])
-                filled = 0
-            groups[-1].append(name)
-            filled += rows * width
+        groups = column_parts(self.plain, self.plain_widths, rows, room)
         return None if rows <= batch_rows and len(groups) == 1 else groups
 
 
-def _byte_width(kind: pa.DataType) -> int | None:
+def column_parts(names: list[str], widths: list[int], rows: int, room: int = PART_BYTES) -> list[list[str]]:
+    """``names`` in order, grouped into parts whose ``rows`` rows decode into at most ``room`` bytes (a wider column alone)."""
+    groups: list[list[str]] = [[]]
+    filled = 0
+    for name, width in zip(names, widths):
+        if groups[-1] and filled + rows * width > room:
+            groups.append([])
+            filled = 0
+        groups[-1].append(name)
+        filled += rows * width
+    return groups
+
+
+def byte_width(kind: pa.DataType) -> int | None:
     """Decoded bytes per value of a fixed-width type, validity included; None for variable widths."""
     if pa.types.is_boolean(kind):
         return 1
@@ -154,7 +160,7 @@ def part_reader(
     return parts
 
 
-def _leaves(metadata: pq.FileMetaData, roots: set[str]) -> list[int]:
+def leaf_columns(metadata: pq.FileMetaData, roots: set[str]) -> list[int]:
     """The parquet leaf columns under the top-level columns ``roots``, found by their chunks' paths.
 
     Not through ``FileMetaData.schema``: it ties the parsed footer into a reference cycle that

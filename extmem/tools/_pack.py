@@ -1,6 +1,7 @@
 """Shard rewriting: count columns to the packed layout (`extmem pack`), optionally without dropped columns.
 
-Memory is one batch of input plus one row group of output. Output shards are written into a
+Memory is one batch of input, or one row group whose count columns are decoded in column parts, plus
+one row group of output. Output shards are written into a
 hidden staging folder beside DST that becomes DST only when every shard is complete; a run
 killed with SIGKILL leaves the staging folder, which the next run sweeps.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ import scipy.sparse as sp
 
 from extmem._allocators import release_freed_memory
 from extmem._atomic import write_json
-from extmem._contracts import PACKED_METADATA_KEY, PackedBlock
-from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_ROW_GROUP_ROWS
+from extmem._contracts import PACKED_METADATA_KEY, PackedBlock, ReadCounters
+from extmem._defaults import DEFAULT_BATCH_ROWS, DEFAULT_ROW_GROUP_ROWS, output_row_group_bytes
 from extmem._destinations import MANIFEST_FILE, check_output_folder, publish_folder, staging_folder
 from extmem._layout import FeatureLayout
 from extmem._measure import MemoryMonitor
@@ -32,10 +33,11 @@ from extmem._signals import raise_if_stopped
 from extmem._sink import TableSink
 from extmem._version import __version__
 from extmem.encode._blocks import to_csr
-from extmem.encode._features import wide_features
+from extmem.encode._features import FeatureColumns, wide_features
 from extmem.encode._packed import DEFAULT_PREFIX, pack_rows, unpack
 from extmem.errors import OptionError, check_positive_int, read_failure
 from extmem.read._discover import check_not_replacing_input, discover_shards, partition_path, partition_values
+from extmem.read._parts import byte_width, column_parts, leaf_columns, one_batch, part_reader
 from extmem.read._scan import NUMERIC, Schema, scan, type_kind
 from extmem.read._storage import absolute, file_size, open_parquet
 
@@ -104,14 +106,43 @@ class ShardRewriter:
             return matrix
         return to_csr(wide_features(batch, self.kept_block, np.arange(len(self.kept_block))), self.layout, repr(self.shard))
 
-    def convert(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """One input batch as an output batch."""
+    def batches(self, file: pq.ParquetFile, batch_rows: int, whole_rows: int) -> Iterator[pa.RecordBatch]:
+        """The shard's output batches, in order: row batches of ``batch_rows`` rows, or, when a wide count block is packed, a
+        row group of at most ``whole_rows`` rows whole, its count columns decoded in column parts (no reader per column:
+        packing 65,536 columns in row batches took 3 GiB), if its other columns hold no more than an output row group."""
+        parted = self.output_block is not None and self.input_block is None and len(self.kept_block) > 1
+        read_others = [f.name for f in self.others if f.name not in self.folder_values]
+        schema = file.schema_arrow  # built anew on every access
+        widths = [byte_width(schema.field(name).type) or 8 for name in self.kept_block]
+        leaves = leaf_columns(file.metadata, set(read_others)) if parted else []
+        most = output_row_group_bytes(len(self.schema))
+        for row_group in range(file.num_row_groups):
+            metadata = file.metadata.row_group(row_group)
+            rows = metadata.num_rows
+            others_bytes = 2 * sum(metadata.column(i).total_uncompressed_size for i in leaves)  # decoded strings: about twice
+            if not parted or not 0 < rows <= whole_rows or others_bytes > most:
+                for batch in file.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=self.read_columns, use_threads=True):
+                    yield self.convert(batch)
+                continue
+            others = one_batch(file.read_row_group(row_group, columns=read_others, use_threads=True))
+            groups = column_parts(self.kept_block, widths, rows)
+            parts = part_reader(file, self.shard, row_group, groups, None, ReadCounters(), [True])()
+            positions = {name: i for i, name in enumerate(self.kept_block)}
+            features = (wide_features(part, part.schema.names, np.array([positions[n] for n in part.schema.names])) for part in parts)
+            empty = FeatureColumns(rows, pa.record_batch([]), np.zeros(0, dtype=np.int64))
+            try:
+                yield self.convert(others, to_csr(empty, self.layout, repr(self.shard), features))
+            finally:
+                parts.close()
+
+    def convert(self, batch: pa.RecordBatch, block: sp.csr_matrix | None = None) -> pa.RecordBatch:
+        """One input batch as an output batch (its count block, if given, already as CSR)."""
         arrays = [
             pa.repeat(self.folder_values[f.name], batch.num_rows) if f.name in self.folder_values else batch.column(f.name)
             for f in self.others
         ]
         if self.output_block is not None:
-            arrays.extend(pack_rows(self._block_csr(batch), self.output_block))
+            arrays.extend(pack_rows(self._block_csr(batch) if block is None else block, self.output_block))
         elif self.input_block is None:
             arrays.extend(batch.column(name) for name in self.kept_block)
         else:
@@ -138,9 +169,9 @@ def rewrite_shard(
                 shard, file, block_pattern=block_pattern, drop=drop, packed_output=packed_output, folder_values=folder_values
             )
             with TableSink(out, rewriter.schema, row_group_rows=row_group_rows) as sink:
-                for batch in file.iter_batches(batch_size=batch_rows, columns=rewriter.read_columns, use_threads=True):
+                for batch in rewriter.batches(file, batch_rows, row_group_rows):
                     raise_if_stopped()
-                    sink.write(rewriter.convert(batch))
+                    sink.write(batch)
             return sink.rows
     except (pa.ArrowException, OSError) as exc:
         if isinstance(exc, OSError) and exc.filename is not None and os.fsdecode(exc.filename) == os.fspath(out):
