@@ -68,8 +68,9 @@ def _arguments(command: str, data: Path, model: Path, work: Path) -> list[str]:
         ],
         "predict": ["predict", str(model), str(data), "--out", str(work / "out" / "p.parquet"), "--batch-rows", "1"],
         "evaluate": ["evaluate", str(model), str(data), "--out", str(work / "out" / "m.json"), "--batch-rows", "1"],
-        "pack": ["pack", str(data), str(work / "out"), "--batch-rows", "1"],
-        "prune": ["prune", str(data), str(work / "out"), "--batch-rows", "1"],
+        # row groups of one row: read in row batches of one row (whole row groups are read fast), written one by one
+        "pack": ["pack", str(data), str(work / "out"), "--batch-rows", "1", "--row-group-rows", "1"],
+        "prune": ["prune", str(data), str(work / "out"), "--batch-rows", "1", "--row-group-rows", "1"],
         "synth": ["synth", str(work / "out"), "--rows", "100000000"],
         "demo": ["demo", "--dir", str(work / "out"), "--rows", "10000000"],
     }[command]
