@@ -89,7 +89,7 @@ def test_budget_bench_runs(tmp_path: Path) -> None:
     run = payload["budgets"]["2 GiB"]
     assert not run.get("failed"), run
     assert run["plan"]["budget_bytes"] == 2 * 2**30 and run["peak_data_bytes"] <= 2 * 2**30
-    assert payload["too_small"]["failed"] and "is too small: the leanest plan" in payload["too_small"]["message"][0]
+    assert payload["too_small"]["failed"] and "is too small:" in payload["too_small"]["message"][0]
     assert set(payload["ratio_to_raw_decode"]) == {"prefetch 0", "prefetch 1"}
 
 

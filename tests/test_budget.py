@@ -213,7 +213,7 @@ def test_a_budget_accepted_for_one_large_row_group_holds(
             check=False,
         )
         assert "out of memory" not in run.stderr and "Traceback" not in run.stderr, run.stderr
-        assert run.returncode == 0 or "is too small: the leanest plan" in run.stderr, run.stderr
+        assert run.returncode == 0 or "is too small:" in run.stderr, run.stderr
         completed.append(run.returncode == 0)
     assert completed[-1], "768 MiB holds a plan"
     assert cache_dirs(tmp_path) == []
@@ -238,7 +238,7 @@ def test_a_budget_accepted_for_long_sequences_counted_into_kmers_holds(tmp_path:
     for limit in (768 * MiB, 1024 * MiB):  # the larger limit plans larger batches
         run = subprocess.run(["prlimit", f"--data={limit}", *command, "--overwrite"], capture_output=True, text=True, check=False)
         assert "out of memory" not in run.stderr and "Traceback" not in run.stderr, f"{limit // MiB} MiB: {run.stderr}"
-        assert run.returncode == 0 or (limit < 2**30 and "is too small: the leanest plan" in run.stderr), run.stderr
+        assert run.returncode == 0 or (limit < 2**30 and "is too small:" in run.stderr), run.stderr
     assert json.loads((tmp_path / "m" / "report.json").read_text())["features"] == 4**6  # 1 GiB holds a plan
     assert cache_dirs(tmp_path) == []
 
@@ -262,7 +262,7 @@ def test_a_budget_accepted_for_wide_output_rows_holds(one_large_row_group: Path,
         limited = ["prlimit", f"--data={limit * MiB}", sys.executable, "-m", "extmem", command, *arguments, "--no-progress"]
         run = subprocess.run(limited, capture_output=True, text=True, check=False)
         assert run.returncode in (0, 2) and "out of memory" not in run.stderr and "Traceback" not in run.stderr, run.stderr
-        assert run.returncode == 0 or "is too small: the leanest plan" in run.stderr, run.stderr
+        assert run.returncode == 0 or "is too small:" in run.stderr, run.stderr
     assert (tmp_path / "p.parquet").exists(), "the predictions fit 768 MiB"
     assert pq.read_table(tmp_path / "p.parquet", columns=["note"]).num_rows == rows
 
@@ -289,7 +289,7 @@ def test_a_budget_accepted_for_tens_of_thousands_of_columns_holds(tmp_path: Path
     for limit in (512 * MiB, 640 * MiB):
         run = subprocess.run(["prlimit", f"--data={limit}", *command], capture_output=True, text=True, check=False)
         assert run.returncode in (0, 2) and "out of memory" not in run.stderr, f"{limit // MiB} MiB: {run.stderr}"
-        assert run.returncode == 0 or "is too small: the leanest plan" in run.stderr, run.stderr
+        assert run.returncode == 0 or "is too small:" in run.stderr, run.stderr
     assert run.returncode == 0, "640 MiB holds a plan"
     assert cache_dirs(tmp_path) == []
     predict = [sys.executable, "-m", "extmem", "predict", str(tmp_path / "m"), str(tmp_path / "data"), "--out", str(tmp_path / "p.parquet")]
@@ -298,6 +298,25 @@ def test_a_budget_accepted_for_tens_of_thousands_of_columns_holds(tmp_path: Path
     assert run.returncode == 0, run.stderr
     assert "row groups of up to 1,000 rows whole" in run.stderr
     assert pq.read_metadata(tmp_path / "p.parquet").num_rows == rows
+
+
+@pytest.mark.slow
+def test_a_budget_the_probe_cannot_hold_is_refused_before_any_row_is_read(tmp_path: Path) -> None:
+    """55,000 count columns under a 512 MiB data limit: the probe of the first rows, before any plan, ran out of memory
+    (with more row groups, pyarrow aborted the process on std::bad_alloc building the footer's schema)."""
+    rng = np.random.default_rng(0)
+    rows, width = 1000, 55_000
+    counts = np.zeros((width, rows), dtype=np.uint8)
+    counts[rng.integers(0, width, 4 * rows), rng.integers(0, rows, 4 * rows)] = 1
+    names = ["8mer_" + "".join(kmer) for kmer in itertools.islice(itertools.product("ACGT", repeat=8), width)]
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({**dict(zip(names, counts)), "y": rng.integers(0, 2, rows)}), tmp_path / "data" / "a.parquet")
+    del counts
+    command = [sys.executable, "-m", "extmem", "train", str(tmp_path / "data"), "--label", "y", "--out", str(tmp_path / "m")]
+    run = subprocess.run(["prlimit", f"--data={512 * MiB}", *command, "--no-progress"], capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and "out of memory" not in run.stderr, run.stderr
+    assert "is too small: before any row is read" in run.stderr and "reading the first rows of 55,000 features" in run.stderr
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.slow
@@ -383,7 +402,7 @@ def test_a_budget_too_small_is_a_clear_error_that_leaves_nothing(small_synth: Pa
     command = [sys.executable, "-m", "extmem", "train", str(small_synth), "--out", str(tmp_path / "m"), "--memory-budget", "200MiB"]
     run = subprocess.run([*command, "--no-progress", "--cache-dir", str(tmp_path)], capture_output=True, text=True, check=False)
     assert run.returncode == 2, run.stderr
-    assert "extmem: error: A memory budget of 200 MiB (--memory-budget) is too small: the leanest plan" in run.stderr
+    assert "extmem: error: A memory budget of 200 MiB (--memory-budget) is too small: " in run.stderr
     assert "Traceback" not in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -436,9 +455,9 @@ def test_predict_and_prune_plan_their_batches_and_refuse_a_budget_too_small(smal
     assert report["memory_plan"]["batch_rows"] == 1000 and report["memory_plan"]["budget_bytes"] == 64 * 2**30
     manifest = extmem.prune(small_synth, tmp_path / "pruned", label="splice_type", memory_budget="64GiB")
     assert manifest["memory_plan"]["cache"] == "none" and manifest["memory_plan"]["parts"]["matrix"] > 0, "sample and correlations"
-    with pytest.raises(extmem.OptionError, match="is too small: the leanest plan"):
+    with pytest.raises(extmem.OptionError, match="is too small: before any row is read, .* is the process itself"):
         extmem.predict(model, small_synth, tmp_path / "q.parquet", memory_budget="100MiB")
-    with pytest.raises(extmem.OptionError, match="is too small: the leanest plan"):
+    with pytest.raises(extmem.OptionError, match="is too small: before any row is read, .* is the process itself"):
         extmem.prune(small_synth, tmp_path / "pruned2", label="splice_type", memory_budget="100MiB")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "p.parquet", "pruned"]
 

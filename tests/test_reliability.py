@@ -329,7 +329,10 @@ def _train_under_data_limit(data: Path, tmp_path: Path, limit_mib: int) -> subpr
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("limit_mib", "refusal"),
-    [(200, r"out of memory before any data: the data limit \(prlimit --data\) of 200 MiB"), (330, r"is too small: the leanest plan")],
+    [
+        (200, r"out of memory before any data: the data limit \(prlimit --data\) of 200 MiB"),
+        (330, r"is too small: (before any row is read|the leanest plan)"),
+    ],
     ids=["below-the-libraries", "below-the-leanest-plan"],
 )
 def test_a_data_limit_too_small_is_one_clear_error_and_leaves_nothing(
@@ -352,9 +355,7 @@ def test_a_data_limit_the_plan_accepts_holds(wide_synth: Path, tmp_path: Path, l
     never out of memory, never a crash (pyarrow and XGBoost abort the process when a thread cannot start)."""
     run = _train_under_data_limit(wide_synth, tmp_path, limit_mib)
     if run.returncode == 2 and not must_complete:
-        assert re.search(r"^extmem: error: A memory budget of .* is too small: the leanest plan", run.stderr, flags=re.MULTILINE), (
-            run.stderr
-        )
+        assert re.search(r"^extmem: error: A memory budget of .* is too small: ", run.stderr, flags=re.MULTILINE), run.stderr
         assert not (tmp_path / "m").exists()
     else:
         assert run.returncode == 0, run.stderr

@@ -13,9 +13,12 @@ import scipy.sparse as sp
 
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_MAX_BIN
+from extmem._units import KiB, format_size
 from extmem.encode._blocks import Encoder
-from extmem.read._budget import Budget
-from extmem.read._plan import MemoryPlan, plan_batches
+from extmem.errors import OptionError
+from extmem.read._budget import PLANNED_SHARE, Budget
+from extmem.read._costs import FOOTER_BYTES_PER_SERIALIZED_BYTE, READER_BYTES_PER_COLUMN
+from extmem.read._plan import MemoryPlan, fixed_bytes, plan_batches
 from extmem.read._reader import read_batches
 from extmem.read._selection import Selection
 
@@ -26,6 +29,35 @@ WIDE_PROBE_COLUMNS = 16_384
 """Above this many plain feature columns, the probe reads a first row group (of up to ``WIDE_PROBE_ROWS`` rows) whole, in
 column parts, instead of a row batch of every column at once."""
 WIDE_PROBE_ROWS = 8192
+PROBE_BYTES_PER_COLUMN = 4 * KiB
+"""What the wide probe holds per column besides the parsed footer: 55,000 count columns took 220 MiB, 30,000 120 MiB."""
+
+
+def check_room_to_probe(selection: Selection, budget: Budget | None) -> None:
+    """Refuse, before any row is read, a ``budget`` that the process, a shard's parsed footer and the probe's reading fill.
+
+    A footer of tens of thousands of columns parses into hundreds of MiB, and the probe holds a
+    little for each column: where an allocation then fails, pyarrow may abort the process.
+    """
+    if budget is None:
+        return
+    per_column = PROBE_BYTES_PER_COLUMN if _wide(selection) else READER_BYTES_PER_COLUMN
+    held, footer = fixed_bytes(), FOOTER_BYTES_PER_SERIALIZED_BYTE * selection.schema.footer_bytes
+    probe = per_column * len(selection.layout.names)
+    if held + footer + probe > budget.plannable:
+        msg = (
+            f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) is too small: before any row is read, "
+            f"{format_size(held)} is the process itself, {format_size(footer)} a shard's parsed footer and {format_size(probe)} "
+            f"reading the first rows of {len(selection.layout.names):,} features (a plan fills at most {PLANNED_SHARE:.0%} of a budget); "
+            "packed shards (extmem pack) read a few columns."
+        )
+        raise OptionError(msg, options=("memory_budget",))
+
+
+def _wide(selection: Selection) -> bool:
+    """Whether the probe reads a first row group whole, in column parts (more than ``WIDE_PROBE_COLUMNS`` plain columns)."""
+    columns = selection.schema.columns
+    return sum(1 for name in selection.layout.names if name in columns and not columns[name].packed) > WIDE_PROBE_COLUMNS
 
 
 def estimated_bins(X: sp.csr_matrix | np.ndarray, max_bin: int | None = None) -> int:
@@ -54,8 +86,7 @@ def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS
     features = len(selection.layout.names)
     max_bin = max_bin or DEFAULT_MAX_BIN
     group_rows = max((max(groups, default=0) for groups in selection.schema.shard_row_groups.values()), default=0)
-    columns = selection.schema.columns
-    wide = sum(1 for name in selection.layout.names if name in columns and not columns[name].packed) > WIDE_PROBE_COLUMNS
+    wide = _wide(selection)
     # a reader per column for a row batch of every column costs ~10 KiB each: very wide row groups come whole, in column parts
     batches = read_batches(selection, probe_rows, whole_rows=min(group_rows, WIDE_PROBE_ROWS) if wide else 0)
     parts = [0, 0]  # bytes and columns of the column parts decoded
@@ -104,12 +135,12 @@ def plan_pass(
     ``extra_bytes``: what the pass holds besides its batches, given the data's profile;
     ``row_bytes``: what it holds per batch row besides the batch.
     """
+    budget = Budget.resolve(memory_budget)
+    check_room_to_probe(selection, budget)
     measured = profile(selection)
     extra = extra_bytes(measured) if extra_bytes is not None else 0
     if dense:
         measured = replace(measured, stored_values_per_row=len(selection.layout.names))
-    plan = plan_batches(
-        measured, Budget.resolve(memory_budget), batch_rows=selection.dataset.batch_rows, extra_bytes=extra, row_bytes=row_bytes
-    )
+    plan = plan_batches(measured, budget, batch_rows=selection.dataset.batch_rows, extra_bytes=extra, row_bytes=row_bytes)
     logger.info(plan.describe(), extra={"options": ("memory_budget",)})
     return plan

@@ -205,7 +205,11 @@ def _refusal(budget: Budget, least: MemoryPlan, profile: DataProfile, detail: st
         parts.append(
             f"{format_size(least.matrix_bytes)} what the pass holds besides its batches (its output's row group and metadata, sums)"
         )
-    sizes = f"{least.batch_rows:,} rows per batch" + (f" and {least.page_rows:,} per page" if least.cache != "none" else "")
+    sizes = f"{least.batch_rows:,} rows per batch" + (
+        f" and {least.page_rows:,} per page"
+        if least.cache != "none"
+        else f", row groups of up to {least.page_rows:,} whole" * (least.page_rows > least.batch_rows)
+    )
     return OptionError(
         f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) is too small: the leanest plan ({sizes}) "
         f"needs about {format_size(least.expected_peak_bytes)} (a plan fills at most {PLANNED_SHARE:.0%} of a budget), "
