@@ -113,8 +113,9 @@ class ShardRewriter:
         parted = self.output_block is not None and self.input_block is None and len(self.kept_block) > 1
         read_others = [f.name for f in self.others if f.name not in self.folder_values]
         schema = file.schema_arrow  # built anew on every access
-        widths = [byte_width(schema.field(name).type) or 8 for name in self.kept_block]
+        widths = [byte_width(schema.field(name).type) or 8 for name in self.kept_block] if parted else []
         leaves = leaf_columns(file.metadata, set(read_others)) if parted else []
+        positions = {name: i for i, name in enumerate(self.kept_block)}
         most = output_row_group_bytes(len(self.schema))
         for row_group in range(file.num_row_groups):
             metadata = file.metadata.row_group(row_group)
@@ -127,7 +128,6 @@ class ShardRewriter:
             others = one_batch(file.read_row_group(row_group, columns=read_others, use_threads=True))
             groups = column_parts(self.kept_block, widths, rows)
             parts = part_reader(file, self.shard, row_group, groups, None, ReadCounters(), [True])()
-            positions = {name: i for i, name in enumerate(self.kept_block)}
             features = (wide_features(part, part.schema.names, np.array([positions[n] for n in part.schema.names])) for part in parts)
             empty = FeatureColumns(rows, pa.record_batch([]), np.zeros(0, dtype=np.int64))
             try:
