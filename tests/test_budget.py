@@ -298,6 +298,9 @@ def test_a_budget_accepted_for_tens_of_thousands_of_columns_holds(tmp_path: Path
     assert run.returncode == 0, run.stderr
     assert "row groups of up to 1,000 rows whole" in run.stderr
     assert pq.read_metadata(tmp_path / "p.parquet").num_rows == rows
+    library = f"import extmem; print(len(extmem.Model.load({str(tmp_path / 'm')!r}).predict(extmem.Dataset({str(tmp_path / 'data')!r}, batch_rows=256))))"
+    run = subprocess.run(["prlimit", f"--data={640 * MiB}", sys.executable, "-c", library], capture_output=True, text=True, check=False)
+    assert run.returncode == 0 and run.stdout.split() == [str(rows)], run.stderr  # the library's predictions are planned too
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import numpy as np
 from extmem._contracts import RawBatch
 from extmem._layout import FeatureLayout
 from extmem.encode._blocks import Encoder, encode
+from extmem.encode._probe import plan_pass
 from extmem.errors import OptionError
 from extmem.read._dataset import Dataset, as_dataset, is_dataset
 from extmem.read._reader import read_batches
@@ -102,7 +103,8 @@ class Scorer:
         each row's output has ``shape``."""
         if is_dataset(X):
             selection = self.select(as_dataset(X, {}))
-            parts = [output for _, output in self.score(selection, selection.dataset.batch_rows, predict)]
+            plan = plan_pass(selection, None)  # under a data limit, planned to fit it
+            parts = [output for _, output in self.score(selection, plan.batch_rows, predict, whole_rows=plan.page_rows)]
             return np.concatenate(parts) if parts else np.zeros((0, *shape), dtype=np.float32)
         output = predict(encode(X, self.layout))
         return output if output.size else output.reshape((0, *shape))
