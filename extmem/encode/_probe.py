@@ -81,8 +81,14 @@ def _counted(parts: Callable[[], Iterator[pa.RecordBatch]], seen: list[int]) -> 
         yield part
 
 
-def profile(selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS, max_bin: int | None = None) -> DataProfile:
-    """Rows and the largest footer from the metadata; Arrow bytes, stored values and histogram bins from the first ``probe_rows`` rows."""
+def profile(
+    selection: Selection, outputs: int = 1, probe_rows: int = PROBE_ROWS, max_bin: int | None = None, budget: Budget | None = None
+) -> DataProfile:
+    """Rows and the largest footer from the metadata; Arrow bytes, stored values and histogram bins from the first ``probe_rows`` rows.
+
+    Under a ``budget``, one that reading those rows cannot hold is refused first (see :func:`check_room_to_probe`).
+    """
+    check_room_to_probe(selection, budget)
     features = len(selection.layout.names)
     max_bin = max_bin or DEFAULT_MAX_BIN
     group_rows = max((max(groups, default=0) for groups in selection.schema.shard_row_groups.values()), default=0)
@@ -136,8 +142,7 @@ def plan_pass(
     ``row_bytes``: what it holds per batch row besides the batch.
     """
     budget = Budget.resolve(memory_budget)
-    check_room_to_probe(selection, budget)
-    measured = profile(selection)
+    measured = profile(selection, budget=budget)
     extra = extra_bytes(measured) if extra_bytes is not None else 0
     if dense:
         measured = replace(measured, stored_values_per_row=len(selection.layout.names))

@@ -102,6 +102,11 @@ class MemoryPlan:
     """Where the quantile cuts come from, in words."""
 
     @property
+    def whole_row_groups(self) -> bool:
+        """Whether a pass without a matrix reads row groups of up to ``page_rows`` rows whole, in column parts (see :func:`plan_batches`)."""
+        return self.cache == "none" and self.page_rows > self.batch_rows
+
+    @property
     def reading_bytes(self) -> int:
         """The process, a shard's footer, decoding a batch and building a page: held through every pass."""
         return self.fixed_bytes + self.footer_bytes + self.decode_bytes + self.page_bytes
@@ -114,7 +119,7 @@ class MemoryPlan:
     def describe(self) -> str:
         budget = f"budget {format_size(self.budget.bytes)} ({self.budget.origin}); " if self.budget else ""
         if self.cache == "none":
-            whole = f" (row groups of up to {self.page_rows:,} rows whole, in column parts)" if self.page_rows > self.batch_rows else ""
+            whole = f" (row groups of up to {self.page_rows:,} rows whole, in column parts)" if self.whole_row_groups else ""
             return (
                 f"extmem: memory plan: {budget}batches of {self.batch_rows:,} rows{whole}; "
                 f"expected peak {format_size(self.expected_peak_bytes)}"
@@ -205,11 +210,11 @@ def _refusal(budget: Budget, least: MemoryPlan, profile: DataProfile, detail: st
         parts.append(
             f"{format_size(least.matrix_bytes)} what the pass holds besides its batches (its output's row group and metadata, sums)"
         )
-    sizes = f"{least.batch_rows:,} rows per batch" + (
-        f" and {least.page_rows:,} per page"
-        if least.cache != "none"
-        else f", row groups of up to {least.page_rows:,} whole" * (least.page_rows > least.batch_rows)
-    )
+    sizes = f"{least.batch_rows:,} rows per batch"
+    if least.cache != "none":
+        sizes += f" and {least.page_rows:,} per page"
+    elif least.whole_row_groups:
+        sizes += f", row groups of up to {least.page_rows:,} whole"
     return OptionError(
         f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) is too small: the leanest plan ({sizes}) "
         f"needs about {format_size(least.expected_peak_bytes)} (a plan fills at most {PLANNED_SHARE:.0%} of a budget), "

@@ -17,7 +17,7 @@ from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_PREFETCH
 from extmem._folders import PrivateFolder
 from extmem._layout import FeatureLayout
-from extmem.encode._probe import check_room_to_probe, profile
+from extmem.encode._probe import profile
 from extmem.errors import OptionError
 from extmem.read._budget import Budget
 from extmem.read._dataset import Dataset, DatasetLike, as_dataset, is_dataset, takes_dataset_options
@@ -72,8 +72,7 @@ def plan_matrix(selection: Selection, options: MatrixOptions, *, cuts_given: boo
     """
     label_map = selection.layout.label_map
     budget = Budget.resolve(options.memory_budget)
-    check_room_to_probe(selection, budget)
-    measured = profile(selection, outputs=len(label_map) if label_map else 1, max_bin=options.max_bin)
+    measured = profile(selection, outputs=len(label_map) if label_map else 1, max_bin=options.max_bin, budget=budget)
     cache = "disk" if options.sparse_pages else options.cache
     plan = plan_memory(
         measured,
