@@ -142,7 +142,9 @@ def test_a_bad_shard_leaves_no_output(small_synth: Path, tmp_path: Path) -> None
 @pytest.mark.slow
 def test_sigkill_leaves_nothing_and_the_next_run_sweeps_the_staging_folder(wide_synth: Path, tmp_path: Path) -> None:
     dst = tmp_path / "dst"
-    command = [sys.executable, "-m", "extmem", "pack", str(wide_synth), str(dst), "--batch-rows", "100", "--no-progress"]
+    # row groups of 100 rows: the 1,000-row input groups are read in 100-row batches, not whole, so the writing lasts
+    command = [sys.executable, "-m", "extmem", "pack", str(wide_synth), str(dst), "--batch-rows", "100", "--row-group-rows", "100"]
+    command += ["--no-progress"]
     kill_while_staging(command, tmp_path, ".dst.extmem-staging-")
     assert not dst.exists()
     run = subprocess.run(command, capture_output=True, text=True, check=False)
