@@ -63,7 +63,7 @@ def test_xgboost_demo_bench_equals_xgboosts_own_run(tmp_path: Path) -> None:
 def test_rounds_bench_separates_build_and_round_costs(tmp_path: Path) -> None:
     args = ["--rows", "400", "--shards", "2", "--k", "3", "--rounds", "1,4", "--packed", "--reused"]
     payload = rounds.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "rounds.json")])
-    assert set(payload["seconds"]) == {"extmem-disk", "batched-csr", "extmem-packed", "extmem-reused"}
+    assert set(payload["seconds"]) == {"extmem-disk", "batched-csr", "extmem-packed", "xgboost-extmem", "extmem-reused"}
     reused, read = payload["runs"]["extmem-reused"][4][0], payload["runs"]["extmem-disk"][4][0]
     assert reused["build_seconds"]["decode"] == 0 < read["build_seconds"]["decode"]  # the kept rows, not the parquet
     assert reused["mlogloss"] == read["mlogloss"]
@@ -73,6 +73,10 @@ def test_rounds_bench_separates_build_and_round_costs(tmp_path: Path) -> None:
     baseline_runs = payload["runs"]["batched-csr"][4]
     assert baseline_runs[0]["rows"] == 400 and set(baseline_runs[0]["stage_seconds"]) == {"read", "build", "train"}
     assert payload["ratio_packed_to_xgboost_compute"][4] > 0
+    engine_runs = payload["runs"]["xgboost-extmem"][4]  # XGBoost's own external memory over the baseline's rows
+    assert engine_runs[0]["rows"] == 400 and set(engine_runs[0]["stage_seconds"]) == {"build", "train"}
+    assert engine_runs[0]["mlogloss"] == pytest.approx(baseline_runs[0]["mlogloss"], rel=0.05)
+    assert payload["ratio_packed_to_xgboost_extmem"][4] > 0
 
 
 def test_hashing_bench_runs(tmp_path: Path) -> None:
