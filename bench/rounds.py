@@ -35,9 +35,25 @@ def _line(rounds: list[int], seconds: list[float]) -> tuple[float, float]:
     return float(fixed), float(per_round)
 
 
-def _compute_seconds(runs: list[dict[str, Any]]) -> float:
+def _median(runs: list[dict[str, Any]], key: str) -> float | None:
+    """The median of ``key`` over the runs that completed (None if none did: each failed run keeps its stderr in the results)."""
+    completed = [run for run in runs if not run.get("failed")]
+    return median_of(completed, key) if completed else None
+
+
+def _compute_seconds(runs: list[dict[str, Any]]) -> float | None:
     """The median of XGBoost's own build plus rounds over ``runs`` (the reading left out)."""
-    return median_of([{"s": run["stage_seconds"]["build"] + run["stage_seconds"]["train"]} for run in runs], "s")
+    return _median(
+        [{**run, "s": run["stage_seconds"]["build"] + run["stage_seconds"]["train"]} for run in runs if not run.get("failed")], "s"
+    )
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator is not None and denominator is not None else None
+
+
+def _shown(value: float | None, form: str) -> str:
+    return form.format(value) if value is not None else "failed"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -80,12 +96,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name, (method, options) in methods.items():
                 run = run_method(method, folders[name], rounds, options)
                 runs[name][rounds].append(run)
-                print(f"{name:>14} {rounds:>5} rounds: " + ("failed" if run.get("failed") else f"{run['seconds']:.1f} s"), flush=True)
-    seconds = {name: {rounds: median_of(done, "seconds") for rounds, done in by_rounds.items()} for name, by_rounds in runs.items()}
-    peaks = {name: {rounds: median_of(done, "peak_rss_bytes") for rounds, done in by_rounds.items()} for name, by_rounds in runs.items()}
-    lines = {name: _line(list(by_rounds), list(by_rounds.values())) for name, by_rounds in seconds.items()}
-    baseline = runs[BASELINE]
-    compute = {rounds: _compute_seconds(done) for rounds, done in baseline.items()}
+                outcome = f"failed: {(run['stderr'].strip().splitlines() or ['?'])[-1]}" if run.get("failed") else f"{run['seconds']:.1f} s"
+                print(f"{name:>14} {rounds:>5} rounds: {outcome}", flush=True)
+    seconds = {name: {rounds: _median(done, "seconds") for rounds, done in by_rounds.items()} for name, by_rounds in runs.items()}
+    peaks = {name: {rounds: _median(done, "peak_rss_bytes") for rounds, done in by_rounds.items()} for name, by_rounds in runs.items()}
+    lines = {
+        name: _line(list(by_rounds), list(by_rounds.values())) for name, by_rounds in seconds.items() if None not in by_rounds.values()
+    }
+    compute = {rounds: _compute_seconds(done) for rounds, done in runs[BASELINE].items()}
     engine = {rounds: _compute_seconds(done) for rounds, done in runs[ENGINE].items()} if args.packed else None
     payload = {
         "rows": args.rows,
@@ -95,29 +113,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "xgboost_compute_seconds": compute,
         "fixed_and_per_round": {name: {"fixed": fixed, "per_round": per_round} for name, (fixed, per_round) in lines.items()},
         "ratio_to_batched_csr": {
-            name: {rounds: by_rounds[rounds] / seconds[BASELINE][rounds] for rounds in sweep} for name, by_rounds in seconds.items()
+            name: {rounds: _ratio(by_rounds[rounds], seconds[BASELINE][rounds]) for rounds in sweep} for name, by_rounds in seconds.items()
         },
-        "ratio_packed_to_xgboost_compute": {rounds: seconds["extmem-packed"][rounds] / compute[rounds] for rounds in sweep}
+        "ratio_packed_to_xgboost_compute": {rounds: _ratio(seconds["extmem-packed"][rounds], compute[rounds]) for rounds in sweep}
         if args.packed
         else None,
         "xgboost_extmem_compute_seconds": engine,
-        "ratio_packed_to_xgboost_extmem": {rounds: seconds["extmem-packed"][rounds] / engine[rounds] for rounds in sweep}
+        "ratio_packed_to_xgboost_extmem": {rounds: _ratio(seconds["extmem-packed"][rounds], engine[rounds]) for rounds in sweep}
         if engine
         else None,
         "runs": runs,
     }
     write_json(args.out, payload)
     print(f"{'method':>14} {'fixed s':>8} {'s/round':>8}  " + "  ".join(f"{r:>6} rounds" for r in sweep))
-    for name, (fixed, per_round) in lines.items():
-        ratios = "  ".join(f"{payload['ratio_to_batched_csr'][name][r]:>11.2f}x" for r in sweep)
-        print(f"{name:>14} {fixed:>8.1f} {per_round:>8.3f}  {ratios}")
+    for name, by_rounds in payload["ratio_to_batched_csr"].items():
+        if name in lines:
+            fixed, per_round = f"{lines[name][0]:.1f}", f"{lines[name][1]:.3f}"
+        else:
+            fixed = per_round = "failed"
+        print(f"{name:>14} {fixed:>8} {per_round:>8}  " + "  ".join(_shown(by_rounds[r], "{:>11.2f}x") for r in sweep))
     for name, by_rounds in peaks.items():
-        print(f"{name:>14} peak RSS: " + ", ".join(f"{r} rounds {mib(peak)}" for r, peak in by_rounds.items()))
-    print("XGBoost's own compute (build + rounds, CSR in RAM): " + ", ".join(f"{r} rounds {compute[r]:.1f} s" for r in sweep))
+        print(f"{name:>14} peak RSS: " + ", ".join(f"{r} rounds {mib(peak) if peak else 'failed'}" for r, peak in by_rounds.items()))
+    print("XGBoost's own compute (build + rounds, CSR in RAM): " + ", ".join(f"{r} rounds {_shown(compute[r], '{:.1f} s')}" for r in sweep))
     if engine:
         print(
             "XGBoost's own external memory (the same CSR in pages, cache on disk): "
-            + ", ".join(f"{r} rounds {engine[r]:.1f} s" for r in sweep)
+            + ", ".join(f"{r} rounds {_shown(engine[r], '{:.1f} s')}" for r in sweep)
         )
     return payload
 

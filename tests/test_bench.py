@@ -79,6 +79,15 @@ def test_rounds_bench_separates_build_and_round_costs(tmp_path: Path) -> None:
     assert payload["ratio_packed_to_xgboost_extmem"][4] > 0
 
 
+def test_rounds_bench_reports_a_failed_method_beside_the_others(tmp_path: Path) -> None:
+    args = ["--rows", "400", "--shards", "2", "--k", "3", "--rounds", "2", "--memory-budget", "1MiB"]
+    payload = rounds.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "rounds.json")])
+    (refused,) = payload["runs"]["extmem-disk"][2]
+    assert refused["failed"] and "is too small" in refused["stderr"]
+    assert payload["seconds"]["extmem-disk"][2] is None and payload["ratio_to_batched_csr"]["extmem-disk"][2] is None
+    assert payload["seconds"]["batched-csr"][2] > 0 and "extmem-disk" not in payload["fixed_and_per_round"]
+
+
 def test_hashing_bench_runs(tmp_path: Path) -> None:
     args = ["--rows", "600", "--shards", "2", "--valid-rows", "200", "--k", "3", "--rounds", "2"]
     payload = hashing.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "hashing.json")])
