@@ -5,7 +5,9 @@ python -m bench.worker METHOD DATA ROUNDS [OPTIONS_JSON] [--samples]
 With ``--samples`` the output also holds RSS and anonymous RSS over time, ``[seconds, rss, anon]``.
 The clock starts once the libraries every method uses are imported (XGBoost imports scikit-learn
 and pandas: about 1.3 s on the 2-core machine), so a method's seconds are its own work, as the
-baseline's stage timings (XGBoost's own compute) are.
+baseline's stage timings (XGBoost's own compute) are. extmem is imported first, as its docs ask
+of a program run under a data limit: it then sets up the allocators before the others load
+(numpy first would start OpenBLAS threads that hold about 90 MiB of the limit for the whole run).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import json
 import sys
 import time
 
+# isort: off
+import extmem  # noqa: F401 - first (see above)
 import numpy  # noqa: F401 - imported before the clock starts (see above)
 import pyarrow.parquet  # noqa: F401
 import scipy.sparse  # noqa: F401
 import xgboost  # noqa: F401
+# isort: on
 
 from extmem.diagnostics import MemoryMonitor
 

@@ -149,10 +149,25 @@ def limit_allocators() -> None:
         pyarrow.set_memory_pool(pyarrow.system_memory_pool())
 
 
+_imported_first: tuple[str, ...] = ()
+
+
 def prepare_for_data_limit() -> None:
-    """Under a data limit (``prlimit --data``), set up the allocators as the command line does (:func:`limit_allocators`)."""
+    """Under a data limit (``prlimit --data``), set up the allocators as the command line does (:func:`limit_allocators`),
+    remembering which libraries were imported before (see :func:`process_note`)."""
+    global _imported_first
     if resource.getrlimit(resource.RLIMIT_DATA)[0] != resource.RLIM_INFINITY:
+        _imported_first = tuple(name for name in ("numpy", "pyarrow", "xgboost") if name in sys.modules)
         limit_allocators()
+
+
+def process_note() -> str:
+    """Why the process holds more than the command line's would, for a refused budget: under a data limit, libraries that a
+    program imported before extmem set up their threads (numpy: OpenBLAS's, each with a 32-64 MiB buffer) and allocators
+    before extmem could limit them. Empty otherwise."""
+    if not _imported_first:
+        return ""
+    return f" ({', '.join(_imported_first)} imported before extmem, whose threads and allocators it could not limit: import extmem first)"
 
 
 def _default_stack() -> int:

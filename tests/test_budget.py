@@ -384,6 +384,17 @@ def test_the_library_under_a_data_limit_sets_up_the_allocators_as_the_command_li
     assert run.stdout.split() == ["True", "system"], run.stderr  # a run given memory_budget plans as the command line does
 
 
+def test_a_refused_budget_says_when_libraries_were_imported_before_extmem(small_synth: Path) -> None:
+    """Under a data limit, numpy imported first starts OpenBLAS's threads (a buffer each) before extmem can limit them: the
+    process holds more than the command line's, and the refusal says what to change."""
+    script = f"{{}}import extmem; extmem.train({str(small_synth)!r}, preset='splice-sites', rounds=1)"
+    late, first = (_python_under_limit(360 * MiB, script.format(imports)) for imports in ("import numpy, pyarrow; ", ""))
+    assert "is too small" in late.stderr and "(numpy, pyarrow imported before extmem" in late.stderr, late.stderr[-800:]
+    assert "import extmem first" in late.stderr
+    assert first.returncode == 0 or "is too small" in first.stderr, first.stderr[-800:]  # held, or refused for the data alone
+    assert "imported before extmem" not in first.stderr
+
+
 def test_training_under_a_data_limit_plans_for_it_and_completes(small_synth: Path, tmp_path: Path) -> None:
     """The kernel enforces the limit: any allocation beyond it fails, so completing is the proof.
 

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from extmem._allocators import process_note
 from extmem._contracts import DataProfile
 from extmem._defaults import DEFAULT_MAX_BIN
 from extmem._units import KiB, format_size
@@ -47,7 +48,7 @@ def check_room_to_probe(selection: Selection, budget: Budget | None) -> None:
     if held + footer + probe > budget.plannable:
         msg = (
             f"A memory budget of {format_size(budget.bytes)} ({budget.origin}) is too small: before any row is read, "
-            f"{format_size(held)} is the process itself, {format_size(footer)} a shard's parsed footer and {format_size(probe)} "
+            f"{format_size(held)} is the process itself{process_note()}, {format_size(footer)} a shard's parsed footer and {format_size(probe)} "
             f"reading the first rows of {len(selection.layout.names):,} features (a plan fills at most {PLANNED_SHARE:.0%} of a budget); "
             "packed shards (extmem pack) read a few columns."
         )

@@ -16,6 +16,7 @@ import psutil
 from extmem._allocators import (
     allocators_limited,
     heap_free_bytes,
+    process_note,
     release_freed_memory,
     running_threads,
     thread_stack_bytes,
@@ -194,7 +195,7 @@ def _shrinking(largest: int, smallest: int) -> list[int]:
 
 def _refusal(budget: Budget, least: MemoryPlan, profile: DataProfile, detail: str = "") -> OptionError:
     """The refusal of ``budget``, quoting the plan of least peak that was tried and its largest parts."""
-    parts = [f"{format_size(least.fixed_bytes)} is the process itself"]
+    parts = [f"{format_size(least.fixed_bytes)} is the process itself{process_note()}"]
     if least.footer_bytes:
         parts.append(f"{format_size(least.footer_bytes)} a shard's footer")
     if least.decode_bytes > max(least.page_bytes, least.fixed_bytes // 2):  # a reader for each of thousands of columns
