@@ -107,7 +107,7 @@ def byte_width(kind: pa.DataType) -> int | None:
     if pa.types.is_boolean(kind):
         return 1
     try:
-        return kind.byte_width + 1
+        return kind.bit_width // 8 + 1
     except ValueError:
         return None
 
