@@ -190,6 +190,28 @@ def _class_ids(labels: Any) -> np.ndarray:
     return pc.index_in(labels, value_set=pa.array(list(extmem.SPLICE_SITES.label_map or {}))).to_numpy().astype(np.float32)
 
 
+def _batches(items: list[Any], batch: Callable[[Any], dict[str, Any]], cache: str) -> Any:
+    """An ``xgb.DataIter`` over ``items`` in order, each made into one batch's keywords (``data``, ``label``, ...) by ``batch``."""
+    import xgboost as xgb
+
+    class Batches(xgb.DataIter):
+        def __init__(self) -> None:
+            self._position = 0
+            super().__init__(cache_prefix=cache)
+
+        def next(self, input_data: Callable[..., None]) -> bool:
+            if self._position == len(items):
+                return False
+            input_data(**batch(items[self._position]))
+            self._position += 1
+            return True
+
+        def reset(self) -> None:
+            self._position = 0
+
+    return Batches()
+
+
 def _train_xgboost(matrix: Any, rounds: int) -> float:
     """Train on ``matrix`` with the shared parameters; the last round's training mlogloss."""
     import xgboost as xgb
@@ -301,25 +323,10 @@ def run_xgboost_extmem(data: str, rounds: int, options: dict[str, Any]) -> dict[
     rows = int(X.shape[0])
     del X
 
-    class Pages(xgb.DataIter):
-        def __init__(self, cache: str) -> None:
-            self._page = 0
-            super().__init__(cache_prefix=cache)
-
-        def next(self, input_data: Any) -> bool:
-            if self._page == len(pages):
-                return False
-            page, page_labels = pages[self._page]
-            input_data(data=page, label=page_labels, feature_names=features)
-            self._page += 1
-            return True
-
-        def reset(self) -> None:
-            self._page = 0
-
     with tempfile.TemporaryDirectory(prefix="xgboost-extmem-") as folder:
         started = time.perf_counter()
-        matrix = xgb.ExtMemQuantileDMatrix(Pages(str(Path(folder) / "cache")))
+        iterator = _batches(pages, lambda page: {"data": page[0], "label": page[1], "feature_names": features}, str(Path(folder) / "cache"))
+        matrix = xgb.ExtMemQuantileDMatrix(iterator)
         build = time.perf_counter() - started
         mlogloss = _train_xgboost(matrix, rounds)
         train = time.perf_counter() - started - build
@@ -368,31 +375,19 @@ def run_naive_iter(data: str, rounds: int, options: dict[str, Any]) -> dict[str,
 
     shards, features = _shards_and_features(data)
 
-    class ShardIter(xgb.DataIter):
-        def __init__(self, cache: str) -> None:
-            self._position = 0
-            super().__init__(cache_prefix=cache)
-
-        def next(self, input_data: Any) -> bool:
-            if self._position == len(shards):
-                return False
-            table = pq.read_table(shards[self._position])
-            present = set(table.column_names)
-            X = np.column_stack(
-                [
-                    table.column(n).to_numpy().astype(np.float32) if n in present else np.full(table.num_rows, np.nan, np.float32)
-                    for n in features
-                ]
-            )
-            input_data(data=X, label=_class_ids(table.column("splice_type")), feature_names=features)
-            self._position += 1
-            return True
-
-        def reset(self) -> None:
-            self._position = 0
+    def shard_batch(shard: str) -> dict[str, Any]:
+        table = pq.read_table(shard)
+        present = set(table.column_names)
+        X = np.column_stack(
+            [
+                table.column(n).to_numpy().astype(np.float32) if n in present else np.full(table.num_rows, np.nan, np.float32)
+                for n in features
+            ]
+        )
+        return {"data": X, "label": _class_ids(table.column("splice_type")), "feature_names": features}
 
     with tempfile.TemporaryDirectory() as cache:
-        matrix = xgb.ExtMemQuantileDMatrix(ShardIter(str(Path(cache) / "naive")))
+        matrix = xgb.ExtMemQuantileDMatrix(_batches(shards, shard_batch, str(Path(cache) / "naive")))
         rows = matrix.num_row()
         mlogloss = _train_xgboost(matrix, rounds)
         del matrix

@@ -8,11 +8,13 @@ those), less the ones extmem fixes (``PASSED_BY_EXTMEM``). ``IncrementalClassifi
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas
@@ -330,41 +332,65 @@ def test_sample_weight_reaches_fit_through_meta_estimators_and_routing() -> None
 # run with extmem's estimators in place of XGBoost's: every name they construct an estimator by.
 
 
+_PATCHED_MODULES = ("with_skl", "intercept", "metrics", "multi_target", "updater")
+"""The helper modules whose estimators the routines construct: extmem's are put in their place (the ranking ones use XGBoost's)."""
+
+
+def _testing_module(name: str) -> Any:
+    """``xgboost.testing.<name>`` as the installed XGBoost ships it, or None (older releases have fewer)."""
+    try:
+        return importlib.import_module(f"xgboost.testing.{name}")
+    except ImportError:
+        return None
+
+
+def _helper(module: str, function: str) -> Callable[..., Any]:
+    """XGBoost's test helper ``xgboost.testing.<module>.<function>``, or one that skips the test where the installed XGBoost has none."""
+    found = getattr(_testing_module(module), function, None)
+    if found is not None:
+        return found
+
+    def missing(*args: object) -> None:
+        pytest.skip(f"XGBoost {xgb.__version__} ships no xgboost.testing.{module}.{function}")
+
+    return missing
+
+
 def _xgboost_routines() -> dict[str, Callable[[], None]]:
     from sklearn.datasets import make_classification
-    from xgboost.testing import intercept, metrics, multi_target, ranking, updater, with_skl
 
     X, y = make_classification(200, 8, n_informative=5, random_state=0)
     X3, y3 = make_classification(300, 8, n_informative=5, n_classes=3, random_state=0)
     routines: dict[str, Callable[[], None]] = {
-        "boost_from_prediction_binary": lambda: with_skl.run_boost_from_prediction_binary("hist", "cpu", X, y, None),
-        "boost_from_prediction_multi_class": lambda: with_skl.run_boost_from_prediction_multi_clasas(
+        "boost_from_prediction_binary": lambda: _helper("with_skl", "run_boost_from_prediction_binary")("hist", "cpu", X, y, None),
+        "boost_from_prediction_multi_class": lambda: _helper("with_skl", "run_boost_from_prediction_multi_clasas")(
             extmem.XGBClassifier, "hist", "cpu", X3, y3, None
         ),
-        "recoding": lambda: with_skl.run_recoding("cpu"),
-        "intercept": lambda: with_skl.run_intercept("cpu"),
-        "init_estimation": lambda: intercept.run_init_estimation("hist", "cpu"),
-        "adaptive": lambda: intercept.run_adaptive("hist", True, "cpu"),
-        "exp_family": lambda: intercept.run_exp_family("cpu"),
-        "logistic_degenerate": lambda: intercept.run_logistic_degenerate("cpu"),
-        "quantile_loss": lambda: updater.check_quantile_loss("hist", True, "cpu"),
-        "max_cat": lambda: updater.run_max_cat("hist", "cpu"),
-        "invalid_category": lambda: updater.run_invalid_category("hist", "cpu"),
-        "ranking_qid_in_a_dataframe": lambda: ranking.run_ranking_qid_df(pandas, "hist", "cpu"),
-        "ranking_categorical": lambda: ranking.run_ranking_categorical("cpu"),
-        "ranking_normalization": lambda: ranking.run_normalization("cpu"),
-        "ranking_score_normalization": lambda: ranking.run_score_normalization("cpu", "rank:ndcg"),
-        "multiclass_vector_leaf": lambda: multi_target.run_multiclass("cpu", None),
-        "multilabel_vector_leaf": lambda: multi_target.run_multilabel("cpu", None),
-        "precision_score": lambda: metrics.check_precision_score("hist", "cpu"),
-        "quantile_error": lambda: metrics.check_quantile_error("hist", "cpu"),
-        "roc_auc_binary": lambda: metrics.run_roc_auc_binary("hist", 128, "cpu"),
-        "pr_auc_multi": lambda: metrics.run_pr_auc_multi("hist", "cpu"),
-        "roc_auc_multi_weighted": lambda: metrics.run_roc_auc_multi("hist", 256, True, "cpu"),
-        "pr_auc_ranking": lambda: metrics.run_pr_auc_ltr("hist", "cpu"),
-        "pr_auc_binary": lambda: metrics.run_pr_auc_binary("hist", "cpu"),
+        "recoding": lambda: _helper("with_skl", "run_recoding")("cpu"),
+        "intercept": lambda: _helper("with_skl", "run_intercept")("cpu"),
+        "init_estimation": lambda: _helper("intercept", "run_init_estimation")("hist", "cpu"),
+        "adaptive": lambda: _helper("intercept", "run_adaptive")("hist", True, "cpu"),
+        "exp_family": lambda: _helper("intercept", "run_exp_family")("cpu"),
+        "logistic_degenerate": lambda: _helper("intercept", "run_logistic_degenerate")("cpu"),
+        "quantile_loss": lambda: _helper("updater", "check_quantile_loss")("hist", True, "cpu"),
+        "max_cat": lambda: _helper("updater", "run_max_cat")("hist", "cpu"),
+        "invalid_category": lambda: _helper("updater", "run_invalid_category")("hist", "cpu"),
+        "ranking_qid_in_a_dataframe": lambda: _helper("ranking", "run_ranking_qid_df")(pandas, "hist", "cpu"),
+        "ranking_categorical": lambda: _helper("ranking", "run_ranking_categorical")("cpu"),
+        "ranking_normalization": lambda: _helper("ranking", "run_normalization")("cpu"),
+        "ranking_score_normalization": lambda: _helper("ranking", "run_score_normalization")("cpu", "rank:ndcg"),
+        "multiclass_vector_leaf": lambda: _helper("multi_target", "run_multiclass")("cpu", None),
+        "multilabel_vector_leaf": lambda: _helper("multi_target", "run_multilabel")("cpu", None),
+        "precision_score": lambda: _helper("metrics", "check_precision_score")("hist", "cpu"),
+        "quantile_error": lambda: _helper("metrics", "check_quantile_error")("hist", "cpu"),
+        "roc_auc_binary": lambda: _helper("metrics", "run_roc_auc_binary")("hist", 128, "cpu"),
+        "pr_auc_multi": lambda: _helper("metrics", "run_pr_auc_multi")("hist", "cpu"),
+        "roc_auc_multi_weighted": lambda: _helper("metrics", "run_roc_auc_multi")("hist", 256, True, "cpu"),
+        "pr_auc_ranking": lambda: _helper("metrics", "run_pr_auc_ltr")("hist", "cpu"),
+        "pr_auc_binary": lambda: _helper("metrics", "run_pr_auc_binary")("hist", "cpu"),
     }
-    for objective in multi_target.all_reg_objectives():
+    regression_objectives = getattr(_testing_module("multi_target"), "all_reg_objectives", list)
+    for objective in regression_objectives():
         routines[objective.__name__.removeprefix("run_")] = lambda objective=objective: objective("cpu")
     return routines
 
@@ -374,9 +400,7 @@ XGBOOST_ROUTINES = _xgboost_routines()
 
 @pytest.mark.parametrize("name", sorted(XGBOOST_ROUTINES))
 def test_xgboosts_own_estimator_routines_pass_with_extmems_estimators(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from xgboost.testing import intercept, metrics, multi_target, updater, with_skl
-
-    for module in (xgb, with_skl, intercept, metrics, multi_target, updater):
+    for module in (xgb, *filter(None, map(_testing_module, _PATCHED_MODULES))):
         for estimator in ("XGBClassifier", "XGBRegressor", "XGBRanker"):
             if hasattr(module, estimator):
                 monkeypatch.setattr(module, estimator, getattr(extmem, estimator))
