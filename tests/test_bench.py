@@ -106,12 +106,10 @@ def test_budget_bench_runs(tmp_path: Path) -> None:
     assert set(payload["ratio_to_raw_decode"]) == {"prefetch 0", "prefetch 1"}
 
 
-def _bench_scratch_folders() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("extmem-bench-*")}
-
-
-def test_suite_runs_every_method_side_by_side_and_leaves_nothing(tmp_path: Path) -> None:
-    before = _bench_scratch_folders()
+def test_suite_runs_every_method_side_by_side_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "tmp"  # the runs' scratch folders go here, apart from other processes' in the shared one
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     methods = "inmemory,inmemory-csr,naive-iter,extmem,extmem-disk"
     args = ["--sizes", "300,600", "--shards", "2", "--k", "3", "--rounds", "2", "--methods", methods]
     payload = suite.main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out")])
@@ -127,7 +125,7 @@ def test_suite_runs_every_method_side_by_side_and_leaves_nothing(tmp_path: Path)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["runs"]["extmem"]["600"][0]["samples"], "RSS over time is kept"
     assert "| extmem-disk | 600 |" in (tmp_path / "out" / "results.md").read_text()
-    assert _bench_scratch_folders() == before
+    assert list(scratch.iterdir()) == []
 
 
 def test_suite_budget_mode_records_failures_without_crashing(tmp_path: Path) -> None:
