@@ -35,17 +35,20 @@ def _line(rounds: list[int], seconds: list[float]) -> tuple[float, float]:
     return float(fixed), float(per_round)
 
 
+def _completed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs that did not fail (each failed run keeps its stderr in the results)."""
+    return [run for run in runs if not run.get("failed")]
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float | None:
-    """The median of ``key`` over the runs that completed (None if none did: each failed run keeps its stderr in the results)."""
-    completed = [run for run in runs if not run.get("failed")]
+    """The median of ``key`` over the runs that completed (None if none did)."""
+    completed = _completed(runs)
     return median_of(completed, key) if completed else None
 
 
 def _compute_seconds(runs: list[dict[str, Any]]) -> float | None:
-    """The median of XGBoost's own build plus rounds over ``runs`` (the reading left out)."""
-    return _median(
-        [{**run, "s": run["stage_seconds"]["build"] + run["stage_seconds"]["train"]} for run in runs if not run.get("failed")], "s"
-    )
+    """The median of XGBoost's own build plus rounds over the runs that completed (the reading left out)."""
+    return _median([{"s": run["stage_seconds"]["build"] + run["stage_seconds"]["train"]} for run in _completed(runs)], "s")
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
